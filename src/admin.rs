@@ -1,0 +1,246 @@
+//! The admin channel: user, queue and export commands, executed either directly on the store
+//! (server stopped) or by the running server over a Unix socket in `data_dir` (mode 0600),
+//! because sled admits one process.
+//!
+//! Wire format: the client sends one JSON [`Request`] line; the server answers one JSON
+//! [`Response`] line, followed, for `Export`, by the raw mboxrd bytes until EOF.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::config::Config;
+use crate::server::App;
+use crate::shutdown::Shutdown;
+use crate::store::{self, Store};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    UserAdd { email: String, password: String },
+    UserPasswd { email: String, password: String },
+    UserDel { email: String },
+    UserList,
+    Export { email: String, mailbox: Option<String> },
+    QueueList,
+    QueueRetry { id: u64 },
+    QueueDrop { id: u64, silent: bool },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    /// Human text to print (stdout on success, stderr on failure).
+    pub text: String,
+    /// Machine data (e.g. the queue as JSON), if any.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    fn ok(text: impl Into<String>) -> Self {
+        Response { ok: true, text: text.into(), data: serde_json::Value::Null }
+    }
+}
+
+/// Executes a request against an open store. `Export` writes the mbox to `out`.
+pub fn execute(store: &Store, config: &Config, req: &Request, out: &mut dyn Write) -> Result<Response> {
+    match req {
+        Request::UserAdd { email, password } => {
+            let email = store::account::normalize_email(email)?;
+            let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+            if !config.is_local_domain(domain) {
+                bail!("{domain} is not a local domain: add it to server.domains first ({})", config.domains.join(", "));
+            }
+            check_password(password)?;
+            let hash = store::account::hash_password(password)?;
+            let a = store.create_account(&email, &hash)?;
+            store.flush_sync()?;
+            Ok(Response::ok(format!("created {} with INBOX, Drafts, Sent, Trash, Junk, Archive", a.email)))
+        }
+        Request::UserPasswd { email, password } => {
+            check_password(password)?;
+            let hash = store::account::hash_password(password)?;
+            store.set_password(email, &hash)?;
+            store.flush_sync()?;
+            Ok(Response::ok(format!("password changed for {}", email.to_ascii_lowercase())))
+        }
+        Request::UserDel { email } => {
+            let a = store.delete_account(email)?;
+            store.flush_sync()?;
+            Ok(Response::ok(format!("deleted {} and its mail", a.email)))
+        }
+        Request::UserList => {
+            let mut text = String::new();
+            for a in store.accounts()? {
+                let mut count = 0u64;
+                let mut bytes = 0u64;
+                for m in store.mailboxes(a.id)? {
+                    count += m.messages as u64;
+                    bytes += store.messages(m.id)?.iter().map(|x| x.size).sum::<u64>();
+                }
+                text.push_str(&format!("{}\t{count} messages\t{bytes} bytes\n", a.email));
+            }
+            Ok(Response::ok(text))
+        }
+        Request::Export { email, mailbox } => {
+            let Some(a) = store.account(email)? else { bail!("no account {email}") };
+            let boxes = match mailbox {
+                Some(name) => vec![store.mailbox(a.id, name)?.ok_or_else(|| anyhow!("{email} has no mailbox {name}"))?],
+                None => store.mailboxes(a.id)?,
+            };
+            let mut n = 0;
+            for m in boxes {
+                for meta in store.messages(m.id)? {
+                    let Some(blob) = store.blob(meta.blob_id)? else { continue };
+                    write_mboxrd(out, &a.email, meta.internal_date, &blob)?;
+                    n += 1;
+                }
+            }
+            Ok(Response::ok(format!("{n} messages exported")))
+        }
+        Request::QueueList | Request::QueueRetry { .. } | Request::QueueDrop { .. } => {
+            crate::delivery::admin(store, config, req)
+        }
+    }
+}
+
+fn check_password(p: &str) -> Result<()> {
+    if p.is_empty() {
+        bail!("the password is empty");
+    }
+    if p.contains(['\r', '\n', '\0']) {
+        bail!("the password contains a line break or NUL");
+    }
+    Ok(())
+}
+
+/// One message in mboxrd format: a `From ` line, `>`-quoting of `From ` lines (adding one `>` to
+/// any `>*From ` line), LF line ends, a blank line after.
+pub fn write_mboxrd(out: &mut dyn Write, sender: &str, date: i64, raw: &[u8]) -> std::io::Result<()> {
+    let when = chrono::DateTime::from_timestamp(date, 0).unwrap_or_default().format("%a %b %e %H:%M:%S %Y");
+    writeln!(out, "From {sender} {when}")?;
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let unquoted = line.iter().position(|&b| b != b'>').map(|i| &line[i..]).unwrap_or(&[]);
+        if unquoted.starts_with(b"From ") {
+            out.write_all(b">")?;
+        }
+        out.write_all(line)?;
+        out.write_all(b"\n")?;
+    }
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+// ---- server side ----
+
+/// Binds the admin socket (mode 0600). A stale socket from a crashed server is replaced; a live
+/// one means another server runs on this data_dir.
+pub fn bind(config: &Config) -> Result<UnixListener> {
+    let path = config.admin_socket();
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            bail!("another tanba server is already running on {}", config.data_dir.display());
+        }
+        std::fs::remove_file(&path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    // Restrictive umask while binding so the socket is never world-accessible, even briefly.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(&path);
+    unsafe { libc::umask(old) };
+    let l = l.with_context(|| format!("binding admin socket {}", path.display()))?;
+    Ok(l)
+}
+
+pub async fn serve(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = shutdown.stopping() => return,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let app = app.clone();
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            let _sd = sd;
+            if let Err(e) = handle(stream, app).await {
+                tracing::warn!("admin connection: {e:#}");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, app: Arc<App>) -> Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r.take(1 << 20)).read_line(&mut line).await?;
+    let req: Request = serde_json::from_str(&line).context("bad admin request")?;
+    let store = app.store.clone();
+    let config = app.config.clone();
+    let (resp, body) = tokio::task::spawn_blocking(move || {
+        let mut body = Vec::new();
+        let resp = match execute(&store, &config, &req, &mut body) {
+            Ok(r) => r,
+            Err(e) => Response { ok: false, text: format!("{e:#}"), data: serde_json::Value::Null },
+        };
+        (resp, body)
+    })
+    .await?;
+    if matches!(resp.data.get("wake"), Some(serde_json::Value::Bool(true))) {
+        app.queue_wakeup.notify_one();
+    }
+    let mut head = serde_json::to_vec(&resp)?;
+    head.push(b'\n');
+    w.write_all(&head).await?;
+    w.write_all(&body).await?;
+    w.shutdown().await?;
+    Ok(())
+}
+
+// ---- client side ----
+
+/// Runs a request: through the running server if its socket answers, else on the store directly.
+/// Export bytes go to `out`.
+pub fn run(config: &Config, req: &Request, out: &mut dyn Write) -> Result<Response> {
+    let path = config.admin_socket();
+    if let Ok(stream) = std::os::unix::net::UnixStream::connect(&path) {
+        return via_socket(stream, req, out);
+    }
+    let store = Store::open(&config.data_dir.join("store"))?;
+    let resp = execute(&store, config, req, out)?;
+    store.flush_sync()?;
+    Ok(resp)
+}
+
+fn via_socket(mut stream: std::os::unix::net::UnixStream, req: &Request, out: &mut dyn Write) -> Result<Response> {
+    use std::io::{BufRead, Read};
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut r = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    r.read_line(&mut head)?;
+    let resp: Response = serde_json::from_str(&head).context("bad answer from the server's admin socket")?;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+    }
+    Ok(resp)
+}
+
+/// Whether a server is running on this data dir (its admin socket answers).
+pub fn server_running(config: &Config) -> bool {
+    let p: &Path = &config.admin_socket();
+    std::os::unix::net::UnixStream::connect(p).is_ok()
+}

@@ -1,0 +1,292 @@
+//! The command line (SPEC §2). Parses arguments with clap and runs one command; returns the
+//! process exit code. Only this module and `main.rs` print to stdout.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::admin::{self, Request};
+use crate::config::{Config, DEFAULT_TOML};
+
+pub mod verify;
+
+#[derive(Debug, Parser)]
+#[command(name = "tanba", version, about = "Mail server that verifies NCA RK (Kazakhstan) digital signatures")]
+pub struct Cli {
+    /// Config file (TOML). Without it, the built-in defaults are used.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every listener and the delivery queue until SIGTERM/SIGINT.
+    Serve,
+    /// Check or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Manage mail accounts (works whether or not the server runs).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Verify the CMS signatures of a message (.eml) or a CMS file.
+    Verify(VerifyArgs),
+    /// Print a message exactly as the inbound filter would store it.
+    Stamp(StampArgs),
+    /// Write an account's mailboxes as mboxrd to stdout.
+    Export {
+        email: String,
+        /// Only this mailbox.
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
+    /// Inspect and steer the outbound queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// DKIM keys for outbound mail.
+    #[command(subcommand)]
+    Dkim(DkimCmd),
+    /// Trusted certificates for signature verification.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate the config file; errors name the key and line (exit 2).
+    Check,
+    /// Print the built-in defaults as commented TOML.
+    Default,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create an account (password from --password-stdin or a prompt).
+    Add {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password.
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove an account and all its mail.
+    Del { email: String },
+    /// List accounts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// What waits, why, and when it is tried next.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try an entry again now.
+    Retry { id: u64 },
+    /// Remove an entry (with a bounce to the sender unless --silent).
+    Drop {
+        id: u64,
+        #[arg(long)]
+        silent: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DkimCmd {
+    /// Write a DKIM key and print the DNS TXT record and the [dkim] config lines.
+    Generate {
+        domain: String,
+        #[arg(long, default_value = "tanba")]
+        selector: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCmd {
+    /// Show the trusted roots and intermediates in signatures.trust_dir.
+    List,
+    /// Download NCA RK's production roots, intermediates and CRLs.
+    FetchNca {
+        /// Base URL to fetch from instead of the official addresses (mirrors, tests).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Message (.eml) or CMS file (.p7s, .cms, .p7m; DER, PEM or base64).
+    pub file: PathBuf,
+    /// Print the JSON report (SPEC §6).
+    #[arg(long)]
+    pub json: bool,
+    /// Detached content signed by a bare CMS file.
+    #[arg(long, value_name = "FILE")]
+    pub content: Option<PathBuf>,
+    /// Trust anchors directory (overrides signatures.trust_dir).
+    #[arg(long, value_name = "DIR")]
+    pub trust: Option<PathBuf>,
+    /// Extra CRL files (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// Verify as of this instant (RFC 3339), instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StampArgs {
+    /// The message (.eml).
+    pub file: PathBuf,
+    /// Trust anchors directory (overrides signatures.trust_dir).
+    #[arg(long, value_name = "DIR")]
+    pub trust: Option<PathBuf>,
+    /// Stamp as of this instant (RFC 3339), instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+}
+
+/// Exit code for errors (usage, I/O, config): SPEC §2.
+pub const EXIT_ERROR: i32 = 2;
+
+/// Runs the parsed command and returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let load = || Config::load(cli.config.as_deref());
+    match cli.command {
+        Command::Serve => {
+            let config = load()?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(crate::server::serve(config))?;
+            Ok(0)
+        }
+        Command::Config(ConfigCmd::Default) => {
+            print!("{DEFAULT_TOML}");
+            Ok(0)
+        }
+        Command::Config(ConfigCmd::Check) => {
+            let c = load()?;
+            let cert_note = match &c.tls_cert {
+                Some(p) => format!("TLS certificate {}", p.display()),
+                None => "self-signed TLS certificate in data_dir".into(),
+            };
+            println!(
+                "{}: OK (hostname {}, domains {}, data in {}, {cert_note})",
+                c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()),
+                c.hostname,
+                c.domains.join(", "),
+                c.data_dir.display()
+            );
+            Ok(0)
+        }
+        Command::User(cmd) => {
+            let config = load()?;
+            let req = match cmd {
+                UserCmd::Add { email, password_stdin } => {
+                    let password = read_password(password_stdin, true)?;
+                    Request::UserAdd { email, password }
+                }
+                UserCmd::Passwd { email, password_stdin } => {
+                    let password = read_password(password_stdin, true)?;
+                    Request::UserPasswd { email, password }
+                }
+                UserCmd::Del { email } => Request::UserDel { email },
+                UserCmd::List => Request::UserList,
+            };
+            admin_command(&config, &req, false)
+        }
+        Command::Export { email, mailbox } => {
+            let config = load()?;
+            admin_command(&config, &Request::Export { email, mailbox }, false)
+        }
+        Command::Queue(cmd) => {
+            let config = load()?;
+            let (req, json) = match cmd {
+                QueueCmd::List { json } => (Request::QueueList, json),
+                QueueCmd::Retry { id } => (Request::QueueRetry { id }, false),
+                QueueCmd::Drop { id, silent } => (Request::QueueDrop { id, silent }, false),
+            };
+            admin_command(&config, &req, json)
+        }
+        Command::Verify(args) => verify::verify(&args, cli.config.as_deref()),
+        Command::Stamp(args) => verify::stamp(&args, cli.config.as_deref()),
+        Command::Dkim(_) => bail!("`tanba dkim` is not available yet in this build"),
+        Command::Certs(_) => bail!("`tanba certs` is not available yet in this build"),
+    }
+}
+
+fn admin_command(config: &Config, req: &Request, json: bool) -> Result<i32> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let resp = admin::run(config, req, &mut out)?;
+    out.flush()?;
+    if !resp.ok {
+        bail!("{}", resp.text);
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&resp.data)?)?;
+    } else if matches!(req, Request::Export { .. }) {
+        eprintln!("{}", resp.text);
+    } else if !resp.text.is_empty() {
+        write!(out, "{}", resp.text)?;
+        if !resp.text.ends_with('\n') {
+            writeln!(out)?;
+        }
+    }
+    Ok(0)
+}
+
+/// Reads a password: one line from stdin with `--password-stdin`, else a prompt on the terminal.
+/// The password is never echoed or logged.
+fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        let p = line.trim_end_matches(['\r', '\n']).to_string();
+        if p.is_empty() {
+            bail!("no password on stdin");
+        }
+        return Ok(p);
+    }
+    let p = prompt_hidden("Password: ")?;
+    if confirm && prompt_hidden("Again: ")? != p {
+        bail!("the passwords do not match");
+    }
+    Ok(p)
+}
+
+fn prompt_hidden(prompt: &str) -> Result<String> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("no terminal to prompt for a password: use --password-stdin");
+    }
+    eprint!("{prompt}");
+    // Turn echo off while reading.
+    let fd = 0;
+    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    let have = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
+    let saved = term;
+    if have {
+        term.c_lflag &= !libc::ECHO;
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    }
+    let mut line = String::new();
+    let r = stdin.lock().read_line(&mut line);
+    if have {
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    }
+    eprintln!();
+    r?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}

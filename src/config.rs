@@ -1,0 +1,575 @@
+//! Configuration: one TOML file, read in two stages.
+//!
+//! [`FileConfig`] mirrors the TOML exactly (serde, unknown keys rejected) and carries the built-in
+//! defaults of SPEC §3. [`Config`] is the validated, resolved form the rest of the program uses:
+//! addresses parsed, durations parsed, relative paths made absolute against the directory of the
+//! config file (or the working directory when running on the built-in defaults).
+//!
+//! Every validation error names the key (`smtp.mx`, `tls.cert`, ...) and, when the key is written in
+//! the file, its line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The raw file, as written by the operator. Field names are the TOML keys of SPEC §3.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub tls: TlsSection,
+    pub smtp: SmtpSection,
+    pub imap: ImapSection,
+    pub signatures: SignaturesSection,
+    pub delivery: DeliverySection,
+    pub dkim: BTreeMap<String, DkimSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub hostname: String,
+    pub domains: Vec<String>,
+    pub data_dir: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            hostname: "localhost".into(),
+            domains: vec!["localhost".into()],
+            data_dir: "data".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSection {
+    pub mx: Vec<String>,
+    pub submission: Vec<String>,
+    pub submissions: Vec<String>,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Not in SPEC §3's list: simultaneous SMTP connections over all listeners (421 beyond it).
+    pub max_connections: usize,
+    /// Not in SPEC §3's list: a session idle this long is closed (421 4.4.2).
+    pub idle_timeout: String,
+    /// Not in SPEC §3's list: a session older than this is closed after its current command.
+    pub session_timeout: String,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        SmtpSection {
+            mx: vec!["127.0.0.1:2525".into()],
+            submission: vec!["127.0.0.1:2587".into()],
+            submissions: vec!["127.0.0.1:2465".into()],
+            max_message_size: 52_428_800,
+            max_recipients: 100,
+            max_connections: 512,
+            idle_timeout: "5m".into(),
+            session_timeout: "30m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapSection {
+    pub listen: Vec<String>,
+    pub listen_tls: Vec<String>,
+    /// Not in SPEC §3's list: simultaneous IMAP connections (BYE beyond it).
+    pub max_connections: usize,
+    /// Not in SPEC §3's list: RFC 3501 §5.4 requires at least 30 minutes.
+    pub idle_timeout: String,
+    /// Not in SPEC §3's list: the largest literal (APPEND) accepted; default = smtp.max_message_size.
+    pub max_literal_size: u64,
+}
+
+impl Default for ImapSection {
+    fn default() -> Self {
+        ImapSection {
+            listen: vec!["127.0.0.1:2143".into()],
+            listen_tls: vec!["127.0.0.1:2993".into()],
+            max_connections: 1024,
+            idle_timeout: "30m".into(),
+            max_literal_size: 52_428_800,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignaturesSection {
+    pub trust_dir: String,
+    pub crl_dir: String,
+    pub revocation: String,
+    pub revocation_soft_fail: bool,
+    pub language: String,
+    pub keywords: bool,
+    pub subject_tag: bool,
+}
+
+impl Default for SignaturesSection {
+    fn default() -> Self {
+        SignaturesSection {
+            trust_dir: "certs/trust".into(),
+            crl_dir: String::new(),
+            revocation: "off".into(),
+            revocation_soft_fail: false,
+            language: "en".into(),
+            keywords: true,
+            subject_tag: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySection {
+    pub relay: String,
+    pub retry: Vec<String>,
+    pub give_up_after: String,
+    pub resolver: String,
+    pub remote_port: u16,
+    /// Not in SPEC §3's list: credentials for `relay` (AUTH PLAIN, only over TLS).
+    pub relay_user: String,
+    pub relay_password: String,
+    /// Not in SPEC §3's list: refuse to deliver without STARTTLS.
+    pub require_tls: bool,
+    /// Not in SPEC §3's list: concurrent outbound deliveries.
+    pub concurrency: usize,
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        DeliverySection {
+            relay: String::new(),
+            retry: ["5m", "15m", "30m", "1h", "2h", "4h", "8h"].map(String::from).to_vec(),
+            give_up_after: "5d".into(),
+            resolver: String::new(),
+            remote_port: 25,
+            relay_user: String::new(),
+            relay_password: String::new(),
+            require_tls: false,
+            concurrency: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSection {
+    pub selector: String,
+    pub key: String,
+}
+
+/// Which revocation sources the filter consults (`signatures.revocation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    pub crl: bool,
+    pub ocsp: bool,
+}
+
+/// Language of `X-EDS-Summary` (`signatures.language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    En,
+    Ru,
+    Kk,
+}
+
+/// The validated configuration. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file was read from (None: built-in defaults).
+    pub path: Option<PathBuf>,
+    pub hostname: String,
+    /// Local domains, lower-case.
+    pub domains: Vec<String>,
+    pub data_dir: PathBuf,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub smtp: SmtpConfig,
+    pub imap: ImapConfig,
+    pub signatures: SignaturesConfig,
+    pub delivery: DeliveryConfig,
+    /// DKIM keys by local domain (lower-case).
+    pub dkim: BTreeMap<String, DkimConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub mx: Vec<SocketAddr>,
+    pub submission: Vec<SocketAddr>,
+    pub submissions: Vec<SocketAddr>,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub session_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    pub listen: Vec<SocketAddr>,
+    pub listen_tls: Vec<SocketAddr>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub max_literal_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignaturesConfig {
+    pub trust_dir: PathBuf,
+    pub crl_dir: Option<PathBuf>,
+    pub revocation: Revocation,
+    pub revocation_soft_fail: bool,
+    pub language: Language,
+    pub keywords: bool,
+    pub subject_tag: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub relay: Option<String>,
+    pub retry: Vec<Duration>,
+    pub give_up_after: Duration,
+    pub resolver: Option<SocketAddr>,
+    pub remote_port: u16,
+    pub relay_user: Option<String>,
+    pub relay_password: Option<String>,
+    pub require_tls: bool,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DkimConfig {
+    pub selector: String,
+    pub key: PathBuf,
+}
+
+impl Config {
+    /// Reads `path`, or the built-in defaults when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        match path {
+            None => {
+                let base = std::env::current_dir().context("reading the working directory")?;
+                Self::resolve(FileConfig::default(), None, "", &base)
+            }
+            Some(p) => {
+                let raw = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                Self::from_toml(&raw, Some(p))
+            }
+        }
+    }
+
+    /// Parses TOML text; `path` (if any) anchors relative paths and is named in errors.
+    pub fn from_toml(raw: &str, path: Option<&Path>) -> Result<Config> {
+        let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<config>".into());
+        let file: FileConfig =
+            toml::from_str(raw).map_err(|e| anyhow!("{name}: {}", e.to_string().trim_end()))?;
+        let base = match path.and_then(|p| p.parent()) {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => std::env::current_dir().context("reading the working directory")?,
+        };
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        Self::resolve(file, path, raw, &base).with_context(|| format!("{name}: invalid configuration"))
+    }
+
+    fn resolve(f: FileConfig, path: Option<&Path>, raw: &str, base: &Path) -> Result<Config> {
+        let err = |key: &str, msg: String| -> anyhow::Error {
+            match line_of(raw, key) {
+                Some(line) => anyhow!("{key} (line {line}): {msg}"),
+                None => anyhow!("{key}: {msg}"),
+            }
+        };
+        let abs = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        if f.server.hostname.trim().is_empty() || f.server.hostname.contains(char::is_whitespace) {
+            return Err(err("server.hostname", "must be a host name without spaces".into()));
+        }
+        if f.server.domains.is_empty() {
+            return Err(err("server.domains", "at least one local domain is required".into()));
+        }
+        let mut domains = Vec::new();
+        for d in &f.server.domains {
+            let d = d.trim().to_ascii_lowercase();
+            if d.is_empty() || d.contains(['@', ' ', '/']) {
+                return Err(err("server.domains", format!("{d:?} is not a domain name")));
+            }
+            domains.push(d);
+        }
+        if f.server.data_dir.trim().is_empty() {
+            return Err(err("server.data_dir", "must not be empty".into()));
+        }
+
+        let (tls_cert, tls_key) = match (f.tls.cert.is_empty(), f.tls.key.is_empty()) {
+            (true, true) => (None, None),
+            (false, false) => {
+                let (c, k) = (abs(&f.tls.cert), abs(&f.tls.key));
+                if !c.is_file() {
+                    return Err(err("tls.cert", format!("no such file: {}", c.display())));
+                }
+                if !k.is_file() {
+                    return Err(err("tls.key", format!("no such file: {}", k.display())));
+                }
+                (Some(c), Some(k))
+            }
+            (false, true) => return Err(err("tls.key", "tls.cert is set, so tls.key must be too".into())),
+            (true, false) => return Err(err("tls.cert", "tls.key is set, so tls.cert must be too".into())),
+        };
+
+        let addrs = |key: &str, list: &[String]| -> Result<Vec<SocketAddr>> {
+            list.iter()
+                .map(|a| {
+                    a.parse::<SocketAddr>().map_err(|_| {
+                        err(key, format!("{a:?} is not an address like \"127.0.0.1:2525\" (port 0-65535)"))
+                    })
+                })
+                .collect()
+        };
+        let dur = |key: &str, v: &str| -> Result<Duration> {
+            humantime::parse_duration(v)
+                .map_err(|e| err(key, format!("{v:?} is not a duration like \"5m\" or \"1h\": {e}")))
+        };
+        let positive = |key: &str, v: u64| -> Result<()> {
+            if v == 0 {
+                return Err(err(key, "must be greater than 0".into()));
+            }
+            Ok(())
+        };
+
+        let smtp = SmtpConfig {
+            mx: addrs("smtp.mx", &f.smtp.mx)?,
+            submission: addrs("smtp.submission", &f.smtp.submission)?,
+            submissions: addrs("smtp.submissions", &f.smtp.submissions)?,
+            max_message_size: f.smtp.max_message_size,
+            max_recipients: f.smtp.max_recipients,
+            max_connections: f.smtp.max_connections,
+            idle_timeout: dur("smtp.idle_timeout", &f.smtp.idle_timeout)?,
+            session_timeout: dur("smtp.session_timeout", &f.smtp.session_timeout)?,
+        };
+        positive("smtp.max_message_size", smtp.max_message_size)?;
+        positive("smtp.max_recipients", smtp.max_recipients as u64)?;
+        positive("smtp.max_connections", smtp.max_connections as u64)?;
+
+        let imap = ImapConfig {
+            listen: addrs("imap.listen", &f.imap.listen)?,
+            listen_tls: addrs("imap.listen_tls", &f.imap.listen_tls)?,
+            max_connections: f.imap.max_connections,
+            idle_timeout: dur("imap.idle_timeout", &f.imap.idle_timeout)?,
+            max_literal_size: f.imap.max_literal_size,
+        };
+        positive("imap.max_connections", imap.max_connections as u64)?;
+        positive("imap.max_literal_size", imap.max_literal_size)?;
+
+        let s = &f.signatures;
+        let revocation = match s.revocation.as_str() {
+            "off" => Revocation { crl: false, ocsp: false },
+            "crl" => Revocation { crl: true, ocsp: false },
+            "ocsp" => Revocation { crl: false, ocsp: true },
+            "crl+ocsp" | "ocsp+crl" => Revocation { crl: true, ocsp: true },
+            other => {
+                return Err(err(
+                    "signatures.revocation",
+                    format!("{other:?} is not one of off, crl, ocsp, crl+ocsp"),
+                ))
+            }
+        };
+        let language = match s.language.as_str() {
+            "en" => Language::En,
+            "ru" => Language::Ru,
+            "kk" => Language::Kk,
+            other => return Err(err("signatures.language", format!("{other:?} is not one of en, ru, kk"))),
+        };
+        let signatures = SignaturesConfig {
+            trust_dir: abs(&s.trust_dir),
+            crl_dir: (!s.crl_dir.is_empty()).then(|| abs(&s.crl_dir)),
+            revocation,
+            revocation_soft_fail: s.revocation_soft_fail,
+            language,
+            keywords: s.keywords,
+            subject_tag: s.subject_tag,
+        };
+        if let Some(dir) = &signatures.crl_dir {
+            if !dir.is_dir() {
+                return Err(err("signatures.crl_dir", format!("no such directory: {}", dir.display())));
+            }
+        }
+
+        let d = &f.delivery;
+        if d.retry.is_empty() {
+            return Err(err("delivery.retry", "at least one interval is required".into()));
+        }
+        let retry = d
+            .retry
+            .iter()
+            .map(|r| dur("delivery.retry", r))
+            .collect::<Result<Vec<_>>>()?;
+        let relay = (!d.relay.is_empty()).then(|| d.relay.clone());
+        if let Some(r) = &relay {
+            match r.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return Err(err("delivery.relay", format!("{r:?} is not \"host:port\""))),
+            }
+        }
+        let resolver = if d.resolver.is_empty() {
+            None
+        } else {
+            Some(d.resolver.parse::<SocketAddr>().map_err(|_| {
+                err("delivery.resolver", format!("{:?} is not an address like \"127.0.0.1:53\"", d.resolver))
+            })?)
+        };
+        if d.remote_port == 0 {
+            return Err(err("delivery.remote_port", "must be a port from 1 to 65535".into()));
+        }
+        positive("delivery.concurrency", d.concurrency as u64)?;
+        let delivery = DeliveryConfig {
+            relay,
+            retry,
+            give_up_after: dur("delivery.give_up_after", &d.give_up_after)?,
+            resolver,
+            remote_port: d.remote_port,
+            relay_user: (!d.relay_user.is_empty()).then(|| d.relay_user.clone()),
+            relay_password: (!d.relay_password.is_empty()).then(|| d.relay_password.clone()),
+            require_tls: d.require_tls,
+            concurrency: d.concurrency,
+        };
+
+        let mut dkim = BTreeMap::new();
+        for (domain, sec) in &f.dkim {
+            let key = format!("dkim.\"{domain}\"");
+            if sec.selector.is_empty() {
+                return Err(err(&format!("{key}.selector"), "must not be empty".into()));
+            }
+            let path = abs(&sec.key);
+            if !path.is_file() {
+                return Err(err(&format!("{key}.key"), format!("no such file: {}", path.display())));
+            }
+            dkim.insert(domain.to_ascii_lowercase(), DkimConfig { selector: sec.selector.clone(), key: path });
+        }
+
+        Ok(Config {
+            path: path.map(Path::to_path_buf),
+            hostname: f.server.hostname.clone(),
+            domains,
+            data_dir: abs(&f.server.data_dir),
+            tls_cert,
+            tls_key,
+            smtp,
+            imap,
+            signatures,
+            delivery,
+            dkim,
+        })
+    }
+
+    /// True when `domain` is one of `server.domains` (case-insensitive).
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// The admin socket that user and queue commands use while `serve` runs.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.data_dir.join("admin.sock")
+    }
+
+    /// A description of what `serve` binds, written to `<data_dir>/listeners.json` once bound,
+    /// so that scripts and tests can use port 0.
+    pub fn listeners_file(&self) -> PathBuf {
+        self.data_dir.join("listeners.json")
+    }
+}
+
+/// The line (1-based) where `key` (`table.key`) is set in `raw`, if it is written there.
+fn line_of(raw: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = key.rsplit_once('.')?;
+    let leaf = leaf.trim_matches('"');
+    let mut current = String::new();
+    for (i, line) in raw.lines().enumerate() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix('[') {
+            current = rest.trim_end_matches(']').trim().to_string();
+            continue;
+        }
+        if current == table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim().trim_matches('"') == leaf {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    // `table.key = ...` written with a dotted key at top level.
+    raw.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1)
+}
+
+/// The built-in defaults as commented TOML (`tanba config default`).
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Fails unless `DEFAULT_TOML` parses to exactly the built-in defaults (used by tests).
+pub fn check_default_toml() -> Result<()> {
+    let parsed: FileConfig = toml::from_str(DEFAULT_TOML)?;
+    let a = serde_json::to_value(&parsed)?;
+    let b = serde_json::to_value(FileConfig::default())?;
+    if a != b {
+        bail!("config/default.toml differs from the built-in defaults:\n{a:#}\nvs\n{b:#}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_matches_builtin_defaults() {
+        check_default_toml().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_toml("[smtp]\nmx = [\"127.0.0.1:25\"]\nbogus = 1\n", None).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("bogus"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn bad_port_is_named_with_line() {
+        let e = Config::from_toml("[smtp]\n\nmx = [\"127.0.0.1:99999\"]\n", None).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("smtp.mx (line 3)"), "{msg}");
+    }
+
+    #[test]
+    fn durations_and_revocation() {
+        let c = Config::from_toml("[signatures]\nrevocation = \"crl+ocsp\"\n[delivery]\nretry=[\"1s\"]\n", None)
+            .unwrap();
+        assert!(c.signatures.revocation.crl && c.signatures.revocation.ocsp);
+        assert_eq!(c.delivery.retry, vec![Duration::from_secs(1)]);
+        let e = Config::from_toml("[signatures]\nlanguage = \"fr\"\n", None).unwrap_err();
+        assert!(format!("{e:#}").contains("signatures.language (line 2)"));
+    }
+}

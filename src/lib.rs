@@ -1,0 +1,22 @@
+//! Tanba: a self-hosted mail server for organisations whose documents are signed with NCA RK
+//! (Kazakhstan) digital signatures.
+//!
+//! Mail path: SMTP in ([`smtp`]) → [`inbound`] (adds `Received:`, runs the signature [`filter`])
+//! → [`store`] (sled) → IMAP out ([`imap`]). Mail for remote recipients goes from [`inbound`] into
+//! the store's queue and out through [`delivery`]. [`server`] owns listeners, TLS and shutdown;
+//! [`cli`] is the command line; [`admin`] lets the CLI reach a running server.
+//!
+//! Reading order: config → store → server → smtp → inbound → filter → imap → delivery → cli.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod filter;
+pub mod imap;
+pub mod inbound;
+pub mod server;
+pub mod shutdown;
+pub mod smtp;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,22 @@
+//! The `tanba` binary: parse arguments, set up logging, run, and turn the outcome into an exit
+//! code. This is the only place that exits the process.
+
+use clap::Parser;
+
+fn main() {
+    let cli = tanba::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANBA_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match tanba::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            tanba::cli::EXIT_ERROR
+        }
+    };
+    std::process::exit(code);
+}

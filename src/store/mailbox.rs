@@ -1,0 +1,308 @@
+//! Mailboxes: names, UIDVALIDITY/UIDNEXT, SPECIAL-USE (RFC 6154), subscription, counters.
+//!
+//! Names use "/" as the hierarchy delimiter. "INBOX" is case-insensitive (RFC 3501 §5.1) and always
+//! stored as "INBOX".
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+
+use super::{dec, enc, read_u64, u64_key, Result, Store, StoreError};
+
+/// RFC 6154 special-use attribute of a mailbox.
+pub type SpecialUse = Option<String>;
+
+/// The mailboxes every new account gets.
+pub const DEFAULT_MAILBOXES: &[(&str, Option<&str>)] = &[
+    ("INBOX", None),
+    ("Drafts", Some("\\Drafts")),
+    ("Sent", Some("\\Sent")),
+    ("Trash", Some("\\Trash")),
+    ("Junk", Some("\\Junk")),
+    ("Archive", Some("\\Archive")),
+];
+
+pub const DELIMITER: char = '/';
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailboxMeta {
+    pub id: u64,
+    pub account_id: u64,
+    pub name: String,
+    pub uidvalidity: u32,
+    /// The UID the next message will get. Only grows.
+    pub uidnext: u32,
+    pub special_use: Option<String>,
+    pub subscribed: bool,
+    /// Number of messages.
+    pub messages: u32,
+    /// Number of messages without \Seen.
+    pub unseen: u32,
+    /// Bumped by every change to the mailbox's messages (new, flags, expunge).
+    pub highest_modseq: u64,
+    /// UIDs up to this one have already been reported \Recent to some session (RFC 3501 §2.3.2:
+    /// a message is recent in only one session).
+    pub recent_mark: u32,
+}
+
+/// What LIST/STATUS need to know, computed from the metas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxInfo {
+    pub meta: MailboxMeta,
+    pub has_children: bool,
+}
+
+impl MailboxMeta {
+    pub(crate) fn new(id: u64, account_id: u64, name: &str, special: Option<&str>) -> Self {
+        MailboxMeta {
+            id,
+            account_id,
+            name: name.to_string(),
+            // Ids are never reused, so neither is a UIDVALIDITY derived from one (RFC 3501 §2.3.1.1).
+            uidvalidity: (id as u32).max(1),
+            uidnext: 1,
+            special_use: special.map(String::from),
+            subscribed: true,
+            messages: 0,
+            unseen: 0,
+            highest_modseq: 1,
+            recent_mark: 0,
+        }
+    }
+}
+
+/// Normalises a mailbox name: "inbox" in any case becomes "INBOX", also as a hierarchy prefix.
+pub fn normalize_name(name: &str) -> String {
+    let name = name.trim_end_matches(DELIMITER);
+    if name.eq_ignore_ascii_case("INBOX") {
+        return "INBOX".into();
+    }
+    if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
+        return format!("INBOX/{}", &name[6..]);
+    }
+    name.to_string()
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 512
+        || name.starts_with(DELIMITER)
+        || name.contains("//")
+        || name.chars().any(|c| c.is_control())
+        || name.split(DELIMITER).any(|p| p == "." || p == "..")
+    {
+        return Err(StoreError::Invalid(format!("invalid mailbox name {name:?}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn name_key(account_id: u64, name: &str) -> Vec<u8> {
+    let mut k = u64_key(account_id).to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+impl Store {
+    /// All mailboxes of an account, sorted by name.
+    pub fn mailboxes(&self, account_id: u64) -> Result<Vec<MailboxMeta>> {
+        let mut out = Vec::new();
+        for kv in self.t.mailbox_names.scan_prefix(u64_key(account_id)) {
+            let (_, id) = kv?;
+            if let Some(m) = self.mailbox_by_id(read_u64(&id)?)? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mailboxes with their \HasChildren state (for LIST).
+    pub fn mailbox_infos(&self, account_id: u64) -> Result<Vec<MailboxInfo>> {
+        let all = self.mailboxes(account_id)?;
+        let infos = all
+            .iter()
+            .map(|m| {
+                let prefix = format!("{}{}", m.name, DELIMITER);
+                MailboxInfo { meta: m.clone(), has_children: all.iter().any(|o| o.name.starts_with(&prefix)) }
+            })
+            .collect();
+        Ok(infos)
+    }
+
+    pub fn mailbox(&self, account_id: u64, name: &str) -> Result<Option<MailboxMeta>> {
+        let name = normalize_name(name);
+        match self.t.mailbox_names.get(name_key(account_id, &name))? {
+            Some(id) => self.mailbox_by_id(read_u64(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn mailbox_by_id(&self, id: u64) -> Result<Option<MailboxMeta>> {
+        match self.t.mailboxes.get(u64_key(id))? {
+            Some(v) => Ok(Some(dec(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a mailbox (and, like RFC 3501 §6.3.3 allows, any missing parents).
+    pub fn create_mailbox(&self, account_id: u64, name: &str, special_use: Option<&str>) -> Result<MailboxMeta> {
+        let name = normalize_name(name);
+        validate_name(&name)?;
+        if self.mailbox(account_id, &name)?.is_some() {
+            return Err(StoreError::Exists(format!("mailbox {name}")));
+        }
+        // Parents first.
+        let parts: Vec<&str> = name.split(DELIMITER).collect();
+        for i in 1..parts.len() {
+            let parent = parts[..i].join("/");
+            if self.mailbox(account_id, &parent)?.is_none() {
+                self.create_one(account_id, &parent, None)?;
+            }
+        }
+        self.create_one(account_id, &name, special_use)
+    }
+
+    fn create_one(&self, account_id: u64, name: &str, special_use: Option<&str>) -> Result<MailboxMeta> {
+        let meta = MailboxMeta::new(self.next_id()?, account_id, name, special_use);
+        let t = &self.t;
+        (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
+            let k = name_key(account_id, name);
+            if names.get(&k)?.is_some() {
+                return Err(StoreError::Exists(format!("mailbox {name}")).into());
+            }
+            names.insert(k, &u64_key(meta.id))?;
+            mbs.insert(&u64_key(meta.id), enc(&meta))?;
+            Ok(())
+        })?;
+        Ok(meta)
+    }
+
+    /// Deletes a mailbox and its messages. INBOX cannot be deleted; a mailbox with children keeps
+    /// existing children (RFC 3501 §6.3.4 lets us refuse; we refuse like Dovecot does).
+    pub fn delete_mailbox(&self, account_id: u64, name: &str) -> Result<()> {
+        let name = normalize_name(name);
+        if name == "INBOX" {
+            return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+        }
+        let Some(meta) = self.mailbox(account_id, &name)? else {
+            return Err(StoreError::NotFound(format!("mailbox {name}")));
+        };
+        let prefix = format!("{name}/");
+        if self.mailboxes(account_id)?.iter().any(|m| m.name.starts_with(&prefix)) {
+            return Err(StoreError::Invalid(format!("mailbox {name} has children; delete them first")));
+        }
+        self.t.mailbox_names.remove(name_key(account_id, &name))?;
+        self.remove_mailbox_contents(&meta)?;
+        self.t.mailboxes.remove(u64_key(meta.id))?;
+        self.notify(account_id, meta.id);
+        Ok(())
+    }
+
+    /// Renames a mailbox and its children. Renaming INBOX moves its messages to a new mailbox and
+    /// leaves INBOX empty (RFC 3501 §6.3.5).
+    pub fn rename_mailbox(&self, account_id: u64, from: &str, to: &str) -> Result<()> {
+        let from = normalize_name(from);
+        let to = normalize_name(to);
+        validate_name(&to)?;
+        let Some(src) = self.mailbox(account_id, &from)? else {
+            return Err(StoreError::NotFound(format!("mailbox {from}")));
+        };
+        if self.mailbox(account_id, &to)?.is_some() {
+            return Err(StoreError::Exists(format!("mailbox {to}")));
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(StoreError::Invalid("cannot move a mailbox into itself".into()));
+        }
+        if from == "INBOX" {
+            let dst = self.create_mailbox(account_id, &to, None)?;
+            let uids: Vec<u32> = self.messages(src.id)?.iter().map(|m| m.uid).collect();
+            self.move_messages(src.id, &uids, dst.id)?;
+            return Ok(());
+        }
+        let prefix = format!("{from}/");
+        let affected: Vec<MailboxMeta> = self
+            .mailboxes(account_id)?
+            .into_iter()
+            .filter(|m| m.name == from || m.name.starts_with(&prefix))
+            .collect();
+        // Missing parents of the new name.
+        let parts: Vec<&str> = to.split(DELIMITER).collect();
+        for i in 1..parts.len() {
+            let parent = parts[..i].join("/");
+            if self.mailbox(account_id, &parent)?.is_none() {
+                self.create_one(account_id, &parent, None)?;
+            }
+        }
+        let t = &self.t;
+        (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
+            for m in &affected {
+                let new_name = format!("{to}{}", &m.name[from.len()..]);
+                if names.get(name_key(account_id, &new_name))?.is_some() {
+                    return Err(StoreError::Exists(format!("mailbox {new_name}")).into());
+                }
+                names.remove(name_key(account_id, &m.name))?;
+                names.insert(name_key(account_id, &new_name), &u64_key(m.id))?;
+                let mut nm = m.clone();
+                nm.name = new_name;
+                mbs.insert(&u64_key(m.id), enc(&nm))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub fn set_subscribed(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
+        let Some(meta) = self.mailbox(account_id, name)? else {
+            return Err(StoreError::NotFound(format!("mailbox {}", normalize_name(name))));
+        };
+        self.update_mailbox(meta.id, |m| {
+            m.subscribed = subscribed;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Claims \Recent for a session that selects the mailbox: returns the previous mark; messages
+    /// with a UID above it are recent for the caller and for nobody else.
+    pub fn claim_recent(&self, mailbox_id: u64) -> Result<u32> {
+        let old = std::cell::Cell::new(0);
+        self.update_mailbox(mailbox_id, |m| {
+            old.set(m.recent_mark);
+            m.recent_mark = m.uidnext.saturating_sub(1);
+            Ok(())
+        })?;
+        Ok(old.get())
+    }
+
+    fn update_mailbox(&self, id: u64, f: impl Fn(&mut MailboxMeta) -> Result<()>) -> Result<MailboxMeta> {
+        let out = self.t.mailboxes.transaction(|mbs| {
+            let Some(v) = mbs.get(u64_key(id))? else {
+                return Err(StoreError::NotFound("mailbox".into()).into());
+            };
+            let mut m: MailboxMeta = dec(&v)?;
+            f(&mut m)?;
+            mbs.insert(&u64_key(id), enc(&m))?;
+            Ok(m)
+        })?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_is_case_insensitive() {
+        assert_eq!(normalize_name("inbox"), "INBOX");
+        assert_eq!(normalize_name("Inbox/Sub"), "INBOX/Sub");
+        assert_eq!(normalize_name("Inboxes"), "Inboxes");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("a/b").is_ok());
+        assert!(validate_name("/a").is_err());
+        assert!(validate_name("a//b").is_err());
+        assert!(validate_name("a/../b").is_err());
+        assert!(validate_name("").is_err());
+    }
+}

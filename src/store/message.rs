@@ -1,0 +1,398 @@
+//! Messages: exact bytes in `blobs` (shared by reference count between copies and recipients),
+//! per-mailbox metadata keyed by UID in `messages`.
+//!
+//! Every mutation is one sled transaction over all the trees it touches; callers make it durable
+//! with [`Store::durable`] before they acknowledge it.
+
+use std::collections::BTreeSet;
+use std::ops::Deref;
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::queue::QueueRecord;
+use super::{dec, enc, key2, mailbox::MailboxMeta, u64_key, Result, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub uid: u32,
+    pub blob_id: u64,
+    /// Size of the stored bytes (RFC822.SIZE).
+    pub size: u64,
+    /// INTERNALDATE, Unix seconds.
+    pub internal_date: i64,
+    /// System flags in canonical case (`\Seen`, ...) and keywords; never `\Recent`.
+    pub flags: Vec<String>,
+    pub modseq: u64,
+}
+
+impl MessageMeta {
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+    }
+    fn seen(&self) -> bool {
+        self.has_flag("\\Seen")
+    }
+}
+
+/// Result of storing one message in one mailbox (APPENDUID/COPYUID material).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub mailbox_id: u64,
+    pub uidvalidity: u32,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// The exact bytes of a message, borrowed from the store's cache without copying.
+#[derive(Clone)]
+pub struct Blob(sled::IVec);
+
+impl Deref for Blob {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Blob {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Canonical spelling of system flags; keywords are kept as given. `\Recent` is dropped (it is
+/// session state, never stored).
+pub fn normalize_flags(flags: &[String]) -> Vec<String> {
+    const SYSTEM: [&str; 5] = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"];
+    let mut out: Vec<String> = Vec::new();
+    for f in flags {
+        let f = match SYSTEM.iter().find(|s| s.eq_ignore_ascii_case(f)) {
+            Some(s) => s.to_string(),
+            None if f.eq_ignore_ascii_case("\\Recent") => continue,
+            None => f.clone(),
+        };
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(&f)) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+fn get_mailbox(mbs: &TransactionalTree, id: u64) -> TxResult<MailboxMeta> {
+    match mbs.get(u64_key(id))? {
+        Some(v) => Ok(dec(&v)?),
+        None => Err(StoreError::NotFound("mailbox".into()).into()),
+    }
+}
+
+fn add_ref(refs: &TransactionalTree, blob_id: u64, by: i64) -> TxResult<u32> {
+    let cur = match refs.get(u64_key(blob_id))? {
+        Some(v) => u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])),
+        None => 0,
+    };
+    let new = (cur as i64 + by).max(0) as u32;
+    if new == 0 {
+        refs.remove(&u64_key(blob_id))?;
+    } else {
+        refs.insert(&u64_key(blob_id), &new.to_be_bytes())?;
+    }
+    Ok(new)
+}
+
+/// Inserts one message into a mailbox inside a transaction: allocates the UID, bumps counters.
+fn insert_message(
+    mbs: &TransactionalTree,
+    msgs: &TransactionalTree,
+    mailbox_id: u64,
+    blob_id: u64,
+    size: u64,
+    internal_date: i64,
+    flags: &[String],
+) -> TxResult<Appended> {
+    let mut mb = get_mailbox(mbs, mailbox_id)?;
+    let uid = mb.uidnext;
+    mb.uidnext = uid.checked_add(1).ok_or_else(|| StoreError::Invalid("mailbox UID space exhausted".into()))?;
+    mb.highest_modseq += 1;
+    let meta = MessageMeta { uid, blob_id, size, internal_date, flags: flags.to_vec(), modseq: mb.highest_modseq };
+    mb.messages += 1;
+    if !meta.seen() {
+        mb.unseen += 1;
+    }
+    msgs.insert(&key2(mailbox_id, uid), enc(&meta))?;
+    mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
+    Ok(Appended { mailbox_id, uidvalidity: mb.uidvalidity, uid })
+}
+
+impl Store {
+    /// All messages of a mailbox in UID order.
+    pub fn messages(&self, mailbox_id: u64) -> Result<Vec<MessageMeta>> {
+        self.t.messages.scan_prefix(u64_key(mailbox_id)).values().map(|v| dec(&v?)).collect()
+    }
+
+    /// Messages with `from <= uid <= to`, in UID order, without scanning the rest.
+    pub fn messages_in(&self, mailbox_id: u64, from: u32, to: u32) -> Result<Vec<MessageMeta>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        self.t.messages.range(key2(mailbox_id, from)..=key2(mailbox_id, to)).values().map(|v| dec(&v?)).collect()
+    }
+
+    pub fn message(&self, mailbox_id: u64, uid: u32) -> Result<Option<MessageMeta>> {
+        match self.t.messages.get(key2(mailbox_id, uid))? {
+            Some(v) => Ok(Some(dec(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The exact stored bytes of a message.
+    pub fn blob(&self, blob_id: u64) -> Result<Option<Blob>> {
+        Ok(self.t.blobs.get(u64_key(blob_id))?.map(Blob))
+    }
+
+    /// Derived data cached for a blob (e.g. IMAP's parsed MIME structure). Not durable on purpose:
+    /// it can always be recomputed from the blob.
+    pub fn blob_cache(&self, blob_id: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.t.blob_cache.get(u64_key(blob_id))?.map(|v| v.to_vec()))
+    }
+
+    pub fn put_blob_cache(&self, blob_id: u64, data: &[u8]) -> Result<()> {
+        self.t.blob_cache.insert(u64_key(blob_id), data)?;
+        Ok(())
+    }
+
+    /// APPEND: stores `raw` as a new message in a mailbox.
+    pub fn append(&self, mailbox_id: u64, raw: &[u8], flags: &[String], internal_date: i64) -> Result<Appended> {
+        let out = self.deliver(&[(mailbox_id, flags.to_vec())], raw, internal_date, None)?;
+        Ok(out[0])
+    }
+
+    /// Stores one message in several mailboxes (one blob, shared) and optionally queues another
+    /// rendering of it (`queued`: the record and its bytes) for remote recipients — all in one
+    /// transaction, so a crash keeps all or nothing.
+    pub fn deliver(
+        &self,
+        targets: &[(u64, Vec<String>)],
+        raw: &[u8],
+        internal_date: i64,
+        queued: Option<(&QueueRecord, &[u8])>,
+    ) -> Result<Vec<Appended>> {
+        let blob_id = self.next_id()?;
+        let size = raw.len() as u64;
+        let targets: Vec<(u64, Vec<String>)> = targets.iter().map(|(m, f)| (*m, normalize_flags(f))).collect();
+        let queued = match queued {
+            Some((q, bytes)) => {
+                let mut q = q.clone();
+                q.blob_id = self.next_id()?;
+                q.size = bytes.len() as u64;
+                Some((q, bytes))
+            }
+            None => None,
+        };
+        let t = &self.t;
+        let out = (&t.mailboxes, &t.messages, &t.blobs, &t.blob_refs, &t.queue).transaction(
+            |(mbs, msgs, blobs, refs, qt)| {
+                let mut out = Vec::with_capacity(targets.len());
+                if !targets.is_empty() {
+                    blobs.insert(&u64_key(blob_id), raw)?;
+                    add_ref(refs, blob_id, targets.len() as i64)?;
+                    for (mailbox_id, flags) in &targets {
+                        out.push(insert_message(mbs, msgs, *mailbox_id, blob_id, size, internal_date, flags)?);
+                    }
+                }
+                if let Some((q, bytes)) = &queued {
+                    blobs.insert(&u64_key(q.blob_id), *bytes)?;
+                    add_ref(refs, q.blob_id, 1)?;
+                    qt.insert(&u64_key(q.id), enc(q))?;
+                }
+                Ok(out)
+            },
+        )?;
+        for a in &out {
+            if let Some(m) = self.mailbox_by_id(a.mailbox_id)? {
+                self.notify(m.account_id, a.mailbox_id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// STORE: changes flags of the given UIDs (missing UIDs are skipped). Returns the new metas of
+    /// the messages whose flags actually changed.
+    pub fn store_flags(&self, mailbox_id: u64, uids: &[u32], op: FlagOp, flags: &[String]) -> Result<Vec<MessageMeta>> {
+        let flags = normalize_flags(flags);
+        let t = &self.t;
+        let changed = (&t.mailboxes, &t.messages).transaction(|(mbs, msgs)| {
+            let mut mb = get_mailbox(mbs, mailbox_id)?;
+            let mut changed = Vec::new();
+            for &uid in uids {
+                let Some(v) = msgs.get(key2(mailbox_id, uid))? else { continue };
+                let mut m: MessageMeta = dec(&v)?;
+                let before = m.flags.clone();
+                let was_seen = m.seen();
+                match op {
+                    FlagOp::Replace => m.flags = flags.clone(),
+                    FlagOp::Add => {
+                        for f in &flags {
+                            if !m.has_flag(f) {
+                                m.flags.push(f.clone());
+                            }
+                        }
+                    }
+                    FlagOp::Remove => m.flags.retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
+                }
+                if m.flags == before {
+                    continue;
+                }
+                match (was_seen, m.seen()) {
+                    (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
+                    (true, false) => mb.unseen += 1,
+                    _ => {}
+                }
+                mb.highest_modseq += 1;
+                m.modseq = mb.highest_modseq;
+                msgs.insert(&key2(mailbox_id, uid), enc(&m))?;
+                changed.push(m);
+            }
+            if !changed.is_empty() {
+                mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
+            }
+            Ok(changed)
+        })?;
+        if !changed.is_empty() {
+            self.notify_mailbox(mailbox_id)?;
+        }
+        Ok(changed)
+    }
+
+    /// COPY: the copies share the blob. Returns (source uid, new uid) pairs and the destination's
+    /// UIDVALIDITY.
+    pub fn copy_messages(&self, src: u64, uids: &[u32], dst: u64) -> Result<(u32, Vec<(u32, u32)>)> {
+        self.copy_or_move(src, uids, dst, false)
+    }
+
+    /// MOVE (RFC 6851): copy and expunge in one transaction.
+    pub fn move_messages(&self, src: u64, uids: &[u32], dst: u64) -> Result<(u32, Vec<(u32, u32)>)> {
+        self.copy_or_move(src, uids, dst, true)
+    }
+
+    fn copy_or_move(&self, src: u64, uids: &[u32], dst: u64, remove: bool) -> Result<(u32, Vec<(u32, u32)>)> {
+        let uids: BTreeSet<u32> = uids.iter().copied().collect();
+        let t = &self.t;
+        let out = (&t.mailboxes, &t.messages, &t.blob_refs).transaction(|(mbs, msgs, refs)| {
+            let mut pairs = Vec::new();
+            let mut uidvalidity = get_mailbox(mbs, dst)?.uidvalidity;
+            let mut src_mb = get_mailbox(mbs, src)?;
+            for &uid in &uids {
+                let Some(v) = msgs.get(key2(src, uid))? else { continue };
+                let m: MessageMeta = dec(&v)?;
+                let mut flags = m.flags.clone();
+                if remove {
+                    // \Deleted does not travel with a moved message (as in Dovecot).
+                    flags.retain(|f| f != "\\Deleted");
+                }
+                if src == dst && remove {
+                    continue;
+                }
+                let a = insert_message(mbs, msgs, dst, m.blob_id, m.size, m.internal_date, &flags)?;
+                uidvalidity = a.uidvalidity;
+                add_ref(refs, m.blob_id, 1)?;
+                if remove {
+                    if src != dst {
+                        // insert_message rewrote dst only; reload src counters in case src == dst.
+                        src_mb = get_mailbox(mbs, src)?;
+                    }
+                    msgs.remove(&key2(src, uid))?;
+                    add_ref(refs, m.blob_id, -1)?;
+                    src_mb.messages = src_mb.messages.saturating_sub(1);
+                    if !m.seen() {
+                        src_mb.unseen = src_mb.unseen.saturating_sub(1);
+                    }
+                    src_mb.highest_modseq += 1;
+                    mbs.insert(&u64_key(src), enc(&src_mb))?;
+                }
+                pairs.push((uid, a.uid));
+            }
+            Ok((uidvalidity, pairs))
+        })?;
+        self.notify_mailbox(dst)?;
+        if remove {
+            self.notify_mailbox(src)?;
+        }
+        Ok(out)
+    }
+
+    /// EXPUNGE / UID EXPUNGE: removes the given UIDs (callers choose which, e.g. those flagged
+    /// \Deleted). Returns the UIDs actually removed, ascending.
+    pub fn expunge(&self, mailbox_id: u64, uids: &[u32]) -> Result<Vec<u32>> {
+        let uids: BTreeSet<u32> = uids.iter().copied().collect();
+        let t = &self.t;
+        let (removed, dead_blobs) = (&t.mailboxes, &t.messages, &t.blob_refs, &t.blobs).transaction(
+            |(mbs, msgs, refs, blobs)| {
+                let mut mb = get_mailbox(mbs, mailbox_id)?;
+                let mut removed = Vec::new();
+                let mut dead = Vec::new();
+                for &uid in &uids {
+                    let Some(v) = msgs.remove(&key2(mailbox_id, uid))? else { continue };
+                    let m: MessageMeta = dec(&v)?;
+                    mb.messages = mb.messages.saturating_sub(1);
+                    if !m.seen() {
+                        mb.unseen = mb.unseen.saturating_sub(1);
+                    }
+                    if add_ref(refs, m.blob_id, -1)? == 0 {
+                        blobs.remove(&u64_key(m.blob_id))?;
+                        dead.push(m.blob_id);
+                    }
+                    removed.push(uid);
+                }
+                if !removed.is_empty() {
+                    mb.highest_modseq += 1;
+                    mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
+                }
+                Ok((removed, dead))
+            },
+        )?;
+        for b in dead_blobs {
+            self.t.blob_cache.remove(u64_key(b))?;
+        }
+        if !removed.is_empty() {
+            self.notify_mailbox(mailbox_id)?;
+        }
+        Ok(removed)
+    }
+
+    /// Drops one reference to a blob (the queue's, when an entry is done) and frees it at zero.
+    pub(crate) fn release_blob(&self, blob_id: u64) -> Result<()> {
+        let t = &self.t;
+        (&t.blob_refs, &t.blobs).transaction(|(refs, blobs)| {
+            if add_ref(refs, blob_id, -1)? == 0 {
+                blobs.remove(&u64_key(blob_id))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn remove_mailbox_contents(&self, meta: &MailboxMeta) -> Result<()> {
+        let uids: Vec<u32> = self.messages(meta.id)?.iter().map(|m| m.uid).collect();
+        for chunk in uids.chunks(1000) {
+            self.expunge(meta.id, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn notify_mailbox(&self, mailbox_id: u64) -> Result<()> {
+        if let Some(m) = self.mailbox_by_id(mailbox_id)? {
+            self.notify(m.account_id, mailbox_id);
+        }
+        Ok(())
+    }
+}

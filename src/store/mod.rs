@@ -1,0 +1,276 @@
+//! The mailbox store: accounts, mailboxes, messages and the outbound queue, in one sled database.
+//!
+//! This is the only module that names `sled`. Everything else sees [`Store`] and plain records.
+//!
+//! # Key layout (all integers big-endian so that sled's byte order is numeric order)
+//!
+//! | tree            | key                                   | value                                  |
+//! |-----------------|---------------------------------------|----------------------------------------|
+//! | `accounts`      | email (lower-case UTF-8)              | [`Account`] (JSON)                     |
+//! | `mailbox_names` | account_id u64 ‖ mailbox name (UTF-8) | mailbox_id u64                         |
+//! | `mailboxes`     | mailbox_id u64                        | [`MailboxMeta`] (JSON)                 |
+//! | `messages`      | mailbox_id u64 ‖ uid u32              | [`MessageMeta`] (JSON)                 |
+//! | `blobs`         | blob_id u64                           | exact message bytes                    |
+//! | `blob_refs`     | blob_id u64                           | reference count u32                    |
+//! | `blob_cache`    | blob_id u64                           | derived data (IMAP's parsed structure) |
+//! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
+//!
+//! # Invariants
+//! - A UID is never reused within a mailbox's UIDVALIDITY: `uidnext` only grows, in the same
+//!   transaction that inserts the message.
+//! - `MailboxMeta::{messages, unseen}` equal what a scan of `messages` would count; every update that
+//!   changes one changes the other in the same transaction.
+//! - A blob lives exactly as long as some message or queue record references it (`blob_refs`).
+//! - Nothing is acknowledged to a client before [`Store::durable`] has returned: writes go to sled in
+//!   a transaction, then wait for a flush that started after the write (group commit).
+//! - Ids (accounts, mailboxes, blobs, queue entries) come from sled's `generate_id`: unique forever,
+//!   never reused after a crash.
+
+pub mod account;
+mod mailbox;
+mod message;
+mod queue;
+
+pub use account::Account;
+pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES};
+pub use message::{Appended, FlagOp, MessageMeta};
+pub use queue::{QueueRecord, RcptState, RcptStatus};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::{broadcast, watch, Mutex};
+
+/// Errors of the store. `NotFound`/`Exists`/`Invalid` are the caller's mistake and are shown to
+/// users; `Db` is an I/O or corruption problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store: {0}")]
+    Db(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(e: TransactionError<StoreError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ConflictableTransactionError<StoreError> {
+    fn from(e: StoreError) -> Self {
+        ConflictableTransactionError::Abort(e)
+    }
+}
+
+/// A change that IMAP sessions (IDLE, NOOP) may want to hear about. Receivers compare the mailbox
+/// id with the one they have selected and re-read the store; a lagged receiver simply re-reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub account_id: u64,
+    pub mailbox_id: u64,
+}
+
+/// Handle to the store. Clone freely: all clones share one database and one flusher.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    t: Arc<Trees>,
+    commit: Arc<GroupCommit>,
+    changes: broadcast::Sender<Change>,
+}
+
+pub(crate) struct Trees {
+    pub accounts: sled::Tree,
+    pub mailbox_names: sled::Tree,
+    pub mailboxes: sled::Tree,
+    pub messages: sled::Tree,
+    pub blobs: sled::Tree,
+    pub blob_refs: sled::Tree,
+    pub blob_cache: sled::Tree,
+    pub queue: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. Fails with a clear message when another process
+    /// (a running `tanba serve`) holds it.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            // Durability comes from our own group-committed flushes, not a timer.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                    StoreError::Db(format!(
+                        "the store in {} is in use by another process (is `tanba serve` running?)",
+                        dir.display()
+                    ))
+                }
+                e => StoreError::Db(format!("opening {}: {e}", dir.display())),
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        let t = Trees {
+            accounts: tree("accounts")?,
+            mailbox_names: tree("mailbox_names")?,
+            mailboxes: tree("mailboxes")?,
+            messages: tree("messages")?,
+            blobs: tree("blobs")?,
+            blob_refs: tree("blob_refs")?,
+            blob_cache: tree("blob_cache")?,
+            queue: tree("queue")?,
+        };
+        let (changes, _) = broadcast::channel(4096);
+        Ok(Store { db: db.clone(), t: Arc::new(t), commit: Arc::new(GroupCommit::new(db)), changes })
+    }
+
+    /// Waits until everything written before this call is on disk. Concurrent callers share one
+    /// fsync: a caller waits for the first flush that *started* after it called (group commit).
+    pub async fn durable(&self) -> Result<()> {
+        self.commit.wait().await
+    }
+
+    /// Flushes synchronously (CLI commands that open the store directly, shutdown).
+    pub fn flush_sync(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Subscribes to mailbox changes (new messages, flag changes, expunges).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn notify(&self, account_id: u64, mailbox_id: u64) {
+        let _ = self.changes.send(Change { account_id, mailbox_id });
+    }
+
+    pub(crate) fn next_id(&self) -> Result<u64> {
+        // generate_id starts at 0; keep 0 free as "none".
+        Ok(self.db.generate_id()? + 1)
+    }
+}
+
+/// Group commit: one flush at a time; each flush covers every write registered before it began.
+struct GroupCommit {
+    db: sled::Db,
+    /// Serial of the newest registered write (guarded so that registering and starting a flush
+    /// are ordered).
+    state: Mutex<CommitState>,
+    /// Serial up to which writes are known durable; `Err` text when the last flush failed.
+    done: watch::Sender<(u64, Option<String>)>,
+}
+
+struct CommitState {
+    requested: u64,
+    flushing: bool,
+}
+
+impl GroupCommit {
+    fn new(db: sled::Db) -> Self {
+        let (done, _) = watch::channel((0, None));
+        GroupCommit { db, state: Mutex::new(CommitState { requested: 0, flushing: false }), done }
+    }
+
+    async fn wait(self: &Arc<Self>) -> Result<()> {
+        let mut rx = self.done.subscribe();
+        let my = {
+            let mut s = self.state.lock().await;
+            s.requested += 1;
+            let my = s.requested;
+            if !s.flushing {
+                s.flushing = true;
+                let this = self.clone();
+                tokio::spawn(async move { this.flusher().await });
+            }
+            my
+        };
+        loop {
+            {
+                let v = rx.borrow_and_update();
+                if v.0 >= my {
+                    return match &v.1 {
+                        None => Ok(()),
+                        Some(e) => Err(StoreError::Db(format!("flush failed: {e}"))),
+                    };
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Db("flusher stopped".into()));
+            }
+        }
+    }
+
+    async fn flusher(self: Arc<Self>) {
+        loop {
+            let target = {
+                let mut s = self.state.lock().await;
+                if self.done.borrow().0 >= s.requested {
+                    s.flushing = false;
+                    return;
+                }
+                s.requested
+            };
+            let db = self.db.clone();
+            let res = tokio::task::spawn_blocking(move || db.flush()).await;
+            let err = match res {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            self.done.send_replace((target, err));
+        }
+    }
+}
+
+// ---- small encoding helpers shared by the submodules ----
+
+pub(crate) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("store records always serialize")
+}
+
+pub(crate) fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Db(format!("corrupt record: {e}")))
+}
+
+pub(crate) fn u64_key(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+pub(crate) fn key2(a: u64, b: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&a.to_be_bytes());
+    k[8..].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+pub(crate) fn read_u64(b: &[u8]) -> Result<u64> {
+    b.try_into().map(u64::from_be_bytes).map_err(|_| StoreError::Db("corrupt id".into()))
+}
+
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,121 @@
+//! TLS for the listeners (rustls). The certificate comes from `[tls]`, or, when that is empty, a
+//! self-signed pair for `server.hostname` generated once into `<data_dir>/tls/` and reused.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+
+/// Builds the acceptor every listener shares.
+pub fn acceptor(config: &Config) -> Result<TlsAcceptor> {
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => ensure_self_signed(&config.data_dir, &config.hostname)?,
+    };
+    let certs = load_certs(&cert).context("tls.cert")?;
+    let key = load_key(&key).context("tls.key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow!("tls.cert/tls.key do not form a usable pair: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing PEM certificates in {}", path.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("{}: no PEM certificate found", path.display()));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    rustls_pemfile::private_key(&mut data.as_slice())
+        .with_context(|| format!("parsing PEM private key in {}", path.display()))?
+        .ok_or_else(|| anyhow!("{}: no PEM private key found", path.display()))
+}
+
+/// Returns the paths of the self-signed pair in `data_dir/tls`, creating it on first use.
+pub fn ensure_self_signed(data_dir: &Path, hostname: &str) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let dir = data_dir.join("tls");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    if cert_path.is_file() && key_path.is_file() {
+        return Ok((cert_path, key_path));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert_pem, key_pem) = self_signed(hostname)?;
+    write_private(&key_path, &key_pem)?;
+    std::fs::write(&cert_path, cert_pem).with_context(|| format!("writing {}", cert_path.display()))?;
+    tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate for {hostname}");
+    Ok((cert_path, key_path))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// A self-signed ECDSA P-256 certificate for `hostname` (PEM cert, PEM PKCS#8 key), via openssl,
+/// which the signature filter needs anyway.
+fn self_signed(hostname: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509NameBuilder, X509};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, hostname)?;
+    let name = name.build();
+    let mut b = X509::builder()?;
+    b.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(128, MsbOption::MAYBE_ZERO, false)?;
+    let serial = serial.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(&key)?;
+    let (nb, na) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(3650)?);
+    b.set_not_before(&nb)?;
+    b.set_not_after(&na)?;
+    b.append_extension(BasicConstraints::new().critical().build()?)?;
+    b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+    let mut san = SubjectAlternativeName::new();
+    if hostname.parse::<std::net::IpAddr>().is_ok() {
+        san.ip(hostname);
+    } else {
+        san.dns(hostname);
+    }
+    let san = san.build(&b.x509v3_context(None, None))?;
+    b.append_extension(san)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok((b.build().to_pem()?, key.private_key_to_pem_pkcs8()?))
+}
