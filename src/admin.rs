@@ -22,14 +22,30 @@ use crate::store::{self, Store};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    UserAdd { email: String, password: String },
-    UserPasswd { email: String, password: String },
-    UserDel { email: String },
+    UserAdd {
+        email: String,
+        password: String,
+    },
+    UserPasswd {
+        email: String,
+        password: String,
+    },
+    UserDel {
+        email: String,
+    },
     UserList,
-    Export { email: String, mailbox: Option<String> },
+    Export {
+        email: String,
+        mailbox: Option<String>,
+    },
     QueueList,
-    QueueRetry { id: u64 },
-    QueueDrop { id: u64, silent: bool },
+    QueueRetry {
+        id: u64,
+    },
+    QueueDrop {
+        id: u64,
+        silent: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,31 +60,49 @@ pub struct Response {
 
 impl Response {
     fn ok(text: impl Into<String>) -> Self {
-        Response { ok: true, text: text.into(), data: serde_json::Value::Null }
+        Response {
+            ok: true,
+            text: text.into(),
+            data: serde_json::Value::Null,
+        }
     }
 }
 
 /// Executes a request against an open store. `Export` writes the mbox to `out`.
-pub fn execute(store: &Store, config: &Config, req: &Request, out: &mut dyn Write) -> Result<Response> {
+pub fn execute(
+    store: &Store,
+    config: &Config,
+    req: &Request,
+    out: &mut dyn Write,
+) -> Result<Response> {
     match req {
         Request::UserAdd { email, password } => {
             let email = store::account::normalize_email(email)?;
             let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
             if !config.is_local_domain(domain) {
-                bail!("{domain} is not a local domain: add it to server.domains first ({})", config.domains.join(", "));
+                bail!(
+                    "{domain} is not a local domain: add it to server.domains first ({})",
+                    config.domains.join(", ")
+                );
             }
             check_password(password)?;
             let hash = store::account::hash_password(password)?;
             let a = store.create_account(&email, &hash)?;
             store.flush_sync()?;
-            Ok(Response::ok(format!("created {} with INBOX, Drafts, Sent, Trash, Junk, Archive", a.email)))
+            Ok(Response::ok(format!(
+                "created {} with INBOX, Drafts, Sent, Trash, Junk, Archive",
+                a.email
+            )))
         }
         Request::UserPasswd { email, password } => {
             check_password(password)?;
             let hash = store::account::hash_password(password)?;
             store.set_password(email, &hash)?;
             store.flush_sync()?;
-            Ok(Response::ok(format!("password changed for {}", email.to_ascii_lowercase())))
+            Ok(Response::ok(format!(
+                "password changed for {}",
+                email.to_ascii_lowercase()
+            )))
         }
         Request::UserDel { email } => {
             let a = store.delete_account(email)?;
@@ -89,15 +123,21 @@ pub fn execute(store: &Store, config: &Config, req: &Request, out: &mut dyn Writ
             Ok(Response::ok(text))
         }
         Request::Export { email, mailbox } => {
-            let Some(a) = store.account(email)? else { bail!("no account {email}") };
+            let Some(a) = store.account(email)? else {
+                bail!("no account {email}")
+            };
             let boxes = match mailbox {
-                Some(name) => vec![store.mailbox(a.id, name)?.ok_or_else(|| anyhow!("{email} has no mailbox {name}"))?],
+                Some(name) => vec![store
+                    .mailbox(a.id, name)?
+                    .ok_or_else(|| anyhow!("{email} has no mailbox {name}"))?],
                 None => store.mailboxes(a.id)?,
             };
             let mut n = 0;
             for m in boxes {
                 for meta in store.messages(m.id)? {
-                    let Some(blob) = store.blob(meta.blob_id)? else { continue };
+                    let Some(blob) = store.blob(meta.blob_id)? else {
+                        continue;
+                    };
                     write_mboxrd(out, &a.email, meta.internal_date, &blob)?;
                     n += 1;
                 }
@@ -122,12 +162,23 @@ fn check_password(p: &str) -> Result<()> {
 
 /// One message in mboxrd format: a `From ` line, `>`-quoting of `From ` lines (adding one `>` to
 /// any `>*From ` line), LF line ends, a blank line after.
-pub fn write_mboxrd(out: &mut dyn Write, sender: &str, date: i64, raw: &[u8]) -> std::io::Result<()> {
-    let when = chrono::DateTime::from_timestamp(date, 0).unwrap_or_default().format("%a %b %e %H:%M:%S %Y");
+pub fn write_mboxrd(
+    out: &mut dyn Write,
+    sender: &str,
+    date: i64,
+    raw: &[u8],
+) -> std::io::Result<()> {
+    let when = chrono::DateTime::from_timestamp(date, 0)
+        .unwrap_or_default()
+        .format("%a %b %e %H:%M:%S %Y");
     writeln!(out, "From {sender} {when}")?;
     for line in raw.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let unquoted = line.iter().position(|&b| b != b'>').map(|i| &line[i..]).unwrap_or(&[]);
+        let unquoted = line
+            .iter()
+            .position(|&b| b != b'>')
+            .map(|i| &line[i..])
+            .unwrap_or(&[]);
         if unquoted.starts_with(b"From ") {
             out.write_all(b">")?;
         }
@@ -146,9 +197,13 @@ pub fn bind(config: &Config) -> Result<UnixListener> {
     let path = config.admin_socket();
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            bail!("another tanba server is already running on {}", config.data_dir.display());
+            bail!(
+                "another tanba server is already running on {}",
+                config.data_dir.display()
+            );
         }
-        std::fs::remove_file(&path).with_context(|| format!("removing stale {}", path.display()))?;
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing stale {}", path.display()))?;
     }
     // Restrictive umask while binding so the socket is never world-accessible, even briefly.
     let old = unsafe { libc::umask(0o177) };
@@ -187,7 +242,11 @@ async fn handle(stream: UnixStream, app: Arc<App>) -> Result<()> {
         let mut body = Vec::new();
         let resp = match execute(&store, &config, &req, &mut body) {
             Ok(r) => r,
-            Err(e) => Response { ok: false, text: format!("{e:#}"), data: serde_json::Value::Null },
+            Err(e) => Response {
+                ok: false,
+                text: format!("{e:#}"),
+                data: serde_json::Value::Null,
+            },
         };
         (resp, body)
     })
@@ -218,7 +277,11 @@ pub fn run(config: &Config, req: &Request, out: &mut dyn Write) -> Result<Respon
     Ok(resp)
 }
 
-fn via_socket(mut stream: std::os::unix::net::UnixStream, req: &Request, out: &mut dyn Write) -> Result<Response> {
+fn via_socket(
+    mut stream: std::os::unix::net::UnixStream,
+    req: &Request,
+    out: &mut dyn Write,
+) -> Result<Response> {
     use std::io::{BufRead, Read};
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
@@ -227,7 +290,8 @@ fn via_socket(mut stream: std::os::unix::net::UnixStream, req: &Request, out: &m
     let mut r = std::io::BufReader::new(stream);
     let mut head = String::new();
     r.read_line(&mut head)?;
-    let resp: Response = serde_json::from_str(&head).context("bad answer from the server's admin socket")?;
+    let resp: Response =
+        serde_json::from_str(&head).context("bad answer from the server's admin socket")?;
     let mut buf = [0u8; 64 * 1024];
     loop {
         let n = r.read(&mut buf)?;

@@ -157,7 +157,9 @@ impl Default for DeliverySection {
     fn default() -> Self {
         DeliverySection {
             relay: String::new(),
-            retry: ["5m", "15m", "30m", "1h", "2h", "4h", "8h"].map(String::from).to_vec(),
+            retry: ["5m", "15m", "30m", "1h", "2h", "4h", "8h"]
+                .map(String::from)
+                .to_vec(),
             give_up_after: "5d".into(),
             resolver: String::new(),
             remote_port: 25,
@@ -279,7 +281,9 @@ impl Config {
 
     /// Parses TOML text; `path` (if any) anchors relative paths and is named in errors.
     pub fn from_toml(raw: &str, path: Option<&Path>) -> Result<Config> {
-        let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<config>".into());
+        let name = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<config>".into());
         let file: FileConfig =
             toml::from_str(raw).map_err(|e| anyhow!("{name}: {}", e.to_string().trim_end()))?;
         let base = match path.and_then(|p| p.parent()) {
@@ -287,7 +291,8 @@ impl Config {
             _ => std::env::current_dir().context("reading the working directory")?,
         };
         let base = std::fs::canonicalize(&base).unwrap_or(base);
-        Self::resolve(file, path, raw, &base).with_context(|| format!("{name}: invalid configuration"))
+        Self::resolve(file, path, raw, &base)
+            .with_context(|| format!("{name}: invalid configuration"))
     }
 
     fn resolve(f: FileConfig, path: Option<&Path>, raw: &str, base: &Path) -> Result<Config> {
@@ -307,10 +312,16 @@ impl Config {
         };
 
         if f.server.hostname.trim().is_empty() || f.server.hostname.contains(char::is_whitespace) {
-            return Err(err("server.hostname", "must be a host name without spaces".into()));
+            return Err(err(
+                "server.hostname",
+                "must be a host name without spaces".into(),
+            ));
         }
         if f.server.domains.is_empty() {
-            return Err(err("server.domains", "at least one local domain is required".into()));
+            return Err(err(
+                "server.domains",
+                "at least one local domain is required".into(),
+            ));
         }
         let mut domains = Vec::new();
         for d in &f.server.domains {
@@ -336,22 +347,41 @@ impl Config {
                 }
                 (Some(c), Some(k))
             }
-            (false, true) => return Err(err("tls.key", "tls.cert is set, so tls.key must be too".into())),
-            (true, false) => return Err(err("tls.cert", "tls.key is set, so tls.cert must be too".into())),
+            (false, true) => {
+                return Err(err(
+                    "tls.key",
+                    "tls.cert is set, so tls.key must be too".into(),
+                ))
+            }
+            (true, false) => {
+                return Err(err(
+                    "tls.cert",
+                    "tls.key is set, so tls.cert must be too".into(),
+                ))
+            }
         };
 
         let addrs = |key: &str, list: &[String]| -> Result<Vec<SocketAddr>> {
             list.iter()
                 .map(|a| {
                     a.parse::<SocketAddr>().map_err(|_| {
-                        err(key, format!("{a:?} is not an address like \"127.0.0.1:2525\" (port 0-65535)"))
+                        err(
+                            key,
+                            format!(
+                                "{a:?} is not an address like \"127.0.0.1:2525\" (port 0-65535)"
+                            ),
+                        )
                     })
                 })
                 .collect()
         };
         let dur = |key: &str, v: &str| -> Result<Duration> {
-            humantime::parse_duration(v)
-                .map_err(|e| err(key, format!("{v:?} is not a duration like \"5m\" or \"1h\": {e}")))
+            humantime::parse_duration(v).map_err(|e| {
+                err(
+                    key,
+                    format!("{v:?} is not a duration like \"5m\" or \"1h\": {e}"),
+                )
+            })
         };
         let positive = |key: &str, v: u64| -> Result<()> {
             if v == 0 {
@@ -386,10 +416,22 @@ impl Config {
 
         let s = &f.signatures;
         let revocation = match s.revocation.as_str() {
-            "off" => Revocation { crl: false, ocsp: false },
-            "crl" => Revocation { crl: true, ocsp: false },
-            "ocsp" => Revocation { crl: false, ocsp: true },
-            "crl+ocsp" | "ocsp+crl" => Revocation { crl: true, ocsp: true },
+            "off" => Revocation {
+                crl: false,
+                ocsp: false,
+            },
+            "crl" => Revocation {
+                crl: true,
+                ocsp: false,
+            },
+            "ocsp" => Revocation {
+                crl: false,
+                ocsp: true,
+            },
+            "crl+ocsp" | "ocsp+crl" => Revocation {
+                crl: true,
+                ocsp: true,
+            },
             other => {
                 return Err(err(
                     "signatures.revocation",
@@ -401,7 +443,12 @@ impl Config {
             "en" => Language::En,
             "ru" => Language::Ru,
             "kk" => Language::Kk,
-            other => return Err(err("signatures.language", format!("{other:?} is not one of en, ru, kk"))),
+            other => {
+                return Err(err(
+                    "signatures.language",
+                    format!("{other:?} is not one of en, ru, kk"),
+                ))
+            }
         };
         let signatures = SignaturesConfig {
             trust_dir: abs(&s.trust_dir),
@@ -414,13 +461,19 @@ impl Config {
         };
         if let Some(dir) = &signatures.crl_dir {
             if !dir.is_dir() {
-                return Err(err("signatures.crl_dir", format!("no such directory: {}", dir.display())));
+                return Err(err(
+                    "signatures.crl_dir",
+                    format!("no such directory: {}", dir.display()),
+                ));
             }
         }
 
         let d = &f.delivery;
         if d.retry.is_empty() {
-            return Err(err("delivery.retry", "at least one interval is required".into()));
+            return Err(err(
+                "delivery.retry",
+                "at least one interval is required".into(),
+            ));
         }
         let retry = d
             .retry
@@ -438,11 +491,17 @@ impl Config {
             None
         } else {
             Some(d.resolver.parse::<SocketAddr>().map_err(|_| {
-                err("delivery.resolver", format!("{:?} is not an address like \"127.0.0.1:53\"", d.resolver))
+                err(
+                    "delivery.resolver",
+                    format!("{:?} is not an address like \"127.0.0.1:53\"", d.resolver),
+                )
             })?)
         };
         if d.remote_port == 0 {
-            return Err(err("delivery.remote_port", "must be a port from 1 to 65535".into()));
+            return Err(err(
+                "delivery.remote_port",
+                "must be a port from 1 to 65535".into(),
+            ));
         }
         positive("delivery.concurrency", d.concurrency as u64)?;
         let delivery = DeliveryConfig {
@@ -465,9 +524,18 @@ impl Config {
             }
             let path = abs(&sec.key);
             if !path.is_file() {
-                return Err(err(&format!("{key}.key"), format!("no such file: {}", path.display())));
+                return Err(err(
+                    &format!("{key}.key"),
+                    format!("no such file: {}", path.display()),
+                ));
             }
-            dkim.insert(domain.to_ascii_lowercase(), DkimConfig { selector: sec.selector.clone(), key: path });
+            dkim.insert(
+                domain.to_ascii_lowercase(),
+                DkimConfig {
+                    selector: sec.selector.clone(),
+                    key: path,
+                },
+            );
         }
 
         Ok(Config {
@@ -522,7 +590,9 @@ fn line_of(raw: &str, key: &str) -> Option<usize> {
         }
     }
     // `table.key = ...` written with a dotted key at top level.
-    raw.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1)
+    raw.lines()
+        .position(|l| l.trim_start().starts_with(key))
+        .map(|i| i + 1)
 }
 
 /// The built-in defaults as commented TOML (`tanba config default`).
@@ -550,7 +620,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::from_toml("[smtp]\nmx = [\"127.0.0.1:25\"]\nbogus = 1\n", None).unwrap_err();
+        let e =
+            Config::from_toml("[smtp]\nmx = [\"127.0.0.1:25\"]\nbogus = 1\n", None).unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("bogus"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
@@ -565,8 +636,11 @@ mod tests {
 
     #[test]
     fn durations_and_revocation() {
-        let c = Config::from_toml("[signatures]\nrevocation = \"crl+ocsp\"\n[delivery]\nretry=[\"1s\"]\n", None)
-            .unwrap();
+        let c = Config::from_toml(
+            "[signatures]\nrevocation = \"crl+ocsp\"\n[delivery]\nretry=[\"1s\"]\n",
+            None,
+        )
+        .unwrap();
         assert!(c.signatures.revocation.crl && c.signatures.revocation.ocsp);
         assert_eq!(c.delivery.retry, vec![Duration::from_secs(1)]);
         let e = Config::from_toml("[signatures]\nlanguage = \"fr\"\n", None).unwrap_err();

@@ -51,7 +51,10 @@ pub fn route(app: &App, rcpt: &str) -> Result<Option<Route>> {
         .store
         .mailbox(account.id, "INBOX")?
         .with_context(|| format!("account {} has no INBOX", account.email))?;
-    Ok(Some(Route::Local { account_id: account.id, inbox_id: inbox.id }))
+    Ok(Some(Route::Local {
+        account_id: account.id,
+        inbox_id: inbox.id,
+    }))
 }
 
 /// Stores and/or queues a received message durably. Returns an id for the `250` reply.
@@ -102,9 +105,16 @@ pub async fn accept(app: &App, env: &Envelope, data: Vec<u8>) -> Result<String> 
     let internal_date = unix(now);
     let store = app.store.clone();
     let q = queue.clone();
-    tokio::task::spawn_blocking(move || store.deliver(&targets, &stamped, internal_date, q.as_ref().map(|q| (q, with_received.as_slice()))))
-        .await
-        .context("store task crashed")??;
+    tokio::task::spawn_blocking(move || {
+        store.deliver(
+            &targets,
+            &stamped,
+            internal_date,
+            q.as_ref().map(|q| (q, with_received.as_slice())),
+        )
+    })
+    .await
+    .context("store task crashed")??;
     app.store.durable().await?;
     if queue.is_some() {
         app.queue_wakeup.notify_one();
@@ -130,13 +140,26 @@ impl App {
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// RFC 5321 §4.4 trace header, folded to stay under 78 columns per line.
-fn received_header(app: &App, env: &Envelope, id: &str, single_rcpt: Option<&str>, now: SystemTime) -> String {
+fn received_header(
+    app: &App,
+    env: &Envelope,
+    id: &str,
+    single_rcpt: Option<&str>,
+    now: SystemTime,
+) -> String {
     let date = chrono::DateTime::<chrono::Utc>::from(now).format("%a, %d %b %Y %H:%M:%S +0000");
-    let helo: String = env.helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+    let helo: String = env
+        .helo
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
     let ip = match env.peer {
         SocketAddr::V4(a) => a.ip().to_string(),
         SocketAddr::V6(a) => format!("IPv6:{}", a.ip()),

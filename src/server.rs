@@ -46,7 +46,9 @@ impl Kind {
             Kind::Smtp(smtp::Port::Mx) => "smtp.mx",
             Kind::Smtp(smtp::Port::Submission) => "smtp.submission",
             Kind::Smtp(smtp::Port::Submissions) => "smtp.submissions",
-            Kind::Imap { implicit_tls: false } => "imap.listen",
+            Kind::Imap {
+                implicit_tls: false,
+            } => "imap.listen",
             Kind::Imap { implicit_tls: true } => "imap.listen_tls",
         }
     }
@@ -78,7 +80,12 @@ pub async fn serve(config: Config) -> Result<()> {
         (Kind::Smtp(smtp::Port::Mx), &cfg.smtp.mx),
         (Kind::Smtp(smtp::Port::Submission), &cfg.smtp.submission),
         (Kind::Smtp(smtp::Port::Submissions), &cfg.smtp.submissions),
-        (Kind::Imap { implicit_tls: false }, &cfg.imap.listen),
+        (
+            Kind::Imap {
+                implicit_tls: false,
+            },
+            &cfg.imap.listen,
+        ),
         (Kind::Imap { implicit_tls: true }, &cfg.imap.listen_tls),
     ];
     let mut report = serde_json::Map::new();
@@ -98,7 +105,11 @@ pub async fn serve(config: Config) -> Result<()> {
 
     let coordinator = Coordinator::new();
     let admin_listener = admin::bind(&cfg)?;
-    tokio::spawn(admin::serve(admin_listener, app.clone(), coordinator.handle()));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        app.clone(),
+        coordinator.handle(),
+    ));
     tokio::spawn(delivery::run(app.clone(), coordinator.handle()));
 
     let smtp_slots = Arc::new(Semaphore::new(cfg.smtp.max_connections));
@@ -108,7 +119,13 @@ pub async fn serve(config: Config) -> Result<()> {
             Kind::Smtp(_) => smtp_slots.clone(),
             Kind::Imap { .. } => imap_slots.clone(),
         };
-        tokio::spawn(accept_loop(listener, kind, app.clone(), slots, coordinator.handle()));
+        tokio::spawn(accept_loop(
+            listener,
+            kind,
+            app.clone(),
+            slots,
+            coordinator.handle(),
+        ));
     }
 
     // Tell scripts (and tests using port 0) where we listen, only once everything is up.
@@ -116,12 +133,19 @@ pub async fn serve(config: Config) -> Result<()> {
     let tmp = file.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
     std::fs::rename(&tmp, &file)?;
-    tracing::info!("tanba {} ready (data in {})", env!("CARGO_PKG_VERSION"), cfg.data_dir.display());
+    tracing::info!(
+        "tanba {} ready (data in {})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.data_dir.display()
+    );
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections; finishing current commands");
     coordinator.begin();
-    if tokio::time::timeout(Duration::from_secs(30), coordinator.wait_idle()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), coordinator.wait_idle())
+        .await
+        .is_err()
+    {
         tracing::warn!("some sessions did not finish within 30 s; closing them");
     }
     app.store.durable().await?;
@@ -142,7 +166,13 @@ async fn wait_for_signal() {
     }
 }
 
-async fn accept_loop(listener: TcpListener, kind: Kind, app: Arc<App>, slots: Arc<Semaphore>, mut shutdown: Shutdown) {
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Kind,
+    app: Arc<App>,
+    slots: Arc<Semaphore>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -176,7 +206,9 @@ async fn accept_loop(listener: TcpListener, kind: Kind, app: Arc<App>, slots: Ar
             let _permit = permit;
             match kind {
                 Kind::Smtp(port) => smtp::handle(stream, peer, app, port, sd).await,
-                Kind::Imap { implicit_tls } => imap::handle(stream, peer, app, implicit_tls, sd).await,
+                Kind::Imap { implicit_tls } => {
+                    imap::handle(stream, peer, app, implicit_tls, sd).await
+                }
             }
         });
     }

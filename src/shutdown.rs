@@ -42,7 +42,11 @@ impl Coordinator {
     pub fn new() -> Self {
         let (stop, _) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel(1);
-        Coordinator { stop, alive_tx: Some(alive_tx), alive_rx }
+        Coordinator {
+            stop,
+            alive_tx: Some(alive_tx),
+            alive_rx,
+        }
     }
 
     /// A handle for a new task.

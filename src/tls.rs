@@ -47,7 +47,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 }
 
 /// Returns the paths of the self-signed pair in `data_dir/tls`, creating it on first use.
-pub fn ensure_self_signed(data_dir: &Path, hostname: &str) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+pub fn ensure_self_signed(
+    data_dir: &Path,
+    hostname: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let dir = data_dir.join("tls");
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
@@ -57,7 +60,8 @@ pub fn ensure_self_signed(data_dir: &Path, hostname: &str) -> Result<(std::path:
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (cert_pem, key_pem) = self_signed(hostname)?;
     write_private(&key_path, &key_pem)?;
-    std::fs::write(&cert_path, cert_pem).with_context(|| format!("writing {}", cert_path.display()))?;
+    std::fs::write(&cert_path, cert_pem)
+        .with_context(|| format!("writing {}", cert_path.display()))?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate for {hostname}");
     Ok((cert_path, key_path))
 }

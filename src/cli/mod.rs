@@ -13,7 +13,11 @@ use crate::config::{Config, DEFAULT_TOML};
 pub mod verify;
 
 #[derive(Debug, Parser)]
-#[command(name = "tanba", version, about = "Mail server that verifies NCA RK (Kazakhstan) digital signatures")]
+#[command(
+    name = "tanba",
+    version,
+    about = "Mail server that verifies NCA RK (Kazakhstan) digital signatures"
+)]
 pub struct Cli {
     /// Config file (TOML). Without it, the built-in defaults are used.
     #[arg(long, global = true, value_name = "PATH")]
@@ -182,7 +186,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             println!(
                 "{}: OK (hostname {}, domains {}, data in {}, {cert_note})",
-                c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()),
+                c.path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "built-in defaults".into()),
                 c.hostname,
                 c.domains.join(", "),
                 c.data_dir.display()
@@ -192,11 +199,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::User(cmd) => {
             let config = load()?;
             let req = match cmd {
-                UserCmd::Add { email, password_stdin } => {
+                UserCmd::Add {
+                    email,
+                    password_stdin,
+                } => {
                     let password = read_password(password_stdin, true)?;
                     Request::UserAdd { email, password }
                 }
-                UserCmd::Passwd { email, password_stdin } => {
+                UserCmd::Passwd {
+                    email,
+                    password_stdin,
+                } => {
                     let password = read_password(password_stdin, true)?;
                     Request::UserPasswd { email, password }
                 }
@@ -251,7 +264,10 @@ fn admin_command(config: &Config, req: &Request, json: bool) -> Result<i32> {
 fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
         let p = line.trim_end_matches(['\r', '\n']).to_string();
         if p.is_empty() {
             bail!("no password on stdin");

@@ -29,23 +29,39 @@ pub fn admin(
                     q.sender,
                     rcpts.join(","),
                     q.attempts,
-                    chrono::DateTime::from_timestamp(q.next_attempt, 0).unwrap_or_default().to_rfc3339(),
+                    chrono::DateTime::from_timestamp(q.next_attempt, 0)
+                        .unwrap_or_default()
+                        .to_rfc3339(),
                     q.last_error.as_deref().unwrap_or("-")
                 ));
             }
-            Ok(Response { ok: true, text, data: serde_json::to_value(&list)? })
+            Ok(Response {
+                ok: true,
+                text,
+                data: serde_json::to_value(&list)?,
+            })
         }
         Request::QueueRetry { id } => {
-            let Some(mut q) = store.queue_get(*id)? else { anyhow::bail!("no queue entry {id}") };
+            let Some(mut q) = store.queue_get(*id)? else {
+                anyhow::bail!("no queue entry {id}")
+            };
             q.next_attempt = 0;
             store.queue_update(&q)?;
             store.flush_sync()?;
-            Ok(Response { ok: true, text: format!("{id} will be retried now"), data: serde_json::json!({"wake": true}) })
+            Ok(Response {
+                ok: true,
+                text: format!("{id} will be retried now"),
+                data: serde_json::json!({"wake": true}),
+            })
         }
         Request::QueueDrop { id, .. } => {
             store.queue_remove(*id)?;
             store.flush_sync()?;
-            Ok(Response { ok: true, text: format!("{id} dropped"), data: serde_json::Value::Null })
+            Ok(Response {
+                ok: true,
+                text: format!("{id} dropped"),
+                data: serde_json::Value::Null,
+            })
         }
         _ => anyhow::bail!("not a queue command"),
     }

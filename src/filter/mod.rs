@@ -24,11 +24,17 @@ pub struct Processed {
 
 impl Filter {
     pub fn new(config: &Config) -> anyhow::Result<Filter> {
-        Ok(Filter { _hostname: config.hostname.clone() })
+        Ok(Filter {
+            _hostname: config.hostname.clone(),
+        })
     }
 
     /// Verifies every signature `raw` carries, as of `now`, and stamps the result.
     pub fn process(&self, raw: &[u8], _now: SystemTime) -> Processed {
-        Processed { message: raw.to_vec(), keywords: Vec::new(), verdict: "none".into() }
+        Processed {
+            message: raw.to_vec(),
+            keywords: Vec::new(),
+            verdict: "none".into(),
+        }
     }
 }

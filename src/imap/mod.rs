@@ -9,4 +9,11 @@ use crate::server::App;
 use crate::shutdown::Shutdown;
 
 /// Runs one IMAP session to completion. `implicit_tls`: the `listen_tls` port.
-pub async fn handle(_stream: TcpStream, _peer: SocketAddr, _app: Arc<App>, _implicit_tls: bool, _shutdown: Shutdown) {}
+pub async fn handle(
+    _stream: TcpStream,
+    _peer: SocketAddr,
+    _app: Arc<App>,
+    _implicit_tls: bool,
+    _shutdown: Shutdown,
+) {
+}

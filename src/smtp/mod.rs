@@ -20,4 +20,11 @@ pub enum Port {
 }
 
 /// Runs one SMTP session to completion.
-pub async fn handle(_stream: TcpStream, _peer: SocketAddr, _app: Arc<App>, _port: Port, _shutdown: Shutdown) {}
+pub async fn handle(
+    _stream: TcpStream,
+    _peer: SocketAddr,
+    _app: Arc<App>,
+    _port: Port,
+    _shutdown: Shutdown,
+) {
+}

@@ -1,7 +1,9 @@
 //! Accounts: one per mail user, keyed by lower-case email address. Passwords are stored only as
 //! argon2id PHC strings; the clear password never reaches the store or a log.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
@@ -26,7 +28,7 @@ impl Account {
     /// Whether `addr` (any case) is one of this account's own addresses.
     pub fn owns(&self, addr: &str) -> bool {
         let a = addr.to_ascii_lowercase();
-        a == self.email || self.aliases.iter().any(|x| *x == a)
+        a == self.email || self.aliases.contains(&a)
     }
 }
 
@@ -42,7 +44,9 @@ pub fn hash_password(password: &str) -> Result<String> {
 /// Checks a password against a PHC string. Constant-time in the comparison (argon2 crate).
 pub fn verify_password(hash: &str, password: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(h) => argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Ok(h) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -55,12 +59,16 @@ pub fn normalize_email(email: &str) -> Result<String> {
             !l.is_empty()
                 && !d.is_empty()
                 && !d.contains('@')
-                && !e.contains(|c: char| c.is_whitespace() || c.is_control() || "<>(),;:\\\"[]".contains(c))
+                && !e.contains(|c: char| {
+                    c.is_whitespace() || c.is_control() || "<>(),;:\\\"[]".contains(c)
+                })
         }
         None => false,
     };
     if !ok {
-        return Err(StoreError::Invalid(format!("{email:?} is not an email address like user@example.kz")));
+        return Err(StoreError::Invalid(format!(
+            "{email:?} is not an email address like user@example.kz"
+        )));
     }
     Ok(e)
 }
@@ -80,7 +88,12 @@ impl Store {
         };
         let mut boxes = Vec::new();
         for (name, special) in mailbox::DEFAULT_MAILBOXES {
-            boxes.push(mailbox::MailboxMeta::new(self.next_id()?, id, name, *special));
+            boxes.push(mailbox::MailboxMeta::new(
+                self.next_id()?,
+                id,
+                name,
+                *special,
+            ));
         }
         let t = &self.t;
         (&t.accounts, &t.mailbox_names, &t.mailboxes).transaction(|(acc, names, mbs)| {
@@ -111,7 +124,10 @@ impl Store {
             return Ok(Some(a));
         }
         let addr = addr.to_ascii_lowercase();
-        Ok(self.accounts()?.into_iter().find(|a| a.aliases.contains(&addr)))
+        Ok(self
+            .accounts()?
+            .into_iter()
+            .find(|a| a.aliases.contains(&addr)))
     }
 
     pub fn accounts(&self) -> Result<Vec<Account>> {
@@ -143,7 +159,9 @@ impl Store {
         self.t.accounts.remove(email.as_bytes())?;
         for m in self.mailboxes(account.id)? {
             self.remove_mailbox_contents(&m)?;
-            self.t.mailbox_names.remove(mailbox::name_key(account.id, &m.name))?;
+            self.t
+                .mailbox_names
+                .remove(mailbox::name_key(account.id, &m.name))?;
             self.t.mailboxes.remove(u64_key(m.id))?;
         }
         Ok(account)
@@ -165,7 +183,10 @@ mod tests {
 
     #[test]
     fn email_normalisation() {
-        assert_eq!(normalize_email(" Alice@Example.KZ ").unwrap(), "alice@example.kz");
+        assert_eq!(
+            normalize_email(" Alice@Example.KZ ").unwrap(),
+            "alice@example.kz"
+        );
         assert!(normalize_email("nobody").is_err());
         assert!(normalize_email("a@b@c").is_err());
         assert!(normalize_email("a b@c").is_err());

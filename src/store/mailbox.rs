@@ -90,7 +90,9 @@ fn validate_name(name: &str) -> Result<()> {
         || name.chars().any(|c| c.is_control())
         || name.split(DELIMITER).any(|p| p == "." || p == "..")
     {
-        return Err(StoreError::Invalid(format!("invalid mailbox name {name:?}")));
+        return Err(StoreError::Invalid(format!(
+            "invalid mailbox name {name:?}"
+        )));
     }
     Ok(())
 }
@@ -121,7 +123,10 @@ impl Store {
             .iter()
             .map(|m| {
                 let prefix = format!("{}{}", m.name, DELIMITER);
-                MailboxInfo { meta: m.clone(), has_children: all.iter().any(|o| o.name.starts_with(&prefix)) }
+                MailboxInfo {
+                    meta: m.clone(),
+                    has_children: all.iter().any(|o| o.name.starts_with(&prefix)),
+                }
             })
             .collect();
         Ok(infos)
@@ -143,7 +148,12 @@ impl Store {
     }
 
     /// Creates a mailbox (and, like RFC 3501 §6.3.3 allows, any missing parents).
-    pub fn create_mailbox(&self, account_id: u64, name: &str, special_use: Option<&str>) -> Result<MailboxMeta> {
+    pub fn create_mailbox(
+        &self,
+        account_id: u64,
+        name: &str,
+        special_use: Option<&str>,
+    ) -> Result<MailboxMeta> {
         let name = normalize_name(name);
         validate_name(&name)?;
         if self.mailbox(account_id, &name)?.is_some() {
@@ -160,7 +170,12 @@ impl Store {
         self.create_one(account_id, &name, special_use)
     }
 
-    fn create_one(&self, account_id: u64, name: &str, special_use: Option<&str>) -> Result<MailboxMeta> {
+    fn create_one(
+        &self,
+        account_id: u64,
+        name: &str,
+        special_use: Option<&str>,
+    ) -> Result<MailboxMeta> {
         let meta = MailboxMeta::new(self.next_id()?, account_id, name, special_use);
         let t = &self.t;
         (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
@@ -186,8 +201,14 @@ impl Store {
             return Err(StoreError::NotFound(format!("mailbox {name}")));
         };
         let prefix = format!("{name}/");
-        if self.mailboxes(account_id)?.iter().any(|m| m.name.starts_with(&prefix)) {
-            return Err(StoreError::Invalid(format!("mailbox {name} has children; delete them first")));
+        if self
+            .mailboxes(account_id)?
+            .iter()
+            .any(|m| m.name.starts_with(&prefix))
+        {
+            return Err(StoreError::Invalid(format!(
+                "mailbox {name} has children; delete them first"
+            )));
         }
         self.t.mailbox_names.remove(name_key(account_id, &name))?;
         self.remove_mailbox_contents(&meta)?;
@@ -209,7 +230,9 @@ impl Store {
             return Err(StoreError::Exists(format!("mailbox {to}")));
         }
         if to.starts_with(&format!("{from}/")) {
-            return Err(StoreError::Invalid("cannot move a mailbox into itself".into()));
+            return Err(StoreError::Invalid(
+                "cannot move a mailbox into itself".into(),
+            ));
         }
         if from == "INBOX" {
             let dst = self.create_mailbox(account_id, &to, None)?;
@@ -251,7 +274,10 @@ impl Store {
 
     pub fn set_subscribed(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
         let Some(meta) = self.mailbox(account_id, name)? else {
-            return Err(StoreError::NotFound(format!("mailbox {}", normalize_name(name))));
+            return Err(StoreError::NotFound(format!(
+                "mailbox {}",
+                normalize_name(name)
+            )));
         };
         self.update_mailbox(meta.id, |m| {
             m.subscribed = subscribed;
@@ -272,7 +298,11 @@ impl Store {
         Ok(old.get())
     }
 
-    fn update_mailbox(&self, id: u64, f: impl Fn(&mut MailboxMeta) -> Result<()>) -> Result<MailboxMeta> {
+    fn update_mailbox(
+        &self,
+        id: u64,
+        f: impl Fn(&mut MailboxMeta) -> Result<()>,
+    ) -> Result<MailboxMeta> {
         let out = self.t.mailboxes.transaction(|mbs| {
             let Some(v) = mbs.get(u64_key(id))? else {
                 return Err(StoreError::NotFound("mailbox".into()).into());

@@ -121,22 +121,40 @@ fn insert_message(
 ) -> TxResult<Appended> {
     let mut mb = get_mailbox(mbs, mailbox_id)?;
     let uid = mb.uidnext;
-    mb.uidnext = uid.checked_add(1).ok_or_else(|| StoreError::Invalid("mailbox UID space exhausted".into()))?;
+    mb.uidnext = uid
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Invalid("mailbox UID space exhausted".into()))?;
     mb.highest_modseq += 1;
-    let meta = MessageMeta { uid, blob_id, size, internal_date, flags: flags.to_vec(), modseq: mb.highest_modseq };
+    let meta = MessageMeta {
+        uid,
+        blob_id,
+        size,
+        internal_date,
+        flags: flags.to_vec(),
+        modseq: mb.highest_modseq,
+    };
     mb.messages += 1;
     if !meta.seen() {
         mb.unseen += 1;
     }
     msgs.insert(&key2(mailbox_id, uid), enc(&meta))?;
     mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
-    Ok(Appended { mailbox_id, uidvalidity: mb.uidvalidity, uid })
+    Ok(Appended {
+        mailbox_id,
+        uidvalidity: mb.uidvalidity,
+        uid,
+    })
 }
 
 impl Store {
     /// All messages of a mailbox in UID order.
     pub fn messages(&self, mailbox_id: u64) -> Result<Vec<MessageMeta>> {
-        self.t.messages.scan_prefix(u64_key(mailbox_id)).values().map(|v| dec(&v?)).collect()
+        self.t
+            .messages
+            .scan_prefix(u64_key(mailbox_id))
+            .values()
+            .map(|v| dec(&v?))
+            .collect()
     }
 
     /// Messages with `from <= uid <= to`, in UID order, without scanning the rest.
@@ -144,7 +162,12 @@ impl Store {
         if from > to {
             return Ok(Vec::new());
         }
-        self.t.messages.range(key2(mailbox_id, from)..=key2(mailbox_id, to)).values().map(|v| dec(&v?)).collect()
+        self.t
+            .messages
+            .range(key2(mailbox_id, from)..=key2(mailbox_id, to))
+            .values()
+            .map(|v| dec(&v?))
+            .collect()
     }
 
     pub fn message(&self, mailbox_id: u64, uid: u32) -> Result<Option<MessageMeta>> {
@@ -171,7 +194,13 @@ impl Store {
     }
 
     /// APPEND: stores `raw` as a new message in a mailbox.
-    pub fn append(&self, mailbox_id: u64, raw: &[u8], flags: &[String], internal_date: i64) -> Result<Appended> {
+    pub fn append(
+        &self,
+        mailbox_id: u64,
+        raw: &[u8],
+        flags: &[String],
+        internal_date: i64,
+    ) -> Result<Appended> {
         let out = self.deliver(&[(mailbox_id, flags.to_vec())], raw, internal_date, None)?;
         Ok(out[0])
     }
@@ -188,7 +217,10 @@ impl Store {
     ) -> Result<Vec<Appended>> {
         let blob_id = self.next_id()?;
         let size = raw.len() as u64;
-        let targets: Vec<(u64, Vec<String>)> = targets.iter().map(|(m, f)| (*m, normalize_flags(f))).collect();
+        let targets: Vec<(u64, Vec<String>)> = targets
+            .iter()
+            .map(|(m, f)| (*m, normalize_flags(f)))
+            .collect();
         let queued = match queued {
             Some((q, bytes)) => {
                 let mut q = q.clone();
@@ -206,7 +238,15 @@ impl Store {
                     blobs.insert(&u64_key(blob_id), raw)?;
                     add_ref(refs, blob_id, targets.len() as i64)?;
                     for (mailbox_id, flags) in &targets {
-                        out.push(insert_message(mbs, msgs, *mailbox_id, blob_id, size, internal_date, flags)?);
+                        out.push(insert_message(
+                            mbs,
+                            msgs,
+                            *mailbox_id,
+                            blob_id,
+                            size,
+                            internal_date,
+                            flags,
+                        )?);
                     }
                 }
                 if let Some((q, bytes)) = &queued {
@@ -227,14 +267,22 @@ impl Store {
 
     /// STORE: changes flags of the given UIDs (missing UIDs are skipped). Returns the new metas of
     /// the messages whose flags actually changed.
-    pub fn store_flags(&self, mailbox_id: u64, uids: &[u32], op: FlagOp, flags: &[String]) -> Result<Vec<MessageMeta>> {
+    pub fn store_flags(
+        &self,
+        mailbox_id: u64,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+    ) -> Result<Vec<MessageMeta>> {
         let flags = normalize_flags(flags);
         let t = &self.t;
         let changed = (&t.mailboxes, &t.messages).transaction(|(mbs, msgs)| {
             let mut mb = get_mailbox(mbs, mailbox_id)?;
             let mut changed = Vec::new();
             for &uid in uids {
-                let Some(v) = msgs.get(key2(mailbox_id, uid))? else { continue };
+                let Some(v) = msgs.get(key2(mailbox_id, uid))? else {
+                    continue;
+                };
                 let mut m: MessageMeta = dec(&v)?;
                 let before = m.flags.clone();
                 let was_seen = m.seen();
@@ -247,7 +295,9 @@ impl Store {
                             }
                         }
                     }
-                    FlagOp::Remove => m.flags.retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
+                    FlagOp::Remove => m
+                        .flags
+                        .retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
                 }
                 if m.flags == before {
                     continue;
@@ -275,16 +325,32 @@ impl Store {
 
     /// COPY: the copies share the blob. Returns (source uid, new uid) pairs and the destination's
     /// UIDVALIDITY.
-    pub fn copy_messages(&self, src: u64, uids: &[u32], dst: u64) -> Result<(u32, Vec<(u32, u32)>)> {
+    pub fn copy_messages(
+        &self,
+        src: u64,
+        uids: &[u32],
+        dst: u64,
+    ) -> Result<(u32, Vec<(u32, u32)>)> {
         self.copy_or_move(src, uids, dst, false)
     }
 
     /// MOVE (RFC 6851): copy and expunge in one transaction.
-    pub fn move_messages(&self, src: u64, uids: &[u32], dst: u64) -> Result<(u32, Vec<(u32, u32)>)> {
+    pub fn move_messages(
+        &self,
+        src: u64,
+        uids: &[u32],
+        dst: u64,
+    ) -> Result<(u32, Vec<(u32, u32)>)> {
         self.copy_or_move(src, uids, dst, true)
     }
 
-    fn copy_or_move(&self, src: u64, uids: &[u32], dst: u64, remove: bool) -> Result<(u32, Vec<(u32, u32)>)> {
+    fn copy_or_move(
+        &self,
+        src: u64,
+        uids: &[u32],
+        dst: u64,
+        remove: bool,
+    ) -> Result<(u32, Vec<(u32, u32)>)> {
         let uids: BTreeSet<u32> = uids.iter().copied().collect();
         let t = &self.t;
         let out = (&t.mailboxes, &t.messages, &t.blob_refs).transaction(|(mbs, msgs, refs)| {
@@ -292,7 +358,9 @@ impl Store {
             let mut uidvalidity = get_mailbox(mbs, dst)?.uidvalidity;
             let mut src_mb = get_mailbox(mbs, src)?;
             for &uid in &uids {
-                let Some(v) = msgs.get(key2(src, uid))? else { continue };
+                let Some(v) = msgs.get(key2(src, uid))? else {
+                    continue;
+                };
                 let m: MessageMeta = dec(&v)?;
                 let mut flags = m.flags.clone();
                 if remove {
@@ -335,13 +403,15 @@ impl Store {
     pub fn expunge(&self, mailbox_id: u64, uids: &[u32]) -> Result<Vec<u32>> {
         let uids: BTreeSet<u32> = uids.iter().copied().collect();
         let t = &self.t;
-        let (removed, dead_blobs) = (&t.mailboxes, &t.messages, &t.blob_refs, &t.blobs).transaction(
-            |(mbs, msgs, refs, blobs)| {
+        let (removed, dead_blobs) = (&t.mailboxes, &t.messages, &t.blob_refs, &t.blobs)
+            .transaction(|(mbs, msgs, refs, blobs)| {
                 let mut mb = get_mailbox(mbs, mailbox_id)?;
                 let mut removed = Vec::new();
                 let mut dead = Vec::new();
                 for &uid in &uids {
-                    let Some(v) = msgs.remove(&key2(mailbox_id, uid))? else { continue };
+                    let Some(v) = msgs.remove(&key2(mailbox_id, uid))? else {
+                        continue;
+                    };
                     let m: MessageMeta = dec(&v)?;
                     mb.messages = mb.messages.saturating_sub(1);
                     if !m.seen() {
@@ -358,8 +428,7 @@ impl Store {
                     mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
                 }
                 Ok((removed, dead))
-            },
-        )?;
+            })?;
         for b in dead_blobs {
             self.t.blob_cache.remove(u64_key(b))?;
         }

@@ -112,7 +112,8 @@ impl Store {
     /// Opens (or creates) the store in `dir`. Fails with a clear message when another process
     /// (a running `tanba serve`) holds it.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(256 * 1024 * 1024)
@@ -121,7 +122,10 @@ impl Store {
             .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.raw_os_error() == Some(11) =>
+                {
                     StoreError::Db(format!(
                         "the store in {} is in use by another process (is `tanba serve` running?)",
                         dir.display()
@@ -141,7 +145,12 @@ impl Store {
             queue: tree("queue")?,
         };
         let (changes, _) = broadcast::channel(4096);
-        Ok(Store { db: db.clone(), t: Arc::new(t), commit: Arc::new(GroupCommit::new(db)), changes })
+        Ok(Store {
+            db: db.clone(),
+            t: Arc::new(t),
+            commit: Arc::new(GroupCommit::new(db)),
+            changes,
+        })
     }
 
     /// Waits until everything written before this call is on disk. Concurrent callers share one
@@ -162,7 +171,10 @@ impl Store {
     }
 
     pub(crate) fn notify(&self, account_id: u64, mailbox_id: u64) {
-        let _ = self.changes.send(Change { account_id, mailbox_id });
+        let _ = self.changes.send(Change {
+            account_id,
+            mailbox_id,
+        });
     }
 
     pub(crate) fn next_id(&self) -> Result<u64> {
@@ -189,7 +201,14 @@ struct CommitState {
 impl GroupCommit {
     fn new(db: sled::Db) -> Self {
         let (done, _) = watch::channel((0, None));
-        GroupCommit { db, state: Mutex::new(CommitState { requested: 0, flushing: false }), done }
+        GroupCommit {
+            db,
+            state: Mutex::new(CommitState {
+                requested: 0,
+                flushing: false,
+            }),
+            done,
+        }
     }
 
     async fn wait(self: &Arc<Self>) -> Result<()> {
@@ -265,7 +284,9 @@ pub(crate) fn key2(a: u64, b: u32) -> [u8; 12] {
 }
 
 pub(crate) fn read_u64(b: &[u8]) -> Result<u64> {
-    b.try_into().map(u64::from_be_bytes).map_err(|_| StoreError::Db("corrupt id".into()))
+    b.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Db("corrupt id".into()))
 }
 
 pub(crate) fn now_unix() -> i64 {

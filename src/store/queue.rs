@@ -50,7 +50,12 @@ impl Store {
             sender: sender.to_string(),
             recipients: recipients
                 .iter()
-                .map(|a| RcptStatus { addr: a.clone(), state: RcptState::Pending, attempts: 0, last_error: None })
+                .map(|a| RcptStatus {
+                    addr: a.clone(),
+                    state: RcptState::Pending,
+                    attempts: 0,
+                    last_error: None,
+                })
                 .collect(),
             blob_id: 0,
             size: 0,

@@ -1,0 +1,309 @@
+//! Shared test helpers: a real `tanba serve` process on loopback with a fresh data dir, and a
+//! way to run the CLI against it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tanba");
+
+/// A running server. Killed (SIGKILL) on drop; use [`TestServer::stop`] for a graceful stop.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+    pub mx: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
+}
+
+/// The config every test server starts from; `{dir}` is the temp dir. Sections can be extended
+/// by passing extra lines for a section to [`TestServer::start_with`].
+pub fn base_toml(dir: &Path) -> String {
+    format!(
+        r#"[server]
+hostname = "mail.example.test"
+domains = ["example.test"]
+data_dir = "{d}/data"
+
+[smtp]
+mx = ["127.0.0.1:0"]
+submission = ["127.0.0.1:0"]
+submissions = ["127.0.0.1:0"]
+#SMTP
+
+[imap]
+listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
+#IMAP
+
+[signatures]
+trust_dir = "{d}/trust"
+#SIGNATURES
+
+[delivery]
+#DELIVERY
+"#,
+        d = dir.display()
+    )
+}
+
+impl TestServer {
+    /// A server on the base config.
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// A server on the base config with extra lines: `("smtp", "max_recipients = 2")` adds the
+    /// line to `[smtp]`; sections: smtp, imap, signatures, delivery; `("top", ...)` appends at the end.
+    pub fn start_with(extra: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("trust")).unwrap();
+        let mut toml = base_toml(dir.path());
+        for (section, line) in extra {
+            if *section == "top" {
+                toml.push_str(line);
+                toml.push('\n');
+            } else {
+                let marker = format!("#{}", section.to_uppercase());
+                toml = toml.replace(&marker, &format!("{line}\n{marker}"));
+            }
+        }
+        Self::start_toml(dir, &toml)
+    }
+
+    pub fn start_toml(dir: tempfile::TempDir, toml: &str) -> TestServer {
+        let config_path = dir.path().join("tanba.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        let mut s = TestServer {
+            dir,
+            config_path,
+            child: None,
+            mx: "0.0.0.0:0".parse().unwrap(),
+            submission: "0.0.0.0:0".parse().unwrap(),
+            submissions: "0.0.0.0:0".parse().unwrap(),
+            imap: "0.0.0.0:0".parse().unwrap(),
+            imaps: "0.0.0.0:0".parse().unwrap(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The self-signed certificate the server generated (trust it in TLS clients).
+    pub fn cert_pem(&self) -> PathBuf {
+        self.data_dir().join("tls/cert.pem")
+    }
+
+    fn spawn(&mut self) {
+        let listeners = self.data_dir().join("listeners.json");
+        let _ = std::fs::remove_file(&listeners);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("serve")
+            .env("TANBA_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tanba serve");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Ok(data) = std::fs::read(&listeners) {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
+                    let get =
+                        |k: &str| -> SocketAddr { v[k][0].as_str().unwrap().parse().unwrap() };
+                    self.mx = get("smtp.mx");
+                    self.submission = get("smtp.submission");
+                    self.submissions = get("smtp.submissions");
+                    self.imap = get("imap.listen");
+                    self.imaps = get("imap.listen_tls");
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tanba serve exited early ({status}):\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "server did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs `tanba --config <cfg> ARGS` with optional stdin.
+    pub fn tanba(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        tanba_with_config(&self.config_path, args, stdin)
+    }
+
+    /// Creates an account through the CLI (and so through the admin socket while running).
+    pub fn add_user(&self, email: &str, password: &str) {
+        let out = self.tanba(
+            &["user", "add", email, "--password-stdin"],
+            Some(&format!("{password}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `tanba export EMAIL` output (mboxrd).
+    pub fn export(&self, email: &str) -> Vec<u8> {
+        let out = self.tanba(&["export", email], None);
+        assert!(
+            out.status.success(),
+            "export failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// SIGKILL, like a power cut (for the process; the OS keeps what was flushed).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe { libc_kill(c.id() as i32, 15) };
+        let start = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if start.elapsed() > Duration::from_secs(40) {
+                let _ = c.kill();
+                panic!("server did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same config and data dir (new ports when 0).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+pub fn tanba_with_config(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(config).args(args);
+    run(cmd, stdin)
+}
+
+/// Runs a command, feeding `stdin`, and collects its output.
+pub fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a Python 3 script (stdlib only: smtplib, imaplib, ssl) with arguments; panics with its
+/// output if it fails. Returns stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script).args(args);
+    let out = run(cmd, None);
+    assert!(
+        out.status.success(),
+        "python failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Splits an mboxrd export into messages (CRLF restored), for byte comparisons.
+pub fn mbox_messages(mbox: &[u8]) -> Vec<Vec<u8>> {
+    let text = mbox;
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut cur: Option<Vec<u8>> = None;
+    for line in text.split(|&b| b == b'\n') {
+        if line.starts_with(b"From ") {
+            if let Some(m) = cur.take() {
+                out.push(m);
+            }
+            cur = Some(Vec::new());
+            continue;
+        }
+        if let Some(m) = cur.as_mut() {
+            let unq = if line
+                .iter()
+                .position(|&b| b != b'>')
+                .map(|i| i > 0 && line[i..].starts_with(b"From "))
+                == Some(true)
+            {
+                &line[1..]
+            } else {
+                line
+            };
+            m.extend_from_slice(unq);
+            m.extend_from_slice(b"\r\n");
+        }
+    }
+    if let Some(m) = cur.take() {
+        out.push(m);
+    }
+    // Each message ends with the blank separator line plus the split's trailing piece.
+    for m in &mut out {
+        while m.ends_with(b"\r\n\r\n") {
+            m.truncate(m.len() - 2);
+        }
+    }
+    out
+}
