@@ -233,7 +233,16 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Verify(args) => verify::verify(&args, cli.config.as_deref()),
         Command::Stamp(args) => verify::stamp(&args, cli.config.as_deref()),
-        Command::Dkim(_) => bail!("`tanba dkim` is not available yet in this build"),
+        Command::Dkim(DkimCmd::Generate {
+            domain,
+            selector,
+            out,
+        }) => {
+            let config = load()?;
+            let g = crate::delivery::dkim::generate(&config, &domain, &selector, out.as_deref())?;
+            print!("{}", g.text);
+            Ok(0)
+        }
         Command::Certs(_) => bail!("`tanba certs` is not available yet in this build"),
     }
 }

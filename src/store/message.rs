@@ -86,7 +86,7 @@ pub fn normalize_flags(flags: &[String]) -> Vec<String> {
     out
 }
 
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 
 fn get_mailbox(mbs: &TransactionalTree, id: u64) -> TxResult<MailboxMeta> {
     match mbs.get(u64_key(id))? {
@@ -95,7 +95,7 @@ fn get_mailbox(mbs: &TransactionalTree, id: u64) -> TxResult<MailboxMeta> {
     }
 }
 
-fn add_ref(refs: &TransactionalTree, blob_id: u64, by: i64) -> TxResult<u32> {
+pub(super) fn add_ref(refs: &TransactionalTree, blob_id: u64, by: i64) -> TxResult<u32> {
     let cur = match refs.get(u64_key(blob_id))? {
         Some(v) => u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])),
         None => 0,
@@ -110,7 +110,7 @@ fn add_ref(refs: &TransactionalTree, blob_id: u64, by: i64) -> TxResult<u32> {
 }
 
 /// Inserts one message into a mailbox inside a transaction: allocates the UID, bumps counters.
-fn insert_message(
+pub(super) fn insert_message(
     mbs: &TransactionalTree,
     msgs: &TransactionalTree,
     mailbox_id: u64,
@@ -231,32 +231,39 @@ impl Store {
             None => None,
         };
         let t = &self.t;
-        let out = (&t.mailboxes, &t.messages, &t.blobs, &t.blob_refs, &t.queue).transaction(
-            |(mbs, msgs, blobs, refs, qt)| {
-                let mut out = Vec::with_capacity(targets.len());
-                if !targets.is_empty() {
-                    blobs.insert(&u64_key(blob_id), raw)?;
-                    add_ref(refs, blob_id, targets.len() as i64)?;
-                    for (mailbox_id, flags) in &targets {
-                        out.push(insert_message(
-                            mbs,
-                            msgs,
-                            *mailbox_id,
-                            blob_id,
-                            size,
-                            internal_date,
-                            flags,
-                        )?);
-                    }
+        let trees = (
+            &t.mailboxes,
+            &t.messages,
+            &t.blobs,
+            &t.blob_refs,
+            &t.queue,
+            &t.queue_due,
+        );
+        let out = trees.transaction(|(mbs, msgs, blobs, refs, qt, due)| {
+            let mut out = Vec::with_capacity(targets.len());
+            if !targets.is_empty() {
+                blobs.insert(&u64_key(blob_id), raw)?;
+                add_ref(refs, blob_id, targets.len() as i64)?;
+                for (mailbox_id, flags) in &targets {
+                    out.push(insert_message(
+                        mbs,
+                        msgs,
+                        *mailbox_id,
+                        blob_id,
+                        size,
+                        internal_date,
+                        flags,
+                    )?);
                 }
-                if let Some((q, bytes)) = &queued {
-                    blobs.insert(&u64_key(q.blob_id), *bytes)?;
-                    add_ref(refs, q.blob_id, 1)?;
-                    qt.insert(&u64_key(q.id), enc(q))?;
-                }
-                Ok(out)
-            },
-        )?;
+            }
+            if let Some((q, bytes)) = &queued {
+                blobs.insert(&u64_key(q.blob_id), *bytes)?;
+                add_ref(refs, q.blob_id, 1)?;
+                qt.insert(&u64_key(q.id), enc(q))?;
+                due.insert(&super::queue::due_key(q.next_attempt, q.id), &[])?;
+            }
+            Ok(out)
+        })?;
         for a in &out {
             if let Some(m) = self.mailbox_by_id(a.mailbox_id)? {
                 self.notify(m.account_id, a.mailbox_id);
@@ -439,17 +446,6 @@ impl Store {
     }
 
     /// Drops one reference to a blob (the queue's, when an entry is done) and frees it at zero.
-    pub(crate) fn release_blob(&self, blob_id: u64) -> Result<()> {
-        let t = &self.t;
-        (&t.blob_refs, &t.blobs).transaction(|(refs, blobs)| {
-            if add_ref(refs, blob_id, -1)? == 0 {
-                blobs.remove(&u64_key(blob_id))?;
-            }
-            Ok(())
-        })?;
-        Ok(())
-    }
-
     pub(crate) fn remove_mailbox_contents(&self, meta: &MailboxMeta) -> Result<()> {
         let uids: Vec<u32> = self.messages(meta.id)?.iter().map(|m| m.uid).collect();
         for chunk in uids.chunks(1000) {

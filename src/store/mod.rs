@@ -14,6 +14,7 @@
 //! | `blob_refs`     | blob_id u64                           | reference count u32                    |
 //! | `blob_cache`    | blob_id u64                           | derived data (IMAP's parsed structure) |
 //! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
+//! | `queue_due`     | next_attempt u64 ‖ queue_id u64       | empty (due-time index of `queue`)      |
 //!
 //! # Invariants
 //! - A UID is never reused within a mailbox's UIDVALIDITY: `uidnext` only grows, in the same
@@ -23,6 +24,8 @@
 //! - A blob lives exactly as long as some message or queue record references it (`blob_refs`).
 //! - Nothing is acknowledged to a client before [`Store::durable`] has returned: writes go to sled in
 //!   a transaction, then wait for a flush that started after the write (group commit).
+//! - `queue_due` has exactly one key per `queue` record, `(next_attempt, id)`, written in the same
+//!   transaction as the record.
 //! - Ids (accounts, mailboxes, blobs, queue entries) come from sled's `generate_id`: unique forever,
 //!   never reused after a crash.
 
@@ -34,7 +37,7 @@ mod queue;
 pub use account::Account;
 pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES};
 pub use message::{Appended, FlagOp, MessageMeta};
-pub use queue::{QueueRecord, RcptState, RcptStatus};
+pub use queue::{Bounce, QueueRecord, RcptState, RcptStatus};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -106,6 +109,7 @@ pub(crate) struct Trees {
     pub blob_refs: sled::Tree,
     pub blob_cache: sled::Tree,
     pub queue: sled::Tree,
+    pub queue_due: sled::Tree,
 }
 
 impl Store {
@@ -143,6 +147,7 @@ impl Store {
             blob_refs: tree("blob_refs")?,
             blob_cache: tree("blob_cache")?,
             queue: tree("queue")?,
+            queue_due: tree("queue_due")?,
         };
         let (changes, _) = broadcast::channel(4096);
         Ok(Store {

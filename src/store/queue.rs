@@ -1,10 +1,21 @@
 //! The outbound queue: one record per accepted message that has remote recipients, with the
 //! state of each recipient. The message bytes live in `blobs` (one reference held by the record),
 //! written in the same transaction as any local copies (see [`Store::deliver`]).
+//!
+//! `queue_due` indexes the records by `(next_attempt, id)` so that the delivery worker finds what
+//! is due without reading the whole queue. Every function here that writes a record writes its
+//! index key in the same transaction.
+//!
+//! Concurrency: the delivery worker and the admin commands (`queue retry`/`drop`) may touch the same
+//! record at once. Changes are therefore read-modify-write inside one sled transaction
+//! ([`Store::queue_modify`]), or conditional on the record being unchanged since it was read
+//! ([`Store::queue_commit`]), never a blind overwrite of a stale copy.
 
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 
-use super::{dec, enc, now_unix, u64_key, Result, Store, StoreError};
+use super::message::{add_ref, insert_message, normalize_flags};
+use super::{dec, enc, now_unix, read_u64, u64_key, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -13,7 +24,7 @@ pub enum RcptState {
     Pending,
     /// Accepted by the remote server.
     Delivered,
-    /// Refused permanently or expired; a bounce covers it.
+    /// Refused permanently or expired; a bounce covers it (see `bounced`).
     Failed,
 }
 
@@ -22,7 +33,17 @@ pub struct RcptStatus {
     pub addr: String,
     pub state: RcptState,
     pub attempts: u32,
+    /// The last remote reply or local error for this recipient.
     pub last_error: Option<String>,
+    /// Enhanced status code (RFC 3463) of the last outcome, e.g. `5.1.1`; used by the DSN.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The remote host that gave the last reply, e.g. `mx.example.com[192.0.2.1]`.
+    #[serde(default)]
+    pub remote_mta: Option<String>,
+    /// For `Failed` recipients: a DSN has been sent (or is not due: null sender).
+    #[serde(default)]
+    pub bounced: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,8 +58,49 @@ pub struct QueueRecord {
     /// Unix seconds.
     pub created: i64,
     pub next_attempt: i64,
+    /// Delivery rounds made so far (one round tries every pending recipient once).
     pub attempts: u32,
     pub last_error: Option<String>,
+}
+
+impl QueueRecord {
+    pub fn pending(&self) -> impl Iterator<Item = &RcptStatus> {
+        self.recipients
+            .iter()
+            .filter(|r| r.state == RcptState::Pending)
+    }
+}
+
+/// A bounce (DSN) stored in the same transaction as the queue change that causes it, so that a
+/// crash neither loses it nor sends it twice.
+pub enum Bounce {
+    /// Into a local mailbox (the sender's INBOX), already through the inbound filter.
+    Local {
+        mailbox_id: u64,
+        raw: Vec<u8>,
+        keywords: Vec<String>,
+        internal_date: i64,
+    },
+    /// Queued for a remote sender; `record` comes from [`Store::new_queue_record`] with the null
+    /// sender.
+    Queue { record: QueueRecord, raw: Vec<u8> },
+}
+
+/// Key of the due-time index: big-endian so that sled orders it by time, then id.
+pub(super) fn due_key(next_attempt: i64, id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&(next_attempt.max(0) as u64).to_be_bytes());
+    k[8..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn split_due_key(k: &[u8]) -> Result<(i64, u64)> {
+    if k.len() != 16 {
+        return Err(StoreError::Db("corrupt queue index key".into()));
+    }
+    let t = read_u64(&k[..8])?;
+    let id = read_u64(&k[8..])?;
+    Ok((t.min(i64::MAX as u64) as i64, id))
 }
 
 impl Store {
@@ -55,6 +117,9 @@ impl Store {
                     state: RcptState::Pending,
                     attempts: 0,
                     last_error: None,
+                    status: None,
+                    remote_mta: None,
+                    bounced: false,
                 })
                 .collect(),
             blob_id: 0,
@@ -78,27 +143,250 @@ impl Store {
         }
     }
 
+    /// `(next_attempt, id)` of queued records in due order, starting with the earliest. The
+    /// iterator is lazy: callers stop as soon as they reach a time in the future.
+    pub fn queue_due(&self) -> impl Iterator<Item = Result<(i64, u64)>> + '_ {
+        self.t.queue_due.iter().keys().map(|k| split_due_key(&k?))
+    }
+
+    /// Makes `queue_due` match `queue` exactly (start-up check; cheap when it already does).
+    /// Returns how many index keys were added or removed.
+    pub fn queue_reindex(&self) -> Result<usize> {
+        let mut fixed = 0;
+        for k in self.t.queue_due.iter().keys() {
+            let k = k?;
+            let (t, id) = split_due_key(&k)?;
+            let ok = matches!(self.queue_get(id)?, Some(r) if r.next_attempt.max(0) == t);
+            if !ok {
+                self.t.queue_due.remove(k)?;
+                fixed += 1;
+            }
+        }
+        for rec in self.queue_list()? {
+            let k = due_key(rec.next_attempt, rec.id);
+            if !self.t.queue_due.contains_key(k)? {
+                self.t.queue_due.insert(k, &[])?;
+                fixed += 1;
+            }
+        }
+        Ok(fixed)
+    }
+
     /// Replaces a record (after an attempt). Fails if it was removed meanwhile.
     pub fn queue_update(&self, rec: &QueueRecord) -> Result<()> {
-        let key = u64_key(rec.id);
-        let new = enc(rec);
-        self.t.queue.transaction(|q| {
-            if q.get(key)?.is_none() {
-                return Err(StoreError::NotFound(format!("queue entry {}", rec.id)).into());
-            }
-            q.insert(&key, new.clone())?;
-            Ok(())
+        self.queue_modify(rec.id, |r| *r = rec.clone())?
+            .map(|_| ())
+            .ok_or_else(|| StoreError::NotFound(format!("queue entry {}", rec.id)))
+    }
+
+    /// Atomically applies `f` to the current record. Returns the new record, or `None` when there
+    /// is no such record. `f` may run more than once (transaction retry), so it must only depend
+    /// on its argument.
+    pub fn queue_modify(
+        &self,
+        id: u64,
+        f: impl Fn(&mut QueueRecord),
+    ) -> Result<Option<QueueRecord>> {
+        let key = u64_key(id);
+        let t = &self.t;
+        let out = (&t.queue, &t.queue_due).transaction(|(q, due)| {
+            let Some(v) = q.get(key)? else {
+                return Ok(None);
+            };
+            let old: QueueRecord = dec(&v)?;
+            let mut new = old.clone();
+            f(&mut new);
+            new.id = old.id;
+            new.blob_id = old.blob_id;
+            due.remove(&due_key(old.next_attempt, id))?;
+            due.insert(&due_key(new.next_attempt, id), &[])?;
+            q.insert(&key, enc(&new))?;
+            Ok(Some(new))
         })?;
-        Ok(())
+        Ok(out)
+    }
+
+    /// Conditional write at the end of a delivery round: if the record still equals `expected`,
+    /// replace it with `new` (or remove it and release its bytes when `new` is `None`) and store
+    /// `bounce`, all in one transaction. Returns false (and changes nothing) when the record was
+    /// changed or removed meanwhile: the caller re-reads and decides again.
+    pub fn queue_commit(
+        &self,
+        expected: &QueueRecord,
+        new: Option<&QueueRecord>,
+        bounce: Option<&Bounce>,
+    ) -> Result<bool> {
+        let id = expected.id;
+        let key = u64_key(id);
+        let expected_bytes = enc(expected);
+        // Ids for the bounce's blob (and queue record) are taken outside the transaction, as
+        // `deliver` does: a retried transaction must not consume new ones.
+        let bounce_blob = match bounce {
+            Some(_) => self.next_id()?,
+            None => 0,
+        };
+        let bounce_rec = match bounce {
+            Some(Bounce::Queue { record, raw }) => {
+                let mut r = record.clone();
+                r.blob_id = bounce_blob;
+                r.size = raw.len() as u64;
+                Some(r)
+            }
+            _ => None,
+        };
+        let local_flags = match bounce {
+            Some(Bounce::Local { keywords, .. }) => normalize_flags(keywords),
+            _ => Vec::new(),
+        };
+        let t = &self.t;
+        let trees = (
+            &t.queue,
+            &t.queue_due,
+            &t.blobs,
+            &t.blob_refs,
+            &t.mailboxes,
+            &t.messages,
+        );
+        let done = trees.transaction(|(q, due, blobs, refs, mbs, msgs)| {
+            match q.get(key)? {
+                Some(v) if v.as_ref() == expected_bytes.as_slice() => {}
+                _ => return Ok(None),
+            }
+            due.remove(&due_key(expected.next_attempt, id))?;
+            match new {
+                Some(n) => {
+                    q.insert(&key, enc(n))?;
+                    due.insert(&due_key(n.next_attempt, id), &[])?;
+                }
+                None => {
+                    q.remove(&key)?;
+                    if add_ref(refs, expected.blob_id, -1)? == 0 {
+                        blobs.remove(&u64_key(expected.blob_id))?;
+                    }
+                }
+            }
+            let mut appended = None;
+            match bounce {
+                None => {}
+                Some(Bounce::Local {
+                    mailbox_id,
+                    raw,
+                    internal_date,
+                    ..
+                }) => {
+                    blobs.insert(&u64_key(bounce_blob), raw.as_slice())?;
+                    add_ref(refs, bounce_blob, 1)?;
+                    insert_message(
+                        mbs,
+                        msgs,
+                        *mailbox_id,
+                        bounce_blob,
+                        raw.len() as u64,
+                        *internal_date,
+                        &local_flags,
+                    )?;
+                    appended = Some(*mailbox_id);
+                }
+                Some(Bounce::Queue { raw, .. }) => {
+                    if let Some(r) = &bounce_rec {
+                        blobs.insert(&u64_key(bounce_blob), raw.as_slice())?;
+                        add_ref(refs, bounce_blob, 1)?;
+                        q.insert(&u64_key(r.id), enc(r))?;
+                        due.insert(&due_key(r.next_attempt, r.id), &[])?;
+                    }
+                }
+            }
+            Ok(Some(appended))
+        })?;
+        match done {
+            None => Ok(false),
+            Some(appended) => {
+                if let Some(mailbox_id) = appended {
+                    if let Some(m) = self.mailbox_by_id(mailbox_id)? {
+                        self.notify(m.account_id, mailbox_id);
+                    }
+                }
+                Ok(true)
+            }
+        }
     }
 
     /// Removes a record and releases its message bytes.
     pub fn queue_remove(&self, id: u64) -> Result<QueueRecord> {
-        let Some(v) = self.t.queue.remove(u64_key(id))? else {
+        let Some(rec) = self.queue_get(id)? else {
             return Err(StoreError::NotFound(format!("queue entry {id}")));
         };
-        let rec: QueueRecord = dec(&v)?;
-        self.release_blob(rec.blob_id)?;
+        if !self.queue_commit(&rec, None, None)? {
+            return Err(StoreError::Invalid(format!(
+                "queue entry {id} changed while being removed; try again"
+            )));
+        }
         Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn queue(s: &Store, rcpts: &[&str]) -> QueueRecord {
+        let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();
+        let rec = s.new_queue_record("a@x.test", &rcpts).unwrap();
+        s.deliver(&[], b"Subject: t\r\n\r\nhi\r\n", 0, Some((&rec, b"raw")))
+            .unwrap();
+        s.queue_get(rec.id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn due_index_follows_records() {
+        let (_d, s) = store();
+        let a = queue(&s, &["b@y.test"]);
+        let b = queue(&s, &["c@y.test"]);
+        s.queue_modify(a.id, |r| r.next_attempt = a.next_attempt + 100)
+            .unwrap();
+        let due: Vec<(i64, u64)> = s.queue_due().map(|r| r.unwrap()).collect();
+        assert_eq!(
+            due,
+            vec![(b.next_attempt, b.id), (a.next_attempt + 100, a.id)]
+        );
+        assert_eq!(s.queue_reindex().unwrap(), 0);
+        s.queue_remove(b.id).unwrap();
+        let due: Vec<u64> = s.queue_due().map(|r| r.unwrap().1).collect();
+        assert_eq!(due, vec![a.id]);
+        assert!(s.blob(b.blob_id).unwrap().is_none());
+        // A stray index key is repaired.
+        s.t.queue_due.insert(due_key(5, 999), &[]).unwrap();
+        assert_eq!(s.queue_reindex().unwrap(), 1);
+    }
+
+    #[test]
+    fn commit_is_conditional_and_stores_the_bounce() {
+        let (_d, s) = store();
+        let a = queue(&s, &["b@y.test"]);
+        let stale = a.clone();
+        s.queue_modify(a.id, |r| r.attempts = 7).unwrap();
+        assert!(!s.queue_commit(&stale, None, None).unwrap());
+        let cur = s.queue_get(a.id).unwrap().unwrap();
+        let bounce_rec = s.new_queue_record("", &["a@x.test".to_string()]).unwrap();
+        let bounce = Bounce::Queue {
+            record: bounce_rec.clone(),
+            raw: b"Subject: bounce\r\n\r\n".to_vec(),
+        };
+        assert!(s.queue_commit(&cur, None, Some(&bounce)).unwrap());
+        assert!(s.queue_get(a.id).unwrap().is_none());
+        let b = s.queue_get(bounce_rec.id).unwrap().unwrap();
+        assert_eq!(b.sender, "");
+        assert_eq!(
+            &*s.blob(b.blob_id).unwrap().unwrap(),
+            b"Subject: bounce\r\n\r\n"
+        );
+        let due: Vec<u64> = s.queue_due().map(|r| r.unwrap().1).collect();
+        assert_eq!(due, vec![bounce_rec.id]);
     }
 }
