@@ -135,6 +135,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
+/// `now + d`, saturating (a timeout of "100y" in the config must not overflow `Instant`).
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 pub struct Session {
     pub(super) app: Arc<App>,
     pub(super) port: Port,
@@ -151,7 +158,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(app: Arc<App>, port: Port, peer: SocketAddr, shutdown: Shutdown) -> Session {
-        let deadline = Instant::now() + app.config.smtp.session_timeout;
+        let deadline = after(app.config.smtp.session_timeout);
         Session {
             app,
             port,
@@ -286,8 +293,14 @@ impl Session {
         match why {
             End::Eof => tracing::debug!(peer = %self.peer, "client closed the connection"),
             End::Io(e) => tracing::debug!(peer = %self.peer, "connection error: {e}"),
-            End::Idle => io.push(&reply::IDLE_TIMEOUT),
-            End::SessionTimeout => io.push(&reply::SESSION_TIMEOUT),
+            End::Idle => {
+                tracing::debug!(peer = %self.peer, "idle timeout");
+                io.push(&reply::IDLE_TIMEOUT);
+            }
+            End::SessionTimeout => {
+                tracing::debug!(peer = %self.peer, "session time limit reached");
+                io.push(&reply::SESSION_TIMEOUT);
+            }
             End::Shutdown => io.push(&reply::SHUTTING_DOWN),
         }
         Flow::Close
@@ -299,7 +312,7 @@ impl Session {
         io: &mut Conn<S>,
         boundary: bool,
     ) -> Result<(), End> {
-        let idle = Instant::now() + self.app.config.smtp.idle_timeout;
+        let idle = after(self.app.config.smtp.idle_timeout);
         let until = idle.min(self.deadline);
         let stop = if boundary {
             Some(&mut self.shutdown)
