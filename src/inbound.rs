@@ -70,9 +70,10 @@ pub async fn accept(app: &App, env: &Envelope, data: Vec<u8>) -> Result<String> 
                 }
             }
             Some(Route::Remote) => remote.push(rcpt.clone()),
-            // Deleted between RCPT and DATA: nothing sensible to store; the sender was told 250
-            // for RCPT, so we keep the mail for the postmaster of the domain instead of losing it.
-            None => tracing::warn!("recipient {rcpt} vanished before delivery; copy dropped"),
+            // Deleted between RCPT and DATA: refuse the whole message temporarily (the caller
+            // answers 451) rather than acknowledge a copy we cannot keep; the sender retries and
+            // then gets 550 for that recipient at RCPT time.
+            None => anyhow::bail!("recipient {rcpt} no longer exists"),
         }
     }
 
@@ -88,10 +89,12 @@ pub async fn accept(app: &App, env: &Envelope, data: Vec<u8>) -> Result<String> 
         (Vec::new(), Vec::new())
     } else {
         let filter = app.filter.clone();
-        let input = with_received.clone();
-        let p = tokio::task::spawn_blocking(move || filter.process(&input, now))
+        // Move the bytes into the blocking task and back, instead of copying them.
+        let input = std::mem::take(&mut with_received);
+        let (p, input) = tokio::task::spawn_blocking(move || (filter.process(&input, now), input))
             .await
             .context("signature filter crashed")?;
+        with_received = input;
         tracing::info!(id = %id, verdict = %p.verdict, "signature filter");
         (p.message, p.keywords)
     };

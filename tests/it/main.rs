@@ -5,3 +5,10 @@ mod support;
 
 // CLI: config check/default, user management with and without a running server.
 mod cli;
+// SMTP: submission and MX, commands and replies, STARTTLS, AUTH, DATA/BDAT (also home of the
+// raw SMTP test client, `smtp::Client`).
+mod smtp;
+// SMTP limits: sizes, line length, errors, timeouts, vanished clients, shutdown.
+mod smtp_limits;
+// `250` survives kill -9.
+mod durability;

@@ -1,0 +1,199 @@
+//! Every reply the SMTP server sends, in one list, so that codes, enhanced status codes and texts
+//! stay consistent and can be reviewed together.
+//!
+//! Enhanced status codes (RFC 3463, advertised per RFC 2034) are on every 2xx, 4xx and 5xx reply
+//! except the greeting and the answers to EHLO/HELO, which RFC 2034 §3 exempts. 3xx replies (354,
+//! 334) carry none either.
+
+use std::borrow::Cow;
+
+/// One single-line reply: `<code> <enhanced> <text>` (or `<code> <text>` without an enhanced code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub enhanced: &'static str,
+    pub text: Cow<'static, str>,
+}
+
+const fn r(code: u16, enhanced: &'static str, text: &'static str) -> Reply {
+    Reply {
+        code,
+        enhanced,
+        text: Cow::Borrowed(text),
+    }
+}
+
+fn owned(code: u16, enhanced: &'static str, text: String) -> Reply {
+    Reply {
+        code,
+        enhanced,
+        text: Cow::Owned(text),
+    }
+}
+
+impl Reply {
+    /// Appends the reply line (with CRLF) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.code.to_string().as_bytes());
+        out.push(b' ');
+        if !self.enhanced.is_empty() {
+            out.extend_from_slice(self.enhanced.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(self.text.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// A permanent failure (5xx): counts towards the session's error limit.
+    pub fn is_error(&self) -> bool {
+        self.code >= 500
+    }
+}
+
+/// Writes a multi-line reply (`250-...` lines, then `250 ...`). Used for EHLO only.
+pub fn write_multiline(out: &mut Vec<u8>, code: u16, lines: &[String]) {
+    let n = lines.len();
+    for (i, line) in lines.iter().enumerate() {
+        out.extend_from_slice(code.to_string().as_bytes());
+        out.push(if i + 1 == n { b' ' } else { b'-' });
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+// ---- connection ----
+
+pub fn greeting(hostname: &str) -> Reply {
+    owned(220, "", format!("{hostname} ESMTP Tanba"))
+}
+pub fn helo(hostname: &str) -> Reply {
+    owned(250, "", hostname.to_string())
+}
+pub const BYE: Reply = r(221, "2.0.0", "Bye");
+pub const SHUTTING_DOWN: Reply = r(421, "4.3.2", "Server shutting down");
+pub const IDLE_TIMEOUT: Reply = r(421, "4.4.2", "Idle timeout, closing connection");
+pub const SESSION_TIMEOUT: Reply = r(
+    421,
+    "4.4.2",
+    "Session time limit exceeded, closing connection",
+);
+pub const TOO_MANY_ERRORS: Reply = r(421, "4.7.0", "Too many errors, closing connection");
+
+// ---- generic ----
+
+pub const OK: Reply = r(250, "2.0.0", "Ok");
+pub const VRFY: Reply = r(
+    252,
+    "2.5.0",
+    "Cannot VRFY user, but will accept message and attempt delivery",
+);
+pub const HELP: Reply = r(
+    214,
+    "2.0.0",
+    "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
+);
+pub const LINE_TOO_LONG: Reply = r(500, "5.5.6", "Line too long");
+pub const UNKNOWN_COMMAND: Reply = r(500, "5.5.2", "Command unrecognized");
+pub const NOT_IMPLEMENTED: Reply = r(502, "5.5.1", "Command not implemented");
+pub fn syntax(usage: &str) -> Reply {
+    owned(501, "5.5.4", format!("Syntax: {usage}"))
+}
+pub const BAD_SENDER_SYNTAX: Reply = r(501, "5.1.7", "Bad sender address syntax");
+pub const BAD_RCPT_SYNTAX: Reply = r(501, "5.1.3", "Bad recipient address syntax");
+pub fn bad_param(param: &str) -> Reply {
+    owned(501, "5.5.4", format!("Invalid value for parameter {param}"))
+}
+pub fn unsupported_param(param: &str) -> Reply {
+    owned(555, "5.5.4", format!("Unsupported parameter {param}"))
+}
+pub const LOCAL_ERROR: Reply = r(451, "4.3.0", "Local error in processing, try again later");
+
+// ---- sequence (RFC 5321 §4.1.4) ----
+
+pub const NEED_EHLO: Reply = r(503, "5.5.1", "Send HELO/EHLO first");
+pub const NEED_EHLO_FOR_AUTH: Reply = r(503, "5.5.1", "Send EHLO first");
+pub const NESTED_MAIL: Reply = r(503, "5.5.1", "Nested MAIL command");
+pub const NEED_MAIL: Reply = r(503, "5.5.1", "Need MAIL command");
+pub const NEED_RCPT: Reply = r(503, "5.5.1", "Need RCPT command");
+pub const AFTER_BDAT: Reply = r(503, "5.5.1", "Command not allowed after BDAT");
+pub const NOT_IN_TRANSACTION: Reply = r(503, "5.5.1", "Not allowed during a mail transaction");
+
+// ---- STARTTLS (RFC 3207) ----
+
+pub const TLS_READY: Reply = r(220, "2.0.0", "Ready to start TLS");
+pub const TLS_ACTIVE: Reply = r(503, "5.5.1", "TLS already active");
+
+// ---- AUTH (RFC 4954) ----
+
+pub const AUTH_NOT_HERE: Reply = r(502, "5.5.1", "AUTH not available on this port");
+pub const AUTH_NEEDS_TLS: Reply = r(530, "5.7.0", "Must issue a STARTTLS command first");
+pub const AUTH_AGAIN: Reply = r(503, "5.5.1", "Already authenticated");
+pub const AUTH_MECHANISM: Reply = r(504, "5.5.4", "Unrecognized authentication type");
+pub const AUTH_OK: Reply = r(235, "2.7.0", "Authentication successful");
+pub const AUTH_FAILED: Reply = r(535, "5.7.8", "Authentication credentials invalid");
+pub const AUTH_CANCELLED: Reply = r(501, "5.0.0", "Authentication cancelled");
+pub const AUTH_BAD_BASE64: Reply = r(501, "5.5.2", "Cannot decode response");
+pub const AUTH_TEMPORARY: Reply = r(454, "4.7.0", "Temporary authentication failure");
+pub const AUTH_REQUIRED: Reply = r(530, "5.7.0", "Authentication required");
+/// A SASL challenge line (`334 <base64>`); no enhanced code on 3xx.
+pub fn auth_challenge(b64: &'static str) -> Reply {
+    r(334, "", b64)
+}
+
+// ---- MAIL / RCPT ----
+
+pub const SENDER_OK: Reply = r(250, "2.1.0", "Ok");
+pub const RCPT_OK: Reply = r(250, "2.1.5", "Ok");
+pub fn not_owner(addr: &str, user: &str) -> Reply {
+    owned(
+        553,
+        "5.7.1",
+        format!("<{addr}>: Sender address not owned by user {user}"),
+    )
+}
+pub const NON_ASCII_ADDRESS: Reply = r(
+    553,
+    "5.6.7",
+    "Non-ASCII address requires the SMTPUTF8 parameter",
+);
+pub fn user_unknown(addr: &str) -> Reply {
+    owned(550, "5.1.1", format!("<{addr}>: user unknown"))
+}
+pub const RELAY_DENIED: Reply = r(554, "5.7.1", "Relaying denied");
+pub const TOO_MANY_RCPTS: Reply = r(452, "4.5.3", "Too many recipients");
+
+// ---- DATA / BDAT ----
+
+pub const START_DATA: Reply = r(354, "", "End data with <CR><LF>.<CR><LF>");
+pub const SIZE_EXCEEDED: Reply = r(
+    552,
+    "5.3.4",
+    "Message size exceeds fixed maximum message size",
+);
+pub const TOO_BIG: Reply = r(552, "5.3.4", "Message too big");
+pub fn chunk_ok(n: u64) -> Reply {
+    owned(250, "2.0.0", format!("{n} octets received"))
+}
+pub fn queued(id: &str) -> Reply {
+    owned(250, "2.0.0", format!("Ok: queued as {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        let mut out = Vec::new();
+        OK.write_to(&mut out);
+        greeting("mx.example").write_to(&mut out);
+        START_DATA.write_to(&mut out);
+        assert_eq!(
+            out,
+            b"250 2.0.0 Ok\r\n220 mx.example ESMTP Tanba\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
+        let mut out = Vec::new();
+        write_multiline(&mut out, 250, &["a".into(), "B C".into()]);
+        assert_eq!(out, b"250-a\r\n250 B C\r\n");
+    }
+}
