@@ -809,50 +809,37 @@ pub fn admin(
     }
 }
 
-/// `tanba queue list` as text: one block per message.
+/// `tanba queue list` as text: one tab-separated line per message (nothing when the queue is
+/// empty), for people and for grep: id, sender, recipients (with their state unless pending),
+/// attempts, next attempt, last error. `--json` has every detail, per recipient.
 fn list_text(list: &[QueueRecord], now: i64) -> String {
-    if list.is_empty() {
-        return "the queue is empty\n".into();
-    }
-    let when = |t: i64| {
-        if t <= now {
-            "now".to_string()
-        } else {
-            let at = chrono::DateTime::from_timestamp(t, 0)
-                .unwrap_or_default()
-                .format("%Y-%m-%dT%H:%M:%SZ");
-            format!(
-                "{at} (in {})",
-                humantime::format_duration(Duration::from_secs((t - now) as u64))
-            )
-        }
-    };
     let mut s = String::new();
     for q in list {
-        let age = humantime::format_duration(Duration::from_secs((now - q.created).max(0) as u64));
+        let rcpts: Vec<String> = q
+            .recipients
+            .iter()
+            .map(|r| match r.state {
+                RcptState::Pending => r.addr.clone(),
+                RcptState::Delivered => format!("{} (delivered)", r.addr),
+                RcptState::Failed => format!("{} (failed)", r.addr),
+            })
+            .collect();
+        let next = if q.next_attempt <= now {
+            "now".to_string()
+        } else {
+            chrono::DateTime::from_timestamp(q.next_attempt, 0)
+                .unwrap_or_default()
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        };
         s.push_str(&format!(
-            "{}  from <{}>  {} bytes  attempts {}  next attempt {}  queued {age} ago\n",
+            "{}\t<{}>\t{}\tattempts={}\tnext={next}\t{}\n",
             q.id,
             q.sender,
-            q.size,
+            rcpts.join(","),
             q.attempts,
-            when(q.next_attempt)
+            q.last_error.as_deref().unwrap_or("-")
         ));
-        for r in &q.recipients {
-            let state = match r.state {
-                RcptState::Pending => "pending",
-                RcptState::Delivered => "delivered",
-                RcptState::Failed => "failed",
-            };
-            s.push_str(&format!("  to <{}>  {state}", r.addr));
-            if let Some(e) = &r.last_error {
-                s.push_str(&format!("  {e}"));
-            }
-            s.push('\n');
-        }
-        if let Some(e) = &q.last_error {
-            s.push_str(&format!("  last error: {e}\n"));
-        }
     }
     s
 }
@@ -889,14 +876,17 @@ mod tests {
             last_error: Some("connect to mx.b.test[127.0.0.1]: refused".into()),
         };
         let t = list_text(std::slice::from_ref(&store_rec), 1000);
-        assert!(t.contains("7  from <a@a.test>"), "{t}");
+        assert_eq!(
+            t,
+            "7\t<a@a.test>\tb@b.test\tattempts=1\tnext=1970-01-01T00:17:40Z\tconnect to mx.b.test[127.0.0.1]: refused\n"
+        );
+        store_rec.next_attempt = 0;
+        store_rec.recipients[0].state = RcptState::Failed;
+        let t = list_text(&[store_rec], 1000);
         assert!(
-            t.contains("next attempt 1970-01-01T00:17:40Z (in 1m)"),
+            t.contains("\tb@b.test (failed)\t") && t.contains("\tnext=now\t"),
             "{t}"
         );
-        assert!(t.contains("to <b@b.test>  pending  connect to mx.b.test[127.0.0.1]: refused"));
-        store_rec.next_attempt = 0;
-        assert!(list_text(&[store_rec], 1000).contains("next attempt now"));
-        assert_eq!(list_text(&[], 0), "the queue is empty\n");
+        assert_eq!(list_text(&[], 0), "");
     }
 }

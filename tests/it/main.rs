@@ -12,3 +12,5 @@ mod smtp;
 mod smtp_limits;
 // `250` survives kill -9.
 mod durability;
+// Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.
+mod delivery;

@@ -20,6 +20,8 @@ pub struct TestServer {
     pub submissions: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    /// Extra environment variables for `tanba serve` (kept across restarts).
+    env: Vec<(String, String)>,
 }
 
 /// The config every test server starts from; `{dir}` is the temp dir. Sections can be extended
@@ -78,6 +80,11 @@ impl TestServer {
     }
 
     pub fn start_toml(dir: tempfile::TempDir, toml: &str) -> TestServer {
+        Self::start_toml_env(dir, toml, &[])
+    }
+
+    /// Like [`TestServer::start_toml`], with extra environment variables for the server process.
+    pub fn start_toml_env(dir: tempfile::TempDir, toml: &str, env: &[(&str, &str)]) -> TestServer {
         let config_path = dir.path().join("tanba.toml");
         std::fs::write(&config_path, toml).unwrap();
         let mut s = TestServer {
@@ -89,6 +96,10 @@ impl TestServer {
             submissions: "0.0.0.0:0".parse().unwrap(),
             imap: "0.0.0.0:0".parse().unwrap(),
             imaps: "0.0.0.0:0".parse().unwrap(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn();
         s
@@ -116,6 +127,7 @@ impl TestServer {
             .arg(&self.config_path)
             .arg("serve")
             .env("TANBA_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
