@@ -620,7 +620,8 @@ fn mx_delivers_locally_without_auth_and_refuses_relay_and_unknown_users() {
 
 #[test]
 fn submission_accepts_remote_recipients_into_the_queue() {
-    let srv = server_with_users(&[]);
+    // A resolver that never answers keeps the entry queued (deferred) while we look at it.
+    let srv = server_with_users(&[("delivery", "resolver = \"127.0.0.1:9\"")]);
     let mut c = Client::connect(srv.submission);
     c.ok("EHLO client.example", "250");
     c.starttls(&srv.cert_pem());
