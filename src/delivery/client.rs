@@ -1151,6 +1151,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn credentials_are_never_sent_without_tls() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let srv = tokio::spawn(scripted(
+            server,
+            "220 relay\r\n",
+            vec![("EHLO", "250-relay\r\n250 AUTH PLAIN LOGIN\r\n")],
+        ));
+        let tls = opportunistic_connector().unwrap();
+        let p = Params {
+            tls: Some(&tls),
+            auth: Some(("user", "secret-password")),
+            ..params()
+        };
+        let e = Session::start(
+            Box::new(client),
+            "relay".into(),
+            server_name("relay"),
+            false,
+            &p,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            format!("{e}").contains("refusing to send the relay password"),
+            "{e}"
+        );
+        let seen = srv.await.unwrap();
+        assert!(!seen.iter().any(|l| l.starts_with("AUTH")), "{seen:?}");
+    }
+
+    #[tokio::test]
     async fn connection_lost_mid_transaction_is_temporary() {
         let (client, server) = tokio::io::duplex(1 << 16);
         tokio::spawn(async move {

@@ -91,7 +91,7 @@ pub fn build(
         ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
         vec![
             MimePart::new("text/plain", human),
-            MimePart::new("message/delivery-status", status).transfer_encoding("7bit"),
+            MimePart::new("message/delivery-status", status.into_bytes()).transfer_encoding("7bit"),
             MimePart::new("text/rfc822-headers", headers.to_vec()).transfer_encoding(headers_cte),
         ],
     );

@@ -448,12 +448,30 @@ fn refused_recipients_bounce_to_the_senders_inbox() {
             .unwrap();
         let raw = b"From: MAILER-DAEMON@mail.example.test\r\nSubject: a bounce\r\n\r\nx\r\n";
         store.deliver(&[], raw, 0, Some((&rec, raw))).unwrap();
+        // A message relayed for a remote sender (bob@b.test): its bounce is queued with the null
+        // sender and delivered to B by MX.
+        let rec = store
+            .new_queue_record("bob@b.test", &["nobody@b.test".to_string()])
+            .unwrap();
+        let raw = b"From: bob@b.test\r\nSubject: relayed for bob\r\n\r\nx\r\n";
+        store.deliver(&[], raw, 0, Some((&rec, raw))).unwrap();
         store.flush_sync().unwrap();
     }
     a.restart();
+    let bob_dsn = wait_for("the DSN for bob at B", &a, || {
+        exported(&b, "bob@b.test")
+            .into_iter()
+            .find(|m| String::from_utf8_lossy(m).contains("Undelivered Mail"))
+    });
     wait_queue_empty(&a);
+    let d = String::from_utf8_lossy(&bob_dsn);
+    assert!(d.contains("Subject: relayed for bob"), "{d}");
+    assert!(d.contains("Final-Recipient: rfc822; nobody@b.test"), "{d}");
+    // B saw the null reverse path (its Received header names the envelope it got over MX).
+    assert!(d.contains("Received: from mail.example.test"), "{d}");
     assert!(a.log().contains("no bounce for a bounce"), "{}", a.log());
     assert_eq!(exported(&a, "alice@example.test").len(), 1);
+    assert_eq!(exported(&b, "bob@b.test").len(), 2);
 }
 
 /// Receiver down: the message stays queued and `tanba queue list` shows why; receiver back: the
@@ -475,7 +493,7 @@ fn receiver_down_then_back_is_retried_and_queue_commands_work() {
         "alice@example.test",
         "secret-a",
         &["rcpt@b.test"],
-        &message("Retry me", "retry"),
+        &message("Retry me: Сәлем", "retry"),
     );
     let text = wait_for("a refused connection in queue list", &a, || {
         let t = queue_text(&a);
@@ -535,7 +553,13 @@ fn receiver_down_then_back_is_retried_and_queue_commands_work() {
     assert_eq!(got_all.len(), 1, "delivered exactly once");
     assert_eq!(got[0].0["from"], "alice@example.test");
     assert_eq!(got[0].0["to"], serde_json::json!(["rcpt@b.test"]));
-    assert!(String::from_utf8_lossy(&got[0].1).contains("Subject: Retry me"));
+    assert!(String::from_utf8_lossy(&got[0].1).contains("Subject: Retry me: Сәлем"));
+    // 8-bit content and a raw UTF-8 header: BODY=8BITMIME and SMTPUTF8, both offered by aiosmtpd.
+    let opts = got[0].0["mail_options"].to_string();
+    assert!(
+        opts.contains("BODY=8BITMIME") && opts.contains("SMTPUTF8"),
+        "{opts}"
+    );
     assert_eq!(queue_text(&a), "");
 }
 
@@ -666,4 +690,39 @@ fn relay_cert(dir: &Path) -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
+}
+
+/// A message that cannot be delivered before `give_up_after` comes back to the sender with
+/// status 4.4.7 and the last error.
+#[test]
+fn expired_message_bounces_with_the_last_error() {
+    let port = free_port();
+    let dns = dns(&mx_zone());
+    let a = instance_a(
+        &[
+            format!("resolver = \"127.0.0.1:{}\"", dns.port),
+            format!("remote_port = {port}"),
+            "retry = [\"1s\"]".into(),
+            "give_up_after = \"2s\"".into(),
+        ],
+        "",
+    );
+    submit(
+        &a,
+        "alice@example.test",
+        "secret-a",
+        &["late@b.test"],
+        &message("Too late", "expire"),
+    );
+    let dsn = wait_for("the expiry DSN", &a, || {
+        exported(&a, "alice@example.test").into_iter().next()
+    });
+    wait_queue_empty(&a);
+    let d = String::from_utf8_lossy(&dsn);
+    assert!(d.contains("Final-Recipient: rfc822; late@b.test"), "{d}");
+    assert!(d.contains("Action: failed\r\nStatus: 4.4.7"), "{d}");
+    assert!(
+        d.contains("delivery time expired; last error: connect to mx.b.test"),
+        "{d}"
+    );
 }
