@@ -30,6 +30,8 @@ use super::mx::Target;
 pub const MAX_LINE: usize = 4096;
 /// Most lines in one (multi-line) reply.
 pub const MAX_LINES: usize = 128;
+/// Longest reply text kept (and shown in `queue list` and bounces).
+pub const MAX_TEXT: usize = 1000;
 /// Recipients per transaction (RFC 5321 §4.5.3.1.8: servers must accept at least 100).
 pub const MAX_RCPTS: usize = 100;
 
@@ -58,7 +60,8 @@ impl Reply {
         (200..300).contains(&self.code)
     }
 
-    /// `550 5.1.1 <bob@example.com>: no such user`, lines joined by spaces.
+    /// `550 5.1.1 <bob@example.com>: no such user`, lines joined by spaces, at most
+    /// [`MAX_TEXT`] characters (it is stored with the queue record and quoted in bounces).
     pub fn text(&self) -> String {
         let mut s = self.code.to_string();
         for l in &self.lines {
@@ -67,6 +70,10 @@ impl Reply {
                 s.push(' ');
                 s.push_str(l);
             }
+        }
+        if s.chars().count() > MAX_TEXT {
+            s = s.chars().take(MAX_TEXT).collect();
+            s.push_str("...");
         }
         s
     }

@@ -46,6 +46,8 @@ use mx::{RouteError, Target};
 const MAX_RECORDS_IN_FLIGHT: usize = 1000;
 /// Messages carried by one connection before a job hands over to a new one.
 const MAX_MESSAGES_PER_CONNECTION: usize = 50;
+/// How long a record whose round could not be settled (store error) waits before the next.
+const SETTLE_ERROR_BACKOFF: Duration = Duration::from_secs(30);
 /// The scheduler looks at the index at least this often (clock changes, missed wake-ups).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
@@ -565,6 +567,9 @@ impl Worker {
         let Some(attempted) = last else { return };
         if let Err(e) = self.settle(id, attempted).await {
             tracing::error!(queue_id = id, "settling the delivery round failed: {e:#}");
+            // The record still looks due: keep it out of the next rounds for a while instead of
+            // retrying at once in a loop.
+            tokio::time::sleep(SETTLE_ERROR_BACKOFF).await;
         }
         self.rounds().remove(&id);
         self.app.queue_wakeup.notify_one();
