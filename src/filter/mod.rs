@@ -2,6 +2,8 @@
 //!
 //! STUB: replaced by the signature filter work.
 
+pub mod gost;
+
 use std::time::SystemTime;
 
 use crate::config::Config;

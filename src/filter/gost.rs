@@ -1,0 +1,1926 @@
+//! GOST signature verification for NCA RK (Kazakhstan) keys and signatures.
+//!
+//! Two algorithms, named by Kazakh OIDs that no library knows:
+//!
+//! | variant | key OID | signature OID | digest OID | curve | digest |
+//! | --- | --- | --- | --- | --- | --- |
+//! | GOST 34.310-2004 | 1.2.398.3.10.1.1.1.1 | 1.2.398.3.10.1.1.1.2 | 1.2.398.3.10.1.3.1 | CryptoPro-A (256-bit) | GOST 34.311-95 = GOST R 34.11-94, *Test* S-box |
+//! | GOST 34.310-2015 (512) | 1.2.398.3.10.1.1.2.2 | 1.2.398.3.10.1.1.2.3.2 | 1.2.398.3.10.1.3.3 | tc26 512 paramSetA | Streebog-512 |
+//!
+//! Encodings (all little-endian, as in the CryptoPro tradition):
+//! * public key: the SubjectPublicKeyInfo BIT STRING holds an OCTET STRING with `X ‖ Y`, each
+//!   coordinate little-endian, 32 (2004) or 64 (2015-512) bytes;
+//! * the SPKI algorithm parameters are `SEQUENCE { curveOid, digestParamOid }` in the NCA
+//!   certificates (a bare curve OID, NULL or no parameters are accepted too; the latter two mean
+//!   the variant's only curve);
+//! * digest: the hash output bytes, read as a little-endian integer;
+//! * signature: `r ‖ s`, each little-endian (the byte-reverse of RFC 4491's big-endian `s ‖ r`).
+//!
+//! Verification is plain GOST R 34.10: `e = h mod q` (0 → 1), `v = e⁻¹`, `z1 = s·v`,
+//! `z2 = −r·v`, `R = z1·G + z2·Q`, accept iff `R.x mod q = r`.
+//!
+//! Implementation: fixed-size limbs with Montgomery multiplication (const generic over the
+//! number of 64-bit limbs: 4 or 8), Jacobian coordinates (both curves have `a = −3`), a lazily
+//! built fixed-base table for `G` (signed 4-bit windows, affine points, no doublings) and a
+//! width-5 wNAF for the public key. Only public data is processed, so nothing here needs to be
+//! constant-time.
+
+use std::sync::OnceLock;
+
+use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
+use der::{Decode, Sequence, Tag, Tagged};
+use gost94::Digest;
+use num_bigint::BigUint;
+use num_traits::{Num, One};
+
+// ---------------------------------------------------------------------------------------------
+// OIDs
+// ---------------------------------------------------------------------------------------------
+
+const OID_KEY_2004: &str = "1.2.398.3.10.1.1.1.1";
+const OID_SIG_2004: &str = "1.2.398.3.10.1.1.1.2";
+const OID_DIGEST_2004: &str = "1.2.398.3.10.1.3.1";
+const OID_KEY_2015_512: &str = "1.2.398.3.10.1.1.2.2";
+const OID_SIG_2015_512: &str = "1.2.398.3.10.1.1.2.3.2";
+const OID_DIGEST_2015_512: &str = "1.2.398.3.10.1.3.3";
+
+/// Kazakh name of the CryptoPro-A curve.
+const OID_CURVE_2004_KZ: &str = "1.2.398.3.10.1.1.1.1.1";
+/// id-GostR3410-2001-CryptoPro-A-ParamSet.
+const OID_CURVE_CRYPTOPRO_A: &str = "1.2.643.2.2.35.1";
+/// Kazakh name of the tc26 512-bit paramSetA curve.
+const OID_CURVE_2015_512_KZ: &str = "1.2.398.3.10.1.1.2.2.1";
+/// id-tc26-gost-3410-12-512-paramSetA.
+const OID_CURVE_TC26_512_A: &str = "1.2.643.7.1.2.1.2.1";
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------------
+
+/// The two NCA RK GOST signature algorithms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// GOST 34.310-2004 on CryptoPro-A with GOST 34.311-95 (Test S-box), 256-bit.
+    Gost2004,
+    /// GOST 34.310-2015 on tc26 512 paramSetA with Streebog-512.
+    Gost2015_512,
+}
+
+impl Variant {
+    /// The variant of a public key algorithm OID (dotted form).
+    pub fn from_key_oid(oid: &str) -> Option<Variant> {
+        match oid {
+            OID_KEY_2004 => Some(Variant::Gost2004),
+            OID_KEY_2015_512 => Some(Variant::Gost2015_512),
+            _ => None,
+        }
+    }
+
+    /// The variant of a signature algorithm OID (dotted form).
+    pub fn from_sig_oid(oid: &str) -> Option<Variant> {
+        match oid {
+            OID_SIG_2004 => Some(Variant::Gost2004),
+            OID_SIG_2015_512 => Some(Variant::Gost2015_512),
+            _ => None,
+        }
+    }
+
+    /// The variant of a digest algorithm OID (dotted form).
+    pub fn from_digest_oid(oid: &str) -> Option<Variant> {
+        match oid {
+            OID_DIGEST_2004 => Some(Variant::Gost2004),
+            OID_DIGEST_2015_512 => Some(Variant::Gost2015_512),
+            _ => None,
+        }
+    }
+
+    /// A short stable name: `gost34310-2004` / `gost34310-2015-512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Gost2004 => "gost34310-2004",
+            Variant::Gost2015_512 => "gost34310-2015-512",
+        }
+    }
+
+    /// The variant's digest of `data`, bytes as the hash function outputs them:
+    /// GOST 34.311-95 (GOST R 34.11-94, Test S-box; 32 bytes) or Streebog-512 (64 bytes).
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Variant::Gost2004 => gost94::Gost94Test::digest(data).to_vec(),
+            Variant::Gost2015_512 => streebog::Streebog512::digest(data).to_vec(),
+        }
+    }
+
+    /// Length in bytes of a digest (and of one coordinate, and of `r` or `s`): 32 or 64.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Variant::Gost2004 => 32,
+            Variant::Gost2015_512 => 64,
+        }
+    }
+
+    /// Length in bytes of a signature value `r ‖ s`: 64 or 128.
+    pub fn signature_len(self) -> usize {
+        2 * self.digest_len()
+    }
+}
+
+/// Whether `oid` (dotted form) is one of the NCA RK GOST key, signature or digest OIDs.
+pub fn is_gost_oid(oid: &str) -> bool {
+    Variant::from_key_oid(oid).is_some()
+        || Variant::from_sig_oid(oid).is_some()
+        || Variant::from_digest_oid(oid).is_some()
+}
+
+/// Why a key could not be used or a signature did not verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GostError {
+    #[error("malformed GOST key or signature: {0}")]
+    Malformed(String),
+    #[error("unknown GOST parameter set {0}")]
+    UnknownParams(String),
+    #[error("GOST signature does not verify")]
+    BadSignature,
+}
+
+/// A validated GOST public key (a point on the variant's curve, not the point at infinity).
+#[derive(Clone, Debug)]
+pub struct PublicKey {
+    variant: Variant,
+    point: KeyPoint,
+}
+
+#[derive(Clone, Debug)]
+enum KeyPoint {
+    P256(Affine<4>),
+    P512(Affine<8>),
+}
+
+/// `SubjectPublicKeyInfo` with borrowed parts.
+#[derive(Sequence)]
+struct SpkiRef<'a> {
+    algorithm: AlgorithmIdentifierRef<'a>,
+    subject_public_key: BitStringRef<'a>,
+}
+
+/// `AlgorithmIdentifier` with borrowed, optional parameters.
+#[derive(Sequence)]
+struct AlgorithmIdentifierRef<'a> {
+    algorithm: ObjectIdentifier,
+    parameters: Option<AnyRef<'a>>,
+}
+
+impl PublicKey {
+    /// Parses a public key from the full DER `SubjectPublicKeyInfo` of a certificate.
+    ///
+    /// The algorithm must be one of the two NCA RK GOST key OIDs; the curve parameter OID (first
+    /// OID of the parameters SEQUENCE, or a bare OID) must name that variant's curve, by its
+    /// Kazakh or its Russian OID, else [`GostError::UnknownParams`]. Absent or NULL parameters
+    /// mean the variant's only curve. The point must be on the curve.
+    pub fn from_spki_der(spki_der: &[u8]) -> Result<PublicKey, GostError> {
+        let spki = SpkiRef::from_der(spki_der)
+            .map_err(|e| GostError::Malformed(format!("SubjectPublicKeyInfo: {e}")))?;
+        let key_oid = spki.algorithm.algorithm.to_string();
+        let variant = Variant::from_key_oid(&key_oid)
+            .ok_or_else(|| GostError::UnknownParams(format!("key algorithm {key_oid}")))?;
+        if let Some(curve_oid) = curve_oid(spki.algorithm.parameters)? {
+            let known = match variant {
+                Variant::Gost2004 => [OID_CURVE_2004_KZ, OID_CURVE_CRYPTOPRO_A],
+                Variant::Gost2015_512 => [OID_CURVE_2015_512_KZ, OID_CURVE_TC26_512_A],
+            };
+            if !known.contains(&curve_oid.as_str()) {
+                return Err(GostError::UnknownParams(format!(
+                    "curve {curve_oid} for {}",
+                    variant.name()
+                )));
+            }
+        }
+        let bits = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| GostError::Malformed("public key BIT STRING has unused bits".into()))?;
+        let octets = OctetStringRef::from_der(bits)
+            .map_err(|e| GostError::Malformed(format!("public key OCTET STRING: {e}")))?;
+        PublicKey::from_xy_le(variant, octets.as_bytes())
+    }
+
+    /// A public key from its raw point encoding `X ‖ Y` (each coordinate little-endian, 32 or 64
+    /// bytes), i.e. the contents of the OCTET STRING inside the SPKI BIT STRING.
+    pub fn from_xy_le(variant: Variant, xy: &[u8]) -> Result<PublicKey, GostError> {
+        let point = match variant {
+            Variant::Gost2004 => KeyPoint::P256(cryptopro_a().point_from_le(xy)?),
+            Variant::Gost2015_512 => KeyPoint::P512(tc26_512_a().point_from_le(xy)?),
+        };
+        Ok(PublicKey { variant, point })
+    }
+
+    /// The key's algorithm.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+}
+
+/// The curve OID named by the SPKI algorithm parameters, `None` when absent or NULL.
+fn curve_oid(params: Option<AnyRef<'_>>) -> Result<Option<String>, GostError> {
+    let Some(params) = params else {
+        return Ok(None);
+    };
+    match params.tag() {
+        Tag::Null => Ok(None),
+        Tag::ObjectIdentifier => {
+            let oid: ObjectIdentifier = params
+                .decode_as()
+                .map_err(|e| GostError::Malformed(format!("curve parameter OID: {e}")))?;
+            Ok(Some(oid.to_string()))
+        }
+        Tag::Sequence => {
+            let oids: Vec<ObjectIdentifier> = params
+                .decode_as()
+                .map_err(|e| GostError::Malformed(format!("key parameters: {e}")))?;
+            match oids.first() {
+                Some(oid) => Ok(Some(oid.to_string())),
+                None => Err(GostError::Malformed("empty key parameters".into())),
+            }
+        }
+        tag => Err(GostError::Malformed(format!(
+            "key parameters of type {tag}"
+        ))),
+    }
+}
+
+/// Verifies `signature` (`r ‖ s`, each little-endian) over an already computed `digest` (bytes as
+/// the hash function outputs them; 32 or 64 bytes, matching the key's variant).
+pub fn verify_digest(key: &PublicKey, digest: &[u8], signature: &[u8]) -> Result<(), GostError> {
+    match &key.point {
+        KeyPoint::P256(q) => cryptopro_a().verify(q, digest, signature),
+        KeyPoint::P512(q) => tc26_512_a().verify(q, digest, signature),
+    }
+}
+
+/// Hashes `message` with the key variant's digest, then [`verify_digest`].
+pub fn verify(key: &PublicKey, message: &[u8], signature: &[u8]) -> Result<(), GostError> {
+    verify_digest(key, &key.variant.digest(message), signature)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Curve parameters
+// ---------------------------------------------------------------------------------------------
+
+/// Short Weierstrass curve `y² = x³ + a·x + b` over GF(p) with a prime-order group of order `q`
+/// generated by `(x, y)`; hex, big-endian.
+struct CurveDef {
+    p: &'static str,
+    a: &'static str,
+    b: &'static str,
+    q: &'static str,
+    x: &'static str,
+    y: &'static str,
+}
+
+/// id-GostR3410-2001-CryptoPro-A-ParamSet (1.2.643.2.2.35.1), RFC 4357 §11.4; the curve of
+/// GOST 34.310-2004 keys (Kazakh OID 1.2.398.3.10.1.1.1.1.1). Cofactor 1.
+const CRYPTOPRO_A: CurveDef = CurveDef {
+    p: "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFD97",
+    a: "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFD94",
+    b: "A6",
+    q: "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF6C611070995AD10045841B09B761B893",
+    x: "1",
+    y: "8D91E471E0989CDA27DF505A453F2B7635294F2DDF23E3B122ACC99C9E9F1E14",
+};
+
+/// id-tc26-gost-3410-12-512-paramSetA (1.2.643.7.1.2.1.2.1), the TC 26 parameter set for
+/// GOST R 34.10-2012 512-bit keys (referenced by RFC 7836 / RFC 9215; same values as the OpenSSL
+/// gost-engine parameter table); the curve of GOST 34.310-2015 512-bit keys (Kazakh OID
+/// 1.2.398.3.10.1.1.2.2.1). Cofactor 1.
+const TC26_512_A: CurveDef = CurveDef {
+    p: "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF\
+        FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFDC7",
+    a: "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF\
+        FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFDC4",
+    b: "E8C2505DEDFC86DDC1BD0B2B6667F1DA34B82574761CB0E879BD081CFD0B6265\
+        EE3CB090F30D27614CB4574010DA90DD862EF9D4EBEE4761503190785A71C760",
+    q: "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF\
+        27E69532F48D89116FF22B8D4E0560609B4B38ABFAD2B85DCACDB1411F10B275",
+    x: "3",
+    y: "7503CFE87A836AE3A61B8816E25450E6CE5E1C93ACF1ABC1778064FDCBEFA921\
+        DF1626BE4FD036E93D75E6A50E3A41E98028FE5FC235F5B889A589CB5215F2A4",
+};
+
+fn cryptopro_a() -> &'static Curve<4> {
+    static CURVE: OnceLock<Curve<4>> = OnceLock::new();
+    CURVE.get_or_init(|| Curve::new(&CRYPTOPRO_A))
+}
+
+fn tc26_512_a() -> &'static Curve<8> {
+    static CURVE: OnceLock<Curve<8>> = OnceLock::new();
+    CURVE.get_or_init(|| Curve::new(&TC26_512_A))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-precision helpers on little-endian 64-bit limbs
+// ---------------------------------------------------------------------------------------------
+
+fn limbs_from_le<const N: usize>(bytes: &[u8]) -> [u64; N] {
+    let mut out = [0u64; N];
+    for (i, b) in bytes.iter().take(8 * N).enumerate() {
+        out[i / 8] |= u64::from(*b) << (8 * (i % 8));
+    }
+    out
+}
+
+fn limbs_from_biguint<const N: usize>(x: &BigUint) -> [u64; N] {
+    limbs_from_le(&x.to_bytes_le())
+}
+
+fn biguint_from_hex(hex: &str) -> BigUint {
+    let digits: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+    BigUint::from_str_radix(&digits, 16).expect("curve constant is valid hex")
+}
+
+fn is_zero<const N: usize>(a: &[u64; N]) -> bool {
+    a.iter().all(|&l| l == 0)
+}
+
+/// `a < b`.
+fn lt<const N: usize>(a: &[u64; N], b: &[u64; N]) -> bool {
+    for i in (0..N).rev() {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+    }
+    false
+}
+
+/// `a + b` and the carry out.
+fn add_carry<const N: usize>(a: &[u64; N], b: &[u64; N]) -> ([u64; N], bool) {
+    let mut out = [0u64; N];
+    let mut carry = false;
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        let (s1, c1) = x.overflowing_add(*y);
+        let (s2, c2) = s1.overflowing_add(u64::from(carry));
+        *o = s2;
+        carry = c1 || c2;
+    }
+    (out, carry)
+}
+
+/// `a − b` and the borrow out.
+fn sub_borrow<const N: usize>(a: &[u64; N], b: &[u64; N]) -> ([u64; N], bool) {
+    let mut out = [0u64; N];
+    let mut borrow = false;
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        let (d1, b1) = x.overflowing_sub(*y);
+        let (d2, b2) = d1.overflowing_sub(u64::from(borrow));
+        *o = d2;
+        borrow = b1 || b2;
+    }
+    (out, borrow)
+}
+
+/// `count` (≤ 8) bits of `k` from bit `pos` on; bits past the end read as 0.
+fn bits<const N: usize>(k: &[u64; N], pos: usize, count: usize) -> u32 {
+    let mut v = 0u32;
+    for i in 0..count {
+        let bit = pos + i;
+        if bit < 64 * N && (k[bit / 64] >> (bit % 64)) & 1 == 1 {
+            v |= 1 << i;
+        }
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Montgomery arithmetic modulo an odd N-limb modulus
+// ---------------------------------------------------------------------------------------------
+
+/// Arithmetic modulo an odd `m < 2^(64·N)`. Elements are `[u64; N]`, fully reduced (`< m`), in
+/// Montgomery form `a·R mod m` (`R = 2^(64·N)`) unless said otherwise.
+#[derive(Debug)]
+struct Field<const N: usize> {
+    m: [u64; N],
+    /// `−m⁻¹ mod 2^64`.
+    m_inv: u64,
+    /// `R² mod m`.
+    r2: [u64; N],
+    /// `R mod m`: 1 in Montgomery form.
+    one: [u64; N],
+    /// `m − 2`: the inversion exponent (m is prime).
+    m_minus_2: [u64; N],
+}
+
+impl<const N: usize> Field<N> {
+    fn new(m: &BigUint) -> Field<N> {
+        assert!(m.bit(0), "modulus must be odd");
+        assert!(m.bits() <= 64 * N as u64, "modulus too large");
+        let r = BigUint::one() << (64 * N);
+        let one = &r % m;
+        let r2 = (&one * &one) % m;
+        let limbs: [u64; N] = limbs_from_biguint(m);
+        // Newton iteration for m⁻¹ mod 2^64 (each step doubles the correct low bits).
+        let mut inv: u64 = 1;
+        for _ in 0..6 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(limbs[0].wrapping_mul(inv)));
+        }
+        Field {
+            m: limbs,
+            m_inv: inv.wrapping_neg(),
+            r2: limbs_from_biguint(&r2),
+            one: limbs_from_biguint(&one),
+            m_minus_2: limbs_from_biguint(&(m - 2u32)),
+        }
+    }
+
+    fn add(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
+        let (s, carry) = add_carry(a, b);
+        if carry || !lt(&s, &self.m) {
+            sub_borrow(&s, &self.m).0
+        } else {
+            s
+        }
+    }
+
+    fn sub(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
+        let (d, borrow) = sub_borrow(a, b);
+        if borrow {
+            add_carry(&d, &self.m).0
+        } else {
+            d
+        }
+    }
+
+    fn neg(&self, a: &[u64; N]) -> [u64; N] {
+        if is_zero(a) {
+            *a
+        } else {
+            sub_borrow(&self.m, a).0
+        }
+    }
+
+    fn dbl(&self, a: &[u64; N]) -> [u64; N] {
+        self.add(a, a)
+    }
+
+    /// Montgomery product `a·b·R⁻¹ mod m` (CIOS). With one factor in Montgomery form and the
+    /// other plain, the result is the plain product.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    fn mul(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
+        let m = &self.m;
+        let mut t = [0u64; N];
+        let mut t_hi: u64 = 0;
+        for i in 0..N {
+            let bi = u128::from(b[i]);
+            let mut c: u128 = 0;
+            for j in 0..N {
+                let v = u128::from(t[j]) + u128::from(a[j]) * bi + c;
+                t[j] = v as u64;
+                c = v >> 64;
+            }
+            let v = u128::from(t_hi) + c;
+            t_hi = v as u64;
+            let t_top = (v >> 64) as u64;
+
+            let k = u128::from(t[0].wrapping_mul(self.m_inv));
+            let v = u128::from(t[0]) + k * u128::from(m[0]);
+            let mut c = v >> 64;
+            for j in 1..N {
+                let v = u128::from(t[j]) + k * u128::from(m[j]) + c;
+                t[j - 1] = v as u64;
+                c = v >> 64;
+            }
+            let v = u128::from(t_hi) + c;
+            t[N - 1] = v as u64;
+            t_hi = t_top + (v >> 64) as u64;
+        }
+        if t_hi != 0 || !lt(&t, m) {
+            sub_borrow(&t, m).0
+        } else {
+            t
+        }
+    }
+
+    fn sqr(&self, a: &[u64; N]) -> [u64; N] {
+        self.mul(a, a)
+    }
+
+    /// Plain (`< m`) → Montgomery form.
+    fn to_mont(&self, a: &[u64; N]) -> [u64; N] {
+        self.mul(a, &self.r2)
+    }
+
+    /// Montgomery form → plain.
+    #[cfg(test)]
+    fn demont(&self, a: &[u64; N]) -> [u64; N] {
+        let mut one = [0u64; N];
+        one[0] = 1;
+        self.mul(a, &one)
+    }
+
+    /// `a^e` (a in Montgomery form, e plain).
+    fn pow(&self, a: &[u64; N], e: &[u64; N]) -> [u64; N] {
+        let mut r = self.one;
+        for limb in e.iter().rev() {
+            for bit in (0..64).rev() {
+                r = self.sqr(&r);
+                if (limb >> bit) & 1 == 1 {
+                    r = self.mul(&r, a);
+                }
+            }
+        }
+        r
+    }
+
+    /// `a⁻¹` for `a ≠ 0` (m prime).
+    fn inv(&self, a: &[u64; N]) -> [u64; N] {
+        self.pow(a, &self.m_minus_2)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Curve arithmetic
+// ---------------------------------------------------------------------------------------------
+
+/// Affine point, coordinates in Montgomery form. Never the point at infinity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Affine<const N: usize> {
+    x: [u64; N],
+    y: [u64; N],
+}
+
+/// Jacobian point `(X/Z², Y/Z³)`, Montgomery form; `Z = 0` is the point at infinity.
+#[derive(Clone, Copy, Debug)]
+struct Jacobian<const N: usize> {
+    x: [u64; N],
+    y: [u64; N],
+    z: [u64; N],
+}
+
+impl<const N: usize> Jacobian<N> {
+    fn infinity() -> Jacobian<N> {
+        Jacobian {
+            x: [0; N],
+            y: [0; N],
+            z: [0; N],
+        }
+    }
+
+    fn is_infinity(&self) -> bool {
+        is_zero(&self.z)
+    }
+}
+
+/// Signed 4-bit windows of the fixed-base table: row `i` holds `j·16^i·G` for `j = 1..=8`.
+const FIXED_WINDOW_BITS: usize = 4;
+const FIXED_ROW: usize = 8;
+/// wNAF width for the public-key multiple: odd digits ±1..±15, a table of 8 points.
+const WNAF_WIDTH: usize = 5;
+const WNAF_TABLE: usize = 1 << (WNAF_WIDTH - 2);
+
+struct Curve<const N: usize> {
+    fp: Field<N>,
+    fq: Field<N>,
+    /// `b` in Montgomery form (`a = −3` for both curves, built into the formulas).
+    b: [u64; N],
+    /// Group order, plain.
+    q: [u64; N],
+    g: Affine<N>,
+    table: OnceLock<Vec<[Affine<N>; FIXED_ROW]>>,
+}
+
+impl<const N: usize> Curve<N> {
+    fn new(def: &CurveDef) -> Curve<N> {
+        let p = biguint_from_hex(def.p);
+        let a = biguint_from_hex(def.a);
+        let q = biguint_from_hex(def.q);
+        assert!(&a + 3u32 == p, "the formulas need a = −3");
+        // e = h mod q then takes at most one subtraction, and R.x mod q has at most two
+        // candidates below p (p < 2q by Hasse).
+        assert!(q.bits() == 64 * N as u64, "q must fill the limbs");
+        let fp = Field::new(&p);
+        let fq = Field::new(&q);
+        let b = fp.to_mont(&limbs_from_biguint(&biguint_from_hex(def.b)));
+        let g = Affine {
+            x: fp.to_mont(&limbs_from_biguint(&biguint_from_hex(def.x))),
+            y: fp.to_mont(&limbs_from_biguint(&biguint_from_hex(def.y))),
+        };
+        Curve {
+            fp,
+            fq,
+            b,
+            q: limbs_from_biguint(&q),
+            g,
+            table: OnceLock::new(),
+        }
+    }
+
+    /// Bytes of one coordinate.
+    const fn size() -> usize {
+        8 * N
+    }
+
+    fn is_on_curve(&self, pt: &Affine<N>) -> bool {
+        let f = &self.fp;
+        let y2 = f.sqr(&pt.y);
+        let x2 = f.sqr(&pt.x);
+        // x³ − 3x + b
+        let x3 = f.mul(&x2, &pt.x);
+        let three_x = f.add(&f.dbl(&pt.x), &pt.x);
+        let rhs = f.add(&f.sub(&x3, &three_x), &self.b);
+        y2 == rhs
+    }
+
+    /// A point from `X ‖ Y`, each little-endian; must be on the curve.
+    fn point_from_le(&self, xy: &[u8]) -> Result<Affine<N>, GostError> {
+        let n = Self::size();
+        if xy.len() != 2 * n {
+            return Err(GostError::Malformed(format!(
+                "public key is {} bytes, expected {}",
+                xy.len(),
+                2 * n
+            )));
+        }
+        let x: [u64; N] = limbs_from_le(&xy[..n]);
+        let y: [u64; N] = limbs_from_le(&xy[n..]);
+        if !lt(&x, &self.fp.m) || !lt(&y, &self.fp.m) {
+            return Err(GostError::Malformed(
+                "public key coordinate not below p".into(),
+            ));
+        }
+        let pt = Affine {
+            x: self.fp.to_mont(&x),
+            y: self.fp.to_mont(&y),
+        };
+        // An affine encoding cannot be the point at infinity; (0, 0) and the like fail here.
+        // Both curves have cofactor 1, so every point on the curve is in the q-order group.
+        if !self.is_on_curve(&pt) {
+            return Err(GostError::Malformed(
+                "public key point not on the curve".into(),
+            ));
+        }
+        Ok(pt)
+    }
+
+    fn to_jacobian(&self, pt: &Affine<N>) -> Jacobian<N> {
+        Jacobian {
+            x: pt.x,
+            y: pt.y,
+            z: self.fp.one,
+        }
+    }
+
+    fn neg_affine(&self, pt: &Affine<N>) -> Affine<N> {
+        Affine {
+            x: pt.x,
+            y: self.fp.neg(&pt.y),
+        }
+    }
+
+    fn neg(&self, pt: &Jacobian<N>) -> Jacobian<N> {
+        Jacobian {
+            x: pt.x,
+            y: self.fp.neg(&pt.y),
+            z: pt.z,
+        }
+    }
+
+    /// `2·P` for `a = −3` (dbl-2001-b). Infinity and points with `Y = 0` give `Z = 0`.
+    fn double(&self, pt: &Jacobian<N>) -> Jacobian<N> {
+        let f = &self.fp;
+        let delta = f.sqr(&pt.z);
+        let gamma = f.sqr(&pt.y);
+        let beta = f.mul(&pt.x, &gamma);
+        let t = f.mul(&f.sub(&pt.x, &delta), &f.add(&pt.x, &delta));
+        let alpha = f.add(&f.dbl(&t), &t);
+        let beta4 = f.dbl(&f.dbl(&beta));
+        let x3 = f.sub(&f.sqr(&alpha), &f.dbl(&beta4));
+        let yz = f.add(&pt.y, &pt.z);
+        let z3 = f.sub(&f.sub(&f.sqr(&yz), &gamma), &delta);
+        let gamma2 = f.sqr(&gamma);
+        let gamma2_8 = f.dbl(&f.dbl(&f.dbl(&gamma2)));
+        let y3 = f.sub(&f.mul(&alpha, &f.sub(&beta4, &x3)), &gamma2_8);
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: z3,
+        }
+    }
+
+    /// `P1 + P2` (add-2007-bl), handling infinity, `P1 = P2` and `P1 = −P2`.
+    fn add(&self, p1: &Jacobian<N>, p2: &Jacobian<N>) -> Jacobian<N> {
+        if p1.is_infinity() {
+            return *p2;
+        }
+        if p2.is_infinity() {
+            return *p1;
+        }
+        let f = &self.fp;
+        let z1z1 = f.sqr(&p1.z);
+        let z2z2 = f.sqr(&p2.z);
+        let u1 = f.mul(&p1.x, &z2z2);
+        let u2 = f.mul(&p2.x, &z1z1);
+        let s1 = f.mul(&f.mul(&p1.y, &p2.z), &z2z2);
+        let s2 = f.mul(&f.mul(&p2.y, &p1.z), &z1z1);
+        let h = f.sub(&u2, &u1);
+        let r = f.dbl(&f.sub(&s2, &s1));
+        if is_zero(&h) {
+            return if is_zero(&r) {
+                self.double(p1)
+            } else {
+                Jacobian::infinity()
+            };
+        }
+        let i = f.sqr(&f.dbl(&h));
+        let j = f.mul(&h, &i);
+        let v = f.mul(&u1, &i);
+        let x3 = f.sub(&f.sub(&f.sqr(&r), &j), &f.dbl(&v));
+        let y3 = f.sub(&f.mul(&r, &f.sub(&v, &x3)), &f.dbl(&f.mul(&s1, &j)));
+        let zz = f.add(&p1.z, &p2.z);
+        let z3 = f.mul(&f.sub(&f.sub(&f.sqr(&zz), &z1z1), &z2z2), &h);
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: z3,
+        }
+    }
+
+    /// `P1 + P2` with `P2` affine (madd-2007-bl), handling the special cases.
+    fn add_affine(&self, p1: &Jacobian<N>, p2: &Affine<N>) -> Jacobian<N> {
+        if p1.is_infinity() {
+            return self.to_jacobian(p2);
+        }
+        let f = &self.fp;
+        let z1z1 = f.sqr(&p1.z);
+        let u2 = f.mul(&p2.x, &z1z1);
+        let s2 = f.mul(&f.mul(&p2.y, &p1.z), &z1z1);
+        let h = f.sub(&u2, &p1.x);
+        let r = f.dbl(&f.sub(&s2, &p1.y));
+        if is_zero(&h) {
+            return if is_zero(&r) {
+                self.double(p1)
+            } else {
+                Jacobian::infinity()
+            };
+        }
+        let hh = f.sqr(&h);
+        let i = f.dbl(&f.dbl(&hh));
+        let j = f.mul(&h, &i);
+        let v = f.mul(&p1.x, &i);
+        let x3 = f.sub(&f.sub(&f.sqr(&r), &j), &f.dbl(&v));
+        let y3 = f.sub(&f.mul(&r, &f.sub(&v, &x3)), &f.dbl(&f.mul(&p1.y, &j)));
+        let zh = f.add(&p1.z, &h);
+        let z3 = f.sub(&f.sub(&f.sqr(&zh), &z1z1), &hh);
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: z3,
+        }
+    }
+
+    /// Affine forms of non-infinity points with one inversion (Montgomery's trick).
+    fn batch_to_affine(&self, pts: &[Jacobian<N>]) -> Vec<Affine<N>> {
+        let f = &self.fp;
+        let mut prefix = Vec::with_capacity(pts.len());
+        let mut acc = f.one;
+        for pt in pts {
+            acc = f.mul(&acc, &pt.z);
+            prefix.push(acc);
+        }
+        let mut inv = f.inv(&acc);
+        let mut out = vec![self.g; pts.len()];
+        for i in (0..pts.len()).rev() {
+            let z_inv = if i == 0 {
+                inv
+            } else {
+                f.mul(&inv, &prefix[i - 1])
+            };
+            inv = f.mul(&inv, &pts[i].z);
+            let z_inv2 = f.sqr(&z_inv);
+            out[i] = Affine {
+                x: f.mul(&pts[i].x, &z_inv2),
+                y: f.mul(&pts[i].y, &f.mul(&z_inv2, &z_inv)),
+            };
+        }
+        out
+    }
+
+    /// Number of rows of the fixed-base table: one per 4-bit window plus one for the last carry.
+    const fn fixed_rows() -> usize {
+        64 * N / FIXED_WINDOW_BITS + 1
+    }
+
+    /// The fixed-base table for `G`, built on first use.
+    fn table(&self) -> &[[Affine<N>; FIXED_ROW]] {
+        self.table.get_or_init(|| {
+            let rows = Self::fixed_rows();
+            let mut flat = Vec::with_capacity(rows * FIXED_ROW);
+            let mut base = self.to_jacobian(&self.g);
+            for _ in 0..rows {
+                let mut multiple = base;
+                flat.push(multiple);
+                let twice = self.double(&base);
+                multiple = twice;
+                flat.push(multiple);
+                for _ in 2..FIXED_ROW {
+                    multiple = self.add(&multiple, &base);
+                    flat.push(multiple);
+                }
+                for _ in 0..FIXED_WINDOW_BITS {
+                    base = self.double(&base);
+                }
+            }
+            let affine = self.batch_to_affine(&flat);
+            affine
+                .chunks_exact(FIXED_ROW)
+                .map(|row| {
+                    let mut out = [self.g; FIXED_ROW];
+                    out.copy_from_slice(row);
+                    out
+                })
+                .collect()
+        })
+    }
+
+    /// `k·G` with the fixed-base table: signed 4-bit digits in −7..=8, one mixed addition each.
+    fn mul_g(&self, k: &[u64; N]) -> Jacobian<N> {
+        let table = self.table();
+        let mut acc = Jacobian::infinity();
+        let mut carry = 0i32;
+        for (i, row) in table.iter().enumerate() {
+            let mut d = bits(k, FIXED_WINDOW_BITS * i, FIXED_WINDOW_BITS) as i32 + carry;
+            if d > FIXED_ROW as i32 {
+                d -= 1 << FIXED_WINDOW_BITS;
+                carry = 1;
+            } else {
+                carry = 0;
+            }
+            if d > 0 {
+                acc = self.add_affine(&acc, &row[d as usize - 1]);
+            } else if d < 0 {
+                acc = self.add_affine(&acc, &self.neg_affine(&row[(-d) as usize - 1]));
+            }
+        }
+        acc
+    }
+
+    /// `k·P` with a width-5 wNAF.
+    fn mul_var(&self, pt: &Affine<N>, k: &[u64; N]) -> Jacobian<N> {
+        let digits = wnaf(k, WNAF_WIDTH);
+        let base = self.to_jacobian(pt);
+        let twice = self.double(&base);
+        let mut odd = [base; WNAF_TABLE];
+        for i in 1..WNAF_TABLE {
+            odd[i] = self.add(&odd[i - 1], &twice);
+        }
+        let mut acc = Jacobian::infinity();
+        for &d in digits.iter().rev() {
+            if !acc.is_infinity() {
+                acc = self.double(&acc);
+            }
+            if d > 0 {
+                acc = self.add(&acc, &odd[(d as usize - 1) / 2]);
+            } else if d < 0 {
+                acc = self.add(&acc, &self.neg(&odd[((-d) as usize - 1) / 2]));
+            }
+        }
+        acc
+    }
+
+    /// GOST R 34.10 verification of `signature` (`r ‖ s` little-endian) over `digest` with the
+    /// public point `key`.
+    fn verify(&self, key: &Affine<N>, digest: &[u8], signature: &[u8]) -> Result<(), GostError> {
+        let n = Self::size();
+        if signature.len() != 2 * n {
+            return Err(GostError::Malformed(format!(
+                "signature is {} bytes, expected {}",
+                signature.len(),
+                2 * n
+            )));
+        }
+        if digest.len() != n {
+            return Err(GostError::Malformed(format!(
+                "digest is {} bytes, expected {}",
+                digest.len(),
+                n
+            )));
+        }
+        let r: [u64; N] = limbs_from_le(&signature[..n]);
+        let s: [u64; N] = limbs_from_le(&signature[n..]);
+        if is_zero(&r) || !lt(&r, &self.q) {
+            return Err(GostError::Malformed(
+                "signature r is 0 or not below q".into(),
+            ));
+        }
+        if is_zero(&s) || !lt(&s, &self.q) {
+            return Err(GostError::Malformed(
+                "signature s is 0 or not below q".into(),
+            ));
+        }
+        // e = h mod q, h read little-endian; q > 2^(64N−1), so one subtraction suffices.
+        let mut e: [u64; N] = limbs_from_le(digest);
+        while !lt(&e, &self.q) {
+            e = sub_borrow(&e, &self.q).0;
+        }
+        if is_zero(&e) {
+            e[0] = 1;
+        }
+        let fq = &self.fq;
+        let v = fq.inv(&fq.to_mont(&e)); // e⁻¹ in Montgomery form
+        let z1 = fq.mul(&s, &v); // plain × Montgomery = plain
+        let z2 = fq.mul(&fq.neg(&r), &v);
+        let sum = self.add(&self.mul_g(&z1), &self.mul_var(key, &z2));
+        if sum.is_infinity() {
+            return Err(GostError::BadSignature);
+        }
+        // R.x mod q = r  ⇔  X = x·Z² for some x < p with x ≡ r (mod q): x ∈ {r, r + q, …}.
+        let f = &self.fp;
+        let zz = f.sqr(&sum.z);
+        let mut x = r;
+        loop {
+            if !lt(&x, &f.m) {
+                return Err(GostError::BadSignature);
+            }
+            if f.mul(&f.to_mont(&x), &zz) == sum.x {
+                return Ok(());
+            }
+            let (next, carry) = add_carry(&x, &self.q);
+            if carry {
+                return Err(GostError::BadSignature);
+            }
+            x = next;
+        }
+    }
+}
+
+/// Width-`w` non-adjacent form of `k`: `k = Σ dᵢ·2^i`, each nonzero `dᵢ` odd with
+/// `|dᵢ| < 2^(w−1)`, at least `w − 1` zeros between nonzero digits.
+fn wnaf<const N: usize>(k: &[u64; N], w: usize) -> Vec<i8> {
+    let len = 64 * N + w;
+    let mut out = vec![0i8; len];
+    let mut carry = 0u32;
+    let mut bit = 0;
+    while bit < len {
+        if bits(k, bit, 1) == carry {
+            bit += 1;
+            continue;
+        }
+        let now = w.min(len - bit);
+        let mut word = (bits(k, bit, now) + carry) as i32;
+        carry = ((word >> (w - 1)) & 1) as u32;
+        word -= (carry as i32) << w;
+        out[bit] = word as i8;
+        bit += now;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use num_traits::Zero;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nca/");
+
+    /// DER bytes of a certificate file, PEM or DER.
+    fn cert_der(name: &str) -> Vec<u8> {
+        let raw = std::fs::read(format!("{DATA}{name}")).expect("test file");
+        if raw.starts_with(b"-----BEGIN") {
+            let text = String::from_utf8(raw).expect("PEM is text");
+            let b64: String = text
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<Vec<_>>()
+                .concat();
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .expect("PEM base64")
+        } else {
+            raw
+        }
+    }
+
+    struct CertParts {
+        spki: Vec<u8>,
+        tbs: Vec<u8>,
+        sig_oid: String,
+        sig: Vec<u8>,
+    }
+
+    fn cert_parts(der: &[u8]) -> CertParts {
+        let (_, cert) = X509Certificate::from_der(der).expect("certificate parses");
+        CertParts {
+            spki: cert.tbs_certificate.subject_pki.raw.to_vec(),
+            tbs: cert.tbs_certificate.as_ref().to_vec(),
+            sig_oid: cert.signature_algorithm.algorithm.to_id_string(),
+            sig: cert.signature_value.data.to_vec(),
+        }
+    }
+
+    fn load(name: &str) -> CertParts {
+        cert_parts(&cert_der(name))
+    }
+
+    const ROOT_2004: &str = "ca/root_gost_test.pem";
+    const NCA_2004: &str = "ca/nca_gost_test.pem";
+    const ROOT_2022: &str = "ca/root_test_gost_2022.cer";
+    const NCA_2022: &str = "ca/nca_gost2022_test.cer";
+    const EE_2004: &str = "certs/ncanode_ceo_sign_gost2004_2022.cer";
+    const EE_2015: &str = "certs/gokalkan_gost1_2023.pem";
+
+    fn check_cert_signed_by(subject: &str, issuer: &str, variant: Variant) {
+        let subject = load(subject);
+        let issuer = load(issuer);
+        let key = PublicKey::from_spki_der(&issuer.spki).expect("issuer key parses");
+        assert_eq!(key.variant(), variant);
+        assert_eq!(Variant::from_sig_oid(&subject.sig_oid), Some(variant));
+        assert_eq!(subject.sig.len(), variant.signature_len());
+        verify(&key, &subject.tbs, &subject.sig).expect("certificate signature verifies");
+        // Same through verify_digest.
+        let digest = variant.digest(&subject.tbs);
+        verify_digest(&key, &digest, &subject.sig).expect("verify_digest agrees");
+    }
+
+    // ----- curve self-checks ------------------------------------------------------------------
+
+    fn biguint_from_limbs<const N: usize>(a: &[u64; N]) -> BigUint {
+        let mut bytes = Vec::with_capacity(8 * N);
+        for l in a {
+            bytes.extend_from_slice(&l.to_le_bytes());
+        }
+        BigUint::from_bytes_le(&bytes)
+    }
+
+    /// Plain double-and-add, independent of the table and the wNAF.
+    fn mul_simple<const N: usize>(c: &Curve<N>, pt: &Affine<N>, k: &[u64; N]) -> Jacobian<N> {
+        let mut acc = Jacobian::infinity();
+        for i in (0..64 * N).rev() {
+            acc = c.double(&acc);
+            if bits(k, i, 1) == 1 {
+                acc = c.add_affine(&acc, pt);
+            }
+        }
+        acc
+    }
+
+    fn to_affine<const N: usize>(c: &Curve<N>, pt: &Jacobian<N>) -> Option<Affine<N>> {
+        if pt.is_infinity() {
+            return None;
+        }
+        Some(c.batch_to_affine(&[*pt])[0])
+    }
+
+    fn self_check<const N: usize>(c: &Curve<N>, def: &CurveDef) {
+        assert!(c.is_on_curve(&c.g), "G on the curve");
+        // q·G = ∞ (simple ladder, no special-case shortcuts), and (q−1)·G = −G.
+        assert!(mul_simple(c, &c.g, &c.q).is_infinity(), "q·G = ∞");
+        let q_minus_1 = sub_borrow(&c.q, &{
+            let mut one = [0u64; N];
+            one[0] = 1;
+            one
+        })
+        .0;
+        let p = mul_simple(c, &c.g, &q_minus_1);
+        assert_eq!(to_affine(c, &p), Some(c.neg_affine(&c.g)));
+        // The fixed-base table and the wNAF agree with the plain ladder.
+        for k in [
+            q_minus_1,
+            limbs_from_le(&[0x5a; 64]),
+            limbs_from_le(&[1]),
+            {
+                let mut k = [u64::MAX; N];
+                k[N - 1] = 0x0123_4567_89ab_cdef;
+                k
+            },
+        ] {
+            let expect = to_affine(c, &mul_simple(c, &c.g, &k));
+            assert_eq!(to_affine(c, &c.mul_g(&k)), expect, "table");
+            assert_eq!(to_affine(c, &c.mul_var(&c.g, &k)), expect, "wNAF");
+        }
+        assert!(c.mul_var(&c.g, &c.q).is_infinity(), "wNAF q·G = ∞");
+        // Field round trip and inversion.
+        let p_big = biguint_from_hex(def.p);
+        let x = c.fp.to_mont(&limbs_from_le(&[0x37; 40]));
+        assert_eq!(c.fp.mul(&x, &c.fp.inv(&x)), c.fp.one);
+        assert_eq!(biguint_from_limbs(&c.fp.m), p_big);
+        let seven = c.fp.demont(&c.fp.to_mont(&limbs_from_le(&[7])));
+        assert_eq!(seven, limbs_from_le(&[7]));
+    }
+
+    #[test]
+    fn curve_self_check_cryptopro_a() {
+        self_check(cryptopro_a(), &CRYPTOPRO_A);
+    }
+
+    #[test]
+    fn curve_self_check_tc26_512_a() {
+        self_check(tc26_512_a(), &TC26_512_A);
+    }
+
+    #[test]
+    fn wnaf_recomposes() {
+        for seed in [0u8, 1, 0x7f, 0xff, 0x10, 0xa5] {
+            let k: [u64; 4] = limbs_from_le(&[seed; 32]);
+            let digits = wnaf(&k, WNAF_WIDTH);
+            let mut acc = num_bigint::BigInt::zero();
+            for (i, d) in digits.iter().enumerate() {
+                assert!(*d == 0 || (d % 2 != 0 && d.abs() < 16));
+                acc += num_bigint::BigInt::from(*d) << i;
+            }
+            assert_eq!(acc, num_bigint::BigInt::from(biguint_from_limbs(&k)));
+        }
+    }
+
+    // ----- OIDs and digests -------------------------------------------------------------------
+
+    #[test]
+    fn oid_mapping() {
+        assert_eq!(
+            Variant::from_key_oid("1.2.398.3.10.1.1.1.1"),
+            Some(Variant::Gost2004)
+        );
+        assert_eq!(
+            Variant::from_key_oid("1.2.398.3.10.1.1.2.2"),
+            Some(Variant::Gost2015_512)
+        );
+        assert_eq!(
+            Variant::from_sig_oid("1.2.398.3.10.1.1.1.2"),
+            Some(Variant::Gost2004)
+        );
+        assert_eq!(
+            Variant::from_sig_oid("1.2.398.3.10.1.1.2.3.2"),
+            Some(Variant::Gost2015_512)
+        );
+        assert_eq!(
+            Variant::from_digest_oid("1.2.398.3.10.1.3.1"),
+            Some(Variant::Gost2004)
+        );
+        assert_eq!(
+            Variant::from_digest_oid("1.2.398.3.10.1.3.3"),
+            Some(Variant::Gost2015_512)
+        );
+        assert_eq!(Variant::from_key_oid("1.2.398.3.10.1.1.1.2"), None);
+        assert_eq!(Variant::from_sig_oid("1.2.840.113549.1.1.11"), None);
+        assert!(is_gost_oid("1.2.398.3.10.1.3.3"));
+        assert!(!is_gost_oid("1.2.643.7.1.1.1.2"));
+        assert!(!is_gost_oid("2.16.840.1.101.3.4.2.1"));
+        assert_eq!(Variant::Gost2004.name(), "gost34310-2004");
+        assert_eq!(Variant::Gost2015_512.name(), "gost34310-2015-512");
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn digests_known_answers() {
+        // GOST R 34.11-94 with the test parameter set: the published vectors for "" and "abc".
+        assert_eq!(
+            hex(&Variant::Gost2004.digest(b"")),
+            "ce85b99cc46752fffee35cab9a7b0278abb4c2d2055cff685af4912c49490f8d"
+        );
+        assert_eq!(
+            hex(&Variant::Gost2004.digest(b"abc")),
+            "f3134348c44fb1b2a277729e2285ebb5cb5e0f29c975bc753b70497c06a4d51d"
+        );
+        // Streebog-512 of the empty string (GOST R 34.11-2012).
+        assert_eq!(Variant::Gost2015_512.digest(b"").len(), 64);
+        assert_eq!(
+            hex(&Variant::Gost2015_512.digest(b"")),
+            "8e945da209aa869f0455928529bcae4679e9873ab707b55315f56ceb98bef0a7\
+             362f715528356ee83cda5f2aac4c6ad2ba3a715c1bcd81cb8e9f90bf4c1c1a8a"
+        );
+    }
+
+    // ----- SPKI structure ---------------------------------------------------------------------
+
+    #[test]
+    fn spki_parses_real_keys() {
+        for (name, variant) in [
+            (ROOT_2004, Variant::Gost2004),
+            (NCA_2004, Variant::Gost2004),
+            (EE_2004, Variant::Gost2004),
+            (ROOT_2022, Variant::Gost2015_512),
+            (NCA_2022, Variant::Gost2015_512),
+            (EE_2015, Variant::Gost2015_512),
+        ] {
+            let parts = load(name);
+            let key = PublicKey::from_spki_der(&parts.spki).expect(name);
+            assert_eq!(key.variant(), variant, "{name}");
+            // Cofactor 1: q·Q = ∞ for every real key.
+            match &key.point {
+                KeyPoint::P256(pt) => {
+                    assert!(mul_simple(cryptopro_a(), pt, &cryptopro_a().q).is_infinity())
+                }
+                KeyPoint::P512(pt) => {
+                    assert!(mul_simple(tc26_512_a(), pt, &tc26_512_a().q).is_infinity())
+                }
+            }
+        }
+    }
+
+    /// Replaces the first occurrence of `from` in `der` by `to` (same length).
+    fn patched(der: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let at = der
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("pattern present");
+        let mut out = der.to_vec();
+        out[at..at + to.len()].copy_from_slice(to);
+        out
+    }
+
+    fn oid_der(oid: &str) -> Vec<u8> {
+        der::Encode::to_der(&ObjectIdentifier::new_unwrap(oid)).expect("OID encodes")
+    }
+
+    /// An SPKI for `variant` with the given parameters (DER, or none) and point bytes.
+    fn build_spki(key_oid: &str, params: Option<&[u8]>, xy: &[u8]) -> Vec<u8> {
+        fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            let len = content.len();
+            if len < 0x80 {
+                out.push(len as u8);
+            } else if len < 0x100 {
+                out.extend_from_slice(&[0x81, len as u8]);
+            } else {
+                out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]);
+            }
+            out.extend_from_slice(content);
+            out
+        }
+        let mut alg = oid_der(key_oid);
+        if let Some(p) = params {
+            alg.extend_from_slice(p);
+        }
+        let mut bits = vec![0u8];
+        bits.extend_from_slice(&tlv(0x04, xy));
+        let mut body = tlv(0x30, &alg);
+        body.extend_from_slice(&tlv(0x03, &bits));
+        tlv(0x30, &body)
+    }
+
+    fn real_xy(name: &str) -> Vec<u8> {
+        let spki = load(name).spki;
+        let parsed = SpkiRef::from_der(&spki).expect("spki");
+        let bits = parsed.subject_public_key.as_bytes().expect("octets");
+        OctetStringRef::from_der(bits)
+            .expect("octet string")
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn spki_parameter_forms() {
+        let xy = real_xy(ROOT_2004);
+        let seq = |oids: &[&str]| {
+            let mut content = Vec::new();
+            for o in oids {
+                content.extend_from_slice(&oid_der(o));
+            }
+            let mut out = vec![0x30, content.len() as u8];
+            out.extend_from_slice(&content);
+            out
+        };
+        // The NCA form, the Russian curve OID, a bare OID, NULL and absent parameters: all fine.
+        for params in [
+            Some(seq(&[OID_CURVE_2004_KZ, "1.2.398.3.10.1.3.1.1.0"])),
+            Some(seq(&[OID_CURVE_CRYPTOPRO_A, "1.2.643.2.2.30.1"])),
+            Some(oid_der(OID_CURVE_2004_KZ)),
+            Some(vec![0x05, 0x00]),
+            None,
+        ] {
+            let spki = build_spki(OID_KEY_2004, params.as_deref(), &xy);
+            let key = PublicKey::from_spki_der(&spki).expect("accepted");
+            assert_eq!(key.variant(), Variant::Gost2004);
+        }
+        // Unknown or mismatched curves.
+        for curve in [
+            "1.2.643.2.2.35.2",
+            OID_CURVE_2015_512_KZ,
+            OID_CURVE_TC26_512_A,
+        ] {
+            let spki = build_spki(OID_KEY_2004, Some(&seq(&[curve])), &xy);
+            assert!(
+                matches!(
+                    PublicKey::from_spki_der(&spki),
+                    Err(GostError::UnknownParams(_))
+                ),
+                "{curve}"
+            );
+        }
+        // Unknown key algorithm (the Russian GOST 2012-256 key OID).
+        let spki = build_spki("1.2.643.7.1.1.1.1", None, &xy);
+        assert!(matches!(
+            PublicKey::from_spki_der(&spki),
+            Err(GostError::UnknownParams(_))
+        ));
+        // Odd parameter types and an empty SEQUENCE.
+        for params in [vec![0x02, 0x01, 0x01], vec![0x30, 0x00]] {
+            let spki = build_spki(OID_KEY_2004, Some(&params), &xy);
+            assert!(matches!(
+                PublicKey::from_spki_der(&spki),
+                Err(GostError::Malformed(_))
+            ));
+        }
+        // A 2004 point under the 512-bit key OID: wrong length.
+        let spki = build_spki(OID_KEY_2015_512, None, &xy);
+        assert!(matches!(
+            PublicKey::from_spki_der(&spki),
+            Err(GostError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn spki_real_curve_oid_patched_is_unknown() {
+        // In the real root SPKI, 1.2.398.3.10.1.1.1.1.1 → 1.2.398.3.10.1.1.1.1.2 (same length).
+        let spki = load(ROOT_2004).spki;
+        let from = oid_der(OID_CURVE_2004_KZ);
+        let to = oid_der("1.2.398.3.10.1.1.1.1.2");
+        let bad = patched(&spki, &from, &to);
+        assert!(matches!(
+            PublicKey::from_spki_der(&bad),
+            Err(GostError::UnknownParams(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_spki_never_panics() {
+        let spki = load(ROOT_2022).spki;
+        for cut in 0..spki.len() {
+            assert!(PublicKey::from_spki_der(&spki[..cut]).is_err());
+        }
+        for i in 0..spki.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut m = spki.clone();
+                m[i] ^= bit;
+                let _ = PublicKey::from_spki_der(&m); // must not panic
+            }
+        }
+        assert!(PublicKey::from_spki_der(&[]).is_err());
+    }
+
+    // ----- real certificate chains ------------------------------------------------------------
+
+    #[test]
+    fn root_2004_self_signature() {
+        check_cert_signed_by(ROOT_2004, ROOT_2004, Variant::Gost2004);
+    }
+
+    #[test]
+    fn nca_2004_signed_by_root() {
+        check_cert_signed_by(NCA_2004, ROOT_2004, Variant::Gost2004);
+    }
+
+    #[test]
+    fn root_2022_self_signature() {
+        check_cert_signed_by(ROOT_2022, ROOT_2022, Variant::Gost2015_512);
+    }
+
+    #[test]
+    fn nca_2022_signed_by_root() {
+        check_cert_signed_by(NCA_2022, ROOT_2022, Variant::Gost2015_512);
+    }
+
+    #[test]
+    fn end_entity_2004_signed_by_nca() {
+        check_cert_signed_by(EE_2004, NCA_2004, Variant::Gost2004);
+    }
+
+    #[test]
+    fn end_entity_2015_signed_by_nca_2022() {
+        check_cert_signed_by(EE_2015, NCA_2022, Variant::Gost2015_512);
+    }
+
+    #[test]
+    fn wrong_issuer_fails() {
+        // The end-entity 2004 cert is not signed by the root, nor by an intermediate's sibling.
+        let ee = load(EE_2004);
+        let root = PublicKey::from_spki_der(&load(ROOT_2004).spki).expect("root key");
+        assert_eq!(
+            verify(&root, &ee.tbs, &ee.sig),
+            Err(GostError::BadSignature)
+        );
+        let ee = load(EE_2015);
+        let root = PublicKey::from_spki_der(&load(ROOT_2022).spki).expect("root key");
+        assert_eq!(
+            verify(&root, &ee.tbs, &ee.sig),
+            Err(GostError::BadSignature)
+        );
+        // Variant mismatch: a 2015 signature under a 2004 key has the wrong length.
+        let nca04 = PublicKey::from_spki_der(&load(NCA_2004).spki).expect("key");
+        assert!(matches!(
+            verify(&nca04, &ee.tbs, &ee.sig),
+            Err(GostError::Malformed(_))
+        ));
+    }
+
+    // ----- negative vectors -------------------------------------------------------------------
+
+    struct Case {
+        key: PublicKey,
+        tbs: Vec<u8>,
+        sig: Vec<u8>,
+        digest: Vec<u8>,
+    }
+
+    fn case(subject: &str, issuer: &str) -> Case {
+        let subject = load(subject);
+        let key = PublicKey::from_spki_der(&load(issuer).spki).expect("key");
+        let digest = key.variant().digest(&subject.tbs);
+        Case {
+            key,
+            tbs: subject.tbs,
+            sig: subject.sig,
+            digest,
+        }
+    }
+
+    fn cases() -> [Case; 2] {
+        [case(NCA_2004, ROOT_2004), case(NCA_2022, ROOT_2022)]
+    }
+
+    #[test]
+    fn flipped_bytes_fail() {
+        for c in cases() {
+            verify_digest(&c.key, &c.digest, &c.sig).expect("baseline verifies");
+            for i in [0, 1, c.sig.len() / 2 - 1, c.sig.len() / 2, c.sig.len() - 2] {
+                let mut sig = c.sig.clone();
+                sig[i] ^= 0x01;
+                assert_eq!(
+                    verify_digest(&c.key, &c.digest, &sig),
+                    Err(GostError::BadSignature),
+                    "signature byte {i}"
+                );
+            }
+            for i in [0, 7, c.digest.len() - 1] {
+                let mut digest = c.digest.clone();
+                digest[i] ^= 0x40;
+                assert_eq!(
+                    verify_digest(&c.key, &digest, &c.sig),
+                    Err(GostError::BadSignature),
+                    "digest byte {i}"
+                );
+            }
+            let mut tbs = c.tbs.clone();
+            let last = tbs.len() - 1;
+            tbs[last] ^= 0x01;
+            assert_eq!(verify(&c.key, &tbs, &c.sig), Err(GostError::BadSignature));
+        }
+    }
+
+    #[test]
+    fn other_sbox_fails() {
+        let c = case(NCA_2004, ROOT_2004);
+        let digest = gost94::Gost94CryptoPro::digest(&c.tbs).to_vec();
+        assert_ne!(digest, c.digest);
+        assert_eq!(
+            verify_digest(&c.key, &digest, &c.sig),
+            Err(GostError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn big_endian_byte_orders_fail() {
+        for c in cases() {
+            let n = c.sig.len() / 2;
+            // Digest read big-endian.
+            let mut digest = c.digest.clone();
+            digest.reverse();
+            assert_eq!(
+                verify_digest(&c.key, &digest, &c.sig),
+                Err(GostError::BadSignature)
+            );
+            // r and s each big-endian.
+            let mut sig = c.sig.clone();
+            sig[..n].reverse();
+            sig[n..].reverse();
+            assert!(verify_digest(&c.key, &c.digest, &sig).is_err());
+            // RFC 4491 layout (s ‖ r big-endian) = the whole value reversed.
+            let mut sig = c.sig.clone();
+            sig.reverse();
+            assert!(verify_digest(&c.key, &c.digest, &sig).is_err());
+            // r and s swapped.
+            let mut sig = c.sig[n..].to_vec();
+            sig.extend_from_slice(&c.sig[..n]);
+            assert!(verify_digest(&c.key, &c.digest, &sig).is_err());
+        }
+    }
+
+    fn le_bytes<const N: usize>(a: &[u64; N]) -> Vec<u8> {
+        a.iter().flat_map(|l| l.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn out_of_range_r_s() {
+        for c in cases() {
+            let n = c.sig.len() / 2;
+            let q = match c.key.variant() {
+                Variant::Gost2004 => le_bytes(&cryptopro_a().q),
+                Variant::Gost2015_512 => le_bytes(&tc26_512_a().q),
+            };
+            let mut r0 = c.sig.clone();
+            r0[..n].fill(0);
+            let mut s0 = c.sig.clone();
+            s0[n..].fill(0);
+            let mut r_q = c.sig.clone();
+            r_q[..n].copy_from_slice(&q);
+            let mut s_q = c.sig.clone();
+            s_q[n..].copy_from_slice(&q);
+            let mut s_max = c.sig.clone();
+            s_max[n..].fill(0xff);
+            for sig in [r0, s0, r_q, s_q, s_max] {
+                assert!(matches!(
+                    verify_digest(&c.key, &c.digest, &sig),
+                    Err(GostError::Malformed(_))
+                ));
+            }
+            // r + q would be the same residue: must still be rejected (r ≥ q).
+            let r_plus_q = {
+                let (sum, _) = match c.key.variant() {
+                    Variant::Gost2004 => {
+                        let r: [u64; 4] = limbs_from_le(&c.sig[..n]);
+                        let (s, carry) = add_carry(&r, &cryptopro_a().q);
+                        (le_bytes(&s), carry)
+                    }
+                    Variant::Gost2015_512 => {
+                        let r: [u64; 8] = limbs_from_le(&c.sig[..n]);
+                        let (s, carry) = add_carry(&r, &tc26_512_a().q);
+                        (le_bytes(&s), carry)
+                    }
+                };
+                let mut sig = sum;
+                sig.extend_from_slice(&c.sig[n..]);
+                sig
+            };
+            assert!(verify_digest(&c.key, &c.digest, &r_plus_q).is_err());
+        }
+    }
+
+    #[test]
+    fn wrong_lengths() {
+        for c in cases() {
+            let n = c.sig.len();
+            for len in [0, 1, n / 2, n - 1, n + 1, 2 * n] {
+                let mut sig = c.sig.clone();
+                sig.resize(len, 0);
+                assert!(
+                    matches!(
+                        verify_digest(&c.key, &c.digest, &sig),
+                        Err(GostError::Malformed(_))
+                    ),
+                    "signature length {len}"
+                );
+            }
+            for len in [
+                0,
+                c.digest.len() - 1,
+                c.digest.len() + 1,
+                2 * c.digest.len(),
+            ] {
+                let mut digest = c.digest.clone();
+                digest.resize(len, 0);
+                assert!(matches!(
+                    verify_digest(&c.key, &digest, &c.sig),
+                    Err(GostError::Malformed(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_public_points() {
+        for (name, variant) in [
+            (ROOT_2004, Variant::Gost2004),
+            (ROOT_2022, Variant::Gost2015_512),
+        ] {
+            let xy = real_xy(name);
+            let n = xy.len() / 2;
+            PublicKey::from_xy_le(variant, &xy).expect("real point");
+            // Off-curve: y + 1.
+            let mut off = xy.clone();
+            off[n] ^= 0x01;
+            // "Infinity" encodings: all zeros, (0, 0) by another name.
+            let zero = vec![0u8; 2 * n];
+            // Coordinates ≥ p.
+            let ff = vec![0xffu8; 2 * n];
+            // Truncated / extended.
+            let short = xy[..2 * n - 1].to_vec();
+            let mut long = xy.clone();
+            long.push(0);
+            for bad in [off, zero, ff, short, long] {
+                assert!(matches!(
+                    PublicKey::from_xy_le(variant, &bad),
+                    Err(GostError::Malformed(_))
+                ));
+            }
+            // Off-curve point inside a real SPKI.
+            let spki = load(name).spki;
+            let mut m = spki.clone();
+            let last = m.len() - 1;
+            m[last] ^= 0x01;
+            assert!(matches!(
+                PublicKey::from_spki_der(&m),
+                Err(GostError::Malformed(_))
+            ));
+        }
+    }
+
+    /// id-GostR3410-2001-CryptoPro-B-ParamSet (RFC 4357 §11.4): another `a = −3` curve of the
+    /// same size, to show that the curve matters.
+    const CRYPTOPRO_B: CurveDef = CurveDef {
+        p: "8000000000000000000000000000000000000000000000000000000000000C99",
+        a: "8000000000000000000000000000000000000000000000000000000000000C96",
+        b: "3E1AF419A269A5F866A7D3C25C3DF80AE979259373FF2B182F49D4CE7E1BBC8B",
+        q: "800000000000000000000000000000015F700CFFF1A624E5E497161BCC8A198F",
+        x: "1",
+        y: "3FA8124359F96680B83D1C3EB2C070E5C545C9858D03ECFB744BF8D717717EFC",
+    };
+
+    #[test]
+    fn wrong_curve_fails() {
+        let curve_b: Curve<4> = Curve::new(&CRYPTOPRO_B);
+        self_check(&curve_b, &CRYPTOPRO_B);
+        let c = case(NCA_2004, ROOT_2004);
+        let xy = real_xy(ROOT_2004);
+        // The real key is not a point of CryptoPro-B …
+        assert!(matches!(
+            curve_b.point_from_le(&xy),
+            Err(GostError::Malformed(_))
+        ));
+        // … and forcing the coordinates onto it does not verify either.
+        let forced = Affine {
+            x: curve_b.fp.to_mont(&limbs_from_le(&xy[..32])),
+            y: curve_b.fp.to_mont(&limbs_from_le(&xy[32..])),
+        };
+        assert!(curve_b.verify(&forced, &c.digest, &c.sig).is_err());
+        // The right curve still does.
+        let KeyPoint::P256(pt) = &c.key.point else {
+            panic!("2004 key")
+        };
+        cryptopro_a()
+            .verify(pt, &c.digest, &c.sig)
+            .expect("right curve verifies");
+    }
+
+    #[test]
+    fn zero_digest_maps_to_one() {
+        // e = 0 → 1: the digest q (≡ 0) and the digest 1 must give the same verdict.
+        let c = case(NCA_2004, ROOT_2004);
+        let q = le_bytes(&cryptopro_a().q);
+        let mut one = vec![0u8; 32];
+        one[0] = 1;
+        assert_eq!(
+            verify_digest(&c.key, &q, &c.sig),
+            verify_digest(&c.key, &one, &c.sig)
+        );
+        assert_eq!(
+            verify_digest(&c.key, &[0u8; 32], &c.sig),
+            Err(GostError::BadSignature)
+        );
+    }
+
+    // ----- CMS samples ------------------------------------------------------------------------
+
+    /// A DER TLV: tag byte, the whole encoding, the contents.
+    #[derive(Clone, Copy)]
+    struct Tlv<'a> {
+        tag: u8,
+        raw: &'a [u8],
+        content: &'a [u8],
+    }
+
+    /// Reads one TLV (low tag numbers, definite lengths) and returns it with the rest.
+    fn tlv(buf: &[u8]) -> (Tlv<'_>, &[u8]) {
+        let tag = buf[0];
+        assert_ne!(tag & 0x1f, 0x1f, "high tag numbers not needed here");
+        let (len, hdr) = match buf[1] {
+            l if l < 0x80 => (l as usize, 2),
+            0x80 => panic!("indefinite length"),
+            l => {
+                let n = (l & 0x7f) as usize;
+                let len = buf[2..2 + n]
+                    .iter()
+                    .fold(0usize, |a, b| (a << 8) | *b as usize);
+                (len, 2 + n)
+            }
+        };
+        let raw = &buf[..hdr + len];
+        (
+            Tlv {
+                tag,
+                raw,
+                content: &buf[hdr..hdr + len],
+            },
+            &buf[hdr + len..],
+        )
+    }
+
+    fn children(content: &[u8]) -> Vec<Tlv<'_>> {
+        let mut out = Vec::new();
+        let mut rest = content;
+        while !rest.is_empty() {
+            let (t, r) = tlv(rest);
+            out.push(t);
+            rest = r;
+        }
+        out
+    }
+
+    fn oid_of(t: &Tlv<'_>) -> String {
+        assert_eq!(t.tag, 0x06);
+        ObjectIdentifier::from_der(t.raw).expect("OID").to_string()
+    }
+
+    /// Checks the one GOST signer of a CMS SignedData: its signature over the signed attributes
+    /// (as a DER SET) and messageDigest = the variant's digest of the content. Returns the signer
+    /// certificate (DER) and the content.
+    fn check_cms_gost_signer(
+        file: &str,
+        detached: Option<&[u8]>,
+        expect: Variant,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let der = std::fs::read(format!("{DATA}{file}")).expect("cms file");
+        let (ci, rest) = tlv(&der);
+        assert!(rest.is_empty());
+        let ci = children(ci.content);
+        assert_eq!(oid_of(&ci[0]), "1.2.840.113549.1.7.2");
+        let (sd, _) = tlv(ci[1].content); // [0] EXPLICIT SignedData
+        let sd = children(sd.content);
+        // version, digestAlgorithms, encapContentInfo, [0] certificates, [1] crls?, signerInfos
+        let encap = children(sd[2].content);
+        let content: Vec<u8> = match (encap.get(1), detached) {
+            (Some(eci), None) => {
+                let (octets, _) = tlv(eci.content);
+                assert_eq!(octets.tag, 0x04);
+                octets.content.to_vec()
+            }
+            (None, Some(data)) => data.to_vec(),
+            _ => panic!("attached/detached mismatch"),
+        };
+        let certs: Vec<Vec<u8>> = sd
+            .iter()
+            .find(|t| t.tag == 0xa0)
+            .map(|t| children(t.content).iter().map(|c| c.raw.to_vec()).collect())
+            .expect("certificates");
+        let signer_infos = sd.last().expect("signerInfos");
+        assert_eq!(signer_infos.tag, 0x31);
+        let mut gost_signer = None;
+        for si in children(signer_infos.content) {
+            let f = children(si.content);
+            // version, sid, digestAlgorithm, [0] signedAttrs, signatureAlgorithm, signature
+            let digest_oid = oid_of(&children(f[2].content)[0]);
+            let sig_oid = oid_of(&children(f[4].content)[0]);
+            let Some(variant) = Variant::from_sig_oid(&sig_oid) else {
+                continue;
+            };
+            assert!(gost_signer.is_none(), "one GOST signer");
+            assert_eq!(variant, expect);
+            assert_eq!(Variant::from_digest_oid(&digest_oid), Some(variant));
+            assert_eq!(f[3].tag, 0xa0);
+            assert_eq!(f[5].tag, 0x04);
+            let signature = f[5].content;
+            assert_eq!(signature.len(), variant.signature_len());
+
+            // The signer's certificate by issuerAndSerialNumber.
+            let sid = children(f[1].content);
+            let serial = sid[1].content;
+            let cert = certs
+                .iter()
+                .find(|c| {
+                    let (_, x) = X509Certificate::from_der(c).expect("cert");
+                    x.tbs_certificate.raw_serial() == serial
+                })
+                .expect("signer certificate in the CMS");
+            let key = PublicKey::from_spki_der(&cert_parts(cert).spki).expect("signer key");
+            assert_eq!(key.variant(), variant);
+
+            // Signed attributes, re-tagged [0] → SET.
+            let mut signed_attrs = f[3].raw.to_vec();
+            signed_attrs[0] = 0x31;
+            verify(&key, &signed_attrs, signature).expect("CMS GOST signature verifies");
+
+            // messageDigest attribute = digest(content), bytes as the hash outputs them.
+            let md = children(f[3].content)
+                .into_iter()
+                .find_map(|attr| {
+                    let a = children(attr.content);
+                    (oid_of(&a[0]) == "1.2.840.113549.1.9.4")
+                        .then(|| tlv(a[1].content).0.content.to_vec())
+                })
+                .expect("messageDigest attribute");
+            assert_eq!(md, variant.digest(&content));
+            let mut reversed = md.clone();
+            reversed.reverse();
+            assert_ne!(reversed, variant.digest(&content));
+
+            // Negative: the [0]-tagged bytes, or a changed attribute, do not verify.
+            assert_eq!(
+                verify(&key, f[3].raw, signature),
+                Err(GostError::BadSignature)
+            );
+            let last = signed_attrs.len() - 1;
+            signed_attrs[last] ^= 0x01;
+            assert_eq!(
+                verify(&key, &signed_attrs, signature),
+                Err(GostError::BadSignature)
+            );
+            gost_signer = Some(cert.clone());
+        }
+        (gost_signer.expect("a GOST signer"), content)
+    }
+
+    #[test]
+    fn cms_attached_two_signers_gost_signer() {
+        let (_, content) = check_cms_gost_signer(
+            "cms/ncanode_attached_2signers_rsa+gost2015.p7s",
+            None,
+            Variant::Gost2015_512,
+        );
+        assert_eq!(content, b"test123");
+    }
+
+    #[test]
+    fn cms_detached_two_signers_gost_signer() {
+        let (_, content) = check_cms_gost_signer(
+            "cms/ncanode_detached_2signers_rsa+gost2015__data_test123.p7s",
+            Some(b"test123"),
+            Variant::Gost2015_512,
+        );
+        assert_eq!(content, b"test123");
+    }
+
+    /// A real GOST 34.310-2004 CMS signer: the TSA's signature in an RFC 3161 token; the TSA
+    /// certificate itself is signed by the 2004 intermediate.
+    #[test]
+    fn cms_tsp_token_gost2004_signer() {
+        let (tsa_cert, content) =
+            check_cms_gost_signer("tsp/ncanode_tsp_token.bin", None, Variant::Gost2004);
+        assert_eq!(content[0], 0x30, "TSTInfo");
+        let tsa = cert_parts(&tsa_cert);
+        let nca = PublicKey::from_spki_der(&load(NCA_2004).spki).expect("NCA key");
+        verify(&nca, &tsa.tbs, &tsa.sig).expect("TSA certificate signed by the NCA");
+    }
+
+    /// CRLs signed by the two GOST intermediates: signature over tbsCertList.
+    #[test]
+    fn crl_signatures() {
+        for (crl, issuer) in [
+            ("crl/ncanode_nca_gost_test.crl", NCA_2004),
+            ("crl/ncanode_nca_gost2022_test.crl", NCA_2022),
+            ("crl/jhs_nca_gost_test_2022.crl", NCA_2022),
+        ] {
+            let der = std::fs::read(format!("{DATA}{crl}")).expect("crl");
+            let (list, _) = tlv(&der);
+            let f = children(list.content);
+            let sig_oid = oid_of(&children(f[1].content)[0]);
+            let key = PublicKey::from_spki_der(&load(issuer).spki).expect("issuer key");
+            assert_eq!(Variant::from_sig_oid(&sig_oid), Some(key.variant()));
+            assert_eq!(f[2].tag, 0x03);
+            assert_eq!(f[2].content[0], 0, "no unused bits");
+            let sig = &f[2].content[1..];
+            verify(&key, f[0].raw, sig).expect(crl);
+            let mut tbs = f[0].raw.to_vec();
+            tbs[10] ^= 0x01;
+            assert_eq!(verify(&key, &tbs, sig), Err(GostError::BadSignature));
+        }
+    }
+
+    /// Random signatures, digests and points: errors, never panics, never acceptance.
+    #[test]
+    fn random_inputs_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for c in cases() {
+            let n = c.sig.len();
+            for round in 0..40 {
+                let mut sig: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+                if round % 2 == 0 {
+                    // Keep r and s below q most of the time.
+                    sig[n / 2 - 1] &= 0x3f;
+                    sig[n - 1] &= 0x3f;
+                }
+                assert!(verify_digest(&c.key, &c.digest, &sig).is_err());
+                let xy: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+                assert!(PublicKey::from_xy_le(c.key.variant(), &xy).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn public_key_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PublicKey>();
+        assert_send_sync::<GostError>();
+    }
+}
