@@ -1,15 +1,138 @@
-//! `tanba verify` and `tanba stamp`. STUB until the signature filter lands.
+//! `tanba verify` and `tanba stamp` (SPEC §2): the inbound filter on one file.
+//!
+//! `verify` prints the report (human, or SPEC §6 JSON with `--json`) and exits 0 for pass, 1 for
+//! any other verdict, 3 when no signature was found and 2 on usage or I/O errors. `stamp` prints
+//! the message exactly as the inbound filter would store it.
 
+use std::io::Write;
 use std::path::Path;
+use std::time::SystemTime;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{StampArgs, VerifyArgs};
+use crate::config::Config;
+use crate::filter::{cms, Filter, Verdict};
 
-pub fn verify(_args: &VerifyArgs, _config: Option<&Path>) -> Result<i32> {
-    bail!("`tanba verify` is not available yet in this build")
+/// Exit code when the file carries no signature.
+pub const EXIT_NO_SIGNATURE: i32 = 3;
+/// Exit code for any verdict other than pass.
+pub const EXIT_FAIL: i32 = 1;
+
+/// File names that are CMS files rather than messages.
+const CMS_EXTENSIONS: &[&str] = &[
+    ".p7s", ".p7m", ".p7b", ".cms", ".sig", ".der", ".pem", ".b64",
+];
+
+pub fn verify(args: &VerifyArgs, config_path: Option<&Path>) -> Result<i32> {
+    let config = Config::load(config_path)?;
+    let at = parse_at(args.at.as_deref())?;
+    let filter = build_filter(&config, args.trust.as_deref())?;
+    for crl in &args.crl {
+        std::fs::metadata(crl).with_context(|| format!("--crl {}", crl.display()))?;
+    }
+    if !args.crl.is_empty() {
+        eprintln!(
+            "note: --crl: this build does not check revocation yet; the CRLs were not consulted"
+        );
+    }
+    let data =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let name = file_name(&args.file);
+    let lower = name.to_ascii_lowercase();
+    let is_cms = cms::sniff(&data) || CMS_EXTENSIONS.iter().any(|e| lower.ends_with(e));
+    let report = if is_cms {
+        let content = match &args.content {
+            Some(p) => Some((
+                file_name(p),
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            )),
+            None => None,
+        };
+        filter.verify_cms(
+            &data,
+            Some(&name),
+            content.as_ref().map(|(n, c)| (n.as_str(), c.as_slice())),
+            at,
+        )
+    } else {
+        if args.content.is_some() {
+            bail!(
+                "--content applies to a bare CMS file; {} is a message",
+                args.file.display()
+            );
+        }
+        filter.verify_message(&data, at)
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        writeln!(out, "{}", report.to_json())?;
+    } else {
+        write!(out, "{}", report.human())?;
+    }
+    out.flush()?;
+    Ok(match report.verdict {
+        Verdict::Pass => 0,
+        Verdict::None => EXIT_NO_SIGNATURE,
+        _ => EXIT_FAIL,
+    })
 }
 
-pub fn stamp(_args: &StampArgs, _config: Option<&Path>) -> Result<i32> {
-    bail!("`tanba stamp` is not available yet in this build")
+pub fn stamp(args: &StampArgs, config_path: Option<&Path>) -> Result<i32> {
+    let config = Config::load(config_path)?;
+    let at = parse_at(args.at.as_deref())?;
+    let filter = build_filter(&config, args.trust.as_deref())?;
+    let data =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let p = filter.process(&data, at);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    out.write_all(&p.message)?;
+    out.flush()?;
+    eprintln!(
+        "verdict: {}{}",
+        p.verdict,
+        if p.keywords.is_empty() {
+            String::new()
+        } else {
+            format!(" (keywords {})", p.keywords.join(" "))
+        }
+    );
+    Ok(0)
+}
+
+fn build_filter(config: &Config, trust: Option<&Path>) -> Result<Filter> {
+    match trust {
+        Some(dir) => {
+            if !dir.is_dir() {
+                bail!("--trust {}: not a directory", dir.display());
+            }
+            Filter::with_trust_dir(config, dir).context("--trust")
+        }
+        None => Filter::new(config),
+    }
+}
+
+/// `--at` (RFC 3339), or now.
+fn parse_at(at: Option<&str>) -> Result<SystemTime> {
+    let Some(at) = at else {
+        return Ok(SystemTime::now());
+    };
+    let t = chrono::DateTime::parse_from_rfc3339(at).with_context(|| {
+        format!("--at {at:?}: not an RFC 3339 time (e.g. 2022-09-28T14:40:30Z)")
+    })?;
+    let secs = t.timestamp();
+    let base = SystemTime::UNIX_EPOCH;
+    Ok(if secs >= 0 {
+        base + std::time::Duration::from_secs(secs as u64)
+    } else {
+        base - std::time::Duration::from_secs(secs.unsigned_abs())
+    })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| p.display().to_string())
 }

@@ -1,0 +1,408 @@
+//! CMS SignedData (RFC 5652): recognise it in any of the encodings mail carries (DER, BER with
+//! indefinite lengths, PEM, base64 text), normalise BER to DER, and take it apart into what
+//! verification needs.
+//!
+//! The outer layers (ContentInfo, SignedData, the certificate set) are walked with our own DER
+//! reader, so that one odd certificate or a duplicate in a SET OF does not make the whole CMS
+//! unreadable and so that signed bytes are never re-encoded. Each SignerInfo and its attributes
+//! are decoded with the `cms` crate; the bytes the signature covers (the DER SET of the signed
+//! attributes) are taken from the input as they are.
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use der::asn1::{ObjectIdentifier, OctetString};
+use der::Decode;
+
+use super::algo::AlgId;
+use super::asn1::{self, Tlv};
+use super::cert::Cert;
+
+pub const OID_SIGNED_DATA: &str = "1.2.840.113549.1.7.2";
+pub const OID_DATA: &str = "1.2.840.113549.1.7.1";
+const OID_CONTENT_TYPE: &str = "1.2.840.113549.1.9.3";
+const OID_MESSAGE_DIGEST: &str = "1.2.840.113549.1.9.4";
+const OID_SIGNING_TIME: &str = "1.2.840.113549.1.9.5";
+
+/// DER of the signedData OID, the second element of every CMS SignedData ContentInfo.
+const SIGNED_DATA_OID_DER: [u8; 11] = [
+    0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02,
+];
+
+/// At most this many SignerInfos per SignedData are examined.
+pub const MAX_SIGNERS: usize = 16;
+/// At most this many certificates per SignedData are kept.
+pub const MAX_CERTS: usize = 64;
+
+/// How the signer's certificate is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sid {
+    /// issuerAndSerialNumber: the DER issuer Name and the serial magnitude.
+    IssuerSerial { issuer: Vec<u8>, serial: Vec<u8> },
+    /// subjectKeyIdentifier.
+    Ski(Vec<u8>),
+}
+
+/// One SignerInfo.
+#[derive(Debug, Clone)]
+pub struct SignerInfo {
+    pub sid: Sid,
+    pub digest_alg: AlgId,
+    /// DER of the signed attributes with the SET OF tag (0x31): what the signature covers.
+    pub signed_attrs: Option<Vec<u8>>,
+    /// messageDigest attribute.
+    pub message_digest: Option<Vec<u8>>,
+    /// contentType attribute (dotted OID).
+    pub content_type: Option<String>,
+    /// signingTime attribute, seconds since the epoch: the signer's claim.
+    pub signing_time: Option<i64>,
+    pub sig_alg: AlgId,
+    pub signature: Vec<u8>,
+    /// Unsigned attributes: (OID, DER of each value). Timestamp tokens live here.
+    pub unsigned_attrs: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+/// A parsed SignedData.
+#[derive(Debug, Clone)]
+pub struct SignedData {
+    /// eContentType (dotted OID).
+    pub econtent_type: String,
+    /// The encapsulated content, None when detached.
+    pub content: Option<Vec<u8>>,
+    /// Certificates carried in the CMS that could be parsed.
+    pub certs: Vec<Cert>,
+    /// One entry per SignerInfo: parsed, or why not.
+    pub signers: Vec<Result<SignerInfo, String>>,
+}
+
+/// A lenient base64 decoder for mail: whitespace ignored, padding optional.
+pub fn base64_lenient(text: &str) -> Option<Vec<u8>> {
+    let cleaned: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let engine = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    engine.decode(cleaned).ok()
+}
+
+fn is_base64_text(data: &[u8]) -> bool {
+    !data.is_empty()
+        && data.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') || b.is_ascii_whitespace()
+        })
+}
+
+fn trim_start(data: &[u8]) -> &[u8] {
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    let skip = data.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &data[skip..]
+}
+
+/// Whether binary data starts like a ContentInfo of type signedData (any length form).
+pub fn has_signed_data_prefix(bin: &[u8]) -> bool {
+    if bin.first() != Some(&asn1::TAG_SEQUENCE) {
+        return false;
+    }
+    let hlen = match bin.get(1) {
+        Some(&l) if l <= 0x80 => 2,
+        Some(&l) if l <= 0x84 => 2 + (l & 0x7F) as usize,
+        _ => return false,
+    };
+    bin.get(hlen..hlen + SIGNED_DATA_OID_DER.len()) == Some(&SIGNED_DATA_OID_DER[..])
+}
+
+/// Cheap check (looks at the first bytes only) whether `data` is probably a CMS SignedData in
+/// one of the accepted encodings.
+pub fn sniff(data: &[u8]) -> bool {
+    let d = trim_start(data);
+    if has_signed_data_prefix(d) {
+        return true;
+    }
+    if d.starts_with(b"-----BEGIN ") {
+        let head = &d[..d.len().min(64)];
+        let head = String::from_utf8_lossy(head);
+        return head.contains("PKCS7") || head.contains("CMS") || head.contains("PKCS #7");
+    }
+    // base64 text: decode a short prefix.
+    let prefix: String = d
+        .iter()
+        .take(256)
+        .filter(|b| !b.is_ascii_whitespace())
+        .take(32)
+        .map(|&b| b as char)
+        .collect();
+    if prefix.len() < 20 || !is_base64_text(prefix.as_bytes()) {
+        return false;
+    }
+    base64_lenient(&prefix[..prefix.len() / 4 * 4]).is_some_and(|b| has_signed_data_prefix(&b))
+}
+
+/// Turns DER/BER, PEM or base64 text into binary BER (not yet normalised).
+pub fn decode_input(data: &[u8]) -> Result<Vec<u8>, String> {
+    let d = trim_start(data);
+    if d.first() == Some(&asn1::TAG_SEQUENCE) {
+        return Ok(d.to_vec());
+    }
+    if d.starts_with(b"-----BEGIN ") {
+        let text = String::from_utf8_lossy(d);
+        let mut rest = text.as_ref();
+        while let Some(start) = rest.find("-----BEGIN ") {
+            let after = &rest[start + 11..];
+            let Some(label_end) = after.find("-----") else {
+                break;
+            };
+            let label = &after[..label_end];
+            let body = &after[label_end + 5..];
+            let end_marker = format!("-----END {label}-----");
+            let end = body.find(&end_marker);
+            if matches!(label, "PKCS7" | "CMS" | "PKCS #7 SIGNED DATA") {
+                let Some(end) = end else {
+                    return Err(format!("PEM block {label} without its END line"));
+                };
+                // Skip RFC 1421 header lines ("Name: value") if any.
+                let b64: String = body[..end]
+                    .lines()
+                    .filter(|l| !l.contains(':'))
+                    .collect::<Vec<_>>()
+                    .join("");
+                return base64_lenient(&b64).ok_or_else(|| "bad base64 in PEM".to_string());
+            }
+            rest = match end {
+                Some(e) => &body[e + end_marker.len()..],
+                None => break,
+            };
+        }
+        return Err("no PKCS7 or CMS block in the PEM text".into());
+    }
+    if is_base64_text(d) {
+        if let Some(bin) = base64_lenient(&String::from_utf8_lossy(d)) {
+            if bin.first() == Some(&asn1::TAG_SEQUENCE) {
+                return Ok(bin);
+            }
+        }
+    }
+    Err("not CMS: neither DER/BER, PEM nor base64".into())
+}
+
+fn malformed<T>(msg: impl std::fmt::Display) -> Result<T, String> {
+    Err(msg.to_string())
+}
+
+/// Parses a CMS SignedData from any accepted encoding. An error means the whole structure is
+/// unusable (`permerror` / `malformed`); a bad SignerInfo is reported in `signers` instead.
+pub fn parse(data: &[u8]) -> Result<SignedData, String> {
+    let bin = decode_input(data)?;
+    let der = asn1::ber_to_der(&bin).map_err(|e| format!("bad BER: {e}"))?;
+    let ci = asn1::parse_one(&der).map_err(|e| format!("ContentInfo: {e}"))?;
+    if ci.tag != asn1::TAG_SEQUENCE {
+        return malformed("ContentInfo is not a SEQUENCE");
+    }
+    let mut r = ci.reader();
+    let ctype = asn1::read_oid(&r.next_tlv().map_err(|e| format!("ContentInfo: {e}"))?)
+        .map_err(|e| format!("ContentInfo: {e}"))?;
+    if ctype != OID_SIGNED_DATA {
+        return malformed(format!("content type {ctype} is not signedData"));
+    }
+    let wrapped = r
+        .expect(0xA0, "ContentInfo content")
+        .map_err(|e| e.to_string())?;
+    let sd = asn1::parse_one(wrapped.value).map_err(|e| format!("SignedData: {e}"))?;
+    if sd.tag != asn1::TAG_SEQUENCE {
+        return malformed("SignedData is not a SEQUENCE");
+    }
+    parse_signed_data(&sd).map_err(|e| format!("SignedData: {e}"))
+}
+
+fn parse_signed_data(sd: &Tlv<'_>) -> Result<SignedData, String> {
+    let e = |e: asn1::Asn1Error| e.to_string();
+    let mut r = sd.reader();
+    r.expect(asn1::TAG_INTEGER, "version").map_err(e)?;
+    r.expect(asn1::TAG_SET, "digestAlgorithms").map_err(e)?;
+    let eci_t = r
+        .expect(asn1::TAG_SEQUENCE, "encapContentInfo")
+        .map_err(e)?;
+    let eci = cms::signed_data::EncapsulatedContentInfo::from_der(eci_t.raw)
+        .map_err(|err| format!("encapContentInfo: {err}"))?;
+    // RFC 5652: eContent is an OCTET STRING; old PKCS#7 signers put other types here, and then
+    // the signed bytes are the contents of whatever is there.
+    let content = eci.econtent.as_ref().map(|any| any.value().to_vec());
+
+    let mut certs = Vec::new();
+    let mut signer_set = None;
+    while !r.is_empty() {
+        let t = r.next_tlv().map_err(e)?;
+        match t.tag {
+            0xA0 => {
+                for c in asn1::read_all(t.value).map_err(e)? {
+                    if c.tag == asn1::TAG_SEQUENCE && certs.len() < MAX_CERTS {
+                        match Cert::from_der(c.raw) {
+                            Ok(cert) => {
+                                if !certs.iter().any(|x: &Cert| x.raw == cert.raw) {
+                                    certs.push(cert)
+                                }
+                            }
+                            Err(err) => tracing::debug!("skipping a certificate in CMS: {err}"),
+                        }
+                    }
+                }
+            }
+            0xA1 => {} // CRLs: read by revocation, not here.
+            asn1::TAG_SET => {
+                signer_set = Some(t);
+                break;
+            }
+            other => return malformed(format!("unexpected element 0x{other:02x}")),
+        }
+    }
+    let Some(signer_set) = signer_set else {
+        return malformed("no signerInfos");
+    };
+    let raw_signers = signer_set.children().map_err(e)?;
+    if raw_signers.len() > MAX_SIGNERS {
+        return malformed(format!(
+            "{} SignerInfos (at most {MAX_SIGNERS} are examined)",
+            raw_signers.len()
+        ));
+    }
+    let signers = raw_signers.iter().map(parse_signer_info).collect();
+    Ok(SignedData {
+        econtent_type: eci.econtent_type.to_string(),
+        content,
+        certs,
+        signers,
+    })
+}
+
+fn parse_signer_info(t: &Tlv<'_>) -> Result<SignerInfo, String> {
+    let e = |e: asn1::Asn1Error| format!("SignerInfo: {e}");
+    if t.tag != asn1::TAG_SEQUENCE {
+        return malformed("SignerInfo is not a SEQUENCE");
+    }
+    // Raw pieces first: the sid as it is, and the signed attributes as they were signed.
+    let mut r = t.reader();
+    r.expect(asn1::TAG_INTEGER, "version").map_err(e)?;
+    let sid_t = r.next_tlv().map_err(e)?;
+    let sid = match sid_t.tag {
+        asn1::TAG_SEQUENCE => {
+            let mut s = sid_t.reader();
+            let issuer = s.expect(asn1::TAG_SEQUENCE, "issuer").map_err(e)?;
+            let serial = s.expect(asn1::TAG_INTEGER, "serialNumber").map_err(e)?;
+            Sid::IssuerSerial {
+                issuer: issuer.raw.to_vec(),
+                serial: asn1::integer_bytes(serial.value).to_vec(),
+            }
+        }
+        0x80 => Sid::Ski(sid_t.value.to_vec()),
+        other => return malformed(format!("SignerInfo: unknown sid form 0x{other:02x}")),
+    };
+    r.expect(asn1::TAG_SEQUENCE, "digestAlgorithm").map_err(e)?;
+    let signed_attrs = r.optional(0xA0).map_err(e)?.map(|a| {
+        let mut der = a.raw.to_vec();
+        der[0] = asn1::TAG_SET;
+        der
+    });
+
+    // Typed view through the cms crate.
+    let si = cms::signed_data::SignerInfo::from_der(t.raw)
+        .map_err(|err| format!("SignerInfo: {err}"))?;
+    let alg = |a: &x509_cert::spki::AlgorithmIdentifierOwned| -> Result<AlgId, String> {
+        Ok(AlgId {
+            oid: a.oid.to_string(),
+            params: match &a.parameters {
+                Some(p) => Some(der::Encode::to_der(p).map_err(|e| e.to_string())?),
+                None => None,
+            },
+        })
+    };
+    let mut info = SignerInfo {
+        sid,
+        digest_alg: alg(&si.digest_alg)?,
+        signed_attrs,
+        message_digest: None,
+        content_type: None,
+        signing_time: None,
+        sig_alg: alg(&si.signature_algorithm)?,
+        signature: si.signature.as_bytes().to_vec(),
+        unsigned_attrs: Vec::new(),
+    };
+    if let Some(attrs) = &si.signed_attrs {
+        for a in attrs.iter() {
+            let single = || -> Result<&der::Any, String> {
+                match a.values.as_slice() {
+                    [v] => Ok(v),
+                    _ => malformed(format!("attribute {} must have exactly one value", a.oid)),
+                }
+            };
+            match a.oid.to_string().as_str() {
+                OID_MESSAGE_DIGEST => {
+                    let v: OctetString = single()?
+                        .decode_as()
+                        .map_err(|e| format!("messageDigest: {e}"))?;
+                    info.message_digest = Some(v.as_bytes().to_vec());
+                }
+                OID_CONTENT_TYPE => {
+                    let v: ObjectIdentifier = single()?
+                        .decode_as()
+                        .map_err(|e| format!("contentType: {e}"))?;
+                    info.content_type = Some(v.to_string());
+                }
+                OID_SIGNING_TIME => {
+                    let der =
+                        der::Encode::to_der(single()?).map_err(|e| format!("signingTime: {e}"))?;
+                    let t = asn1::parse_one(&der).map_err(|e| format!("signingTime: {e}"))?;
+                    info.signing_time =
+                        Some(asn1::read_time(&t).map_err(|e| format!("signingTime: {e}"))?);
+                }
+                _ => {}
+            }
+        }
+        if info.message_digest.is_none() {
+            return malformed("signed attributes without messageDigest");
+        }
+    }
+    if let Some(attrs) = &si.unsigned_attrs {
+        for a in attrs.iter() {
+            let values = a
+                .values
+                .iter()
+                .filter_map(|v| der::Encode::to_der(v).ok())
+                .collect();
+            info.unsigned_attrs.push((a.oid.to_string(), values));
+        }
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing() {
+        let der = [
+            0x30, 0x80, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02, 0xA0,
+            0x80,
+        ];
+        assert!(sniff(&der));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        assert!(sniff(b64.as_bytes()));
+        assert!(sniff(b"-----BEGIN PKCS7-----\nMIA=\n-----END PKCS7-----\n"));
+        assert!(!sniff(b"Hello, world"));
+        assert!(!sniff(&[0x30, 0x03, 0x02, 0x01, 0x00]));
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        for input in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x80",
+            b"\x30\x84\x80\x00\x00\x00\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02",
+            b"MIAGCSqGSIb3DQEHAqCA",
+        ] {
+            assert!(parse(input).is_err());
+        }
+    }
+}

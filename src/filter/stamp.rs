@@ -1,0 +1,670 @@
+//! Stamping (SPEC §5): remove forged `X-EDS-*` headers and `Authentication-Results` headers
+//! that claim to be ours, then prepend our own. Headers only: every byte of the message below
+//! the prepended block stays as it was, except the removed header fields and, when
+//! `subject_tag` is on, the `Subject:` field (which gets a short verdict tag in front; the
+//! signed content of multipart/signed and pkcs7-mime is the body, so signatures still verify,
+//! but a DKIM signature over Subject would not).
+
+use crate::config::Language;
+
+use super::report::{short_time, Reason, Report, SignerResult, Verdict};
+
+/// Longest header line we aim for (RFC 5322 §2.1.1 recommends 78).
+const FOLD_AT: usize = 78;
+
+/// Stamping settings.
+pub struct StampOptions<'a> {
+    /// Our authserv-id (`server.hostname`).
+    pub hostname: &'a str,
+    pub language: Language,
+    pub subject_tag: bool,
+}
+
+/// The stamped message.
+pub fn stamp(raw: &[u8], report: &Report, opts: &StampOptions<'_>) -> Vec<u8> {
+    let eol: &str = if uses_bare_lf(raw) { "\n" } else { "\r\n" };
+    let headers = headers_for(report, opts);
+    let mut out = Vec::with_capacity(raw.len() + 1024);
+    for (name, value) in &headers {
+        out.extend_from_slice(render(name, value, eol).as_bytes());
+    }
+    let tag = if opts.subject_tag {
+        subject_tag(report.verdict)
+    } else {
+        None
+    };
+    strip_into(raw, opts.hostname, tag, &mut out);
+    out
+}
+
+/// The fallback stamp when the filter itself failed: the message is still delivered.
+pub fn stamp_error(raw: &[u8], hostname: &str, verdict: Verdict, why: &str) -> Vec<u8> {
+    let eol: &str = if uses_bare_lf(raw) { "\n" } else { "\r\n" };
+    let why: String = why
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '"' && *c != '\\')
+        .take(200)
+        .collect();
+    let mut out = Vec::with_capacity(raw.len() + 256);
+    out.extend_from_slice(
+        render(
+            "Authentication-Results",
+            &format!("{}; smime={} reason=\"{why}\"", hostname, verdict.as_str()),
+            eol,
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(
+        render(
+            "X-EDS-Status",
+            &format!("{}; signers=0; valid=0", verdict.as_str()),
+            eol,
+        )
+        .as_bytes(),
+    );
+    strip_into(raw, hostname, None, &mut out);
+    out
+}
+
+fn uses_bare_lf(raw: &[u8]) -> bool {
+    match memchr::memchr(b'\n', raw) {
+        Some(i) => i == 0 || raw[i - 1] != b'\r',
+        None => false,
+    }
+}
+
+/// Our headers, in order, as (name, unfolded value).
+pub fn headers_for(report: &Report, opts: &StampOptions<'_>) -> Vec<(String, String)> {
+    let mut h = Vec::new();
+    h.push((
+        "Authentication-Results".to_string(),
+        authentication_results(report, opts.hostname),
+    ));
+    h.push((
+        "X-EDS-Status".to_string(),
+        format!(
+            "{}; signers={}; valid={}",
+            report.verdict.as_str(),
+            report.signer_count(),
+            report.valid_count()
+        ),
+    ));
+    h.push(("X-EDS-Summary".to_string(), summary(report, opts.language)));
+    for (i, (sig, s)) in report.signers().enumerate() {
+        let n = i + 1;
+        let name = |field: &str| format!("X-EDS-Signer-{n}-{field}");
+        let result = match s.reason {
+            Some(r) => format!("{}; reason={}", s.result.as_str(), r.as_str()),
+            None => s.result.as_str().to_string(),
+        };
+        h.push((name("Result"), result));
+        let part = match (&sig.part, &sig.file) {
+            (Some(p), Some(f)) => format!("{p}; file=\"{}\"", quote(f)),
+            (Some(p), None) => p.clone(),
+            (None, Some(f)) => format!("file=\"{}\"", quote(f)),
+            (None, None) => "none".into(),
+        };
+        h.push((name("Part"), part));
+        if s.result != SignerResult::Pass {
+            continue;
+        }
+        let fields = [
+            ("Name", s.full_name.clone()),
+            ("Email", s.email.clone()),
+            ("IIN", s.iin.clone()),
+            ("Organization", s.organization.clone()),
+            ("BIN", s.bin.clone()),
+            (
+                "Signing-Time",
+                s.shown_time().map(|(t, src)| format!("{t}; source={src}")),
+            ),
+            ("Roles", (!s.roles.is_empty()).then(|| s.roles.join(", "))),
+            (
+                "Certificate",
+                match (&s.cert_serial, &s.issuer, &s.algorithm) {
+                    (Some(serial), Some(issuer), Some(alg)) => Some(format!(
+                        "serial={serial}; issuer=\"{}\"; algorithm={alg}",
+                        quote(issuer)
+                    )),
+                    _ => None,
+                },
+            ),
+        ];
+        for (field, value) in fields {
+            if let Some(v) = value {
+                h.push((name(field), v));
+            }
+        }
+    }
+    h
+}
+
+/// Escapes `"` and `\` for a quoted-string.
+fn quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// RFC 8601 Authentication-Results with one RFC 7281 `smime` result per signer. ASCII only:
+/// non-ASCII in issuer names is `\XX`-escaped (RFC 4514), a non-ASCII email is left out.
+fn authentication_results(report: &Report, hostname: &str) -> String {
+    let mut v = hostname.to_string();
+    if report.signer_count() == 0 {
+        v.push_str("; smime=none");
+        return v;
+    }
+    for (sig, s) in report.signers() {
+        v.push_str("; smime=");
+        v.push_str(s.result.as_str());
+        if let Some(r) = s.reason {
+            v.push_str(&format!(" reason=\"{}\"", r.as_str()));
+        }
+        if let Some(p) = &sig.part {
+            v.push_str(&format!(" body.smime-part={}", ar_value(p)));
+        }
+        if s.result == SignerResult::Pass {
+            if let Some(e) = s.email.as_deref().filter(|e| is_ar_address(e)) {
+                v.push_str(&format!(" body.smime-identifier={e}"));
+            }
+        }
+        if let Some(serial) = &s.cert_serial {
+            v.push_str(&format!(" body.smime-serial={serial}"));
+        }
+        if let Some(issuer) = &s.issuer_ascii {
+            v.push_str(&format!(" body.smime-issuer=\"{}\"", quote(issuer)));
+        }
+    }
+    v
+}
+
+/// A `pvalue`: a token as it is, anything else quoted.
+fn ar_value(s: &str) -> String {
+    let token = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b));
+    if token || s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
+        s.to_string()
+    } else {
+        format!(
+            "\"{}\"",
+            quote(&s.chars().filter(|c| c.is_ascii()).collect::<String>())
+        )
+    }
+}
+
+fn is_ar_address(e: &str) -> bool {
+    e.is_ascii()
+        && e.contains('@')
+        && e.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>,;:\\\"[]".contains(&b))
+}
+
+/// Texts of the summary line per language.
+struct Texts {
+    pass: &'static str,
+    fail: &'static str,
+    permerror: &'static str,
+    temperror: &'static str,
+    none: &'static str,
+    signer: &'static str,
+    iin: &'static str,
+    bin: &'static str,
+    unknown: &'static str,
+}
+
+fn texts(lang: Language) -> Texts {
+    match lang {
+        Language::En => Texts {
+            pass: "✔ Valid EDS",
+            fail: "✘ Invalid EDS",
+            permerror: "✘ EDS cannot be verified",
+            temperror: "⚠ EDS not fully checked",
+            none: "No EDS",
+            signer: "signer",
+            iin: "IIN",
+            bin: "BIN",
+            unknown: "unknown signer",
+        },
+        Language::Ru => Texts {
+            pass: "✔ ЭЦП действительна",
+            fail: "✘ ЭЦП недействительна",
+            permerror: "✘ ЭЦП не удаётся проверить",
+            temperror: "⚠ ЭЦП проверена не полностью",
+            none: "ЭЦП нет",
+            signer: "подписант",
+            iin: "ИИН",
+            bin: "БИН",
+            unknown: "неизвестный подписант",
+        },
+        Language::Kk => Texts {
+            pass: "✔ ЭЦҚ жарамды",
+            fail: "✘ ЭЦҚ жарамсыз",
+            permerror: "✘ ЭЦҚ тексеру мүмкін емес",
+            temperror: "⚠ ЭЦҚ толық тексерілмеді",
+            none: "ЭЦҚ жоқ",
+            signer: "қол қоюшы",
+            iin: "ЖСН",
+            bin: "БСН",
+            unknown: "белгісіз қол қоюшы",
+        },
+    }
+}
+
+/// A reason in words, per language.
+pub fn reason_text(r: Reason, lang: Language) -> &'static str {
+    use Language::*;
+    use Reason::*;
+    match (r, lang) {
+        (DigestMismatch, En) => "the content was changed after signing",
+        (DigestMismatch, Ru) => "содержимое изменено после подписания",
+        (DigestMismatch, Kk) => "мазмұны қол қойылғаннан кейін өзгертілген",
+        (BadSignature, En) => "the signature does not match",
+        (BadSignature, Ru) => "подпись неверна",
+        (BadSignature, Kk) => "қолтаңба дұрыс емес",
+        (Untrusted, En) => "certificate not issued by a trusted CA",
+        (Untrusted, Ru) => "сертификат выдан недоверенным УЦ",
+        (Untrusted, Kk) => "сертификатты сенімді КО бермеген",
+        (Expired, En) => "certificate expired",
+        (Expired, Ru) => "срок действия сертификата истёк",
+        (Expired, Kk) => "сертификаттың мерзімі өткен",
+        (NotYetValid, En) => "certificate not yet valid",
+        (NotYetValid, Ru) => "сертификат ещё не действителен",
+        (NotYetValid, Kk) => "сертификат әлі жарамды емес",
+        (Revoked, En) => "certificate revoked",
+        (Revoked, Ru) => "сертификат отозван",
+        (Revoked, Kk) => "сертификат кері қайтарылған",
+        (KeyUsage, En) => "key not meant for signing",
+        (KeyUsage, Ru) => "ключ не предназначен для подписи",
+        (KeyUsage, Kk) => "кілт қол қоюға арналмаған",
+        (NoCertificate, En) => "signer certificate missing",
+        (NoCertificate, Ru) => "нет сертификата подписанта",
+        (NoCertificate, Kk) => "қол қоюшының сертификаты жоқ",
+        (Malformed, En) => "damaged signature",
+        (Malformed, Ru) => "повреждённая подпись",
+        (Malformed, Kk) => "бүлінген қолтаңба",
+        (UnsupportedAlgorithm, En) => "unsupported algorithm",
+        (UnsupportedAlgorithm, Ru) => "неподдерживаемый алгоритм",
+        (UnsupportedAlgorithm, Kk) => "қолдау көрсетілмейтін алгоритм",
+        (RevocationUnknown, En) => "revocation status unknown",
+        (RevocationUnknown, Ru) => "статус отзыва неизвестен",
+        (RevocationUnknown, Kk) => "кері қайтару күйі белгісіз",
+    }
+}
+
+/// The one-line human summary, e.g.
+/// `✔ Valid EDS: ТЕСТОВ ТЕСТ ТЕСТОВИЧ, IIN 123456789011, АО "ТЕСТ" (BIN 123456789021), 2026-11-22 10:15 UTC`.
+pub fn summary(report: &Report, lang: Language) -> String {
+    let t = texts(lang);
+    let head = match report.verdict {
+        Verdict::None => return t.none.to_string(),
+        Verdict::Pass => t.pass,
+        Verdict::Fail => t.fail,
+        Verdict::PermError => t.permerror,
+        Verdict::TempError => t.temperror,
+    };
+    let count = report.signer_count();
+    let mut items = Vec::new();
+    for (i, (_, s)) in report.signers().enumerate() {
+        if s.result == SignerResult::Pass {
+            let mut id = s
+                .full_name
+                .clone()
+                .or_else(|| s.common_name.clone())
+                .unwrap_or_else(|| t.unknown.to_string());
+            if let Some(iin) = &s.iin {
+                id.push_str(&format!(", {} {iin}", t.iin));
+            }
+            match (&s.organization, &s.bin) {
+                (Some(o), Some(b)) => id.push_str(&format!(", {o} ({} {b})", t.bin)),
+                (Some(o), None) => id.push_str(&format!(", {o}")),
+                (None, Some(b)) => id.push_str(&format!(", {} {b}", t.bin)),
+                (None, None) => {}
+            }
+            if let Some((time, _)) = s.shown_time() {
+                id.push_str(&format!(", {}", short_time(time)));
+            }
+            if report.verdict != Verdict::Pass {
+                id = format!("✔ {id}");
+            }
+            items.push(id);
+        } else {
+            let why = s.reason.map(|r| reason_text(r, lang)).unwrap_or_default();
+            if count == 1 {
+                items.push(why.to_string());
+            } else {
+                items.push(format!("{} {}: {why}", t.signer, i + 1));
+            }
+        }
+    }
+    format!("{head}: {}", items.join("; "))
+}
+
+/// A short ASCII tag for the Subject.
+fn subject_tag(v: Verdict) -> Option<&'static str> {
+    match v {
+        Verdict::None => None,
+        Verdict::Pass => Some("[EDS valid]"),
+        Verdict::Fail => Some("[EDS INVALID]"),
+        Verdict::PermError => Some("[EDS error]"),
+        Verdict::TempError => Some("[EDS unchecked]"),
+    }
+}
+
+const ALL_TAGS: &[&str] = &[
+    "[EDS valid]",
+    "[EDS INVALID]",
+    "[EDS error]",
+    "[EDS unchecked]",
+];
+
+/// One header field, folded (ASCII values at spaces; others as RFC 2047 encoded words).
+pub fn render(name: &str, value: &str, eol: &str) -> String {
+    let mut out = String::with_capacity(name.len() + value.len() + 16);
+    out.push_str(name);
+    out.push(':');
+    let mut col = out.len();
+    if value.is_ascii() {
+        for (i, word) in value.split(' ').enumerate() {
+            if i > 0 || !word.is_empty() {
+                if col + 1 + word.len() > FOLD_AT && col > name.len() + 1 {
+                    // Fold before the space, which starts the continuation line: unfolding
+                    // (removing the line break) gives back the value exactly.
+                    out.push_str(eol);
+                    out.push(' ');
+                    col = 1;
+                } else {
+                    out.push(' ');
+                    col += 1;
+                }
+            }
+            out.push_str(word);
+            col += word.len();
+        }
+    } else {
+        for (i, word) in encoded_words(value, FOLD_AT.saturating_sub(col + 1))
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.push_str(eol);
+            }
+            out.push(' ');
+            out.push_str(word);
+        }
+    }
+    out.push_str(eol);
+    out
+}
+
+/// RFC 2047 `=?UTF-8?B?...?=` words, split on character boundaries, each short enough for its
+/// line: the first shares its line with `Name: ` (`first_room` columns left), the others follow
+/// a single space (at most 72 columns).
+pub fn encoded_words(text: &str, first_room: usize) -> Vec<String> {
+    use base64::Engine;
+    // 12 columns of syntax; 4 base64 columns per 3 bytes.
+    let bytes_for = |room: usize| (room.saturating_sub(12) / 4 * 3).max(3);
+    let mut max = bytes_for(first_room.min(73));
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in text.chars() {
+        if !chunk.is_empty() && chunk.len() + c.len_utf8() > max {
+            words.push(std::mem::take(&mut chunk));
+            max = bytes_for(73);
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(chunk);
+    }
+    words
+        .iter()
+        .map(|w| {
+            format!(
+                "=?UTF-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+            )
+        })
+        .collect()
+}
+
+/// Copies `raw` into `out` without forged headers, optionally tagging the Subject.
+fn strip_into(raw: &[u8], hostname: &str, tag: Option<&str>, out: &mut Vec<u8>) {
+    let header_end = header_end(raw);
+    let mut pos = 0;
+    let mut tagged = false;
+    while pos < header_end {
+        let end = field_end(raw, pos, header_end);
+        let field = &raw[pos..end];
+        let name_end = field.iter().position(|&b| b == b':');
+        let name = name_end.map(|i| &field[..i]).unwrap_or_default();
+        let name = trim_ascii_end(name);
+        if is_forged(name, name_end.map(|i| &field[i + 1..]), hostname) {
+            pos = end;
+            continue;
+        }
+        match (tag, name_end) {
+            (Some(tag), Some(i)) if !tagged && name.eq_ignore_ascii_case(b"subject") => {
+                tagged = true;
+                out.extend_from_slice(&field[..=i]);
+                out.push(b' ');
+                out.extend_from_slice(tag.as_bytes());
+                let mut rest = &field[i + 1..];
+                rest = trim_ascii_start_inline(rest);
+                // A tag from an earlier hop (or a forger) is replaced, not stacked.
+                for t in ALL_TAGS {
+                    if let Some(r) = rest.strip_prefix(t.as_bytes()) {
+                        rest = trim_ascii_start_inline(r);
+                        break;
+                    }
+                }
+                if !rest.starts_with(b"\r\n") && !rest.starts_with(b"\n") {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(rest);
+            }
+            _ => out.extend_from_slice(field),
+        }
+        pos = end;
+    }
+    out.extend_from_slice(&raw[header_end..]);
+}
+
+fn trim_ascii_end(s: &[u8]) -> &[u8] {
+    let n = s
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_whitespace())
+        .count();
+    &s[..s.len() - n]
+}
+
+fn trim_ascii_start_inline(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+/// Index of the end of the header section (the start of the blank line, or the end).
+fn header_end(raw: &[u8]) -> usize {
+    if raw.starts_with(b"\r\n") || raw.starts_with(b"\n") {
+        return 0;
+    }
+    let mut pos = 0;
+    while pos < raw.len() {
+        let line_end = match memchr::memchr(b'\n', &raw[pos..]) {
+            Some(i) => pos + i + 1,
+            None => return raw.len(),
+        };
+        let next = &raw[line_end..];
+        if next.starts_with(b"\r\n") || next.starts_with(b"\n") {
+            return line_end;
+        }
+        pos = line_end;
+    }
+    raw.len()
+}
+
+/// End of the header field starting at `pos` (continuation lines included).
+fn field_end(raw: &[u8], pos: usize, limit: usize) -> usize {
+    let mut p = pos;
+    loop {
+        let line_end = match memchr::memchr(b'\n', &raw[p..limit]) {
+            Some(i) => p + i + 1,
+            None => return limit,
+        };
+        if line_end >= limit || !matches!(raw[line_end], b' ' | b'\t') {
+            return line_end;
+        }
+        p = line_end;
+    }
+}
+
+/// A header we must remove: any `X-EDS-*`, or an `Authentication-Results` whose authserv-id is
+/// ours.
+fn is_forged(name: &[u8], value: Option<&[u8]>, hostname: &str) -> bool {
+    if name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"x-eds-") {
+        return true;
+    }
+    if name.eq_ignore_ascii_case(b"authentication-results") {
+        let Some(value) = value else { return false };
+        return authserv_id(value).is_some_and(|id| id.eq_ignore_ascii_case(hostname));
+    }
+    false
+}
+
+/// The authserv-id of an Authentication-Results value (RFC 8601 §2.2): the first token or
+/// quoted-string after optional CFWS.
+fn authserv_id(value: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(value);
+    let mut chars = s.chars().peekable();
+    // Skip whitespace and (nested) comments.
+    loop {
+        match chars.peek() {
+            Some(c) if c.is_whitespace() => {
+                chars.next();
+            }
+            Some('(') => {
+                let mut depth = 0usize;
+                for c in chars.by_ref() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    let mut id = String::new();
+    if chars.peek() == Some(&'"') {
+        chars.next();
+        let mut escaped = false;
+        for c in chars {
+            if escaped {
+                id.push(c);
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                break;
+            } else {
+                id.push(c);
+            }
+        }
+    } else {
+        for c in chars {
+            if c.is_whitespace() || c == ';' || c == '(' {
+                break;
+            }
+            id.push(c);
+        }
+    }
+    (!id.is_empty()).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_forgeries_only() {
+        let raw = b"X-EDS-Status: pass\r\nAuthentication-Results: mx.test;\r\n smime=pass\r\n\
+Authentication-Results: other.example; dkim=pass\r\nx-eds-signer-1-name: Forger\r\n\
+Subject: hi\r\n\r\nX-EDS-Status: in body stays\r\n";
+        let mut out = Vec::new();
+        strip_into(raw, "MX.test", None, &mut out);
+        assert_eq!(
+            out,
+            b"Authentication-Results: other.example; dkim=pass\r\nSubject: hi\r\n\r\n\
+X-EDS-Status: in body stays\r\n"
+        );
+    }
+
+    #[test]
+    fn authserv_ids() {
+        assert_eq!(
+            authserv_id(b" (c) mx.test 1; x").as_deref(),
+            Some("mx.test")
+        );
+        assert_eq!(authserv_id(b" \"mx.test\"; x").as_deref(), Some("mx.test"));
+        assert_eq!(authserv_id(b" mx.test;").as_deref(), Some("mx.test"));
+        assert_eq!(authserv_id(b"").as_deref(), None);
+    }
+
+    #[test]
+    fn subject_tag_replaces_old_tag() {
+        let raw = b"Subject: [EDS valid] Contract\r\n\r\nbody";
+        let mut out = Vec::new();
+        strip_into(raw, "h", Some("[EDS INVALID]"), &mut out);
+        assert_eq!(out, b"Subject: [EDS INVALID] Contract\r\n\r\nbody");
+    }
+
+    #[test]
+    fn encoded_words_are_short_and_decode() {
+        let text =
+            "✔ Valid EDS: ТЕСТОВ ТЕСТ ТЕСТОВИЧ, IIN 123456789011, АО \"ТЕСТ\" (BIN 123456789021)";
+        let words = encoded_words(text, 60);
+        assert!(words.iter().all(|w| w.len() <= 75));
+        use base64::Engine;
+        let decoded: String = words
+            .iter()
+            .map(|w| {
+                let b64 = w.trim_start_matches("=?UTF-8?B?").trim_end_matches("?=");
+                String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(decoded, text);
+        let h = render("X-EDS-Summary", text, "\r\n");
+        assert!(h.is_ascii());
+        assert!(h.lines().all(|l| l.len() <= 78));
+    }
+
+    #[test]
+    fn folding() {
+        let v = format!("host; smime=pass body.smime-part=TEXT {}", "x".repeat(100));
+        let h = render("Authentication-Results", &v, "\r\n");
+        assert!(h.starts_with("Authentication-Results: host; smime=pass"));
+        assert!(h.contains("\r\n "));
+        assert_eq!(
+            h.replace("\r\n ", " "),
+            format!("Authentication-Results: {v}\r\n")
+        );
+    }
+
+    #[test]
+    fn header_end_cases() {
+        assert_eq!(header_end(b"A: b\r\n\r\nbody"), 6);
+        assert_eq!(header_end(b"A: b\n\nbody"), 5);
+        assert_eq!(header_end(b"\r\nbody"), 0);
+        assert_eq!(header_end(b"A: b"), 4);
+    }
+}
