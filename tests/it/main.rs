@@ -14,3 +14,9 @@ mod smtp_limits;
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.
 mod delivery;
+// The signature filter: a test PKI made with openssl (`filter_pki`), every MIME shape, each
+// failure reason, stamping, and SMTP delivery stamped in the store.
+mod filter;
+mod filter_pki;
+// `tanba verify` on the real NCA RK samples (RSA and GOST) with the NCA test roots via --trust.
+mod verify;
