@@ -19,6 +19,8 @@ pub mod gost;
 pub mod nca;
 pub mod report;
 pub mod stamp;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -83,13 +85,18 @@ impl Filter {
                 trust.len()
             );
         }
+        Ok(Filter::with_trust_store(config, trust))
+    }
+
+    /// A filter over an already loaded trust store.
+    pub fn with_trust_store(config: &Config, trust: TrustStore) -> Filter {
         let r = config.signatures.revocation;
         let revocation: Box<dyn RevocationSource> = if r.crl || r.ocsp {
             Box::new(NoRevocationData)
         } else {
             Box::new(NoRevocation)
         };
-        Ok(Filter {
+        Filter {
             hostname: config.hostname.clone(),
             trust,
             revocation,
@@ -97,7 +104,7 @@ impl Filter {
             language: config.signatures.language,
             keywords: config.signatures.keywords,
             subject_tag: config.signatures.subject_tag,
-        })
+        }
     }
 
     /// Replaces the revocation source (CRL/OCSP data gathered outside the filter).
@@ -260,6 +267,8 @@ impl Filter {
     ) -> SignerReport {
         let mut r = SignerReport::new(SignerResult::Pass, None);
         r.signing_time = si.signing_time.map(report::rfc3339);
+        let (at, tsp) = self.validation_time(si, at);
+        r.tsp_time = tsp.map(report::rfc3339);
 
         let Some(digest) = Digest::from_oid(&si.digest_alg.oid) else {
             r.set_failure(
@@ -414,6 +423,16 @@ impl Filter {
             }
         }
         r
+    }
+}
+
+impl Filter {
+    /// The validation time of a signer and its trusted signing time: the verified RFC 3161
+    /// timestamp (`genTime`, unsigned attribute 1.2.840.113549.1.9.16.2.14) when the signer
+    /// carries one, else the arrival time. This build does not verify timestamp tokens yet, so
+    /// every signer is judged at arrival and `tsp_time` stays empty.
+    fn validation_time(&self, _si: &cms::SignerInfo, arrival: i64) -> (i64, Option<i64>) {
+        (arrival, None)
     }
 }
 

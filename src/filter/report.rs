@@ -314,6 +314,11 @@ impl Report {
                 };
                 out.push_str(&format!("Signer {index}: {what}\n"));
                 let mut line = |label: &str, value: &str| {
+                    // Certificate text must not drive the terminal.
+                    let value: String = value
+                        .chars()
+                        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+                        .collect();
                     out.push_str(&format!("  {label:<14}{value}\n"));
                 };
                 line("Found in:", &place);

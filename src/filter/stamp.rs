@@ -356,43 +356,76 @@ const ALL_TAGS: &[&str] = &[
     "[EDS unchecked]",
 ];
 
-/// One header field, folded (ASCII values at spaces; others as RFC 2047 encoded words).
+/// One header field, folded at spaces to at most 78 columns. Space-separated words with
+/// non-ASCII text, control characters or `=?` are written as RFC 2047 encoded words (runs of
+/// them as one encoded text), so that a value from a certificate or a file name can neither
+/// break the header syntax nor pose as an encoded word; the rest stays readable as it is.
 pub fn render(name: &str, value: &str, eol: &str) -> String {
-    let mut out = String::with_capacity(name.len() + value.len() + 16);
-    out.push_str(name);
-    out.push(':');
-    let mut col = out.len();
-    if value.is_ascii() {
-        for (i, word) in value.split(' ').enumerate() {
-            if i > 0 || !word.is_empty() {
-                if col + 1 + word.len() > FOLD_AT && col > name.len() + 1 {
-                    // Fold before the space, which starts the continuation line: unfolding
-                    // (removing the line break) gives back the value exactly.
-                    out.push_str(eol);
-                    out.push(' ');
-                    col = 1;
-                } else {
-                    out.push(' ');
-                    col += 1;
-                }
-            }
-            out.push_str(word);
-            col += word.len();
+    let mut f = Folder {
+        out: format!("{name}:"),
+        col: name.len() + 1,
+        eol,
+        first: true,
+    };
+    let mut run: Vec<&str> = Vec::new();
+    for (i, tok) in value.split(' ').enumerate() {
+        if i == 0 && tok.is_empty() {
+            continue;
         }
-    } else {
-        for (i, word) in encoded_words(value, FOLD_AT.saturating_sub(col + 1))
-            .iter()
-            .enumerate()
-        {
-            if i > 0 {
-                out.push_str(eol);
-            }
-            out.push(' ');
-            out.push_str(word);
+        if needs_encoding(tok) {
+            run.push(tok);
+            continue;
+        }
+        if !run.is_empty() {
+            f.encoded(&run.join(" "));
+            run.clear();
+        }
+        f.word(tok);
+    }
+    if !run.is_empty() {
+        f.encoded(&run.join(" "));
+    }
+    f.out.push_str(eol);
+    f.out
+}
+
+fn needs_encoding(tok: &str) -> bool {
+    !tok.is_ascii() || tok.contains("=?") || tok.chars().any(|c| c.is_control())
+}
+
+/// Places words on header lines.
+struct Folder<'a> {
+    out: String,
+    col: usize,
+    eol: &'a str,
+    first: bool,
+}
+
+impl Folder<'_> {
+    fn word(&mut self, piece: &str) {
+        if !self.first && self.col + 1 + piece.len() > FOLD_AT {
+            // Fold before the space, which starts the continuation line: unfolding (removing
+            // the line break) gives back the value exactly.
+            self.out.push_str(self.eol);
+            self.col = 0;
+        }
+        self.out.push(' ');
+        self.out.push_str(piece);
+        self.col += 1 + piece.len();
+        self.first = false;
+    }
+
+    fn encoded(&mut self, text: &str) {
+        let mut room = FOLD_AT.saturating_sub(self.col + 1);
+        if room < 20 && !self.first {
+            self.out.push_str(self.eol);
+            self.col = 0;
+            room = FOLD_AT - 1;
+        }
+        for w in encoded_words(text, room) {
+            self.word(&w);
         }
     }
-    out.push_str(eol);
-    out
 }
 
 /// RFC 2047 `=?UTF-8?B?...?=` words, split on character boundaries, each short enough for its
@@ -646,6 +679,38 @@ X-EDS-Status: in body stays\r\n"
         let h = render("X-EDS-Summary", text, "\r\n");
         assert!(h.is_ascii());
         assert!(h.lines().all(|l| l.len() <= 78));
+    }
+
+    #[test]
+    fn hostile_values_cannot_inject_headers() {
+        let h = render(
+            "X-EDS-Signer-1-Name",
+            "Evil\r\nX-EDS-Status: pass =?UTF-8?B?QQ==?= ok",
+            "\r\n",
+        );
+        for line in h.trim_end().split("\r\n").skip(1) {
+            assert!(line.starts_with(' '), "{h:?}");
+        }
+        assert!(h.starts_with("X-EDS-Signer-1-Name: =?UTF-8?B?"), "{h:?}");
+        assert!(h.ends_with(" ok\r\n"), "{h:?}");
+        assert!(!h.contains("=?UTF-8?B?QQ==?="), "{h:?}");
+    }
+
+    #[test]
+    fn mixed_values_keep_ascii_words_readable() {
+        let h = render(
+            "X-EDS-Signer-1-Certificate",
+            "serial=0a; issuer=\"CN=ҰКО 3.0 (RSA TEST),C=KZ\"; algorithm=rsa-sha256",
+            "\r\n",
+        );
+        assert!(
+            h.starts_with("X-EDS-Signer-1-Certificate: serial=0a; =?UTF-8?B?"),
+            "{h}"
+        );
+        assert!(
+            h.contains(" 3.0 (RSA TEST),C=KZ\"; algorithm=rsa-sha256\r\n"),
+            "{h}"
+        );
     }
 
     #[test]

@@ -579,29 +579,35 @@ fn cli_exit_codes_and_human_report() {
 // ---------------------------------------------------------------------------------------------
 // Stamping.
 
-/// Decodes RFC 2047 encoded words in a header value (B encoding, UTF-8), unfolding first.
+/// Decodes RFC 2047 encoded words in a header value (B encoding, UTF-8), unfolding first:
+/// white space between two encoded words disappears, elsewhere it stays.
 pub fn decode_2047(v: &str) -> String {
     use base64::Engine;
-    let unfolded = v.replace("\r\n ", " ").replace("\r\n\t", " ");
+    let unfolded = v.replace("\r\n", "");
     let mut out = String::new();
-    let mut last_was_word = false;
-    for token in unfolded.split(' ') {
-        if let Some(b) = token
+    let mut prev: Option<bool> = None; // Some(true) after an encoded word
+    for token in unfolded.split(' ').filter(|t| !t.is_empty()) {
+        let word = token
             .strip_prefix("=?UTF-8?B?")
-            .and_then(|t| t.strip_suffix("?="))
-        {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
-            out.push_str(&String::from_utf8(bytes).unwrap());
-            last_was_word = true;
-        } else {
-            if !out.is_empty() || last_was_word {
-                out.push(' ');
+            .and_then(|t| t.strip_suffix("?="));
+        match word {
+            Some(b) => {
+                if prev == Some(false) {
+                    out.push(' ');
+                }
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+                out.push_str(&String::from_utf8(bytes).unwrap());
             }
-            out.push_str(token);
-            last_was_word = false;
+            None => {
+                if prev.is_some() {
+                    out.push(' ');
+                }
+                out.push_str(token);
+            }
         }
+        prev = Some(word.is_some());
     }
-    out.trim().to_string()
+    out
 }
 
 /// The header fields of a message (name, unfolded raw value).
