@@ -347,3 +347,21 @@ fn nca_test_roots_are_not_trusted_by_default() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["signatures"][0]["signers"][0]["reason"], "untrusted");
 }
+
+#[test]
+fn nca_gost2004_cms_the_tsa_token() {
+    // The NCA test TSA's RFC 3161 token is itself a CMS SignedData signed with GOST 34.310-2004
+    // (chain: ҰКО 3.0 (GOST TEST) → НЕГІЗГІ КО TEST (GOST)).
+    let (code, v) = verify_nca(
+        &nca("tsp/ncanode_tsp_token.bin"),
+        "2022-09-18T13:20:14Z",
+        &[],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    let s = &v["signatures"][0]["signers"][0];
+    assert_eq!(s["algorithm"], "gost34310-2004");
+    assert_eq!(s["issuer"], "CN=ҰКО 3.0 (GOST TEST),C=KZ");
+    assert_eq!(s["cert_serial"], "622ddd64fc75397c61d228530beefe9e1cf87094");
+    assert_eq!(s["organization"], "АО \"ТЕСТ\"");
+    assert_eq!(s["bin"], "123456789021");
+}
