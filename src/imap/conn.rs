@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use imap_codec::imap_types::response::{Code, CodeOther};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -88,8 +89,7 @@ pub struct Refusal {
     pub tag: Option<String>,
     /// `true`: tagged BAD, `false`: tagged NO.
     pub bad: bool,
-    /// Response code without brackets (`TOOBIG`), if any.
-    pub code: Option<&'static str>,
+    pub code: Option<Code<'static>>,
     pub text: String,
     /// A non-synchronizing literal of this many bytes is on its way: after answering, the
     /// session skips it and the rest of its command ([`Conn::skip_command`]).
@@ -354,7 +354,7 @@ impl Conn {
                 Some(Refusal {
                     tag: tag.clone(),
                     bad: nonsync,
-                    code: Some("TOOBIG"),
+                    code: Some(Code::Other(CodeOther::unvalidated(&b"TOOBIG"[..]))),
                     text: format!("Literal too large (the limit is {max_literal} bytes)"),
                     skip: None,
                 })

@@ -264,7 +264,7 @@ impl Session {
                     .map(|r| Refusal {
                         tag: conn::tag_of(first),
                         bad: r.kind == StatusKind::Bad,
-                        code: None,
+                        code: r.code,
                         text: r.text,
                         skip: None,
                     })
@@ -326,7 +326,7 @@ impl Session {
             Reply::no(r.text)
         };
         if let Some(code) = r.code {
-            reply = reply.other(code);
+            reply = reply.code(code);
         }
         let tag = r.tag.and_then(|t| Tag::try_from(t).ok());
         self.conn.write(&response::tagged(tag.as_ref(), &reply));
