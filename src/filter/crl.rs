@@ -78,6 +78,9 @@ pub struct IssuingDistributionPoint {
     pub uris: Vec<String>,
 }
 
+/// Issuer keys (DER SubjectPublicKeyInfo) a signature was checked against, with the outcome.
+pub type Checked = Mutex<Vec<(Vec<u8>, Result<(), String>)>>;
+
 /// One revoked certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -128,7 +131,7 @@ pub struct Crl {
     /// Offsets of the entries in `raw`, sorted by serial number.
     index: Vec<u32>,
     /// Issuer keys (DER SubjectPublicKeyInfo) this CRL's signature was checked against.
-    checked: Mutex<Vec<(Vec<u8>, Result<(), String>)>>,
+    checked: Checked,
 }
 
 impl std::fmt::Debug for Crl {

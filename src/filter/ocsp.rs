@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use super::algo::{self, AlgId, Digest};
 use super::asn1::{self, Tlv};
 use super::cert::{self, Cert};
+use super::crl::Checked;
 
 pub const OID_OCSP_BASIC: &str = "1.3.6.1.5.5.7.48.1.1";
 pub const OID_OCSP_NONCE: &str = "1.3.6.1.5.5.7.48.1.2";
@@ -132,7 +133,7 @@ pub struct BasicResponse {
     /// The nonce extension's value (the contents of extnValue), if any.
     pub nonce: Option<Vec<u8>>,
     /// Issuer keys the signature was checked against, with the outcome.
-    checked: Mutex<Vec<(Vec<u8>, Result<(), String>)>>,
+    checked: Checked,
 }
 
 impl std::fmt::Debug for BasicResponse {
