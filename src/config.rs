@@ -117,6 +117,9 @@ pub struct SignaturesSection {
     pub crl_dir: String,
     pub revocation: String,
     pub revocation_soft_fail: bool,
+    /// Not in SPEC §3's list: the OCSP responder to ask instead of the one each certificate
+    /// names (authorityInfoAccess); empty: the certificate's.
+    pub ocsp_url: String,
     pub language: String,
     pub keywords: bool,
     pub subject_tag: bool,
@@ -129,6 +132,7 @@ impl Default for SignaturesSection {
             crl_dir: String::new(),
             revocation: "off".into(),
             revocation_soft_fail: false,
+            ocsp_url: String::new(),
             language: "en".into(),
             keywords: true,
             subject_tag: false,
@@ -239,6 +243,8 @@ pub struct SignaturesConfig {
     pub crl_dir: Option<PathBuf>,
     pub revocation: Revocation,
     pub revocation_soft_fail: bool,
+    /// `signatures.ocsp_url` (None: each certificate's own responder).
+    pub ocsp_url: Option<String>,
     pub language: Language,
     pub keywords: bool,
     pub subject_tag: bool,
@@ -455,10 +461,16 @@ impl Config {
             crl_dir: (!s.crl_dir.is_empty()).then(|| abs(&s.crl_dir)),
             revocation,
             revocation_soft_fail: s.revocation_soft_fail,
+            ocsp_url: (!s.ocsp_url.trim().is_empty()).then(|| s.ocsp_url.trim().to_string()),
             language,
             keywords: s.keywords,
             subject_tag: s.subject_tag,
         };
+        if let Some(url) = &signatures.ocsp_url {
+            if let Err(e) = crate::revocation::http::parse_url(url) {
+                return Err(err("signatures.ocsp_url", e));
+            }
+        }
         if let Some(dir) = &signatures.crl_dir {
             if !dir.is_dir() {
                 return Err(err(

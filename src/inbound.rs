@@ -89,11 +89,19 @@ pub async fn accept(app: &App, env: &Envelope, data: Vec<u8>) -> Result<String> 
         (Vec::new(), Vec::new())
     } else {
         let filter = app.filter.clone();
-        // Move the bytes into the blocking task and back, instead of copying them.
+        let revocation = app.revocation.clone();
+        // Move the bytes into the blocking task and back, instead of copying them. With
+        // revocation checking on, CRL/OCSP fetches (bounded by timeouts) happen in this task too.
         let input = std::mem::take(&mut with_received);
-        let (p, input) = tokio::task::spawn_blocking(move || (filter.process(&input, now), input))
-            .await
-            .context("signature filter crashed")?;
+        let (p, input) = tokio::task::spawn_blocking(move || {
+            let p = match &revocation {
+                Some(r) => r.process(&filter, &input, now),
+                None => filter.process(&input, now),
+            };
+            (p, input)
+        })
+        .await
+        .context("signature filter crashed")?;
         with_received = input;
         tracing::info!(id = %id, verdict = %p.verdict, "signature filter");
         (p.message, p.keywords)

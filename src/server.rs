@@ -28,6 +28,9 @@ pub struct App {
     pub store: Store,
     /// Built once at start-up: trust anchors are loaded here, not per message.
     pub filter: Arc<Filter>,
+    /// Fetches and caches CRLs and OCSP answers for the filter (`signatures.revocation`); None
+    /// when revocation checking is off.
+    pub revocation: Option<Arc<crate::revocation::Checker>>,
     pub tls: TlsAcceptor,
     /// Wakes the delivery workers when something new is queued (or `queue retry` asks).
     pub queue_wakeup: Arc<tokio::sync::Notify>,
@@ -60,11 +63,15 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         .with_context(|| format!("server.data_dir: creating {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("store"))?;
     let filter = Filter::new(&config).context("signatures")?;
+    let revocation = crate::revocation::Checker::from_config(&config, &[])
+        .context("signatures")?
+        .map(Arc::new);
     let tls = crate::tls::acceptor(&config).context("tls")?;
     Ok(Arc::new(App {
         config: Arc::new(config),
         store,
         filter: Arc::new(filter),
+        revocation,
         tls,
         queue_wakeup: Arc::new(tokio::sync::Notify::new()),
     }))

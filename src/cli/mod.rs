@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin::{self, Request};
 use crate::config::{Config, DEFAULT_TOML};
 
+pub mod certs;
 pub mod verify;
 
 #[derive(Debug, Parser)]
@@ -243,7 +244,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             print!("{}", g.text);
             Ok(0)
         }
-        Command::Certs(_) => bail!("`tanba certs` is not available yet in this build"),
+        Command::Certs(cmd) => certs::run(&cmd, cli.config.as_deref()),
     }
 }
 

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use super::{StampArgs, VerifyArgs};
 use crate::config::Config;
 use crate::filter::{cms, Filter, Verdict};
+use crate::revocation::Checker;
 
 /// Exit code when the file carries no signature.
 pub const EXIT_NO_SIGNATURE: i32 = 3;
@@ -28,14 +29,9 @@ pub fn verify(args: &VerifyArgs, config_path: Option<&Path>) -> Result<i32> {
     let config = Config::load(config_path)?;
     let at = parse_at(args.at.as_deref())?;
     let filter = build_filter(&config, args.trust.as_deref())?;
-    for crl in &args.crl {
-        std::fs::metadata(crl).with_context(|| format!("--crl {}", crl.display()))?;
-    }
-    if !args.crl.is_empty() {
-        eprintln!(
-            "note: --crl: this build does not check revocation yet; the CRLs were not consulted"
-        );
-    }
+    // Revocation data: `--crl` files (which turn CRL checking on for this run) and, as
+    // `signatures.revocation` says, crl_dir, downloads and OCSP.
+    let checker = Checker::from_config(&config, &args.crl).context("--crl")?;
     let data =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let name = file_name(&args.file);
@@ -49,12 +45,11 @@ pub fn verify(args: &VerifyArgs, config_path: Option<&Path>) -> Result<i32> {
             )),
             None => None,
         };
-        filter.verify_cms(
-            &data,
-            Some(&name),
-            content.as_ref().map(|(n, c)| (n.as_str(), c.as_slice())),
-            at,
-        )
+        let content = content.as_ref().map(|(n, c)| (n.as_str(), c.as_slice()));
+        match &checker {
+            Some(c) => c.verify_cms(&filter, &data, Some(&name), content, at),
+            None => filter.verify_cms(&data, Some(&name), content, at),
+        }
     } else {
         if args.content.is_some() {
             bail!(
@@ -62,7 +57,10 @@ pub fn verify(args: &VerifyArgs, config_path: Option<&Path>) -> Result<i32> {
                 args.file.display()
             );
         }
-        filter.verify_message(&data, at)
+        match &checker {
+            Some(c) => c.verify_message(&filter, &data, at),
+            None => filter.verify_message(&data, at),
+        }
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -85,7 +83,10 @@ pub fn stamp(args: &StampArgs, config_path: Option<&Path>) -> Result<i32> {
     let filter = build_filter(&config, args.trust.as_deref())?;
     let data =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let p = filter.process(&data, at);
+    let p = match Checker::from_config(&config, &[])? {
+        Some(c) => c.process(&filter, &data, at),
+        None => filter.process(&data, at),
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     out.write_all(&p.message)?;

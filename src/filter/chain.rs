@@ -322,8 +322,11 @@ fn can_issue(c: &Cert, trusted: bool) -> Result<(), String> {
 pub enum RevocationStatus {
     /// Not revoked (as of the validation time).
     Good,
-    /// Revoked at this time (seconds since the epoch), before the validation time.
+    /// Revoked at this time (seconds since the epoch), at or before the validation time.
     Revoked { at: i64 },
+    /// Revoked at this time, after the validation time: what was signed before still stands,
+    /// but the report says so.
+    RevokedLater { at: i64 },
     /// No usable answer (no CRL or OCSP data, or an unreachable responder).
     Unknown(String),
 }
@@ -333,6 +336,11 @@ pub enum RevocationStatus {
 pub trait RevocationSource: Send + Sync {
     /// The status of `cert`, issued by `issuer`, at the validation time `at`.
     fn status(&self, cert: &Cert, issuer: &Cert, at: i64) -> RevocationStatus;
+
+    /// Whether this source checks revocation at all (false only for `revocation = "off"`).
+    fn checks(&self) -> bool {
+        true
+    }
 }
 
 /// `revocation = "off"`: nothing is ever revoked.
@@ -342,10 +350,14 @@ impl RevocationSource for NoRevocation {
     fn status(&self, _cert: &Cert, _issuer: &Cert, _at: i64) -> RevocationStatus {
         RevocationStatus::Good
     }
+
+    fn checks(&self) -> bool {
+        false
+    }
 }
 
-/// Revocation checking is on, but no source can answer (this build has no CRL/OCSP reader):
-/// every answer is unknown, which the verdict reports as `temperror` / `revocation-unknown`
+/// Revocation checking is on, but no source was given (the filter alone does no I/O; the
+/// server and `tanba verify` pass [`crate::revocation::Checker`]): every answer is unknown, which the verdict reports as `temperror` / `revocation-unknown`
 /// (or ignores with `revocation_soft_fail`).
 pub struct NoRevocationData;
 

@@ -33,6 +33,8 @@ const SIGNED_DATA_OID_DER: [u8; 11] = [
 pub const MAX_SIGNERS: usize = 16;
 /// At most this many certificates per SignedData are kept.
 pub const MAX_CERTS: usize = 64;
+/// At most this many revocation values (CRLs, OCSP responses) per SignedData are kept.
+pub const MAX_REVOCATION_INFO: usize = 16;
 
 /// How the signer's certificate is named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,9 @@ pub struct SignedData {
     pub certs: Vec<Cert>,
     /// One entry per SignerInfo: parsed, or why not.
     pub signers: Vec<Result<SignerInfo, String>>,
+    /// DER of each RevocationInfoChoice in the `crls` field (CRLs, or OCSP responses per
+    /// RFC 5940), for [`super::revocation`]; at most [`MAX_REVOCATION_INFO`].
+    pub revocation_info: Vec<Vec<u8>>,
 }
 
 /// A lenient base64 decoder for mail: whitespace ignored, padding optional.
@@ -230,6 +235,7 @@ fn parse_signed_data(sd: &Tlv<'_>) -> Result<SignedData, String> {
     let content = eci.econtent.as_ref().map(|any| any.value().to_vec());
 
     let mut certs = Vec::new();
+    let mut revocation_info = Vec::new();
     let mut signer_set = None;
     while !r.is_empty() {
         let t = r.next_tlv().map_err(e)?;
@@ -248,7 +254,14 @@ fn parse_signed_data(sd: &Tlv<'_>) -> Result<SignedData, String> {
                     }
                 }
             }
-            0xA1 => {} // CRLs: read by revocation, not here.
+            0xA1 => {
+                // RevocationInfoChoices: kept raw, read by revocation.
+                for c in asn1::read_all(t.value).map_err(e)? {
+                    if revocation_info.len() < MAX_REVOCATION_INFO {
+                        revocation_info.push(c.raw.to_vec());
+                    }
+                }
+            }
             asn1::TAG_SET => {
                 signer_set = Some(t);
                 break;
@@ -272,6 +285,7 @@ fn parse_signed_data(sd: &Tlv<'_>) -> Result<SignedData, String> {
         content,
         certs,
         signers,
+        revocation_info,
     })
 }
 

@@ -2,9 +2,11 @@
 //! stamps the verdict and the signer's identity into headers (SPEC §5–§7).
 //!
 //! Pipeline: [`find`] (MIME walk over the exact bytes) → [`cms`] (SignedData, BER → DER) →
-//! per signer: [`algo`] (signature by OID: RSA/ECDSA via OpenSSL, GOST via [`gost`]) →
-//! [`chain`] (path to an anchor of `trust_dir`, validity, revocation source) → [`nca`] (who
-//! signed) → [`report`] (verdict, JSON, human text) → [`stamp`] (headers).
+//! per signer: [`tsp`] (a verified RFC 3161 timestamp sets the validation time) → [`algo`]
+//! (signature by OID: RSA/ECDSA via OpenSSL, GOST via [`gost`]) → [`chain`] (path to an anchor
+//! of `trust_dir`, validity) → [`revocation`] (CRLs [`crl`] and OCSP answers [`ocsp`] handed in
+//! by a [`RevocationSource`], plus those the CMS carries) → [`nca`] (who signed) → [`report`]
+//! (verdict, JSON, human text) → [`stamp`] (headers).
 //!
 //! Pure: [`Filter::process`] does no I/O, reads no clock (the validation time is a parameter)
 //! and never panics; the only file access is loading `trust_dir` in [`Filter::new`].
@@ -14,13 +16,17 @@ pub mod asn1;
 pub mod cert;
 pub mod chain;
 pub mod cms;
+pub mod crl;
 pub mod find;
 pub mod gost;
 pub mod nca;
+pub mod ocsp;
 pub mod report;
+pub mod revocation;
 pub mod stamp;
 #[cfg(test)]
 mod tests;
+pub mod tsp;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -31,7 +37,8 @@ use crate::config::{Config, Language};
 use algo::{AlgError, Digest};
 use cert::Cert;
 pub use chain::TrustStore;
-use chain::{ChainError, NoRevocation, NoRevocationData, RevocationSource, RevocationStatus};
+use chain::{ChainError, NoRevocation, NoRevocationData};
+pub use chain::{RevocationSource, RevocationStatus};
 use find::{Content, Found};
 pub use report::{Kind, Reason, Report, SignatureReport, SignerReport, SignerResult, Verdict};
 
@@ -120,8 +127,24 @@ impl Filter {
     /// panics and never loses the message: if verification itself fails, the message is
     /// stamped `permerror`.
     pub fn process(&self, raw: &[u8], now: SystemTime) -> Processed {
+        self.process_with(raw, now, &*self.revocation)
+    }
+
+    /// Like [`Filter::process`], with revocation answers from `rev`.
+    pub fn process_with(
+        &self,
+        raw: &[u8],
+        now: SystemTime,
+        rev: &dyn RevocationSource,
+    ) -> Processed {
+        self.process_report(raw, || self.verify_message_with(raw, now, rev))
+    }
+
+    /// Stamps `raw` with the report `verify` makes (the revocation checker verifies in two
+    /// passes around its fetches). Never panics, as [`Filter::process`].
+    pub fn process_report(&self, raw: &[u8], verify: impl FnOnce() -> Report) -> Processed {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let report = self.verify_message(raw, now);
+            let report = verify();
             let message = self.stamp(raw, &report);
             (report.verdict, message)
         }));
@@ -167,9 +190,24 @@ impl Filter {
 
     /// Verifies every signature of a message (RFC 5322 bytes) as of `now`.
     pub fn verify_message(&self, raw: &[u8], now: SystemTime) -> Report {
+        self.verify_message_with(raw, now, &*self.revocation)
+    }
+
+    /// Like [`Filter::verify_message`], with revocation answers from `rev`.
+    pub fn verify_message_with(
+        &self,
+        raw: &[u8],
+        now: SystemTime,
+        rev: &dyn RevocationSource,
+    ) -> Report {
         let at = unix(now);
         let found = find::find(raw);
-        Report::new(found.iter().map(|f| self.verify_found(f, at)).collect())
+        Report::new(
+            found
+                .iter()
+                .map(|f| self.verify_found(f, at, rev))
+                .collect(),
+        )
     }
 
     /// Verifies a bare CMS file (`tanba verify x.p7s`), with detached content if given.
@@ -179,6 +217,18 @@ impl Filter {
         file: Option<&str>,
         content: Option<(&str, &[u8])>,
         now: SystemTime,
+    ) -> Report {
+        self.verify_cms_with(data, file, content, now, &*self.revocation)
+    }
+
+    /// Like [`Filter::verify_cms`], with revocation answers from `rev`.
+    pub fn verify_cms_with(
+        &self,
+        data: &[u8],
+        file: Option<&str>,
+        content: Option<(&str, &[u8])>,
+        now: SystemTime,
+        rev: &dyn RevocationSource,
     ) -> Report {
         let found = Found {
             part: String::new(),
@@ -193,12 +243,12 @@ impl Filter {
                 ),
             },
         };
-        let mut sig = self.verify_found(&found, unix(now));
+        let mut sig = self.verify_found(&found, unix(now), rev);
         sig.part = None;
         Report::new(vec![sig])
     }
 
-    fn verify_found(&self, f: &Found, at: i64) -> SignatureReport {
+    fn verify_found(&self, f: &Found, at: i64, rev: &dyn RevocationSource) -> SignatureReport {
         let mut sig = SignatureReport {
             part: Some(f.part.clone()),
             kind: f.kind,
@@ -224,6 +274,12 @@ impl Filter {
                 return sig;
             }
         };
+        // Revocation values the CMS carries come before the outside source.
+        let embedded = revocation::Material::from_signed_data(&sd);
+        let rev = revocation::Layered {
+            first: &embedded,
+            then: rev,
+        };
         // What was signed: the embedded content, else what the message puts beside it.
         let embedded;
         let content: Result<Vec<&[u8]>, String> = match (&sd.content, &f.content) {
@@ -248,7 +304,7 @@ impl Filter {
         }
         for si in &sd.signers {
             sig.signers.push(match si {
-                Ok(si) => self.verify_signer(si, &sd, &content, at),
+                Ok(si) => self.verify_signer(si, &sd, &content, at, &rev),
                 Err(e) => SignerReport::failed(Reason::Malformed, e.clone()),
             });
         }
@@ -264,11 +320,13 @@ impl Filter {
         sd: &cms::SignedData,
         content: &Result<Vec<&[u8]>, String>,
         at: i64,
+        rev: &dyn RevocationSource,
     ) -> SignerReport {
         let mut r = SignerReport::new(SignerResult::Pass, None);
         r.signing_time = si.signing_time.map(report::rfc3339);
-        let (at, tsp) = self.validation_time(si, at);
+        let (at, tsp, notes) = self.validation_time(si, at, rev);
         r.tsp_time = tsp.map(report::rfc3339);
+        r.notes = notes;
 
         let Some(digest) = Digest::from_oid(&si.digest_alg.oid) else {
             r.set_failure(
@@ -401,8 +459,14 @@ impl Filter {
 
         for pair in path.windows(2) {
             let (c, issuer) = (pair[0], pair[1]);
-            match self.revocation.status(c, issuer, at) {
+            match rev.status(c, issuer, at) {
                 RevocationStatus::Good => {}
+                RevocationStatus::RevokedLater { at: when } => r.notes.push(format!(
+                    "certificate of {} was revoked {}, after the validation time {}",
+                    c.display_name(),
+                    report::rfc3339(when),
+                    report::rfc3339(at)
+                )),
                 RevocationStatus::Revoked { at: when } => {
                     r.set_failure(
                         Reason::Revoked,
@@ -419,6 +483,10 @@ impl Filter {
                         r.set_failure(Reason::RevocationUnknown, why);
                         return r;
                     }
+                    r.notes.push(format!(
+                        "revocation status of {} unknown (ignored: revocation_soft_fail): {why}",
+                        c.display_name()
+                    ));
                 }
             }
         }
@@ -428,11 +496,32 @@ impl Filter {
 
 impl Filter {
     /// The validation time of a signer and its trusted signing time: the verified RFC 3161
-    /// timestamp (`genTime`, unsigned attribute 1.2.840.113549.1.9.16.2.14) when the signer
-    /// carries one, else the arrival time. This build does not verify timestamp tokens yet, so
-    /// every signer is judged at arrival and `tsp_time` stays empty.
-    fn validation_time(&self, _si: &cms::SignerInfo, arrival: i64) -> (i64, Option<i64>) {
-        (arrival, None)
+    /// timestamp (`genTime`, unsigned attribute 1.2.840.113549.1.9.16.2.14, see [`tsp`]) when
+    /// the signer carries one, else the arrival time. A token that does not verify is reported
+    /// in the notes and ignored for time.
+    fn validation_time(
+        &self,
+        si: &cms::SignerInfo,
+        arrival: i64,
+        rev: &dyn RevocationSource,
+    ) -> (i64, Option<i64>, Vec<String>) {
+        let mut notes = Vec::new();
+        let tokens = si
+            .unsigned_attrs
+            .iter()
+            .filter(|(oid, _)| oid == tsp::OID_TIMESTAMP_TOKEN)
+            .flat_map(|(_, values)| values)
+            .take(4);
+        for token in tokens {
+            match tsp::verify_for_signer(token, &si.signature, &self.trust, rev, arrival) {
+                Ok(v) => {
+                    notes.extend(v.notes);
+                    return (v.gen_time, Some(v.gen_time), notes);
+                }
+                Err(e) => notes.push(format!("timestamp ignored: {e}")),
+            }
+        }
+        (arrival, None, notes)
     }
 }
 

@@ -187,6 +187,10 @@ pub struct SignerReport {
     /// A sentence for people on why the result is what it is.
     #[serde(skip)]
     pub detail: Option<String>,
+    /// Things people should know that did not decide the result (a timestamp that was
+    /// ignored, a revocation after the signing time, ...).
+    #[serde(skip)]
+    pub notes: Vec<String>,
     /// The issuer in ASCII-only RFC 4514 form (for Authentication-Results).
     #[serde(skip)]
     pub issuer_ascii: Option<String>,
@@ -216,6 +220,7 @@ impl SignerReport {
             signing_time: None,
             tsp_time: None,
             detail: None,
+            notes: Vec::new(),
             issuer_ascii: None,
         }
     }
@@ -324,6 +329,9 @@ impl Report {
                 line("Found in:", &place);
                 if let Some(d) = &s.detail {
                     line("Why:", d);
+                }
+                for n in &s.notes {
+                    line("Note:", n);
                 }
                 let claimed = if s.result == SignerResult::Pass {
                     ""

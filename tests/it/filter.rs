@@ -381,10 +381,12 @@ fn failure_reasons() {
         ("alien", &[], "fail", "untrusted"),
         ("impostor", &[], "fail", "untrusted"),
         ("auth", &[], "fail", "key-usage"),
+        ("dsa", &[], "permerror", "unsupported-algorithm"),
     ];
     for (who, opts, result, reason) in cases {
         let (code, v) = verify_msg(&signed_with(who, opts));
         assert_eq!(code, 1, "{who}: {v:#}");
+        assert_eq!(v["verdict"], *result, "{who}");
         assert_eq!(
             results(&v),
             vec![(result.to_string(), Some(reason.to_string()))],

@@ -4,7 +4,7 @@
 //! Certificates (RSA unless noted), all with Cyrillic UTF-8 names in the NCA RK profile:
 //! * `root` (self-signed) → `inter` (CA) → leaves `individual` (SIGN), `legal` (SIGN, legal
 //!   entity, names as BMPString, email in the subject), `auth` (AUTH key), `expired` (2020),
-//!   `ecdsa` (P-256), `ecdsa384` (P-384);
+//!   `ecdsa` (P-256), `ecdsa384` (P-384), `dsa` (an algorithm the filter does not implement);
 //! * `alien_root` → `alien` (a root nobody trusts);
 //! * `fake_root` → `fake_inter` → `impostor`: byte-for-byte the same names and serial numbers as
 //!   `root` → `inter` → `individual`, with other keys.
@@ -136,6 +136,23 @@ fn genkey(dir: &Path, name: &str, alg: &str) {
                 &key,
             ],
         ),
+        "dsa" => {
+            let params = format!("{name}.params");
+            openssl(
+                dir,
+                &[
+                    "genpkey",
+                    "-genparam",
+                    "-algorithm",
+                    "DSA",
+                    "-pkeyopt",
+                    "dsa_paramgen_bits:2048",
+                    "-out",
+                    &params,
+                ],
+            );
+            openssl(dir, &["genpkey", "-paramfile", &params, "-out", &key]);
+        }
         curve => openssl(
             dir,
             &[
@@ -329,6 +346,20 @@ fn generate() -> Pki {
         &from,
         &to,
         "v3_legal",
+        false,
+    );
+
+    // An algorithm the filter does not implement.
+    issue(
+        &dir,
+        "inter",
+        "dsa",
+        "dsa",
+        INDIVIDUAL_SUBJECT,
+        "0D5A",
+        &from,
+        &to,
+        "v3_individual",
         false,
     );
 
