@@ -274,7 +274,8 @@ impl Conn {
 
     /// Reads exactly `n` bytes into `out`. `Ok(false)` at EOF.
     async fn read_exact_into(&mut self, mut n: usize, out: &mut Vec<u8>) -> io::Result<bool> {
-        out.reserve(n);
+        // Grow with what actually arrives: an announcement alone must not allocate the maximum.
+        out.reserve(n.min(1 << 20));
         while n > 0 {
             if !self.has_buffered() && self.fill().await? == 0 {
                 return Ok(false);

@@ -240,6 +240,17 @@ impl Selected {
         Ok(out)
     }
 
+    /// After a write of this session that the view already reflects and that raised the
+    /// mailbox's modseq by `bumps`: if nobody else wrote in between (every write raises it by at
+    /// least one), the view is current and the next sync need not re-read the mailbox.
+    pub fn absorb_own(&mut self, store: &Store, bumps: u64) {
+        if let Ok(Some(mb)) = store.mailbox_by_id(self.id) {
+            if mb.highest_modseq == self.modseq + bumps {
+                self.modseq = mb.highest_modseq;
+            }
+        }
+    }
+
     /// Removes the given UIDs from the view and returns their EXPUNGE responses, highest
     /// sequence number first so that every number is valid when the client reads it.
     pub fn expunge_uids(&mut self, uids: &[u32]) -> Vec<u8> {

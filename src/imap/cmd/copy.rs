@@ -38,11 +38,12 @@ pub async fn copy(
     }
     let src = sel.id;
     let dst_id = dst.id;
+    let st = store.clone();
     let (uidvalidity, pairs) = tokio::task::spawn_blocking(move || {
         if is_move {
-            store.move_messages(src, &uids, dst_id)
+            st.move_messages(src, &uids, dst_id)
         } else {
-            store.copy_messages(src, &uids, dst_id)
+            st.copy_messages(src, &uids, dst_id)
         }
     })
     .await??;
@@ -63,6 +64,7 @@ pub async fn copy(
     let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
     let sel = selected(s)?;
     out.extend(sel.expunge_uids(&moved));
+    sel.absorb_own(&store, moved.len() as u64);
     s.conn.write(&out);
     Ok(Reply::ok(done))
 }

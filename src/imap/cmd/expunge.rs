@@ -37,24 +37,27 @@ pub async fn expunge(s: &mut Session, uids: Option<&SequenceSet>) -> CmdResult {
         return Ok(Reply::ok("EXPUNGE completed"));
     }
     let id = sel.id;
+    let st = store.clone();
     let removed = tokio::task::spawn_blocking(move || {
         // Only what is still \Deleted in the store (another session may have undeleted it).
         let still: Vec<u32> = candidates
             .into_iter()
             .filter(|&u| {
-                store
-                    .message(id, u)
+                st.message(id, u)
                     .ok()
                     .flatten()
                     .is_some_and(|m| m.has_flag("\\Deleted"))
             })
             .collect();
-        store.expunge(id, &still)
+        st.expunge(id, &still)
     })
     .await??;
     super::durable(s).await?;
     let sel = selected(s)?;
     let out = sel.expunge_uids(&removed);
+    if !removed.is_empty() {
+        sel.absorb_own(&store, 1);
+    }
     s.conn.write(&out);
     Ok(Reply::ok("EXPUNGE completed"))
 }

@@ -50,12 +50,14 @@ pub async fn fetch(
             })
             .await??;
             let sel = selected(s)?;
+            let bumps = changed.len() as u64;
             for m in changed {
                 now_seen.insert(m.uid);
                 if let Ok(i) = sel.msgs.binary_search_by_key(&m.uid, |x| x.uid) {
                     sel.msgs[i] = m;
                 }
             }
+            sel.absorb_own(&store, bumps);
         }
     }
 

@@ -51,14 +51,17 @@ pub async fn store(
         StoreType::Replace => FlagOp::Replace,
     };
     let id = sel.id;
+    let st = store.clone();
     let changed =
-        tokio::task::spawn_blocking(move || store.store_flags(id, &uids, op, &names)).await??;
+        tokio::task::spawn_blocking(move || st.store_flags(id, &uids, op, &names)).await??;
     let sel = selected(s)?;
+    let bumps = changed.len() as u64;
     for m in changed {
         if let Ok(i) = sel.msgs.binary_search_by_key(&m.uid, |x| x.uid) {
             sel.msgs[i] = m;
         }
     }
+    sel.absorb_own(&store, bumps);
     // Untagged FETCH for every message named, with its flags as they are now (RFC 3501
     // §6.4.6), unless .SILENT. UID STORE includes the UID (§6.4.8).
     if resp == StoreResponse::Answer {
