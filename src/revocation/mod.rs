@@ -65,6 +65,8 @@ pub struct Options {
     pub extra_crls: Vec<PathBuf>,
     /// Deadline of one HTTP exchange.
     pub timeout: Duration,
+    /// Time all fetches for one message may take together.
+    pub budget: Duration,
 }
 
 impl Options {
@@ -84,6 +86,7 @@ impl Options {
             crl_dir: s.crl_dir.clone(),
             extra_crls: extra_crls.to_vec(),
             timeout: Duration::from_secs(10),
+            budget: Duration::from_secs(30),
         })
     }
 }
@@ -211,8 +214,9 @@ impl Checker {
         if wanted.is_empty() {
             return report;
         }
+        let deadline = Instant::now() + self.opts.budget;
         for (cert, issuer, at) in &wanted {
-            self.fetch(cert, issuer, *at);
+            self.fetch(cert, issuer, *at, deadline);
         }
         run(self)
     }
@@ -311,11 +315,11 @@ impl Checker {
 
     /// Gets revocation data for `cert` at `at`: OCSP first (when on), CRLs when OCSP is off or
     /// did not answer. Disk cache before network.
-    fn fetch(&self, cert: &Cert, issuer: &Cert, at: i64) {
+    fn fetch(&self, cert: &Cert, issuer: &Cert, at: i64, deadline: Instant) {
         let loc = locations(cert);
         if self.opts.fetch_ocsp {
             if let Some(url) = self.ocsp_url(&loc.ocsp) {
-                self.fetch_ocsp(cert, issuer, at, &url);
+                self.fetch_ocsp(cert, issuer, at, &url, deadline);
                 if !matches!(self.status(cert, issuer, at), RevocationStatus::Unknown(_)) {
                     return;
                 }
@@ -326,12 +330,12 @@ impl Checker {
                 if http::parse_url(url).is_err() {
                     continue;
                 }
-                if let Some(base) = self.fetch_crl(url, issuer, at) {
+                if let Some(base) = self.fetch_crl(url, issuer, at, deadline) {
                     let deltas: Vec<String> =
                         loc.delta.iter().chain(&base.freshest).cloned().collect();
                     for d in deltas.iter().take(2) {
                         if http::parse_url(d).is_ok() {
-                            self.fetch_crl(d, issuer, at);
+                            self.fetch_crl(d, issuer, at, deadline);
                         }
                     }
                     if base.covers(at) {
@@ -344,7 +348,7 @@ impl Checker {
 
     /// One CRL URL: the disk copy if it still covers `at`, else a download. The CRL must be
     /// signed by `issuer`; what is kept is returned.
-    fn fetch_crl(&self, url: &str, issuer: &Cert, at: i64) -> Option<Arc<Crl>> {
+    fn fetch_crl(&self, url: &str, issuer: &Cert, at: i64, deadline: Instant) -> Option<Arc<Crl>> {
         let recent = self.state.read().ok().and_then(|s| {
             s.by_url
                 .get(url)
@@ -361,7 +365,10 @@ impl Checker {
         let mut stale = None;
         if let Some(p) = &path {
             if let Ok(data) = std::fs::read(p) {
-                if let Ok(crl) = Crl::from_der(&data) {
+                if let Some(crl) = Crl::parse_any(&data)
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                {
                     if crl.verify_signature(issuer).is_ok() {
                         let crl = Arc::new(crl);
                         if crl.covers(at) && crl.covers(unix(SystemTime::now())) {
@@ -374,8 +381,16 @@ impl Checker {
                 }
             }
         }
-        let result = http::get(url, MAX_CRL_SIZE, self.opts.timeout).and_then(|data| {
-            let crl = Crl::from_der(&data).map_err(|e| format!("{url}: {e}"))?;
+        let Some(timeout) = self.time_left(deadline) else {
+            return stale;
+        };
+        let result = http::get(url, MAX_CRL_SIZE, timeout).and_then(|data| {
+            // DER, as RFC 5280 §4.2.1.13 says; PEM is accepted too.
+            let crl = Crl::parse_any(&data)
+                .map_err(|e| format!("{url}: {e}"))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("{url}: no CRL"))?;
             crl.verify_signature(issuer)
                 .map_err(|e| format!("{url}: {e}"))?;
             Ok((crl, data))
@@ -406,6 +421,18 @@ impl Checker {
         }
     }
 
+    /// The deadline of the next exchange: the per-request timeout, cut to what is left of the
+    /// message's budget (None when nothing is left: the fetch is skipped and the status stays
+    /// unknown).
+    fn time_left(&self, deadline: Instant) -> Option<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(100) {
+            tracing::warn!("revocation: no time left for fetching in this message");
+            return None;
+        }
+        Some(left.min(self.opts.timeout))
+    }
+
     fn keep_crl(&self, url: &str, crl: Option<Arc<Crl>>, error: Option<String>) {
         if let Ok(mut s) = self.state.write() {
             if s.by_url.len() >= MAX_URLS && !s.by_url.contains_key(url) {
@@ -430,7 +457,7 @@ impl Checker {
     }
 
     /// Asks the OCSP responder at `url` about `cert` (disk cache first).
-    fn fetch_ocsp(&self, cert: &Cert, issuer: &Cert, at: i64, url: &str) {
+    fn fetch_ocsp(&self, cert: &Cert, issuer: &Cert, at: i64, url: &str, deadline: Instant) {
         let key = ocsp_key(cert, issuer);
         let path = self
             .opts
@@ -458,6 +485,9 @@ impl Checker {
                 }
             }
         }
+        let Some(timeout) = self.time_left(deadline) else {
+            return;
+        };
         let mut nonce = [0u8; 16];
         rand::Rng::fill(&mut rand::thread_rng(), &mut nonce);
         let req = ocsp::request(cert, issuer, &nonce);
@@ -466,7 +496,7 @@ impl Checker {
             "application/ocsp-request",
             &req,
             MAX_RESPONSE_SIZE,
-            self.opts.timeout,
+            timeout,
         )
         .and_then(|data| {
             let r = ocsp::parse_response(&data).map_err(|e| format!("OCSP {url}: {e}"))?;

@@ -20,3 +20,10 @@ mod filter;
 mod filter_pki;
 // `tanba verify` on the real NCA RK samples (RSA and GOST) with the NCA test roots via --trust.
 mod verify;
+// Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,
+// responder down (also the shared `TestPki` / `HttpServer` helpers).
+mod revocation;
+// RFC 3161 timestamps: the NCA test token, an `openssl ts` TSA, validation at genTime.
+mod tsp;
+// `tanba certs fetch-nca` against a loopback mirror, `tanba certs list`.
+mod certs;
