@@ -1,7 +1,37 @@
-//! IMAP4rev1 server sessions (RFC 3501). STUB.
+//! IMAP4rev1 server sessions (RFC 3501) with LITERAL+, SASL-IR, IDLE, UIDPLUS, MOVE,
+//! SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT and CHILDREN, over the shared store.
+//!
+//! Code map:
+//! - [`conn`]: the byte stream (TLS included), read/write buffers, command framing with literal
+//!   limits. The only part that does I/O.
+//! - [`session`]: states, the one state gate `is_allowed`, the read → decode (imap-codec) →
+//!   gate → dispatch → untagged sync → tagged reply loop.
+//! - [`cmd`]: one file per command group; handlers return the tagged [`response::Reply`].
+//! - [`selected`]: the selected mailbox's view (sequence numbers, \Recent) and its sync with the
+//!   store for EXISTS/EXPUNGE/FETCH updates.
+//! - [`mime`], [`envelope`]: message structure parsed once and cached; [`fetch`] and [`search`]
+//!   render and evaluate against it.
+//! - [`response`]: every response encoded with imap-codec.
+//!
+//! Invariants: a tagged OK for APPEND, STORE, EXPUNGE, COPY and MOVE is sent only after
+//! `Store::durable` returned. Protocol errors never end a session: only I/O errors, LOGOUT,
+//! autologout (`imap.idle_timeout`) and shutdown do. This module never imports `smtp`.
+
+pub mod cmd;
+pub mod conn;
+pub mod envelope;
+pub mod fetch;
+pub mod list_ext;
+pub mod mime;
+pub mod response;
+pub mod search;
+pub mod selected;
+pub mod session;
+pub mod utf7;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -10,10 +40,31 @@ use crate::shutdown::Shutdown;
 
 /// Runs one IMAP session to completion. `implicit_tls`: the `listen_tls` port.
 pub async fn handle(
-    _stream: TcpStream,
-    _peer: SocketAddr,
-    _app: Arc<App>,
-    _implicit_tls: bool,
-    _shutdown: Shutdown,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    implicit_tls: bool,
+    shutdown: Shutdown,
 ) {
+    let mut conn = conn::Conn::new(stream, app.config.imap.idle_timeout);
+    if implicit_tls {
+        // A client that never finishes the handshake must not hold a connection slot forever.
+        let tls = app.tls.clone();
+        match tokio::time::timeout(Duration::from_secs(60), conn.start_tls(&tls)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "imap: TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "imap: TLS handshake timed out");
+                return;
+            }
+        }
+    }
+    tracing::debug!(%peer, implicit_tls, "imap: session start");
+    let mut session = session::Session::new(app, conn, peer, shutdown);
+    if let Err(e) = session.run().await {
+        tracing::debug!(%peer, "imap: session ended: {e}");
+    }
 }

@@ -30,6 +30,7 @@
 //!   never reused after a crash.
 
 pub mod account;
+mod imap_ext;
 mod mailbox;
 mod message;
 mod queue;

@@ -20,6 +20,12 @@ mod filter;
 mod filter_pki;
 // `tanba verify` on the real NCA RK samples (RSA and GOST) with the NCA test roots via --trust.
 mod verify;
+// IMAP: a Thunderbird-like imaplib session, IDLE and multi-session updates, BODYSTRUCTURE and
+// sections, SEARCH, mailboxes, authentication, bad input, limits, durability (home of the raw
+// IMAP test client, `imap::Imap`).
+mod imap;
+// IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
+mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,
 // responder down (also the shared `TestPki` / `HttpServer` helpers).
 mod revocation;

@@ -1,0 +1,103 @@
+//! FETCH and UID FETCH. Messages are rendered in chunks on the blocking pool (store reads and
+//! parsing are synchronous) and each chunk is written out before the next is rendered, so a
+//! FETCH over a large mailbox streams instead of building the whole reply in memory.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use imap_codec::imap_types::fetch::MacroOrMessageDataItemNames;
+use imap_codec::imap_types::sequence::SequenceSet;
+
+use super::selected;
+use crate::imap::fetch::{render, Job, Plan};
+use crate::imap::response::{CmdResult, Reply};
+use crate::imap::session::Session;
+use crate::store::FlagOp;
+
+/// At most this many messages per rendering chunk...
+const CHUNK_MESSAGES: usize = 256;
+/// ...and at most about this many message bytes when bodies are fetched.
+const CHUNK_BYTES: u64 = 2 * 1024 * 1024;
+
+pub async fn fetch(
+    s: &mut Session,
+    set: &SequenceSet,
+    names: MacroOrMessageDataItemNames<'_>,
+    uid: bool,
+) -> CmdResult {
+    let plan = match Plan::new(names, uid) {
+        Ok(p) => p,
+        Err(why) => return Ok(Reply::bad(why)),
+    };
+    let store = s.app.store.clone();
+    let sel = selected(s)?;
+    let idx = sel.resolve(set, uid);
+
+    // Implicit \Seen (RFC 3501 §6.4.5), not in a read-only (EXAMINE) session.
+    let mut now_seen: HashSet<u32> = HashSet::new();
+    if plan.sets_seen && !sel.read_only {
+        let unseen: Vec<u32> = idx
+            .iter()
+            .map(|&i| &sel.msgs[i])
+            .filter(|m| !m.has_flag("\\Seen"))
+            .map(|m| m.uid)
+            .collect();
+        if !unseen.is_empty() {
+            let st = store.clone();
+            let id = sel.id;
+            let changed = tokio::task::spawn_blocking(move || {
+                st.store_flags(id, &unseen, FlagOp::Add, &["\\Seen".to_string()])
+            })
+            .await??;
+            let sel = selected(s)?;
+            for m in changed {
+                now_seen.insert(m.uid);
+                if let Ok(i) = sel.msgs.binary_search_by_key(&m.uid, |x| x.uid) {
+                    sel.msgs[i] = m;
+                }
+            }
+        }
+    }
+
+    let sel = selected(s)?;
+    let jobs: Vec<Job> = idx
+        .iter()
+        .map(|&i| {
+            let meta = sel.msgs[i].clone();
+            Job {
+                seq: i as u32 + 1,
+                recent: sel.is_recent(meta.uid),
+                add_flags: now_seen.contains(&meta.uid),
+                meta,
+            }
+        })
+        .collect();
+    let plan = Arc::new(plan);
+    let mut pos = 0;
+    while pos < jobs.len() {
+        let mut end = pos;
+        let mut bytes = 0u64;
+        while end < jobs.len() && end - pos < CHUNK_MESSAGES && (end == pos || bytes < CHUNK_BYTES)
+        {
+            if plan.need_blob {
+                bytes += jobs[end].meta.size;
+            }
+            end += 1;
+        }
+        let chunk: Vec<Job> = jobs[pos..end].to_vec();
+        let (st, pl) = (store.clone(), plan.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for job in &chunk {
+                if let Some(r) = render(&st, &pl, job) {
+                    out.extend_from_slice(&r);
+                }
+            }
+            out
+        })
+        .await?;
+        s.conn.write_stream(&out).await?;
+        pos = end;
+    }
+    Ok(Reply::ok("FETCH completed"))
+}

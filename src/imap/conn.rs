@@ -1,0 +1,509 @@
+//! The connection: the byte stream (plain TCP, or TLS after STARTTLS / on the implicit-TLS port),
+//! a read buffer, a write buffer, and command framing (lines and literals, RFC 3501 §4.3, RFC 7888).
+//!
+//! Framing is ours rather than imap-codec's because the decisions that depend on the session —
+//! whether to send `+` for a synchronizing literal, how large a literal may be — have to be taken
+//! *before* the literal's bytes arrive. Once a whole command (all its lines and literals) is
+//! buffered, the session hands the bytes to `imap_codec::CommandCodec`.
+//!
+//! Limits: a line (the part of a command outside literals) is at most [`MAX_LINE`] bytes, the
+//! non-literal part of one command at most [`MAX_COMMAND`], every literal at most
+//! `imap.max_literal_size`. Oversize input is consumed and discarded (never buffered) and becomes
+//! a [`Frame::Refused`]: the session answers and goes on.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use imap_codec::imap_types::response::{Code, CodeOther};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// Longest line we accept (Dovecot's default `imap_max_line_length` is 64 KiB as well).
+pub const MAX_LINE: usize = 64 * 1024;
+/// Longest non-literal part of one command (all of its lines together).
+pub const MAX_COMMAND: usize = 256 * 1024;
+/// Write buffer size at which we flush without waiting for the end of the response.
+const FLUSH_AT: usize = 128 * 1024;
+
+/// The transport: plaintext until STARTTLS, or TLS from the start.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while a STARTTLS handshake is in progress (or after it failed).
+    Gone,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// What the framer needs to know from the session before it agrees to receive a synchronizing
+/// literal: `Some(reply)` refuses the command (the reply is sent instead of `+`).
+pub type LiteralGate<'a> = &'a (dyn Fn(&[u8]) -> Option<Refusal> + Send + Sync);
+
+/// Why a command was not received in full, with the tag when we could read one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub tag: Option<String>,
+    /// `true`: tagged BAD, `false`: tagged NO.
+    pub bad: bool,
+    pub code: Option<Code<'static>>,
+    pub text: String,
+    /// A non-synchronizing literal of this many bytes is on its way: after answering, the
+    /// session skips it and the rest of its command ([`Conn::skip_command`]).
+    pub skip: Option<u64>,
+}
+
+/// One unit of client input.
+#[derive(Debug)]
+pub enum Frame {
+    /// A whole command: every line (CRLF-terminated) and literal, ready for the codec.
+    Command(Vec<u8>),
+    /// A command we did not take in (too long, literal too big, not allowed here); its bytes are
+    /// gone and the session answers with the refusal.
+    Refused(Refusal),
+}
+
+/// Outcome of looking for one line in the buffer.
+enum Line {
+    /// Length of the line including its LF.
+    Complete(usize),
+    /// No LF yet and the line is still within the limit.
+    Partial,
+    /// No LF within the limit.
+    TooLong,
+}
+
+pub struct Conn {
+    stream: Stream,
+    rbuf: Vec<u8>,
+    /// Start of unread data in `rbuf`.
+    rpos: usize,
+    wbuf: Vec<u8>,
+    /// Where reads land before they are appended to `rbuf`.
+    scratch: Box<[u8]>,
+    /// How long we wait for the client to send something before we give up (autologout).
+    pub idle_timeout: Duration,
+}
+
+/// The client did not send anything for `idle_timeout`.
+#[derive(Debug)]
+pub struct TimedOut;
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("idle timeout")
+    }
+}
+impl std::error::Error for TimedOut {}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, TimedOut)
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, idle_timeout: Duration) -> Conn {
+        Conn {
+            stream: Stream::Plain(stream),
+            rbuf: Vec::with_capacity(8192),
+            rpos: 0,
+            wbuf: Vec::with_capacity(16 * 1024),
+            scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
+            idle_timeout,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Turns the connection into TLS. Anything the client sent in plaintext after the STARTTLS
+    /// command is discarded first (RFC 3501 §6.2.1 and the STARTTLS command-injection attacks of
+    /// CVE-2011-0411 fame: such bytes must never be read as if they came over TLS).
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        self.flush().await?;
+        self.rbuf.clear();
+        self.rpos = 0;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(io::Error::other("TLS already active"));
+        };
+        let tls = tokio::time::timeout(Duration::from_secs(60), acceptor.accept(tcp))
+            .await
+            .map_err(|_| timed_out())??;
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// Whether client bytes are waiting in the buffer.
+    pub fn has_buffered(&self) -> bool {
+        self.rpos < self.rbuf.len()
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at EOF. Fails with `TimedOut` after
+    /// `idle_timeout` of silence.
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.rpos > 0 && self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        } else if self.rpos > 64 * 1024 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        // Read into scratch space and append only when the read completed: dropping this
+        // future (IDLE and shutdown race it) must not leave garbage in `rbuf`.
+        let r =
+            tokio::time::timeout(self.idle_timeout, self.stream.read(&mut self.scratch[..])).await;
+        match r {
+            Ok(Ok(n)) => {
+                self.rbuf.extend_from_slice(&self.scratch[..n]);
+                Ok(n)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// Waits until at least one byte is buffered. `Ok(false)` at EOF.
+    pub async fn wait_input(&mut self) -> io::Result<bool> {
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        Ok(self.fill().await? > 0)
+    }
+
+    fn find_line(&self, max: usize) -> Line {
+        let avail = &self.rbuf[self.rpos..];
+        let window = &avail[..avail.len().min(max)];
+        match memchr::memchr(b'\n', window) {
+            Some(i) => Line::Complete(i + 1),
+            None if avail.len() >= max => Line::TooLong,
+            None => Line::Partial,
+        }
+    }
+
+    /// Reads one line (with its line ending normalised to CRLF). `Ok(None)` at EOF; an
+    /// over-long line is consumed up to its LF and reported as `Err(tail)` with its last bytes.
+    pub async fn read_line(&mut self, max: usize) -> io::Result<Option<Result<Vec<u8>, Vec<u8>>>> {
+        loop {
+            match self.find_line(max) {
+                Line::Complete(n) => {
+                    let mut line = self.rbuf[self.rpos..self.rpos + n].to_vec();
+                    self.rpos += n;
+                    if !line.ends_with(b"\r\n") {
+                        // A bare LF (telnet, scripts): accept it as the end of line.
+                        line.pop();
+                        line.extend_from_slice(b"\r\n");
+                    }
+                    return Ok(Some(Ok(line)));
+                }
+                Line::TooLong => return self.discard_line().await.map(|t| t.map(Err)),
+                Line::Partial => {
+                    if self.fill().await? == 0 {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Consumes input up to and including the next LF without keeping it; returns the last
+    /// bytes of the discarded line (enough to see a literal announcement at its end).
+    async fn discard_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            let avail = &self.rbuf[self.rpos..];
+            let (take, done) = match memchr::memchr(b'\n', avail) {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            tail.extend_from_slice(&avail[..take]);
+            if tail.len() > 64 {
+                tail.drain(..tail.len() - 64);
+            }
+            self.rpos += take;
+            if done {
+                return Ok(Some(tail));
+            }
+            if self.fill().await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes into `out`. `Ok(false)` at EOF.
+    async fn read_exact_into(&mut self, mut n: usize, out: &mut Vec<u8>) -> io::Result<bool> {
+        out.reserve(n);
+        while n > 0 {
+            if !self.has_buffered() && self.fill().await? == 0 {
+                return Ok(false);
+            }
+            let avail = &self.rbuf[self.rpos..];
+            let take = avail.len().min(n);
+            out.extend_from_slice(&avail[..take]);
+            self.rpos += take;
+            n -= take;
+        }
+        Ok(true)
+    }
+
+    /// Consumes `n` bytes without keeping them. `Ok(false)` at EOF.
+    async fn discard(&mut self, mut n: u64) -> io::Result<bool> {
+        while n > 0 {
+            if !self.has_buffered() && self.fill().await? == 0 {
+                return Ok(false);
+            }
+            let avail = (self.rbuf.len() - self.rpos) as u64;
+            let take = avail.min(n);
+            self.rpos += take as usize;
+            n -= take;
+        }
+        Ok(true)
+    }
+
+    /// Reads one command with all its literals. `Ok(None)` at EOF.
+    ///
+    /// For a synchronizing literal `{n}` we send `+` only when `gate` has no objection and `n` is
+    /// within `max_literal`; otherwise the refusal is the answer and the client, which waits for
+    /// `+`, never sends the literal (RFC 3501 §7.5). A non-synchronizing literal `{n+}` (LITERAL+,
+    /// RFC 7888) arrives anyway: a too large one gets `BAD` at once, and the session then reads
+    /// and throws away the literal and the rest of its command (RFC 7888 §4).
+    pub async fn read_command(
+        &mut self,
+        max_literal: u64,
+        gate: LiteralGate<'_>,
+    ) -> io::Result<Option<Frame>> {
+        let mut msg: Vec<u8> = Vec::new();
+        let mut nonliteral = 0usize;
+        loop {
+            let line = match self.read_line(MAX_LINE).await? {
+                None => return Ok(None),
+                Some(Ok(line)) => line,
+                Some(Err(tail)) => {
+                    let tag = if msg.is_empty() { None } else { tag_of(&msg) };
+                    // The discarded line may have announced a literal: it must not be read as
+                    // commands.
+                    let skip =
+                        literal_announcement(&tail).and_then(|(n, nonsync)| nonsync.then_some(n));
+                    return Ok(Some(Frame::Refused(Refusal {
+                        tag,
+                        bad: true,
+                        code: None,
+                        text: format!("Line too long (more than {MAX_LINE} bytes)"),
+                        skip,
+                    })));
+                }
+            };
+            nonliteral += line.len();
+            msg.extend_from_slice(&line);
+            let Some((n, nonsync)) = literal_announcement(&line) else {
+                if nonliteral > MAX_COMMAND {
+                    return Ok(Some(Frame::Refused(Refusal {
+                        tag: tag_of(&msg),
+                        bad: true,
+                        code: None,
+                        text: "Command too long".into(),
+                        skip: None,
+                    })));
+                }
+                return Ok(Some(Frame::Command(msg)));
+            };
+            let tag = tag_of(&msg);
+            let refusal = if n > max_literal {
+                Some(Refusal {
+                    tag: tag.clone(),
+                    bad: nonsync,
+                    code: Some(Code::Other(CodeOther::unvalidated(&b"TOOBIG"[..]))),
+                    text: format!("Literal too large (the limit is {max_literal} bytes)"),
+                    skip: None,
+                })
+            } else if nonliteral > MAX_COMMAND {
+                Some(Refusal {
+                    tag: tag.clone(),
+                    bad: true,
+                    code: None,
+                    text: "Command too long".into(),
+                    skip: None,
+                })
+            } else if !nonsync {
+                gate(&msg)
+            } else {
+                None
+            };
+            if let Some(mut r) = refusal {
+                if nonsync {
+                    r.skip = Some(n);
+                }
+                return Ok(Some(Frame::Refused(r)));
+            }
+            if !nonsync {
+                self.write(b"+ Ready for literal data\r\n");
+                self.flush().await?;
+            }
+            // n <= max_literal, which fits in memory by configuration.
+            if !self.read_exact_into(n as usize, &mut msg).await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Throws away a non-synchronizing literal of `n` bytes and the rest of its command
+    /// (further lines and literals). `Ok(false)` at EOF.
+    pub async fn skip_command(&mut self, mut n: u64) -> io::Result<bool> {
+        loop {
+            if !self.discard(n).await? {
+                return Ok(false);
+            }
+            let Some(tail) = self.discard_line().await? else {
+                return Ok(false);
+            };
+            match literal_announcement(&tail) {
+                // Another non-synchronizing literal follows: skip it too. (After a synchronizing
+                // one the client waits for `+`, which never comes: the refusal ends the command
+                // for both sides.)
+                Some((m, true)) => n = m,
+                _ => return Ok(true),
+            }
+        }
+    }
+
+    /// Queues bytes for the client.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Queues bytes and flushes when the buffer is large (streaming long responses).
+    pub async fn write_stream(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.wbuf.extend_from_slice(bytes);
+        if self.wbuf.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            let r = tokio::time::timeout(self.idle_timeout, self.stream.write_all(&self.wbuf))
+                .await
+                .map_err(|_| timed_out());
+            self.wbuf.clear();
+            r??;
+        }
+        tokio::time::timeout(self.idle_timeout, self.stream.flush())
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    /// Flushes and closes the stream (TLS close_notify included).
+    pub async fn close(&mut self) {
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.shutdown()).await;
+    }
+}
+
+/// `{123}` or `{123+}` followed by CRLF at the end of a line: (length, non-synchronizing).
+pub fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let inner = line.strip_suffix(b"}")?;
+    let open = memchr::memrchr(b'{', inner)?;
+    let mut digits = &inner[open + 1..];
+    let nonsync = digits.ends_with(b"+");
+    if nonsync {
+        digits = &digits[..digits.len() - 1];
+    }
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?;
+    Some((n, nonsync))
+}
+
+/// The tag of a command (its first word), if it is a valid tag (RFC 3501 `tag`).
+pub fn tag_of(msg: &[u8]) -> Option<String> {
+    let end = msg
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(msg.len());
+    let tag = &msg[..end];
+    let ok = !tag.is_empty()
+        && tag.len() <= 256
+        && tag.iter().all(|&b| {
+            b.is_ascii_graphic()
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
+        });
+    ok.then(|| String::from_utf8_lossy(tag).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_announcements() {
+        assert_eq!(
+            literal_announcement(b"a APPEND x {12}\r\n"),
+            Some((12, false))
+        );
+        assert_eq!(
+            literal_announcement(b"a APPEND x {12+}\r\n"),
+            Some((12, true))
+        );
+        assert_eq!(literal_announcement(b"a APPEND x {}\r\n"), None);
+        assert_eq!(literal_announcement(b"a APPEND x {1a}\r\n"), None);
+        assert_eq!(literal_announcement(b"a NOOP\r\n"), None);
+        assert_eq!(
+            literal_announcement(b"a X {99999999999999999999}\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(tag_of(b"a1 NOOP\r\n").as_deref(), Some("a1"));
+        assert_eq!(tag_of(b"* NOOP\r\n"), None);
+        assert_eq!(tag_of(b"\r\n"), None);
+        assert_eq!(tag_of(b"a+b NOOP\r\n"), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! LIST as extended by RFC 5258 (selection and return options, several patterns) and RFC 6154
+//! (`SPECIAL-USE`): `LIST (SPECIAL-USE) "" "*"`, `LIST "" "*" RETURN (SPECIAL-USE CHILDREN)`.
+//! imap-codec parses only the RFC 3501 form, so commands it rejects and that start with `tag
+//! LIST` are parsed here. Unknown options make the command BAD (RFC 5258 §3).
+
+use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::IntoStatic;
+
+/// What every LIST/LSUB handler needs, whichever parser produced it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListArgs {
+    /// Raw (modified UTF-7) reference and patterns.
+    pub reference: Vec<u8>,
+    pub patterns: Vec<Vec<u8>>,
+    pub lsub: bool,
+    pub select_subscribed: bool,
+    pub select_special_use: bool,
+    pub return_subscribed: bool,
+    pub return_special_use: bool,
+}
+
+pub struct ListCommand {
+    pub tag: Tag<'static>,
+    pub args: ListArgs,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Tok {
+    Open,
+    Close,
+    /// Atom, list-char string, quoted string or literal: the string's bytes.
+    Str(Vec<u8>),
+}
+
+/// Splits the rest of a command into tokens; `None` on anything malformed.
+fn tokens(mut b: &[u8]) -> Option<Vec<Tok>> {
+    let mut out = Vec::new();
+    loop {
+        while let Some(rest) = b.strip_prefix(b" ") {
+            b = rest;
+        }
+        if b == b"\r\n" || b.is_empty() {
+            return Some(out);
+        }
+        match b[0] {
+            b'(' => {
+                out.push(Tok::Open);
+                b = &b[1..];
+            }
+            b')' => {
+                out.push(Tok::Close);
+                b = &b[1..];
+            }
+            b'"' => {
+                let mut s = Vec::new();
+                let mut i = 1;
+                loop {
+                    match *b.get(i)? {
+                        b'\\' => {
+                            s.push(*b.get(i + 1)?);
+                            i += 2;
+                        }
+                        b'"' => break,
+                        b'\r' | b'\n' => return None,
+                        c => {
+                            s.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                out.push(Tok::Str(s));
+                b = &b[i + 1..];
+            }
+            b'{' => {
+                let close = memchr::memchr(b'}', b)?;
+                let digits = b[1..close].strip_suffix(b"+").unwrap_or(&b[1..close]);
+                let n: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+                let data_start = close + 3;
+                if b.get(close + 1..data_start)? != b"\r\n" {
+                    return None;
+                }
+                out.push(Tok::Str(b.get(data_start..data_start + n)?.to_vec()));
+                b = &b[data_start + n..];
+            }
+            _ => {
+                let end = b
+                    .iter()
+                    .position(|&c| c == b' ' || c == b'(' || c == b')' || c == b'\r')
+                    .unwrap_or(b.len());
+                let word = &b[..end];
+                if word
+                    .iter()
+                    .any(|&c| c < 0x21 || c == b'"' || c == b'{' || c == 0x7f)
+                {
+                    return None;
+                }
+                out.push(Tok::Str(word.to_vec()));
+                b = &b[end..];
+            }
+        }
+    }
+}
+
+/// Parses `tag LIST ...` in its extended forms. `None` when it is not a valid LIST command.
+pub fn parse(msg: &[u8]) -> Option<ListCommand> {
+    let sp = memchr::memchr(b' ', msg)?;
+    let tag = Tag::try_from(super::conn::tag_of(msg)?).ok()?.into_static();
+    let rest = &msg[sp + 1..];
+    let kw = rest.get(..5)?;
+    if !kw.eq_ignore_ascii_case(b"LIST ") {
+        return None;
+    }
+    let toks = tokens(&rest[5..])?;
+    let mut it = toks.into_iter().peekable();
+    let mut args = ListArgs::default();
+    // Selection options.
+    if it.peek() == Some(&Tok::Open) {
+        it.next();
+        loop {
+            match it.next()? {
+                Tok::Close => break,
+                Tok::Str(o) => match o.to_ascii_uppercase().as_slice() {
+                    b"SUBSCRIBED" => args.select_subscribed = true,
+                    b"SPECIAL-USE" => args.select_special_use = true,
+                    // RECURSIVEMATCH changes nothing for us: every parent exists.
+                    b"RECURSIVEMATCH" | b"REMOTE" => {}
+                    _ => return None,
+                },
+                Tok::Open => return None,
+            }
+        }
+    }
+    let Tok::Str(reference) = it.next()? else {
+        return None;
+    };
+    args.reference = reference;
+    match it.next()? {
+        Tok::Str(p) => args.patterns.push(p),
+        Tok::Open => loop {
+            match it.next()? {
+                Tok::Close => break,
+                Tok::Str(p) => args.patterns.push(p),
+                Tok::Open => return None,
+            }
+        },
+        Tok::Close => return None,
+    }
+    if args.patterns.is_empty() {
+        return None;
+    }
+    if let Some(t) = it.next() {
+        let Tok::Str(r) = t else { return None };
+        if !r.eq_ignore_ascii_case(b"RETURN") || it.next()? != Tok::Open {
+            return None;
+        }
+        loop {
+            match it.next()? {
+                Tok::Close => break,
+                Tok::Str(o) => match o.to_ascii_uppercase().as_slice() {
+                    b"SUBSCRIBED" => args.return_subscribed = true,
+                    b"SPECIAL-USE" => args.return_special_use = true,
+                    // We always return \HasChildren/\HasNoChildren (RFC 5258 §4).
+                    b"CHILDREN" => {}
+                    _ => return None,
+                },
+                Tok::Open => return None,
+            }
+        }
+        if it.next().is_some() {
+            return None;
+        }
+    }
+    Some(ListCommand { tag, args })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_forms() {
+        let c = parse(b"a1 LIST \"\" \"*\" RETURN (SPECIAL-USE)\r\n").unwrap();
+        assert_eq!(c.tag.as_ref(), "a1");
+        assert!(c.args.return_special_use);
+        assert_eq!(c.args.patterns, vec![b"*".to_vec()]);
+        let c = parse(b"a2 list (special-use) \"\" (INBOX %)\r\n").unwrap();
+        assert!(c.args.select_special_use);
+        assert_eq!(c.args.patterns.len(), 2);
+        let c = parse(b"a3 LIST \"\" {1}\r\n*\r\n").unwrap();
+        assert_eq!(c.args.patterns, vec![b"*".to_vec()]);
+        assert!(parse(b"a4 LIST (BOGUS) \"\" *\r\n").is_none());
+        assert!(parse(b"a5 LIST \"\" * RETURN (X)\r\n").is_none());
+        assert!(parse(b"a6 LIST \"\"\r\n").is_none());
+        assert!(parse(b"a7 LSUB \"\" *\r\n").is_none());
+        assert!(parse(b"a8 LIST \"\" {5}\r\n*\r\n").is_none());
+    }
+}

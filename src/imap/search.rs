@@ -1,0 +1,301 @@
+//! SEARCH criteria (RFC 3501 §6.4.4) evaluated against one message at a time. Flags, sizes and
+//! dates come from the store metadata; header keys from the cached header (RFC 2047 words
+//! decoded); BODY and TEXT from the decoded text parts (mail-parser handles transfer encodings
+//! and charsets). String matching is case-insensitive substring matching on UTF-8 text.
+
+use chrono::NaiveDate;
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use super::fetch::structure;
+use super::mime::{self, Cached};
+use crate::store::{MessageMeta, Store};
+
+/// One message of the selected mailbox, as the session sees it.
+#[derive(Clone)]
+pub struct Msg {
+    pub seq: u32,
+    pub meta: MessageMeta,
+    pub recent: bool,
+}
+
+/// What evaluating needs from the mailbox as a whole.
+pub struct Scope {
+    pub max_seq: u32,
+    pub max_uid: u32,
+}
+
+/// Everything about one message that is loaded only if a key asks for it.
+struct Lazy<'a> {
+    store: &'a Store,
+    msg: &'a Msg,
+    cached: Option<Option<Cached>>,
+    body_texts: Option<Vec<String>>,
+}
+
+impl Lazy<'_> {
+    fn cached(&mut self) -> Option<&Cached> {
+        if self.cached.is_none() {
+            self.cached = Some(structure(self.store, self.msg.meta.blob_id, None));
+        }
+        self.cached.as_ref().and_then(|c| c.as_ref())
+    }
+
+    /// Decoded text of the fields called `name`.
+    fn field_texts(&mut self, name: &[u8]) -> Vec<String> {
+        let Some(c) = self.cached() else {
+            return Vec::new();
+        };
+        mime::fields(&c.header)
+            .filter(|(n, _, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v, _)| decode_words(&mime::unfold(v)).to_lowercase())
+            .collect()
+    }
+
+    fn header_text(&mut self) -> String {
+        let Some(c) = self.cached() else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for (n, v, _) in mime::fields(&c.header) {
+            out.push_str(&String::from_utf8_lossy(n));
+            out.push_str(": ");
+            out.push_str(&decode_words(&mime::unfold(v)));
+            out.push('\n');
+        }
+        out.to_lowercase()
+    }
+
+    fn body_texts(&mut self) -> &[String] {
+        if self.body_texts.is_none() {
+            let mut texts = Vec::new();
+            if let Ok(Some(blob)) = self.store.blob(self.msg.meta.blob_id) {
+                if let Some(m) = mail_parser::MessageParser::default().parse(&blob[..]) {
+                    collect_texts(&m, &mut texts, 0);
+                }
+            }
+            self.body_texts = Some(texts);
+        }
+        self.body_texts.as_deref().unwrap_or(&[])
+    }
+
+    fn sent_date(&mut self) -> Option<NaiveDate> {
+        let c = self.cached()?;
+        let v = mime::header_value(&c.header, "Date")?;
+        let d = mail_parser::DateTime::parse_rfc822(&String::from_utf8_lossy(&v))?;
+        NaiveDate::from_ymd_opt(d.year as i32, d.month as u32, d.day as u32)
+    }
+}
+
+fn collect_texts(m: &mail_parser::Message<'_>, out: &mut Vec<String>, depth: usize) {
+    use mail_parser::PartType;
+    for p in &m.parts {
+        match &p.body {
+            PartType::Text(t) | PartType::Html(t) => out.push(t.to_lowercase()),
+            PartType::Message(inner) if depth < 8 => collect_texts(inner, out, depth + 1),
+            _ => {}
+        }
+    }
+}
+
+/// Decodes RFC 2047 encoded words; other bytes are taken as UTF-8 (lossy).
+pub fn decode_words(v: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    let mut last_was_word = false;
+    while i < v.len() {
+        if v[i..].starts_with(b"=?") {
+            if let Some((text, len)) = decode_word(&v[i..]) {
+                // Whitespace between two encoded words is not part of the text.
+                if last_was_word {
+                    let trimmed = out.trim_end_matches([' ', '\t']).len();
+                    out.truncate(trimmed);
+                }
+                out.push_str(&text);
+                i += len;
+                last_was_word = true;
+                continue;
+            }
+        }
+        let next = v[i + 1..]
+            .windows(2)
+            .position(|w| w == b"=?")
+            .map(|p| i + 1 + p)
+            .unwrap_or(v.len());
+        let chunk = String::from_utf8_lossy(&v[i..next]);
+        if !chunk.trim().is_empty() {
+            last_was_word = false;
+        }
+        out.push_str(&chunk);
+        i = next;
+    }
+    out
+}
+
+/// `=?charset?B|Q?text?=` at the start of `v`: (decoded text, bytes consumed).
+fn decode_word(v: &[u8]) -> Option<(String, usize)> {
+    use base64::Engine;
+    let rest = v.get(2..)?;
+    let q1 = memchr::memchr(b'?', rest)?;
+    let charset = &rest[..q1];
+    let enc = *rest.get(q1 + 1)?;
+    if rest.get(q1 + 2) != Some(&b'?') {
+        return None;
+    }
+    let text_start = q1 + 3;
+    let end = rest[text_start..]
+        .windows(2)
+        .position(|w| w == b"?=")
+        .map(|p| text_start + p)?;
+    let text = &rest[text_start..end];
+    let bytes = match enc.to_ascii_uppercase() {
+        b'B' => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
+            .ok()?,
+        b'Q' => {
+            let mut out = Vec::with_capacity(text.len());
+            let mut j = 0;
+            while j < text.len() {
+                match text[j] {
+                    b'_' => out.push(b' '),
+                    b'=' => {
+                        let hex = text.get(j + 1..j + 3)?;
+                        out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                        j += 2;
+                    }
+                    c => out.push(c),
+                }
+                j += 1;
+            }
+            out
+        }
+        _ => return None,
+    };
+    // RFC 2231 language suffix: charset*lang.
+    let charset = charset.split(|&b| b == b'*').next().unwrap_or(charset);
+    let s = match mail_parser::decoders::charsets::map::charset_decoder(charset) {
+        Some(dec) => dec(&bytes),
+        None => String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    Some((s, 2 + end + 2))
+}
+
+fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
+    let val = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => max,
+    };
+    set.0.as_ref().iter().any(|s| match s {
+        Sequence::Single(x) => val(x) == n,
+        Sequence::Range(a, b) => {
+            let (a, b) = (val(a), val(b));
+            a.min(b) <= n && n <= a.max(b)
+        }
+    })
+}
+
+fn needle(s: &impl AsRef<[u8]>) -> String {
+    String::from_utf8_lossy(s.as_ref()).to_lowercase()
+}
+
+fn internal_day(meta: &MessageMeta) -> NaiveDate {
+    chrono::DateTime::from_timestamp(meta.internal_date, 0)
+        .unwrap_or_default()
+        .date_naive()
+}
+
+fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
+    use SearchKey as K;
+    let m = &l.msg.meta;
+    let has = |f: &str| m.has_flag(f);
+    match key {
+        K::And(keys) => keys.as_ref().iter().all(|k| eval(k, scope, l)),
+        K::Or(a, b) => eval(a, scope, l) || eval(b, scope, l),
+        K::Not(k) => !eval(k, scope, l),
+        K::All => true,
+        K::SequenceSet(set) => in_set(set, l.msg.seq, scope.max_seq),
+        K::Uid(set) => in_set(set, m.uid, scope.max_uid),
+        K::Answered => has("\\Answered"),
+        K::Unanswered => !has("\\Answered"),
+        K::Deleted => has("\\Deleted"),
+        K::Undeleted => !has("\\Deleted"),
+        K::Draft => has("\\Draft"),
+        K::Undraft => !has("\\Draft"),
+        K::Flagged => has("\\Flagged"),
+        K::Unflagged => !has("\\Flagged"),
+        K::Seen => has("\\Seen"),
+        K::Unseen => !has("\\Seen"),
+        K::Keyword(k) => has(k.as_ref()),
+        K::Unkeyword(k) => !has(k.as_ref()),
+        K::Recent => l.msg.recent,
+        K::New => l.msg.recent && !has("\\Seen"),
+        K::Old => !l.msg.recent,
+        K::Larger(n) => m.size > *n as u64,
+        K::Smaller(n) => m.size < *n as u64,
+        K::Before(d) => internal_day(m) < *d.as_ref(),
+        K::On(d) => internal_day(m) == *d.as_ref(),
+        K::Since(d) => internal_day(m) >= *d.as_ref(),
+        K::SentBefore(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) < *d.as_ref(),
+        K::SentOn(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) == *d.as_ref(),
+        K::SentSince(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) >= *d.as_ref(),
+        K::From(s) => field_contains(l, b"from", s),
+        K::To(s) => field_contains(l, b"to", s),
+        K::Cc(s) => field_contains(l, b"cc", s),
+        K::Bcc(s) => field_contains(l, b"bcc", s),
+        K::Subject(s) => field_contains(l, b"subject", s),
+        K::Header(name, value) => {
+            let texts = l.field_texts(name.as_ref());
+            let n = needle(value);
+            texts.iter().any(|t| t.contains(&n))
+        }
+        K::Body(s) => {
+            let n = needle(s);
+            l.body_texts().iter().any(|t| t.contains(&n))
+        }
+        K::Text(s) => {
+            let n = needle(s);
+            l.header_text().contains(&n) || l.body_texts().iter().any(|t| t.contains(&n))
+        }
+        // Keys of extensions we do not advertise (WITHIN, CONDSTORE) never match.
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+fn field_contains(l: &mut Lazy<'_>, name: &[u8], s: &impl AsRef<[u8]>) -> bool {
+    let n = needle(s);
+    l.field_texts(name).iter().any(|t| t.contains(&n))
+}
+
+/// The messages (of `msgs`) that match `key`, as (seq, uid) pairs in order.
+pub fn run(store: &Store, key: &SearchKey<'_>, scope: &Scope, msgs: &[Msg]) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for msg in msgs {
+        let mut l = Lazy {
+            store,
+            msg,
+            cached: None,
+            body_texts: None,
+        };
+        if eval(key, scope, &mut l) {
+            out.push((msg.seq, msg.meta.uid));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_words() {
+        assert_eq!(decode_words(b"=?UTF-8?B?0KLQtdGB0YI=?= x"), "Тест x");
+        assert_eq!(decode_words(b"=?utf-8?q?a_b=3Dc?="), "a b=c");
+        assert_eq!(decode_words(b"=?UTF-8?B?0KI=?= =?UTF-8?B?0LU=?="), "Те");
+        assert_eq!(decode_words(b"plain =? text"), "plain =? text");
+        assert_eq!(decode_words(b"=?koi8-r?B?9MXT1A==?="), "Тест");
+        assert_eq!(decode_words(b"=?x?Q?=Z?="), "=?x?Q?=Z?=");
+    }
+}

@@ -1,0 +1,447 @@
+//! One IMAP session: the state machine of RFC 3501 §3, the single state gate
+//! ([`is_allowed`]), and the read → decode → gate → dispatch → sync → tagged reply loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::response::{Code, StatusKind};
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::CommandCodec;
+
+use super::cmd;
+use super::conn::{self, Conn, Frame, Refusal};
+use super::list_ext;
+use super::response::{self, CmdError, Reply};
+use super::selected::Selected;
+use crate::server::App;
+use crate::shutdown::Shutdown;
+use crate::store::Account;
+
+/// RFC 3501 §3 connection states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    NotAuthenticated,
+    Authenticated,
+    Selected,
+    Logout,
+}
+
+/// Commands as the state gate sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Capability,
+    Noop,
+    Logout,
+    Id,
+    StartTls,
+    Login,
+    Authenticate,
+    Select,
+    Examine,
+    Create,
+    Delete,
+    Rename,
+    Subscribe,
+    Unsubscribe,
+    List,
+    Lsub,
+    Status,
+    Append,
+    Idle,
+    Namespace,
+    Enable,
+    Check,
+    Close,
+    Unselect,
+    Expunge,
+    Search,
+    Fetch,
+    Store,
+    Copy,
+    Move,
+    /// Parsed but not offered by us (SORT, THREAD, COMPRESS, QUOTA, ...), or unknown.
+    Unsupported,
+}
+
+impl Kind {
+    pub fn of(body: &CommandBody<'_>) -> Kind {
+        use CommandBody as C;
+        match body {
+            C::Capability => Kind::Capability,
+            C::Noop => Kind::Noop,
+            C::Logout => Kind::Logout,
+            C::Id { .. } => Kind::Id,
+            C::StartTLS => Kind::StartTls,
+            C::Login { .. } => Kind::Login,
+            C::Authenticate { .. } => Kind::Authenticate,
+            C::Select { .. } => Kind::Select,
+            C::Examine { .. } => Kind::Examine,
+            C::Create { .. } => Kind::Create,
+            C::Delete { .. } => Kind::Delete,
+            C::Rename { .. } => Kind::Rename,
+            C::Subscribe { .. } => Kind::Subscribe,
+            C::Unsubscribe { .. } => Kind::Unsubscribe,
+            C::List { .. } => Kind::List,
+            C::Lsub { .. } => Kind::Lsub,
+            C::Status { .. } => Kind::Status,
+            C::Append { .. } => Kind::Append,
+            C::Idle => Kind::Idle,
+            C::Namespace => Kind::Namespace,
+            C::Enable { .. } => Kind::Enable,
+            C::Check => Kind::Check,
+            C::Close => Kind::Close,
+            C::Unselect => Kind::Unselect,
+            C::Expunge | C::ExpungeUid { .. } => Kind::Expunge,
+            C::Search { .. } => Kind::Search,
+            C::Fetch { .. } => Kind::Fetch,
+            C::Store { .. } => Kind::Store,
+            C::Copy { .. } => Kind::Copy,
+            C::Move { .. } => Kind::Move,
+            _ => Kind::Unsupported,
+        }
+    }
+
+    /// From the command name at the start of a command's first line (`tag NAME ...`, `tag UID
+    /// NAME ...`), before the command is complete — for the literal gate.
+    pub fn from_line(line: &[u8]) -> Kind {
+        let mut words = line
+            .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
+            .filter(|w| !w.is_empty())
+            .skip(1);
+        let mut name = words.next().unwrap_or_default().to_ascii_uppercase();
+        if name == b"UID" {
+            name = words.next().unwrap_or_default().to_ascii_uppercase();
+        }
+        match name.as_slice() {
+            b"CAPABILITY" => Kind::Capability,
+            b"NOOP" => Kind::Noop,
+            b"LOGOUT" => Kind::Logout,
+            b"ID" => Kind::Id,
+            b"STARTTLS" => Kind::StartTls,
+            b"LOGIN" => Kind::Login,
+            b"AUTHENTICATE" => Kind::Authenticate,
+            b"SELECT" => Kind::Select,
+            b"EXAMINE" => Kind::Examine,
+            b"CREATE" => Kind::Create,
+            b"DELETE" => Kind::Delete,
+            b"RENAME" => Kind::Rename,
+            b"SUBSCRIBE" => Kind::Subscribe,
+            b"UNSUBSCRIBE" => Kind::Unsubscribe,
+            b"LIST" => Kind::List,
+            b"LSUB" => Kind::Lsub,
+            b"STATUS" => Kind::Status,
+            b"APPEND" => Kind::Append,
+            b"IDLE" => Kind::Idle,
+            b"NAMESPACE" => Kind::Namespace,
+            b"ENABLE" => Kind::Enable,
+            b"CHECK" => Kind::Check,
+            b"CLOSE" => Kind::Close,
+            b"UNSELECT" => Kind::Unselect,
+            b"EXPUNGE" => Kind::Expunge,
+            b"SEARCH" => Kind::Search,
+            b"FETCH" => Kind::Fetch,
+            b"STORE" => Kind::Store,
+            b"COPY" => Kind::Copy,
+            b"MOVE" => Kind::Move,
+            _ => Kind::Unsupported,
+        }
+    }
+}
+
+/// The state gate: whether `kind` may run in `state` (RFC 3501 §6, RFC 2177, RFC 5161, RFC 2971),
+/// and the answer when it may not. Handlers assume it has said yes. LOGIN and AUTHENTICATE need
+/// TLS (SPEC §4; RFC 3501 §6.2.3 LOGINDISABLED).
+pub fn is_allowed(kind: Kind, state: State, tls: bool) -> Result<(), Reply> {
+    use Kind as K;
+    use State as S;
+    match (kind, state) {
+        (K::Unsupported, _) => Err(Reply::bad("Unknown or unsupported command")),
+        (_, S::Logout) => Err(Reply::bad("Logging out")),
+        (K::Capability | K::Noop | K::Logout | K::Id, _) => Ok(()),
+        (K::StartTls, S::NotAuthenticated) if !tls => Ok(()),
+        (K::StartTls, S::NotAuthenticated) => Err(Reply::bad("TLS is already active")),
+        (K::Login | K::Authenticate, S::NotAuthenticated) if !tls => Err(Reply::no(
+            "Log in over TLS: use STARTTLS first (or the implicit-TLS port)",
+        )
+        .other("PRIVACYREQUIRED")),
+        (K::Login | K::Authenticate, S::NotAuthenticated) => Ok(()),
+        (K::StartTls | K::Login | K::Authenticate, _) => Err(Reply::bad("Already logged in")),
+        (_, S::NotAuthenticated) => Err(Reply::bad("Log in first")),
+        // RFC 5161 §3.1: ENABLE only before a mailbox is selected.
+        (K::Enable, S::Authenticated) => Ok(()),
+        (K::Enable, _) => Err(Reply::bad("ENABLE is only valid before SELECT")),
+        (
+            K::Select
+            | K::Examine
+            | K::Create
+            | K::Delete
+            | K::Rename
+            | K::Subscribe
+            | K::Unsubscribe
+            | K::List
+            | K::Lsub
+            | K::Status
+            | K::Append
+            | K::Idle
+            | K::Namespace,
+            _,
+        ) => Ok(()),
+        (_, S::Selected) => Ok(()),
+        (_, S::Authenticated) => Err(Reply::bad("No mailbox selected")),
+    }
+}
+
+pub struct Session {
+    pub app: Arc<App>,
+    pub conn: Conn,
+    pub peer: SocketAddr,
+    pub state: State,
+    pub account: Option<Account>,
+    pub selected: Option<Selected>,
+    pub shutdown: Shutdown,
+}
+
+/// A decoded command: imap-codec's, or our extended LIST (RFC 5258/6154) which it does not parse.
+enum Parsed<'a> {
+    Std(Command<'a>),
+    List(list_ext::ListCommand),
+}
+
+impl Session {
+    pub fn new(app: Arc<App>, conn: Conn, peer: SocketAddr, shutdown: Shutdown) -> Session {
+        Session {
+            app,
+            conn,
+            peer,
+            state: State::NotAuthenticated,
+            account: None,
+            selected: None,
+            shutdown,
+        }
+    }
+
+    pub fn tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    pub fn account_id(&self) -> u64 {
+        self.account.as_ref().map(|a| a.id).unwrap_or(0)
+    }
+
+    /// The session until LOGOUT, EOF, autologout or shutdown. Only I/O errors end it early.
+    pub async fn run(&mut self) -> std::io::Result<()> {
+        let greeting = response::untagged(
+            StatusKind::Ok,
+            Some(Code::Capability(response::capabilities(self.tls()))),
+            &format!("{} Tanba IMAP4rev1 ready", self.app.config.hostname),
+        );
+        self.conn.write(&greeting);
+        self.conn.flush().await?;
+        let max_literal = self.app.config.imap.max_literal_size;
+        loop {
+            // Shutdown is honoured between commands only (STYLE §3).
+            let mut sd = self.shutdown.clone();
+            let input = tokio::select! {
+                r = self.conn.wait_input() => r,
+                _ = sd.stopping() => {
+                    self.conn.write(&response::bye("Server shutting down, try again later"));
+                    self.conn.close().await;
+                    return Ok(());
+                }
+            };
+            match input {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return self.end_on(e).await,
+            }
+            let (state, tls) = (self.state, self.tls());
+            let gate = move |first: &[u8]| -> Option<Refusal> {
+                is_allowed(Kind::from_line(first), state, tls)
+                    .err()
+                    .map(|r| Refusal {
+                        tag: conn::tag_of(first),
+                        bad: r.kind == StatusKind::Bad,
+                        code: r.code,
+                        text: r.text,
+                        skip: None,
+                    })
+            };
+            let frame = match self.conn.read_command(max_literal, &gate).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return self.end_on(e).await,
+            };
+            match frame {
+                Frame::Refused(r) => {
+                    let skip = r.skip;
+                    self.refuse(r);
+                    if let Some(n) = skip {
+                        // Answer first, then swallow what the client is still sending.
+                        let r = match self.conn.flush().await {
+                            Ok(()) => self.conn.skip_command(n).await,
+                            Err(e) => Err(e),
+                        };
+                        match r {
+                            Ok(true) => {}
+                            Ok(false) => return Ok(()),
+                            Err(e) => return self.end_on(e).await,
+                        }
+                    }
+                }
+                Frame::Command(bytes) => {
+                    if let Err(e) = self.execute(&bytes).await {
+                        return self.end_on(e).await;
+                    }
+                }
+            }
+            if let Err(e) = self.conn.flush().await {
+                return self.end_on(e).await;
+            }
+            if self.state == State::Logout {
+                self.conn.close().await;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Autologout (RFC 3501 §5.4) or a broken connection.
+    async fn end_on(&mut self, e: std::io::Error) -> std::io::Result<()> {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            tracing::debug!(peer = %self.peer, "imap: autologout");
+            self.conn
+                .write(&response::bye("Autologout; idle for too long"));
+            self.conn.close().await;
+            return Ok(());
+        }
+        Err(e)
+    }
+
+    fn refuse(&mut self, r: Refusal) {
+        let mut reply = if r.bad {
+            Reply::bad(r.text)
+        } else {
+            Reply::no(r.text)
+        };
+        if let Some(code) = r.code {
+            reply = reply.code(code);
+        }
+        let tag = r.tag.and_then(|t| Tag::try_from(t).ok());
+        self.conn.write(&response::tagged(tag.as_ref(), &reply));
+    }
+
+    async fn execute(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let parsed = match CommandCodec::default().decode(bytes) {
+            Ok((b"", cmd)) => Parsed::Std(cmd),
+            _ => match list_ext::parse(bytes) {
+                Some(l) => Parsed::List(l),
+                None => {
+                    let tag = conn::tag_of(bytes).and_then(|t| Tag::try_from(t).ok());
+                    let reply = match &tag {
+                        Some(_) if Kind::from_line(bytes) == Kind::Unsupported => {
+                            Reply::bad("Unknown command")
+                        }
+                        Some(_) => Reply::bad("Syntax error in command arguments"),
+                        None => Reply::bad("Syntax error: a command starts with a tag"),
+                    };
+                    self.conn.write(&response::tagged(tag.as_ref(), &reply));
+                    return Ok(());
+                }
+            },
+        };
+        let (tag, kind) = match &parsed {
+            Parsed::Std(c) => (c.tag.clone().into_static(), Kind::of(&c.body)),
+            Parsed::List(l) => (l.tag.clone(), Kind::List),
+        };
+        if let Err(r) = is_allowed(kind, self.state, self.tls()) {
+            self.conn.write(&response::tagged(Some(&tag), &r));
+            return Ok(());
+        }
+        let allow_expunge = match &parsed {
+            Parsed::Std(c) => expunge_allowed(&c.body),
+            Parsed::List(_) => true,
+        };
+        let result = match parsed {
+            Parsed::Std(c) => cmd::dispatch(self, &tag, c.body).await,
+            Parsed::List(l) => cmd::mailbox::list(self, l.args).await,
+        };
+        let reply = match result {
+            Ok(r) => r,
+            Err(CmdError::Reply(r)) => r,
+            Err(CmdError::Io(e)) => return Err(e),
+        };
+        // Untagged updates go before the tagged reply (RFC 3501 §7).
+        if self.state == State::Selected && kind != Kind::Idle {
+            self.sync(allow_expunge).await;
+        }
+        if !reply.sent {
+            self.conn.write(&response::tagged(Some(&tag), &reply));
+        }
+        Ok(())
+    }
+
+    /// Reports what changed in the selected mailbox since we last looked.
+    pub async fn sync(&mut self, allow_expunge: bool) {
+        let Some(mut sel) = self.selected.take() else {
+            return;
+        };
+        let store = self.app.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let out = sel.sync(&store, allow_expunge);
+            (sel, out)
+        })
+        .await;
+        match r {
+            Ok((sel, out)) => {
+                self.selected = Some(sel);
+                match out {
+                    Ok(bytes) => self.conn.write(&bytes),
+                    Err(e) => tracing::warn!("imap: sync failed: {e}"),
+                }
+            }
+            Err(e) => {
+                tracing::error!("imap: sync task failed: {e}");
+                self.state = State::Authenticated;
+            }
+        }
+    }
+}
+
+/// RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH by sequence number
+/// (COPY too, to be safe: its numbers were chosen by the client against the old view).
+fn expunge_allowed(body: &CommandBody<'_>) -> bool {
+    match body {
+        CommandBody::Fetch { uid, .. }
+        | CommandBody::Store { uid, .. }
+        | CommandBody::Search { uid, .. }
+        | CommandBody::Copy { uid, .. } => *uid,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate() {
+        use Kind as K;
+        use State as S;
+        assert!(is_allowed(K::Capability, S::NotAuthenticated, false).is_ok());
+        assert!(is_allowed(K::Login, S::NotAuthenticated, false).is_err());
+        assert!(is_allowed(K::Login, S::NotAuthenticated, true).is_ok());
+        assert!(is_allowed(K::StartTls, S::NotAuthenticated, true).is_err());
+        assert!(is_allowed(K::Select, S::NotAuthenticated, true).is_err());
+        assert!(is_allowed(K::Append, S::NotAuthenticated, true).is_err());
+        assert!(is_allowed(K::Fetch, S::Authenticated, true).is_err());
+        assert!(is_allowed(K::Fetch, S::Selected, true).is_ok());
+        assert!(is_allowed(K::Enable, S::Selected, true).is_err());
+        assert!(is_allowed(K::Login, S::Authenticated, true).is_err());
+        assert!(is_allowed(K::Unsupported, S::Selected, true).is_err());
+        assert_eq!(Kind::from_line(b"a UID fetch 1 x\r\n"), K::Fetch);
+        assert_eq!(Kind::from_line(b"a append x {3}\r\n"), K::Append);
+        assert_eq!(Kind::from_line(b"a XYZ\r\n"), K::Unsupported);
+    }
+}
