@@ -241,8 +241,9 @@ pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// A test PKI made with `openssl`, with its own HTTP server: `root` → `inter` (which publishes
 /// `inter.crl` and answers OCSP through the server) → leaves `good`, `revoked` (revoked when
-/// the PKI is made) and `tsa` (timeStamping). Leaves are valid from a day ago for two days;
-/// their CRL distribution point and OCSP responder are the server.
+/// the PKI is made), `expired` (valid from ten to five days ago) and `tsa` (timeStamping, valid
+/// from ten days ago). `good` and `revoked` are valid from a day ago for two days. The leaves'
+/// CRL distribution point and OCSP responder are the server.
 pub struct TestPki {
     pub dir: PathBuf,
     pub server: HttpServer,
@@ -288,6 +289,8 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 crlDistributionPoints = URI:http://127.0.0.1:PORT/inter.crl
 authorityInfoAccess = OCSP;URI:http://127.0.0.1:PORT/ocsp
+[ delta ]
+deltaCRL = critical,DER:02:01:01
 [ v3_tsa ]
 keyUsage = critical,digitalSignature,nonRepudiation
 extendedKeyUsage = critical,timeStamping
@@ -355,7 +358,13 @@ impl TestPki {
                 "root.pem",
             ],
         );
-        let issue = |ca_name: &str, name: &str, subject: &str, serial: &str, ext: &str| {
+        let issue = |ca_name: &str,
+                     name: &str,
+                     subject: &str,
+                     serial: &str,
+                     ext: &str,
+                     from: &str,
+                     to: &str| {
             k(name);
             openssl(
                 &ca,
@@ -393,25 +402,55 @@ impl TestPki {
                     "-out",
                     &format!("{name}.pem"),
                     "-startdate",
-                    &from,
+                    from,
                     "-enddate",
-                    &to,
+                    to,
                     "-extensions",
                     ext,
                 ],
             );
         };
-        issue("root", "inter", "/C=KZ/CN=ТЕСТ ҰКО", "1000", "v3_inter");
+        let long_ago = stamp(now - chrono::Duration::days(10));
+        let ended = stamp(now - chrono::Duration::days(5));
+        issue(
+            "root",
+            "inter",
+            "/C=KZ/CN=ТЕСТ ҰКО",
+            "1000",
+            "v3_inter",
+            &long_ago,
+            &to,
+        );
         // The CA database the OCSP responder reads is the intermediate's alone.
         std::fs::write(ca.join("index.txt"), "").unwrap();
-        issue("inter", "good", LEAF_SUBJECT, "2001", "v3_leaf");
-        issue("inter", "revoked", LEAF_SUBJECT, "2002", "v3_leaf");
+        issue("inter", "good", LEAF_SUBJECT, "2001", "v3_leaf", &from, &to);
+        issue(
+            "inter",
+            "revoked",
+            LEAF_SUBJECT,
+            "2002",
+            "v3_leaf",
+            &from,
+            &to,
+        );
+        let tsa_subject = "/C=KZ/CN=TIME-STAMPING AUTHORITY";
         issue(
             "inter",
             "tsa",
-            "/C=KZ/CN=TIME-STAMPING AUTHORITY",
+            tsa_subject,
             "2003",
             "v3_tsa",
+            &long_ago,
+            &to,
+        );
+        issue(
+            "inter",
+            "expired",
+            LEAF_SUBJECT,
+            "2004",
+            "v3_leaf",
+            &long_ago,
+            &ended,
         );
         let revoked_at = chrono::Utc::now();
         openssl(
@@ -1038,4 +1077,68 @@ fn revoked_after_the_validation_time_passes_with_a_note() {
     let (code, v) = cli.verify_json(&m, &["--at", &after]);
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(signer_of(&v)["reason"], "revoked");
+}
+
+/// Delta CRLs (RFC 5280 §5.2.4): a delta based on the complete CRL adds a hold on `good`; a newer
+/// delta lifts it again (`removeFromCRL`).
+#[test]
+fn delta_crls_apply_on_top_of_the_complete_crl() {
+    let pki = TestPki::new();
+    let ca = &pki.dir;
+    let cmd = |args: &[&str]| {
+        let mut all = vec![
+            "ca",
+            "-config",
+            "openssl.cnf",
+            "-cert",
+            "inter.pem",
+            "-keyfile",
+            "inter.key",
+        ];
+        all.extend_from_slice(args);
+        openssl(ca, &all);
+    };
+    // The complete CRL (number 1) lists only `revoked`.
+    let base = ca.join("inter.crl.pem");
+    cmd(&["-revoke", "good.pem", "-crl_reason", "certificateHold"]);
+    cmd(&["-gencrl", "-crlexts", "delta", "-out", "delta-hold.pem"]);
+    // Lift the hold: the CA database entry becomes removeFromCRL.
+    let index = std::fs::read_to_string(ca.join("index.txt")).unwrap();
+    std::fs::write(
+        ca.join("index.txt"),
+        index.replace("certificateHold", "removeFromCRL"),
+    )
+    .unwrap();
+    cmd(&["-gencrl", "-crlexts", "delta", "-out", "delta-lifted.pem"]);
+
+    let cli = Cli::new(&pki.trust, "");
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_temp(dir.path(), "good.eml", &pki.signed_message("good", "delta"));
+    let at = rfc3339(chrono::Utc::now() + chrono::Duration::minutes(1));
+    let run = |crls: &[&Path]| {
+        let mut args = vec!["--at".to_string(), at.clone()];
+        for c in crls {
+            args.push("--crl".into());
+            args.push(c.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, v) = cli.verify_json(&m, &args);
+        (
+            v["verdict"].as_str().unwrap().to_string(),
+            signer_of(&v)["reason"].as_str().map(str::to_string),
+        )
+    };
+    let hold = ca.join("delta-hold.pem");
+    let lifted = ca.join("delta-lifted.pem");
+    assert_eq!(run(&[&base]), ("pass".into(), None));
+    assert_eq!(
+        run(&[&base, &hold]),
+        ("fail".into(), Some("revoked".into()))
+    );
+    assert_eq!(run(&[&base, &hold, &lifted]), ("pass".into(), None));
+    // A delta alone is not a complete CRL: nothing current speaks for `good`.
+    assert_eq!(
+        run(&[&lifted]),
+        ("temperror".into(), Some("revocation-unknown".into()))
+    );
 }

@@ -273,3 +273,130 @@ fn real_nca_gost_token_verifies() {
     let t2 = tanba::filter::tsp::parse_response(&resp).unwrap();
     assert_eq!(t2.info, token.info);
 }
+
+/// DER of a SEQUENCE of the given elements.
+fn seq(parts: &[Vec<u8>]) -> Vec<u8> {
+    asn1::encode(0x30, &parts.concat())
+}
+
+fn oid(dotted: &str) -> Vec<u8> {
+    asn1::oid_der(dotted).unwrap()
+}
+
+fn alg(dotted: &str) -> Vec<u8> {
+    seq(&[oid(dotted), vec![0x05, 0x00]])
+}
+
+/// DER INTEGER of a magnitude.
+fn integer(magnitude: &[u8]) -> Vec<u8> {
+    let mut v = magnitude.to_vec();
+    if v.first().is_none_or(|b| b & 0x80 != 0) {
+        v.insert(0, 0);
+    }
+    asn1::encode(0x02, &v)
+}
+
+/// A timestamp token from the test TSA with a chosen genTime, over SHA-256 of `data`, built
+/// by hand (`openssl ts` always stamps the current time). RFC 3161 §2.4.2, RFC 5652 §5.
+fn token_at(pki: &TestPki, data: &[u8], gen_time: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::sign::Signer;
+    const SHA256: &str = "2.16.840.1.101.3.4.2.1";
+    const TST_INFO: &str = "1.2.840.113549.1.9.16.1.4";
+    let pem = std::fs::read(pki.cert("tsa")).unwrap();
+    let cert = tanba::filter::cert::certs_from_pem_or_der(&pem)
+        .unwrap()
+        .remove(0);
+    let key = PKey::private_key_from_pem(&std::fs::read(pki.dir.join("tsa.key")).unwrap()).unwrap();
+
+    let tst = seq(&[
+        integer(&[1]),
+        oid("1.2.3.4.1"),
+        seq(&[alg(SHA256), asn1::encode(0x04, &openssl::sha::sha256(data))]),
+        integer(&[0x0B, 0xAD, 0xC0, 0xDE]),
+        asn1::encode(
+            0x18,
+            gen_time.format("%Y%m%d%H%M%SZ").to_string().as_bytes(),
+        ),
+    ]);
+    let attr = |o: &str, v: Vec<u8>| seq(&[oid(o), asn1::encode(0x31, &v)]);
+    let mut attrs = vec![
+        attr("1.2.840.113549.1.9.3", oid(TST_INFO)),
+        attr(
+            "1.2.840.113549.1.9.4",
+            asn1::encode(0x04, &openssl::sha::sha256(&tst)),
+        ),
+    ];
+    attrs.sort(); // DER SET OF: sorted encodings
+    let signed = asn1::encode(0x31, &attrs.concat());
+    let mut signer = Signer::new(MessageDigest::sha256(), &key).unwrap();
+    signer.update(&signed).unwrap();
+    let signature = signer.sign_to_vec().unwrap();
+    let mut implicit = signed.clone();
+    implicit[0] = 0xA0;
+    let signer_info = seq(&[
+        integer(&[1]),
+        seq(&[cert.issuer.clone(), integer(&cert.serial)]),
+        alg(SHA256),
+        implicit,
+        alg("1.2.840.113549.1.1.1"),
+        asn1::encode(0x04, &signature),
+    ]);
+    let signed_data = seq(&[
+        integer(&[3]),
+        asn1::encode(0x31, &alg(SHA256)),
+        seq(&[oid(TST_INFO), asn1::encode(0xA0, &asn1::encode(0x04, &tst))]),
+        asn1::encode(0xA0, &cert.raw),
+        asn1::encode(0x31, &signer_info),
+    ]);
+    seq(&[
+        oid("1.2.840.113549.1.7.2"),
+        asn1::encode(0xA0, &signed_data),
+    ])
+}
+
+/// End to end through SMTP: a certificate that expired five days ago, with a signature
+/// timestamped a week ago (inside its validity), is stored `pass` with `source=tsp`; the same
+/// signature without the timestamp is `fail; reason=expired`.
+#[test]
+fn expired_certificate_with_an_older_timestamp_passes_over_smtp() {
+    use crate::support::{base_toml, TestServer};
+    let pki = shared_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("trust");
+    std::fs::create_dir_all(&trust).unwrap();
+    for f in ["root.pem", "inter.pem"] {
+        std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
+    }
+    let toml = base_toml(dir.path());
+    let srv = TestServer::start_toml(dir, &toml);
+    srv.add_user("alice@example.test", "secret-pass-1");
+
+    let week_ago = chrono::Utc::now() - chrono::Duration::days(7);
+    let sig = pki.sign("expired", SIGNED_PART, &[]);
+    let token = token_at(pki, &signature_value(&sig), week_ago);
+    let stamped = add_unsigned_attr(&sig, OID_TIMESTAMP_TOKEN, &token);
+    let with_tsp = message_with_signature("timestamped a week ago", &stamped);
+    let without = message_with_signature("no timestamp", &sig);
+    for m in [&with_tsp, &without] {
+        let mut c = crate::smtp::Client::connect(srv.mx);
+        c.ok("EHLO sender.example", "250");
+        let r = c.send_mail("sender@example.kz", &["alice@example.test"], m);
+        assert_eq!(r.code, 250, "{}", r.line());
+        c.ok("QUIT", "221");
+    }
+    let stored = crate::smtp::stored(&srv, "alice@example.test");
+    assert_eq!(stored.len(), 2);
+    let f = header_fields(&stored[0]);
+    assert_eq!(header(&f, "X-EDS-Signer-1-Result"), Some("pass"), "{f:?}");
+    assert_eq!(
+        header(&f, "X-EDS-Signer-1-Signing-Time"),
+        Some(format!("{}; source=tsp", rfc3339(week_ago)).as_str())
+    );
+    let f = header_fields(&stored[1]);
+    assert_eq!(
+        header(&f, "X-EDS-Signer-1-Result"),
+        Some("fail; reason=expired")
+    );
+}
