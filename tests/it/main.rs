@@ -33,3 +33,5 @@ mod revocation;
 mod tsp;
 // `tanba certs fetch-nca` against a loopback mirror, `tanba certs list`.
 mod certs;
+// End to end: signed mail over SMTP (MX and submission), fetched over IMAP with stamp and keywords.
+mod filter_e2e;
