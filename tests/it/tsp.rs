@@ -321,7 +321,7 @@ fn token_at(pki: &TestPki, data: &[u8], gen_time: chrono::DateTime<chrono::Utc>)
         ),
     ]);
     let attr = |o: &str, v: Vec<u8>| seq(&[oid(o), asn1::encode(0x31, &v)]);
-    let mut attrs = vec![
+    let mut attrs = [
         attr("1.2.840.113549.1.9.3", oid(TST_INFO)),
         attr(
             "1.2.840.113549.1.9.4",
