@@ -156,9 +156,9 @@ impl RevocationSource for Material {
     }
 }
 
-/// The material a CMS carries, consulted before another source (the one fetching and caching).
-/// When the other source does not check revocation at all (`revocation = "off"`), neither does
-/// this.
+/// The material a CMS carries, consulted before another source (the one fetching and caching):
+/// when it answers, that answer stands and nothing is fetched. When the other source does not
+/// check revocation at all (`revocation = "off"`), neither does this.
 pub struct Layered<'a> {
     pub first: &'a Material,
     pub then: &'a dyn RevocationSource,
@@ -171,11 +171,6 @@ impl RevocationSource for Layered<'_> {
         }
         match self.first.decide(cert, issuer, at) {
             RevocationStatus::Unknown(_) => self.then.status(cert, issuer, at),
-            // Embedded "good" is enough, but a revocation the other source knows of wins.
-            RevocationStatus::Good => match self.then.status(cert, issuer, at) {
-                s @ (RevocationStatus::Revoked { .. } | RevocationStatus::RevokedLater { .. }) => s,
-                _ => RevocationStatus::Good,
-            },
             known => known,
         }
     }

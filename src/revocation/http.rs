@@ -329,7 +329,7 @@ fn exchange(u: &Url, request: &[u8], max: usize, deadline: Instant) -> Result<Re
             if size == 0 {
                 break;
             }
-            if out.len() + size > max {
+            if size > max.saturating_sub(out.len()) {
                 return Err(too_big());
             }
             let data_start = line_end + 2;
@@ -447,6 +447,10 @@ mod tests {
         let u = serve(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec());
         assert!(get(&u, 100, t).unwrap_err().contains("HTTP 404"));
         let u = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n".to_vec());
+        assert!(get(&u, 100, t).unwrap_err().contains("larger"));
+        let u = serve(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n".to_vec(),
+        );
         assert!(get(&u, 100, t).unwrap_err().contains("larger"));
         let u = serve(b"garbage\r\n\r\n".to_vec());
         assert!(get(&u, 100, t).is_err());

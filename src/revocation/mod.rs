@@ -47,6 +47,11 @@ const MAX_URLS: usize = 64;
 const MAX_OCSP: usize = 4096;
 /// How often `crl_dir` is looked at for changes.
 const RESCAN: Duration = Duration::from_secs(60);
+/// A downloaded complete CRL is fetched again after this long even if its nextUpdate is further
+/// away (NCA RK's CRLs name a nextUpdate months ahead but are reissued far more often).
+pub const CRL_REFRESH: Duration = Duration::from_secs(6 * 3600);
+/// The same for delta CRLs.
+pub const DELTA_REFRESH: Duration = Duration::from_secs(3600);
 
 /// What the checker does.
 #[derive(Debug, Clone)]
@@ -65,6 +70,8 @@ pub struct Options {
     pub extra_crls: Vec<PathBuf>,
     /// Deadline of one HTTP exchange.
     pub timeout: Duration,
+    /// Time all fetches for one message may take together.
+    pub budget: Duration,
 }
 
 impl Options {
@@ -84,8 +91,14 @@ impl Options {
             crl_dir: s.crl_dir.clone(),
             extra_crls: extra_crls.to_vec(),
             timeout: Duration::from_secs(10),
+            budget: Duration::from_secs(30),
         })
     }
+}
+
+/// Whether a downloaded CRL is older than `refresh` and its URL was not just tried.
+fn due(slot: &UrlSlot, refresh: Duration) -> bool {
+    slot.attempt.elapsed() >= RETRY_AFTER && slot.fetched.is_none_or(|f| f.elapsed() >= refresh)
 }
 
 /// Files of a directory with their mtime and size (to notice changes).
@@ -94,6 +107,9 @@ type Listing = Vec<(PathBuf, SystemTime, u64)>;
 /// A downloaded CRL, by URL.
 struct UrlSlot {
     crl: Option<Arc<Crl>>,
+    /// When `crl` was downloaded (for a copy read from disk: when it was written).
+    fetched: Option<Instant>,
+    /// When the URL was last tried (successfully or not).
     attempt: Instant,
     error: Option<String>,
 }
@@ -211,8 +227,9 @@ impl Checker {
         if wanted.is_empty() {
             return report;
         }
+        let deadline = Instant::now() + self.opts.budget;
         for (cert, issuer, at) in &wanted {
-            self.fetch(cert, issuer, *at);
+            self.fetch(cert, issuer, *at, deadline);
         }
         run(self)
     }
@@ -302,6 +319,41 @@ impl Checker {
         false
     }
 
+    /// Whether a downloaded CRL `cert`'s status came from is due for a refresh ([`CRL_REFRESH`],
+    /// [`DELTA_REFRESH`]), or a delta CRL it names was never fetched.
+    fn refresh_due(&self, cert: &Cert) -> bool {
+        if !self.opts.fetch_crl {
+            return false;
+        }
+        let Ok(s) = self.state.read() else {
+            return false;
+        };
+        let loc = locations(cert);
+        let mut deltas = loc.delta.clone();
+        let mut downloaded = false;
+        for url in &loc.crl {
+            let Some(slot) = s.by_url.get(url) else {
+                continue;
+            };
+            if let Some(c) = &slot.crl {
+                downloaded = true;
+                if due(slot, CRL_REFRESH) {
+                    return true;
+                }
+                deltas.extend(c.freshest.iter().cloned());
+            }
+        }
+        downloaded
+            && deltas
+                .iter()
+                .filter(|u| http::parse_url(u).is_ok())
+                .any(|url| {
+                    s.by_url
+                        .get(url)
+                        .is_none_or(|slot| due(slot, DELTA_REFRESH))
+                })
+    }
+
     fn ocsp_url(&self, aia: &[String]) -> Option<String> {
         match &self.opts.ocsp_url {
             Some(u) => Some(u.clone()),
@@ -311,11 +363,11 @@ impl Checker {
 
     /// Gets revocation data for `cert` at `at`: OCSP first (when on), CRLs when OCSP is off or
     /// did not answer. Disk cache before network.
-    fn fetch(&self, cert: &Cert, issuer: &Cert, at: i64) {
+    fn fetch(&self, cert: &Cert, issuer: &Cert, at: i64, deadline: Instant) {
         let loc = locations(cert);
         if self.opts.fetch_ocsp {
             if let Some(url) = self.ocsp_url(&loc.ocsp) {
-                self.fetch_ocsp(cert, issuer, at, &url);
+                self.fetch_ocsp(cert, issuer, at, &url, deadline);
                 if !matches!(self.status(cert, issuer, at), RevocationStatus::Unknown(_)) {
                     return;
                 }
@@ -326,12 +378,12 @@ impl Checker {
                 if http::parse_url(url).is_err() {
                     continue;
                 }
-                if let Some(base) = self.fetch_crl(url, issuer, at) {
+                if let Some(base) = self.fetch_crl(url, issuer, at, deadline) {
                     let deltas: Vec<String> =
                         loc.delta.iter().chain(&base.freshest).cloned().collect();
                     for d in deltas.iter().take(2) {
                         if http::parse_url(d).is_ok() {
-                            self.fetch_crl(d, issuer, at);
+                            self.fetch_crl(d, issuer, at, deadline);
                         }
                     }
                     if base.covers(at) {
@@ -344,7 +396,7 @@ impl Checker {
 
     /// One CRL URL: the disk copy if it still covers `at`, else a download. The CRL must be
     /// signed by `issuer`; what is kept is returned.
-    fn fetch_crl(&self, url: &str, issuer: &Cert, at: i64) -> Option<Arc<Crl>> {
+    fn fetch_crl(&self, url: &str, issuer: &Cert, at: i64, deadline: Instant) -> Option<Arc<Crl>> {
         let recent = self.state.read().ok().and_then(|s| {
             s.by_url
                 .get(url)
@@ -361,21 +413,43 @@ impl Checker {
         let mut stale = None;
         if let Some(p) = &path {
             if let Ok(data) = std::fs::read(p) {
-                if let Ok(crl) = Crl::from_der(&data) {
+                if let Some(crl) = Crl::parse_any(&data)
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                {
                     if crl.verify_signature(issuer).is_ok() {
                         let crl = Arc::new(crl);
-                        if crl.covers(at) && crl.covers(unix(SystemTime::now())) {
+                        let refresh = if crl.is_delta() {
+                            DELTA_REFRESH
+                        } else {
+                            CRL_REFRESH
+                        };
+                        let age = std::fs::metadata(p)
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok());
+                        let written = age.and_then(|a| Instant::now().checked_sub(a));
+                        let young = age.is_some_and(|age| age < refresh);
+                        if young && crl.covers(at) && crl.covers(unix(SystemTime::now())) {
                             tracing::debug!("CRL {url}: from the disk cache");
-                            self.keep_crl(url, Some(crl.clone()), None);
+                            self.keep_crl(url, Some(crl.clone()), None, written);
                             return Some(crl);
                         }
-                        stale = Some(crl);
+                        stale = Some((crl, written));
                     }
                 }
             }
         }
-        let result = http::get(url, MAX_CRL_SIZE, self.opts.timeout).and_then(|data| {
-            let crl = Crl::from_der(&data).map_err(|e| format!("{url}: {e}"))?;
+        let Some(timeout) = self.time_left(deadline) else {
+            return stale.map(|(c, _)| c);
+        };
+        let result = http::get(url, MAX_CRL_SIZE, timeout).and_then(|data| {
+            // DER, as RFC 5280 §4.2.1.13 says; PEM is accepted too.
+            let crl = Crl::parse_any(&data)
+                .map_err(|e| format!("{url}: {e}"))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("{url}: no CRL"))?;
             crl.verify_signature(issuer)
                 .map_err(|e| format!("{url}: {e}"))?;
             Ok((crl, data))
@@ -394,19 +468,49 @@ impl Checker {
                     write_atomic(p, &data);
                 }
                 let crl = Arc::new(crl);
-                self.keep_crl(url, Some(crl.clone()), None);
+                self.keep_crl(url, Some(crl.clone()), None, Some(Instant::now()));
                 Some(crl)
             }
             Err(e) => {
                 tracing::warn!("CRL {e}");
                 // A stale copy may still speak for earlier validation times.
-                self.keep_crl(url, stale.clone(), Some(format!("CRL {e}")));
-                stale
+                // What was held before stays; else the stale copy from disk.
+                let held = self.state.read().ok().and_then(|s| {
+                    s.by_url
+                        .get(url)
+                        .and_then(|slot| slot.crl.clone().map(|c| (c, slot.fetched)))
+                });
+                let kept = held.or(stale);
+                self.keep_crl(
+                    url,
+                    kept.as_ref().map(|(c, _)| c.clone()),
+                    Some(format!("CRL {e}")),
+                    kept.as_ref().and_then(|(_, w)| *w),
+                );
+                kept.map(|(c, _)| c)
             }
         }
     }
 
-    fn keep_crl(&self, url: &str, crl: Option<Arc<Crl>>, error: Option<String>) {
+    /// The deadline of the next exchange: the per-request timeout, cut to what is left of the
+    /// message's budget (None when nothing is left: the fetch is skipped and the status stays
+    /// unknown).
+    fn time_left(&self, deadline: Instant) -> Option<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(100) {
+            tracing::warn!("revocation: no time left for fetching in this message");
+            return None;
+        }
+        Some(left.min(self.opts.timeout))
+    }
+
+    fn keep_crl(
+        &self,
+        url: &str,
+        crl: Option<Arc<Crl>>,
+        error: Option<String>,
+        fetched: Option<Instant>,
+    ) {
         if let Ok(mut s) = self.state.write() {
             if s.by_url.len() >= MAX_URLS && !s.by_url.contains_key(url) {
                 if let Some(oldest) = s
@@ -422,6 +526,7 @@ impl Checker {
                 url.to_string(),
                 UrlSlot {
                     crl,
+                    fetched,
                     attempt: Instant::now(),
                     error,
                 },
@@ -430,7 +535,7 @@ impl Checker {
     }
 
     /// Asks the OCSP responder at `url` about `cert` (disk cache first).
-    fn fetch_ocsp(&self, cert: &Cert, issuer: &Cert, at: i64, url: &str) {
+    fn fetch_ocsp(&self, cert: &Cert, issuer: &Cert, at: i64, url: &str, deadline: Instant) {
         let key = ocsp_key(cert, issuer);
         let path = self
             .opts
@@ -458,6 +563,9 @@ impl Checker {
                 }
             }
         }
+        let Some(timeout) = self.time_left(deadline) else {
+            return;
+        };
         let mut nonce = [0u8; 16];
         rand::Rng::fill(&mut rand::thread_rng(), &mut nonce);
         let req = ocsp::request(cert, issuer, &nonce);
@@ -466,7 +574,7 @@ impl Checker {
             "application/ocsp-request",
             &req,
             MAX_RESPONSE_SIZE,
-            self.opts.timeout,
+            timeout,
         )
         .and_then(|data| {
             let r = ocsp::parse_response(&data).map_err(|e| format!("OCSP {url}: {e}"))?;
@@ -580,8 +688,18 @@ struct Probe<'a> {
 impl RevocationSource for Probe<'_> {
     fn status(&self, cert: &Cert, issuer: &Cert, at: i64) -> RevocationStatus {
         let s = self.checker.status(cert, issuer, at);
-        if !matches!(s, RevocationStatus::Unknown(_)) || !self.checker.can_fetch(cert, issuer) {
-            return s;
+        let (wanted, answer) = match &s {
+            RevocationStatus::Unknown(_) if self.checker.can_fetch(cert, issuer) => {
+                // Go on as if good, so that every certificate of the path gets noted.
+                (true, RevocationStatus::Good)
+            }
+            RevocationStatus::Good | RevocationStatus::RevokedLater { .. } => {
+                (self.checker.refresh_due(cert), s.clone())
+            }
+            _ => (false, s.clone()),
+        };
+        if !wanted {
+            return answer;
         }
         if let Ok(mut w) = self.wanted.lock() {
             let seen = w
@@ -591,8 +709,7 @@ impl RevocationSource for Probe<'_> {
                 w.push((cert.clone(), issuer.clone(), at));
             }
         }
-        // Go on as if good, so that every certificate of the path gets noted.
-        RevocationStatus::Good
+        answer
     }
 }
 

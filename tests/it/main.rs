@@ -26,3 +26,12 @@ mod verify;
 mod imap;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
+// Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,
+// responder down (also the shared `TestPki` / `HttpServer` helpers).
+mod revocation;
+// RFC 3161 timestamps: the NCA test token, an `openssl ts` TSA, validation at genTime.
+mod tsp;
+// `tanba certs fetch-nca` against a loopback mirror, `tanba certs list`.
+mod certs;
+// End to end: signed mail over SMTP (MX and submission), fetched over IMAP with stamp and keywords.
+mod filter_e2e;
