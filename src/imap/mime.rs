@@ -886,4 +886,50 @@ Content-Type: text/html\r\n\r\n<p>\r\n--c--\r\n--b--\r\n";
         }
         assert!(Cached::decode(b"\x01\xff\xff\xff\xff").is_none());
     }
+
+    /// Mutations of a real structure: parsing, resolving sections and decoding truncated or
+    /// corrupted cache entries never panic.
+    #[test]
+    fn mutated_input_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet: &[u8] =
+            b"-\r\n:;=\"()<>@,Content-Type: multipart/mixed; boundary=xmessage/rfc822 ";
+        for _ in 0..3000 {
+            let mut m = SIGNED.to_vec();
+            for _ in 0..(next() % 8) {
+                let at = (next() as usize) % m.len();
+                match next() % 3 {
+                    0 => m[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        m.remove(at);
+                    }
+                    _ => m.truncate(at),
+                }
+                if m.is_empty() {
+                    break;
+                }
+            }
+            let c = parse(&m);
+            for path in [&[1u32][..], &[1, 1], &[1, 2], &[2], &[2, 1, 1], &[3]] {
+                if let Some(p) = resolve(&c.root, path) {
+                    let _ = m.get(p.header_range());
+                    let _ = m.get(p.body_range());
+                }
+            }
+            let enc = c.encode();
+            assert_eq!(Cached::decode(&enc).as_ref(), Some(&c));
+            let cut = (next() as usize) % enc.len();
+            let _ = Cached::decode(&enc[..cut]);
+            let mut bad = enc.clone();
+            let at = (next() as usize) % bad.len();
+            bad[at] ^= 0xff;
+            let _ = Cached::decode(&bad);
+        }
+    }
 }

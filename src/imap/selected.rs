@@ -273,7 +273,7 @@ impl Selected {
 
     /// `* seq FETCH (UID n FLAGS (...))` for the message at `seq`.
     pub fn flags_response(&self, seq: u32, with_uid: bool) -> Vec<u8> {
-        let Some(m) = self.msgs.get(seq as usize - 1) else {
+        let Some(m) = (seq as usize).checked_sub(1).and_then(|i| self.msgs.get(i)) else {
             return Vec::new();
         };
         let mut items = Vec::new();

@@ -1040,3 +1040,107 @@ fn acknowledged_append_store_and_expunge_survive_kill_9() {
     let t = c.append("INBOX", "()", &simple_message("after", "x"));
     assert!(t.contains(" 4] APPEND completed"), "{t}");
 }
+
+/// Random commands assembled from IMAP words: every one gets a tagged answer and the session
+/// never drops (a panic in a handler would close the connection).
+#[test]
+fn random_commands_never_break_the_session() {
+    let srv = server(&[]);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    assert!(c
+        .append("INBOX", "(\\Seen)", SIGNED_MSG.as_bytes())
+        .contains("OK"));
+    let words = [
+        "FETCH",
+        "UID",
+        "STORE",
+        "SEARCH",
+        "COPY",
+        "MOVE",
+        "SELECT",
+        "EXAMINE",
+        "LIST",
+        "LSUB",
+        "STATUS",
+        "EXPUNGE",
+        "CLOSE",
+        "UNSELECT",
+        "CREATE",
+        "RENAME",
+        "DELETE",
+        "NOOP",
+        "CHECK",
+        "1",
+        "2",
+        "*",
+        "1:*",
+        "0",
+        "4294967295",
+        "3:2",
+        "INBOX",
+        "Trash",
+        "\"\"",
+        "\"*\"",
+        "%",
+        "(",
+        ")",
+        "BODY[]",
+        "BODY.PEEK[1.2.MIME]",
+        "BODY[HEADER.FIELDS (From)]",
+        "BODY[2.1]<0.5>",
+        "BODY[TEXT]<4294967295.4294967295>",
+        "BODYSTRUCTURE",
+        "ENVELOPE",
+        "FLAGS",
+        "+FLAGS",
+        "-FLAGS.SILENT",
+        "(\\Seen)",
+        "(\\Deleted $X)",
+        "ALL",
+        "NOT",
+        "OR",
+        "FROM",
+        "x",
+        "HEADER",
+        "SINCE",
+        "1-Jan-2020",
+        "CHARSET",
+        "UTF-8",
+        "RETURN",
+        "(SPECIAL-USE)",
+        "RFC822",
+        "UID",
+        "\\Recent",
+        "[",
+        "]",
+        "<",
+        ">",
+        "~",
+        "\"a\\\"b\"",
+        "BODY[1.2.3.4.5.6.7.8.9.10.11.12]",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed as usize
+    };
+    c.ok("SELECT INBOX");
+    for i in 0..400 {
+        // A command name (the first 19 words), then random arguments.
+        let n = next() % 7;
+        let mut cmd: Vec<&str> = vec![words[next() % 19]];
+        cmd.extend((0..n).map(|_| words[next() % words.len()]));
+        let cmd = cmd.join(" ");
+        let (_, t) = c.cmd(&cmd);
+        let kind = t.split(' ').nth(1).unwrap_or("");
+        assert!(["OK", "NO", "BAD"].contains(&kind), "#{i} {cmd:?} -> {t}");
+        if i % 50 == 0 {
+            c.ok("NOOP");
+        }
+    }
+    let (_, t) = c.cmd("SELECT INBOX");
+    assert!(t.contains("OK"), "{t}");
+    c.ok("FETCH 1:* (FLAGS)");
+}
