@@ -19,19 +19,22 @@
 //! Verification is plain GOST R 34.10: `e = h mod q` (0 → 1), `v = e⁻¹`, `z1 = s·v`,
 //! `z2 = −r·v`, `R = z1·G + z2·Q`, accept iff `R.x mod q = r`.
 //!
-//! Implementation: fixed-size limbs with Montgomery multiplication (const generic over the
-//! number of 64-bit limbs: 4 or 8), Jacobian coordinates (both curves have `a = −3`), a lazily
-//! built fixed-base table for `G` (signed 4-bit windows, affine points, no doublings) and a
-//! width-5 wNAF for the public key. Only public data is processed, so nothing here needs to be
-//! constant-time.
+//! Implementation: field arithmetic is crypto-bigint's Montgomery form (`FixedMontyForm`, 4 or
+//! 8 limbs); the curve layer here uses Jacobian coordinates (both curves have `a = −3`), a
+//! lazily built fixed-base table for `G` (signed 4-bit windows, affine points, no doublings)
+//! and a width-5 wNAF for the public key. num-bigint only turns the hex curve constants into
+//! limbs and cross-checks the arithmetic in tests. Only public data is processed, so nothing
+//! here needs to be constant-time.
 
 use std::sync::OnceLock;
 
+use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
+use crypto_bigint::{Limb, Odd, Uint};
 use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
 use der::{Decode, Sequence, Tag, Tagged};
 use gost94::Digest;
 use num_bigint::BigUint;
-use num_traits::{Num, One};
+use num_traits::Num;
 
 // ---------------------------------------------------------------------------------------------
 // OIDs
@@ -343,38 +346,19 @@ fn is_zero<const N: usize>(a: &[u64; N]) -> bool {
 
 /// `a < b`.
 fn lt<const N: usize>(a: &[u64; N], b: &[u64; N]) -> bool {
-    for i in (0..N).rev() {
-        if a[i] != b[i] {
-            return a[i] < b[i];
-        }
-    }
-    false
+    Uint::from_words(*a).cmp_vartime(&Uint::from_words(*b)) == std::cmp::Ordering::Less
 }
 
 /// `a + b` and the carry out.
 fn add_carry<const N: usize>(a: &[u64; N], b: &[u64; N]) -> ([u64; N], bool) {
-    let mut out = [0u64; N];
-    let mut carry = false;
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        let (s1, c1) = x.overflowing_add(*y);
-        let (s2, c2) = s1.overflowing_add(u64::from(carry));
-        *o = s2;
-        carry = c1 || c2;
-    }
-    (out, carry)
+    let (sum, carry) = Uint::from_words(*a).carrying_add(&Uint::from_words(*b), Limb::ZERO);
+    (sum.to_words(), carry != Limb::ZERO)
 }
 
 /// `a − b` and the borrow out.
 fn sub_borrow<const N: usize>(a: &[u64; N], b: &[u64; N]) -> ([u64; N], bool) {
-    let mut out = [0u64; N];
-    let mut borrow = false;
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        let (d1, b1) = x.overflowing_sub(*y);
-        let (d2, b2) = d1.overflowing_sub(u64::from(borrow));
-        *o = d2;
-        borrow = b1 || b2;
-    }
-    (out, borrow)
+    let (diff, borrow) = Uint::from_words(*a).borrowing_sub(&Uint::from_words(*b), Limb::ZERO);
+    (diff.to_words(), borrow != Limb::ZERO)
 }
 
 /// `count` (≤ 8) bits of `k` from bit `pos` on; bits past the end read as 0.
@@ -390,149 +374,88 @@ fn bits<const N: usize>(k: &[u64; N], pos: usize, count: usize) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Montgomery arithmetic modulo an odd N-limb modulus
+// Arithmetic modulo an odd N-limb modulus (crypto-bigint's Montgomery form)
 // ---------------------------------------------------------------------------------------------
 
-/// Arithmetic modulo an odd `m < 2^(64·N)`. Elements are `[u64; N]`, fully reduced (`< m`), in
-/// Montgomery form `a·R mod m` (`R = 2^(64·N)`) unless said otherwise.
+/// Arithmetic modulo an odd `m < 2^(64·N)`, delegated to `crypto_bigint::modular`. Elements are
+/// `[u64; N]`, fully reduced (`< m`), holding the Montgomery form `a·R mod m`
+/// (`R = 2^(64·N)`) unless said otherwise; the curve code compares and tests them directly.
 #[derive(Debug)]
 struct Field<const N: usize> {
     m: [u64; N],
-    /// `−m⁻¹ mod 2^64`.
-    m_inv: u64,
-    /// `R² mod m`.
-    r2: [u64; N],
+    params: FixedMontyParams<N>,
     /// `R mod m`: 1 in Montgomery form.
     one: [u64; N],
-    /// `m − 2`: the inversion exponent (m is prime).
-    m_minus_2: [u64; N],
 }
 
 impl<const N: usize> Field<N> {
     fn new(m: &BigUint) -> Field<N> {
-        assert!(m.bit(0), "modulus must be odd");
         assert!(m.bits() <= 64 * N as u64, "modulus too large");
-        let r = BigUint::one() << (64 * N);
-        let one = &r % m;
-        let r2 = (&one * &one) % m;
         let limbs: [u64; N] = limbs_from_biguint(m);
-        // Newton iteration for m⁻¹ mod 2^64 (each step doubles the correct low bits).
-        let mut inv: u64 = 1;
-        for _ in 0..6 {
-            inv = inv.wrapping_mul(2u64.wrapping_sub(limbs[0].wrapping_mul(inv)));
-        }
+        let odd = Option::from(Odd::new(Uint::from_words(limbs))).expect("modulus must be odd");
+        let params = FixedMontyParams::new_vartime(odd);
+        let one = FixedMontyForm::one(&params).as_montgomery().to_words();
         Field {
             m: limbs,
-            m_inv: inv.wrapping_neg(),
-            r2: limbs_from_biguint(&r2),
-            one: limbs_from_biguint(&one),
-            m_minus_2: limbs_from_biguint(&(m - 2u32)),
+            params,
+            one,
         }
+    }
+
+    /// The element whose Montgomery representation is `a`.
+    #[inline]
+    fn el(&self, a: &[u64; N]) -> FixedMontyForm<N> {
+        FixedMontyForm::from_montgomery(Uint::from_words(*a), &self.params)
+    }
+
+    #[inline]
+    fn words(x: &FixedMontyForm<N>) -> [u64; N] {
+        x.as_montgomery().to_words()
     }
 
     fn add(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
-        let (s, carry) = add_carry(a, b);
-        if carry || !lt(&s, &self.m) {
-            sub_borrow(&s, &self.m).0
-        } else {
-            s
-        }
+        Self::words(&self.el(a).add(&self.el(b)))
     }
 
     fn sub(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
-        let (d, borrow) = sub_borrow(a, b);
-        if borrow {
-            add_carry(&d, &self.m).0
-        } else {
-            d
-        }
+        Self::words(&self.el(a).sub(&self.el(b)))
     }
 
     fn neg(&self, a: &[u64; N]) -> [u64; N] {
-        if is_zero(a) {
-            *a
-        } else {
-            sub_borrow(&self.m, a).0
-        }
+        Self::words(&self.el(a).neg())
     }
 
     fn dbl(&self, a: &[u64; N]) -> [u64; N] {
-        self.add(a, a)
+        Self::words(&self.el(a).double())
     }
 
-    /// Montgomery product `a·b·R⁻¹ mod m` (CIOS). With one factor in Montgomery form and the
-    /// other plain, the result is the plain product.
-    #[allow(clippy::needless_range_loop)]
+    /// Montgomery product `a·b·R⁻¹ mod m`. With one factor in Montgomery form and the other
+    /// plain (`< m`), the result is the plain product.
     #[inline]
     fn mul(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
-        let m = &self.m;
-        let mut t = [0u64; N];
-        let mut t_hi: u64 = 0;
-        for i in 0..N {
-            let bi = u128::from(b[i]);
-            let mut c: u128 = 0;
-            for j in 0..N {
-                let v = u128::from(t[j]) + u128::from(a[j]) * bi + c;
-                t[j] = v as u64;
-                c = v >> 64;
-            }
-            let v = u128::from(t_hi) + c;
-            t_hi = v as u64;
-            let t_top = (v >> 64) as u64;
-
-            let k = u128::from(t[0].wrapping_mul(self.m_inv));
-            let v = u128::from(t[0]) + k * u128::from(m[0]);
-            let mut c = v >> 64;
-            for j in 1..N {
-                let v = u128::from(t[j]) + k * u128::from(m[j]) + c;
-                t[j - 1] = v as u64;
-                c = v >> 64;
-            }
-            let v = u128::from(t_hi) + c;
-            t[N - 1] = v as u64;
-            t_hi = t_top + (v >> 64) as u64;
-        }
-        if t_hi != 0 || !lt(&t, m) {
-            sub_borrow(&t, m).0
-        } else {
-            t
-        }
+        Self::words(&self.el(a).mul(&self.el(b)))
     }
 
     fn sqr(&self, a: &[u64; N]) -> [u64; N] {
-        self.mul(a, a)
+        Self::words(&self.el(a).square())
     }
 
     /// Plain (`< m`) → Montgomery form.
     fn to_mont(&self, a: &[u64; N]) -> [u64; N] {
-        self.mul(a, &self.r2)
+        Self::words(&FixedMontyForm::new(&Uint::from_words(*a), &self.params))
     }
 
     /// Montgomery form → plain.
     #[cfg(test)]
     fn demont(&self, a: &[u64; N]) -> [u64; N] {
-        let mut one = [0u64; N];
-        one[0] = 1;
-        self.mul(a, &one)
+        self.el(a).retrieve().to_words()
     }
 
-    /// `a^e` (a in Montgomery form, e plain).
-    fn pow(&self, a: &[u64; N], e: &[u64; N]) -> [u64; N] {
-        let mut r = self.one;
-        for limb in e.iter().rev() {
-            for bit in (0..64).rev() {
-                r = self.sqr(&r);
-                if (limb >> bit) & 1 == 1 {
-                    r = self.mul(&r, a);
-                }
-            }
-        }
-        r
-    }
-
-    /// `a⁻¹` for `a ≠ 0` (m prime).
+    /// `a⁻¹` for `a ≠ 0` (m prime); 0 for 0. Variable time: only public data comes here.
     fn inv(&self, a: &[u64; N]) -> [u64; N] {
-        self.pow(a, &self.m_minus_2)
+        Option::from(self.el(a).invert_vartime())
+            .map(|x: FixedMontyForm<N>| Self::words(&x))
+            .unwrap_or([0; N])
     }
 }
 

@@ -159,3 +159,150 @@ fn signed_mail_over_smtp_then_imap_has_stamp_and_keywords() {
     assert!(!flags.iter().any(|f| f.starts_with("$EDS")), "{flags:?}");
     assert!(msg.ends_with(&plain));
 }
+
+/// libfaketime's preload library, from Debian's `faketime` package (installed by `.ci/run`).
+fn libfaketime() -> std::path::PathBuf {
+    for dir in std::fs::read_dir("/usr/lib").unwrap().flatten() {
+        let p = dir.path().join("faketime/libfaketime.so.1");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("libfaketime not found: install Debian's `faketime` package (see .ci/run)");
+}
+
+/// The real NCA RK test samples are signed by certificates that have since expired, and the
+/// server validates at arrival time (SPEC §4). To see a GOST signer pass end to end, the real
+/// binary runs with its wall clock set to 2022-09-28 by libfaketime (LD_PRELOAD; the monotonic
+/// clock is left alone): no test-only code path in the server. The test roots are trusted only
+/// in this test's trust dir.
+#[test]
+fn gost_signed_cms_attachment_over_smtp_then_imap() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("trust");
+    std::fs::create_dir_all(&trust).unwrap();
+    let nca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nca");
+    for f in std::fs::read_dir(nca.join("ca")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), trust.join(f.file_name())).unwrap();
+    }
+    let toml = super::support::base_toml(dir.path());
+    let lib = libfaketime();
+    let srv = super::support::TestServer::start_toml_env(
+        dir,
+        &toml,
+        &[
+            ("LD_PRELOAD", lib.to_str().unwrap()),
+            ("FAKETIME", "@2022-09-28 12:00:00"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("TZ", "UTC"),
+        ],
+    );
+    srv.add_user("alice@example.test", "secret-a");
+
+    let attached =
+        std::fs::read(nca.join("cms/ncanode_attached_2signers_rsa+gost2015.p7s")).unwrap();
+    let detached =
+        std::fs::read(nca.join("cms/ncanode_detached_2signers_rsa+gost2015__data_test123.p7s"))
+            .unwrap();
+    let m1 = with_attachments(
+        "attached",
+        &[("contract.txt.cms", "application/octet-stream", &attached)],
+    );
+    let m2 = with_attachments(
+        "detached",
+        &[
+            ("test123.txt", "text/plain", b"test123"),
+            ("test123.txt.p7s", "application/pkcs7-signature", &detached),
+        ],
+    );
+    // The detached signature over altered content: the GOST signer must fail.
+    let m3 = with_attachments(
+        "tampered",
+        &[
+            ("test123.txt", "text/plain", b"test124"),
+            ("test123.txt.p7s", "application/pkcs7-signature", &detached),
+        ],
+    );
+    for m in [&m1, &m2, &m3] {
+        send(&srv, m);
+    }
+
+    let got = fetch_all(&srv, "alice@example.test", "secret-a");
+    assert_eq!(got.len(), 3);
+    let expect = [
+        ("contract.txt.cms", &m1, "2022-09-27T21:17:59Z"),
+        ("test123.txt.p7s", &m2, "2022-09-27T21:29:41Z"),
+    ];
+    for (i, (name, sent, signed)) in expect.into_iter().enumerate() {
+        let (flags, msg) = &got[i];
+        let f = header_fields(msg);
+        let get = |n: &str| {
+            f.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        // Signer 1 (GOST 34.310-2015, 512-bit) passes with its identity stamped.
+        assert_eq!(
+            get("X-EDS-Signer-1-Result").as_deref(),
+            Some("pass"),
+            "{f:?}"
+        );
+        assert_eq!(get("X-EDS-Signer-1-IIN").as_deref(), Some("123456789012"));
+        assert_eq!(
+            decode_2047(&get("X-EDS-Signer-1-Name").unwrap()),
+            "ТЕСТТОВ ТЕСТТ ТЕСТТОВИЧ"
+        );
+        assert_eq!(
+            get("X-EDS-Signer-1-Signing-Time").unwrap(),
+            format!("{signed}; source=claimed")
+        );
+        let cert = decode_2047(&get("X-EDS-Signer-1-Certificate").unwrap());
+        assert!(
+            cert.starts_with("serial=0ff06211dc82beb00253ffa000f1de84abef454f; ")
+                && cert.contains("issuer=\"C=KZ,CN=ҰЛТТЫҚ КУӘЛАНДЫРУШЫ ОРТАЛЫҚ (GOST) TEST 2022\"")
+                && cert.ends_with("; algorithm=gost34310-2015-512"),
+            "{cert}"
+        );
+        assert!(get("X-EDS-Signer-1-Part")
+            .unwrap()
+            .ends_with(&format!("file=\"{name}\"")));
+        // Signer 2 (RSA) was signed after its certificate expired (2022-01-18): it fails, so
+        // the message as a whole does too, and no identity is shown for it.
+        assert_eq!(
+            get("X-EDS-Signer-2-Result").as_deref(),
+            Some("fail; reason=expired")
+        );
+        assert!(get("X-EDS-Signer-2-IIN").is_none());
+        assert_eq!(
+            get("X-EDS-Status").as_deref(),
+            Some("fail; signers=2; valid=1")
+        );
+        assert!(flags.iter().any(|f| f == "$EDSInvalid"), "{flags:?}");
+        let ar = get("Authentication-Results").unwrap();
+        assert!(ar.starts_with("mail.example.test; smime=pass "), "{ar}");
+        assert!(
+            msg.ends_with(sent),
+            "stored body differs from what was sent"
+        );
+    }
+
+    // Tampered content: the GOST signer fails on the message digest, no identity stamped.
+    let f = header_fields(&got[2].1);
+    let get = |n: &str| {
+        f.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    assert!(
+        get("X-EDS-Signer-1-Result")
+            .unwrap()
+            .starts_with("fail; reason="),
+        "{f:?}"
+    );
+    assert!(get("X-EDS-Signer-1-IIN").is_none());
+    assert_eq!(
+        get("X-EDS-Status").as_deref(),
+        Some("fail; signers=2; valid=0")
+    );
+}
