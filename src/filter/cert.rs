@@ -471,6 +471,34 @@ pub fn certs_from_pem_or_der(data: &[u8]) -> Result<Vec<Cert>, CertError> {
     Ok(out)
 }
 
+/// Fixtures shared by the unit tests of the filter modules: the NCA test PKI files.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{certs_from_pem_or_der, Cert};
+
+    /// The bytes of `tests/data/nca/<path>`.
+    pub fn nca(path: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/data/nca/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// The first certificate of `tests/data/nca/<path>`.
+    pub fn cert(path: &str) -> Cert {
+        certs_from_pem_or_der(&nca(path)).unwrap().remove(0)
+    }
+
+    /// Bytes from hex digits.
+    pub fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

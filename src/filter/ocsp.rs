@@ -486,26 +486,7 @@ impl BasicResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::cert::certs_from_pem_or_der;
-
-    fn nca(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/data/nca/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
-    fn cert(path: &str) -> Cert {
-        certs_from_pem_or_der(&nca(path)).unwrap().remove(0)
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::filter::cert::fixtures::{cert, hex, nca};
 
     #[test]
     fn real_nca_responses_parse_and_verify() {

@@ -442,19 +442,7 @@ fn extensions(tbs: &[u8]) -> Vec<(String, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::cert::certs_from_pem_or_der;
-
-    fn nca(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/data/nca/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
-    fn cert(path: &str) -> Cert {
-        certs_from_pem_or_der(&nca(path)).unwrap().remove(0)
-    }
+    use crate::filter::cert::fixtures::{cert, nca};
 
     fn crl(path: &str) -> Arc<Crl> {
         Arc::new(Crl::parse_any(&nca(path)).unwrap().remove(0))

@@ -304,15 +304,8 @@ fn sid_matches(sid: &cms::Sid, cert: &Cert) -> bool {
 mod tests {
     use super::*;
     use crate::filter::cert::certs_from_pem_or_der;
+    use crate::filter::cert::fixtures::nca;
     use crate::filter::chain::{NoRevocation, NoRevocationData};
-
-    fn nca(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/data/nca/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
 
     fn trust(files: &[&str]) -> TrustStore {
         TrustStore::from_certs(
