@@ -21,6 +21,9 @@ use serde_json::Value;
 
 use crate::filter::header_fields;
 use crate::filter_pki::{multipart_signed_body, multipart_signed_ct, top_headers, SIGNED_PART};
+use crate::support::pki::{
+    self, ca_issue, cms_sign, config, csr, openssl, rsa_key, self_signed, stamp,
+};
 use crate::support::{base_toml, run, TestServer, BIN};
 
 /// The value of the first header field called `name`.
@@ -217,24 +220,6 @@ pub fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-pub fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y%m%d%H%M%SZ").to_string()
-}
-
 pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -252,37 +237,12 @@ pub struct TestPki {
     pub revoked_at: chrono::DateTime<chrono::Utc>,
 }
 
-const PKI_CONFIG: &str = r#"
-[ req ]
-distinguished_name = dn
-string_mask = utf8only
-prompt = no
-[ dn ]
-CN = unused
-[ ca ]
-default_ca = tanba_ca
-[ tanba_ca ]
-dir = .
-database = index.txt
-new_certs_dir = new
-serial = serial
-crlnumber = crlnumber
-default_md = sha256
-default_crl_days = 3
-policy = pol
-unique_subject = no
-[ pol ]
-countryName = optional
-[ v3_root ]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[ v3_inter ]
-basicConstraints = critical,CA:TRUE,pathlen:0
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[ v3_leaf ]
+/// The CA config: the shared sections plus the CRL settings and the leaves' extensions
+/// (`PORT`: the HTTP server's).
+fn pki_config() -> String {
+    config(
+        "dir = .\ncrlnumber = crlnumber\ndefault_crl_days = 3",
+        r#"[ v3_leaf ]
 keyUsage = critical,digitalSignature,nonRepudiation
 extendedKeyUsage = emailProtection,1.2.398.3.3.4.1.1
 subjectKeyIdentifier = hash
@@ -296,7 +256,9 @@ keyUsage = critical,digitalSignature,nonRepudiation
 extendedKeyUsage = critical,timeStamping
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
-"#;
+"#,
+    )
+}
 
 const LEAF_SUBJECT: &str =
     "/CN=ТЕСТОВ ТЕСТ/SN=ТЕСТОВ/serialNumber=IIN123456789011/C=KZ/GN=ТЕСТОВИЧ";
@@ -313,7 +275,7 @@ impl TestPki {
         let ca = root.join("ocsp-ca");
         std::fs::create_dir_all(ca.join("new")).unwrap();
         let server = HttpServer::start(&root);
-        let cnf = PKI_CONFIG.replace("PORT", &server.port.to_string());
+        let cnf = pki_config().replace("PORT", &server.port.to_string());
         std::fs::write(ca.join("openssl.cnf"), &cnf).unwrap();
         std::fs::write(ca.join("index.txt"), "").unwrap();
         std::fs::write(ca.join("crlnumber"), "01\n").unwrap();
@@ -321,43 +283,8 @@ impl TestPki {
         let from = stamp(now - chrono::Duration::days(1));
         let to = stamp(now + chrono::Duration::days(1));
 
-        let k = |name: &str| {
-            openssl(
-                &ca,
-                &[
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    &format!("{name}.key"),
-                ],
-            )
-        };
-        k("root");
-        openssl(
-            &ca,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-utf8",
-                "-config",
-                "openssl.cnf",
-                "-key",
-                "root.key",
-                "-subj",
-                "/C=KZ/CN=ТЕСТ ТҮБІР",
-                "-days",
-                "3650",
-                "-sha256",
-                "-extensions",
-                "v3_root",
-                "-out",
-                "root.pem",
-            ],
-        );
+        rsa_key(&ca, "root");
+        self_signed(&ca, "root", "/C=KZ/CN=ТЕСТ ТҮБІР", None);
         let issue = |ca_name: &str,
                      name: &str,
                      subject: &str,
@@ -365,50 +292,10 @@ impl TestPki {
                      ext: &str,
                      from: &str,
                      to: &str| {
-            k(name);
-            openssl(
-                &ca,
-                &[
-                    "req",
-                    "-new",
-                    "-utf8",
-                    "-config",
-                    "openssl.cnf",
-                    "-key",
-                    &format!("{name}.key"),
-                    "-subj",
-                    subject,
-                    "-out",
-                    &format!("{name}.csr"),
-                ],
-            );
+            rsa_key(&ca, name);
+            csr(&ca, name, subject, &[]);
             std::fs::write(ca.join("serial"), format!("{serial}\n")).unwrap();
-            openssl(
-                &ca,
-                &[
-                    "ca",
-                    "-batch",
-                    "-config",
-                    "openssl.cnf",
-                    "-notext",
-                    "-utf8",
-                    "-preserveDN",
-                    "-cert",
-                    &format!("{ca_name}.pem"),
-                    "-keyfile",
-                    &format!("{ca_name}.key"),
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-out",
-                    &format!("{name}.pem"),
-                    "-startdate",
-                    from,
-                    "-enddate",
-                    to,
-                    "-extensions",
-                    ext,
-                ],
-            );
+            ca_issue(&ca, Path::new(ca_name), Path::new(name), (from, to), ext);
         };
         let long_ago = stamp(now - chrono::Duration::days(10));
         let ended = stamp(now - chrono::Duration::days(5));
@@ -517,42 +404,18 @@ impl TestPki {
 
     /// A scratch directory.
     pub fn scratch(&self) -> PathBuf {
-        let d = self.dir.join(format!(
-            "work-{}",
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        pki::scratch(&self.dir)
     }
 
     /// `openssl cms -sign` of `content` by `signer` (DER; detached unless `-nodetach` is in
     /// `opts`), with the intermediate included.
     pub fn sign(&self, signer: &str, content: &[u8], opts: &[&str]) -> Vec<u8> {
-        let work = self.scratch();
-        std::fs::write(work.join("content.bin"), content).unwrap();
         let signer_pem = self.cert(signer).display().to_string();
         let key = self.dir.join(format!("{signer}.key")).display().to_string();
         let inter = self.cert("inter").display().to_string();
-        let mut args = vec![
-            "cms",
-            "-sign",
-            "-binary",
-            "-in",
-            "content.bin",
-            "-outform",
-            "DER",
-            "-out",
-            "sig.der",
-            "-signer",
-            &signer_pem,
-            "-inkey",
-            &key,
-            "-certfile",
-            &inter,
-        ];
+        let mut args = vec!["-signer", &signer_pem, "-inkey", &key, "-certfile", &inter];
         args.extend_from_slice(opts);
-        openssl(&work, &args);
-        std::fs::read(work.join("sig.der")).unwrap()
+        cms_sign(&self.scratch(), content, &args)
     }
 
     /// A top-level multipart/signed message signed by `signer`.
@@ -603,25 +466,11 @@ fn sign_with_p12(dir: &Path, p12: &str, password: &str, content: &[u8]) -> Vec<u
             pem.to_str().unwrap(),
         ],
     );
-    std::fs::write(dir.join("content.bin"), content).unwrap();
-    openssl(
+    cms_sign(
         dir,
-        &[
-            "cms",
-            "-sign",
-            "-binary",
-            "-nodetach",
-            "-in",
-            "content.bin",
-            "-signer",
-            pem.to_str().unwrap(),
-            "-outform",
-            "DER",
-            "-out",
-            "sig.der",
-        ],
-    );
-    std::fs::read(dir.join("sig.der")).unwrap()
+        content,
+        &["-nodetach", "-signer", pem.to_str().unwrap()],
+    )
 }
 
 /// Inside the GOST-2015 test signer's validity and just before NCA's OCSP answer about it

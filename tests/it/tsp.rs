@@ -12,8 +12,9 @@ use tanba::filter::asn1;
 use crate::filter::header_fields;
 use crate::filter_pki::SIGNED_PART;
 use crate::revocation::{
-    header, message_with_signature, nca, openssl, rfc3339, shared_pki, write_temp, Cli, TestPki,
+    header, message_with_signature, nca, rfc3339, shared_pki, write_temp, Cli, TestPki,
 };
+use crate::support::pki::openssl;
 
 const OID_TIMESTAMP_TOKEN: &str = "1.2.840.113549.1.9.16.2.14";
 
