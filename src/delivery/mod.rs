@@ -619,7 +619,15 @@ impl Worker {
                 return Ok(());
             }
             let is_queued_bounce = matches!(bounce, Some(Bounce::Queue { .. }));
-            if store.queue_commit(&rec, (!remove).then_some(&new), bounce.as_ref())? {
+            // Blocking: a large bounce body is written and fsynced as a file (store/files.rs).
+            let committed = {
+                let (store, rec, new) = (store.clone(), rec.clone(), new.clone());
+                tokio::task::spawn_blocking(move || {
+                    store.queue_commit(&rec, (!remove).then_some(&new), bounce.as_ref())
+                })
+                .await??
+            };
+            if committed {
                 store.durable().await?;
                 if remove {
                     tracing::info!(queue_id = id, "done; removed from the queue");
