@@ -36,6 +36,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
 use crate::config::Config;
+// Bare LF becomes CRLF (SMTP requires CRLF; RFC 5321 §2.3.8): the same conversion the filter
+// applies before hashing (RFC 5751 §3.1.1), so one function serves both.
+use crate::filter::find::canonical_crlf as normalize_crlf;
 use crate::server::App;
 use crate::shutdown::Shutdown;
 use crate::store::{Bounce, QueueRecord, RcptState, Store};
@@ -692,20 +695,6 @@ struct Prepared {
 
 fn domain_of(addr: &str) -> &str {
     addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
-}
-
-/// Bare LF becomes CRLF (SMTP requires CRLF; RFC 5321 §2.3.8).
-fn normalize_crlf(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len() + b.len() / 64 + 2);
-    let mut prev = 0u8;
-    for &c in b {
-        if c == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(c);
-        prev = c;
-    }
-    out
 }
 
 fn now_unix() -> i64 {
