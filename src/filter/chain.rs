@@ -50,9 +50,11 @@ impl TrustStore {
     }
 
     /// Loads every certificate file (PEM, possibly with several certificates, or DER) in `dir`.
-    /// A missing or empty directory gives an empty store (nothing is trusted); a file that is
-    /// not a certificate is an error naming the file. Hidden files and `*.md`, `*.txt`,
-    /// `*.crl`, `README*` are skipped. This is the filter's only file access, at start-up.
+    /// A missing or empty directory gives an empty store (nothing is trusted). A file that is
+    /// not a certificate (or is over 1 MiB) is skipped with a warning naming it, as `tanba certs
+    /// list` does: a stray file can only mean fewer anchors, never more. Hidden files and
+    /// `*.md`, `*.txt`, `*.crl`, `README*` are skipped silently. This is the filter's only file
+    /// access, at start-up.
     pub fn load_dir(dir: &Path) -> anyhow::Result<TrustStore> {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
@@ -79,7 +81,11 @@ impl TrustStore {
                 continue;
             }
             if meta.len() > MAX_TRUST_FILE {
-                anyhow::bail!("{}: larger than 1 MiB, not a certificate", path.display());
+                tracing::warn!(
+                    "trust_dir: {}: larger than 1 MiB, not a certificate; skipped",
+                    path.display()
+                );
+                continue;
             }
             paths.push(path);
         }
@@ -87,9 +93,13 @@ impl TrustStore {
         let mut certs = Vec::new();
         for p in paths {
             let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-            let found = certs_from_pem_or_der(&data)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            certs.extend(found);
+            match certs_from_pem_or_der(&data) {
+                Ok(found) => certs.extend(found),
+                Err(e) => tracing::warn!(
+                    "trust_dir: {}: not a certificate ({e}); skipped",
+                    p.display()
+                ),
+            }
         }
         Ok(TrustStore::from_certs(certs))
     }

@@ -55,6 +55,24 @@ pub struct Found {
 
 /// Lists every signature entity of `raw`, in document order.
 pub fn find(raw: &[u8]) -> Vec<Found> {
+    // mail-parser is a third-party parser run on hostile input; should it ever panic (its
+    // nested-message offset arithmetic is unchecked), the message is reported as one
+    // unparseable signature (permerror) instead of taking the caller down. `tanba verify`
+    // relies on this; the server's filter has its own guard around the whole run too.
+    match std::panic::catch_unwind(|| find_parsed(raw)) {
+        Ok(found) => found,
+        Err(_) => vec![Found {
+            part: "TEXT".into(),
+            kind: Kind::Attachment,
+            file: None,
+            covers: None,
+            cms: Err("the MIME structure of the message could not be parsed".into()),
+            content: Content::Embedded,
+        }],
+    }
+}
+
+fn find_parsed(raw: &[u8]) -> Vec<Found> {
     let Some(msg) = MessageParser::default().parse(raw) else {
         return Vec::new();
     };

@@ -152,3 +152,40 @@ fn certs_list_skips_files_that_are_not_certificates() {
     assert_eq!(code, 0);
     assert!(out.contains("(none: no signature can pass"), "{out}");
 }
+
+/// A stray file in `trust_dir` (not a certificate) is skipped with a warning naming it by
+/// `serve` and `verify` alike, as by `certs list`: the server still starts and the real
+/// anchors still work.
+#[test]
+fn serve_and_verify_skip_files_that_are_not_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("trust");
+    std::fs::create_dir_all(&trust).unwrap();
+    std::fs::copy(nca("ca/root_rsa_test.pem"), trust.join("root.pem")).unwrap();
+    std::fs::copy(nca("ca/nca_rsa_test.pem"), trust.join("nca.pem")).unwrap();
+    std::fs::write(trust.join("notes.pem"), "not a certificate").unwrap();
+    std::fs::write(trust.join("big.cer"), vec![0u8; 2 << 20]).unwrap();
+
+    let cli = Cli::new(&trust, "");
+    let (code, v) = cli.verify_json(
+        &nca("cms/ncanode_attached_1signer_rsa.p7s"),
+        &["--at", "2021-06-01T00:00:00Z"],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    let (_, _, err) = cli.tanba(&[
+        "verify",
+        nca("cms/ncanode_attached_1signer_rsa.p7s")
+            .to_str()
+            .unwrap(),
+        "--at",
+        "2021-06-01T00:00:00Z",
+    ]);
+    assert!(err.contains("notes.pem: not a certificate"), "{err}");
+    assert!(err.contains("big.cer: larger than 1 MiB"), "{err}");
+
+    let toml = crate::support::base_toml(dir.path());
+    let srv = crate::support::TestServer::start_toml(dir, &toml);
+    let log = srv.log();
+    assert!(log.contains("notes.pem: not a certificate"), "{log}");
+    assert!(log.contains(": 2 trusted certificates"), "{log}");
+}
