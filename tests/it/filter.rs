@@ -10,6 +10,7 @@ use super::filter_pki::{
     b64, contract_pdf, multipart_signed_body, multipart_signed_ct, pki, signed_message,
     top_headers, with_attachments, SIGNED_PART,
 };
+use super::support::mail::{decode_2047, header, header_fields};
 use super::support::{base_toml, run, TestServer, BIN};
 
 /// `tanba verify --json --trust <pki trust> FILE [args]` → (exit code, JSON).
@@ -581,62 +582,6 @@ fn cli_exit_codes_and_human_report() {
 // ---------------------------------------------------------------------------------------------
 // Stamping.
 
-/// Decodes RFC 2047 encoded words in a header value (B encoding, UTF-8), unfolding first:
-/// white space between two encoded words disappears, elsewhere it stays.
-pub fn decode_2047(v: &str) -> String {
-    use base64::Engine;
-    let unfolded = v.replace("\r\n", "");
-    let mut out = String::new();
-    let mut prev: Option<bool> = None; // Some(true) after an encoded word
-    for token in unfolded.split(' ').filter(|t| !t.is_empty()) {
-        let word = token
-            .strip_prefix("=?UTF-8?B?")
-            .and_then(|t| t.strip_suffix("?="));
-        match word {
-            Some(b) => {
-                if prev == Some(false) {
-                    out.push(' ');
-                }
-                let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
-                out.push_str(&String::from_utf8(bytes).unwrap());
-            }
-            None => {
-                if prev.is_some() {
-                    out.push(' ');
-                }
-                out.push_str(token);
-            }
-        }
-        prev = Some(word.is_some());
-    }
-    out
-}
-
-/// The header fields of a message (name, unfolded raw value).
-pub fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(msg);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default();
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with(' ') || line.starts_with('\t') {
-            if let Some(last) = out.last_mut() {
-                last.1.push_str("\r\n");
-                last.1.push_str(line);
-            }
-        } else if let Some((n, v)) = line.split_once(':') {
-            out.push((n.to_string(), v.trim_start().to_string()));
-        }
-    }
-    out
-}
-
-fn header<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
 fn stamp_cli(config: Option<&Path>, msg: &[u8]) -> Vec<u8> {
     let p = pki().write("in.eml", msg);
     let mut cmd = Command::new(BIN);
@@ -668,26 +613,7 @@ fn assert_stamp_keeps_signature(stamped: &[u8], original: &[u8]) {
         );
         assert!(line.len() <= 78, "line too long: {line:?}");
     }
-    let pki = pki();
-    let path = pki.write("stamped.eml", stamped);
-    let ca = pki.write("ca.pem", &{
-        let mut v = std::fs::read(pki.cert("root")).unwrap();
-        v.extend(std::fs::read(pki.cert("inter")).unwrap());
-        v
-    });
-    let out = Command::new("openssl")
-        .args(["cms", "-verify", "-purpose", "any", "-CAfile"])
-        .arg(&ca)
-        .arg("-in")
-        .arg(&path)
-        .args(["-out", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl cms -verify failed on the stamped message: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pki().assert_openssl_verifies(stamped, "the stamped message");
 }
 
 #[test]

@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, OnceLock};
 
@@ -353,6 +354,30 @@ impl Pki {
         );
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         cms_sign(&self.scratch(), content, &args)
+    }
+
+    /// Asserts that `openssl cms -verify` accepts the S/MIME message `msg` with `root` and
+    /// `inter` trusted; `what` names the message in the failure.
+    pub fn assert_openssl_verifies(&self, msg: &[u8], what: &str) {
+        let path = self.write("verify.eml", msg);
+        let ca = self.write("ca.pem", &{
+            let mut v = std::fs::read(self.cert("root")).unwrap();
+            v.extend(std::fs::read(self.cert("inter")).unwrap());
+            v
+        });
+        let out = Command::new("openssl")
+            .args(["cms", "-verify", "-purpose", "any", "-CAfile"])
+            .arg(&ca)
+            .arg("-in")
+            .arg(&path)
+            .args(["-out", "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl cms -verify failed on {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Writes `data` to a new file named `name` in a scratch directory.

@@ -19,20 +19,12 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::filter::header_fields;
 use crate::filter_pki::{multipart_signed_body, multipart_signed_ct, top_headers, SIGNED_PART};
+use crate::support::mail::{header, header_fields};
 use crate::support::pki::{
     self, ca_issue, cms_sign, config, csr, openssl, rsa_key, self_signed, stamp,
 };
 use crate::support::{base_toml, run, TestServer, BIN};
-
-/// The value of the first header field called `name`.
-pub fn header<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
 
 pub fn nca(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

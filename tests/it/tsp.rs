@@ -9,11 +9,11 @@
 use serde_json::Value;
 use tanba::filter::asn1;
 
-use crate::filter::header_fields;
 use crate::filter_pki::SIGNED_PART;
 use crate::revocation::{
-    header, message_with_signature, nca, rfc3339, shared_pki, write_temp, Cli, TestPki,
+    message_with_signature, nca, rfc3339, shared_pki, write_temp, Cli, TestPki,
 };
+use crate::support::mail::{header, header_fields};
 use crate::support::pki::openssl;
 
 const OID_TIMESTAMP_TOKEN: &str = "1.2.840.113549.1.9.16.2.14";
