@@ -78,14 +78,11 @@ pub fn rsa_key(dir: &Path, name: &str) {
     genpkey(dir, &format!("{name}.key"), "RSA", "rsa_keygen_bits:2048");
 }
 
-/// A self-signed CA certificate `dir/NAME.pem` for the key `dir/NAME.key`, ten years, with the
-/// `v3_root` section of `dir/openssl.cnf`; `serial` (`-set_serial`) if given.
-pub fn self_signed(dir: &Path, name: &str, subject: &str, serial: Option<&str>) {
+/// `openssl req -new` in `dir` with `dir/openssl.cnf` and the key `dir/NAME.key`, then `extra`.
+fn req(dir: &Path, name: &str, subject: &str, extra: &[&str]) {
     let key = format!("{name}.key");
-    let pem = format!("{name}.pem");
     let mut args = vec![
         "req",
-        "-x509",
         "-new",
         "-utf8",
         "-config",
@@ -95,6 +92,15 @@ pub fn self_signed(dir: &Path, name: &str, subject: &str, serial: Option<&str>) 
         "-subj",
         subject,
     ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
+/// A self-signed CA certificate `dir/NAME.pem` for the key `dir/NAME.key`, ten years, with the
+/// `v3_root` section of `dir/openssl.cnf`; `serial` (`-set_serial`) if given.
+pub fn self_signed(dir: &Path, name: &str, subject: &str, serial: Option<&str>) {
+    let pem = format!("{name}.pem");
+    let mut args = vec!["-x509"];
     if let Some(s) = serial {
         args.extend(["-set_serial", s]);
     }
@@ -107,29 +113,16 @@ pub fn self_signed(dir: &Path, name: &str, subject: &str, serial: Option<&str>) 
         "-out",
         &pem,
     ]);
-    openssl(dir, &args);
+    req(dir, name, subject, &args);
 }
 
 /// A certificate request `dir/NAME.csr` for the key `dir/NAME.key` with `dir/openssl.cnf`;
 /// `extra` options are appended (e.g. `-section req_bmp`).
 pub fn csr(dir: &Path, name: &str, subject: &str, extra: &[&str]) {
-    let key = format!("{name}.key");
     let csr = format!("{name}.csr");
-    let mut args = vec![
-        "req",
-        "-new",
-        "-utf8",
-        "-config",
-        "openssl.cnf",
-        "-key",
-        &key,
-        "-subj",
-        subject,
-        "-out",
-        &csr,
-    ];
+    let mut args = vec!["-out", csr.as_str()];
     args.extend_from_slice(extra);
-    openssl(dir, &args);
+    req(dir, name, subject, &args);
 }
 
 /// `openssl ca -batch` in `cadir` (its `openssl.cnf`, database and serial file): issues
