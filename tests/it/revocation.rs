@@ -332,37 +332,11 @@ impl TestPki {
             &ended,
         );
         let revoked_at = chrono::Utc::now();
-        openssl(
+        inter_ca(
             &ca,
-            &[
-                "ca",
-                "-config",
-                "openssl.cnf",
-                "-cert",
-                "inter.pem",
-                "-keyfile",
-                "inter.key",
-                "-revoke",
-                "revoked.pem",
-                "-crl_reason",
-                "keyCompromise",
-            ],
+            &["-revoke", "revoked.pem", "-crl_reason", "keyCompromise"],
         );
-        openssl(
-            &ca,
-            &[
-                "ca",
-                "-config",
-                "openssl.cnf",
-                "-cert",
-                "inter.pem",
-                "-keyfile",
-                "inter.key",
-                "-gencrl",
-                "-out",
-                "inter.crl.pem",
-            ],
-        );
+        inter_ca(&ca, &["-gencrl", "-out", "inter.crl.pem"]);
         // Distribution points serve DER.
         openssl(
             &ca,
@@ -425,6 +399,22 @@ pub fn message_with_signature(subject: &str, sig: &[u8]) -> Vec<u8> {
     m
 }
 
+/// `openssl ca` as the intermediate of a [`TestPki`] (in its CA directory `ca`): revoking,
+/// making CRLs.
+fn inter_ca(ca: &Path, args: &[&str]) {
+    let mut all = vec![
+        "ca",
+        "-config",
+        "openssl.cnf",
+        "-cert",
+        "inter.pem",
+        "-keyfile",
+        "inter.key",
+    ];
+    all.extend_from_slice(args);
+    openssl(ca, &all);
+}
+
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static SHARED: OnceLock<TestPki> = OnceLock::new();
 
@@ -471,6 +461,16 @@ const AT_GOST_OCSP: &str = "2022-09-01T00:00:00Z";
 
 fn signer(v: &Value, n: usize) -> &Value {
     &v["signatures"][0]["signers"][n]
+}
+
+/// The GOST-2015 (512-bit) signer of the first signature (panics if there is none).
+fn gost_signer(v: &Value) -> &Value {
+    v["signatures"][0]["signers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["algorithm"] == "gost34310-2015-512")
+        .unwrap()
 }
 
 /// The NCA RK test CRLs at fixed times: the revoked RSA test certificate is reported revoked,
@@ -533,12 +533,7 @@ fn nca_test_crls_at_fixed_times() {
     let mut args = vec!["--at", "2022-09-28T00:00:00Z"];
     args.extend_from_slice(&crls);
     let (_, v) = cli.verify_json(&two, &args);
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap();
+    let gost = gost_signer(&v);
     assert_eq!(gost["result"], "pass", "{v:#}");
 
     // A revocation stays proven by a CRL that is no longer current (permanent reasons).
@@ -564,13 +559,7 @@ fn nca_test_crls_at_fixed_times() {
             "2023-03-01T00:00:00Z",
         ],
     );
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap()
-        .clone();
+    let gost = gost_signer(&v);
     assert_eq!(gost["result"], "temperror", "{v:#}");
     assert_eq!(gost["reason"], "revocation-unknown");
 }
@@ -676,11 +665,7 @@ fn nca_test_ocsp_responses_over_http() {
     let two = nca("cms/ncanode_attached_2signers_rsa+gost2015.p7s");
     let (code, v) = cli.verify_json(&two, &["--at", AT_GOST_OCSP]);
     assert_eq!(code, 1, "{v:#}");
-    let signers = v["signatures"][0]["signers"].as_array().unwrap();
-    let gost = signers
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap();
+    let gost = gost_signer(&v);
     assert_eq!(gost["result"], "fail", "{v:#}");
     assert_eq!(gost["reason"], "revoked");
 
@@ -701,13 +686,7 @@ fn nca_test_ocsp_responses_over_http() {
         &["--at", AT_GOST_OCSP, "--content", content.to_str().unwrap()],
     );
     assert_eq!(code, 1, "{v:#}");
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap()
-        .clone();
+    let gost = gost_signer(&v);
     assert_eq!(gost["result"], "temperror", "{v:#}");
     assert_eq!(gost["reason"], "revocation-unknown");
 }
@@ -734,22 +713,12 @@ fn ocsp_response_embedded_in_the_cms_is_used() {
         ),
     );
     let (_, v) = cli.verify_json(&file, &["--at", AT_GOST_OCSP]);
-    let signers = v["signatures"][0]["signers"].as_array().unwrap();
-    let gost = signers
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap();
+    let gost = gost_signer(&v);
     assert_eq!(gost["reason"], "revoked", "{v:#}");
     // Without the embedded response, the unreachable responder leaves it unknown.
     let plain = write_temp(dir.path(), "plain.p7s", &two);
     let (_, v) = cli.verify_json(&plain, &["--at", AT_GOST_OCSP]);
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap()
-        .clone();
+    let gost = gost_signer(&v);
     assert_eq!(gost["reason"], "revocation-unknown", "{v:#}");
 }
 
@@ -926,23 +895,16 @@ fn revoked_after_the_validation_time_passes_with_a_note() {
 fn delta_crls_apply_on_top_of_the_complete_crl() {
     let pki = TestPki::new();
     let ca = &pki.dir;
-    let cmd = |args: &[&str]| {
-        let mut all = vec![
-            "ca",
-            "-config",
-            "openssl.cnf",
-            "-cert",
-            "inter.pem",
-            "-keyfile",
-            "inter.key",
-        ];
-        all.extend_from_slice(args);
-        openssl(ca, &all);
-    };
     // The complete CRL (number 1) lists only `revoked`.
     let base = ca.join("inter.crl.pem");
-    cmd(&["-revoke", "good.pem", "-crl_reason", "certificateHold"]);
-    cmd(&["-gencrl", "-crlexts", "delta", "-out", "delta-hold.pem"]);
+    inter_ca(
+        ca,
+        &["-revoke", "good.pem", "-crl_reason", "certificateHold"],
+    );
+    inter_ca(
+        ca,
+        &["-gencrl", "-crlexts", "delta", "-out", "delta-hold.pem"],
+    );
     // Lift the hold: the CA database entry becomes removeFromCRL.
     let index = std::fs::read_to_string(ca.join("index.txt")).unwrap();
     std::fs::write(
@@ -950,7 +912,10 @@ fn delta_crls_apply_on_top_of_the_complete_crl() {
         index.replace("certificateHold", "removeFromCRL"),
     )
     .unwrap();
-    cmd(&["-gencrl", "-crlexts", "delta", "-out", "delta-lifted.pem"]);
+    inter_ca(
+        ca,
+        &["-gencrl", "-crlexts", "delta", "-out", "delta-lifted.pem"],
+    );
 
     let cli = Cli::new(&pki.trust, "");
     let dir = tempfile::tempdir().unwrap();
