@@ -7,8 +7,9 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::filter_pki::{
-    b64, contract_pdf, multipart_signed_body, multipart_signed_ct, pki, signed_message,
-    top_headers, with_attachments, SIGNED_PART,
+    b64, contract_pdf, contract_with_signature, message_with_signature, multipart_signed_body,
+    multipart_signed_ct, pki, signed_contract, signed_message, top_headers, with_attachments,
+    SIGNED_PART,
 };
 use super::support::mail::{decode_2047, header, header_fields};
 use super::support::{base_toml, run, TestServer, BIN};
@@ -64,6 +65,15 @@ fn signer(v: &Value, sig: usize, n: usize) -> &Value {
     &v["signatures"][sig]["signers"][n]
 }
 
+/// Verifies message bytes, asserting exit 0 and one passing signer ([`pass1`]); returns the
+/// report.
+fn verify_pass1(msg: &[u8]) -> Value {
+    let (code, v) = verify_msg(msg);
+    assert_eq!(code, 0, "{v:#}");
+    pass1(&v);
+    v
+}
+
 fn pass1(v: &Value) {
     assert_eq!(v["verdict"], "pass", "{v:#}");
     assert_eq!(results(v), vec![("pass".to_string(), None)], "{v:#}");
@@ -72,9 +82,7 @@ fn pass1(v: &Value) {
 #[test]
 fn multipart_signed_individual_every_field() {
     let msg = signed_message("individual", "Договор");
-    let (code, v) = verify_msg(&msg);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&msg);
     let sig = &v["signatures"][0];
     assert_eq!(sig["part"], "TEXT");
     assert_eq!(sig["kind"], "multipart/signed");
@@ -152,9 +160,7 @@ fn nested_legacy_and_forwarded_multipart_signed() {
     m.extend_from_slice(
         b"\r\n--OUT\r\nContent-Type: text/plain\r\n\r\nunsigned footer\r\n--OUT--\r\n",
     );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&m);
     assert_eq!(v["signatures"][0]["part"], "1");
     assert_eq!(v["signatures"][0]["kind"], "multipart/signed");
 
@@ -167,9 +173,7 @@ See below.\r\n--FWD\r\nContent-Type: message/rfc822\r\n\r\n",
     );
     f.extend_from_slice(&inner);
     f.extend_from_slice(b"\r\n--FWD--\r\n");
-    let (code, v) = verify_msg(&f);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&f);
     assert_eq!(v["signatures"][0]["part"], "2.TEXT");
 }
 
@@ -210,16 +214,8 @@ fn detached_attachment_matched_by_name_and_tampered() {
     let pki = pki();
     let pdf = contract_pdf();
     let sig = pki.sign(&["legal"], &pdf, &[]);
-    let m = with_attachments(
-        "contract",
-        &[
-            ("contract.pdf", "application/pdf", &pdf),
-            ("contract.pdf.p7s", "application/pkcs7-signature", &sig),
-        ],
-    );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let m = contract_with_signature("contract", &sig);
+    let v = verify_pass1(&m);
     let s = &v["signatures"][0];
     assert_eq!(s["part"], "3");
     assert_eq!(s["kind"], "attachment");
@@ -257,9 +253,7 @@ fn embedded_ber_attachment_and_pem_and_base64_text_signatures() {
         "ber",
         &[("contract.pdf.cms", "application/octet-stream", &ber)],
     );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&m);
     assert_eq!(v["signatures"][0]["part"], "2");
     assert_eq!(v["signatures"][0]["covers"], Value::Null);
 
@@ -276,9 +270,7 @@ fn embedded_ber_attachment_and_pem_and_base64_text_signatures() {
             ("podpis.p7s", "application/pkcs7-signature", pem.as_bytes()),
         ],
     );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&m);
     assert_eq!(v["signatures"][0]["covers"], "dogovor.pdf");
     assert_eq!(v["signatures"][0]["file"], "podpis.p7s");
 
@@ -289,9 +281,7 @@ fn embedded_ber_attachment_and_pem_and_base64_text_signatures() {
         "b64",
         &[("signature.txt", "application/octet-stream", text.as_bytes())],
     );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&m);
     assert_eq!(v["signatures"][0]["file"], "signature.txt");
 }
 
@@ -299,17 +289,12 @@ fn embedded_ber_attachment_and_pem_and_base64_text_signatures() {
 fn bare_lf_message_is_canonicalised_for_hashing() {
     let pki = pki();
     let sig = pki.sign(&["individual"], SIGNED_PART, &[]);
-    let mut m = top_headers("lf").into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
+    let m = message_with_signature("lf", &sig);
     let lf: Vec<u8> = String::from_utf8(m)
         .unwrap()
         .replace("\r\n", "\n")
         .into_bytes();
-    let (code, v) = verify_msg(&lf);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    verify_pass1(&lf);
 }
 
 #[test]
@@ -330,10 +315,7 @@ fn tampered_body_fails_digest() {
 fn two_signers_in_one_cms() {
     let pki = pki();
     let sig = pki.sign(&["individual", "ecdsa"], SIGNED_PART, &[]);
-    let mut m = top_headers("two").into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
+    let m = message_with_signature("two", &sig);
     let (code, v) = verify_msg(&m);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(results(&v).len(), 2);
@@ -346,10 +328,7 @@ fn two_signers_in_one_cms() {
 
     // One good, one expired: the message fails, each signer says why.
     let sig = pki.sign(&["individual", "expired"], SIGNED_PART, &[]);
-    let mut m = top_headers("two").into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
+    let m = message_with_signature("two", &sig);
     let (code, v) = verify_msg(&m);
     assert_eq!(code, 1);
     assert_eq!(v["verdict"], "fail");
@@ -367,11 +346,7 @@ fn two_signers_in_one_cms() {
 /// A multipart/signed message over SIGNED_PART with a CMS made with `opts`.
 fn signed_with(signer: &str, opts: &[&str]) -> Vec<u8> {
     let sig = pki().sign(&[signer], SIGNED_PART, opts);
-    let mut m = top_headers("t").into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
-    m
+    message_with_signature("t", &sig)
 }
 
 #[test]
@@ -474,13 +449,7 @@ fn broken_cms_is_permerror_and_bounded() {
         ("deep", deep),
         ("huge", huge),
     ] {
-        let m = with_attachments(
-            name,
-            &[
-                ("contract.pdf", "application/pdf", &contract_pdf()),
-                ("contract.pdf.p7s", "application/pkcs7-signature", &cms),
-            ],
-        );
+        let m = contract_with_signature(name, &cms);
         let p = pki.write("broken.eml", &m);
         // Under a 1 GiB address-space limit: a 2 GiB allocation would abort the process.
         let out = Command::new("sh")
@@ -516,11 +485,7 @@ fn cli_exit_codes_and_human_report() {
 
     let signed = pki.write("two.eml", &{
         let sig = pki.sign(&["individual", "expired"], SIGNED_PART, &[]);
-        let mut m = top_headers("two").into_bytes();
-        m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-        m.extend_from_slice(b"\r\n");
-        m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
-        m
+        message_with_signature("two", &sig)
     });
     let out = Command::new(BIN)
         .args(["verify", "--trust"])
@@ -666,16 +631,7 @@ fn stamp_headers_on_a_valid_message() {
 
 #[test]
 fn stamp_identity_only_on_pass_and_attachment_part() {
-    let pki = pki();
-    let pdf = contract_pdf();
-    let sig = pki.sign(&["expired"], &pdf, &[]);
-    let m = with_attachments(
-        "expired",
-        &[
-            ("contract.pdf", "application/pdf", &pdf),
-            ("contract.pdf.p7s", "application/pkcs7-signature", &sig),
-        ],
-    );
+    let m = signed_contract("expired", "expired");
     let stamped = stamp_cli(None, &m);
     assert!(stamped.ends_with(&m));
     let f = header_fields(&stamped);
@@ -843,17 +799,7 @@ pub fn server_trusting_pki(extra_signatures: &str) -> TestServer {
 fn smtp_delivery_is_stamped_and_body_kept() {
     let srv = server_trusting_pki("");
     let signed = signed_message("individual", "Договор");
-    let pdf = contract_pdf();
-    let bad = {
-        let sig = pki().sign(&["alien"], &pdf, &[]);
-        with_attachments(
-            "alien",
-            &[
-                ("contract.pdf", "application/pdf", &pdf),
-                ("contract.pdf.p7s", "application/pkcs7-signature", &sig),
-            ],
-        )
-    };
+    let bad = signed_contract("alien", "alien");
     let plain = b"From: a@b.kz\r\nTo: alice@example.test\r\nSubject: plain\r\nX-EDS-Status: pass\r\n\r\nhello\r\n".to_vec();
     for m in [&signed, &bad, &plain] {
         let mut c = super::smtp::Client::connect(srv.mx);

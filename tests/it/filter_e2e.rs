@@ -6,7 +6,7 @@
 use base64::Engine;
 
 use super::filter::server_trusting_pki;
-use super::filter_pki::{contract_pdf, pki, signed_message, with_attachments};
+use super::filter_pki::{pki, signed_contract, signed_message, with_attachments};
 use super::support::mail::{decode_2047, header, header_fields};
 use super::support::python;
 
@@ -69,17 +69,7 @@ fn send(srv: &super::support::TestServer, msg: &[u8]) {
 fn signed_mail_over_smtp_then_imap_has_stamp_and_keywords() {
     let srv = server_trusting_pki("");
     let valid = signed_message("legal", "Договор поставки");
-    let pdf = contract_pdf();
-    let expired = {
-        let sig = pki().sign(&["expired"], &pdf, &[]);
-        with_attachments(
-            "expired",
-            &[
-                ("contract.pdf", "application/pdf", &pdf),
-                ("contract.pdf.p7s", "application/pkcs7-signature", &sig),
-            ],
-        )
-    };
+    let expired = signed_contract("expired", "expired");
     let plain = b"From: a@b.kz\r\nTo: alice@example.test\r\nSubject: plain\r\n\r\nno signature\r\n"
         .to_vec();
     for m in [&valid, &expired, &plain] {

@@ -444,11 +444,15 @@ pub fn multipart_signed_ct(legacy: bool) -> String {
 /// A complete top-level multipart/signed message signed by `signer`.
 pub fn signed_message(signer: &str, subject: &str) -> Vec<u8> {
     let pki = pki();
-    let sig = pki.sign(&[signer], SIGNED_PART, &[]);
+    message_with_signature(subject, &pki.sign(&[signer], SIGNED_PART, &[]))
+}
+
+/// A top-level multipart/signed message over `SIGNED_PART` with the detached CMS `sig`.
+pub fn message_with_signature(subject: &str, sig: &[u8]) -> Vec<u8> {
     let mut m = top_headers(subject).into_bytes();
     m.extend_from_slice(multipart_signed_ct(false).as_bytes());
     m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
+    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, sig, false));
     m
 }
 
@@ -472,6 +476,23 @@ Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n{}",
     }
     m.extend_from_slice(b"--MIX--\r\n");
     m
+}
+
+/// A multipart/mixed message with `contract.pdf` ([`contract_pdf`]) and, beside it, `sig` as
+/// its detached signature `contract.pdf.p7s`.
+pub fn contract_with_signature(subject: &str, sig: &[u8]) -> Vec<u8> {
+    with_attachments(
+        subject,
+        &[
+            ("contract.pdf", "application/pdf", &contract_pdf()),
+            ("contract.pdf.p7s", "application/pkcs7-signature", sig),
+        ],
+    )
+}
+
+/// [`contract_with_signature`] with `contract.pdf` signed by `signer`.
+pub fn signed_contract(signer: &str, subject: &str) -> Vec<u8> {
+    contract_with_signature(subject, &pki().sign(&[signer], &contract_pdf(), &[]))
 }
 
 /// A small stand-in for a PDF contract.

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::filter_pki::{multipart_signed_body, multipart_signed_ct, top_headers, SIGNED_PART};
+use crate::filter_pki::{message_with_signature, SIGNED_PART};
 use crate::support::mail::{header, header_fields};
 use crate::support::pki::{
     self, ca_issue, cms_sign, config, csr, openssl, rsa_key, self_signed, stamp,
@@ -388,15 +388,6 @@ impl TestPki {
     pub fn signed_message(&self, signer: &str, subject: &str) -> Vec<u8> {
         message_with_signature(subject, &self.sign(signer, SIGNED_PART, &[]))
     }
-}
-
-/// A top-level multipart/signed message over `SIGNED_PART` with the detached CMS `sig`.
-pub fn message_with_signature(subject: &str, sig: &[u8]) -> Vec<u8> {
-    let mut m = top_headers(subject).into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, sig, false));
-    m
 }
 
 /// `openssl ca` as the intermediate of a [`TestPki`] (in its CA directory `ca`): revoking,

@@ -9,10 +9,8 @@
 use serde_json::Value;
 use tanba::filter::asn1;
 
-use crate::filter_pki::SIGNED_PART;
-use crate::revocation::{
-    message_with_signature, nca, rfc3339, shared_pki, write_temp, Cli, TestPki,
-};
+use crate::filter_pki::{message_with_signature, SIGNED_PART};
+use crate::revocation::{nca, rfc3339, shared_pki, write_temp, Cli, TestPki};
 use crate::support::mail::{header, header_fields};
 use crate::support::pki::openssl;
 
