@@ -79,6 +79,15 @@ fn pass1(v: &Value) {
     assert_eq!(results(v), vec![("pass".to_string(), None)], "{v:#}");
 }
 
+/// Exactly one signer, failed for `reason`.
+fn fail1(v: &Value, reason: &str) {
+    assert_eq!(
+        results(v),
+        vec![("fail".to_string(), Some(reason.to_string()))],
+        "{v:#}"
+    );
+}
+
 #[test]
 fn multipart_signed_individual_every_field() {
     let msg = signed_message("individual", "Договор");
@@ -234,10 +243,7 @@ fn detached_attachment_matched_by_name_and_tampered() {
     let (code, v) = verify_msg(&m);
     assert_eq!(code, 1);
     assert_eq!(v["verdict"], "fail");
-    assert_eq!(
-        results(&v),
-        vec![("fail".to_string(), Some("digest-mismatch".to_string()))]
-    );
+    fail1(&v, "digest-mismatch");
     // A failed signer still shows what its certificate says (the headers will not).
     assert_eq!(signer(&v, 0, 0)["bin"], "123456789021");
 }
@@ -305,10 +311,7 @@ fn tampered_body_fails_digest() {
         .replacen("Regards", "Regardz", 1);
     let (code, v) = verify_msg(s.as_bytes());
     assert_eq!(code, 1);
-    assert_eq!(
-        results(&v),
-        vec![("fail".to_string(), Some("digest-mismatch".to_string()))]
-    );
+    fail1(&v, "digest-mismatch");
 }
 
 #[test]
@@ -382,10 +385,7 @@ fn failure_reasons() {
     let p = pki().write("early.eml", &signed_with("individual", &[]));
     let (code, v) = verify_json(&p, &["--at", "2001-01-01T00:00:00Z"]);
     assert_eq!(code, 1);
-    assert_eq!(
-        results(&v),
-        vec![("fail".to_string(), Some("not-yet-valid".to_string()))]
-    );
+    fail1(&v, "not-yet-valid");
 }
 
 #[test]
@@ -416,10 +416,7 @@ fn intermediates_from_the_cms_or_the_trust_dir() {
     assert_eq!(code, 0, "{v:#}");
     let (code, v) = verify_json_trust(&without, &pki.trust_root_only, &[]);
     assert_eq!(code, 1);
-    assert_eq!(
-        results(&v),
-        vec![("fail".to_string(), Some("untrusted".to_string()))]
-    );
+    fail1(&v, "untrusted");
     // Trust: root + intermediate; the CMS has the signer's certificate only.
     let (code, v) = verify_json(&without, &[]);
     assert_eq!(code, 0, "{v:#}");
@@ -728,13 +725,17 @@ language = \"ru\"\nsubject_tag = true\nkeywords = false\n",
     .unwrap();
     let msg = signed_message("individual", "Договор");
     let p = pki().write("ru.eml", &msg);
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("stamp")
-        .arg(&p)
-        .output()
-        .unwrap();
+    // `tanba --config CFG stamp FILE` (the config is rewritten below).
+    let stamp = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("stamp")
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    let out = stamp();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "verdict: pass");
     let f = header_fields(&out.stdout);
@@ -758,13 +759,7 @@ language = \"ru\"\nsubject_tag = true\nkeywords = false\n",
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("stamp")
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = stamp();
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "verdict: pass (keywords $EDSValid)"

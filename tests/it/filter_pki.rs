@@ -139,6 +139,36 @@ fn issue(
     ca_issue(&cadir, &base.join(ca), &base.join(name), (start, end), ext);
 }
 
+/// `root` (self-signed) → `inter` → `leaf` (an individual's signing certificate), RSA, with the
+/// names and serial numbers of the main chain; made twice: the real one and the impostor.
+fn main_chain(dir: &Path, [root, inter, leaf]: [&str; 3], from: &str, to: &str) {
+    self_signed(dir, root, ROOT_SUBJECT, "0x5EC0F1A5");
+    issue(
+        dir,
+        root,
+        inter,
+        "rsa",
+        INTER_SUBJECT,
+        "1A2B3C4D5E",
+        from,
+        to,
+        "v3_inter",
+        false,
+    );
+    issue(
+        dir,
+        inter,
+        leaf,
+        "rsa",
+        INDIVIDUAL_SUBJECT,
+        "41E45CC8A04C705963E5CD6769848A934D8EAEF5",
+        from,
+        to,
+        "v3_individual",
+        false,
+    );
+}
+
 fn generate() -> Pki {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("filter-pki-{}", std::process::id()));
@@ -148,31 +178,7 @@ fn generate() -> Pki {
     let from = stamp(now - chrono::Duration::days(1));
     let to = stamp(now + chrono::Duration::days(730));
 
-    self_signed(&dir, "root", ROOT_SUBJECT, "0x5EC0F1A5");
-    issue(
-        &dir,
-        "root",
-        "inter",
-        "rsa",
-        INTER_SUBJECT,
-        "1A2B3C4D5E",
-        &from,
-        &to,
-        "v3_inter",
-        false,
-    );
-    issue(
-        &dir,
-        "inter",
-        "individual",
-        "rsa",
-        INDIVIDUAL_SUBJECT,
-        "41E45CC8A04C705963E5CD6769848A934D8EAEF5",
-        &from,
-        &to,
-        "v3_individual",
-        false,
-    );
+    main_chain(&dir, ["root", "inter", "individual"], &from, &to);
     issue(
         &dir,
         "inter",
@@ -263,31 +269,7 @@ fn generate() -> Pki {
     );
 
     // The impostor chain: same names, same serial numbers, other keys.
-    self_signed(&dir, "fake_root", ROOT_SUBJECT, "0x5EC0F1A5");
-    issue(
-        &dir,
-        "fake_root",
-        "fake_inter",
-        "rsa",
-        INTER_SUBJECT,
-        "1A2B3C4D5E",
-        &from,
-        &to,
-        "v3_inter",
-        false,
-    );
-    issue(
-        &dir,
-        "fake_inter",
-        "impostor",
-        "rsa",
-        INDIVIDUAL_SUBJECT,
-        "41E45CC8A04C705963E5CD6769848A934D8EAEF5",
-        &from,
-        &to,
-        "v3_individual",
-        false,
-    );
+    main_chain(&dir, ["fake_root", "fake_inter", "impostor"], &from, &to);
 
     let trust = dir.join("trust");
     std::fs::create_dir_all(&trust).unwrap();
