@@ -12,9 +12,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -24,7 +23,7 @@ use crate::support::mail::{header, header_fields};
 use crate::support::pki::{
     self, ca_issue, cms_sign, config, csr, openssl, rsa_key, self_signed, stamp,
 };
-use crate::support::{base_toml, run, TestServer, BIN};
+use crate::support::{base_toml, run, spawn_python_server, TestServer, BIN};
 
 pub fn nca(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -162,21 +161,7 @@ impl HttpServer {
         std::fs::create_dir_all(root).unwrap();
         let log = root.with_extension("requests.log");
         let _ = std::fs::remove_file(&log);
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(SERVER_PY)
-            .arg(root)
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("the server prints its port");
+        let (child, port) = spawn_python_server(SERVER_PY, [root, log.as_path()]);
         HttpServer {
             child,
             port,
