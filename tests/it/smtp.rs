@@ -755,38 +755,44 @@ fn dot_stuffed_lines_are_unstuffed() {
 fn protocol_errors_get_replies_and_the_session_goes_on() {
     let srv = server_with_users(&[("smtp", "max_recipients = 2")]);
     let mut c = Client::connect(srv.mx);
-    c.ok(
-        "MAIL FROM:<a@sender.example>",
-        "503 5.5.1 Send HELO/EHLO first",
-    );
-    c.ok("FROBNICATE now", "500 5.5.2");
-    c.ok("EHLO client.example", "250");
-    c.ok("DATA", "503 5.5.1 Need MAIL command");
-    c.ok(
-        "RCPT TO:<alice@example.test>",
-        "503 5.5.1 Need MAIL command",
-    );
-    c.ok("MAIL FROM:a@sender.example", "501 5.5.4");
-    c.ok("MAIL FROM:<a@sender.example> RET=HDRS", "555 5.5.4");
-    c.ok("MAIL FROM:<a@sender.example>", "250 2.1.0");
-    c.ok(
-        "MAIL FROM:<a@sender.example>",
-        "503 5.5.1 Nested MAIL command",
-    );
-    c.ok("DATA", "503 5.5.1 Need RCPT command");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    c.ok("RCPT TO:<bob@example.test>", "250 2.1.5");
-    c.ok(
-        "RCPT TO:<postmaster@example.test>",
-        "452 4.5.3 Too many recipients",
-    );
-    c.ok("RCPT TO:<>", "501 5.1.3");
-    c.ok("RCPT TO:<t\u{e9}st@example.test>", "553 5.6.7");
-    c.ok("EXPN staff", "502 5.5.1");
-    c.ok("VRFY alice", "252 2.5.0");
-    c.ok("HELO again.example", "250 mail.example.test");
-    c.ok("DATA", "503 5.5.1 Need MAIL command");
-    c.ok("NOOP", "250 2.0.0 Ok");
-    c.ok("QUIT", "221 2.0.0 Bye");
+    // Each command and the start of the reply it gets, in order, on one connection.
+    let exchange = [
+        (
+            "MAIL FROM:<a@sender.example>",
+            "503 5.5.1 Send HELO/EHLO first",
+        ),
+        ("FROBNICATE now", "500 5.5.2"),
+        ("EHLO client.example", "250"),
+        ("DATA", "503 5.5.1 Need MAIL command"),
+        (
+            "RCPT TO:<alice@example.test>",
+            "503 5.5.1 Need MAIL command",
+        ),
+        ("MAIL FROM:a@sender.example", "501 5.5.4"),
+        ("MAIL FROM:<a@sender.example> RET=HDRS", "555 5.5.4"),
+        ("MAIL FROM:<a@sender.example>", "250 2.1.0"),
+        (
+            "MAIL FROM:<a@sender.example>",
+            "503 5.5.1 Nested MAIL command",
+        ),
+        ("DATA", "503 5.5.1 Need RCPT command"),
+        ("RCPT TO:<alice@example.test>", "250 2.1.5"),
+        ("RCPT TO:<bob@example.test>", "250 2.1.5"),
+        (
+            "RCPT TO:<postmaster@example.test>",
+            "452 4.5.3 Too many recipients",
+        ),
+        ("RCPT TO:<>", "501 5.1.3"),
+        ("RCPT TO:<t\u{e9}st@example.test>", "553 5.6.7"),
+        ("EXPN staff", "502 5.5.1"),
+        ("VRFY alice", "252 2.5.0"),
+        ("HELO again.example", "250 mail.example.test"),
+        ("DATA", "503 5.5.1 Need MAIL command"),
+        ("NOOP", "250 2.0.0 Ok"),
+        ("QUIT", "221 2.0.0 Bye"),
+    ];
+    for (command, reply) in exchange {
+        c.ok(command, reply);
+    }
     assert!(c.closed());
 }
