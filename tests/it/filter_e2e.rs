@@ -7,6 +7,7 @@ use base64::Engine;
 
 use super::filter::server_trusting_pki;
 use super::filter_pki::{pki, signed_contract, signed_message, with_attachments};
+use super::smtp::mx_to_alice;
 use super::support::mail::{decode_2047, header, header_fields};
 use super::support::python;
 
@@ -57,14 +58,6 @@ fn fetch_all(
         .collect()
 }
 
-fn send(srv: &super::support::TestServer, msg: &[u8]) {
-    let mut c = super::smtp::Client::connect(srv.mx);
-    c.ok("EHLO sender.example", "250");
-    let r = c.send_mail("sender@example.kz", &["alice@example.test"], msg);
-    assert_eq!(r.code, 250, "{}", r.line());
-    c.ok("QUIT", "221");
-}
-
 #[test]
 fn signed_mail_over_smtp_then_imap_has_stamp_and_keywords() {
     let srv = server_trusting_pki("");
@@ -73,7 +66,7 @@ fn signed_mail_over_smtp_then_imap_has_stamp_and_keywords() {
     let plain = b"From: a@b.kz\r\nTo: alice@example.test\r\nSubject: plain\r\n\r\nno signature\r\n"
         .to_vec();
     for m in [&valid, &expired, &plain] {
-        send(&srv, m);
+        mx_to_alice(&srv, m);
     }
     // And one from a local user over submission (implicit TLS, AUTH): filtered the same way.
     let own = signed_message("individual", "to myself");
@@ -188,7 +181,7 @@ fn gost_signed_cms_attachment_over_smtp_then_imap() {
         ],
     );
     for m in [&m1, &m2, &m3] {
-        send(&srv, m);
+        mx_to_alice(&srv, m);
     }
 
     let got = fetch_all(&srv, "alice@example.test", "secret-a");

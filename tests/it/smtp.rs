@@ -193,6 +193,15 @@ pub fn dot_stuff(msg: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Delivers `msg` over MX from sender@example.kz to alice@example.test; asserts the 250.
+pub fn mx_to_alice(srv: &TestServer, msg: &[u8]) {
+    let mut c = Client::connect(srv.mx);
+    c.ok("EHLO sender.example", "250");
+    let r = c.send_mail("sender@example.kz", &["alice@example.test"], msg);
+    assert_eq!(r.code, 250, "{}", r.line());
+    c.ok("QUIT", "221");
+}
+
 /// The messages of `email`'s mailboxes, via `tanba export`.
 pub fn stored(srv: &TestServer, email: &str) -> Vec<Vec<u8>> {
     mbox_messages(&srv.export(email))
