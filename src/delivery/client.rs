@@ -172,6 +172,15 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Io(format!("{what}: {e}"))
 }
 
+/// `reply` when it has the `code` that `stage` expects, else the server's refusal.
+fn expect(reply: Reply, code: u16, stage: &'static str) -> Result<Reply, Error> {
+    if reply.code == code {
+        Ok(reply)
+    } else {
+        Err(Error::Refused { stage, reply })
+    }
+}
+
 /// What became of one recipient in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -321,13 +330,7 @@ impl Session {
             remote,
             alive: true,
         };
-        let greeting = s.read_reply(GREETING_TIMEOUT).await?;
-        if greeting.code != 220 {
-            return Err(Error::Refused {
-                stage: "greeting",
-                reply: greeting,
-            });
-        }
+        expect(s.read_reply(GREETING_TIMEOUT).await?, 220, "greeting")?;
         s.hello(p.helo).await?;
         if !s.tls {
             match p.tls {
@@ -376,12 +379,7 @@ impl Session {
         let r = self
             .command(&format!("HELO {helo}"), COMMAND_TIMEOUT)
             .await?;
-        if r.code != 250 {
-            return Err(Error::Refused {
-                stage: "HELO",
-                reply: r,
-            });
-        }
+        expect(r, 250, "HELO")?;
         self.caps = Caps::default();
         Ok(())
     }
@@ -403,21 +401,14 @@ impl Session {
             .io
             .take()
             .ok_or_else(|| Error::Io("connection closed".into()))?;
-        match timeout(COMMAND_TIMEOUT, tls.connect(sni, io)).await {
-            Ok(Ok(s)) => {
-                self.io = Some(Box::new(s));
-                self.tls = true;
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                self.alive = false;
-                Err(Error::Tls(format!("{}: {e}", self.remote)))
-            }
-            Err(_) => {
-                self.alive = false;
-                Err(Error::Tls(format!("{}: timed out", self.remote)))
-            }
-        }
+        let r = match timeout(COMMAND_TIMEOUT, tls.connect(sni, io)).await {
+            Ok(r) => r.map_err(|e| Error::Tls(format!("{}: {e}", self.remote))),
+            Err(_) => Err(Error::Tls(format!("{}: timed out", self.remote))),
+        };
+        let s = self.unusable_on_err(r)?;
+        self.io = Some(Box::new(s));
+        self.tls = true;
+        Ok(())
     }
 
     async fn auth(&mut self, user: &str, pass: &str) -> Result<(), Error> {
@@ -448,12 +439,7 @@ impl Session {
                 self.remote
             )));
         };
-        if r.code != 235 {
-            return Err(Error::Refused {
-                stage: "AUTH",
-                reply: r,
-            });
-        }
+        expect(r, 235, "AUTH")?;
         Ok(())
     }
 
@@ -687,37 +673,33 @@ impl Session {
             io.flush().await
         })
         .await;
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                self.alive = false;
-                Err(io_err(&format!("writing to {remote}"), e))
-            }
-            Err(_) => {
-                self.alive = false;
-                Err(Error::Io(format!("writing to {remote}: timed out")))
-            }
-        }
+        let r = match r {
+            Ok(r) => r.map_err(|e| io_err(&format!("writing to {remote}"), e)),
+            Err(_) => Err(Error::Io(format!("writing to {remote}: timed out"))),
+        };
+        self.unusable_on_err(r)
     }
 
     /// Reads one complete reply (all lines of a multi-line reply).
     async fn read_reply(&mut self, t: Duration) -> Result<Reply, Error> {
-        let r = timeout(t, self.read_reply_inner()).await;
-        match r {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                self.alive = false;
-                Err(e)
-            }
-            Err(_) => {
-                self.alive = false;
-                Err(Error::Io(format!(
-                    "{}: no reply within {} s",
-                    self.remote,
-                    t.as_secs()
-                )))
-            }
+        let r = match timeout(t, self.read_reply_inner()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Io(format!(
+                "{}: no reply within {} s",
+                self.remote,
+                t.as_secs()
+            ))),
+        };
+        self.unusable_on_err(r)
+    }
+
+    /// Passes `r` on; after an error (broken connection, timeout, failed handshake) the session
+    /// is unusable.
+    fn unusable_on_err<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
+        if r.is_err() {
+            self.alive = false;
         }
+        r
     }
 
     async fn read_reply_inner(&mut self) -> Result<Reply, Error> {
@@ -1011,6 +993,28 @@ mod tests {
         }
     }
 
+    /// A session over the in-memory `client` end, without implicit TLS.
+    async fn start(
+        client: tokio::io::DuplexStream,
+        remote: &str,
+        host: &str,
+        p: &Params<'_>,
+    ) -> Result<Session, Error> {
+        Session::start(Box::new(client), remote.into(), server_name(host), false, p).await
+    }
+
+    /// A 7-bit, ASCII-only message.
+    fn message<'a>(from: &'a str, rcpts: &'a [String], data: &'a [u8]) -> Message<'a> {
+        Message {
+            from,
+            rcpts,
+            data,
+            eight_bit: false,
+            utf8_envelope: false,
+            utf8_headers: false,
+        }
+    }
+
     #[tokio::test]
     async fn pipelined_transaction_with_per_recipient_results() {
         let (client, server) = tokio::io::duplex(1 << 16);
@@ -1027,15 +1031,9 @@ mod tests {
                 ("DATA", "354 go ahead\r\n"),
             ],
         ));
-        let mut s = Session::start(
-            Box::new(client),
-            "mx.b.test[127.0.0.1]".into(),
-            server_name("mx.b.test"),
-            false,
-            &params(),
-        )
-        .await
-        .unwrap();
+        let mut s = start(client, "mx.b.test[127.0.0.1]", "mx.b.test", &params())
+            .await
+            .unwrap();
         assert!(s.caps.pipelining);
         let rcpts = vec![
             "ok@b.test".to_string(),
@@ -1045,12 +1043,8 @@ mod tests {
         let data = "Subject: hi\r\n\r\n.leading dot\r\nü\r\n".as_bytes();
         let out = s
             .send(&Message {
-                from: "a@a.test",
-                rcpts: &rcpts,
-                data,
                 eight_bit: true,
-                utf8_envelope: false,
-                utf8_headers: false,
+                ..message("a@a.test", &rcpts, data)
             })
             .await;
         assert_eq!(out[0].kind, OutcomeKind::Delivered);
@@ -1083,24 +1077,9 @@ mod tests {
                 ("RCPT", "550 no\r\n"),
             ],
         ));
-        let mut s = Session::start(
-            Box::new(client),
-            "old".into(),
-            server_name("old.b.test"),
-            false,
-            &params(),
-        )
-        .await
-        .unwrap();
+        let mut s = start(client, "old", "old.b.test", &params()).await.unwrap();
         let rcpts = vec!["x@b.test".to_string()];
-        let big = Message {
-            from: "",
-            rcpts: &rcpts,
-            data: b"Subject: too big for ten bytes\r\n\r\n",
-            eight_bit: false,
-            utf8_envelope: false,
-            utf8_headers: false,
-        };
+        let big = message("", &rcpts, b"Subject: too big for ten bytes\r\n\r\n");
         let out = s.send(&big).await;
         assert_eq!(out[0].status, "5.3.4");
         let small = Message {
@@ -1136,24 +1115,12 @@ mod tests {
             require_tls: true,
             ..params()
         };
-        let e = Session::start(Box::new(client), "x".into(), server_name("x"), false, &p)
-            .await
-            .err()
-            .unwrap();
+        let e = start(client, "x", "x", &p).await.err().unwrap();
         assert!(matches!(e, Error::Policy(_)), "{e:?}");
 
         let (client, mut server) = tokio::io::duplex(1 << 16);
         server.write_all(b"220-a\r\n221 b\r\n").await.unwrap();
-        let e = Session::start(
-            Box::new(client),
-            "x".into(),
-            server_name("x"),
-            false,
-            &params(),
-        )
-        .await
-        .err()
-        .unwrap();
+        let e = start(client, "x", "x", &params()).await.err().unwrap();
         assert!(matches!(e, Error::Io(_)), "{e:?}");
     }
 
@@ -1171,16 +1138,7 @@ mod tests {
             auth: Some(("user", "secret-password")),
             ..params()
         };
-        let e = Session::start(
-            Box::new(client),
-            "relay".into(),
-            server_name("relay"),
-            false,
-            &p,
-        )
-        .await
-        .err()
-        .unwrap();
+        let e = start(client, "relay", "relay", &p).await.err().unwrap();
         assert!(
             format!("{e}").contains("refusing to send the relay password"),
             "{e}"
@@ -1203,26 +1161,9 @@ mod tests {
             r.read_line(&mut l).await.unwrap();
             // MAIL FROM: hang up.
         });
-        let mut s = Session::start(
-            Box::new(client),
-            "x".into(),
-            server_name("x"),
-            false,
-            &params(),
-        )
-        .await
-        .unwrap();
+        let mut s = start(client, "x", "x", &params()).await.unwrap();
         let rcpts = vec!["y@b.test".to_string()];
-        let out = s
-            .send(&Message {
-                from: "a@a.test",
-                rcpts: &rcpts,
-                data: b"x\r\n",
-                eight_bit: false,
-                utf8_envelope: false,
-                utf8_headers: false,
-            })
-            .await;
+        let out = s.send(&message("a@a.test", &rcpts, b"x\r\n")).await;
         assert_eq!(out[0].kind, OutcomeKind::Temporary);
         assert!(!s.alive);
     }

@@ -36,6 +36,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
 use crate::config::Config;
+// Bare LF becomes CRLF (SMTP requires CRLF; RFC 5321 §2.3.8): the same conversion the filter
+// applies before hashing (RFC 5751 §3.1.1), so one function serves both.
+use crate::filter::find::canonical_crlf as normalize_crlf;
 use crate::server::App;
 use crate::shutdown::Shutdown;
 use crate::store::{Bounce, QueueRecord, RcptState, Store};
@@ -619,7 +622,15 @@ impl Worker {
                 return Ok(());
             }
             let is_queued_bounce = matches!(bounce, Some(Bounce::Queue { .. }));
-            if store.queue_commit(&rec, (!remove).then_some(&new), bounce.as_ref())? {
+            // Blocking: a large bounce body is written and fsynced as a file (store/files.rs).
+            let committed = {
+                let (store, rec, new) = (store.clone(), rec.clone(), new.clone());
+                tokio::task::spawn_blocking(move || {
+                    store.queue_commit(&rec, (!remove).then_some(&new), bounce.as_ref())
+                })
+                .await??
+            };
+            if committed {
                 store.durable().await?;
                 if remove {
                     tracing::info!(queue_id = id, "done; removed from the queue");
@@ -684,20 +695,6 @@ struct Prepared {
 
 fn domain_of(addr: &str) -> &str {
     addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
-}
-
-/// Bare LF becomes CRLF (SMTP requires CRLF; RFC 5321 §2.3.8).
-fn normalize_crlf(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len() + b.len() / 64 + 2);
-    let mut prev = 0u8;
-    for &c in b {
-        if c == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(c);
-        prev = c;
-    }
-    out
 }
 
 fn now_unix() -> i64 {

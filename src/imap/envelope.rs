@@ -2,7 +2,7 @@
 //! decode RFC 2047 themselves), and RFC 5322 address lists split into (name, adl, mailbox, host),
 //! with groups as start/end markers.
 
-use super::mime::{fields, trim, unfold};
+use super::mime::{fields, split_comments, trim, unfold};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Addr {
@@ -163,62 +163,9 @@ pub fn parse_addresses(v: &[u8]) -> Vec<Addr> {
     out
 }
 
-/// Removes comments, returning (text without comments, the first comment's content).
-fn split_comments(v: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
-    let mut out = Vec::with_capacity(v.len());
-    let mut first: Option<Vec<u8>> = None;
-    let mut cur = Vec::new();
-    let mut depth = 0usize;
-    let mut quoted = false;
-    let mut esc = false;
-    for &b in v {
-        if esc {
-            esc = false;
-            if depth > 0 {
-                cur.push(b);
-            } else {
-                out.push(b);
-            }
-            continue;
-        }
-        match b {
-            b'\\' if quoted => {
-                esc = true;
-                out.push(b);
-            }
-            b'\\' if depth > 0 => esc = true,
-            b'"' if depth == 0 => {
-                quoted = !quoted;
-                out.push(b);
-            }
-            b'(' if !quoted => {
-                if depth > 0 {
-                    cur.push(b);
-                }
-                depth += 1;
-            }
-            b')' if !quoted && depth > 0 => {
-                depth -= 1;
-                if depth == 0 {
-                    if first.is_none() {
-                        first = Some(std::mem::take(&mut cur));
-                    }
-                    cur.clear();
-                    out.push(b' ');
-                } else {
-                    cur.push(b);
-                }
-            }
-            _ if depth > 0 => cur.push(b),
-            _ => out.push(b),
-        }
-    }
-    (out, first)
-}
-
 /// A display name: quotes removed (and their escapes), whitespace collapsed. `None` if empty.
 fn phrase(v: &[u8]) -> Option<Vec<u8>> {
-    let (v, _) = split_comments(v);
+    let (v, _) = split_comments(v, Some(b' '));
     let mut out = Vec::with_capacity(v.len());
     let mut quoted = false;
     let mut esc = false;
@@ -278,7 +225,7 @@ fn parse_mailbox(text: &[u8]) -> Option<Addr> {
     if trim(text).is_empty() {
         return None;
     }
-    let (clean, comment) = split_comments(text);
+    let (clean, comment) = split_comments(text, Some(b' '));
     // name-addr: [phrase] "<" [route ":"] addr-spec ">"
     let lt = {
         let mut quoted = false;

@@ -101,6 +101,19 @@ fn tokens(mut b: &[u8]) -> Option<Vec<Tok>> {
     }
 }
 
+/// The strings of a parenthesised list whose `(` has been read, up to its `)`. `None` when the
+/// list nests or does not end.
+fn rest_of_list(it: &mut impl Iterator<Item = Tok>) -> Option<Vec<Vec<u8>>> {
+    let mut items = Vec::new();
+    loop {
+        match it.next()? {
+            Tok::Close => return Some(items),
+            Tok::Str(s) => items.push(s),
+            Tok::Open => return None,
+        }
+    }
+}
+
 /// Parses `tag LIST ...` in its extended forms. `None` when it is not a valid LIST command.
 pub fn parse(msg: &[u8]) -> Option<ListCommand> {
     let sp = memchr::memchr(b' ', msg)?;
@@ -116,17 +129,13 @@ pub fn parse(msg: &[u8]) -> Option<ListCommand> {
     // Selection options.
     if it.peek() == Some(&Tok::Open) {
         it.next();
-        loop {
-            match it.next()? {
-                Tok::Close => break,
-                Tok::Str(o) => match o.to_ascii_uppercase().as_slice() {
-                    b"SUBSCRIBED" => args.select_subscribed = true,
-                    b"SPECIAL-USE" => args.select_special_use = true,
-                    // RECURSIVEMATCH changes nothing for us: every parent exists.
-                    b"RECURSIVEMATCH" | b"REMOTE" => {}
-                    _ => return None,
-                },
-                Tok::Open => return None,
+        for o in rest_of_list(&mut it)? {
+            match o.to_ascii_uppercase().as_slice() {
+                b"SUBSCRIBED" => args.select_subscribed = true,
+                b"SPECIAL-USE" => args.select_special_use = true,
+                // RECURSIVEMATCH changes nothing for us: every parent exists.
+                b"RECURSIVEMATCH" | b"REMOTE" => {}
+                _ => return None,
             }
         }
     }
@@ -136,13 +145,7 @@ pub fn parse(msg: &[u8]) -> Option<ListCommand> {
     args.reference = reference;
     match it.next()? {
         Tok::Str(p) => args.patterns.push(p),
-        Tok::Open => loop {
-            match it.next()? {
-                Tok::Close => break,
-                Tok::Str(p) => args.patterns.push(p),
-                Tok::Open => return None,
-            }
-        },
+        Tok::Open => args.patterns = rest_of_list(&mut it)?,
         Tok::Close => return None,
     }
     if args.patterns.is_empty() {
@@ -153,17 +156,13 @@ pub fn parse(msg: &[u8]) -> Option<ListCommand> {
         if !r.eq_ignore_ascii_case(b"RETURN") || it.next()? != Tok::Open {
             return None;
         }
-        loop {
-            match it.next()? {
-                Tok::Close => break,
-                Tok::Str(o) => match o.to_ascii_uppercase().as_slice() {
-                    b"SUBSCRIBED" => args.return_subscribed = true,
-                    b"SPECIAL-USE" => args.return_special_use = true,
-                    // We always return \HasChildren/\HasNoChildren (RFC 5258 §4).
-                    b"CHILDREN" => {}
-                    _ => return None,
-                },
-                Tok::Open => return None,
+        for o in rest_of_list(&mut it)? {
+            match o.to_ascii_uppercase().as_slice() {
+                b"SUBSCRIBED" => args.return_subscribed = true,
+                b"SPECIAL-USE" => args.return_special_use = true,
+                // We always return \HasChildren/\HasNoChildren (RFC 5258 §4).
+                b"CHILDREN" => {}
+                _ => return None,
             }
         }
         if it.next().is_some() {

@@ -373,36 +373,62 @@ fn is_token_char(b: u8) -> bool {
 
 /// Removes RFC 5322 comments `( ... )` outside quoted strings.
 fn strip_comments(v: &[u8]) -> Vec<u8> {
+    split_comments(v, None).0
+}
+
+/// Removes RFC 5322 comments `( ... )` (nested ones too) outside quoted strings. Returns the text
+/// without them, with `sep` in place of each top-level comment when given, and the content of
+/// the first complete comment (its quoted-pairs resolved).
+pub fn split_comments(v: &[u8], sep: Option<u8>) -> (Vec<u8>, Option<Vec<u8>>) {
     let mut out = Vec::with_capacity(v.len());
+    let mut first: Option<Vec<u8>> = None;
+    let mut cur = Vec::new();
     let mut depth = 0usize;
     let mut quoted = false;
     let mut esc = false;
     for &b in v {
         if esc {
             esc = false;
-            if depth == 0 {
+            if depth > 0 {
+                cur.push(b);
+            } else {
                 out.push(b);
             }
             continue;
         }
         match b {
-            b'\\' if quoted || depth > 0 => {
+            b'\\' if quoted => {
                 esc = true;
-                if depth == 0 {
-                    out.push(b);
-                }
+                out.push(b);
             }
+            b'\\' if depth > 0 => esc = true,
             b'"' if depth == 0 => {
                 quoted = !quoted;
                 out.push(b);
             }
-            b'(' if !quoted => depth += 1,
-            b')' if !quoted && depth > 0 => depth -= 1,
-            _ if depth == 0 => out.push(b),
-            _ => {}
+            b'(' if !quoted => {
+                if depth > 0 {
+                    cur.push(b);
+                }
+                depth += 1;
+            }
+            b')' if !quoted && depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    if first.is_none() {
+                        first = Some(std::mem::take(&mut cur));
+                    }
+                    cur.clear();
+                    out.extend(sep);
+                } else {
+                    cur.push(b);
+                }
+            }
+            _ if depth > 0 => cur.push(b),
+            _ => out.push(b),
         }
     }
-    out
+    (out, first)
 }
 
 /// `value *(; name=value)`: the leading value and the parameters (names as given, values

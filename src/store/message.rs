@@ -6,13 +6,15 @@
 
 use std::collections::BTreeSet;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
+use super::files::INLINE_MAX;
 use super::queue::QueueRecord;
-use super::{dec, enc, key2, mailbox::MailboxMeta, u64_key, Result, Store, StoreError};
+use super::{dec, enc, key2, mailbox::MailboxMeta, read_u64, u64_key, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MessageMeta {
@@ -51,21 +53,58 @@ pub enum FlagOp {
     Replace,
 }
 
-/// The exact bytes of a message, borrowed from the store's cache without copying.
+/// The exact bytes of a message: borrowed from sled's cache without copying when small,
+/// read from its file when large (`files.rs`).
 #[derive(Clone)]
-pub struct Blob(sled::IVec);
+pub struct Blob(BlobBytes);
+
+#[derive(Clone)]
+enum BlobBytes {
+    Inline(sled::IVec),
+    File(Arc<Vec<u8>>),
+}
 
 impl Deref for Blob {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            BlobBytes::Inline(v) => v,
+            BlobBytes::File(v) => v,
+        }
     }
 }
 
 impl AsRef<[u8]> for Blob {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        self
     }
+}
+
+/// Stores a body inside a transaction: inline in `blobs`, or as the length in `blob_files`
+/// when [`Store::write_body`] put it in a file.
+pub(super) fn put_body(
+    blobs: &TransactionalTree,
+    blob_files: &TransactionalTree,
+    blob_id: u64,
+    raw: &[u8],
+) -> TxResult<()> {
+    if raw.len() > INLINE_MAX {
+        blob_files.insert(&u64_key(blob_id), &(raw.len() as u64).to_be_bytes())?;
+    } else {
+        blobs.insert(&u64_key(blob_id), raw)?;
+    }
+    Ok(())
+}
+
+/// Drops a body inside a transaction; returns true when it was a file (to unlink once the
+/// removal is durable, [`Files::doom`](super::files::Files::doom)).
+pub(super) fn drop_body(
+    blobs: &TransactionalTree,
+    blob_files: &TransactionalTree,
+    blob_id: u64,
+) -> TxResult<bool> {
+    blobs.remove(&u64_key(blob_id))?;
+    Ok(blob_files.remove(&u64_key(blob_id))?.is_some())
 }
 
 /// Canonical spelling of system flags; keywords are kept as given. `\Recent` is dropped (it is
@@ -179,7 +218,26 @@ impl Store {
 
     /// The exact stored bytes of a message.
     pub fn blob(&self, blob_id: u64) -> Result<Option<Blob>> {
-        Ok(self.t.blobs.get(u64_key(blob_id))?.map(Blob))
+        if let Some(v) = self.t.blobs.get(u64_key(blob_id))? {
+            return Ok(Some(Blob(BlobBytes::Inline(v))));
+        }
+        match self.t.blob_files.get(u64_key(blob_id))? {
+            Some(len) => {
+                let len = read_u64(&len)?;
+                let data = self.files.read(blob_id, len)?;
+                Ok(Some(Blob(BlobBytes::File(Arc::new(data)))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Puts a large body in its file, durably, before the transaction that references it
+    /// (`files.rs`). Small bodies go inline in the transaction itself.
+    pub(super) fn write_body(&self, blob_id: u64, raw: &[u8]) -> Result<()> {
+        if raw.len() > INLINE_MAX {
+            self.files.write(blob_id, raw)?;
+        }
+        Ok(())
     }
 
     /// Derived data cached for a blob (e.g. IMAP's parsed MIME structure). Not durable on purpose:
@@ -230,40 +288,70 @@ impl Store {
             }
             None => None,
         };
+        // Large bodies first, durably, so a committed reference always has its file.
+        let mut written = Vec::new();
+        let mut write = |id: u64, bytes: &[u8]| -> Result<()> {
+            self.write_body(id, bytes)?;
+            if bytes.len() > INLINE_MAX {
+                written.push(id);
+            }
+            Ok(())
+        };
+        let mut wrote = Ok(());
+        if !targets.is_empty() {
+            wrote = write(blob_id, raw);
+        }
+        if let (Ok(()), Some((q, bytes))) = (&wrote, &queued) {
+            wrote = write(q.blob_id, bytes);
+        }
         let t = &self.t;
         let trees = (
             &t.mailboxes,
             &t.messages,
             &t.blobs,
+            &t.blob_files,
             &t.blob_refs,
             &t.queue,
             &t.queue_due,
         );
-        let out = trees.transaction(|(mbs, msgs, blobs, refs, qt, due)| {
-            let mut out = Vec::with_capacity(targets.len());
-            if !targets.is_empty() {
-                blobs.insert(&u64_key(blob_id), raw)?;
-                add_ref(refs, blob_id, targets.len() as i64)?;
-                for (mailbox_id, flags) in &targets {
-                    out.push(insert_message(
-                        mbs,
-                        msgs,
-                        *mailbox_id,
-                        blob_id,
-                        size,
-                        internal_date,
-                        flags,
-                    )?);
+        let out = wrote.and_then(|()| {
+            Ok(
+                trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due)| {
+                    let mut out = Vec::with_capacity(targets.len());
+                    if !targets.is_empty() {
+                        put_body(blobs, files, blob_id, raw)?;
+                        add_ref(refs, blob_id, targets.len() as i64)?;
+                        for (mailbox_id, flags) in &targets {
+                            out.push(insert_message(
+                                mbs,
+                                msgs,
+                                *mailbox_id,
+                                blob_id,
+                                size,
+                                internal_date,
+                                flags,
+                            )?);
+                        }
+                    }
+                    if let Some((q, bytes)) = &queued {
+                        put_body(blobs, files, q.blob_id, bytes)?;
+                        add_ref(refs, q.blob_id, 1)?;
+                        qt.insert(&u64_key(q.id), enc(q))?;
+                        due.insert(&super::queue::due_key(q.next_attempt, q.id), &[])?;
+                    }
+                    Ok(out)
+                })?,
+            )
+        });
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                for id in written {
+                    self.files.remove_unreferenced(id);
                 }
+                return Err(e);
             }
-            if let Some((q, bytes)) = &queued {
-                blobs.insert(&u64_key(q.blob_id), *bytes)?;
-                add_ref(refs, q.blob_id, 1)?;
-                qt.insert(&u64_key(q.id), enc(q))?;
-                due.insert(&super::queue::due_key(q.next_attempt, q.id), &[])?;
-            }
-            Ok(out)
-        })?;
+        };
         for a in &out {
             if let Some(m) = self.mailbox_by_id(a.mailbox_id)? {
                 self.notify(m.account_id, a.mailbox_id);
@@ -410,11 +498,18 @@ impl Store {
     pub fn expunge(&self, mailbox_id: u64, uids: &[u32]) -> Result<Vec<u32>> {
         let uids: BTreeSet<u32> = uids.iter().copied().collect();
         let t = &self.t;
-        let (removed, dead_blobs) = (&t.mailboxes, &t.messages, &t.blob_refs, &t.blobs)
-            .transaction(|(mbs, msgs, refs, blobs)| {
+        let (removed, dead_blobs, dead_files) = (
+            &t.mailboxes,
+            &t.messages,
+            &t.blob_refs,
+            &t.blobs,
+            &t.blob_files,
+        )
+            .transaction(|(mbs, msgs, refs, blobs, files)| {
                 let mut mb = get_mailbox(mbs, mailbox_id)?;
                 let mut removed = Vec::new();
                 let mut dead = Vec::new();
+                let mut dead_files = Vec::new();
                 for &uid in &uids {
                     let Some(v) = msgs.remove(&key2(mailbox_id, uid))? else {
                         continue;
@@ -425,7 +520,9 @@ impl Store {
                         mb.unseen = mb.unseen.saturating_sub(1);
                     }
                     if add_ref(refs, m.blob_id, -1)? == 0 {
-                        blobs.remove(&u64_key(m.blob_id))?;
+                        if drop_body(blobs, files, m.blob_id)? {
+                            dead_files.push(m.blob_id);
+                        }
                         dead.push(m.blob_id);
                     }
                     removed.push(uid);
@@ -434,8 +531,9 @@ impl Store {
                     mb.highest_modseq += 1;
                     mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
                 }
-                Ok((removed, dead))
+                Ok((removed, dead, dead_files))
             })?;
+        self.files.doom(dead_files);
         for b in dead_blobs {
             self.t.blob_cache.remove(u64_key(b))?;
         }

@@ -10,7 +10,8 @@
 //! | `mailbox_names` | account_id u64 ‖ mailbox name (UTF-8) | mailbox_id u64                         |
 //! | `mailboxes`     | mailbox_id u64                        | [`MailboxMeta`] (JSON)                 |
 //! | `messages`      | mailbox_id u64 ‖ uid u32              | [`MessageMeta`] (JSON)                 |
-//! | `blobs`         | blob_id u64                           | exact message bytes                    |
+//! | `blobs`         | blob_id u64                           | exact message bytes (≤ 64 KiB)         |
+//! | `blob_files`    | blob_id u64                           | length u64 of a body kept as a file    |
 //! | `blob_refs`     | blob_id u64                           | reference count u32                    |
 //! | `blob_cache`    | blob_id u64                           | derived data (IMAP's parsed structure) |
 //! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
@@ -22,6 +23,9 @@
 //! - `MailboxMeta::{messages, unseen}` equal what a scan of `messages` would count; every update that
 //!   changes one changes the other in the same transaction.
 //! - A blob lives exactly as long as some message or queue record references it (`blob_refs`).
+//!   Its bytes are in `blobs` or, when larger than 64 KiB, in a file named by `blob_files`
+//!   (`files.rs`: written and fsynced before its transaction, unlinked only after the removal
+//!   is durable, orphans swept at open).
 //! - Nothing is acknowledged to a client before [`Store::durable`] has returned: writes go to sled in
 //!   a transaction, then wait for a flush that started after the write (group commit).
 //! - `queue_due` has exactly one key per `queue` record, `(next_attempt, id)`, written in the same
@@ -30,6 +34,7 @@
 //!   never reused after a crash.
 
 pub mod account;
+mod files;
 mod imap_ext;
 mod mailbox;
 mod message;
@@ -97,6 +102,7 @@ pub struct Change {
 pub struct Store {
     db: sled::Db,
     t: Arc<Trees>,
+    files: Arc<files::Files>,
     commit: Arc<GroupCommit>,
     changes: broadcast::Sender<Change>,
 }
@@ -107,6 +113,7 @@ pub(crate) struct Trees {
     pub mailboxes: sled::Tree,
     pub messages: sled::Tree,
     pub blobs: sled::Tree,
+    pub blob_files: sled::Tree,
     pub blob_refs: sled::Tree,
     pub blob_cache: sled::Tree,
     pub queue: sled::Tree,
@@ -121,7 +128,7 @@ impl Store {
             .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(32 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group-committed flushes, not a timer.
             .flush_every_ms(None)
@@ -145,16 +152,23 @@ impl Store {
             mailboxes: tree("mailboxes")?,
             messages: tree("messages")?,
             blobs: tree("blobs")?,
+            blob_files: tree("blob_files")?,
             blob_refs: tree("blob_refs")?,
             blob_cache: tree("blob_cache")?,
             queue: tree("queue")?,
             queue_due: tree("queue_due")?,
         };
+        let files = Arc::new(files::Files::open(dir)?);
+        let orphans = files.sweep(|id| Ok(t.blob_files.contains_key(u64_key(id))?))?;
+        if orphans > 0 {
+            tracing::info!("removed {orphans} message files no transaction committed");
+        }
         let (changes, _) = broadcast::channel(4096);
         Ok(Store {
             db: db.clone(),
             t: Arc::new(t),
-            commit: Arc::new(GroupCommit::new(db)),
+            files: files.clone(),
+            commit: Arc::new(GroupCommit::new(db, files)),
             changes,
         })
     }
@@ -167,7 +181,9 @@ impl Store {
 
     /// Flushes synchronously (CLI commands that open the store directly, shutdown).
     pub fn flush_sync(&self) -> Result<()> {
+        let doomed = self.files.take_doomed();
         self.db.flush()?;
+        self.files.unlink(&doomed);
         Ok(())
     }
 
@@ -192,6 +208,8 @@ impl Store {
 /// Group commit: one flush at a time; each flush covers every write registered before it began.
 struct GroupCommit {
     db: sled::Db,
+    /// Message files to unlink once the removal of their last reference is durable.
+    files: Arc<files::Files>,
     /// Serial of the newest registered write (guarded so that registering and starting a flush
     /// are ordered).
     state: Mutex<CommitState>,
@@ -205,10 +223,11 @@ struct CommitState {
 }
 
 impl GroupCommit {
-    fn new(db: sled::Db) -> Self {
+    fn new(db: sled::Db, files: Arc<files::Files>) -> Self {
         let (done, _) = watch::channel((0, None));
         GroupCommit {
             db,
+            files,
             state: Mutex::new(CommitState {
                 requested: 0,
                 flushing: false,
@@ -257,7 +276,19 @@ impl GroupCommit {
                 s.requested
             };
             let db = self.db.clone();
-            let res = tokio::task::spawn_blocking(move || db.flush()).await;
+            // Removals committed before this point are covered by the flush below.
+            let doomed = self.files.take_doomed();
+            let files = self.files.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                let r = db.flush();
+                if r.is_ok() {
+                    files.unlink(&doomed);
+                } else {
+                    files.doom(doomed);
+                }
+                r
+            })
+            .await;
             let err = match res {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => Some(e.to_string()),

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
-use super::message::{add_ref, insert_message, normalize_flags};
+use super::message::{add_ref, drop_body, insert_message, normalize_flags, put_body};
 use super::{dec, enc, now_unix, read_u64, u64_key, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -238,20 +238,30 @@ impl Store {
             Some(Bounce::Local { keywords, .. }) => normalize_flags(keywords),
             _ => Vec::new(),
         };
+        // A large bounce body goes to its file, durably, before the transaction (files.rs).
+        let bounce_raw = match bounce {
+            Some(Bounce::Local { raw, .. }) | Some(Bounce::Queue { raw, .. }) => Some(raw),
+            None => None,
+        };
+        if let Some(raw) = bounce_raw {
+            self.write_body(bounce_blob, raw)?;
+        }
         let t = &self.t;
         let trees = (
             &t.queue,
             &t.queue_due,
             &t.blobs,
+            &t.blob_files,
             &t.blob_refs,
             &t.mailboxes,
             &t.messages,
         );
-        let done = trees.transaction(|(q, due, blobs, refs, mbs, msgs)| {
+        let done = trees.transaction(|(q, due, blobs, files, refs, mbs, msgs)| {
             match q.get(key)? {
                 Some(v) if v.as_ref() == expected_bytes.as_slice() => {}
                 _ => return Ok(None),
             }
+            let mut dead_file = None;
             due.remove(&due_key(expected.next_attempt, id))?;
             match new {
                 Some(n) => {
@@ -260,8 +270,10 @@ impl Store {
                 }
                 None => {
                     q.remove(&key)?;
-                    if add_ref(refs, expected.blob_id, -1)? == 0 {
-                        blobs.remove(&u64_key(expected.blob_id))?;
+                    if add_ref(refs, expected.blob_id, -1)? == 0
+                        && drop_body(blobs, files, expected.blob_id)?
+                    {
+                        dead_file = Some(expected.blob_id);
                     }
                 }
             }
@@ -274,7 +286,7 @@ impl Store {
                     internal_date,
                     ..
                 }) => {
-                    blobs.insert(&u64_key(bounce_blob), raw.as_slice())?;
+                    put_body(blobs, files, bounce_blob, raw)?;
                     add_ref(refs, bounce_blob, 1)?;
                     insert_message(
                         mbs,
@@ -289,18 +301,33 @@ impl Store {
                 }
                 Some(Bounce::Queue { raw, .. }) => {
                     if let Some(r) = &bounce_rec {
-                        blobs.insert(&u64_key(bounce_blob), raw.as_slice())?;
+                        put_body(blobs, files, bounce_blob, raw)?;
                         add_ref(refs, bounce_blob, 1)?;
                         q.insert(&u64_key(r.id), enc(r))?;
                         due.insert(&due_key(r.next_attempt, r.id), &[])?;
                     }
                 }
             }
-            Ok(Some(appended))
-        })?;
+            Ok(Some((appended, dead_file)))
+        });
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                if bounce_raw.is_some() {
+                    self.files.remove_unreferenced(bounce_blob);
+                }
+                return Err(e.into());
+            }
+        };
         match done {
-            None => Ok(false),
-            Some(appended) => {
+            None => {
+                if bounce_raw.is_some() {
+                    self.files.remove_unreferenced(bounce_blob);
+                }
+                Ok(false)
+            }
+            Some((appended, dead_file)) => {
+                self.files.doom(dead_file);
                 if let Some(mailbox_id) = appended {
                     if let Some(m) = self.mailbox_by_id(mailbox_id)? {
                         self.notify(m.account_id, mailbox_id);

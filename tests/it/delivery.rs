@@ -6,10 +6,9 @@
 //! Instance A is the base test config (`mail.example.test`, domain `example.test`); instance B
 //! serves `b.test` as `mx.b.test`.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::smtp::Client;
@@ -28,23 +27,7 @@ struct Py {
 impl Py {
     /// Runs `script` with `args`; the script prints its port on the first line.
     fn start(script: &str, args: &[&str], dir: Option<tempfile::TempDir>) -> Py {
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("python helper failed to start: {line:?}"));
+        let (child, port) = spawn_python_server(script, args);
         Py { child, port, dir }
     }
 }
@@ -209,12 +192,13 @@ fn wait_queue_empty(srv: &TestServer) {
     });
 }
 
-/// Submits through A's submission port (STARTTLS + AUTH PLAIN) as `user`.
-fn submit(srv: &TestServer, user: &str, password: &str, to: &[&str], msg: &str) {
+/// Submits through A's submission port (STARTTLS + AUTH PLAIN) as alice@example.test.
+fn submit(srv: &TestServer, to: &[&str], msg: &str) {
+    let user = "alice@example.test";
     let mut c = Client::connect(srv.submission);
     c.ok("EHLO client.example", "250");
     c.starttls(&srv.cert_pem());
-    c.login(user, password);
+    c.login(user, "secret-a");
     let r = c.send_mail(user, to, msg.as_bytes());
     assert_eq!(r.code, 250, "{r:?}");
     c.cmd("QUIT");
@@ -245,8 +229,14 @@ fn instance_b(extra_smtp: &str) -> TestServer {
     b
 }
 
-/// Instance A with alice@ and carol@example.test and the given [delivery] lines.
-fn instance_a(delivery: &[String], top: &str) -> TestServer {
+/// Instance A with alice@ and carol@example.test, resolving through `dns` and delivering to
+/// `port` on loopback, plus the `more` [delivery] lines and the `top` text.
+fn instance_a(dns: &Py, port: u16, more: &[&str], top: &str) -> TestServer {
+    let mut delivery = vec![
+        format!("resolver = \"127.0.0.1:{}\"", dns.port),
+        format!("remote_port = {port}"),
+    ];
+    delivery.extend(more.iter().map(|l| l.to_string()));
     let mut extra: Vec<(&str, &str)> = delivery.iter().map(|l| ("delivery", l.as_str())).collect();
     if !top.is_empty() {
         extra.push(("top", top));
@@ -316,10 +306,9 @@ fn mail_reaches_another_server_by_mx_with_a_valid_dkim_signature() {
     let dns = dns(&format!("{}{txt_line}\n", mx_zone()));
     let b = instance_b("");
     let a = instance_a(
-        &[
-            format!("resolver = \"127.0.0.1:{}\"", dns.port),
-            format!("remote_port = {}", b.mx.port()),
-        ],
+        &dns,
+        b.mx.port(),
+        &[],
         &format!(
             "[dkim.\"example.test\"]\nselector = \"s1\"\nkey = \"{}\"",
             key.display()
@@ -327,13 +316,7 @@ fn mail_reaches_another_server_by_mx_with_a_valid_dkim_signature() {
     );
 
     let msg = message("Contract for B", "mx-dkim");
-    submit(
-        &a,
-        "alice@example.test",
-        "secret-a",
-        &["bob@b.test", "carol@example.test"],
-        &msg,
-    );
+    submit(&a, &["bob@b.test", "carol@example.test"], &msg);
     // The local recipient's copy was stored in the same transaction as the queue record.
     let carol = exported(&a, "carol@example.test");
     assert_eq!(carol.len(), 1);
@@ -394,21 +377,9 @@ sys.exit(0 if ok else 1)
 fn refused_recipients_bounce_to_the_senders_inbox() {
     let dns = dns(&mx_zone());
     let b = instance_b("");
-    let mut a = instance_a(
-        &[
-            format!("resolver = \"127.0.0.1:{}\"", dns.port),
-            format!("remote_port = {}", b.mx.port()),
-        ],
-        "",
-    );
+    let mut a = instance_a(&dns, b.mx.port(), &[], "");
     let msg = message("Partly deliverable", "dsn");
-    submit(
-        &a,
-        "alice@example.test",
-        "secret-a",
-        &["bob@b.test", "nobody@b.test", "x@nullmx.test"],
-        &msg,
-    );
+    submit(&a, &["bob@b.test", "nobody@b.test", "x@nullmx.test"], &msg);
     let dsn = wait_for("a DSN in alice's INBOX", &a, || {
         exported(&a, "alice@example.test").into_iter().next()
     });
@@ -480,21 +451,8 @@ fn refused_recipients_bounce_to_the_senders_inbox() {
 fn receiver_down_then_back_is_retried_and_queue_commands_work() {
     let port = free_port();
     let dns = dns(&mx_zone());
-    let a = instance_a(
-        &[
-            format!("resolver = \"127.0.0.1:{}\"", dns.port),
-            format!("remote_port = {port}"),
-            "retry = [\"1s\"]".into(),
-        ],
-        "",
-    );
-    submit(
-        &a,
-        "alice@example.test",
-        "secret-a",
-        &["rcpt@b.test"],
-        &message("Retry me: Сәлем", "retry"),
-    );
+    let a = instance_a(&dns, port, &["retry = [\"1s\"]"], "");
+    submit(&a, &["rcpt@b.test"], &message("Retry me: Сәлем", "retry"));
     let text = wait_for("a refused connection in queue list", &a, || {
         let t = queue_text(&a);
         (t.contains("Connection refused") && !t.contains("attempts=0")).then_some(t)
@@ -511,13 +469,7 @@ fn receiver_down_then_back_is_retried_and_queue_commands_work() {
     let id = q[0]["id"].as_u64().unwrap();
 
     // A second message, dropped by the postmaster: alice gets a bounce saying so.
-    submit(
-        &a,
-        "alice@example.test",
-        "secret-a",
-        &["other@b.test"],
-        &message("Drop me", "drop"),
-    );
+    submit(&a, &["other@b.test"], &message("Drop me", "drop"));
     let drop_id = wait_for("the second entry", &a, || {
         queue_json(&a)
             .iter()
@@ -570,14 +522,7 @@ fn restart_and_kill9_lose_nothing_and_send_nothing_twice() {
     const N: usize = 6;
     let port = free_port();
     let dns = dns(&mx_zone());
-    let mut a = instance_a(
-        &[
-            format!("resolver = \"127.0.0.1:{}\"", dns.port),
-            format!("remote_port = {port}"),
-            "retry = [\"1s\"]".into(),
-        ],
-        "",
-    );
+    let mut a = instance_a(&dns, port, &["retry = [\"1s\"]"], "");
     for i in 0..N {
         let to: &[&str] = if i % 2 == 0 {
             &["r1@b.test"]
@@ -586,8 +531,6 @@ fn restart_and_kill9_lose_nothing_and_send_nothing_twice() {
         };
         submit(
             &a,
-            "alice@example.test",
-            "secret-a",
             to,
             &message(&format!("Persistent {i}"), &format!("persist-{i}")),
         );
@@ -651,8 +594,6 @@ fn smarthost_with_auth_over_tls() {
     a.add_user("alice@example.test", "secret-a");
     submit(
         &a,
-        "alice@example.test",
-        "secret-a",
         &["friend@far-away.test"],
         &message("Via the smarthost", "relay"),
     );
@@ -699,21 +640,12 @@ fn expired_message_bounces_with_the_last_error() {
     let port = free_port();
     let dns = dns(&mx_zone());
     let a = instance_a(
-        &[
-            format!("resolver = \"127.0.0.1:{}\"", dns.port),
-            format!("remote_port = {port}"),
-            "retry = [\"1s\"]".into(),
-            "give_up_after = \"2s\"".into(),
-        ],
+        &dns,
+        port,
+        &["retry = [\"1s\"]", "give_up_after = \"2s\""],
         "",
     );
-    submit(
-        &a,
-        "alice@example.test",
-        "secret-a",
-        &["late@b.test"],
-        &message("Too late", "expire"),
-    );
+    submit(&a, &["late@b.test"], &message("Too late", "expire"));
     let dsn = wait_for("the expiry DSN", &a, || {
         exported(&a, "alice@example.test").into_iter().next()
     });

@@ -1,5 +1,6 @@
 //! `250` means "on disk": messages acknowledged by concurrent sessions survive a SIGKILL that
-//! follows the last acknowledgement immediately.
+//! follows the last acknowledgement immediately — small ones (inline in sled, group commit) and
+//! large ones (over 64 KiB: a file beside sled, store/files.rs) alike.
 
 use std::collections::BTreeSet;
 
@@ -7,6 +8,8 @@ use crate::smtp::{server_with_users, stored, Client};
 
 const CONNECTIONS: usize = 5;
 const PER_CONNECTION: usize = 10;
+/// Lines of 81 octets that make every third message about 100 KB.
+const BIG_LINES: usize = 1250;
 
 #[test]
 fn every_acknowledged_message_survives_kill_9() {
@@ -20,7 +23,14 @@ fn every_acknowledged_message_survives_kill_9() {
                 let mut acked = Vec::new();
                 for i in 0..PER_CONNECTION {
                     let subject = format!("durable {w}-{i}");
-                    let body = format!("Subject: {subject}\r\n\r\nmessage {i} of worker {w}\r\n");
+                    let mut body =
+                        format!("Subject: {subject}\r\n\r\nmessage {i} of worker {w}\r\n");
+                    if i % 3 == 0 {
+                        for l in 0..BIG_LINES {
+                            body.push_str(&format!("{l:08} {}\r\n", "x".repeat(70)));
+                        }
+                        body.push_str("end of a large message\r\n");
+                    }
                     let r = c.send_mail(
                         "load@sender.example",
                         &["alice@example.test", "bob@example.test"],
@@ -43,7 +53,8 @@ fn every_acknowledged_message_survives_kill_9() {
 
     srv.restart();
     for user in ["alice@example.test", "bob@example.test"] {
-        let subjects: Vec<String> = stored(&srv, user)
+        let messages = stored(&srv, user);
+        let subjects: Vec<String> = messages
             .iter()
             .map(|m| {
                 let text = String::from_utf8_lossy(m);
@@ -53,6 +64,12 @@ fn every_acknowledged_message_survives_kill_9() {
                     .to_string()
             })
             .collect();
+        let large = messages
+            .iter()
+            .filter(|m| m.len() > 100_000)
+            .inspect(|m| assert!(m.ends_with(b"end of a large message\r\n")))
+            .count();
+        assert_eq!(large, CONNECTIONS * PER_CONNECTION.div_ceil(3), "{user}");
         let unique: BTreeSet<String> = subjects.iter().cloned().collect();
         assert_eq!(subjects.len(), unique.len(), "duplicates for {user}");
         let missing: Vec<&String> = acked.difference(&unique).collect();

@@ -7,9 +7,11 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::filter_pki::{
-    b64, contract_pdf, multipart_signed_body, multipart_signed_ct, pki, signed_message,
-    top_headers, with_attachments, SIGNED_PART,
+    b64, contract_pdf, contract_with_signature, message_with_signature, multipart_signed_body,
+    multipart_signed_ct, pki, signed_contract, signed_message, top_headers, with_attachments,
+    SIGNED_PART,
 };
+use super::support::mail::{decode_2047, header, header_fields};
 use super::support::{base_toml, run, TestServer, BIN};
 
 /// `tanba verify --json --trust <pki trust> FILE [args]` → (exit code, JSON).
@@ -63,17 +65,33 @@ fn signer(v: &Value, sig: usize, n: usize) -> &Value {
     &v["signatures"][sig]["signers"][n]
 }
 
+/// Verifies message bytes, asserting exit 0 and one passing signer ([`pass1`]); returns the
+/// report.
+fn verify_pass1(msg: &[u8]) -> Value {
+    let (code, v) = verify_msg(msg);
+    assert_eq!(code, 0, "{v:#}");
+    pass1(&v);
+    v
+}
+
 fn pass1(v: &Value) {
     assert_eq!(v["verdict"], "pass", "{v:#}");
     assert_eq!(results(v), vec![("pass".to_string(), None)], "{v:#}");
 }
 
+/// Exactly one signer, failed for `reason`.
+fn fail1(v: &Value, reason: &str) {
+    assert_eq!(
+        results(v),
+        vec![("fail".to_string(), Some(reason.to_string()))],
+        "{v:#}"
+    );
+}
+
 #[test]
 fn multipart_signed_individual_every_field() {
     let msg = signed_message("individual", "Договор");
-    let (code, v) = verify_msg(&msg);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&msg);
     let sig = &v["signatures"][0];
     assert_eq!(sig["part"], "TEXT");
     assert_eq!(sig["kind"], "multipart/signed");
@@ -151,9 +169,7 @@ fn nested_legacy_and_forwarded_multipart_signed() {
     m.extend_from_slice(
         b"\r\n--OUT\r\nContent-Type: text/plain\r\n\r\nunsigned footer\r\n--OUT--\r\n",
     );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&m);
     assert_eq!(v["signatures"][0]["part"], "1");
     assert_eq!(v["signatures"][0]["kind"], "multipart/signed");
 
@@ -166,9 +182,7 @@ See below.\r\n--FWD\r\nContent-Type: message/rfc822\r\n\r\n",
     );
     f.extend_from_slice(&inner);
     f.extend_from_slice(b"\r\n--FWD--\r\n");
-    let (code, v) = verify_msg(&f);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&f);
     assert_eq!(v["signatures"][0]["part"], "2.TEXT");
 }
 
@@ -209,16 +223,8 @@ fn detached_attachment_matched_by_name_and_tampered() {
     let pki = pki();
     let pdf = contract_pdf();
     let sig = pki.sign(&["legal"], &pdf, &[]);
-    let m = with_attachments(
-        "contract",
-        &[
-            ("contract.pdf", "application/pdf", &pdf),
-            ("contract.pdf.p7s", "application/pkcs7-signature", &sig),
-        ],
-    );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let m = contract_with_signature("contract", &sig);
+    let v = verify_pass1(&m);
     let s = &v["signatures"][0];
     assert_eq!(s["part"], "3");
     assert_eq!(s["kind"], "attachment");
@@ -237,10 +243,7 @@ fn detached_attachment_matched_by_name_and_tampered() {
     let (code, v) = verify_msg(&m);
     assert_eq!(code, 1);
     assert_eq!(v["verdict"], "fail");
-    assert_eq!(
-        results(&v),
-        vec![("fail".to_string(), Some("digest-mismatch".to_string()))]
-    );
+    fail1(&v, "digest-mismatch");
     // A failed signer still shows what its certificate says (the headers will not).
     assert_eq!(signer(&v, 0, 0)["bin"], "123456789021");
 }
@@ -256,9 +259,7 @@ fn embedded_ber_attachment_and_pem_and_base64_text_signatures() {
         "ber",
         &[("contract.pdf.cms", "application/octet-stream", &ber)],
     );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&m);
     assert_eq!(v["signatures"][0]["part"], "2");
     assert_eq!(v["signatures"][0]["covers"], Value::Null);
 
@@ -275,9 +276,7 @@ fn embedded_ber_attachment_and_pem_and_base64_text_signatures() {
             ("podpis.p7s", "application/pkcs7-signature", pem.as_bytes()),
         ],
     );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&m);
     assert_eq!(v["signatures"][0]["covers"], "dogovor.pdf");
     assert_eq!(v["signatures"][0]["file"], "podpis.p7s");
 
@@ -288,9 +287,7 @@ fn embedded_ber_attachment_and_pem_and_base64_text_signatures() {
         "b64",
         &[("signature.txt", "application/octet-stream", text.as_bytes())],
     );
-    let (code, v) = verify_msg(&m);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    let v = verify_pass1(&m);
     assert_eq!(v["signatures"][0]["file"], "signature.txt");
 }
 
@@ -298,17 +295,12 @@ fn embedded_ber_attachment_and_pem_and_base64_text_signatures() {
 fn bare_lf_message_is_canonicalised_for_hashing() {
     let pki = pki();
     let sig = pki.sign(&["individual"], SIGNED_PART, &[]);
-    let mut m = top_headers("lf").into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
+    let m = message_with_signature("lf", &sig);
     let lf: Vec<u8> = String::from_utf8(m)
         .unwrap()
         .replace("\r\n", "\n")
         .into_bytes();
-    let (code, v) = verify_msg(&lf);
-    assert_eq!(code, 0, "{v:#}");
-    pass1(&v);
+    verify_pass1(&lf);
 }
 
 #[test]
@@ -319,20 +311,14 @@ fn tampered_body_fails_digest() {
         .replacen("Regards", "Regardz", 1);
     let (code, v) = verify_msg(s.as_bytes());
     assert_eq!(code, 1);
-    assert_eq!(
-        results(&v),
-        vec![("fail".to_string(), Some("digest-mismatch".to_string()))]
-    );
+    fail1(&v, "digest-mismatch");
 }
 
 #[test]
 fn two_signers_in_one_cms() {
     let pki = pki();
     let sig = pki.sign(&["individual", "ecdsa"], SIGNED_PART, &[]);
-    let mut m = top_headers("two").into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
+    let m = message_with_signature("two", &sig);
     let (code, v) = verify_msg(&m);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(results(&v).len(), 2);
@@ -345,10 +331,7 @@ fn two_signers_in_one_cms() {
 
     // One good, one expired: the message fails, each signer says why.
     let sig = pki.sign(&["individual", "expired"], SIGNED_PART, &[]);
-    let mut m = top_headers("two").into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
+    let m = message_with_signature("two", &sig);
     let (code, v) = verify_msg(&m);
     assert_eq!(code, 1);
     assert_eq!(v["verdict"], "fail");
@@ -366,11 +349,7 @@ fn two_signers_in_one_cms() {
 /// A multipart/signed message over SIGNED_PART with a CMS made with `opts`.
 fn signed_with(signer: &str, opts: &[&str]) -> Vec<u8> {
     let sig = pki().sign(&[signer], SIGNED_PART, opts);
-    let mut m = top_headers("t").into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
-    m
+    message_with_signature("t", &sig)
 }
 
 #[test]
@@ -406,10 +385,7 @@ fn failure_reasons() {
     let p = pki().write("early.eml", &signed_with("individual", &[]));
     let (code, v) = verify_json(&p, &["--at", "2001-01-01T00:00:00Z"]);
     assert_eq!(code, 1);
-    assert_eq!(
-        results(&v),
-        vec![("fail".to_string(), Some("not-yet-valid".to_string()))]
-    );
+    fail1(&v, "not-yet-valid");
 }
 
 #[test]
@@ -440,10 +416,7 @@ fn intermediates_from_the_cms_or_the_trust_dir() {
     assert_eq!(code, 0, "{v:#}");
     let (code, v) = verify_json_trust(&without, &pki.trust_root_only, &[]);
     assert_eq!(code, 1);
-    assert_eq!(
-        results(&v),
-        vec![("fail".to_string(), Some("untrusted".to_string()))]
-    );
+    fail1(&v, "untrusted");
     // Trust: root + intermediate; the CMS has the signer's certificate only.
     let (code, v) = verify_json(&without, &[]);
     assert_eq!(code, 0, "{v:#}");
@@ -473,13 +446,7 @@ fn broken_cms_is_permerror_and_bounded() {
         ("deep", deep),
         ("huge", huge),
     ] {
-        let m = with_attachments(
-            name,
-            &[
-                ("contract.pdf", "application/pdf", &contract_pdf()),
-                ("contract.pdf.p7s", "application/pkcs7-signature", &cms),
-            ],
-        );
+        let m = contract_with_signature(name, &cms);
         let p = pki.write("broken.eml", &m);
         // Under a 1 GiB address-space limit: a 2 GiB allocation would abort the process.
         let out = Command::new("sh")
@@ -515,11 +482,7 @@ fn cli_exit_codes_and_human_report() {
 
     let signed = pki.write("two.eml", &{
         let sig = pki.sign(&["individual", "expired"], SIGNED_PART, &[]);
-        let mut m = top_headers("two").into_bytes();
-        m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-        m.extend_from_slice(b"\r\n");
-        m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
-        m
+        message_with_signature("two", &sig)
     });
     let out = Command::new(BIN)
         .args(["verify", "--trust"])
@@ -581,62 +544,6 @@ fn cli_exit_codes_and_human_report() {
 // ---------------------------------------------------------------------------------------------
 // Stamping.
 
-/// Decodes RFC 2047 encoded words in a header value (B encoding, UTF-8), unfolding first:
-/// white space between two encoded words disappears, elsewhere it stays.
-pub fn decode_2047(v: &str) -> String {
-    use base64::Engine;
-    let unfolded = v.replace("\r\n", "");
-    let mut out = String::new();
-    let mut prev: Option<bool> = None; // Some(true) after an encoded word
-    for token in unfolded.split(' ').filter(|t| !t.is_empty()) {
-        let word = token
-            .strip_prefix("=?UTF-8?B?")
-            .and_then(|t| t.strip_suffix("?="));
-        match word {
-            Some(b) => {
-                if prev == Some(false) {
-                    out.push(' ');
-                }
-                let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
-                out.push_str(&String::from_utf8(bytes).unwrap());
-            }
-            None => {
-                if prev.is_some() {
-                    out.push(' ');
-                }
-                out.push_str(token);
-            }
-        }
-        prev = Some(word.is_some());
-    }
-    out
-}
-
-/// The header fields of a message (name, unfolded raw value).
-pub fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(msg);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default();
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with(' ') || line.starts_with('\t') {
-            if let Some(last) = out.last_mut() {
-                last.1.push_str("\r\n");
-                last.1.push_str(line);
-            }
-        } else if let Some((n, v)) = line.split_once(':') {
-            out.push((n.to_string(), v.trim_start().to_string()));
-        }
-    }
-    out
-}
-
-fn header<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
 fn stamp_cli(config: Option<&Path>, msg: &[u8]) -> Vec<u8> {
     let p = pki().write("in.eml", msg);
     let mut cmd = Command::new(BIN);
@@ -668,26 +575,7 @@ fn assert_stamp_keeps_signature(stamped: &[u8], original: &[u8]) {
         );
         assert!(line.len() <= 78, "line too long: {line:?}");
     }
-    let pki = pki();
-    let path = pki.write("stamped.eml", stamped);
-    let ca = pki.write("ca.pem", &{
-        let mut v = std::fs::read(pki.cert("root")).unwrap();
-        v.extend(std::fs::read(pki.cert("inter")).unwrap());
-        v
-    });
-    let out = Command::new("openssl")
-        .args(["cms", "-verify", "-purpose", "any", "-CAfile"])
-        .arg(&ca)
-        .arg("-in")
-        .arg(&path)
-        .args(["-out", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl cms -verify failed on the stamped message: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pki().assert_openssl_verifies(stamped, "the stamped message");
 }
 
 #[test]
@@ -740,16 +628,7 @@ fn stamp_headers_on_a_valid_message() {
 
 #[test]
 fn stamp_identity_only_on_pass_and_attachment_part() {
-    let pki = pki();
-    let pdf = contract_pdf();
-    let sig = pki.sign(&["expired"], &pdf, &[]);
-    let m = with_attachments(
-        "expired",
-        &[
-            ("contract.pdf", "application/pdf", &pdf),
-            ("contract.pdf.p7s", "application/pkcs7-signature", &sig),
-        ],
-    );
+    let m = signed_contract("expired", "expired");
     let stamped = stamp_cli(None, &m);
     assert!(stamped.ends_with(&m));
     let f = header_fields(&stamped);
@@ -846,13 +725,17 @@ language = \"ru\"\nsubject_tag = true\nkeywords = false\n",
     .unwrap();
     let msg = signed_message("individual", "Договор");
     let p = pki().write("ru.eml", &msg);
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("stamp")
-        .arg(&p)
-        .output()
-        .unwrap();
+    // `tanba --config CFG stamp FILE` (the config is rewritten below).
+    let stamp = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("stamp")
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    let out = stamp();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "verdict: pass");
     let f = header_fields(&out.stdout);
@@ -876,13 +759,7 @@ language = \"ru\"\nsubject_tag = true\nkeywords = false\n",
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("stamp")
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = stamp();
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "verdict: pass (keywords $EDSValid)"
@@ -917,24 +794,10 @@ pub fn server_trusting_pki(extra_signatures: &str) -> TestServer {
 fn smtp_delivery_is_stamped_and_body_kept() {
     let srv = server_trusting_pki("");
     let signed = signed_message("individual", "Договор");
-    let pdf = contract_pdf();
-    let bad = {
-        let sig = pki().sign(&["alien"], &pdf, &[]);
-        with_attachments(
-            "alien",
-            &[
-                ("contract.pdf", "application/pdf", &pdf),
-                ("contract.pdf.p7s", "application/pkcs7-signature", &sig),
-            ],
-        )
-    };
+    let bad = signed_contract("alien", "alien");
     let plain = b"From: a@b.kz\r\nTo: alice@example.test\r\nSubject: plain\r\nX-EDS-Status: pass\r\n\r\nhello\r\n".to_vec();
     for m in [&signed, &bad, &plain] {
-        let mut c = super::smtp::Client::connect(srv.mx);
-        c.ok("EHLO sender.example", "250");
-        let r = c.send_mail("sender@example.kz", &["alice@example.test"], m);
-        assert_eq!(r.code, 250, "{}", r.line());
-        c.ok("QUIT", "221");
+        super::smtp::mx_to_alice(&srv, m);
     }
     let stored = super::smtp::stored(&srv, "alice@example.test");
     assert_eq!(stored.len(), 3);

@@ -3,12 +3,12 @@
 //! keywords; the stored body below the stamp is byte-identical to what was sent, and OpenSSL
 //! still verifies the fetched message.
 
-use std::process::Command;
-
 use base64::Engine;
 
-use super::filter::{decode_2047, header_fields, server_trusting_pki};
-use super::filter_pki::{contract_pdf, pki, signed_message, with_attachments};
+use super::filter::server_trusting_pki;
+use super::filter_pki::{pki, signed_contract, signed_message, with_attachments};
+use super::smtp::mx_to_alice;
+use super::support::mail::{decode_2047, header, header_fields};
 use super::support::python;
 
 const PY_FETCH: &str = r#"
@@ -58,33 +58,15 @@ fn fetch_all(
         .collect()
 }
 
-fn send(srv: &super::support::TestServer, msg: &[u8]) {
-    let mut c = super::smtp::Client::connect(srv.mx);
-    c.ok("EHLO sender.example", "250");
-    let r = c.send_mail("sender@example.kz", &["alice@example.test"], msg);
-    assert_eq!(r.code, 250, "{}", r.line());
-    c.ok("QUIT", "221");
-}
-
 #[test]
 fn signed_mail_over_smtp_then_imap_has_stamp_and_keywords() {
     let srv = server_trusting_pki("");
     let valid = signed_message("legal", "Договор поставки");
-    let pdf = contract_pdf();
-    let expired = {
-        let sig = pki().sign(&["expired"], &pdf, &[]);
-        with_attachments(
-            "expired",
-            &[
-                ("contract.pdf", "application/pdf", &pdf),
-                ("contract.pdf.p7s", "application/pkcs7-signature", &sig),
-            ],
-        )
-    };
+    let expired = signed_contract("expired", "expired");
     let plain = b"From: a@b.kz\r\nTo: alice@example.test\r\nSubject: plain\r\n\r\nno signature\r\n"
         .to_vec();
     for m in [&valid, &expired, &plain] {
-        send(&srv, m);
+        mx_to_alice(&srv, m);
     }
     // And one from a local user over submission (implicit TLS, AUTH): filtered the same way.
     let own = signed_message("individual", "to myself");
@@ -104,45 +86,19 @@ fn signed_mail_over_smtp_then_imap_has_stamp_and_keywords() {
     assert!(flags.iter().any(|f| f == "$EDSValid"), "{flags:?}");
     assert!(!flags.iter().any(|f| f == "$EDSInvalid"), "{flags:?}");
     let f = header_fields(msg);
-    let get = |n: &str| {
-        f.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
-    assert!(get("Authentication-Results")
+    assert!(header(&f, "Authentication-Results")
         .unwrap()
         .starts_with("mail.example.test; smime=pass body.smime-part=TEXT"));
-    assert_eq!(
-        get("X-EDS-Status").as_deref(),
-        Some("pass; signers=1; valid=1")
-    );
-    assert!(decode_2047(&get("X-EDS-Summary").unwrap()).starts_with(
+    assert_eq!(header(&f, "X-EDS-Status"), Some("pass; signers=1; valid=1"));
+    assert!(decode_2047(header(&f, "X-EDS-Summary").unwrap()).starts_with(
         "✔ Valid EDS: ДИРЕКТОРОВ ДИРЕКТОР ДИРЕКТОРОВИЧ, IIN 880101300123, АО \"ТЕСТ\" (BIN 123456789021), "
     ));
-    assert_eq!(get("X-EDS-Signer-1-BIN").as_deref(), Some("123456789021"));
+    assert_eq!(header(&f, "X-EDS-Signer-1-BIN"), Some("123456789021"));
     assert!(
         msg.ends_with(&valid),
         "stored body differs from what was sent"
     );
-    let path = pki().write("fetched.eml", msg);
-    let ca = pki().write("ca.pem", &{
-        let mut v = std::fs::read(pki().cert("root")).unwrap();
-        v.extend(std::fs::read(pki().cert("inter")).unwrap());
-        v
-    });
-    let out = Command::new("openssl")
-        .args(["cms", "-verify", "-purpose", "any", "-CAfile"])
-        .arg(&ca)
-        .arg("-in")
-        .arg(&path)
-        .args(["-out", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl cms -verify on the fetched message: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pki().assert_openssl_verifies(msg, "the fetched message");
 
     // 2: expired → $EDSInvalid, no identity.
     let (flags, msg) = &got[1];
@@ -225,7 +181,7 @@ fn gost_signed_cms_attachment_over_smtp_then_imap() {
         ],
     );
     for m in [&m1, &m2, &m3] {
-        send(&srv, m);
+        mx_to_alice(&srv, m);
     }
 
     let got = fetch_all(&srv, "alice@example.test", "secret-a");
@@ -237,49 +193,37 @@ fn gost_signed_cms_attachment_over_smtp_then_imap() {
     for (i, (name, sent, signed)) in expect.into_iter().enumerate() {
         let (flags, msg) = &got[i];
         let f = header_fields(msg);
-        let get = |n: &str| {
-            f.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
-        };
         // Signer 1 (GOST 34.310-2015, 512-bit) passes with its identity stamped.
+        assert_eq!(header(&f, "X-EDS-Signer-1-Result"), Some("pass"), "{f:?}");
+        assert_eq!(header(&f, "X-EDS-Signer-1-IIN"), Some("123456789012"));
         assert_eq!(
-            get("X-EDS-Signer-1-Result").as_deref(),
-            Some("pass"),
-            "{f:?}"
-        );
-        assert_eq!(get("X-EDS-Signer-1-IIN").as_deref(), Some("123456789012"));
-        assert_eq!(
-            decode_2047(&get("X-EDS-Signer-1-Name").unwrap()),
+            decode_2047(header(&f, "X-EDS-Signer-1-Name").unwrap()),
             "ТЕСТТОВ ТЕСТТ ТЕСТТОВИЧ"
         );
         assert_eq!(
-            get("X-EDS-Signer-1-Signing-Time").unwrap(),
+            header(&f, "X-EDS-Signer-1-Signing-Time").unwrap(),
             format!("{signed}; source=claimed")
         );
-        let cert = decode_2047(&get("X-EDS-Signer-1-Certificate").unwrap());
+        let cert = decode_2047(header(&f, "X-EDS-Signer-1-Certificate").unwrap());
         assert!(
             cert.starts_with("serial=0ff06211dc82beb00253ffa000f1de84abef454f; ")
                 && cert.contains("issuer=\"C=KZ,CN=ҰЛТТЫҚ КУӘЛАНДЫРУШЫ ОРТАЛЫҚ (GOST) TEST 2022\"")
                 && cert.ends_with("; algorithm=gost34310-2015-512"),
             "{cert}"
         );
-        assert!(get("X-EDS-Signer-1-Part")
+        assert!(header(&f, "X-EDS-Signer-1-Part")
             .unwrap()
             .ends_with(&format!("file=\"{name}\"")));
         // Signer 2 (RSA) was signed after its certificate expired (2022-01-18): it fails, so
         // the message as a whole does too, and no identity is shown for it.
         assert_eq!(
-            get("X-EDS-Signer-2-Result").as_deref(),
+            header(&f, "X-EDS-Signer-2-Result"),
             Some("fail; reason=expired")
         );
-        assert!(get("X-EDS-Signer-2-IIN").is_none());
-        assert_eq!(
-            get("X-EDS-Status").as_deref(),
-            Some("fail; signers=2; valid=1")
-        );
+        assert!(header(&f, "X-EDS-Signer-2-IIN").is_none());
+        assert_eq!(header(&f, "X-EDS-Status"), Some("fail; signers=2; valid=1"));
         assert!(flags.iter().any(|f| f == "$EDSInvalid"), "{flags:?}");
-        let ar = get("Authentication-Results").unwrap();
+        let ar = header(&f, "Authentication-Results").unwrap();
         assert!(ar.starts_with("mail.example.test; smime=pass "), "{ar}");
         assert!(
             msg.ends_with(sent),
@@ -289,20 +233,12 @@ fn gost_signed_cms_attachment_over_smtp_then_imap() {
 
     // Tampered content: the GOST signer fails on the message digest, no identity stamped.
     let f = header_fields(&got[2].1);
-    let get = |n: &str| {
-        f.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
     assert!(
-        get("X-EDS-Signer-1-Result")
+        header(&f, "X-EDS-Signer-1-Result")
             .unwrap()
             .starts_with("fail; reason="),
         "{f:?}"
     );
-    assert!(get("X-EDS-Signer-1-IIN").is_none());
-    assert_eq!(
-        get("X-EDS-Status").as_deref(),
-        Some("fail; signers=2; valid=0")
-    );
+    assert!(header(&f, "X-EDS-Signer-1-IIN").is_none());
+    assert_eq!(header(&f, "X-EDS-Status"), Some("fail; signers=2; valid=0"));
 }

@@ -16,9 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use base64::Engine;
+
+use crate::support::pki::{
+    self, ca_issue, cms_sign, config, csr, genpkey, openssl, rsa_key, stamp,
+};
 
 pub struct Pki {
     pub dir: PathBuf,
@@ -42,54 +46,15 @@ pub const INDIVIDUAL_SUBJECT: &str =
     "/CN=ТЕСТОВ ТЕСТ/SN=ТЕСТОВ/serialNumber=IIN123456789011/C=KZ/GN=ТЕСТОВИЧ";
 pub const LEGAL_SUBJECT: &str = "/CN=ДИРЕКТОРОВ ДИРЕКТОР/SN=ДИРЕКТОРОВ/serialNumber=IIN880101300123/C=KZ/O=АО \"ТЕСТ\"/OU=BIN123456789021/GN=ДИРЕКТОРОВИЧ/emailAddress=ceo@test.kz";
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const CONFIG: &str = r#"
-[ req ]
-distinguished_name = dn
-string_mask = utf8only
-prompt = no
-[ dn ]
-CN = unused
-[ req_bmp ]
+/// The CA config: the shared sections plus `req_bmp` (names as BMPString) and the leaves'
+/// extensions.
+static CONFIG: LazyLock<String> = LazyLock::new(|| {
+    config(
+        "email_in_dn = yes",
+        r#"[ req_bmp ]
 distinguished_name = dn
 string_mask = default
 prompt = no
-
-[ ca ]
-default_ca = tanba_ca
-[ tanba_ca ]
-database = index.txt
-new_certs_dir = new
-serial = serial
-default_md = sha256
-policy = pol
-unique_subject = no
-email_in_dn = yes
-[ pol ]
-countryName = optional
-
-[ v3_root ]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[ v3_inter ]
-basicConstraints = critical,CA:TRUE,pathlen:0
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
 [ v3_individual ]
 keyUsage = critical,digitalSignature,nonRepudiation
 extendedKeyUsage = emailProtection,1.2.398.3.3.4.1.1
@@ -106,36 +71,23 @@ keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = clientAuth,1.2.398.3.3.4.1.1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
-"#;
-
-fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y%m%d%H%M%SZ").to_string()
-}
+"#,
+    )
+});
 
 /// A CA directory able to issue with `openssl ca`.
 fn ca_dir(base: &Path, name: &str) -> PathBuf {
     let d = base.join(format!("ca-{name}"));
     std::fs::create_dir_all(d.join("new")).unwrap();
     std::fs::write(d.join("index.txt"), "").unwrap();
-    std::fs::write(d.join("openssl.cnf"), CONFIG).unwrap();
+    std::fs::write(d.join("openssl.cnf"), CONFIG.as_str()).unwrap();
     d
 }
 
 fn genkey(dir: &Path, name: &str, alg: &str) {
     let key = format!("{name}.key");
     match alg {
-        "rsa" => openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-                &key,
-            ],
-        ),
+        "rsa" => rsa_key(dir, name),
         "dsa" => {
             let params = format!("{name}.params");
             openssl(
@@ -153,48 +105,14 @@ fn genkey(dir: &Path, name: &str, alg: &str) {
             );
             openssl(dir, &["genpkey", "-paramfile", &params, "-out", &key]);
         }
-        curve => openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                &format!("ec_paramgen_curve:{curve}"),
-                "-out",
-                &key,
-            ],
-        ),
+        curve => genpkey(dir, &key, "EC", &format!("ec_paramgen_curve:{curve}")),
     }
 }
 
 fn self_signed(dir: &Path, name: &str, subject: &str, serial: &str) {
     genkey(dir, name, "rsa");
-    std::fs::write(dir.join("openssl.cnf"), CONFIG).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-utf8",
-            "-config",
-            "openssl.cnf",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            subject,
-            "-set_serial",
-            serial,
-            "-days",
-            "3650",
-            "-sha256",
-            "-extensions",
-            "v3_root",
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
+    std::fs::write(dir.join("openssl.cnf"), CONFIG.as_str()).unwrap();
+    pki::self_signed(dir, name, subject, Some(serial));
 }
 
 /// Issues `name` (key of type `alg`) from the CA `ca` with the given serial, dates and
@@ -213,44 +131,41 @@ fn issue(
     bmp: bool,
 ) {
     genkey(base, name, alg);
-    std::fs::write(base.join("openssl.cnf"), CONFIG).unwrap();
-    let mut req = vec!["req", "-new", "-utf8", "-config", "openssl.cnf", "-key"];
-    let key = format!("{name}.key");
-    let csr = format!("{name}.csr");
-    req.extend([key.as_str(), "-subj", subject, "-out", csr.as_str()]);
-    if bmp {
-        req.extend(["-section", "req_bmp"]);
-    }
-    openssl(base, &req);
+    std::fs::write(base.join("openssl.cnf"), CONFIG.as_str()).unwrap();
+    let section: &[&str] = if bmp { &["-section", "req_bmp"] } else { &[] };
+    csr(base, name, subject, section);
     let cadir = ca_dir(base, ca);
     std::fs::write(cadir.join("serial"), format!("{serial}\n")).unwrap();
-    let ca_cert = base.join(format!("{ca}.pem"));
-    let ca_key = base.join(format!("{ca}.key"));
-    openssl(
-        &cadir,
-        &[
-            "ca",
-            "-batch",
-            "-config",
-            "openssl.cnf",
-            "-notext",
-            "-utf8",
-            "-preserveDN",
-            "-cert",
-            ca_cert.to_str().unwrap(),
-            "-keyfile",
-            ca_key.to_str().unwrap(),
-            "-in",
-            base.join(&csr).to_str().unwrap(),
-            "-out",
-            base.join(format!("{name}.pem")).to_str().unwrap(),
-            "-startdate",
-            start,
-            "-enddate",
-            end,
-            "-extensions",
-            ext,
-        ],
+    ca_issue(&cadir, &base.join(ca), &base.join(name), (start, end), ext);
+}
+
+/// `root` (self-signed) → `inter` → `leaf` (an individual's signing certificate), RSA, with the
+/// names and serial numbers of the main chain; made twice: the real one and the impostor.
+fn main_chain(dir: &Path, [root, inter, leaf]: [&str; 3], from: &str, to: &str) {
+    self_signed(dir, root, ROOT_SUBJECT, "0x5EC0F1A5");
+    issue(
+        dir,
+        root,
+        inter,
+        "rsa",
+        INTER_SUBJECT,
+        "1A2B3C4D5E",
+        from,
+        to,
+        "v3_inter",
+        false,
+    );
+    issue(
+        dir,
+        inter,
+        leaf,
+        "rsa",
+        INDIVIDUAL_SUBJECT,
+        "41E45CC8A04C705963E5CD6769848A934D8EAEF5",
+        from,
+        to,
+        "v3_individual",
+        false,
     );
 }
 
@@ -263,31 +178,7 @@ fn generate() -> Pki {
     let from = stamp(now - chrono::Duration::days(1));
     let to = stamp(now + chrono::Duration::days(730));
 
-    self_signed(&dir, "root", ROOT_SUBJECT, "0x5EC0F1A5");
-    issue(
-        &dir,
-        "root",
-        "inter",
-        "rsa",
-        INTER_SUBJECT,
-        "1A2B3C4D5E",
-        &from,
-        &to,
-        "v3_inter",
-        false,
-    );
-    issue(
-        &dir,
-        "inter",
-        "individual",
-        "rsa",
-        INDIVIDUAL_SUBJECT,
-        "41E45CC8A04C705963E5CD6769848A934D8EAEF5",
-        &from,
-        &to,
-        "v3_individual",
-        false,
-    );
+    main_chain(&dir, ["root", "inter", "individual"], &from, &to);
     issue(
         &dir,
         "inter",
@@ -378,31 +269,7 @@ fn generate() -> Pki {
     );
 
     // The impostor chain: same names, same serial numbers, other keys.
-    self_signed(&dir, "fake_root", ROOT_SUBJECT, "0x5EC0F1A5");
-    issue(
-        &dir,
-        "fake_root",
-        "fake_inter",
-        "rsa",
-        INTER_SUBJECT,
-        "1A2B3C4D5E",
-        &from,
-        &to,
-        "v3_inter",
-        false,
-    );
-    issue(
-        &dir,
-        "fake_inter",
-        "impostor",
-        "rsa",
-        INDIVIDUAL_SUBJECT,
-        "41E45CC8A04C705963E5CD6769848A934D8EAEF5",
-        &from,
-        &to,
-        "v3_individual",
-        false,
-    );
+    main_chain(&dir, ["fake_root", "fake_inter", "impostor"], &from, &to);
 
     let trust = dir.join("trust");
     std::fs::create_dir_all(&trust).unwrap();
@@ -437,29 +304,14 @@ impl Pki {
 
     /// A fresh scratch directory for one test.
     pub fn scratch(&self) -> PathBuf {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let d = self.dir.join(format!("work-{n}"));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        pki::scratch(&self.dir)
     }
 
     /// `openssl cms -sign` over `content` by each of `signers`, DER out. `opts` are extra
     /// options (`-nodetach`, `-stream`, `-nocerts`, `-keyid`, `-md sha384`, ...). The issuing
     /// intermediate is included unless `opts` has `-nocerts`.
     pub fn sign(&self, signers: &[&str], content: &[u8], opts: &[&str]) -> Vec<u8> {
-        let work = self.scratch();
-        std::fs::write(work.join("content.bin"), content).unwrap();
-        let mut args: Vec<String> = vec![
-            "cms".into(),
-            "-sign".into(),
-            "-binary".into(),
-            "-in".into(),
-            "content.bin".into(),
-            "-outform".into(),
-            "DER".into(),
-            "-out".into(),
-            "sig.der".into(),
-        ];
+        let mut args: Vec<String> = Vec::new();
         for s in signers {
             args.push("-signer".into());
             args.push(self.cert(s).display().to_string());
@@ -483,8 +335,31 @@ impl Pki {
                 .map(|s| s.to_string()),
         );
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        openssl(&work, &args);
-        std::fs::read(work.join("sig.der")).unwrap()
+        cms_sign(&self.scratch(), content, &args)
+    }
+
+    /// Asserts that `openssl cms -verify` accepts the S/MIME message `msg` with `root` and
+    /// `inter` trusted; `what` names the message in the failure.
+    pub fn assert_openssl_verifies(&self, msg: &[u8], what: &str) {
+        let path = self.write("verify.eml", msg);
+        let ca = self.write("ca.pem", &{
+            let mut v = std::fs::read(self.cert("root")).unwrap();
+            v.extend(std::fs::read(self.cert("inter")).unwrap());
+            v
+        });
+        let out = Command::new("openssl")
+            .args(["cms", "-verify", "-purpose", "any", "-CAfile"])
+            .arg(&ca)
+            .arg("-in")
+            .arg(&path)
+            .args(["-out", "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl cms -verify failed on {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Writes `data` to a new file named `name` in a scratch directory.
@@ -551,11 +426,15 @@ pub fn multipart_signed_ct(legacy: bool) -> String {
 /// A complete top-level multipart/signed message signed by `signer`.
 pub fn signed_message(signer: &str, subject: &str) -> Vec<u8> {
     let pki = pki();
-    let sig = pki.sign(&[signer], SIGNED_PART, &[]);
+    message_with_signature(subject, &pki.sign(&[signer], SIGNED_PART, &[]))
+}
+
+/// A top-level multipart/signed message over `SIGNED_PART` with the detached CMS `sig`.
+pub fn message_with_signature(subject: &str, sig: &[u8]) -> Vec<u8> {
     let mut m = top_headers(subject).into_bytes();
     m.extend_from_slice(multipart_signed_ct(false).as_bytes());
     m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, &sig, false));
+    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, sig, false));
     m
 }
 
@@ -579,6 +458,23 @@ Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n{}",
     }
     m.extend_from_slice(b"--MIX--\r\n");
     m
+}
+
+/// A multipart/mixed message with `contract.pdf` ([`contract_pdf`]) and, beside it, `sig` as
+/// its detached signature `contract.pdf.p7s`.
+pub fn contract_with_signature(subject: &str, sig: &[u8]) -> Vec<u8> {
+    with_attachments(
+        subject,
+        &[
+            ("contract.pdf", "application/pdf", &contract_pdf()),
+            ("contract.pdf.p7s", "application/pkcs7-signature", sig),
+        ],
+    )
+}
+
+/// [`contract_with_signature`] with `contract.pdf` signed by `signer`.
+pub fn signed_contract(signer: &str, subject: &str) -> Vec<u8> {
+    contract_with_signature(subject, &pki().sign(&[signer], &contract_pdf(), &[]))
 }
 
 /// A small stand-in for a PDF contract.

@@ -4,58 +4,16 @@
 //! `tanba serve`. [`Imap`] is a raw client for byte-level checks.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::smtp::{tls_config, Client as Smtp};
+use crate::smtp::Client as Smtp;
+use crate::support::tls::Stream;
 use crate::support::*;
 
 // ---------------------------------------------------------------------------------------------
 // A raw IMAP client (blocking std sockets; rustls for TLS).
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-    Gone,
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-            Stream::Gone => Ok(0),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-            Stream::Gone => Ok(()),
-        }
-    }
-}
-
-impl Stream {
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Stream::Plain(s) => Some(s),
-            Stream::Tls(s) => Some(s.get_ref()),
-            Stream::Gone => None,
-        }
-    }
-}
 
 /// One server response: a line, with any literals inline (`{n}\r\n` + data), CRLF-terminated.
 pub type Resp = Vec<u8>;
@@ -72,19 +30,10 @@ pub struct Imap {
     pub greeting: String,
 }
 
-fn tls_wrap(tcp: TcpStream, cert: &Path) -> Stream {
-    let name = rustls::pki_types::ServerName::try_from("mail.example.test").unwrap();
-    let conn = rustls::ClientConnection::new(tls_config(cert), name).unwrap();
-    Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
-}
-
 impl Imap {
     fn raw(addr: SocketAddr) -> Imap {
-        let tcp = TcpStream::connect(addr).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        tcp.set_nodelay(true).unwrap();
         Imap {
-            stream: Stream::Plain(tcp),
+            stream: Stream::connect(addr),
             buf: Vec::new(),
             next_tag: 1,
             greeting: String::new(),
@@ -102,10 +51,7 @@ impl Imap {
     /// Implicit TLS (the `listen_tls` port); reads the greeting.
     pub fn tls(addr: SocketAddr, cert: &Path) -> Imap {
         let mut c = Self::raw(addr);
-        let Stream::Plain(tcp) = std::mem::replace(&mut c.stream, Stream::Gone) else {
-            unreachable!()
-        };
-        c.stream = tls_wrap(tcp, cert);
+        c.stream.start_tls(cert);
         c.greeting = text(&c.response());
         assert!(c.greeting.starts_with("* OK"), "{}", c.greeting);
         c
@@ -860,11 +806,8 @@ fn login_only_over_tls_and_authenticate_plain() {
     c.send(b"s1 STARTTLS\r\ns2 LOGIN alice@example.test secret-a\r\n");
     let r = text(&c.response());
     assert!(r.starts_with("s1 OK"), "{r}");
-    let Stream::Plain(tcp) = std::mem::replace(&mut c.stream, Stream::Gone) else {
-        unreachable!()
-    };
     c.buf.clear();
-    c.stream = tls_wrap(tcp, &cert);
+    c.stream.start_tls(&cert);
     let u = c.ok("CAPABILITY");
     assert!(any_contains(&u, "AUTH=PLAIN"), "{}", dump(&u));
     assert!(!any_contains(&u, "STARTTLS"), "{}", dump(&u));

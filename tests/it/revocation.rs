@@ -12,24 +12,18 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::filter::header_fields;
-use crate::filter_pki::{multipart_signed_body, multipart_signed_ct, top_headers, SIGNED_PART};
-use crate::support::{base_toml, run, TestServer, BIN};
-
-/// The value of the first header field called `name`.
-pub fn header<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
+use crate::filter_pki::{message_with_signature, SIGNED_PART};
+use crate::support::mail::{header, header_fields};
+use crate::support::pki::{
+    self, ca_issue, cms_sign, config, csr, openssl, rsa_key, self_signed, stamp,
+};
+use crate::support::{base_toml, run, spawn_python_server, TestServer, BIN};
 
 pub fn nca(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -167,21 +161,7 @@ impl HttpServer {
         std::fs::create_dir_all(root).unwrap();
         let log = root.with_extension("requests.log");
         let _ = std::fs::remove_file(&log);
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(SERVER_PY)
-            .arg(root)
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("the server prints its port");
+        let (child, port) = spawn_python_server(SERVER_PY, [root, log.as_path()]);
         HttpServer {
             child,
             port,
@@ -217,24 +197,6 @@ pub fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-pub fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y%m%d%H%M%SZ").to_string()
-}
-
 pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -252,37 +214,12 @@ pub struct TestPki {
     pub revoked_at: chrono::DateTime<chrono::Utc>,
 }
 
-const PKI_CONFIG: &str = r#"
-[ req ]
-distinguished_name = dn
-string_mask = utf8only
-prompt = no
-[ dn ]
-CN = unused
-[ ca ]
-default_ca = tanba_ca
-[ tanba_ca ]
-dir = .
-database = index.txt
-new_certs_dir = new
-serial = serial
-crlnumber = crlnumber
-default_md = sha256
-default_crl_days = 3
-policy = pol
-unique_subject = no
-[ pol ]
-countryName = optional
-[ v3_root ]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[ v3_inter ]
-basicConstraints = critical,CA:TRUE,pathlen:0
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[ v3_leaf ]
+/// The CA config: the shared sections plus the CRL settings and the leaves' extensions
+/// (`PORT`: the HTTP server's).
+fn pki_config() -> String {
+    config(
+        "dir = .\ncrlnumber = crlnumber\ndefault_crl_days = 3",
+        r#"[ v3_leaf ]
 keyUsage = critical,digitalSignature,nonRepudiation
 extendedKeyUsage = emailProtection,1.2.398.3.3.4.1.1
 subjectKeyIdentifier = hash
@@ -296,7 +233,9 @@ keyUsage = critical,digitalSignature,nonRepudiation
 extendedKeyUsage = critical,timeStamping
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
-"#;
+"#,
+    )
+}
 
 const LEAF_SUBJECT: &str =
     "/CN=ТЕСТОВ ТЕСТ/SN=ТЕСТОВ/serialNumber=IIN123456789011/C=KZ/GN=ТЕСТОВИЧ";
@@ -313,7 +252,7 @@ impl TestPki {
         let ca = root.join("ocsp-ca");
         std::fs::create_dir_all(ca.join("new")).unwrap();
         let server = HttpServer::start(&root);
-        let cnf = PKI_CONFIG.replace("PORT", &server.port.to_string());
+        let cnf = pki_config().replace("PORT", &server.port.to_string());
         std::fs::write(ca.join("openssl.cnf"), &cnf).unwrap();
         std::fs::write(ca.join("index.txt"), "").unwrap();
         std::fs::write(ca.join("crlnumber"), "01\n").unwrap();
@@ -321,43 +260,8 @@ impl TestPki {
         let from = stamp(now - chrono::Duration::days(1));
         let to = stamp(now + chrono::Duration::days(1));
 
-        let k = |name: &str| {
-            openssl(
-                &ca,
-                &[
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    &format!("{name}.key"),
-                ],
-            )
-        };
-        k("root");
-        openssl(
-            &ca,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-utf8",
-                "-config",
-                "openssl.cnf",
-                "-key",
-                "root.key",
-                "-subj",
-                "/C=KZ/CN=ТЕСТ ТҮБІР",
-                "-days",
-                "3650",
-                "-sha256",
-                "-extensions",
-                "v3_root",
-                "-out",
-                "root.pem",
-            ],
-        );
+        rsa_key(&ca, "root");
+        self_signed(&ca, "root", "/C=KZ/CN=ТЕСТ ТҮБІР", None);
         let issue = |ca_name: &str,
                      name: &str,
                      subject: &str,
@@ -365,50 +269,10 @@ impl TestPki {
                      ext: &str,
                      from: &str,
                      to: &str| {
-            k(name);
-            openssl(
-                &ca,
-                &[
-                    "req",
-                    "-new",
-                    "-utf8",
-                    "-config",
-                    "openssl.cnf",
-                    "-key",
-                    &format!("{name}.key"),
-                    "-subj",
-                    subject,
-                    "-out",
-                    &format!("{name}.csr"),
-                ],
-            );
+            rsa_key(&ca, name);
+            csr(&ca, name, subject, &[]);
             std::fs::write(ca.join("serial"), format!("{serial}\n")).unwrap();
-            openssl(
-                &ca,
-                &[
-                    "ca",
-                    "-batch",
-                    "-config",
-                    "openssl.cnf",
-                    "-notext",
-                    "-utf8",
-                    "-preserveDN",
-                    "-cert",
-                    &format!("{ca_name}.pem"),
-                    "-keyfile",
-                    &format!("{ca_name}.key"),
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-out",
-                    &format!("{name}.pem"),
-                    "-startdate",
-                    from,
-                    "-enddate",
-                    to,
-                    "-extensions",
-                    ext,
-                ],
-            );
+            ca_issue(&ca, Path::new(ca_name), Path::new(name), (from, to), ext);
         };
         let long_ago = stamp(now - chrono::Duration::days(10));
         let ended = stamp(now - chrono::Duration::days(5));
@@ -453,37 +317,11 @@ impl TestPki {
             &ended,
         );
         let revoked_at = chrono::Utc::now();
-        openssl(
+        inter_ca(
             &ca,
-            &[
-                "ca",
-                "-config",
-                "openssl.cnf",
-                "-cert",
-                "inter.pem",
-                "-keyfile",
-                "inter.key",
-                "-revoke",
-                "revoked.pem",
-                "-crl_reason",
-                "keyCompromise",
-            ],
+            &["-revoke", "revoked.pem", "-crl_reason", "keyCompromise"],
         );
-        openssl(
-            &ca,
-            &[
-                "ca",
-                "-config",
-                "openssl.cnf",
-                "-cert",
-                "inter.pem",
-                "-keyfile",
-                "inter.key",
-                "-gencrl",
-                "-out",
-                "inter.crl.pem",
-            ],
-        );
+        inter_ca(&ca, &["-gencrl", "-out", "inter.crl.pem"]);
         // Distribution points serve DER.
         openssl(
             &ca,
@@ -517,42 +355,18 @@ impl TestPki {
 
     /// A scratch directory.
     pub fn scratch(&self) -> PathBuf {
-        let d = self.dir.join(format!(
-            "work-{}",
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        pki::scratch(&self.dir)
     }
 
     /// `openssl cms -sign` of `content` by `signer` (DER; detached unless `-nodetach` is in
     /// `opts`), with the intermediate included.
     pub fn sign(&self, signer: &str, content: &[u8], opts: &[&str]) -> Vec<u8> {
-        let work = self.scratch();
-        std::fs::write(work.join("content.bin"), content).unwrap();
         let signer_pem = self.cert(signer).display().to_string();
         let key = self.dir.join(format!("{signer}.key")).display().to_string();
         let inter = self.cert("inter").display().to_string();
-        let mut args = vec![
-            "cms",
-            "-sign",
-            "-binary",
-            "-in",
-            "content.bin",
-            "-outform",
-            "DER",
-            "-out",
-            "sig.der",
-            "-signer",
-            &signer_pem,
-            "-inkey",
-            &key,
-            "-certfile",
-            &inter,
-        ];
+        let mut args = vec!["-signer", &signer_pem, "-inkey", &key, "-certfile", &inter];
         args.extend_from_slice(opts);
-        openssl(&work, &args);
-        std::fs::read(work.join("sig.der")).unwrap()
+        cms_sign(&self.scratch(), content, &args)
     }
 
     /// A top-level multipart/signed message signed by `signer`.
@@ -561,13 +375,20 @@ impl TestPki {
     }
 }
 
-/// A top-level multipart/signed message over `SIGNED_PART` with the detached CMS `sig`.
-pub fn message_with_signature(subject: &str, sig: &[u8]) -> Vec<u8> {
-    let mut m = top_headers(subject).into_bytes();
-    m.extend_from_slice(multipart_signed_ct(false).as_bytes());
-    m.extend_from_slice(b"\r\n");
-    m.extend_from_slice(&multipart_signed_body(SIGNED_PART, sig, false));
-    m
+/// `openssl ca` as the intermediate of a [`TestPki`] (in its CA directory `ca`): revoking,
+/// making CRLs.
+fn inter_ca(ca: &Path, args: &[&str]) {
+    let mut all = vec![
+        "ca",
+        "-config",
+        "openssl.cnf",
+        "-cert",
+        "inter.pem",
+        "-keyfile",
+        "inter.key",
+    ];
+    all.extend_from_slice(args);
+    openssl(ca, &all);
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -603,25 +424,11 @@ fn sign_with_p12(dir: &Path, p12: &str, password: &str, content: &[u8]) -> Vec<u
             pem.to_str().unwrap(),
         ],
     );
-    std::fs::write(dir.join("content.bin"), content).unwrap();
-    openssl(
+    cms_sign(
         dir,
-        &[
-            "cms",
-            "-sign",
-            "-binary",
-            "-nodetach",
-            "-in",
-            "content.bin",
-            "-signer",
-            pem.to_str().unwrap(),
-            "-outform",
-            "DER",
-            "-out",
-            "sig.der",
-        ],
-    );
-    std::fs::read(dir.join("sig.der")).unwrap()
+        content,
+        &["-nodetach", "-signer", pem.to_str().unwrap()],
+    )
 }
 
 /// Inside the GOST-2015 test signer's validity and just before NCA's OCSP answer about it
@@ -630,6 +437,16 @@ const AT_GOST_OCSP: &str = "2022-09-01T00:00:00Z";
 
 fn signer(v: &Value, n: usize) -> &Value {
     &v["signatures"][0]["signers"][n]
+}
+
+/// The GOST-2015 (512-bit) signer of the first signature (panics if there is none).
+fn gost_signer(v: &Value) -> &Value {
+    v["signatures"][0]["signers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["algorithm"] == "gost34310-2015-512")
+        .unwrap()
 }
 
 /// The NCA RK test CRLs at fixed times: the revoked RSA test certificate is reported revoked,
@@ -692,12 +509,7 @@ fn nca_test_crls_at_fixed_times() {
     let mut args = vec!["--at", "2022-09-28T00:00:00Z"];
     args.extend_from_slice(&crls);
     let (_, v) = cli.verify_json(&two, &args);
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap();
+    let gost = gost_signer(&v);
     assert_eq!(gost["result"], "pass", "{v:#}");
 
     // A revocation stays proven by a CRL that is no longer current (permanent reasons).
@@ -723,13 +535,7 @@ fn nca_test_crls_at_fixed_times() {
             "2023-03-01T00:00:00Z",
         ],
     );
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap()
-        .clone();
+    let gost = gost_signer(&v);
     assert_eq!(gost["result"], "temperror", "{v:#}");
     assert_eq!(gost["reason"], "revocation-unknown");
 }
@@ -835,11 +641,7 @@ fn nca_test_ocsp_responses_over_http() {
     let two = nca("cms/ncanode_attached_2signers_rsa+gost2015.p7s");
     let (code, v) = cli.verify_json(&two, &["--at", AT_GOST_OCSP]);
     assert_eq!(code, 1, "{v:#}");
-    let signers = v["signatures"][0]["signers"].as_array().unwrap();
-    let gost = signers
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap();
+    let gost = gost_signer(&v);
     assert_eq!(gost["result"], "fail", "{v:#}");
     assert_eq!(gost["reason"], "revoked");
 
@@ -860,13 +662,7 @@ fn nca_test_ocsp_responses_over_http() {
         &["--at", AT_GOST_OCSP, "--content", content.to_str().unwrap()],
     );
     assert_eq!(code, 1, "{v:#}");
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap()
-        .clone();
+    let gost = gost_signer(&v);
     assert_eq!(gost["result"], "temperror", "{v:#}");
     assert_eq!(gost["reason"], "revocation-unknown");
 }
@@ -893,22 +689,12 @@ fn ocsp_response_embedded_in_the_cms_is_used() {
         ),
     );
     let (_, v) = cli.verify_json(&file, &["--at", AT_GOST_OCSP]);
-    let signers = v["signatures"][0]["signers"].as_array().unwrap();
-    let gost = signers
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap();
+    let gost = gost_signer(&v);
     assert_eq!(gost["reason"], "revoked", "{v:#}");
     // Without the embedded response, the unreachable responder leaves it unknown.
     let plain = write_temp(dir.path(), "plain.p7s", &two);
     let (_, v) = cli.verify_json(&plain, &["--at", AT_GOST_OCSP]);
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["algorithm"] == "gost34310-2015-512")
-        .unwrap()
-        .clone();
+    let gost = gost_signer(&v);
     assert_eq!(gost["reason"], "revocation-unknown", "{v:#}");
 }
 
@@ -928,16 +714,9 @@ fn crl_from_the_distribution_point_is_cached_on_disk() {
     let toml = base_toml(dir.path()).replace("#SIGNATURES", "revocation = \"crl\"");
     let mut srv = TestServer::start_toml(dir, &toml);
     srv.add_user("alice@example.test", "secret-pass-1");
-    let send = |srv: &TestServer, m: &[u8]| {
-        let mut c = crate::smtp::Client::connect(srv.mx);
-        c.ok("EHLO sender.example", "250");
-        let r = c.send_mail("sender@example.kz", &["alice@example.test"], m);
-        assert_eq!(r.code, 250, "{}", r.line());
-        c.ok("QUIT", "221");
-    };
-    send(&srv, &pki.signed_message("good", "good"));
-    send(&srv, &pki.signed_message("revoked", "revoked"));
-    send(&srv, &pki.signed_message("good", "good again"));
+    crate::smtp::mx_to_alice(&srv, &pki.signed_message("good", "good"));
+    crate::smtp::mx_to_alice(&srv, &pki.signed_message("revoked", "revoked"));
+    crate::smtp::mx_to_alice(&srv, &pki.signed_message("good", "good again"));
     let gets = |pki: &TestPki| {
         pki.server
             .requests()
@@ -947,7 +726,7 @@ fn crl_from_the_distribution_point_is_cached_on_disk() {
     };
     assert_eq!(gets(&pki), 1, "{:?}", pki.server.requests());
     srv.restart();
-    send(&srv, &pki.signed_message("good", "after restart"));
+    crate::smtp::mx_to_alice(&srv, &pki.signed_message("good", "after restart"));
     assert_eq!(gets(&pki), 1, "{:?}", pki.server.requests());
 
     let stored = crate::smtp::stored(&srv, "alice@example.test");
@@ -1009,11 +788,7 @@ fn ocsp_responder_down_is_temperror_and_mail_is_still_delivered() {
         let srv = TestServer::start_toml(dir, &toml);
         srv.add_user("alice@example.test", "secret-pass-1");
         let m = pki.signed_message("good", "responder down");
-        let mut c = crate::smtp::Client::connect(srv.mx);
-        c.ok("EHLO sender.example", "250");
-        let r = c.send_mail("sender@example.kz", &["alice@example.test"], &m);
-        assert_eq!(r.code, 250, "{}", r.line());
-        c.ok("QUIT", "221");
+        crate::smtp::mx_to_alice(&srv, &m);
         let stored = crate::smtp::stored(&srv, "alice@example.test");
         assert_eq!(stored.len(), 1);
         assert!(stored[0].ends_with(&m));
@@ -1085,23 +860,16 @@ fn revoked_after_the_validation_time_passes_with_a_note() {
 fn delta_crls_apply_on_top_of_the_complete_crl() {
     let pki = TestPki::new();
     let ca = &pki.dir;
-    let cmd = |args: &[&str]| {
-        let mut all = vec![
-            "ca",
-            "-config",
-            "openssl.cnf",
-            "-cert",
-            "inter.pem",
-            "-keyfile",
-            "inter.key",
-        ];
-        all.extend_from_slice(args);
-        openssl(ca, &all);
-    };
     // The complete CRL (number 1) lists only `revoked`.
     let base = ca.join("inter.crl.pem");
-    cmd(&["-revoke", "good.pem", "-crl_reason", "certificateHold"]);
-    cmd(&["-gencrl", "-crlexts", "delta", "-out", "delta-hold.pem"]);
+    inter_ca(
+        ca,
+        &["-revoke", "good.pem", "-crl_reason", "certificateHold"],
+    );
+    inter_ca(
+        ca,
+        &["-gencrl", "-crlexts", "delta", "-out", "delta-hold.pem"],
+    );
     // Lift the hold: the CA database entry becomes removeFromCRL.
     let index = std::fs::read_to_string(ca.join("index.txt")).unwrap();
     std::fs::write(
@@ -1109,7 +877,10 @@ fn delta_crls_apply_on_top_of_the_complete_crl() {
         index.replace("certificateHold", "removeFromCRL"),
     )
     .unwrap();
-    cmd(&["-gencrl", "-crlexts", "delta", "-out", "delta-lifted.pem"]);
+    inter_ca(
+        ca,
+        &["-gencrl", "-crlexts", "delta", "-out", "delta-lifted.pem"],
+    );
 
     let cli = Cli::new(&pki.trust, "");
     let dir = tempfile::tempdir().unwrap();

@@ -3,48 +3,14 @@
 //! fits; [`Client`] speaks raw SMTP (and TLS via rustls) where the test needs control over bytes.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
+use crate::support::tls::Stream;
 use crate::support::*;
 
 // ---------------------------------------------------------------------------------------------
 // A raw SMTP client (blocking std sockets; rustls for TLS).
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-    Gone,
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-            Stream::Gone => Ok(0),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-            Stream::Gone => Ok(()),
-        }
-    }
-}
 
 /// One SMTP reply: the code and the text of each line (without code and separator).
 #[derive(Debug, Clone)]
@@ -69,44 +35,11 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
-/// A rustls client config that trusts the test server's self-signed certificate.
-pub fn tls_config(cert: &Path) -> Arc<rustls::ClientConfig> {
-    let pem = std::fs::read(cert).expect("reading the server certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-fn tls_wrap(tcp: TcpStream, cert: &Path) -> Stream {
-    let name = rustls::pki_types::ServerName::try_from("mail.example.test").unwrap();
-    let conn = rustls::ClientConnection::new(tls_config(cert), name).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    // Complete the handshake now, so that a failure shows here.
-    while tls.conn.is_handshaking() {
-        tls.conn
-            .complete_io(&mut tls.sock)
-            .expect("TLS handshake with the server");
-    }
-    Stream::Tls(Box::new(tls))
-}
-
 impl Client {
     /// Connects without reading anything.
     pub fn connect_raw(addr: SocketAddr) -> Client {
-        let tcp = TcpStream::connect(addr).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        tcp.set_nodelay(true).unwrap();
         Client {
-            stream: Stream::Plain(tcp),
+            stream: Stream::connect(addr),
             buf: Vec::new(),
         }
     }
@@ -122,10 +55,7 @@ impl Client {
     /// Connects with implicit TLS (the submissions port) and checks the greeting.
     pub fn connect_tls(addr: SocketAddr, cert: &Path) -> Client {
         let mut c = Self::connect_raw(addr);
-        let Stream::Plain(tcp) = std::mem::replace(&mut c.stream, Stream::Gone) else {
-            unreachable!()
-        };
-        c.stream = tls_wrap(tcp, cert);
+        c.stream.start_tls(cert);
         let g = c.reply();
         assert_eq!(g.line(), "220 mail.example.test ESMTP Tanba");
         c
@@ -139,10 +69,7 @@ impl Client {
             "plaintext bytes after the STARTTLS reply: {:?}",
             String::from_utf8_lossy(&self.buf)
         );
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            panic!("already TLS")
-        };
-        self.stream = tls_wrap(tcp, cert);
+        self.stream.start_tls(cert);
     }
 
     pub fn starttls(&mut self, cert: &Path) {
@@ -264,6 +191,15 @@ pub fn dot_stuff(msg: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
+}
+
+/// Delivers `msg` over MX from sender@example.kz to alice@example.test; asserts the 250.
+pub fn mx_to_alice(srv: &TestServer, msg: &[u8]) {
+    let mut c = Client::connect(srv.mx);
+    c.ok("EHLO sender.example", "250");
+    let r = c.send_mail("sender@example.kz", &["alice@example.test"], msg);
+    assert_eq!(r.code, 250, "{}", r.line());
+    c.ok("QUIT", "221");
 }
 
 /// The messages of `email`'s mailboxes, via `tanba export`.
@@ -828,38 +764,44 @@ fn dot_stuffed_lines_are_unstuffed() {
 fn protocol_errors_get_replies_and_the_session_goes_on() {
     let srv = server_with_users(&[("smtp", "max_recipients = 2")]);
     let mut c = Client::connect(srv.mx);
-    c.ok(
-        "MAIL FROM:<a@sender.example>",
-        "503 5.5.1 Send HELO/EHLO first",
-    );
-    c.ok("FROBNICATE now", "500 5.5.2");
-    c.ok("EHLO client.example", "250");
-    c.ok("DATA", "503 5.5.1 Need MAIL command");
-    c.ok(
-        "RCPT TO:<alice@example.test>",
-        "503 5.5.1 Need MAIL command",
-    );
-    c.ok("MAIL FROM:a@sender.example", "501 5.5.4");
-    c.ok("MAIL FROM:<a@sender.example> RET=HDRS", "555 5.5.4");
-    c.ok("MAIL FROM:<a@sender.example>", "250 2.1.0");
-    c.ok(
-        "MAIL FROM:<a@sender.example>",
-        "503 5.5.1 Nested MAIL command",
-    );
-    c.ok("DATA", "503 5.5.1 Need RCPT command");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    c.ok("RCPT TO:<bob@example.test>", "250 2.1.5");
-    c.ok(
-        "RCPT TO:<postmaster@example.test>",
-        "452 4.5.3 Too many recipients",
-    );
-    c.ok("RCPT TO:<>", "501 5.1.3");
-    c.ok("RCPT TO:<t\u{e9}st@example.test>", "553 5.6.7");
-    c.ok("EXPN staff", "502 5.5.1");
-    c.ok("VRFY alice", "252 2.5.0");
-    c.ok("HELO again.example", "250 mail.example.test");
-    c.ok("DATA", "503 5.5.1 Need MAIL command");
-    c.ok("NOOP", "250 2.0.0 Ok");
-    c.ok("QUIT", "221 2.0.0 Bye");
+    // Each command and the start of the reply it gets, in order, on one connection.
+    let exchange = [
+        (
+            "MAIL FROM:<a@sender.example>",
+            "503 5.5.1 Send HELO/EHLO first",
+        ),
+        ("FROBNICATE now", "500 5.5.2"),
+        ("EHLO client.example", "250"),
+        ("DATA", "503 5.5.1 Need MAIL command"),
+        (
+            "RCPT TO:<alice@example.test>",
+            "503 5.5.1 Need MAIL command",
+        ),
+        ("MAIL FROM:a@sender.example", "501 5.5.4"),
+        ("MAIL FROM:<a@sender.example> RET=HDRS", "555 5.5.4"),
+        ("MAIL FROM:<a@sender.example>", "250 2.1.0"),
+        (
+            "MAIL FROM:<a@sender.example>",
+            "503 5.5.1 Nested MAIL command",
+        ),
+        ("DATA", "503 5.5.1 Need RCPT command"),
+        ("RCPT TO:<alice@example.test>", "250 2.1.5"),
+        ("RCPT TO:<bob@example.test>", "250 2.1.5"),
+        (
+            "RCPT TO:<postmaster@example.test>",
+            "452 4.5.3 Too many recipients",
+        ),
+        ("RCPT TO:<>", "501 5.1.3"),
+        ("RCPT TO:<t\u{e9}st@example.test>", "553 5.6.7"),
+        ("EXPN staff", "502 5.5.1"),
+        ("VRFY alice", "252 2.5.0"),
+        ("HELO again.example", "250 mail.example.test"),
+        ("DATA", "503 5.5.1 Need MAIL command"),
+        ("NOOP", "250 2.0.0 Ok"),
+        ("QUIT", "221 2.0.0 Bye"),
+    ];
+    for (command, reply) in exchange {
+        c.ok(command, reply);
+    }
     assert!(c.closed());
 }

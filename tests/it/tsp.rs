@@ -9,11 +9,10 @@
 use serde_json::Value;
 use tanba::filter::asn1;
 
-use crate::filter::header_fields;
-use crate::filter_pki::SIGNED_PART;
-use crate::revocation::{
-    header, message_with_signature, nca, openssl, rfc3339, shared_pki, write_temp, Cli, TestPki,
-};
+use crate::filter_pki::{message_with_signature, SIGNED_PART};
+use crate::revocation::{nca, rfc3339, shared_pki, write_temp, Cli, TestPki};
+use crate::support::mail::{header, header_fields};
+use crate::support::pki::openssl;
 
 const OID_TIMESTAMP_TOKEN: &str = "1.2.840.113549.1.9.16.2.14";
 
@@ -380,11 +379,7 @@ fn expired_certificate_with_an_older_timestamp_passes_over_smtp() {
     let with_tsp = message_with_signature("timestamped a week ago", &stamped);
     let without = message_with_signature("no timestamp", &sig);
     for m in [&with_tsp, &without] {
-        let mut c = crate::smtp::Client::connect(srv.mx);
-        c.ok("EHLO sender.example", "250");
-        let r = c.send_mail("sender@example.kz", &["alice@example.test"], m);
-        assert_eq!(r.code, 250, "{}", r.line());
-        c.ok("QUIT", "221");
+        crate::smtp::mx_to_alice(&srv, m);
     }
     let stored = crate::smtp::stored(&srv, "alice@example.test");
     assert_eq!(stored.len(), 2);

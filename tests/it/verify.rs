@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::filter::verify_json_trust;
 use super::filter_pki::{b64, pki, top_headers, with_attachments};
+use super::support::pki::{cms_sign, openssl};
 use super::support::BIN;
 
 fn nca(rel: &str) -> PathBuf {
@@ -41,33 +42,41 @@ const AT_RSA: &str = "2021-06-01T00:00:00Z";
 /// Inside the GOST signer's validity (2022-07-28 … 2023-07-28).
 const AT_GOST: &str = "2022-09-28T00:00:00Z";
 
-fn assert_rsa_signer(s: &Value, signing_time: &str) {
-    let expected = json!({
-        "result": "pass", "reason": null,
-        "common_name": "ТЕСТОВ ТЕСТ", "surname": "ТЕСТОВ", "given_name": "ТЕСТОВИЧ",
-        "full_name": "ТЕСТОВ ТЕСТ ТЕСТОВИЧ", "email": null,
-        "iin": "123456789011", "bin": null, "organization": null,
+/// Asserts that `s` is exactly the report of a passing individual's SIGN certificate (no
+/// email, BIN or organization, no timestamp) with the certificate fields `cert` and the given
+/// signing time.
+fn assert_individual_signer(s: &Value, cert: Value, signing_time: &str) {
+    let mut expected = json!({
+        "result": "pass", "reason": null, "email": null,
+        "bin": null, "organization": null,
         "roles": ["individual"], "key_usage": "sign",
-        "algorithm": "rsa-sha256", "cert_serial": RSA_SERIAL, "issuer": "CN=ҰКО 3.0 (RSA TEST),C=KZ",
-        "not_before": "2021-01-18T13:09:14Z", "not_after": "2022-01-18T13:09:14Z",
         "signing_time": signing_time, "tsp_time": null
     });
+    for (k, v) in cert.as_object().unwrap() {
+        expected[k] = v.clone();
+    }
     assert_eq!(s, &expected, "{s:#}");
 }
 
+fn assert_rsa_signer(s: &Value, signing_time: &str) {
+    let cert = json!({
+        "common_name": "ТЕСТОВ ТЕСТ", "surname": "ТЕСТОВ", "given_name": "ТЕСТОВИЧ",
+        "full_name": "ТЕСТОВ ТЕСТ ТЕСТОВИЧ", "iin": "123456789011",
+        "algorithm": "rsa-sha256", "cert_serial": RSA_SERIAL, "issuer": "CN=ҰКО 3.0 (RSA TEST),C=KZ",
+        "not_before": "2021-01-18T13:09:14Z", "not_after": "2022-01-18T13:09:14Z"
+    });
+    assert_individual_signer(s, cert, signing_time);
+}
+
 fn assert_gost_signer(s: &Value, signing_time: &str) {
-    let expected = json!({
-        "result": "pass", "reason": null,
+    let cert = json!({
         "common_name": "ТЕСТТОВ ТЕСТТ", "surname": "ТЕСТТОВ", "given_name": "ТЕСТТОВИЧ",
-        "full_name": "ТЕСТТОВ ТЕСТТ ТЕСТТОВИЧ", "email": null,
-        "iin": "123456789012", "bin": null, "organization": null,
-        "roles": ["individual"], "key_usage": "sign",
+        "full_name": "ТЕСТТОВ ТЕСТТ ТЕСТТОВИЧ", "iin": "123456789012",
         "algorithm": "gost34310-2015-512", "cert_serial": GOST_SERIAL,
         "issuer": "C=KZ,CN=ҰЛТТЫҚ КУӘЛАНДЫРУШЫ ОРТАЛЫҚ (GOST) TEST 2022",
-        "not_before": "2022-07-28T12:34:48Z", "not_after": "2023-07-28T12:34:48Z",
-        "signing_time": signing_time, "tsp_time": null
+        "not_before": "2022-07-28T12:34:48Z", "not_after": "2023-07-28T12:34:48Z"
     });
-    assert_eq!(s, &expected, "{s:#}");
+    assert_individual_signer(s, cert, signing_time);
 }
 
 #[test]
@@ -109,6 +118,16 @@ fn nca_rsa_one_signer_samples() {
     assert_eq!(v["signatures"][0]["signers"][0]["reason"], "untrusted");
 }
 
+/// The signer of the first signature whose certificate has serial number `serial`.
+fn signer_with_serial<'a>(v: &'a Value, serial: &str) -> &'a Value {
+    v["signatures"][0]["signers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["cert_serial"] == serial)
+        .unwrap()
+}
+
 /// (result, reason) by certificate serial.
 fn by_serial(v: &Value) -> Vec<(String, String, Option<String>)> {
     let mut out: Vec<_> = v["signatures"][0]["signers"]
@@ -141,12 +160,7 @@ fn nca_two_signers_rsa_and_gost_attached() {
             (RSA_SERIAL.into(), "fail".into(), Some("expired".into())),
         ]
     );
-    let gost = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["cert_serial"] == GOST_SERIAL)
-        .unwrap();
+    let gost = signer_with_serial(&v, GOST_SERIAL);
     assert_gost_signer(gost, "2022-09-27T21:17:59Z");
 
     let (code, v) = verify_nca(&file, AT_RSA, &[]);
@@ -162,12 +176,7 @@ fn nca_two_signers_rsa_and_gost_attached() {
             (RSA_SERIAL.into(), "pass".into(), None),
         ]
     );
-    let rsa = v["signatures"][0]["signers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["cert_serial"] == RSA_SERIAL)
-        .unwrap();
+    let rsa = signer_with_serial(&v, RSA_SERIAL);
     assert_rsa_signer(rsa, "2022-09-27T21:17:59Z");
 }
 
@@ -276,18 +285,23 @@ Content-Transfer-Encoding: base64\r\n\r\n{}",
 
 /// Extracts key and certificate from an NCA test PKCS#12 (legacy PBE) into `dir`.
 fn p12_to_pem(p12: &str, password: &str, dir: &Path) -> PathBuf {
-    let out = dir.join("keycert.pem");
-    let st = Command::new("openssl")
-        .args(["pkcs12", "-legacy", "-nodes", "-clcerts", "-passin"])
-        .arg(format!("pass:{password}"))
-        .arg("-in")
-        .arg(nca(&format!("p12/{p12}")))
-        .arg("-out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{st:?}");
-    out
+    let p12 = nca(&format!("p12/{p12}"));
+    openssl(
+        dir,
+        &[
+            "pkcs12",
+            "-legacy",
+            "-nodes",
+            "-clcerts",
+            "-passin",
+            &format!("pass:{password}"),
+            "-in",
+            p12.to_str().unwrap(),
+            "-out",
+            "keycert.pem",
+        ],
+    );
+    dir.join("keycert.pem")
 }
 
 #[test]
@@ -299,18 +313,11 @@ fn nca_auth_key_is_reported_and_fails_key_usage() {
         work.path(),
     );
     let sign = |p12pem: &Path, name: &str| -> PathBuf {
+        let content = std::fs::read(nca("MANIFEST.md")).unwrap();
+        let signer = p12pem.to_str().unwrap();
+        let der = cms_sign(work.path(), &content, &["-nodetach", "-signer", signer]);
         let out = work.path().join(name);
-        let st = Command::new("openssl")
-            .args(["cms", "-sign", "-binary", "-nodetach", "-outform", "DER"])
-            .arg("-signer")
-            .arg(p12pem)
-            .arg("-in")
-            .arg(nca("MANIFEST.md"))
-            .arg("-out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(st.status.success(), "{st:?}");
+        std::fs::write(&out, der).unwrap();
         out
     };
     let cms = sign(&keycert, "auth.p7s");

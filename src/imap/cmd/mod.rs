@@ -15,7 +15,7 @@ pub mod store;
 
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::imap_types::core::Tag;
-use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
 use super::list_ext::ListArgs;
 use super::response::{CmdError, CmdResult, Reply};
@@ -56,26 +56,11 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
         C::List {
             reference,
             mailbox_wildcard,
-        } => {
-            let args = ListArgs {
-                reference: mailbox_bytes(&reference),
-                patterns: vec![mailbox::list_mailbox_bytes(&mailbox_wildcard)],
-                ..ListArgs::default()
-            };
-            mailbox::list(s, args).await
-        }
+        } => mailbox::list(s, plain_list_args(&reference, &mailbox_wildcard, false)).await,
         C::Lsub {
             reference,
             mailbox_wildcard,
-        } => {
-            let args = ListArgs {
-                reference: mailbox_bytes(&reference),
-                patterns: vec![mailbox::list_mailbox_bytes(&mailbox_wildcard)],
-                lsub: true,
-                ..ListArgs::default()
-            };
-            mailbox::list(s, args).await
-        }
+        } => mailbox::list(s, plain_list_args(&reference, &mailbox_wildcard, true)).await,
         C::Status {
             mailbox,
             item_names,
@@ -119,6 +104,17 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
         } => copy::copy(s, &sequence_set, &mailbox, uid, true).await,
         C::Idle => idle::idle(s).await,
         _ => Ok(Reply::bad("Unsupported command")),
+    }
+}
+
+/// The arguments of a basic LIST (RFC 3501 §6.3.8) or LSUB (§6.3.9): one pattern, no
+/// selection or return options.
+fn plain_list_args(reference: &Mailbox<'_>, pattern: &ListMailbox<'_>, lsub: bool) -> ListArgs {
+    ListArgs {
+        reference: mailbox_bytes(reference),
+        patterns: vec![mailbox::list_mailbox_bytes(pattern)],
+        lsub,
+        ..ListArgs::default()
     }
 }
 

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod mail;
+pub mod pki;
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -262,6 +266,34 @@ pub fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
         child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     }
     child.wait_with_output().unwrap()
+}
+
+/// Starts `python3 -c SCRIPT ARGS` as a server on loopback: stdin piped (the script exits when
+/// it closes), stderr inherited; reads the port the script prints on its first line.
+pub fn spawn_python_server<I, S>(script: &str, args: I) -> (Child, u16)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("python helper failed to start: {line:?}"));
+    (child, port)
 }
 
 /// Runs a Python 3 script (stdlib only: smtplib, imaplib, ssl) with arguments; panics with its

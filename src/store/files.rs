@@ -1,0 +1,253 @@
+//! Message bodies as files beside the sled database.
+//!
+//! Why: sled 0.34 keeps the values it has read or written in memory far beyond its
+//! `cache_capacity` (it weighs a large value by its on-disk pointer, and even 30 KB values
+//! were never evicted): a server that stored 1.6 GB of 5 MB messages held 1.4 GB of RSS, and
+//! reading 24,000 messages of 30 KB grew it to 1.1 GB (docs/benchmarks.md, "Memory"). Bodies
+//! therefore live in `<store>/messages/<xx>/<blob id hex>`, read on demand (the kernel's page
+//! cache does the caching), while sled keeps only metadata and `blob_files: id → length`.
+//! Bodies of at most [`INLINE_MAX`] bytes (0: only empty ones) and bodies stored by earlier
+//! versions stay in the `blobs` tree; reads look there first.
+//!
+//! Invariants:
+//! - A file is complete and fsynced (data, then its directory entry) *before* the transaction
+//!   that references it starts, so a durable `blob_files` entry always has its file. These
+//!   fsyncs run in the sessions' blocking threads, concurrently, so the filesystem journals
+//!   them together; the metadata still goes through the one group-committed sled flush.
+//! - A file is unlinked only after the transaction that dropped its last reference is durable:
+//!   removals queue here and the group-commit flusher unlinks them after the next flush.
+//! - A file without a `blob_files` entry is an orphan (a crash between writing the file and
+//!   committing its transaction, or before a deferred unlink): [`Files::sweep`] removes those
+//!   when the store opens, before anything else runs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{Result, StoreError};
+
+/// Bodies larger than this go to files: all of them (see the module docs for why).
+pub(crate) const INLINE_MAX: usize = 0;
+
+pub(crate) struct Files {
+    dir: PathBuf,
+    /// Ids whose last reference is gone; unlinked after the next durable flush.
+    doomed: Mutex<Vec<u64>>,
+}
+
+fn io_err(what: &str, p: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Db(format!("{what} {}: {e}", p.display()))
+}
+
+/// Makes a directory entry durable (Linux: fsync on the directory).
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("syncing", dir, e))
+}
+
+impl Files {
+    pub(crate) fn open(store_dir: &Path) -> Result<Files> {
+        let dir = store_dir.join("messages");
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        Ok(Files {
+            dir,
+            doomed: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir
+            .join(format!("{:02x}", id & 0xff))
+            .join(format!("{id:016x}"))
+    }
+
+    /// Writes a new body file and makes it durable (data, then its directory entry).
+    pub(crate) fn write(&self, id: u64, bytes: &[u8]) -> Result<()> {
+        let path = self.path(id);
+        let parent = path.parent().unwrap_or(&self.dir);
+        if !parent.exists() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err("creating", parent, e))?;
+            sync_dir(&self.dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_err("creating", &path, e))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| io_err("writing", &path, e))?;
+        sync_dir(parent)
+    }
+
+    /// Reads a body of the recorded length.
+    pub(crate) fn read(&self, id: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.path(id);
+        let data = std::fs::read(&path).map_err(|e| io_err("reading", &path, e))?;
+        if data.len() as u64 != len {
+            return Err(StoreError::Db(format!(
+                "{}: {} bytes, the store recorded {len}",
+                path.display(),
+                data.len()
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Removes a file no transaction references (one written for a transaction that failed).
+    pub(crate) fn remove_unreferenced(&self, id: u64) {
+        let _ = std::fs::remove_file(self.path(id));
+    }
+
+    /// Queues files whose last reference a committed transaction removed.
+    pub(crate) fn doom(&self, ids: impl IntoIterator<Item = u64>) {
+        let mut d = self.doomed.lock().unwrap_or_else(|e| e.into_inner());
+        d.extend(ids);
+    }
+
+    /// Takes the queued removals; call *before* starting a flush, unlink after it succeeded.
+    pub(crate) fn take_doomed(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.doomed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn unlink(&self, ids: &[u64]) {
+        for &id in ids {
+            if let Err(e) = std::fs::remove_file(self.path(id)) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("removing message file {}: {e}", self.path(id).display());
+                }
+            }
+        }
+    }
+
+    /// Removes files that no `blob_files` entry names (see the module docs). Returns how many.
+    pub(crate) fn sweep(&self, referenced: impl Fn(u64) -> Result<bool>) -> Result<usize> {
+        let mut removed = 0;
+        let rd = std::fs::read_dir(&self.dir).map_err(|e| io_err("reading", &self.dir, e))?;
+        for sub in rd.flatten() {
+            let Ok(files) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name();
+                let Some(id) = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) else {
+                    continue;
+                };
+                if !referenced(id)? {
+                    std::fs::remove_file(f.path()).map_err(|e| io_err("removing", &f.path(), e))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::INLINE_MAX;
+
+    fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for sub in std::fs::read_dir(dir.join("messages")).unwrap().flatten() {
+            for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
+                out.push(f.path());
+            }
+        }
+        out
+    }
+
+    fn big(n: usize) -> Vec<u8> {
+        let mut v = b"Subject: big\r\n\r\n".to_vec();
+        v.extend((0..n).map(|i| b'a' + (i % 26) as u8));
+        v
+    }
+
+    #[test]
+    fn large_bodies_live_in_files_shared_by_copies_and_removed_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let acct = s.create_account("a@x.test", "h").unwrap();
+        let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
+        let trash = s.mailbox(acct.id, "Trash").unwrap().unwrap();
+        let small = b"Subject: small\r\n\r\nhi\r\n".to_vec();
+        let large = big(INLINE_MAX + 1);
+        let a = s.append(inbox.id, &small, &[], 0).unwrap();
+        let b = s.append(inbox.id, &large, &[], 0).unwrap();
+        // Both are files (INLINE_MAX is 0) and read back byte for byte.
+        assert_eq!(files_in(dir.path()).len(), 2);
+        let meta = |uid| s.message(inbox.id, uid).unwrap().unwrap();
+        assert_eq!(&*s.blob(meta(a.uid).blob_id).unwrap().unwrap(), &small[..]);
+        assert_eq!(&*s.blob(meta(b.uid).blob_id).unwrap().unwrap(), &large[..]);
+        // A copy shares the file; expunging the original keeps it, the other one goes.
+        s.copy_messages(inbox.id, &[b.uid], trash.id).unwrap();
+        s.expunge(inbox.id, &[a.uid, b.uid]).unwrap();
+        assert_eq!(files_in(dir.path()).len(), 2);
+        s.flush_sync().unwrap();
+        assert_eq!(files_in(dir.path()).len(), 1);
+        let copy = s.messages(trash.id).unwrap()[0].clone();
+        assert_eq!(&*s.blob(copy.blob_id).unwrap().unwrap(), &large[..]);
+        // The last reference goes: the file stays until the removal is durable, then goes.
+        s.expunge(trash.id, &[copy.uid]).unwrap();
+        assert_eq!(files_in(dir.path()).len(), 1);
+        s.flush_sync().unwrap();
+        assert!(files_in(dir.path()).is_empty());
+        assert!(s.blob(copy.blob_id).unwrap().is_none());
+    }
+
+    #[test]
+    fn queued_large_bodies_are_files_released_with_their_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let rec = s
+            .new_queue_record("a@x.test", &["b@y.test".to_string()])
+            .unwrap();
+        let body = big(INLINE_MAX + 10);
+        s.deliver(&[], b"unused", 0, Some((&rec, &body))).unwrap();
+        let rec = s.queue_get(rec.id).unwrap().unwrap();
+        assert_eq!(&*s.blob(rec.blob_id).unwrap().unwrap(), &body[..]);
+        assert_eq!(files_in(dir.path()).len(), 1);
+        s.queue_remove(rec.id).unwrap();
+        s.flush_sync().unwrap();
+        assert!(files_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn orphan_files_are_swept_at_open_and_referenced_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let acct = s.create_account("a@x.test", "h").unwrap();
+            let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
+            s.append(inbox.id, &big(INLINE_MAX * 3), &[], 0).unwrap();
+            // What a crash between writing a file and committing its transaction leaves.
+            s.files.write(999_999, b"half a message").unwrap();
+            s.flush_sync().unwrap();
+            assert_eq!(files_in(dir.path()).len(), 2);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(files_in(dir.path()).len(), 1);
+        let acct = s.account("a@x.test").unwrap().unwrap();
+        let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
+        let m = s.messages(inbox.id).unwrap()[0].clone();
+        assert_eq!(
+            s.blob(m.blob_id).unwrap().unwrap().len(),
+            big(INLINE_MAX * 3).len()
+        );
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_not_a_short_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let acct = s.create_account("a@x.test", "h").unwrap();
+        let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
+        let a = s.append(inbox.id, &big(INLINE_MAX * 2), &[], 0).unwrap();
+        let f = &files_in(dir.path())[0];
+        std::fs::write(f, b"short").unwrap();
+        let blob_id = s.message(inbox.id, a.uid).unwrap().unwrap().blob_id;
+        assert!(s.blob(blob_id).is_err());
+    }
+}
