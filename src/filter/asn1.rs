@@ -7,8 +7,6 @@
 //! and lengths (a length longer than the bytes that follow is an error at once, so a header that
 //! claims 2 GiB costs nothing). No function here panics on any input.
 
-use std::fmt;
-
 /// Deepest nesting accepted. CMS with certificates needs about 12 levels; 5,000 nested
 /// indefinite lengths (a classic stack-exhaustion attack) stop here.
 pub const MAX_DEPTH: usize = 64;
@@ -16,17 +14,29 @@ pub const MAX_DEPTH: usize = 64;
 /// Most elements one normalisation may visit.
 pub const MAX_ELEMENTS: usize = 200_000;
 
-/// Why bytes are not (acceptable) BER/DER.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Asn1Error(pub String);
+/// Declares an error type that is one message for people: `pub struct $name(pub String)`,
+/// whose `Display` is the message.
+macro_rules! message_error {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(pub String);
 
-impl fmt::Display for Asn1Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
 }
+pub(crate) use message_error;
 
-impl std::error::Error for Asn1Error {}
+message_error!(
+    /// Why bytes are not (acceptable) BER/DER.
+    Asn1Error
+);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, Asn1Error> {
     Err(Asn1Error(msg.into()))

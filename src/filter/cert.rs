@@ -100,15 +100,10 @@ impl fmt::Debug for Cert {
     }
 }
 
-/// Why a certificate could not be parsed.
-#[derive(Debug, Clone)]
-pub struct CertError(pub String);
-
-impl fmt::Display for CertError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+asn1::message_error!(
+    /// Why a certificate could not be parsed.
+    CertError
+);
 
 impl From<asn1::Asn1Error> for CertError {
     fn from(e: asn1::Asn1Error) -> Self {

@@ -38,17 +38,10 @@ pub const MAX_ENTRIES: usize = 8_000_000;
 pub const REASON_CERTIFICATE_HOLD: u8 = 6;
 pub const REASON_REMOVE_FROM_CRL: u8 = 8;
 
-/// Why a CRL cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrlError(pub String);
-
-impl std::fmt::Display for CrlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CrlError {}
+asn1::message_error!(
+    /// Why a CRL cannot be read.
+    CrlError
+);
 
 impl From<asn1::Asn1Error> for CrlError {
     fn from(e: asn1::Asn1Error) -> Self {
@@ -78,8 +71,36 @@ pub struct IssuingDistributionPoint {
     pub uris: Vec<String>,
 }
 
-/// Issuer keys (DER SubjectPublicKeyInfo) a signature was checked against, with the outcome.
-pub type Checked = Mutex<Vec<(Vec<u8>, Result<(), String>)>>;
+/// Issuer keys (DER SubjectPublicKeyInfo) a signature was checked against, with the outcome:
+/// each CRL and OCSP response checks its signature once per issuer key.
+#[derive(Default)]
+pub struct Checked(Mutex<Vec<KeyOutcome>>);
+
+/// An issuer key (DER SubjectPublicKeyInfo) and what checking a signature with it gave.
+type KeyOutcome = (Vec<u8>, Result<(), String>);
+
+impl Checked {
+    /// The outcome remembered for `issuer`'s key, else that of `check` (remembered for up to
+    /// 16 keys).
+    pub fn outcome(
+        &self,
+        issuer: &Cert,
+        check: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), String> {
+        if let Ok(done) = self.0.lock() {
+            if let Some((_, r)) = done.iter().find(|(k, _)| *k == issuer.spki) {
+                return r.clone();
+            }
+        }
+        let r = check();
+        if let Ok(mut done) = self.0.lock() {
+            if done.len() < 16 {
+                done.push((issuer.spki.clone(), r.clone()));
+            }
+        }
+        r
+    }
+}
 
 /// One revoked certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +244,7 @@ impl Crl {
             freshest: Vec::new(),
             unusable: None,
             index: Vec::new(),
-            checked: Mutex::new(Vec::new()),
+            checked: Checked::default(),
             raw: Vec::new(),
         };
         if let Some(exts) = exts {
@@ -433,18 +454,8 @@ impl Crl {
     /// (through the same algorithm dispatch as certificates: RSA, ECDSA, GOST). The answer is
     /// remembered per issuer key.
     pub fn verify_signature(&self, issuer: &Cert) -> Result<(), String> {
-        if let Ok(done) = self.checked.lock() {
-            if let Some((_, r)) = done.iter().find(|(k, _)| *k == issuer.spki) {
-                return r.clone();
-            }
-        }
-        let r = self.verify_uncached(issuer);
-        if let Ok(mut done) = self.checked.lock() {
-            if done.len() < 16 {
-                done.push((issuer.spki.clone(), r.clone()));
-            }
-        }
-        r
+        self.checked
+            .outcome(issuer, || self.verify_uncached(issuer))
     }
 
     fn verify_uncached(&self, issuer: &Cert) -> Result<(), String> {

@@ -14,8 +14,6 @@
 //! When a response speaks for which instant is decided by the caller from `thisUpdate` /
 //! `nextUpdate` ([`super::revocation`]).
 
-use std::sync::Mutex;
-
 use super::algo::{self, AlgId, Digest};
 use super::asn1::{self, Tlv};
 use super::cert::{self, Cert};
@@ -31,17 +29,10 @@ pub const MAX_RESPONSE_SIZE: usize = 1 << 20;
 /// Most SingleResponses / certificates examined in one response.
 const MAX_ITEMS: usize = 64;
 
-/// Why a response cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OcspError(pub String);
-
-impl std::fmt::Display for OcspError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for OcspError {}
+asn1::message_error!(
+    /// Why a response cannot be used.
+    OcspError
+);
 
 impl From<asn1::Asn1Error> for OcspError {
     fn from(e: asn1::Asn1Error) -> Self {
@@ -333,7 +324,7 @@ pub fn parse_basic(der: &[u8]) -> Result<BasicResponse, OcspError> {
         produced_at,
         responses,
         nonce,
-        checked: Mutex::new(Vec::new()),
+        checked: Checked::default(),
         raw,
     })
 }
@@ -415,18 +406,8 @@ impl BasicResponse {
     /// or by a delegated responder the issuer certified (see the module comment). Remembered per
     /// issuer key.
     pub fn verify(&self, issuer: &Cert) -> Result<(), String> {
-        if let Ok(done) = self.checked.lock() {
-            if let Some((_, r)) = done.iter().find(|(k, _)| *k == issuer.spki) {
-                return r.clone();
-            }
-        }
-        let r = self.verify_uncached(issuer);
-        if let Ok(mut done) = self.checked.lock() {
-            if done.len() < 16 {
-                done.push((issuer.spki.clone(), r.clone()));
-            }
-        }
-        r
+        self.checked
+            .outcome(issuer, || self.verify_uncached(issuer))
     }
 
     fn verify_uncached(&self, issuer: &Cert) -> Result<(), String> {

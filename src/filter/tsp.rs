@@ -31,17 +31,10 @@ pub const EKU_TIME_STAMPING: &str = "1.3.6.1.5.5.7.3.8";
 /// How far a token's genTime may lie after the arrival time (clocks differ).
 pub const CLOCK_SKEW: i64 = 300;
 
-/// Why a token is not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TspError(pub String);
-
-impl std::fmt::Display for TspError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TspError {}
+asn1::message_error!(
+    /// Why a token is not accepted.
+    TspError
+);
 
 fn bad<T>(msg: impl Into<String>) -> Result<T, TspError> {
     Err(TspError(msg.into()))
