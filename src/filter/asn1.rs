@@ -146,6 +146,25 @@ impl<'a> Reader<'a> {
             _ => Ok(None),
         }
     }
+
+    /// A `BOOLEAN DEFAULT FALSE`: the next element if it is a BOOLEAN (any non-zero octet is
+    /// true), else false.
+    pub fn optional_bool(&mut self) -> Result<bool, Asn1Error> {
+        Ok(self
+            .optional(TAG_BOOLEAN)?
+            .is_some_and(|b| b.value.first().is_some_and(|&v| v != 0)))
+    }
+}
+
+/// Offset of `inner` within `outer` (both slices of the same buffer).
+pub fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
+    (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize)
+}
+
+/// Byte range `(start, end)` of `inner` within `outer` (both slices of the same buffer).
+pub fn range_in(outer: &[u8], inner: &[u8]) -> (usize, usize) {
+    let start = offset_in(outer, inner);
+    (start, start + inner.len())
 }
 
 /// Parses all elements of `data` (DER, definite lengths).

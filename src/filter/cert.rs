@@ -118,14 +118,13 @@ impl Cert {
         if outer.tag != asn1::TAG_SEQUENCE {
             return Err(CertError("certificate is not a SEQUENCE".into()));
         }
-        let mut r = outer.reader();
-        let tbs = r.expect(asn1::TAG_SEQUENCE, "tbsCertificate")?;
-        let sig_alg = AlgId::from_tlv(&r.expect(asn1::TAG_SEQUENCE, "signatureAlgorithm")?)?;
-        let sig = r.expect(asn1::TAG_BIT_STRING, "signatureValue")?;
-        let signature = match sig.value.split_first() {
-            Some((0, rest)) => rest.to_vec(),
-            _ => return Err(CertError("signature BIT STRING has unused bits".into())),
-        };
+        let Signed {
+            tbs,
+            sig_alg,
+            signature,
+        } = read_signed(&mut outer.reader(), "tbsCertificate", "signatureValue")?;
+        let signature =
+            signature.ok_or_else(|| CertError("signature BIT STRING has unused bits".into()))?;
 
         let mut t = tbs.reader();
         let version = match t.optional(0xA0)? {
@@ -183,22 +182,17 @@ impl Cert {
     }
 
     fn extension(&mut self, ext: &Tlv<'_>) -> Result<(), CertError> {
-        let mut r = ext.reader();
-        let oid = asn1::read_oid(&r.next_tlv()?)?;
-        let critical = match r.optional(asn1::TAG_BOOLEAN)? {
-            Some(b) => b.value.first().is_some_and(|&v| v != 0),
-            None => false,
-        };
-        let value = r.expect(asn1::TAG_OCTET_STRING, "extnValue")?.value;
+        let Extension {
+            oid,
+            critical,
+            value,
+        } = read_extension(ext)?;
         let bad = |what: &str| CertError(format!("bad {what} extension"));
         match oid.as_str() {
             "2.5.29.19" => {
                 let seq = asn1::parse_one(value)?;
                 let mut s = seq.reader();
-                let ca = match s.optional(asn1::TAG_BOOLEAN)? {
-                    Some(b) => b.value.first().is_some_and(|&v| v != 0),
-                    None => false,
-                };
+                let ca = s.optional_bool()?;
                 let path_len = match s.optional(asn1::TAG_INTEGER)? {
                     Some(i) => Some(asn1::small_uint(&i)?),
                     None => None,
@@ -301,6 +295,64 @@ impl Cert {
             .map(|cn| format!("\"{cn}\""))
             .unwrap_or_else(|| self.subject_string())
     }
+}
+
+/// The fields of a signed structure (Certificate, CertificateList, BasicOCSPResponse):
+/// `SEQUENCE { tbs, signatureAlgorithm, signature BIT STRING, ... }`.
+pub struct Signed<'a> {
+    /// The element the signature covers.
+    pub tbs: Tlv<'a>,
+    pub sig_alg: AlgId,
+    /// The signature bits; None when the BIT STRING has unused bits.
+    pub signature: Option<Vec<u8>>,
+}
+
+/// Reads the TBS element (named `tbs` in errors), the signatureAlgorithm and the signature
+/// BIT STRING (named `sig`) from `r`.
+pub fn read_signed<'a>(
+    r: &mut asn1::Reader<'a>,
+    tbs: &str,
+    sig: &str,
+) -> Result<Signed<'a>, asn1::Asn1Error> {
+    let tbs = r.expect(asn1::TAG_SEQUENCE, tbs)?;
+    let sig_alg = AlgId::from_tlv(&r.expect(asn1::TAG_SEQUENCE, "signatureAlgorithm")?)?;
+    let bits = r.expect(asn1::TAG_BIT_STRING, sig)?;
+    let signature = match bits.value.split_first() {
+        Some((0, rest)) => Some(rest.to_vec()),
+        _ => None,
+    };
+    Ok(Signed {
+        tbs,
+        sig_alg,
+        signature,
+    })
+}
+
+/// One Extension (RFC 5280 §4.1): extnID, critical (DEFAULT FALSE) and the contents of
+/// extnValue.
+pub struct Extension<'a> {
+    pub oid: String,
+    pub critical: bool,
+    pub value: &'a [u8],
+}
+
+/// Reads the extnID and the critical flag of an Extension, leaving `r` at extnValue.
+pub fn extension_head(r: &mut asn1::Reader<'_>) -> Result<(String, bool), asn1::Asn1Error> {
+    let oid = asn1::read_oid(&r.next_tlv()?)?;
+    let critical = r.optional_bool()?;
+    Ok((oid, critical))
+}
+
+/// Reads one Extension.
+pub fn read_extension<'a>(ext: &Tlv<'a>) -> Result<Extension<'a>, asn1::Asn1Error> {
+    let mut r = ext.reader();
+    let (oid, critical) = extension_head(&mut r)?;
+    let value = r.expect(asn1::TAG_OCTET_STRING, "extnValue")?.value;
+    Ok(Extension {
+        oid,
+        critical,
+        value,
+    })
 }
 
 /// Parses a DER Name into RDNs (DER order).

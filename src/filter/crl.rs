@@ -172,11 +172,6 @@ fn cmp_serial(a: &[u8], b: &[u8]) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
-/// Offset of `inner` within `outer` (both slices of the same buffer).
-fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
-    (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize)
-}
-
 impl Crl {
     /// Parses one DER CRL (exactly; trailing bytes are an error).
     pub fn from_der(der: &[u8]) -> Result<Crl, CrlError> {
@@ -189,20 +184,18 @@ impl Crl {
             return bad("CRL is not a SEQUENCE");
         }
         let mut r = outer.reader();
-        let tbs = r.expect(asn1::TAG_SEQUENCE, "tbsCertList")?;
-        let sig_alg = AlgId::from_tlv(&r.expect(asn1::TAG_SEQUENCE, "signatureAlgorithm")?)?;
-        let sig = r.expect(asn1::TAG_BIT_STRING, "signatureValue")?;
-        let signature = match sig.value.split_first() {
-            Some((0, rest)) => rest.to_vec(),
-            _ => return bad("CRL signature BIT STRING has unused bits"),
+        let cert::Signed {
+            tbs,
+            sig_alg,
+            signature,
+        } = cert::read_signed(&mut r, "tbsCertList", "signatureValue")?;
+        let Some(signature) = signature else {
+            return bad("CRL signature BIT STRING has unused bits");
         };
         if !r.is_empty() {
             return bad("trailing data in CertificateList");
         }
-        let tbs_range = (
-            offset_in(&raw, tbs.raw),
-            offset_in(&raw, tbs.raw) + tbs.raw.len(),
-        );
+        let tbs_range = asn1::range_in(&raw, tbs.raw);
 
         let mut t = tbs.reader();
         if let Some(v) = t.optional(asn1::TAG_INTEGER)? {
@@ -299,13 +292,11 @@ impl Crl {
     }
 
     fn extension(&mut self, ext: &Tlv<'_>) -> Result<(), CrlError> {
-        let mut r = ext.reader();
-        let oid = asn1::read_oid(&r.next_tlv()?)?;
-        let critical = match r.optional(asn1::TAG_BOOLEAN)? {
-            Some(b) => b.value.first().is_some_and(|&v| v != 0),
-            None => false,
-        };
-        let value = r.expect(asn1::TAG_OCTET_STRING, "extnValue")?.value;
+        let cert::Extension {
+            oid,
+            critical,
+            value,
+        } = cert::read_extension(ext)?;
         match oid.as_str() {
             // cRLNumber
             "2.5.29.20" => {
@@ -513,12 +504,7 @@ fn index_entries(raw: &[u8], list: &Tlv<'_>) -> Result<(Vec<u32>, Option<String>
         asn1::read_time(&date)?;
         if let Some(exts) = er.optional(asn1::TAG_SEQUENCE)? {
             for ext in exts.children()? {
-                let mut xr = ext.reader();
-                let oid = asn1::read_oid(&xr.next_tlv()?)?;
-                let critical = match xr.optional(asn1::TAG_BOOLEAN)? {
-                    Some(b) => b.value.first().is_some_and(|&v| v != 0),
-                    None => false,
-                };
+                let (oid, critical) = cert::extension_head(&mut ext.reader())?;
                 match oid.as_str() {
                     "2.5.29.21" | "2.5.29.24" => {}
                     // certificateIssuer: the entry belongs to another CA (indirect CRL).
@@ -539,7 +525,7 @@ fn index_entries(raw: &[u8], list: &Tlv<'_>) -> Result<(Vec<u32>, Option<String>
         if serial.value.first().is_some_and(|&b| b & 0x80 != 0) {
             continue; // negative serial: never a real certificate's
         }
-        let off = offset_in(raw, e.raw);
+        let off = asn1::offset_in(raw, e.raw);
         let off = u32::try_from(off).map_err(|_| CrlError("CRL too large".into()))?;
         index.push(off);
     }
@@ -579,10 +565,7 @@ fn parse_entry(raw: &[u8], off: u32) -> Result<Entry, CrlError> {
     };
     if let Some(exts) = er.optional(asn1::TAG_SEQUENCE)? {
         for ext in exts.children()? {
-            let mut xr = ext.reader();
-            let oid = asn1::read_oid(&xr.next_tlv()?)?;
-            xr.optional(asn1::TAG_BOOLEAN)?;
-            let value = xr.expect(asn1::TAG_OCTET_STRING, "extnValue")?.value;
+            let cert::Extension { oid, value, .. } = cert::read_extension(&ext)?;
             match oid.as_str() {
                 "2.5.29.21" => {
                     let v = asn1::parse_one(value)?;

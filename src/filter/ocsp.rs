@@ -149,10 +149,6 @@ fn status_name(code: u8) -> &'static str {
     }
 }
 
-fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
-    (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize)
-}
-
 /// The subjectPublicKey bits of a certificate (the BIT STRING contents after the unused-bits
 /// octet): what CertID's issuerKeyHash covers.
 pub fn public_key_bits(cert: &Cert) -> Option<Vec<u8>> {
@@ -253,12 +249,13 @@ pub fn parse_basic(der: &[u8]) -> Result<BasicResponse, OcspError> {
         return bad("BasicOCSPResponse is not a SEQUENCE");
     }
     let mut r = outer.reader();
-    let tbs = r.expect(asn1::TAG_SEQUENCE, "tbsResponseData")?;
-    let sig_alg = AlgId::from_tlv(&r.expect(asn1::TAG_SEQUENCE, "signatureAlgorithm")?)?;
-    let sig = r.expect(asn1::TAG_BIT_STRING, "signature")?;
-    let signature = match sig.value.split_first() {
-        Some((0, rest)) => rest.to_vec(),
-        _ => return bad("OCSP signature BIT STRING has unused bits"),
+    let cert::Signed {
+        tbs,
+        sig_alg,
+        signature,
+    } = cert::read_signed(&mut r, "tbsResponseData", "signature")?;
+    let Some(signature) = signature else {
+        return bad("OCSP signature BIT STRING has unused bits");
     };
     let mut certs = Vec::new();
     if let Some(c) = r.optional(0xA0)? {
@@ -270,10 +267,7 @@ pub fn parse_basic(der: &[u8]) -> Result<BasicResponse, OcspError> {
             }
         }
     }
-    let tbs_range = (
-        offset_in(&raw, tbs.raw),
-        offset_in(&raw, tbs.raw) + tbs.raw.len(),
-    );
+    let tbs_range = asn1::range_in(&raw, tbs.raw);
 
     let mut t = tbs.reader();
     if let Some(v) = t.optional(0xA0)? {
@@ -301,13 +295,11 @@ pub fn parse_basic(der: &[u8]) -> Result<BasicResponse, OcspError> {
     if let Some(exts) = t.optional(0xA1)? {
         let seq = asn1::parse_one(exts.value)?;
         for ext in seq.children()? {
-            let mut xr = ext.reader();
-            let oid = asn1::read_oid(&xr.next_tlv()?)?;
-            let critical = match xr.optional(asn1::TAG_BOOLEAN)? {
-                Some(b) => b.value.first().is_some_and(|&v| v != 0),
-                None => false,
-            };
-            let value = xr.expect(asn1::TAG_OCTET_STRING, "extnValue")?.value;
+            let cert::Extension {
+                oid,
+                critical,
+                value,
+            } = cert::read_extension(&ext)?;
             if oid == OID_OCSP_NONCE {
                 nonce = Some(value.to_vec());
             } else if critical {

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use super::asn1;
-use super::cert::Cert;
+use super::cert::{self, Cert};
 use super::chain::{RevocationSource, RevocationStatus};
 use super::cms::SignedData;
 use super::crl::{self, Crl, REASON_CERTIFICATE_HOLD, REASON_REMOVE_FROM_CRL};
@@ -427,13 +427,8 @@ fn extensions(tbs: &[u8]) -> Vec<(String, &[u8])> {
         return out;
     };
     for ext in seq.children().unwrap_or_default() {
-        let mut r = ext.reader();
-        let Some(oid) = r.next_tlv().ok().and_then(|o| asn1::read_oid(&o).ok()) else {
-            continue;
-        };
-        let _ = r.optional(asn1::TAG_BOOLEAN);
-        if let Ok(v) = r.expect(asn1::TAG_OCTET_STRING, "extnValue") {
-            out.push((oid, v.value));
+        if let Ok(e) = cert::read_extension(&ext) {
+            out.push((e.oid, e.value));
         }
     }
     out
