@@ -488,34 +488,13 @@ fn escape_value(v: &str, ascii_only: bool, out: &mut String) {
 
 /// Reads every certificate from PEM text (several `CERTIFICATE` blocks) or one DER certificate.
 pub fn certs_from_pem_or_der(data: &[u8]) -> Result<Vec<Cert>, CertError> {
-    if data.first() == Some(&asn1::TAG_SEQUENCE) {
-        return Ok(vec![Cert::from_der(data)?]);
-    }
-    let text = String::from_utf8_lossy(data);
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + 11..];
-        let Some(label_end) = after.find("-----") else {
-            break;
-        };
-        let label = &after[..label_end];
-        let body = &after[label_end + 5..];
-        let end_marker = format!("-----END {label}-----");
-        let Some(end) = body.find(&end_marker) else {
-            return Err(CertError(format!("PEM block {label} without its END line")));
-        };
-        if label == "CERTIFICATE" || label == "X509 CERTIFICATE" || label == "TRUSTED CERTIFICATE" {
-            let der = super::cms::base64_lenient(&body[..end])
-                .ok_or_else(|| CertError("bad base64 in PEM".into()))?;
-            out.push(Cert::from_der(&der)?);
-        }
-        rest = &body[end + end_marker.len()..];
-    }
-    if out.is_empty() {
-        return Err(CertError("no certificate (PEM or DER) found".into()));
-    }
-    Ok(out)
+    super::cms::pem_or_der(
+        data,
+        &["CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"],
+        "certificate",
+        Cert::from_der,
+        CertError,
+    )
 }
 
 /// Fixtures shared by the unit tests of the filter modules: the NCA test PKI files.

@@ -92,6 +92,80 @@ pub fn base64_lenient(text: &str) -> Option<Vec<u8>> {
     engine.decode(cleaned).ok()
 }
 
+/// One `-----BEGIN label-----` block of PEM text (RFC 7468).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PemBlock<'a> {
+    pub label: &'a str,
+    /// The text between the BEGIN and END lines; None when the END line is missing (the
+    /// last block then).
+    pub body: Option<&'a str>,
+}
+
+/// The PEM blocks of `text`, in order (text outside blocks is ignored).
+pub fn pem_blocks(text: &str) -> PemBlocks<'_> {
+    PemBlocks { rest: Some(text) }
+}
+
+/// Iterator of [`pem_blocks`].
+pub struct PemBlocks<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for PemBlocks<'a> {
+    type Item = PemBlock<'a>;
+
+    fn next(&mut self) -> Option<PemBlock<'a>> {
+        const BEGIN: &str = "-----BEGIN ";
+        let rest = self.rest.take()?;
+        let after = &rest[rest.find(BEGIN)? + BEGIN.len()..];
+        let label_end = after.find("-----")?;
+        let label = &after[..label_end];
+        let body = &after[label_end + 5..];
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = body.find(&end_marker) else {
+            return Some(PemBlock { label, body: None });
+        };
+        self.rest = Some(&body[end + end_marker.len()..]);
+        Some(PemBlock {
+            label,
+            body: Some(&body[..end]),
+        })
+    }
+}
+
+/// Objects read from one DER object (`data` starts with a SEQUENCE) or from every PEM block of
+/// `data` labelled with one of `labels`; `what` names the object in the error when there is
+/// none. A PEM block without its END line, or with bad base64, is an error (`err`).
+pub fn pem_or_der<T, E>(
+    data: &[u8],
+    labels: &[&str],
+    what: &str,
+    from_der: impl Fn(&[u8]) -> Result<T, E>,
+    err: impl Fn(String) -> E,
+) -> Result<Vec<T>, E> {
+    if data.first() == Some(&asn1::TAG_SEQUENCE) {
+        return Ok(vec![from_der(data)?]);
+    }
+    let text = String::from_utf8_lossy(data);
+    let mut out = Vec::new();
+    for block in pem_blocks(&text) {
+        let Some(body) = block.body else {
+            return Err(err(format!(
+                "PEM block {} without its END line",
+                block.label
+            )));
+        };
+        if labels.contains(&block.label) {
+            let der = base64_lenient(body).ok_or_else(|| err("bad base64 in PEM".into()))?;
+            out.push(from_der(&der)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(err(format!("no {what} (PEM or DER) found")));
+    }
+    Ok(out)
+}
+
 fn is_base64_text(data: &[u8]) -> bool {
     !data.is_empty()
         && data.iter().all(|&b| {
@@ -152,32 +226,19 @@ pub fn decode_input(data: &[u8]) -> Result<Vec<u8>, String> {
     }
     if d.starts_with(b"-----BEGIN ") {
         let text = String::from_utf8_lossy(d);
-        let mut rest = text.as_ref();
-        while let Some(start) = rest.find("-----BEGIN ") {
-            let after = &rest[start + 11..];
-            let Some(label_end) = after.find("-----") else {
-                break;
-            };
-            let label = &after[..label_end];
-            let body = &after[label_end + 5..];
-            let end_marker = format!("-----END {label}-----");
-            let end = body.find(&end_marker);
+        for PemBlock { label, body } in pem_blocks(&text) {
             if matches!(label, "PKCS7" | "CMS" | "PKCS #7 SIGNED DATA") {
-                let Some(end) = end else {
+                let Some(body) = body else {
                     return Err(format!("PEM block {label} without its END line"));
                 };
                 // Skip RFC 1421 header lines ("Name: value") if any.
-                let b64: String = body[..end]
+                let b64: String = body
                     .lines()
                     .filter(|l| !l.contains(':'))
                     .collect::<Vec<_>>()
                     .join("");
                 return base64_lenient(&b64).ok_or_else(|| "bad base64 in PEM".to_string());
             }
-            rest = match end {
-                Some(e) => &body[e + end_marker.len()..],
-                None => break,
-            };
         }
         return Err("no PKCS7 or CMS block in the PEM text".into());
     }
@@ -392,6 +453,48 @@ fn parse_signer_info(t: &Tlv<'_>) -> Result<SignerInfo, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pem_blocks_and_pem_or_der() {
+        let text = "junk\n-----BEGIN A-----\nQQ==\n-----END A-----\n-----BEGIN B-----\nQg\n\
+                    -----END B-----\n-----BEGIN C-----\nQw==\n";
+        let blocks: Vec<PemBlock<'_>> = pem_blocks(text).collect();
+        assert_eq!(
+            blocks,
+            [
+                PemBlock {
+                    label: "A",
+                    body: Some("\nQQ==\n")
+                },
+                PemBlock {
+                    label: "B",
+                    body: Some("\nQg\n")
+                },
+                PemBlock {
+                    label: "C",
+                    body: None
+                },
+            ]
+        );
+        let read = |data: &[u8], labels: &[&str]| {
+            pem_or_der(data, labels, "thing", |d| Ok(d.to_vec()), |e| e)
+        };
+        let two = text.rsplit_once("-----BEGIN C").unwrap().0.as_bytes();
+        assert_eq!(
+            read(two, &["A", "B"]),
+            Ok(vec![b"A".to_vec(), b"B".to_vec()])
+        );
+        assert_eq!(read(two, &["B"]), Ok(vec![b"B".to_vec()]));
+        assert_eq!(
+            read(two, &["X"]),
+            Err("no thing (PEM or DER) found".to_string())
+        );
+        assert_eq!(
+            read(text.as_bytes(), &["A"]),
+            Err("PEM block C without its END line".to_string())
+        );
+        assert_eq!(read(&[0x30, 0], &["A"]), Ok(vec![vec![0x30, 0]]));
+    }
 
     #[test]
     fn sniffing() {

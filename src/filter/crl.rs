@@ -260,35 +260,7 @@ impl Crl {
     /// Parses every CRL in PEM text (`X509 CRL` blocks) or one DER CRL.
     pub fn parse_any(data: &[u8]) -> Result<Vec<Crl>, CrlError> {
         let skip = data.iter().take_while(|b| b.is_ascii_whitespace()).count();
-        let data = &data[skip..];
-        if data.first() == Some(&asn1::TAG_SEQUENCE) {
-            return Ok(vec![Crl::from_der(data)?]);
-        }
-        let text = String::from_utf8_lossy(data);
-        let mut out = Vec::new();
-        let mut rest = text.as_ref();
-        while let Some(start) = rest.find("-----BEGIN ") {
-            let after = &rest[start + 11..];
-            let Some(label_end) = after.find("-----") else {
-                break;
-            };
-            let label = &after[..label_end];
-            let body = &after[label_end + 5..];
-            let end_marker = format!("-----END {label}-----");
-            let Some(end) = body.find(&end_marker) else {
-                return bad(format!("PEM block {label} without its END line"));
-            };
-            if label == "X509 CRL" {
-                let der = super::cms::base64_lenient(&body[..end])
-                    .ok_or_else(|| CrlError("bad base64 in PEM".into()))?;
-                out.push(Crl::from_der(&der)?);
-            }
-            rest = &body[end + end_marker.len()..];
-        }
-        if out.is_empty() {
-            return bad("no CRL (PEM or DER) found");
-        }
-        Ok(out)
+        super::cms::pem_or_der(&data[skip..], &["X509 CRL"], "CRL", Crl::from_der, CrlError)
     }
 
     fn extension(&mut self, ext: &Tlv<'_>) -> Result<(), CrlError> {
