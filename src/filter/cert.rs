@@ -256,6 +256,14 @@ impl Cert {
         Ok(())
     }
 
+    /// Checks the signature on this certificate with the key `issuer_spki` (DER
+    /// SubjectPublicKeyInfo), through the algorithm dispatch of [`super::algo`] (RSA, ECDSA,
+    /// GOST).
+    pub fn signed_with(&self, issuer_spki: &[u8]) -> Result<(), super::algo::AlgError> {
+        let scheme = super::algo::scheme_for_cert(&self.sig_alg)?;
+        super::algo::verify(&scheme, issuer_spki, &self.tbs, &self.signature)
+    }
+
     /// Subject name equals issuer name (DER-equal): a self-issued certificate.
     pub fn is_self_issued(&self) -> bool {
         self.subject == self.issuer

@@ -422,9 +422,7 @@ impl BasicResponse {
             {
                 continue;
             }
-            let issued = algo::scheme_for_cert(&c.sig_alg)
-                .and_then(|s| algo::verify(&s, &issuer.spki, &c.tbs, &c.signature));
-            if issued.is_err() {
+            if c.signed_with(&issuer.spki).is_err() {
                 continue;
             }
             if self.produced_at < c.not_before || self.produced_at > c.not_after {
