@@ -22,7 +22,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::algo::{self, AlgError};
+use super::algo::AlgError;
 use super::cert::{certs_from_pem_or_der, Cert, KU_KEY_CERT_SIGN};
 
 /// Longest path (signer included).
@@ -235,9 +235,7 @@ impl<'a> Search<'a> {
                 return None;
             }
             self.budget -= 1;
-            let checked = algo::scheme_for_cert(&cur.sig_alg)
-                .and_then(|s| algo::verify(&s, &cand.spki, &cur.tbs, &cur.signature));
-            match checked {
+            match cur.signed_with(&cand.spki) {
                 Ok(()) => {}
                 Err(AlgError::Unsupported(what)) => {
                     self.record(ChainError::Unsupported(format!(
