@@ -29,6 +29,11 @@ use super::{Result, StoreError};
 /// Bodies larger than this go to files: all of them (see the module docs for why).
 pub(crate) const INLINE_MAX: usize = 0;
 
+/// Whether a body of `len` bytes is kept as a file (else inline in the `blobs` tree).
+pub(crate) fn is_file(len: usize) -> bool {
+    len > INLINE_MAX
+}
+
 pub(crate) struct Files {
     dir: PathBuf,
     /// Ids whose last reference is gone; unlinked after the next durable flush.
@@ -49,7 +54,20 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl Files {
     pub(crate) fn open(store_dir: &Path) -> Result<Files> {
         let dir = store_dir.join("messages");
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        // All 256 fan-out directories exist (and are durable) before any body is written, so
+        // writing a body never has to look for or create its directory.
+        let mut created = false;
+        for i in 0..=0xffu64 {
+            let sub = dir.join(format!("{i:02x}"));
+            if !sub.is_dir() {
+                std::fs::create_dir_all(&sub).map_err(|e| io_err("creating", &sub, e))?;
+                created = true;
+            }
+        }
+        if created {
+            sync_dir(&dir)?;
+            sync_dir(store_dir)?;
+        }
         Ok(Files {
             dir,
             doomed: Mutex::new(Vec::new()),
@@ -62,14 +80,35 @@ impl Files {
             .join(format!("{id:016x}"))
     }
 
-    /// Writes a new body file and makes it durable (data, then its directory entry).
-    pub(crate) fn write(&self, id: u64, bytes: &[u8]) -> Result<()> {
+    /// Writes the bodies that are kept as files ([`is_file`]), each durable (data, then its
+    /// directory entry), before the transaction that references them. On an error, the ones
+    /// already written are removed again.
+    pub(crate) fn write_all(&self, bodies: &[(u64, &[u8])]) -> Result<()> {
+        for (i, (id, bytes)) in bodies.iter().enumerate() {
+            if !is_file(bytes.len()) {
+                continue;
+            }
+            if let Err(e) = self.write(*id, bytes) {
+                self.remove_unreferenced(&bodies[..i]);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the files [`Files::write_all`] wrote for a transaction that did not commit.
+    pub(crate) fn remove_unreferenced(&self, bodies: &[(u64, &[u8])]) {
+        for (id, bytes) in bodies {
+            if is_file(bytes.len()) {
+                let _ = std::fs::remove_file(self.path(*id));
+            }
+        }
+    }
+
+    /// Writes one new body file and makes it durable (data, then its directory entry).
+    fn write(&self, id: u64, bytes: &[u8]) -> Result<()> {
         let path = self.path(id);
         let parent = path.parent().unwrap_or(&self.dir);
-        if !parent.exists() {
-            std::fs::create_dir_all(parent).map_err(|e| io_err("creating", parent, e))?;
-            sync_dir(&self.dir)?;
-        }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -93,11 +132,6 @@ impl Files {
             )));
         }
         Ok(data)
-    }
-
-    /// Removes a file no transaction references (one written for a transaction that failed).
-    pub(crate) fn remove_unreferenced(&self, id: u64) {
-        let _ = std::fs::remove_file(self.path(id));
     }
 
     /// Queues files whose last reference a committed transaction removed.
@@ -223,7 +257,7 @@ mod tests {
             let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
             s.append(inbox.id, &big(INLINE_MAX * 3), &[], 0).unwrap();
             // What a crash between writing a file and committing its transaction leaves.
-            s.files.write(999_999, b"half a message").unwrap();
+            s.files.write_all(&[(999_999, b"half a message")]).unwrap();
             s.flush_sync().unwrap();
             assert_eq!(files_in(dir.path()).len(), 2);
         }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::files::INLINE_MAX;
+use super::files::is_file;
 use super::queue::QueueRecord;
 use super::{dec, enc, key2, mailbox::MailboxMeta, read_u64, u64_key, Result, Store, StoreError};
 
@@ -81,14 +81,14 @@ impl AsRef<[u8]> for Blob {
 }
 
 /// Stores a body inside a transaction: inline in `blobs`, or as the length in `blob_files`
-/// when [`Store::write_body`] put it in a file.
+/// when [`Files::write_all`](super::files::Files::write_all) put it in a file.
 pub(super) fn put_body(
     blobs: &TransactionalTree,
     blob_files: &TransactionalTree,
     blob_id: u64,
     raw: &[u8],
 ) -> TxResult<()> {
-    if raw.len() > INLINE_MAX {
+    if is_file(raw.len()) {
         blob_files.insert(&u64_key(blob_id), &(raw.len() as u64).to_be_bytes())?;
     } else {
         blobs.insert(&u64_key(blob_id), raw)?;
@@ -231,15 +231,6 @@ impl Store {
         }
     }
 
-    /// Puts a large body in its file, durably, before the transaction that references it
-    /// (`files.rs`). Small bodies go inline in the transaction itself.
-    pub(super) fn write_body(&self, blob_id: u64, raw: &[u8]) -> Result<()> {
-        if raw.len() > INLINE_MAX {
-            self.files.write(blob_id, raw)?;
-        }
-        Ok(())
-    }
-
     /// Derived data cached for a blob (e.g. IMAP's parsed MIME structure). Not durable on purpose:
     /// it can always be recomputed from the blob.
     pub fn blob_cache(&self, blob_id: u64) -> Result<Option<Vec<u8>>> {
@@ -288,22 +279,15 @@ impl Store {
             }
             None => None,
         };
-        // Large bodies first, durably, so a committed reference always has its file.
-        let mut written = Vec::new();
-        let mut write = |id: u64, bytes: &[u8]| -> Result<()> {
-            self.write_body(id, bytes)?;
-            if bytes.len() > INLINE_MAX {
-                written.push(id);
-            }
-            Ok(())
-        };
-        let mut wrote = Ok(());
+        // Body files first, durably, so a committed reference always has its file.
+        let mut bodies: Vec<(u64, &[u8])> = Vec::new();
         if !targets.is_empty() {
-            wrote = write(blob_id, raw);
+            bodies.push((blob_id, raw));
         }
-        if let (Ok(()), Some((q, bytes))) = (&wrote, &queued) {
-            wrote = write(q.blob_id, bytes);
+        if let Some((q, bytes)) = &queued {
+            bodies.push((q.blob_id, bytes));
         }
+        self.files.write_all(&bodies)?;
         let t = &self.t;
         let trees = (
             &t.mailboxes,
@@ -314,42 +298,36 @@ impl Store {
             &t.queue,
             &t.queue_due,
         );
-        let out = wrote.and_then(|()| {
-            Ok(
-                trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due)| {
-                    let mut out = Vec::with_capacity(targets.len());
-                    if !targets.is_empty() {
-                        put_body(blobs, files, blob_id, raw)?;
-                        add_ref(refs, blob_id, targets.len() as i64)?;
-                        for (mailbox_id, flags) in &targets {
-                            out.push(insert_message(
-                                mbs,
-                                msgs,
-                                *mailbox_id,
-                                blob_id,
-                                size,
-                                internal_date,
-                                flags,
-                            )?);
-                        }
-                    }
-                    if let Some((q, bytes)) = &queued {
-                        put_body(blobs, files, q.blob_id, bytes)?;
-                        add_ref(refs, q.blob_id, 1)?;
-                        qt.insert(&u64_key(q.id), enc(q))?;
-                        due.insert(&super::queue::due_key(q.next_attempt, q.id), &[])?;
-                    }
-                    Ok(out)
-                })?,
-            )
+        let out = trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due)| {
+            let mut out = Vec::with_capacity(targets.len());
+            if !targets.is_empty() {
+                put_body(blobs, files, blob_id, raw)?;
+                add_ref(refs, blob_id, targets.len() as i64)?;
+                for (mailbox_id, flags) in &targets {
+                    out.push(insert_message(
+                        mbs,
+                        msgs,
+                        *mailbox_id,
+                        blob_id,
+                        size,
+                        internal_date,
+                        flags,
+                    )?);
+                }
+            }
+            if let Some((q, bytes)) = &queued {
+                put_body(blobs, files, q.blob_id, bytes)?;
+                add_ref(refs, q.blob_id, 1)?;
+                qt.insert(&u64_key(q.id), enc(q))?;
+                due.insert(&super::queue::due_key(q.next_attempt, q.id), &[])?;
+            }
+            Ok(out)
         });
         let out = match out {
             Ok(out) => out,
             Err(e) => {
-                for id in written {
-                    self.files.remove_unreferenced(id);
-                }
-                return Err(e);
+                self.files.remove_unreferenced(&bodies);
+                return Err(e.into());
             }
         };
         for a in &out {

@@ -238,14 +238,14 @@ impl Store {
             Some(Bounce::Local { keywords, .. }) => normalize_flags(keywords),
             _ => Vec::new(),
         };
-        // A large bounce body goes to its file, durably, before the transaction (files.rs).
-        let bounce_raw = match bounce {
-            Some(Bounce::Local { raw, .. }) | Some(Bounce::Queue { raw, .. }) => Some(raw),
-            None => None,
+        // A bounce body file first, durably, before the transaction (files.rs).
+        let bodies: Vec<(u64, &[u8])> = match bounce {
+            Some(Bounce::Local { raw, .. }) | Some(Bounce::Queue { raw, .. }) => {
+                vec![(bounce_blob, raw.as_slice())]
+            }
+            None => Vec::new(),
         };
-        if let Some(raw) = bounce_raw {
-            self.write_body(bounce_blob, raw)?;
-        }
+        self.files.write_all(&bodies)?;
         let t = &self.t;
         let trees = (
             &t.queue,
@@ -313,17 +313,13 @@ impl Store {
         let done = match done {
             Ok(d) => d,
             Err(e) => {
-                if bounce_raw.is_some() {
-                    self.files.remove_unreferenced(bounce_blob);
-                }
+                self.files.remove_unreferenced(&bodies);
                 return Err(e.into());
             }
         };
         match done {
             None => {
-                if bounce_raw.is_some() {
-                    self.files.remove_unreferenced(bounce_blob);
-                }
+                self.files.remove_unreferenced(&bodies);
                 Ok(false)
             }
             Some((appended, dead_file)) => {
