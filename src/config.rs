@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub imap: ImapSection,
     pub signatures: SignaturesSection,
     pub delivery: DeliverySection,
+    pub limits: LimitsSection,
     pub dkim: BTreeMap<String, DkimSection>,
 }
 
@@ -62,8 +63,10 @@ pub struct SmtpSection {
     pub submissions: Vec<String>,
     pub max_message_size: u64,
     pub max_recipients: usize,
-    /// Not in SPEC §3's list: simultaneous SMTP connections over all listeners (421 beyond it).
+    /// SPEC §8: simultaneous MX sessions (421 beyond it); submission has its own pool.
     pub max_connections: usize,
+    /// SPEC §8: simultaneous sessions on the submission ports (587 and 465 together).
+    pub max_submission_connections: usize,
     /// Not in SPEC §3's list: a session idle this long is closed (421 4.4.2).
     pub idle_timeout: String,
     /// Not in SPEC §3's list: a session older than this is closed after its current command.
@@ -79,6 +82,7 @@ impl Default for SmtpSection {
             max_message_size: 52_428_800,
             max_recipients: 100,
             max_connections: 512,
+            max_submission_connections: 512,
             idle_timeout: "5m".into(),
             session_timeout: "30m".into(),
         }
@@ -175,6 +179,37 @@ impl Default for DeliverySection {
     }
 }
 
+/// SPEC §8: limits against abuse.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub unauthenticated_per_ip: usize,
+    pub mx_per_ip: usize,
+    pub sessions_per_user_ip: usize,
+    pub login_timeout: String,
+    pub auth_failures: u32,
+    pub ban_time: String,
+    pub max_command_size: u64,
+    pub max_unauthenticated_command: u64,
+    pub min_password_length: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            unauthenticated_per_ip: 20,
+            mx_per_ip: 50,
+            sessions_per_user_ip: 20,
+            login_timeout: "60s".into(),
+            auth_failures: 10,
+            ban_time: "15m".into(),
+            max_command_size: 65536,
+            max_unauthenticated_command: 8192,
+            min_password_length: 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkimSection {
@@ -212,6 +247,7 @@ pub struct Config {
     pub imap: ImapConfig,
     pub signatures: SignaturesConfig,
     pub delivery: DeliveryConfig,
+    pub limits: LimitsConfig,
     /// DKIM keys by local domain (lower-case).
     pub dkim: BTreeMap<String, DkimConfig>,
 }
@@ -224,6 +260,7 @@ pub struct SmtpConfig {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_connections: usize,
+    pub max_submission_connections: usize,
     pub idle_timeout: Duration,
     pub session_timeout: Duration,
 }
@@ -261,6 +298,20 @@ pub struct DeliveryConfig {
     pub relay_password: Option<String>,
     pub require_tls: bool,
     pub concurrency: usize,
+}
+
+/// SPEC §8, validated (see [`LimitsSection`] for the keys).
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub unauthenticated_per_ip: usize,
+    pub mx_per_ip: usize,
+    pub sessions_per_user_ip: usize,
+    pub login_timeout: Duration,
+    pub auth_failures: u32,
+    pub ban_time: Duration,
+    pub max_command_size: u64,
+    pub max_unauthenticated_command: u64,
+    pub min_password_length: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -403,12 +454,17 @@ impl Config {
             max_message_size: f.smtp.max_message_size,
             max_recipients: f.smtp.max_recipients,
             max_connections: f.smtp.max_connections,
+            max_submission_connections: f.smtp.max_submission_connections,
             idle_timeout: dur("smtp.idle_timeout", &f.smtp.idle_timeout)?,
             session_timeout: dur("smtp.session_timeout", &f.smtp.session_timeout)?,
         };
         positive("smtp.max_message_size", smtp.max_message_size)?;
         positive("smtp.max_recipients", smtp.max_recipients as u64)?;
         positive("smtp.max_connections", smtp.max_connections as u64)?;
+        positive(
+            "smtp.max_submission_connections",
+            smtp.max_submission_connections as u64,
+        )?;
 
         let imap = ImapConfig {
             listen: addrs("imap.listen", &f.imap.listen)?,
@@ -528,6 +584,41 @@ impl Config {
             concurrency: d.concurrency,
         };
 
+        let l = &f.limits;
+        let limits = LimitsConfig {
+            unauthenticated_per_ip: l.unauthenticated_per_ip,
+            mx_per_ip: l.mx_per_ip,
+            sessions_per_user_ip: l.sessions_per_user_ip,
+            login_timeout: dur("limits.login_timeout", &l.login_timeout)?,
+            auth_failures: l.auth_failures,
+            ban_time: dur("limits.ban_time", &l.ban_time)?,
+            max_command_size: l.max_command_size,
+            max_unauthenticated_command: l.max_unauthenticated_command,
+            min_password_length: l.min_password_length,
+        };
+        positive(
+            "limits.unauthenticated_per_ip",
+            limits.unauthenticated_per_ip as u64,
+        )?;
+        positive("limits.mx_per_ip", limits.mx_per_ip as u64)?;
+        positive(
+            "limits.sessions_per_user_ip",
+            limits.sessions_per_user_ip as u64,
+        )?;
+        positive("limits.login_timeout", limits.login_timeout.as_secs())?;
+        positive("limits.auth_failures", limits.auth_failures as u64)?;
+        positive("limits.max_command_size", limits.max_command_size)?;
+        positive(
+            "limits.max_unauthenticated_command",
+            limits.max_unauthenticated_command,
+        )?;
+        if limits.max_unauthenticated_command > limits.max_command_size {
+            return Err(err(
+                "limits.max_unauthenticated_command",
+                "must not be larger than limits.max_command_size".into(),
+            ));
+        }
+
         let mut dkim = BTreeMap::new();
         for (domain, sec) in &f.dkim {
             let key = format!("dkim.\"{domain}\"");
@@ -561,6 +652,7 @@ impl Config {
             imap,
             signatures,
             delivery,
+            limits,
             dkim,
         })
     }

@@ -54,6 +54,9 @@ trust_dir = "{d}/trust"
 
 [delivery]
 #DELIVERY
+
+[limits]
+#LIMITS
 "#,
         d = dir.display()
     )
@@ -66,7 +69,7 @@ impl TestServer {
     }
 
     /// A server on the base config with extra lines: `("smtp", "max_recipients = 2")` adds the
-    /// line to `[smtp]`; sections: smtp, imap, signatures, delivery; `("top", ...)` appends at the end.
+    /// line to `[smtp]`; sections: smtp, imap, signatures, delivery, limits; `("top", ...)` appends at the end.
     pub fn start_with(extra: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("trust")).unwrap();
