@@ -5,13 +5,7 @@ use clap::Parser;
 
 fn main() {
     let cli = tanba::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANBA_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tanba::logging::init();
     let code = match tanba::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
