@@ -7,13 +7,14 @@
 //!   libraries create (sled's `db`, `conf`, `blobs/`, `snap.*`) and anything added later.
 //! - Code that creates a directory or a file in `data_dir` asks for `0700` / `0600` itself
 //!   ([`create_dir_all`], [`write`], [`options`]), so it is right without the umask too.
-//! - `serve` checks what it finds at start ([`check_at_start`]): a `data_dir` or store open to
-//!   other users, a TLS key or a DKIM key readable by them. Anything inside `data_dir` (not a
-//!   symlink) is tightened (`chmod go-rwx`) with one warning line naming the path and both
-//!   modes; a key outside `data_dir` belongs to the operator's setup and only gets a warning
-//!   that suggests the `chmod`. Once `data_dir` itself is `0700`, files below it that an
-//!   earlier version left `0644` are out of other users' reach, so start-up does not walk the
-//!   store.
+//! - `serve` checks what it finds at start ([`check_at_start`]): `data_dir`, the store, the TLS
+//!   key and the DKIM keys. Anything inside `data_dir` (not a symlink) that group or others may
+//!   use is tightened (`chmod go-rwx`) with one warning line naming the path and both modes. A
+//!   key outside `data_dir` belongs to the operator's setup, where a group that may read it is
+//!   usual (`privkey.pem` readable by the `tanba` group, docs/operations.md): it gets a warning
+//!   suggesting `chmod o-rwx` only when others may use it, and is left as it is. Once
+//!   `data_dir` itself is `0700`, files below it that an earlier version left `0644` are out of
+//!   other users' reach, so start-up does not walk the store.
 
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -81,8 +82,9 @@ pub enum Finding {
     Fine,
     /// Tightened from the first mode to the second.
     Tightened(u32, u32),
-    /// Left as it was (outside `data_dir`, a symlink, or the `chmod` failed).
-    Loose(u32),
+    /// Left as it was (outside `data_dir` or a symlink, and open to others; or inside and the
+    /// `chmod` failed), with the `chmod` argument to suggest.
+    Loose(u32, &'static str),
 }
 
 fn check(path: &Path, what: &str, data_dir: &Path) {
@@ -93,35 +95,35 @@ fn check(path: &Path, what: &str, data_dir: &Path) {
         Finding::Tightened(old, new) => tracing::warn!(
             "{what} {p} had mode {old:04o}, open to other users; changed to {new:04o}"
         ),
-        Finding::Loose(mode) => {
-            let want = if path.is_dir() { "700" } else { "600" };
-            tracing::warn!(
-                "{what} {p} has mode {mode:04o}, open to other users; run: chmod {want} {p}"
-            )
-        }
+        Finding::Loose(mode, fix) => tracing::warn!(
+            "{what} {p} has mode {mode:04o}, open to other users; run: chmod {fix} {p}"
+        ),
     }
 }
 
-/// Looks at `path` and tightens it when it lies inside `data_dir` (or is `data_dir`) and is not
-/// a symlink; `data_dir` itself is followed when it is one.
+/// Looks at `path`: inside `data_dir` (or `data_dir` itself, followed when it is a symlink) and
+/// not a symlink, any group or other bit is removed; elsewhere only other bits are reported.
 pub fn inspect(path: &Path, data_dir: &Path) -> Finding {
     let Ok(meta) = fs::metadata(path) else {
         return Finding::Fine;
     };
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 == 0 {
-        return Finding::Fine;
-    }
     let ours = path == data_dir
         || (path.starts_with(data_dir)
             && fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_symlink()));
     if !ours {
-        return Finding::Loose(mode);
+        return match mode & 0o007 {
+            0 => Finding::Fine,
+            _ => Finding::Loose(mode, "o-rwx"),
+        };
+    }
+    if mode & 0o077 == 0 {
+        return Finding::Fine;
     }
     let new = mode & !0o077;
     match fs::set_permissions(path, Permissions::from_mode(new)) {
         Ok(()) => Finding::Tightened(mode, new),
-        Err(_) => Finding::Loose(mode),
+        Err(_) => Finding::Loose(mode, "go-rwx"),
     }
 }
 
@@ -161,14 +163,17 @@ mod tests {
 
         let key = dir.path().join("key.pem");
         fs::write(&key, b"k").unwrap();
+        // Outside data_dir a group may read a key; others may not.
         fs::set_permissions(&key, Permissions::from_mode(0o640)).unwrap();
-        assert_eq!(inspect(&key, &data), Finding::Loose(0o640));
-        assert_eq!(mode(&key), 0o640);
+        assert_eq!(inspect(&key, &data), Finding::Fine);
+        fs::set_permissions(&key, Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(inspect(&key, &data), Finding::Loose(0o644, "o-rwx"));
+        assert_eq!(mode(&key), 0o644);
 
         // A symlink inside data_dir to a file elsewhere: the target is not ours to change.
         let link = data.join("link.pem");
         std::os::unix::fs::symlink(&key, &link).unwrap();
-        assert_eq!(inspect(&link, &data), Finding::Loose(0o640));
+        assert_eq!(inspect(&link, &data), Finding::Loose(0o644, "o-rwx"));
         assert_eq!(inspect(&dir.path().join("missing"), &data), Finding::Fine);
     }
 }
