@@ -9,7 +9,11 @@ fn main() {
     let code = match tanba::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Under systemd this line is in the journal too: one line, nothing raw.
+            eprintln!(
+                "error: {}",
+                tanba::logging::escape(&format!("{e:#}"), usize::MAX)
+            );
             tanba::cli::EXIT_ERROR
         }
     };

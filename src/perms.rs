@@ -2,9 +2,9 @@
 //! own user only, whatever umask it was started with (issue 11, finding 9).
 //!
 //! Three layers:
-//! - Commands that write into `data_dir` (`serve`, `user`, `export`, `queue`, `dkim`) set the
-//!   process umask to `077` before anything else ([`restrict_umask`]). This covers files that
-//!   libraries create (sled's `db`, `conf`, `blobs/`, `snap.*`) and anything added later.
+//! - Commands that may write into `data_dir` (all but `config` and `certs`) set the process
+//!   umask to `077` before anything else ([`restrict_umask`]). This covers files that libraries
+//!   create (sled's `db`, `conf`, `blobs/`, `snap.*`) and anything added later.
 //! - Code that creates a directory or a file in `data_dir` asks for `0700` / `0600` itself
 //!   ([`create_dir_all`], [`write`], [`options`]), so it is right without the umask too.
 //! - `serve` checks what it finds at start ([`check_at_start`]): `data_dir`, the store, the TLS

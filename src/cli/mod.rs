@@ -163,8 +163,8 @@ pub struct StampArgs {
 }
 
 impl Command {
-    /// Whether the command may create files in `data_dir` (the store, keys, the socket): those
-    /// run with umask 077 (docs/security.md, "File modes"). Not `certs`, whose files in
+    /// Whether the command may create files in `data_dir` (the store, keys, the socket, the
+    /// revocation cache that `verify` and `stamp` fill): those run with umask 077 (docs/security.md, "File modes"). Not `certs`, whose files in
     /// `signatures.trust_dir` are public and may be read by another user than the one who fetched
     /// them.
     pub fn writes_data_dir(&self) -> bool {
@@ -175,6 +175,8 @@ impl Command {
                 | Command::Export { .. }
                 | Command::Queue(_)
                 | Command::Dkim(_)
+                | Command::Verify(_)
+                | Command::Stamp(_)
         )
     }
 }
