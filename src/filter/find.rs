@@ -8,8 +8,9 @@
 //! PEM, base64 text), with embedded content or detached beside the file they sign
 //! (`contract.pdf` ↔ `contract.pdf.p7s`, else the only other attachment).
 //!
-//! Bounded: at most [`MAX_DEPTH`] nested entities, [`MAX_PARTS`] entities and
-//! [`MAX_SIGNATURES`] signatures per message.
+//! Bounded: a message beyond the limits of [`crate::mime_guard`] is never handed to mail-parser
+//! (it is reported as one malformed signature: permerror); the walk examines at most
+//! [`MAX_DEPTH`] nested entities, [`MAX_PARTS`] entities and [`MAX_SIGNATURES`] signatures.
 
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
@@ -73,6 +74,20 @@ pub fn find(raw: &[u8]) -> Vec<Found> {
 }
 
 fn find_parsed(raw: &[u8]) -> Vec<Found> {
+    // mail-parser builds one nested value per message/rfc822 level, and converting and dropping
+    // that tree recurses: an over-deep message would overflow the stack (issue 11, finding 1).
+    // The bounded pre-scan decides first; such a message carries one unreadable "signature",
+    // so its verdict is permerror and the reason says why.
+    if let Err(e) = crate::mime_guard::scan(raw) {
+        return vec![Found {
+            part: "TEXT".into(),
+            kind: Kind::Attachment,
+            file: None,
+            covers: None,
+            cms: Err(e.to_string()),
+            content: Content::Embedded,
+        }];
+    }
     let Some(msg) = MessageParser::default().parse(raw) else {
         return Vec::new();
     };
