@@ -35,3 +35,6 @@ mod tsp;
 mod certs;
 // End to end: signed mail over SMTP (MX and submission), fetched over IMAP with stamp and keywords.
 mod filter_e2e;
+// Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
+// across a restart, `tanba verify` / `stamp`.
+mod hostile_mime;
