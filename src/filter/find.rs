@@ -616,4 +616,19 @@ Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQE=\r\n--X--\r
         assert_eq!(found[0].part, "2.TEXT");
         assert_eq!(found[0].kind, Kind::Pkcs7Mime);
     }
+
+    /// Issue 11, finding 1: 40,000 nested message/rfc822 levels are not parsed (mail-parser
+    /// would overflow the stack); one unreadable entry says why.
+    #[test]
+    fn over_deep_message_is_one_error() {
+        let mut m = b"Subject: deep\r\n".to_vec();
+        for _ in 0..40_000 {
+            m.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        let found = find(&m);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].part, "TEXT");
+        let err = found[0].cms.as_ref().unwrap_err();
+        assert!(err.starts_with("MIME nesting is too deep"), "{err}");
+    }
 }

@@ -311,6 +311,23 @@ pub fn run(store: &Store, key: &SearchKey<'_>, scope: &Scope, msgs: &[Msg]) -> V
 mod tests {
     use super::*;
 
+    /// Finding 1 (issue 11): an over-deep message is searched as raw text, never parsed.
+    #[test]
+    fn over_deep_message_body_is_its_raw_text() {
+        let mut m = b"Subject: top\r\n\r\n".to_vec();
+        for _ in 0..40_000 {
+            m.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        m.extend_from_slice(b"NEEDLE\r\n");
+        let t = body_texts(&m);
+        assert_eq!(t.len(), 1);
+        assert!(t[0].ends_with("needle\r\n"));
+        assert!(!t[0].contains("subject"));
+        // A normal message: its decoded text parts.
+        let t = body_texts(b"Subject: s\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVsbG8=\r\n");
+        assert_eq!(t, vec!["hello".to_string()]);
+    }
+
     #[test]
     fn encoded_words() {
         assert_eq!(decode_words(b"=?UTF-8?B?0KLQtdGB0YI=?= x"), "Тест x");
