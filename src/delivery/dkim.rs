@@ -94,7 +94,8 @@ impl Signers {
     }
 }
 
-/// The domain of the first address in the `From:` header, lower-case.
+/// The domain of the first address in the `From:` header, lower-case. `parse_headers` stops after
+/// the top-level header, so no MIME tree is built and nothing nests (see `crate::mime_guard`).
 fn from_domain(message: &[u8]) -> Option<String> {
     let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
     let addr = parsed.from()?.first()?.address()?;

@@ -8,8 +8,9 @@
 //! PEM, base64 text), with embedded content or detached beside the file they sign
 //! (`contract.pdf` ↔ `contract.pdf.p7s`, else the only other attachment).
 //!
-//! Bounded: at most [`MAX_DEPTH`] nested entities, [`MAX_PARTS`] entities and
-//! [`MAX_SIGNATURES`] signatures per message.
+//! Bounded: a message beyond the limits of [`crate::mime_guard`] is never handed to mail-parser
+//! (it is reported as one malformed signature: permerror); the walk examines at most
+//! [`MAX_DEPTH`] nested entities, [`MAX_PARTS`] entities and [`MAX_SIGNATURES`] signatures.
 
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
@@ -73,6 +74,20 @@ pub fn find(raw: &[u8]) -> Vec<Found> {
 }
 
 fn find_parsed(raw: &[u8]) -> Vec<Found> {
+    // mail-parser builds one nested value per message/rfc822 level, and converting and dropping
+    // that tree recurses: an over-deep message would overflow the stack (issue 11, finding 1).
+    // The bounded pre-scan decides first; such a message carries one unreadable "signature",
+    // so its verdict is permerror and the reason says why.
+    if let Err(e) = crate::mime_guard::scan(raw) {
+        return vec![Found {
+            part: "TEXT".into(),
+            kind: Kind::Attachment,
+            file: None,
+            covers: None,
+            cms: Err(e.to_string()),
+            content: Content::Embedded,
+        }];
+    }
     let Some(msg) = MessageParser::default().parse(raw) else {
         return Vec::new();
     };
@@ -600,5 +615,20 @@ Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQE=\r\n--X--\r
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].part, "2.TEXT");
         assert_eq!(found[0].kind, Kind::Pkcs7Mime);
+    }
+
+    /// Issue 11, finding 1: 40,000 nested message/rfc822 levels are not parsed (mail-parser
+    /// would overflow the stack); one unreadable entry says why.
+    #[test]
+    fn over_deep_message_is_one_error() {
+        let mut m = b"Subject: deep\r\n".to_vec();
+        for _ in 0..40_000 {
+            m.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        let found = find(&m);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].part, "TEXT");
+        let err = found[0].cms.as_ref().unwrap_err();
+        assert!(err.starts_with("MIME nesting is too deep"), "{err}");
     }
 }

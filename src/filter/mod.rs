@@ -142,7 +142,18 @@ impl Filter {
 
     /// Stamps `raw` with the report `verify` makes (the revocation checker verifies in two
     /// passes around its fetches). Never panics, as [`Filter::process`].
+    ///
+    /// A message whose MIME structure is beyond [`crate::mime_guard`]'s limits (nesting, parts)
+    /// is not verified at all: no parser that recurses may see it (issue 11, finding 1). It is
+    /// stamped `permerror` with the reason in `Authentication-Results` and kept.
     pub fn process_report(&self, raw: &[u8], verify: impl FnOnce() -> Report) -> Processed {
+        if let Err(e) = crate::mime_guard::scan(raw) {
+            tracing::warn!("message not verified: {e}; stamped permerror");
+            return self.processed(
+                Verdict::PermError,
+                stamp::stamp_error(raw, &self.hostname, Verdict::PermError, &e.to_string()),
+            );
+        }
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let report = verify();
             let message = self.stamp(raw, &report);
@@ -163,6 +174,10 @@ impl Filter {
                 (Verdict::PermError, message)
             }
         };
+        self.processed(verdict, message)
+    }
+
+    fn processed(&self, verdict: Verdict, message: Vec<u8>) -> Processed {
         let keywords = match (self.keywords, verdict) {
             (false, _) | (_, Verdict::None) => Vec::new(),
             (true, Verdict::Pass) => vec!["$EDSValid".to_string()],

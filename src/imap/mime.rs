@@ -11,11 +11,15 @@
 //! and RFC 2231 themselves, and Dovecot and Cyrus send the raw values too.
 //!
 //! Bounded: at most [`MAX_DEPTH`] nested levels and [`MAX_PARTS`] entities per message; deeper or
-//! further structure is reported as text/plain (as Dovecot does), never an error.
+//! further structure is reported as text/plain (as Dovecot does), never an error. This parser is
+//! our own and does not use mail-parser: its recursion stops at [`MAX_DEPTH`] (the depth
+//! [`crate::mime_guard`] allows), so a message the guard refuses (issue 11, finding 1) is still
+//! served, with its structure cut at that depth; the cache decoder stops at the same depth.
+//! Work: every level scans its own body once, so at most `MAX_DEPTH` passes over the message.
 
 use super::envelope::{self, Envelope};
 
-pub const MAX_DEPTH: usize = 32;
+pub const MAX_DEPTH: usize = crate::mime_guard::MAX_DEPTH;
 pub const MAX_PARTS: usize = 2000;
 
 /// Version byte of the cache format; bump it when [`Cached`] changes (old entries are re-parsed).

@@ -1,7 +1,8 @@
 //! SEARCH criteria (RFC 3501 §6.4.4) evaluated against one message at a time. Flags, sizes and
 //! dates come from the store metadata; header keys from the cached header (RFC 2047 words
 //! decoded); BODY and TEXT from the decoded text parts (mail-parser handles transfer encodings
-//! and charsets). String matching is case-insensitive substring matching on UTF-8 text.
+//! and charsets), or from the raw body of a message too deeply nested to parse
+//! ([`crate::mime_guard`]). String matching is case-insensitive substring matching on UTF-8 text.
 
 use chrono::NaiveDate;
 use imap_codec::imap_types::search::SearchKey;
@@ -68,12 +69,10 @@ impl Lazy<'_> {
 
     fn body_texts(&mut self) -> &[String] {
         if self.body_texts.is_none() {
-            let mut texts = Vec::new();
-            if let Ok(Some(blob)) = self.store.blob(self.msg.meta.blob_id) {
-                if let Some(m) = mail_parser::MessageParser::default().parse(&blob[..]) {
-                    collect_texts(&m, &mut texts, 0);
-                }
-            }
+            let texts = match self.store.blob(self.msg.meta.blob_id) {
+                Ok(Some(blob)) => body_texts(&blob),
+                _ => Vec::new(),
+            };
             self.body_texts = Some(texts);
         }
         self.body_texts.as_deref().unwrap_or(&[])
@@ -85,6 +84,29 @@ impl Lazy<'_> {
         let d = mail_parser::DateTime::parse_rfc822(&String::from_utf8_lossy(&v))?;
         NaiveDate::from_ymd_opt(d.year as i32, d.month as u32, d.day as u32)
     }
+}
+
+/// The lower-cased texts BODY and TEXT search in: the decoded text parts, or, for a message
+/// whose MIME structure is beyond [`crate::mime_guard`]'s limits (a poison pill for mail-parser,
+/// issue 11 finding 1), its raw body as one text, never parsed.
+pub fn body_texts(raw: &[u8]) -> Vec<String> {
+    if crate::mime_guard::scan(raw).is_err() {
+        let body = memchr::memmem::find(raw, b"\r\n\r\n")
+            .map(|i| i + 4)
+            .or_else(|| memchr::memmem::find(raw, b"\n\n").map(|i| i + 2))
+            .unwrap_or(raw.len());
+        return vec![String::from_utf8_lossy(&raw[body..]).to_lowercase()];
+    }
+    // mail-parser's debug assertions and unchecked offset arithmetic may panic on malformed
+    // input; a panic here must not take the SEARCH down (nothing is then found in the body).
+    std::panic::catch_unwind(|| {
+        let mut texts = Vec::new();
+        if let Some(m) = mail_parser::MessageParser::default().parse(raw) {
+            collect_texts(&m, &mut texts, 0);
+        }
+        texts
+    })
+    .unwrap_or_default()
 }
 
 fn collect_texts(m: &mail_parser::Message<'_>, out: &mut Vec<String>, depth: usize) {
@@ -288,6 +310,23 @@ pub fn run(store: &Store, key: &SearchKey<'_>, scope: &Scope, msgs: &[Msg]) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Finding 1 (issue 11): an over-deep message is searched as raw text, never parsed.
+    #[test]
+    fn over_deep_message_body_is_its_raw_text() {
+        let mut m = b"Subject: top\r\n\r\n".to_vec();
+        for _ in 0..40_000 {
+            m.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        m.extend_from_slice(b"NEEDLE\r\n");
+        let t = body_texts(&m);
+        assert_eq!(t.len(), 1);
+        assert!(t[0].ends_with("needle\r\n"));
+        assert!(!t[0].contains("subject"));
+        // A normal message: its decoded text parts.
+        let t = body_texts(b"Subject: s\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVsbG8=\r\n");
+        assert_eq!(t, vec!["hello".to_string()]);
+    }
 
     #[test]
     fn encoded_words() {

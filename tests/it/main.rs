@@ -38,3 +38,6 @@ mod filter_e2e;
 // Issue 11, findings 6 and 9: client bytes escaped in the log, colours only on a terminal,
 // data_dir private under any umask.
 mod hardening;
+// Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
+// across a restart, `tanba verify` / `stamp`.
+mod hostile_mime;
