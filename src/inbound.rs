@@ -4,11 +4,21 @@
 //! session say `250`.
 //!
 //! This module knows nothing of SMTP syntax; the SMTP session hands it an [`Envelope`].
+//!
+//! Processing holds a message whole in memory, two or three times over (with the `Received:`
+//! header, stamped, the queue copy). So that the number of sessions finishing a message at once
+//! does not decide the server's memory, processing runs under a global byte budget
+//! ([`reserve`]): the sum of the sizes of the messages in processing stays within
+//! [`PROCESSING_BUDGET`] (or `smtp.max_message_size`, when larger, so that one message of the
+//! largest size always fits). Sessions beyond it wait for their turn with the message in their
+//! spool file.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::server::App;
 
@@ -57,8 +67,44 @@ pub fn route(app: &App, rcpt: &str) -> Result<Option<Route>> {
     }))
 }
 
+/// Bytes of messages in processing at once (at least `smtp.max_message_size`).
+pub const PROCESSING_BUDGET: u64 = 64 << 20;
+
+/// The budget is counted in units of this many bytes (a semaphore's permits).
+const UNIT: u64 = 1024;
+
+/// A share of the processing budget, held while a message is being processed.
+pub struct Reservation(#[allow(dead_code)] SemaphorePermit<'static>);
+
+/// Waits until a message of `size` bytes fits into the processing budget (one process-wide
+/// budget: there is one server per process).
+pub async fn reserve(app: &App, size: u64) -> Reservation {
+    static BUDGET: OnceLock<(Semaphore, u32)> = OnceLock::new();
+    let (sem, total) = BUDGET.get_or_init(|| {
+        let bytes = PROCESSING_BUDGET.max(app.config.smtp.max_message_size);
+        let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        (Semaphore::new(units as usize), units)
+    });
+    let need = u32::try_from(size.div_ceil(UNIT).max(1))
+        .unwrap_or(u32::MAX)
+        .min(*total);
+    // The semaphore is never closed.
+    let permit = sem
+        .acquire_many(need)
+        .await
+        .expect("budget semaphore closed");
+    Reservation(permit)
+}
+
 /// Stores and/or queues a received message durably. Returns an id for the `250` reply.
-pub async fn accept(app: &App, env: &Envelope, data: Vec<u8>) -> Result<String> {
+/// `budget` (from [`reserve`] for `data`'s size) is given back once the message's bytes are
+/// stored.
+pub async fn accept(
+    app: &App,
+    env: &Envelope,
+    data: Vec<u8>,
+    budget: Reservation,
+) -> Result<String> {
     let now = SystemTime::now();
     let mut local = Vec::new();
     let mut remote = Vec::new();
@@ -126,6 +172,8 @@ pub async fn accept(app: &App, env: &Envelope, data: Vec<u8>) -> Result<String> 
     })
     .await
     .context("store task crashed")??;
+    // The message's bytes are gone from memory: the next message may go ahead.
+    drop(budget);
     app.store.durable().await?;
     if queue.is_some() {
         app.queue_wakeup.notify_one();

@@ -82,6 +82,10 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
 pub async fn serve(config: Config) -> Result<()> {
     let app = build_app(config)?;
     let cfg = app.config.clone();
+    let swept = smtp::spool::prepare(&cfg.data_dir).context("server.data_dir: spool")?;
+    if swept > 0 {
+        tracing::info!("removed {swept} unfinished messages from the spool");
+    }
 
     let mut bound: Vec<(Kind, TcpListener)> = Vec::new();
     let plan: Vec<(Kind, &Vec<SocketAddr>)> = vec![

@@ -275,6 +275,78 @@ pub struct Session {
     pub alive: bool,
 }
 
+/// The DATA text of a message (RFC 5321 §4.5.2), produced a chunk at a time. Every bare CR
+/// and bare LF is written as CRLF before dot-stuffing (RFC 5321 §2.3.8), so that no next hop
+/// can find an end of data we did not mean (SMTP smuggling: a server that ends DATA at
+/// CR "." CR), whatever the queued bytes hold (inbound SMTP refuses bare CR, but older queues or
+/// other paths may have them). The text always ends with CRLF "." CRLF.
+#[derive(Debug, Default)]
+pub(crate) struct DataWriter {
+    pos: usize,
+    mid_line: bool,
+    done: bool,
+}
+
+impl DataWriter {
+    /// Appends about `max` more bytes of the text to `out`; returns false once the end marker
+    /// has been appended.
+    pub(crate) fn next_chunk(&mut self, data: &[u8], max: usize, out: &mut Vec<u8>) -> bool {
+        if self.done {
+            return false;
+        }
+        let goal = out.len() + max;
+        while out.len() < goal {
+            let rest = data.get(self.pos..).unwrap_or_default();
+            if rest.is_empty() {
+                if self.mid_line {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b".\r\n");
+                self.done = true;
+                return false;
+            }
+            if !self.mid_line && rest.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            let room = goal - out.len();
+            match memchr::memchr2(b'\r', b'\n', rest) {
+                Some(i) if i <= room => {
+                    out.extend_from_slice(&rest[..i]);
+                    out.extend_from_slice(b"\r\n");
+                    let crlf = rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n');
+                    self.pos += i + if crlf { 2 } else { 1 };
+                    self.mid_line = false;
+                }
+                _ => {
+                    // A long line: write part of it; the rest follows in the next chunk.
+                    let n = room.max(1).min(rest.len());
+                    out.extend_from_slice(&rest[..n]);
+                    self.pos += n;
+                    self.mid_line = true;
+                }
+            }
+        }
+        true
+    }
+
+    /// The size of the text without dot-stuffing and end marker: the message with CRLF line
+    /// ends, ending in one (for `SIZE=`).
+    pub(crate) fn crlf_len(data: &[u8]) -> usize {
+        let mut n = data.len();
+        for i in memchr::memchr2_iter(b'\r', b'\n', data) {
+            let crlf = data[i] == b'\r' && data.get(i + 1) == Some(&b'\n');
+            let lf_of_crlf = data[i] == b'\n' && i > 0 && data[i - 1] == b'\r';
+            if !crlf && !lf_of_crlf {
+                n += 1;
+            }
+        }
+        if !matches!(data.last(), None | Some(b'\r' | b'\n')) {
+            n += 2;
+        }
+        n
+    }
+}
+
 /// Connects to `target` and sets up a session (implicit TLS first when asked).
 pub async fn connect(
     target: &Target,
@@ -511,7 +583,7 @@ impl Session {
     ) -> Result<(), Error> {
         let mut params = String::new();
         if self.caps.size.is_some() {
-            params.push_str(&format!(" SIZE={}", m.data.len()));
+            params.push_str(&format!(" SIZE={}", DataWriter::crlf_len(m.data)));
         }
         if m.eight_bit && self.caps.eightbitmime {
             params.push_str(" BODY=8BITMIME");
@@ -613,29 +685,16 @@ impl Session {
         Ok(())
     }
 
-    /// Sends the message dot-stuffed (RFC 5321 §4.5.2) and the terminating `.`.
+    /// Sends the message dot-stuffed (RFC 5321 §4.5.2) and the terminating `.`, every line end
+    /// as CRLF (see [`DataWriter`]).
     async fn write_data(&mut self, data: &[u8]) -> Result<(), Error> {
         const CHUNK: usize = 64 * 1024;
+        let mut w = DataWriter::default();
         let mut buf = Vec::with_capacity(CHUNK + 1024);
-        let mut pos = 0;
-        while pos < data.len() {
-            let end = memchr::memchr(b'\n', &data[pos..])
-                .map(|i| pos + i + 1)
-                .unwrap_or(data.len());
-            if data[pos] == b'.' {
-                buf.push(b'.');
-            }
-            buf.extend_from_slice(&data[pos..end]);
-            pos = end;
-            if buf.len() >= CHUNK {
-                self.write(&buf, DATA_BLOCK_TIMEOUT).await?;
-                buf.clear();
-            }
+        while w.next_chunk(data, CHUNK, &mut buf) {
+            self.write(&buf, DATA_BLOCK_TIMEOUT).await?;
+            buf.clear();
         }
-        if !data.is_empty() && !data.ends_with(b"\r\n") {
-            buf.extend_from_slice(b"\r\n");
-        }
-        buf.extend_from_slice(b".\r\n");
         self.write(&buf, DATA_BLOCK_TIMEOUT).await
     }
 
@@ -891,6 +950,54 @@ impl ServerCertVerifier for AnyCertificate {
 mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, BufReader};
+
+    fn data_text(data: &[u8], max: usize) -> Vec<u8> {
+        let mut w = DataWriter::default();
+        let mut out = Vec::new();
+        let mut chunk = Vec::new();
+        while w.next_chunk(data, max, &mut chunk) {
+            assert!(chunk.len() <= max + 3, "{} > {max}", chunk.len());
+            out.append(&mut chunk);
+        }
+        out.append(&mut chunk);
+        out
+    }
+
+    /// Finding 8, defence in depth: whatever the queued bytes hold, no bare CR or bare LF goes
+    /// out, and a "." at the start of a line is stuffed also after a bare CR or LF.
+    #[test]
+    fn data_text_has_only_crlf_and_is_dot_stuffed() {
+        let cases: [(&[u8], &[u8]); 6] = [
+            (b"a\r\n.b\r\n", b"a\r\n..b\r\n.\r\n"),
+            (
+                b"x\r.\r\nMAIL FROM:<e@v>\r\n",
+                b"x\r\n..\r\nMAIL FROM:<e@v>\r\n.\r\n",
+            ),
+            (b"x\n.\nRSET\n", b"x\r\n..\r\nRSET\r\n.\r\n"),
+            (b"x\r\r\n.", b"x\r\n\r\n..\r\n.\r\n"),
+            (b"", b".\r\n"),
+            (b".", b"..\r\n.\r\n"),
+        ];
+        for (data, want) in cases {
+            for max in [1, 2, 3, 7, 64 * 1024] {
+                assert_eq!(
+                    String::from_utf8_lossy(&data_text(data, max)),
+                    String::from_utf8_lossy(want),
+                    "{data:?} max {max}"
+                );
+            }
+            let body_len = want.len()
+                - 3
+                - want.windows(3).filter(|w| w == b"\n..").count()
+                - usize::from(want.starts_with(b".."));
+            assert_eq!(DataWriter::crlf_len(data), body_len, "{data:?}");
+        }
+        // A long line is cut into chunks and put together again.
+        let long = vec![b'x'; 200_000];
+        let mut want = long.clone();
+        want.extend_from_slice(b"\r\n.\r\n");
+        assert_eq!(data_text(&long, 64 * 1024), want);
+    }
 
     #[test]
     fn reply_lines() {

@@ -461,6 +461,18 @@ pub fn encoded_words(text: &str, first_room: usize) -> Vec<String> {
 
 /// Copies `raw` into `out` without forged headers, optionally tagging the Subject.
 fn strip_into(raw: &[u8], hostname: &str, tag: Option<&str>, out: &mut Vec<u8>) {
+    // A bare CR in the header section is a line end for some readers and not for others, so it
+    // could hide a header from us that a mail client then shows (`Subject: x\rX-EDS-Status:
+    // pass`). It is made a real line end first (RFC 5322 §2.2: CR only in CRLF), so that every
+    // reader, and this function, sees the same fields.
+    let fixed;
+    let raw = match bare_cr_as_line_end(raw) {
+        Some(f) => {
+            fixed = f;
+            &fixed[..]
+        }
+        None => raw,
+    };
     let header_end = header_end(raw);
     let mut pos = 0;
     let mut tagged = false;
@@ -499,6 +511,42 @@ fn strip_into(raw: &[u8], hostname: &str, tag: Option<&str>, out: &mut Vec<u8>) 
         pos = end;
     }
     out.extend_from_slice(&raw[header_end..]);
+}
+
+/// `raw` with every bare CR of the header section (CR not followed by LF) written as a line
+/// end, the message's own (CRLF, or LF for a bare-LF file); `None` when there is none. Reading
+/// bare CR as a line end, the header section can end earlier (`\r\r`); the bytes from there on
+/// are the body and stay as they are.
+fn bare_cr_as_line_end(raw: &[u8]) -> Option<Vec<u8>> {
+    let head = &raw[..header_end(raw)];
+    let is_bare = |i: usize| raw.get(i + 1) != Some(&b'\n');
+    memchr::memchr_iter(b'\r', head).find(|&i| is_bare(i))?;
+    let eol: &[u8] = if uses_bare_lf(raw) { b"\n" } else { b"\r\n" };
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    let mut pos = 0;
+    let mut line_start = true;
+    while pos < raw.len() {
+        let rest = &raw[pos..];
+        let (len, ends) = match memchr::memchr2(b'\r', b'\n', rest) {
+            None => (rest.len(), 0),
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => (i, 2),
+            Some(i) => (i, 1),
+        };
+        let blank = line_start && len == 0 && ends > 0;
+        out.extend_from_slice(&rest[..len]);
+        if ends == 1 && rest[len] == b'\r' {
+            out.extend_from_slice(eol);
+        } else {
+            out.extend_from_slice(&rest[len..len + ends]);
+        }
+        pos += len + ends;
+        line_start = ends > 0;
+        if blank {
+            break;
+        }
+    }
+    out.extend_from_slice(&raw[pos..]);
+    Some(out)
 }
 
 fn trim_ascii_end(s: &[u8]) -> &[u8] {
@@ -558,9 +606,16 @@ fn is_forged(name: &[u8], value: Option<&[u8]>, hostname: &str) -> bool {
     }
     if name.eq_ignore_ascii_case(b"authentication-results") {
         let Some(value) = value else { return false };
-        return authserv_id(value).is_some_and(|id| id.eq_ignore_ascii_case(hostname));
+        return authserv_id(value).is_some_and(|id| same_host(&id, hostname));
     }
     false
+}
+
+/// Host names compared as DNS compares them: case-insensitive, and a trailing dot (the root)
+/// makes no difference (`MX.example.kz.` is `mx.example.kz`).
+fn same_host(a: &str, b: &str) -> bool {
+    let bare = |s: &str| s.strip_suffix('.').unwrap_or(s).to_string();
+    bare(a).eq_ignore_ascii_case(&bare(b))
 }
 
 /// The authserv-id of an Authentication-Results value (RFC 8601 §2.2): the first token or
@@ -635,6 +690,70 @@ Subject: hi\r\n\r\nX-EDS-Status: in body stays\r\n";
             b"Authentication-Results: other.example; dkim=pass\r\nSubject: hi\r\n\r\n\
 X-EDS-Status: in body stays\r\n"
         );
+    }
+
+    /// Finding 8: our authserv-id with a trailing dot or in other case is ours; so is our
+    /// hostname written with a trailing dot in the config.
+    #[test]
+    fn forged_authserv_id_matches_case_and_trailing_dot_insensitively() {
+        let raw = b"Authentication-Results: mx.example.kz.; smime=pass\r\n\
+Authentication-Results: MX.EXAMPLE.KZ; smime=pass\r\n\
+Authentication-Results: \"Mx.Example.Kz.\" (c); smime=pass\r\n\
+Authentication-Results: mx.example.kz.evil; smime=pass\r\n\
+Authentication-Results: mx.example.kz..; smime=pass\r\n\r\nbody";
+        let want = b"Authentication-Results: mx.example.kz.evil; smime=pass\r\n\
+Authentication-Results: mx.example.kz..; smime=pass\r\n\r\nbody";
+        for host in ["mx.example.kz", "mx.example.kz.", "MX.Example.KZ"] {
+            let mut out = Vec::new();
+            strip_into(raw, host, None, &mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(want),
+                "{host}"
+            );
+        }
+    }
+
+    /// Finding 8: a bare CR in the header section never hides a header.
+    #[test]
+    fn bare_cr_in_headers_is_a_line_end() {
+        let cases: [(&[u8], &[u8]); 5] = [
+            (
+                b"Subject: x\rX-EDS-Status: pass\r\nFrom: a\r\n\r\nb\rody\r\n",
+                b"Subject: x\r\nFrom: a\r\n\r\nb\rody\r\n",
+            ),
+            (
+                b"Subject: x\rAuthentication-Results: h; smime=pass\r\n\r\nbody",
+                b"Subject: x\r\n\r\nbody",
+            ),
+            // Folded after the bare CR: one field.
+            (
+                b"Subject: x\r X-EDS-Status: pass\r\n\r\nbody",
+                b"Subject: x\r\n X-EDS-Status: pass\r\n\r\nbody",
+            ),
+            // A bare-LF file.
+            (
+                b"Subject: x\rx-eds-status: pass\nFrom: a\n\nbody\r",
+                b"Subject: x\nFrom: a\n\nbody\r",
+            ),
+            // A bare CR blank line ends the header section; the rest is body, as it was.
+            (
+                b"Subject: x\r\rX-EDS-Status: pass\r\n\r\nbody",
+                b"Subject: x\r\n\r\nX-EDS-Status: pass\r\n\r\nbody",
+            ),
+        ];
+        for (raw, want) in cases {
+            let mut out = Vec::new();
+            strip_into(raw, "h", None, &mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(want),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // No bare CR: nothing is copied twice.
+        assert!(bare_cr_as_line_end(b"A: b\r\n\r\nbody\r").is_none());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Framing, without I/O: the input buffer with its command-line splitter, the DATA decoder
-//! (dot-unstuffing, end-of-data detection) and a size-bounded message buffer.
+//! (dot-unstuffing, end-of-data detection, line ends) and the line-end rules for BDAT.
 //!
 //! "Need more bytes" is a normal answer here (`None` / `done == false`); the session reads more and
 //! asks again. Nothing here grows without bound: a command line longer than the limit is skipped up
-//! to its end and reported once, and a message larger than the limit stops being kept but is still
-//! read to its end.
+//! to its end and reported once; message text goes to the caller's buffer as it is decoded (the
+//! size limit and spooling are `spool::Body`'s).
 
 use memchr::memchr;
 
@@ -104,99 +104,80 @@ impl Input {
     }
 }
 
-/// A message buffer that keeps at most `limit` bytes. Past the limit it drops what it holds and
-/// only counts, so that the session can read a too-big message to its end and answer 552.
-#[derive(Debug)]
-pub struct Body {
-    data: Vec<u8>,
-    limit: u64,
-    total: u64,
+/// What the line-end rules found in a message (RFC 5321 §2.3.8: CR and LF only ever occur
+/// together, as CRLF). A bare LF is taken as a line end and written as CRLF (Postfix's
+/// `smtpd_forbid_bare_newline = normalize`); a bare CR, or a "." line whose line ends are not both
+/// CRLF, makes the message refused: such a message could end earlier at a next hop that accepts
+/// other end-of-data sequences (SMTP smuggling), and a bare CR could hide a header.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LineEndFaults {
+    /// A CR not followed by LF.
+    pub bare_cr: bool,
+    /// A line holding only "." with a bare LF before or after it (LF "." LF, CRLF "." LF,
+    /// LF "." CRLF): what other servers might take for the end of the data.
+    pub bad_dot_line: bool,
+    /// How many bare LFs were turned into CRLF.
+    pub bare_lf: u64,
 }
 
-impl Body {
-    pub fn new(limit: u64) -> Body {
-        Body {
-            data: Vec::new(),
-            limit,
-            total: 0,
-        }
-    }
-
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.total = self.total.saturating_add(bytes.len() as u64);
-        if self.total > self.limit {
-            if !self.data.is_empty() || self.data.capacity() > 0 {
-                self.data = Vec::new();
-            }
-            return;
-        }
-        // Grow by hand so that the capacity never exceeds the limit (a plain `extend` may double).
-        let need = self.data.len() + bytes.len();
-        if need > self.data.capacity() {
-            let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
-            let want = need.max(self.data.capacity().saturating_mul(2).min(limit));
-            self.data.reserve_exact(want - self.data.len());
-        }
-        self.data.extend_from_slice(bytes);
-    }
-
-    /// Whether more than `limit` bytes have been pushed.
-    pub fn overflowed(&self) -> bool {
-        self.total > self.limit
-    }
-
-    /// Bytes pushed so far, kept or not.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
-    /// The kept bytes (empty after an overflow).
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.data
+impl LineEndFaults {
+    /// Whether the message must be refused.
+    pub fn refused(&self) -> bool {
+        self.bare_cr || self.bad_dot_line
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DataState {
-    /// At the start of a line (after CRLF, or right after the DATA command).
-    LineStart,
+    /// At the start of a line (after a line end, or right after the DATA command). `lf`: the
+    /// line end before was a bare LF.
+    LineStart { lf: bool },
     /// Inside a line.
     Mid,
-    /// Just after a CR inside a line (the CR has been kept).
+    /// Just after a CR inside a line (not written yet).
     Cr,
     /// A "." at the start of a line (not kept: either stuffing or the end marker).
-    Dot,
+    Dot { lf: bool },
     /// "." then CR at the start of a line (neither kept yet).
-    DotCr,
+    DotCr { lf: bool },
 }
 
 /// Decodes the DATA text (RFC 5321 §4.5.2): removes the leading "." of a line that starts with
-/// one, and stops at CRLF "." CRLF. Only that exact sequence ends the data: a bare LF "." LF or
-/// CR "." CR is content (SMTP smuggling). The CRLF before the final "." belongs to the message.
-/// Lines of any length are accepted; only the total size is bounded (by the [`Body`]).
+/// one, and stops at CRLF "." CRLF. Only that exact sequence ends the data: LF "." LF, CR "." CR
+/// and the mixed forms are content (SMTP smuggling), and mark the message refused (see
+/// [`LineEndFaults`]). The CRLF before the final "." belongs to the message. Every line end in the
+/// output is CRLF (a bare LF becomes CRLF). Lines of any length are accepted; the total size is
+/// bounded by the caller (`spool::Body`).
 #[derive(Debug)]
 pub struct DotDecoder {
     state: DataState,
-    pub body: Body,
+    pub faults: LineEndFaults,
+}
+
+impl Default for DotDecoder {
+    fn default() -> Self {
+        DotDecoder::new()
+    }
 }
 
 impl DotDecoder {
-    pub fn new(limit: u64) -> DotDecoder {
+    pub fn new() -> DotDecoder {
         DotDecoder {
-            state: DataState::LineStart,
-            body: Body::new(limit),
+            state: DataState::LineStart { lf: false },
+            faults: LineEndFaults::default(),
         }
     }
 
-    /// Feeds bytes; returns how many were consumed and whether the end of data was reached (the
-    /// bytes after the end marker are not consumed: they are the next commands).
-    pub fn feed(&mut self, data: &[u8]) -> (usize, bool) {
+    /// Feeds bytes, appending the decoded text to `out` (at most twice `data.len()` bytes);
+    /// returns how many were consumed and whether the end of data was reached (the bytes after
+    /// the end marker are not consumed: they are the next commands).
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
         let mut i = 0;
         while let Some(&b) = data.get(i) {
             match self.state {
-                DataState::LineStart => {
+                DataState::LineStart { lf } => {
                     if b == b'.' {
-                        self.state = DataState::Dot;
+                        self.state = DataState::Dot { lf };
                         i += 1;
                     } else {
                         self.state = DataState::Mid;
@@ -204,47 +185,135 @@ impl DotDecoder {
                 }
                 DataState::Mid => {
                     let rest = data.get(i..).unwrap_or_default();
-                    match memchr(b'\r', rest) {
+                    match memchr::memchr2(b'\r', b'\n', rest) {
                         None => {
-                            self.body.push(rest);
+                            out.extend_from_slice(rest);
                             i = data.len();
                         }
                         Some(off) => {
-                            self.body.push(rest.get(..=off).unwrap_or_default());
+                            out.extend_from_slice(rest.get(..off).unwrap_or_default());
                             i += off + 1;
-                            self.state = DataState::Cr;
+                            if rest.get(off) == Some(&b'\r') {
+                                self.state = DataState::Cr;
+                            } else {
+                                out.extend_from_slice(b"\r\n");
+                                self.faults.bare_lf += 1;
+                                self.state = DataState::LineStart { lf: true };
+                            }
                         }
                     }
                 }
                 DataState::Cr => {
                     if b == b'\n' {
-                        self.body.push(b"\n");
+                        out.extend_from_slice(b"\r\n");
                         i += 1;
-                        self.state = DataState::LineStart;
+                        self.state = DataState::LineStart { lf: false };
                     } else {
+                        self.faults.bare_cr = true;
+                        out.push(b'\r');
                         self.state = DataState::Mid;
                     }
                 }
-                DataState::Dot => {
-                    if b == b'\r' {
-                        self.state = DataState::DotCr;
+                DataState::Dot { lf } => match b {
+                    b'\r' => {
+                        self.state = DataState::DotCr { lf };
                         i += 1;
-                    } else {
-                        // A stuffed line: the first "." goes, the rest of the line stays.
-                        self.state = DataState::Mid;
                     }
-                }
-                DataState::DotCr => {
+                    b'\n' => {
+                        // "." LF: an end marker for a server that takes bare LF as a line end.
+                        self.faults.bad_dot_line = true;
+                        self.faults.bare_lf += 1;
+                        out.extend_from_slice(b"\r\n");
+                        i += 1;
+                        self.state = DataState::LineStart { lf: true };
+                    }
+                    // A stuffed line: the first "." goes, the rest of the line stays.
+                    _ => self.state = DataState::Mid,
+                },
+                DataState::DotCr { lf } => {
                     if b == b'\n' {
-                        return (i + 1, true);
+                        if !lf {
+                            return (i + 1, true);
+                        }
+                        // LF "." CRLF: not the end here, but it would be elsewhere.
+                        self.faults.bad_dot_line = true;
+                        out.extend_from_slice(b"\r\n");
+                        i += 1;
+                        self.state = DataState::LineStart { lf: false };
+                    } else {
+                        // "." CR then something else: a bare CR.
+                        self.faults.bare_cr = true;
+                        out.push(b'\r');
+                        self.state = DataState::Mid;
                     }
-                    // "." CR then something else: the dot was stuffing, the CR is content.
-                    self.body.push(b"\r");
-                    self.state = DataState::Cr;
                 }
             }
         }
         (i, false)
+    }
+}
+
+/// The line-end rules of [`DotDecoder`] for BDAT chunks (RFC 3030: no dot-stuffing; we offer
+/// no BINARYMIME, so the text has CRLF line ends like DATA): a bare LF becomes CRLF, a bare CR
+/// marks the message refused. Keeps a CR that ends one chunk until the next one shows whether an
+/// LF follows.
+#[derive(Debug, Default)]
+pub struct LineEnds {
+    cr: bool,
+    pub faults: LineEndFaults,
+}
+
+impl LineEnds {
+    pub fn new() -> LineEnds {
+        LineEnds::default()
+    }
+
+    /// Appends `data` to `out` with the line ends fixed (at most twice `data.len()` bytes).
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let mut i = 0;
+        if self.cr && !data.is_empty() {
+            self.cr = false;
+            out.push(b'\r');
+            if data.first() == Some(&b'\n') {
+                out.push(b'\n');
+                i = 1;
+            } else {
+                self.faults.bare_cr = true;
+            }
+        }
+        while i < data.len() {
+            let rest = data.get(i..).unwrap_or_default();
+            let Some(off) = memchr::memchr2(b'\r', b'\n', rest) else {
+                out.extend_from_slice(rest);
+                return;
+            };
+            out.extend_from_slice(rest.get(..off).unwrap_or_default());
+            i += off + 1;
+            if rest.get(off) == Some(&b'\n') {
+                self.faults.bare_lf += 1;
+                out.extend_from_slice(b"\r\n");
+            } else {
+                match data.get(i) {
+                    None => self.cr = true,
+                    Some(b'\n') => {
+                        out.extend_from_slice(b"\r\n");
+                        i += 1;
+                    }
+                    Some(_) => {
+                        self.faults.bare_cr = true;
+                        out.push(b'\r');
+                    }
+                }
+            }
+        }
+    }
+
+    /// The end of the message: a CR still held is a bare CR.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.cr) {
+            self.faults.bare_cr = true;
+            out.push(b'\r');
+        }
     }
 }
 
@@ -307,8 +376,10 @@ mod tests {
         assert_eq!(lines(&mut i), vec![Line::Line(ok)]);
     }
 
-    fn decode(parts: &[&[u8]], limit: u64) -> (Vec<u8>, Vec<u8>, bool) {
-        let mut d = DotDecoder::new(limit);
+    /// Feeds `parts` in turn; returns (text, bytes after the end, end reached, faults).
+    fn decode(parts: &[&[u8]]) -> (Vec<u8>, Vec<u8>, bool, LineEndFaults) {
+        let mut d = DotDecoder::new();
+        let mut out = Vec::new();
         let mut rest = Vec::new();
         let mut done = false;
         for p in parts {
@@ -316,7 +387,7 @@ mod tests {
                 rest.extend_from_slice(p);
                 continue;
             }
-            let (n, fin) = d.feed(p);
+            let (n, fin) = d.feed(p, &mut out);
             if fin {
                 done = true;
                 rest.extend_from_slice(&p[n..]);
@@ -324,53 +395,116 @@ mod tests {
                 assert_eq!(n, p.len());
             }
         }
-        let over = d.body.overflowed();
-        (d.body.into_bytes(), rest, done && !over)
+        (out, rest, done, d.faults)
     }
 
     #[test]
     fn unstuffs_and_ends() {
-        let (body, rest, ok) = decode(&[b"Subject: x\r\n\r\n..dot\r\n.\r\n", b"QUIT\r\n"], 1000);
+        let (body, rest, ok, faults) = decode(&[b"Subject: x\r\n\r\n..dot\r\n.\r\n", b"QUIT\r\n"]);
         assert!(ok);
         assert_eq!(body, b"Subject: x\r\n\r\n.dot\r\n");
         assert_eq!(rest, b"QUIT\r\n");
+        assert_eq!(faults, LineEndFaults::default());
     }
 
     #[test]
     fn end_marker_split_everywhere() {
         let msg = b"a\r\n..b\r\n.c\r\n.\r\nNOOP\r\n";
         for cut in 0..msg.len() {
-            let (body, rest, ok) = decode(&[&msg[..cut], &msg[cut..]], 1000);
+            let (body, rest, ok, faults) = decode(&[&msg[..cut], &msg[cut..]]);
             assert!(ok, "cut {cut}");
             assert_eq!(body, b"a\r\n.b\r\nc\r\n", "cut {cut}");
             assert_eq!(rest, b"NOOP\r\n", "cut {cut}");
+            assert!(!faults.refused());
         }
         // Byte at a time.
         let parts: Vec<&[u8]> = msg.chunks(1).collect();
-        let (body, rest, _) = decode(&parts, 1000);
+        let (body, rest, _, _) = decode(&parts);
         assert_eq!(body, b"a\r\n.b\r\nc\r\n");
         assert_eq!(rest, b"NOOP\r\n");
     }
 
     #[test]
     fn empty_message_and_first_line_stuffed() {
-        let (body, _, ok) = decode(&[b".\r\n"], 10);
+        let (body, _, ok, _) = decode(&[b".\r\n"]);
         assert!(ok);
         assert!(body.is_empty());
-        let (body, _, _) = decode(&[b"..x\r\n.\r\n"], 10);
+        let (body, _, _, _) = decode(&[b"..x\r\n.\r\n"]);
         assert_eq!(body, b".x\r\n");
     }
 
+    /// Finding 8 (SMTP smuggling): no other sequence ends the data, and each one marks the
+    /// message refused; the text written out never holds a bare LF.
     #[test]
-    fn bare_lf_and_cr_do_not_end_data() {
-        // Smuggling attempts: none of these end the message.
-        let (body, rest, ok) = decode(
-            &[b"a\n.\nMAIL FROM:<x@y>\r\nb\r.\rc\r\n.\r", b"\r\n.\r\n"],
-            1000,
-        );
+    fn smuggling_sequences_do_not_end_data_and_are_refused() {
+        for (name, smuggled) in [
+            ("CR . CR", &b"x\r.\rMAIL FROM:<e@v>\r\n"[..]),
+            ("CR . CRLF", b"x\r.\r\nMAIL FROM:<e@v>\r\n"),
+            ("LF . LF", b"x\n.\nMAIL FROM:<e@v>\r\n"),
+            ("LF . CRLF", b"x\n.\r\nMAIL FROM:<e@v>\r\n"),
+            ("CRLF . LF", b"x\r\n.\nMAIL FROM:<e@v>\r\n"),
+            ("CRLF . CR", b"x\r\n.\rMAIL FROM:<e@v>\r\n"),
+        ] {
+            let mut input = smuggled.to_vec();
+            input.extend_from_slice(b".\r\nNOOP\r\n");
+            for cut in 0..input.len() {
+                let (body, rest, ok, faults) = decode(&[&input[..cut], &input[cut..]]);
+                assert!(ok, "{name} cut {cut}");
+                assert_eq!(rest, b"NOOP\r\n", "{name} cut {cut}");
+                assert!(faults.refused(), "{name} cut {cut}: {faults:?}");
+                assert!(body.ends_with(b"MAIL FROM:<e@v>\r\n"), "{name}");
+                for (i, &b) in body.iter().enumerate() {
+                    if b == b'\n' {
+                        assert_eq!(body[i - 1], b'\r', "{name}: bare LF written");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A bare LF is a line end written as CRLF (dot-unstuffing applies after it); the message
+    /// is not refused for it.
+    #[test]
+    fn bare_lf_becomes_crlf() {
+        let (body, rest, ok, faults) = decode(&[b"Subject: a\n\nl1\n..l2\nl3\r\n", b".\r\n"]);
         assert!(ok);
-        assert_eq!(body, b"a\n.\nMAIL FROM:<x@y>\r\nb\r.\rc\r\n\r\r\n");
         assert!(rest.is_empty());
+        assert_eq!(body, b"Subject: a\r\n\r\nl1\r\n.l2\r\nl3\r\n");
+        assert!(!faults.refused());
+        assert_eq!(faults.bare_lf, 4);
+    }
+
+    #[test]
+    fn bare_cr_in_a_header_is_refused() {
+        let (body, _, ok, faults) = decode(&[b"Subject: x\rX-EDS-Status: pass\r\n\r\nb\r\n.\r\n"]);
+        assert!(ok);
+        assert!(faults.bare_cr);
+        assert!(body.starts_with(b"Subject: x\rX-EDS"));
+    }
+
+    #[test]
+    fn bdat_line_ends_across_chunks() {
+        let input = b"a\r\nb\nc\r\n";
+        for cut in 0..=input.len() {
+            let mut le = LineEnds::new();
+            let mut out = Vec::new();
+            le.feed(&input[..cut], &mut out);
+            le.feed(&input[cut..], &mut out);
+            le.finish(&mut out);
+            assert_eq!(out, b"a\r\nb\r\nc\r\n", "cut {cut}");
+            assert_eq!(le.faults.bare_lf, 1);
+            assert!(!le.faults.refused());
+        }
+        for bad in [&b"a\rb\r\n"[..], b"a\r", b"a\r\r\n"] {
+            for cut in 0..=bad.len() {
+                let mut le = LineEnds::new();
+                let mut out = Vec::new();
+                le.feed(&bad[..cut], &mut out);
+                le.feed(&bad[cut..], &mut out);
+                le.finish(&mut out);
+                assert!(le.faults.bare_cr, "{bad:?} cut {cut}");
+            }
+        }
     }
 
     #[test]
@@ -379,34 +513,9 @@ mod tests {
         msg.extend_from_slice(b"\xff\x00\r\n");
         let mut input = msg.clone();
         input.extend_from_slice(b".\r\n");
-        let (body, _, ok) = decode(&[&input], 100_000);
+        let (body, _, ok, faults) = decode(&[&input]);
         assert!(ok);
         assert_eq!(body, msg);
-    }
-
-    #[test]
-    fn oversize_is_read_to_the_end_and_not_kept() {
-        let mut d = DotDecoder::new(10);
-        let (n, done) = d.feed(b"0123456789abcdef\r\nmore\r\n");
-        assert_eq!((n, done), (24, false));
-        assert!(d.body.overflowed());
-        let (n, done) = d.feed(b".\r\nNOOP\r\n");
-        assert_eq!((n, done), (3, true));
-        assert!(d.body.into_bytes().is_empty());
-    }
-
-    #[test]
-    fn body_capacity_stays_within_limit() {
-        let mut b = Body::new(1000);
-        for _ in 0..10 {
-            b.push(&[1u8; 99]);
-        }
-        assert!(b.data.capacity() <= 1000);
-        b.push(&[1u8; 10]);
-        assert_eq!(b.data.len(), 1000);
-        assert!(!b.overflowed());
-        b.push(&[1]);
-        assert!(b.overflowed());
-        assert_eq!(b.total(), 1001);
+        assert_eq!(faults, LineEndFaults::default());
     }
 }

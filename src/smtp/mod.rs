@@ -2,9 +2,10 @@
 //! ENHANCEDSTATUSCODES, STARTTLS and, on the submission ports, AUTH PLAIN/LOGIN).
 //!
 //! Code map:
-//! - `codec.rs`: framing without I/O: command lines (bounded), the DATA decoder, the bounded body.
+//! - `codec.rs`: framing without I/O: command lines (bounded), the DATA decoder, line-end rules.
 //! - `command.rs`: one line → one [`command::Command`], parsed with smtp-proto.
 //! - `reply.rs`: every reply we send, in one list.
+//! - `spool.rs`: the message being received, in memory up to 1 MiB, then in a spool file.
 //! - `session.rs`: session state, the state gate, the read → parse → execute loop; generic over
 //!   the stream. `auth.rs` (AUTH) and `data.rs` (DATA/BDAT → `inbound::accept`) are its verbs with
 //!   their own I/O.
@@ -20,6 +21,7 @@ pub mod command;
 mod data;
 pub mod reply;
 pub mod session;
+pub mod spool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -171,6 +171,14 @@ pub const SIZE_EXCEEDED: Reply = r(
     "Message size exceeds fixed maximum message size",
 );
 pub const TOO_BIG: Reply = r(552, "5.3.4", "Message too big");
+/// RFC 5321 §2.3.8: CR and LF only as CRLF (see `data.rs`).
+pub const BARE_LINE_END: Reply = r(
+    550,
+    "5.6.0",
+    "Message refused: bare CR, or a line of only \".\" not ended by CRLF",
+);
+/// The spool file could not be written (disk full): RFC 3463 4.3.1.
+pub const NO_SPOOL_SPACE: Reply = r(452, "4.3.1", "Insufficient system storage");
 pub fn chunk_ok(n: u64) -> Reply {
     owned(250, "2.0.0", format!("{n} octets received"))
 }

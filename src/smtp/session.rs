@@ -46,7 +46,7 @@ pub(super) struct Transaction {
     pub rcpts: Vec<String>,
     pub smtputf8: bool,
     /// The message so far once BDAT has started (RFC 3030); DATA is then no longer allowed.
-    pub bdat: Option<super::codec::Body>,
+    pub bdat: Option<super::data::Chunked>,
 }
 
 /// What the loop does after a command.

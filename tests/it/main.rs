@@ -10,6 +10,9 @@ mod cli;
 mod smtp;
 // SMTP limits: sizes, line length, errors, timeouts, vanished clients, shutdown.
 mod smtp_limits;
+// SMTP against hostile input: smuggling with bare CR/LF, forged Authentication-Results, headers
+// hidden behind a bare CR, large unfinished messages spooled to disk.
+mod smtp_hostile;
 // `250` survives kill -9.
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.

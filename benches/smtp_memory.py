@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Server memory while many large messages are unfinished (issue 11, finding 3b).
+
+Starts its own `tanba serve` on loopback with a fresh data dir, opens N MX sessions, sends
+MAIL/RCPT/DATA and then S megabytes of message text on each, all at once, without the final
+dot, and reports the server's RSS (VmRSS and VmHWM from /proc/PID/status) and what is in
+`data_dir/spool` at each step; then it finishes one of the messages (so that it goes through the
+filter and the store) and closes the rest. Prints a Markdown table (docs/benchmarks.md).
+
+    cargo build --release
+    python3 benches/smtp_memory.py --bin target/release/tanba --sessions 20 --megabytes 40
+
+Loopback only; every session is closed at the end and the server stopped.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def rss(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0]) / 1024  # MiB
+    return out
+
+
+def spool(data_dir):
+    d = os.path.join(data_dir, "spool")
+    try:
+        files = [os.path.join(d, n) for n in os.listdir(d)]
+    except FileNotFoundError:
+        return 0, 0
+    return len(files), sum(os.path.getsize(f) for f in files if os.path.exists(f)) / 2**20
+
+
+def reply(sock):
+    buf = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError("connection closed")
+        buf += chunk
+        lines = buf.split(b"\r\n")
+        for line in lines[:-1]:
+            if len(line) >= 4 and line[3:4] == b" ":
+                return line.decode()
+
+
+def session(addr):
+    s = socket.create_connection(addr)
+    reply(s)
+    for cmd, want in ((b"EHLO bench.example", "250"), (b"MAIL FROM:<s@bench.example>", "250"),
+                      (b"RCPT TO:<bench@localhost>", "250"), (b"DATA", "354")):
+        s.sendall(cmd + b"\r\n")
+        r = reply(s)
+        assert r.startswith(want), r
+    s.sendall(b"Subject: big\r\n\r\n")
+    return s
+
+
+LINE = (b"x" * 998) + b"\r\n"
+
+
+def send_mb(s, mb):
+    block = LINE * 1048  # ~1 MiB
+    for _ in range(mb):
+        s.sendall(block)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin", default="target/release/tanba")
+    p.add_argument("--sessions", type=int, default=20)
+    p.add_argument("--megabytes", type=int, default=40)
+    p.add_argument("--step", type=int, default=10, help="report every STEP megabytes")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (log, data)")
+    a = p.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="tanba-mem-")
+    data = os.path.join(tmp, "data")
+    os.makedirs(os.path.join(tmp, "trust"))
+    cfg = os.path.join(tmp, "tanba.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[server]
+hostname = "bench.localhost"
+domains = ["localhost"]
+data_dir = "{data}"
+[smtp]
+mx = ["127.0.0.1:0"]
+submission = []
+submissions = []
+max_connections = {a.sessions + 10}
+[imap]
+listen = []
+listen_tls = []
+[signatures]
+trust_dir = "{tmp}/trust"
+""")
+    log = open(os.path.join(tmp, "server.log"), "w")
+    srv = subprocess.Popen([a.bin, "--config", cfg, "serve"], stdout=log, stderr=log)
+    try:
+        listeners = os.path.join(data, "listeners.json")
+        for _ in range(300):
+            if os.path.exists(listeners):
+                break
+            time.sleep(0.1)
+        mx = json.load(open(listeners))["smtp.mx"][0]
+        host, port = mx.rsplit(":", 1)
+        addr = (host, int(port))
+        subprocess.run([a.bin, "--config", cfg, "user", "add", "bench@localhost",
+                        "--password-stdin"], input=b"bench-password-1\n", check=True,
+                       capture_output=True)
+        rows = []
+
+        def row(what):
+            r = rss(srv.pid)
+            n, mb = spool(data)
+            rows.append((what, r["VmRSS"], r["VmHWM"], n, mb))
+            print(f"{what}: VmRSS {r['VmRSS']:.0f} MiB, peak {r['VmHWM']:.0f} MiB, "
+                  f"spool {n} files {mb:.0f} MiB", flush=True)
+
+        row("idle")
+        socks = [session(addr) for _ in range(a.sessions)]
+        row(f"{a.sessions} sessions in DATA")
+        sent = 0
+        while sent < a.megabytes:
+            step = min(a.step, a.megabytes - sent)
+            threads = [threading.Thread(target=send_mb, args=(s, step)) for s in socks]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            sent += step
+            time.sleep(1)  # let the server drain its socket buffers
+            row(f"{a.sessions} × {sent} MiB unfinished")
+        # One message completed: filter + store under the processing budget.
+        socks[0].sendall(b".\r\n")
+        r = reply(socks[0])
+        assert r.startswith("250"), r
+        row(f"one {a.megabytes} MiB message finished")
+        for s in socks:
+            s.close()
+        time.sleep(2)
+        row("all sessions closed")
+        print()
+        print(f"| state | VmRSS | peak (VmHWM) | spool files | spool size |")
+        print("|---|---|---|---|---|")
+        for what, cur, peak, n, mb in rows:
+            print(f"| {what} | {cur:.0f} MiB | {peak:.0f} MiB | {n} | {mb:.0f} MiB |")
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        try:
+            srv.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+        log.close()
+        if a.keep:
+            print(f"(server log and data in {tmp})", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
