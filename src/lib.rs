@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod filter;
 pub mod imap;
 pub mod inbound;
+pub mod limits;
 pub mod revocation;
 pub mod server;
 pub mod shutdown;
