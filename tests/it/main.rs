@@ -10,6 +10,9 @@ mod cli;
 mod smtp;
 // SMTP limits: sizes, line length, errors, timeouts, vanished clients, shutdown.
 mod smtp_limits;
+// Connection limits per address and per pool, refusals on implicit-TLS ports, the submission
+// login timeout, `user del` / `user passwd` ending live sessions (issue 11, findings 4 and 10).
+mod conn_limits;
 // `250` survives kill -9.
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.
