@@ -283,7 +283,10 @@ fn finding4_submission_login_timeout() {
     let mut user = smtps(&srv, a);
     user.login("alice@example.test", "secret-a");
     for c in [&mut plain, &mut tls] {
-        assert_eq!(c.reply().line(), "421 4.4.2 Login timeout, closing connection");
+        assert_eq!(
+            c.reply().line(),
+            "421 4.4.2 Login timeout, closing connection"
+        );
         assert!(c.closed());
     }
     user.ok("NOOP", "250");
@@ -307,7 +310,10 @@ fn uidvalidity(resps: &[Vec<u8>]) -> u64 {
             return digits.parse().unwrap();
         }
     }
-    panic!("no UIDVALIDITY in {:?}", resps.iter().map(|r| text(r)).collect::<Vec<_>>());
+    panic!(
+        "no UIDVALIDITY in {:?}",
+        resps.iter().map(|r| text(r)).collect::<Vec<_>>()
+    );
 }
 
 /// bob over IMAP (one session selected, one idling) and over submission (authenticated, in a
@@ -350,11 +356,11 @@ fn finding10_user_del_ends_the_accounts_sessions_and_leaves_nothing() {
     let mut alice = imaps_login(&srv, ip("127.0.0.2"), "alice@example.test", "secret-a");
     let out = srv.tanba(&["user", "del", "bob@example.test"], None);
     assert!(out.status.success(), "{out:?}");
+    assert_ended(&mut plain, &mut idle, &mut smtp);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("ended 3 live sessions"),
         "{out:?}"
     );
-    assert_ended(&mut plain, &mut idle, &mut smtp);
     // Other accounts are not touched; bob cannot log in any more.
     alice.ok("SELECT INBOX");
     let mut c = imaps(&srv, ip("127.0.0.2"));
