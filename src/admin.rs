@@ -238,8 +238,16 @@ async fn handle(stream: UnixStream, app: Arc<App>) -> Result<()> {
     let req: Request = serde_json::from_str(&line).context("bad admin request")?;
     let store = app.store.clone();
     let config = app.config.clone();
-    let (resp, body) = tokio::task::spawn_blocking(move || {
+    let (mut resp, body, changed) = tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
+        // `user del` and `user passwd` end the account's live sessions (SPEC §8): its id, looked
+        // up before the change (a deleted account has none afterwards).
+        let changed = match &req {
+            Request::UserDel { email } | Request::UserPasswd { email, .. } => {
+                store.account(email).ok().flatten().map(|a| a.id)
+            }
+            _ => None,
+        };
         let resp = match execute(&store, &config, &req, &mut body) {
             Ok(r) => r,
             Err(e) => Response {
@@ -248,9 +256,19 @@ async fn handle(stream: UnixStream, app: Arc<App>) -> Result<()> {
                 data: serde_json::Value::Null,
             },
         };
-        (resp, body)
+        let changed = changed.filter(|_| resp.ok);
+        (resp, body, changed)
     })
     .await?;
+    if let Some(id) = changed {
+        // After the store changed: a session that ends now cannot write for a deleted account
+        // any more (the store refuses), and a new login needs the new password.
+        let n = app.conns.end_sessions(id);
+        if n > 0 {
+            tracing::info!("admin: ended {n} live sessions of account {id}");
+            resp.text.push_str(&format!("\nended {n} live sessions"));
+        }
+    }
     if matches!(resp.data.get("wake"), Some(serde_json::Value::Bool(true))) {
         app.queue_wakeup.notify_one();
     }

@@ -1,10 +1,16 @@
 //! `tanba serve`: binds every listener, runs the accept loops, the admin socket and the delivery
 //! workers, and drains gracefully on SIGTERM/SIGINT.
 //!
-//! Each accepted connection takes a permit from its protocol's semaphore and moves it into its task,
-//! so the permit returns when the task ends, however it ends. Beyond the limit a connection gets a
-//! one-line refusal (`421` for SMTP, `* BYE` for IMAP) and is closed: a client retrying later is
-//! better served than one hanging in a backlog.
+//! Each accepted connection first gets a [`limits::Ticket`] (its place in the per-address counts
+//! of SPEC §8), then a permit from its pool's semaphore: MX (`smtp.max_connections`), submission
+//! (`smtp.max_submission_connections`, 587 and 465 together) and IMAP (`imap.max_connections`)
+//! are separate pools, so MX traffic never locks out users. Both move into the session's task
+//! and return when it ends, however it ends. A connection over a limit is refused and closed: a
+//! client retrying later is better served than one hanging in a backlog. On plaintext ports the
+//! refusal is one line (`421 4.7.0` for SMTP, `* BYE` for IMAP); on implicit-TLS ports (465, 993)
+//! never plaintext bytes: the TLS handshake is completed (within [`REFUSAL_TLS_TIMEOUT`]) and the
+//! refusal sent inside TLS, while at most [`REFUSAL_HANDSHAKES`] such refusals are in flight;
+//! beyond that the connection is simply closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,15 +18,21 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::filter::Filter;
+use crate::limits::{self, Class, ConnTracker};
 use crate::shutdown::{Coordinator, Shutdown};
 use crate::store::Store;
 use crate::{admin, delivery, imap, smtp};
+
+/// How long a refused client on an implicit-TLS port gets to finish the handshake.
+pub const REFUSAL_TLS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Refusals inside TLS in flight at once, over all ports; more are closed without a word.
+pub const REFUSAL_HANDSHAKES: usize = 32;
 
 /// Everything a session or worker needs, shared behind an `Arc` for the life of `serve`.
 pub struct App {
@@ -34,6 +46,9 @@ pub struct App {
     pub tls: TlsAcceptor,
     /// Wakes the delivery workers when something new is queued (or `queue retry` asks).
     pub queue_wakeup: Arc<tokio::sync::Notify>,
+    /// Connections per client address and logged-in sessions per account (SPEC §8); ends an
+    /// account's sessions for `tanba user del` / `user passwd`.
+    pub conns: Arc<ConnTracker>,
 }
 
 /// Which protocol and port a listener serves.
@@ -55,6 +70,40 @@ impl Kind {
             Kind::Imap { implicit_tls: true } => "imap.listen_tls",
         }
     }
+
+    fn implicit_tls(self) -> bool {
+        matches!(
+            self,
+            Kind::Smtp(smtp::Port::Submissions) | Kind::Imap { implicit_tls: true }
+        )
+    }
+
+    /// MX sessions never log in; everything else starts unauthenticated.
+    fn class(self) -> Class {
+        match self {
+            Kind::Smtp(smtp::Port::Mx) => Class::Mx,
+            _ => Class::Unauthenticated,
+        }
+    }
+}
+
+/// The connection pools (SPEC §8): MX, submission (both ports), IMAP (both ports).
+struct Pools {
+    mx: Arc<Semaphore>,
+    submission: Arc<Semaphore>,
+    imap: Arc<Semaphore>,
+    /// Refusals inside TLS in flight (see the module docs).
+    refusals: Arc<Semaphore>,
+}
+
+impl Pools {
+    fn of(&self, kind: Kind) -> &Arc<Semaphore> {
+        match kind {
+            Kind::Smtp(smtp::Port::Mx) => &self.mx,
+            Kind::Smtp(_) => &self.submission,
+            Kind::Imap { .. } => &self.imap,
+        }
+    }
 }
 
 /// Builds the shared state: opens the store, loads the trust anchors and the TLS identity.
@@ -69,12 +118,13 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         .map(Arc::new);
     let tls = crate::tls::acceptor(&config).context("tls")?;
     Ok(Arc::new(App {
-        config: Arc::new(config),
         store,
         filter: Arc::new(filter),
         revocation,
         tls,
         queue_wakeup: Arc::new(tokio::sync::Notify::new()),
+        conns: ConnTracker::new(&config.limits),
+        config: Arc::new(config),
     }))
 }
 
@@ -124,18 +174,18 @@ pub async fn serve(config: Config) -> Result<()> {
     ));
     tokio::spawn(delivery::run(app.clone(), coordinator.handle()));
 
-    let smtp_slots = Arc::new(Semaphore::new(cfg.smtp.max_connections));
-    let imap_slots = Arc::new(Semaphore::new(cfg.imap.max_connections));
+    let pools = Arc::new(Pools {
+        mx: Arc::new(Semaphore::new(cfg.smtp.max_connections)),
+        submission: Arc::new(Semaphore::new(cfg.smtp.max_submission_connections)),
+        imap: Arc::new(Semaphore::new(cfg.imap.max_connections)),
+        refusals: Arc::new(Semaphore::new(REFUSAL_HANDSHAKES)),
+    });
     for (kind, listener) in bound {
-        let slots = match kind {
-            Kind::Smtp(_) => smtp_slots.clone(),
-            Kind::Imap { .. } => imap_slots.clone(),
-        };
         tokio::spawn(accept_loop(
             listener,
             kind,
             app.clone(),
-            slots,
+            pools.clone(),
             coordinator.handle(),
         ));
     }
@@ -182,7 +232,7 @@ async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
     app: Arc<App>,
-    slots: Arc<Semaphore>,
+    pools: Arc<Pools>,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -190,7 +240,7 @@ async fn accept_loop(
             r = listener.accept() => r,
             _ = shutdown.stopping() => return,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -200,16 +250,25 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!("{}: connection limit reached, refusing {peer}", kind.key());
-            tokio::spawn(async move {
-                let msg: &[u8] = match kind {
-                    Kind::Smtp(_) => b"421 4.7.0 Too many connections, try again later\r\n",
-                    Kind::Imap { .. } => b"* BYE Too many connections, try again later\r\n",
-                };
-                let _ = stream.write_all(msg).await;
-                let _ = stream.shutdown().await;
-            });
+        let ticket = match app.conns.open(peer.ip(), kind.class()) {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::info!(
+                    client_ip = %limits::Client::of(peer.ip()),
+                    "{}: refusing a connection: {why}",
+                    kind.key()
+                );
+                refuse(stream, kind, &app, &pools, Refusal::PerAddress);
+                continue;
+            }
+        };
+        let Ok(permit) = pools.of(kind).clone().try_acquire_owned() else {
+            tracing::warn!(
+                client_ip = %ticket.client(),
+                "{}: connection limit reached, refusing a connection",
+                kind.key()
+            );
+            refuse(stream, kind, &app, &pools, Refusal::Pool);
             continue;
         };
         let app = app.clone();
@@ -217,11 +276,54 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             match kind {
-                Kind::Smtp(port) => smtp::handle(stream, peer, app, port, sd).await,
+                Kind::Smtp(port) => smtp::handle(stream, peer, app, port, sd, ticket).await,
                 Kind::Imap { implicit_tls } => {
-                    imap::handle(stream, peer, app, implicit_tls, sd).await
+                    imap::handle(stream, peer, app, implicit_tls, sd, ticket).await
                 }
             }
         });
     }
+}
+
+/// Why a connection is refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The pool of its port is full.
+    Pool,
+    /// Its address has too many connections (SPEC §8 per-IP limits).
+    PerAddress,
+}
+
+/// Refuses a fresh connection and closes it. Plaintext ports get one line, written without
+/// waiting (it fits in an empty socket buffer); implicit-TLS ports get the same line inside
+/// TLS, or nothing (see the module docs). RFC 5321 §3.1 allows `421` as the greeting; RFC 3501
+/// §7.1.5 `* BYE` as the greeting of a server that will not serve the client.
+fn refuse(stream: TcpStream, kind: Kind, app: &Arc<App>, pools: &Pools, why: Refusal) {
+    let msg: &'static [u8] = match (kind, why) {
+        (Kind::Smtp(_), Refusal::Pool) => b"421 4.7.0 Too many connections, try again later\r\n",
+        (Kind::Smtp(_), Refusal::PerAddress) => {
+            b"421 4.7.0 Too many connections from your address, try again later\r\n"
+        }
+        (Kind::Imap { .. }, Refusal::Pool) => b"* BYE Too many connections, try again later\r\n",
+        (Kind::Imap { .. }, Refusal::PerAddress) => {
+            b"* BYE Too many connections from your address, try again later\r\n"
+        }
+    };
+    if !kind.implicit_tls() {
+        let _ = stream.try_write(msg);
+        return;
+    }
+    let Ok(permit) = pools.refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    let acceptor = app.tls.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let refuse = async {
+            let mut tls = acceptor.accept(stream).await?;
+            tls.write_all(msg).await?;
+            tls.shutdown().await
+        };
+        let _ = tokio::time::timeout(REFUSAL_TLS_TIMEOUT, refuse).await;
+    });
 }

@@ -35,16 +35,19 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::limits::{Refused, Ticket};
 use crate::server::App;
 use crate::shutdown::Shutdown;
 
-/// Runs one IMAP session to completion. `implicit_tls`: the `listen_tls` port.
+/// Runs one IMAP session to completion. `implicit_tls`: the `listen_tls` port. `ticket`: the
+/// connection's place in the per-address counts (SPEC §8), moved to the account's at login.
 pub async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     app: Arc<App>,
     implicit_tls: bool,
     shutdown: Shutdown,
+    ticket: Ticket,
 ) {
     let mut conn = conn::Conn::new(stream, app.config.imap.idle_timeout);
     if implicit_tls {
@@ -64,7 +67,55 @@ pub async fn handle(
     }
     tracing::debug!(%peer, implicit_tls, "imap: session start");
     let mut session = session::Session::new(app, conn, peer, shutdown);
+    session.ticket = ticket;
     if let Err(e) = session.run().await {
         tracing::debug!(%peer, "imap: session ended: {e}");
+    }
+}
+
+/// Connection limits and the end of sessions (SPEC §8), kept here so that the session loop
+/// needs one call each.
+impl session::Session {
+    /// Counts a successful login as `account_id`'s, or refuses it with `NO [LIMIT]` (RFC 5530
+    /// §3: "the number of concurrent sessions") when the account has `limits.sessions_per_user_ip`
+    /// sessions from this address already. Call before the state changes. A login that raced
+    /// `tanba user del/passwd` is refused and the session ends.
+    pub fn track_login(&mut self, account: &crate::store::Account) -> Result<(), response::Reply> {
+        match self.ticket.login(account.id, true) {
+            // `user del/passwd` may have changed the account while its password was being
+            // checked, before this session was registered to hear of it.
+            Ok(()) if !crate::limits::still_current(&self.app.store, account) => {
+                self.ticket.revoke();
+                Err(response::Reply::no("Authentication failed").other("AUTHENTICATIONFAILED"))
+            }
+            Ok(()) => Ok(()),
+            Err(why @ Refused::UserSessions) => {
+                tracing::info!(
+                    peer = %self.peer,
+                    client_ip = %self.ticket.client(),
+                    "imap: login refused: {why}"
+                );
+                Err(
+                    response::Reply::no("Too many sessions from your address for this account")
+                        .other("LIMIT"),
+                )
+            }
+            Err(why) => Err(response::Reply::no(why.to_string())),
+        }
+    }
+
+    /// Ends the session because `tanba user del` / `user passwd` changed the account: `* BYE`,
+    /// then close (RFC 3501 §7.1.5: BYE when the server is closing the connection).
+    pub async fn end_revoked(&mut self) -> std::io::Result<()> {
+        tracing::info!(
+            peer = %self.peer,
+            user = %self.account.as_ref().map(|a| a.email.as_str()).unwrap_or(""),
+            "imap: ending the session: the account was changed or deleted"
+        );
+        self.conn
+            .write(&response::bye("Account changed by the administrator"));
+        self.state = session::State::Logout;
+        self.conn.close().await;
+        Ok(())
     }
 }

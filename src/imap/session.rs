@@ -202,6 +202,8 @@ pub struct Session {
     pub account: Option<Account>,
     pub selected: Option<Selected>,
     pub shutdown: Shutdown,
+    /// Per-address counts and the end of the account's sessions (SPEC §8; `imap/mod.rs`).
+    pub ticket: crate::limits::Ticket,
 }
 
 /// A decoded command: imap-codec's, or our extended LIST (RFC 5258/6154) which it does not parse.
@@ -220,6 +222,7 @@ impl Session {
             account: None,
             selected: None,
             shutdown,
+            ticket: crate::limits::Ticket::detached(peer.ip()),
         }
     }
 
@@ -244,6 +247,9 @@ impl Session {
         loop {
             // Shutdown is honoured between commands only (STYLE §3).
             let mut sd = self.shutdown.clone();
+            if self.ticket.is_revoked() {
+                return self.end_revoked().await;
+            }
             let input = tokio::select! {
                 r = self.conn.wait_input() => r,
                 _ = sd.stopping() => {
@@ -251,6 +257,7 @@ impl Session {
                     self.conn.close().await;
                     return Ok(());
                 }
+                _ = self.ticket.revoked() => return self.end_revoked().await,
             };
             match input {
                 Ok(true) => {}
@@ -269,7 +276,11 @@ impl Session {
                         skip: None,
                     })
             };
-            let frame = match self.conn.read_command(max_literal, &gate).await {
+            let frame = tokio::select! {
+                f = self.conn.read_command(max_literal, &gate) => f,
+                _ = self.ticket.revoked() => return self.end_revoked().await,
+            };
+            let frame = match frame {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
                 Err(e) => return self.end_on(e).await,

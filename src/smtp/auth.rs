@@ -45,6 +45,7 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let r = match verify(&s.app, &user, password).await {
         Ok(Some(account)) => {
             tracing::info!(peer = %s.peer, user = %account.email, "authenticated");
+            s.logged_in(&account);
             s.auth = Some(account);
             reply::AUTH_OK
         }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::limits::Ticket;
 use crate::server::App;
 use crate::shutdown::Shutdown;
 use session::{Outcome, Session};
@@ -44,26 +45,37 @@ pub enum Port {
     Submissions,
 }
 
-/// Runs one SMTP session to completion.
+/// Runs one SMTP session to completion. `ticket`: the connection's place in the per-address
+/// counts (SPEC §8); the session moves it to the account's on AUTH and ends when it is revoked.
 pub async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     app: Arc<App>,
     port: Port,
     shutdown: Shutdown,
+    ticket: Ticket,
 ) {
     tracing::debug!(%peer, ?port, "SMTP connection");
-    let mut session = Session::new(app.clone(), port, peer, shutdown);
+    let mut session = Session::new(app.clone(), port, peer, shutdown, ticket);
+    // On the submission ports the handshake comes before login: bounded by the login timeout too.
+    let limit = match port {
+        Port::Mx => app.config.smtp.idle_timeout,
+        Port::Submission | Port::Submissions => app
+            .config
+            .smtp
+            .idle_timeout
+            .min(app.config.limits.login_timeout),
+    };
     match port {
         Port::Submissions => {
-            if let Some(tls) = handshake(&app, stream, peer).await {
+            if let Some(tls) = handshake(&app, stream, peer, limit).await {
                 session.tls_established();
                 session.run(tls, true).await;
             }
         }
         Port::Mx | Port::Submission => {
             if let Outcome::StartTls(stream) = session.run(stream, true).await {
-                if let Some(tls) = handshake(&app, stream, peer).await {
+                if let Some(tls) = handshake(&app, stream, peer, limit).await {
                     session.tls_established();
                     // No new greeting after STARTTLS; the client sends EHLO (RFC 3207 §4.2).
                     session.run(tls, false).await;
@@ -74,8 +86,12 @@ pub async fn handle(
     tracing::debug!(%peer, "SMTP connection closed");
 }
 
-async fn handshake(app: &App, stream: TcpStream, peer: SocketAddr) -> Option<TlsStream<TcpStream>> {
-    let limit = app.config.smtp.idle_timeout;
+async fn handshake(
+    app: &App,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limit: std::time::Duration,
+) -> Option<TlsStream<TcpStream>> {
     match tokio::time::timeout(limit, app.tls.accept(stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {

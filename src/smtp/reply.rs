@@ -78,6 +78,14 @@ pub const SESSION_TIMEOUT: Reply = r(
     "Session time limit exceeded, closing connection",
 );
 pub const TOO_MANY_ERRORS: Reply = r(421, "4.7.0", "Too many errors, closing connection");
+/// Submission: not authenticated within `limits.login_timeout` (SPEC §8).
+pub const LOGIN_TIMEOUT: Reply = r(421, "4.4.2", "Login timeout, closing connection");
+/// `tanba user del` / `user passwd` ended the logged-in user's sessions (SPEC §8).
+pub const ACCOUNT_CHANGED: Reply = r(
+    421,
+    "4.7.0",
+    "Account changed by the administrator, closing connection",
+);
 
 // ---- generic ----
 

@@ -10,6 +10,7 @@
 //! Replies are collected in an output buffer and written when the session is about to wait for
 //! input (RFC 2920: a pipelined group is answered as a whole), or when the buffer grows large.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use super::command::{self, Command, MailFrom, ParseError, RcptTo};
 use super::reply::{self, Reply};
 use super::{auth, data, Port};
 use crate::inbound::{self, Route};
+use crate::limits::Ticket;
 use crate::server::App;
 use crate::shutdown::Shutdown;
 use crate::store::account::Account;
@@ -71,6 +73,10 @@ pub(super) enum End {
     Idle,
     SessionTimeout,
     Shutdown,
+    /// Submission: not authenticated within `limits.login_timeout`.
+    LoginTimeout,
+    /// The logged-in account was deleted or its password changed (`tanba user del/passwd`).
+    Revoked,
 }
 
 /// The stream with its input and output buffers.
@@ -115,16 +121,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Writes pending replies, then waits for more input until `until`; with `stop`, shutdown
-    /// interrupts the wait.
-    async fn fill(&mut self, until: Instant, stop: Option<&mut Shutdown>) -> Result<(), End> {
+    /// interrupts the wait; `revoked` always does.
+    async fn fill(
+        &mut self,
+        until: Instant,
+        stop: Option<&mut Shutdown>,
+        revoked: impl Future<Output = ()>,
+    ) -> Result<(), End> {
         self.flush().await?;
         let read = tokio::time::timeout_at(until, self.stream.read_buf(self.input.read_target()));
-        let r = match stop {
-            Some(sd) => tokio::select! {
-                r = read => r,
-                _ = sd.stopping() => return Err(End::Shutdown),
-            },
-            None => read.await,
+        let stopping = async {
+            match stop {
+                Some(sd) => sd.stopping().await,
+                None => std::future::pending().await,
+            }
+        };
+        let r = tokio::select! {
+            r = read => r,
+            _ = stopping => return Err(End::Shutdown),
+            _ = revoked => return Err(End::Revoked),
         };
         match r {
             Ok(Ok(0)) => Err(End::Eof),
@@ -147,8 +162,13 @@ pub struct Session {
     pub(super) port: Port,
     pub(super) peer: SocketAddr,
     shutdown: Shutdown,
+    /// The connection's place in the per-address counts; moves to the account's on AUTH, and
+    /// ends the session when the account is deleted or its password changed (SPEC §8).
+    ticket: Ticket,
     /// The session ends at the first command boundary (or wait) after this instant.
     deadline: Instant,
+    /// Submission ports before AUTH: the session ends (421 4.4.2) at this instant.
+    login_deadline: Option<Instant>,
     pub(super) tls: bool,
     helo: Option<Helo>,
     pub(super) auth: Option<Account>,
@@ -157,14 +177,24 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(app: Arc<App>, port: Port, peer: SocketAddr, shutdown: Shutdown) -> Session {
+    pub fn new(
+        app: Arc<App>,
+        port: Port,
+        peer: SocketAddr,
+        shutdown: Shutdown,
+        ticket: Ticket,
+    ) -> Session {
         let deadline = after(app.config.smtp.session_timeout);
+        let login_deadline =
+            (port != Port::Mx).then(|| after(app.config.limits.login_timeout).min(deadline));
         Session {
             app,
             port,
             peer,
             shutdown,
+            ticket,
             deadline,
+            login_deadline,
             tls: false,
             helo: None,
             auth: None,
@@ -184,6 +214,19 @@ impl Session {
 
     pub(super) fn max_size(&self) -> u64 {
         self.app.config.smtp.max_message_size
+    }
+
+    /// A successful AUTH as `account`: the login timeout no longer applies, and the session now
+    /// counts as the account's (and ends with it, [`End::Revoked`]).
+    pub(super) fn logged_in(&mut self, account: &Account) {
+        // No per-address session limit for SMTP (SPEC §8 limits IMAP's): this cannot fail.
+        let _ = self.ticket.login(account.id, false);
+        self.login_deadline = None;
+        // `user del/passwd` may have changed the account while its password was being checked,
+        // before this session was registered to hear of it: then it ends at once.
+        if !crate::limits::still_current(&self.app.store, account) {
+            self.ticket.revoke();
+        }
     }
 
     /// RFC 3848 `with` protocol name for the Received header.
@@ -256,6 +299,12 @@ impl Session {
         if Instant::now() >= self.deadline {
             return self.end(io, End::SessionTimeout);
         }
+        if self.ticket.is_revoked() {
+            return self.end(io, End::Revoked);
+        }
+        if self.login_deadline.is_some_and(|d| Instant::now() >= d) {
+            return self.end(io, End::LoginTimeout);
+        }
         let line = match self.read_line(io, true).await {
             Ok(l) => l,
             Err(e) => return self.end(io, e),
@@ -302,6 +351,21 @@ impl Session {
                 io.push(&reply::SESSION_TIMEOUT);
             }
             End::Shutdown => io.push(&reply::SHUTTING_DOWN),
+            End::LoginTimeout => {
+                tracing::info!(peer = %self.peer, "not authenticated within limits.login_timeout");
+                io.push(&reply::LOGIN_TIMEOUT);
+            }
+            End::Revoked => {
+                let user = self.auth.as_ref().map(|a| a.email.as_str()).unwrap_or("");
+                tracing::info!(
+                    peer = %self.peer,
+                    user,
+                    "ending the session: the account was changed or deleted"
+                );
+                // Whatever was under way is dropped: nothing more is sent for this account.
+                self.tx = None;
+                io.push(&reply::ACCOUNT_CHANGED);
+            }
         }
         Flow::Close
     }
@@ -313,14 +377,20 @@ impl Session {
         boundary: bool,
     ) -> Result<(), End> {
         let idle = after(self.app.config.smtp.idle_timeout);
-        let until = idle.min(self.deadline);
+        let mut until = idle.min(self.deadline);
+        if let Some(d) = self.login_deadline {
+            until = until.min(d);
+        }
         let stop = if boundary {
             Some(&mut self.shutdown)
         } else {
             None
         };
-        match io.fill(until, stop).await {
+        match io.fill(until, stop, self.ticket.revoked()).await {
             Err(End::Idle) if Instant::now() >= self.deadline => Err(End::SessionTimeout),
+            Err(End::Idle) if self.login_deadline.is_some_and(|d| Instant::now() >= d) => {
+                Err(End::LoginTimeout)
+            }
             r => r,
         }
     }
@@ -613,7 +683,8 @@ mod tests {
     async fn transcript(app: Arc<App>, port: Port, input: &[u8]) -> String {
         let (mut client, server) = duplex(1 << 16);
         let coord = Coordinator::new();
-        let mut s = Session::new(app, port, "192.0.2.1:4000".parse().unwrap(), coord.handle());
+        let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let mut s = Session::new(app, port, peer, coord.handle(), Ticket::detached(peer.ip()));
         let task = tokio::spawn(async move {
             s.run(server, true).await;
         });
@@ -692,11 +763,13 @@ MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n01234567
         let (_dir, app) = app();
         let (mut client, server) = duplex(1 << 16);
         let coord = Coordinator::new();
+        let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let mut s = Session::new(
             app,
             Port::Mx,
-            "192.0.2.1:4000".parse().unwrap(),
+            peer,
             coord.handle(),
+            Ticket::detached(peer.ip()),
         );
         let task = tokio::spawn(async move {
             s.run(server, true).await;

@@ -149,20 +149,34 @@ impl Store {
     }
 
     /// Removes an account and all of its mail.
+    ///
+    /// Live sessions of the account may still be running (the server ends them right after,
+    /// SPEC §8), so the order matters: first the account record and its INBOX name, in one
+    /// transaction; from then on nobody can log in or receive mail, and no mailbox can be
+    /// created or renamed for it (`mailbox::account_alive`). Then each mailbox's name and record
+    /// (after which nothing can be added to it), then its messages. A crash midway leaves only
+    /// unreachable records.
     pub fn delete_account(&self, email: &str) -> Result<Account> {
         let email = email.trim().to_ascii_lowercase();
         let Some(account) = self.account(&email)? else {
             return Err(StoreError::NotFound(format!("account {email}")));
         };
-        // The account record goes first: from then on nobody can log in or receive mail, and a
-        // crash during the clean-up below leaves only unreachable mailboxes.
-        self.t.accounts.remove(email.as_bytes())?;
-        for m in self.mailboxes(account.id)? {
-            self.remove_mailbox_contents(&m)?;
-            self.t
-                .mailbox_names
-                .remove(mailbox::name_key(account.id, &m.name))?;
-            self.t.mailboxes.remove(u64_key(m.id))?;
+        let inbox = self.mailbox(account.id, "INBOX")?;
+        let inbox_key = mailbox::name_key(account.id, "INBOX");
+        let t = &self.t;
+        (&t.accounts, &t.mailbox_names).transaction(|(acc, names)| {
+            if acc.remove(email.as_bytes())?.is_none() {
+                return Err(StoreError::NotFound(format!("account {email}")).into());
+            }
+            names.remove(inbox_key.as_slice())?;
+            Ok(())
+        })?;
+        // The set of mailboxes is now fixed (none can be created or renamed).
+        let mut boxes = self.mailboxes(account.id)?;
+        boxes.extend(inbox);
+        for m in &boxes {
+            self.drop_mailbox(account.id, m)?;
+            self.notify(account.id, m.id);
         }
         Ok(account)
     }
@@ -179,6 +193,45 @@ mod tests {
         assert!(verify_password(&h, "correct horse"));
         assert!(!verify_password(&h, "wrong"));
         assert!(!verify_password("garbage", "x"));
+    }
+
+    /// Finding 10: a session of a deleted account still holds its ids; nothing it does may
+    /// leave data behind.
+    #[test]
+    fn nothing_is_written_for_a_deleted_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let bob = s.create_account("bob@example.test", "h").unwrap();
+        let alice = s.create_account("alice@example.test", "h").unwrap();
+        let inbox = s.mailbox(bob.id, "INBOX").unwrap().unwrap();
+        s.create_mailbox(bob.id, "Projects/2026", None).unwrap();
+        let big = vec![b'x'; 100 * 1024];
+        s.append(inbox.id, b"Subject: a\r\n\r\nsmall\r\n", &[], 0)
+            .unwrap();
+        s.append(inbox.id, &big, &[], 0).unwrap();
+        s.delete_account("bob@example.test").unwrap();
+
+        assert!(s.create_mailbox(bob.id, "Orphan", None).is_err());
+        assert!(s.create_mailbox(bob.id, "INBOX", None).is_err());
+        assert!(s
+            .append(inbox.id, b"Subject: b\r\n\r\nlate\r\n", &[], 0)
+            .is_err());
+        assert!(s.rename_mailbox(bob.id, "Projects", "Other").is_err());
+        // Nothing of bob's is left: no names, no records, no messages, no bodies.
+        let t = &s.t;
+        assert_eq!(t.mailbox_names.scan_prefix(u64_key(bob.id)).count(), 0);
+        assert!(t
+            .mailboxes
+            .iter()
+            .values()
+            .all(|v| dec::<mailbox::MailboxMeta>(&v.unwrap()).unwrap().account_id == alice.id));
+        assert_eq!(t.messages.len(), 0);
+        assert_eq!(t.blobs.len() + t.blob_files.len() + t.blob_refs.len(), 0);
+        // alice is untouched and still works.
+        let a_inbox = s.mailbox(alice.id, "INBOX").unwrap().unwrap();
+        s.append(a_inbox.id, b"Subject: c\r\n\r\nfine\r\n", &[], 0)
+            .unwrap();
+        s.create_mailbox(alice.id, "New", None).unwrap();
     }
 
     #[test]

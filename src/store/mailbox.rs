@@ -103,6 +103,20 @@ pub(crate) fn name_key(account_id: u64, name: &str) -> Vec<u8> {
     k
 }
 
+/// Inside a transaction that creates or renames mailboxes: fails unless the account still
+/// exists, which is exactly as long as its INBOX name does (`create_account` writes both,
+/// INBOX can be neither deleted nor renamed away, `delete_account` removes both first, in one
+/// transaction). A session of a deleted account can therefore create nothing (SPEC §8).
+fn account_alive(
+    names: &sled::transaction::TransactionalTree,
+    account_id: u64,
+) -> super::message::TxResult<()> {
+    if names.get(name_key(account_id, "INBOX"))?.is_none() {
+        return Err(StoreError::NotFound("account".into()).into());
+    }
+    Ok(())
+}
+
 impl Store {
     /// All mailboxes of an account, sorted by name.
     pub fn mailboxes(&self, account_id: u64) -> Result<Vec<MailboxMeta>> {
@@ -179,6 +193,7 @@ impl Store {
         let meta = MailboxMeta::new(self.next_id()?, account_id, name, special_use);
         let t = &self.t;
         (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
+            account_alive(names, account_id)?;
             let k = name_key(account_id, name);
             if names.get(&k)?.is_some() {
                 return Err(StoreError::Exists(format!("mailbox {name}")).into());
@@ -210,11 +225,21 @@ impl Store {
                 "mailbox {name} has children; delete them first"
             )));
         }
-        self.t.mailbox_names.remove(name_key(account_id, &name))?;
-        self.remove_mailbox_contents(&meta)?;
-        self.t.mailboxes.remove(u64_key(meta.id))?;
+        self.drop_mailbox(account_id, &meta)?;
         self.notify(account_id, meta.id);
         Ok(())
+    }
+
+    /// Removes a mailbox: its name and record first, in one transaction (from then on nothing
+    /// can be added to it: a new message needs the record), then its messages.
+    pub(crate) fn drop_mailbox(&self, account_id: u64, meta: &MailboxMeta) -> Result<()> {
+        let t = &self.t;
+        (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
+            names.remove(name_key(account_id, &meta.name))?;
+            mbs.remove(&u64_key(meta.id))?;
+            Ok(())
+        })?;
+        self.purge_mailbox(meta.id)
     }
 
     /// Renames a mailbox and its children. Renaming INBOX moves its messages to a new mailbox and
@@ -256,6 +281,7 @@ impl Store {
         }
         let t = &self.t;
         (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
+            account_alive(names, account_id)?;
             for m in &affected {
                 let new_name = format!("{to}{}", &m.name[from.len()..]);
                 if names.get(name_key(account_id, &new_name))?.is_some() {

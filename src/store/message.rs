@@ -148,6 +148,41 @@ pub(super) fn add_ref(refs: &TransactionalTree, blob_id: u64, by: i64) -> TxResu
     Ok(new)
 }
 
+/// What removing messages inside a transaction freed.
+#[derive(Default)]
+struct Gone {
+    uids: Vec<u32>,
+    /// Blobs whose last reference went.
+    blobs: Vec<u64>,
+    /// Those of them kept as files (to unlink once durable).
+    files: Vec<u64>,
+}
+
+/// Removes one message inside a transaction and drops its blob reference (the body too, at
+/// zero). The mailbox's counters are the caller's business.
+fn remove_message(
+    msgs: &TransactionalTree,
+    refs: &TransactionalTree,
+    blobs: &TransactionalTree,
+    files: &TransactionalTree,
+    mailbox_id: u64,
+    uid: u32,
+    gone: &mut Gone,
+) -> TxResult<Option<MessageMeta>> {
+    let Some(v) = msgs.remove(&key2(mailbox_id, uid))? else {
+        return Ok(None);
+    };
+    let m: MessageMeta = dec(&v)?;
+    if add_ref(refs, m.blob_id, -1)? == 0 {
+        if drop_body(blobs, files, m.blob_id)? {
+            gone.files.push(m.blob_id);
+        }
+        gone.blobs.push(m.blob_id);
+    }
+    gone.uids.push(uid);
+    Ok(Some(m))
+}
+
 /// Inserts one message into a mailbox inside a transaction: allocates the UID, bumps counters.
 pub(super) fn insert_message(
     mbs: &TransactionalTree,
@@ -485,31 +520,23 @@ impl Store {
         )
             .transaction(|(mbs, msgs, refs, blobs, files)| {
                 let mut mb = get_mailbox(mbs, mailbox_id)?;
-                let mut removed = Vec::new();
-                let mut dead = Vec::new();
-                let mut dead_files = Vec::new();
+                let mut gone = Gone::default();
                 for &uid in &uids {
-                    let Some(v) = msgs.remove(&key2(mailbox_id, uid))? else {
+                    let Some(m) =
+                        remove_message(msgs, refs, blobs, files, mailbox_id, uid, &mut gone)?
+                    else {
                         continue;
                     };
-                    let m: MessageMeta = dec(&v)?;
                     mb.messages = mb.messages.saturating_sub(1);
                     if !m.seen() {
                         mb.unseen = mb.unseen.saturating_sub(1);
                     }
-                    if add_ref(refs, m.blob_id, -1)? == 0 {
-                        if drop_body(blobs, files, m.blob_id)? {
-                            dead_files.push(m.blob_id);
-                        }
-                        dead.push(m.blob_id);
-                    }
-                    removed.push(uid);
                 }
-                if !removed.is_empty() {
+                if !gone.uids.is_empty() {
                     mb.highest_modseq += 1;
                     mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
                 }
-                Ok((removed, dead, dead_files))
+                Ok((gone.uids, gone.blobs, gone.files))
             })?;
         self.files.doom(dead_files);
         for b in dead_blobs {
@@ -521,13 +548,43 @@ impl Store {
         Ok(removed)
     }
 
-    /// Drops one reference to a blob (the queue's, when an entry is done) and frees it at zero.
-    pub(crate) fn remove_mailbox_contents(&self, meta: &MailboxMeta) -> Result<()> {
-        let uids: Vec<u32> = self.messages(meta.id)?.iter().map(|m| m.uid).collect();
-        for chunk in uids.chunks(1000) {
-            self.expunge(meta.id, chunk)?;
+    /// Removes every message of a mailbox whose record is already gone (deleted mailbox or
+    /// account): nothing can be added to it any more (`insert_message` needs the record), so one
+    /// pass over what is left removes everything, in transactions of at most 1000 messages.
+    pub(crate) fn purge_mailbox(&self, mailbox_id: u64) -> Result<()> {
+        let t = &self.t;
+        loop {
+            let uids: Vec<u32> = t
+                .messages
+                .scan_prefix(u64_key(mailbox_id))
+                .keys()
+                .take(1000)
+                .map(|k| {
+                    let k = k?;
+                    let tail: [u8; 4] = k
+                        .get(8..12)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| StoreError::Db("corrupt message key".into()))?;
+                    Ok(u32::from_be_bytes(tail))
+                })
+                .collect::<Result<_>>()?;
+            if uids.is_empty() {
+                return Ok(());
+            }
+            let gone = (&t.messages, &t.blob_refs, &t.blobs, &t.blob_files).transaction(
+                |(msgs, refs, blobs, files)| {
+                    let mut gone = Gone::default();
+                    for &uid in &uids {
+                        remove_message(msgs, refs, blobs, files, mailbox_id, uid, &mut gone)?;
+                    }
+                    Ok(gone)
+                },
+            )?;
+            self.files.doom(gone.files);
+            for b in gone.blobs {
+                self.t.blob_cache.remove(u64_key(b))?;
+            }
         }
-        Ok(())
     }
 
     fn notify_mailbox(&self, mailbox_id: u64) -> Result<()> {

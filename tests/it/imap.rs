@@ -32,8 +32,13 @@ pub struct Imap {
 
 impl Imap {
     fn raw(addr: SocketAddr) -> Imap {
+        Self::from_stream(Stream::connect(addr))
+    }
+
+    /// A client on an already connected stream (nothing read yet).
+    pub fn from_stream(stream: Stream) -> Imap {
         Imap {
-            stream: Stream::connect(addr),
+            stream,
             buf: Vec::new(),
             next_tag: 1,
             greeting: String::new(),

@@ -13,6 +13,9 @@ mod smtp_limits;
 // SMTP against hostile input: smuggling with bare CR/LF, forged Authentication-Results, headers
 // hidden behind a bare CR, large unfinished messages spooled to disk.
 mod smtp_hostile;
+// Connection limits per address and per pool, refusals on implicit-TLS ports, the submission
+// login timeout, `user del` / `user passwd` ending live sessions (issue 11, findings 4 and 10).
+mod conn_limits;
 // `250` survives kill -9.
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.

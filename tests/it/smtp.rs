@@ -44,6 +44,14 @@ impl Client {
         }
     }
 
+    /// A client on an already connected stream (nothing read yet).
+    pub fn from_stream(stream: Stream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects and checks the greeting.
     pub fn connect(addr: SocketAddr) -> Client {
         let mut c = Self::connect_raw(addr);

@@ -197,9 +197,11 @@ fn byte_at_a_time_client() {
 
 #[test]
 fn connections_beyond_the_limit_get_421() {
+    // smtp.max_connections counts MX only (SPEC §8): the submission session takes no MX slot.
     let srv = server_with_users(&[("smtp", "max_connections = 2")]);
     let mut a = Client::connect(srv.mx);
     let _b = Client::connect(srv.submission);
+    let _b2 = Client::connect(srv.mx);
     let mut c = Client::connect_raw(srv.mx);
     assert_eq!(
         c.reply().line(),

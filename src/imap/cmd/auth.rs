@@ -104,6 +104,7 @@ async fn check(s: &mut Session, user: &str, password: &str) -> CmdResult {
     let ok = tokio::task::spawn_blocking(move || account::verify_password(&hash, &pw)).await?;
     match found {
         Some(a) if ok => {
+            s.track_login(&a)?;
             tracing::info!(peer = %s.peer, user = %a.email, "imap: login");
             s.account = Some(a);
             s.state = State::Authenticated;

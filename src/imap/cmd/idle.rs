@@ -14,6 +14,8 @@ enum Event {
     Line(std::io::Result<Option<Result<Vec<u8>, Vec<u8>>>>),
     Change(Result<Change, RecvError>),
     Stop,
+    /// `tanba user del` / `user passwd` ended the account's sessions (SPEC §8).
+    Revoked,
 }
 
 pub async fn idle(s: &mut Session) -> CmdResult {
@@ -33,6 +35,7 @@ pub async fn idle(s: &mut Session) -> CmdResult {
             l = s.conn.read_line(MAX_LINE) => Event::Line(l),
             c = rx.recv(), if changes_open => Event::Change(c),
             _ = sd.stopping() => Event::Stop,
+            _ = s.ticket.revoked() => Event::Revoked,
         };
         match ev {
             Event::Line(l) => {
@@ -54,6 +57,13 @@ pub async fn idle(s: &mut Session) -> CmdResult {
                 s.conn.flush().await?;
             }
             Event::Change(Err(RecvError::Closed)) => changes_open = false,
+            Event::Revoked => {
+                s.end_revoked().await?;
+                return Ok(Reply {
+                    sent: true,
+                    ..Reply::ok("")
+                });
+            }
             Event::Stop => {
                 s.conn
                     .write(&response::bye("Server shutting down, try again later"));

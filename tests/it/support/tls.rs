@@ -50,6 +50,12 @@ impl Stream {
         Stream::Plain(tcp)
     }
 
+    /// Like [`Stream::connect`], from the local address `from` (any 127.0.0.x emulates another
+    /// client machine).
+    pub fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Stream {
+        Stream::Plain(tcp_from(addr, from))
+    }
+
     /// The TCP connection underneath, if still open.
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
@@ -92,4 +98,17 @@ pub fn tls_config(cert: &Path) -> Arc<rustls::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )
+}
+
+/// A TCP connection to `addr` from the local address `from` (20 s read timeout, no Nagle delay).
+pub fn tcp_from(addr: SocketAddr, from: std::net::IpAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::new(from, 0).into())
+        .expect("bind the client socket");
+    sock.connect(&addr.into()).expect("connect");
+    let tcp: TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp
 }
