@@ -352,7 +352,7 @@ impl Session {
                     }
                 }
                 Frame::Command(bytes) => {
-                    if let Err(e) = self.execute(&bytes).await {
+                    if let Err(e) = self.execute(bytes).await {
                         return self.end_on(e).await;
                     }
                 }
@@ -415,24 +415,26 @@ impl Session {
         self.answer(tag.as_ref(), &reply);
     }
 
-    async fn execute(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let parsed = match CommandCodec::default().decode(bytes) {
-            Ok((b"", cmd)) => Parsed::Std(cmd),
-            _ => match list_ext::parse(bytes) {
-                Some(l) => Parsed::List(l),
-                None => {
-                    let tag = conn::tag_of(bytes).and_then(|t| Tag::try_from(t).ok());
-                    let reply = match &tag {
-                        Some(_) if Kind::from_line(bytes) == Kind::Unsupported => {
-                            Reply::bad("Unknown command")
-                        }
-                        Some(_) => Reply::bad("Syntax error in command arguments"),
-                        None => Reply::bad("Syntax error: a command starts with a tag"),
-                    };
-                    self.answer(tag.as_ref(), &reply);
-                    return Ok(());
+    async fn execute(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        // imap-codec needs about a millisecond per KiB for a command of many short SEARCH
+        // keys: a large command is decoded on the blocking pool, not on an async worker.
+        let decoded = if bytes.len() <= DECODE_INLINE {
+            decode(bytes)
+        } else {
+            match tokio::task::spawn_blocking(move || decode(bytes)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("imap: decoding task failed: {e}");
+                    Decoded::Bad(None, Reply::bad("Internal error"))
                 }
-            },
+            }
+        };
+        let parsed = match decoded {
+            Decoded::Ok(p) => p,
+            Decoded::Bad(tag, reply) => {
+                self.answer(tag.as_ref(), &reply);
+                return Ok(());
+            }
         };
         let (tag, kind) = match &parsed {
             Parsed::Std(c) => (c.tag.clone().into_static(), Kind::of(&c.body)),
@@ -490,6 +492,32 @@ impl Session {
             }
         }
     }
+}
+
+/// Commands up to this size are decoded on the async worker; larger ones on the blocking pool.
+const DECODE_INLINE: usize = 8 * 1024;
+
+/// A command decoded, or the BAD answer (with the tag, when there is one) that says why not.
+enum Decoded {
+    Ok(Parsed<'static>),
+    Bad(Option<Tag<'static>>, Reply),
+}
+
+/// Decodes one framed command: imap-codec, else our extended LIST.
+fn decode(bytes: Vec<u8>) -> Decoded {
+    if let Ok((b"", cmd)) = CommandCodec::default().decode(&bytes) {
+        return Decoded::Ok(Parsed::Std(cmd.into_static()));
+    }
+    if let Some(l) = list_ext::parse(&bytes) {
+        return Decoded::Ok(Parsed::List(l));
+    }
+    let tag = conn::tag_of(&bytes).and_then(|t| Tag::try_from(t).ok());
+    let reply = match &tag {
+        Some(_) if Kind::from_line(&bytes) == Kind::Unsupported => Reply::bad("Unknown command"),
+        Some(_) => Reply::bad("Syntax error in command arguments"),
+        None => Reply::bad("Syntax error: a command starts with a tag"),
+    };
+    Decoded::Bad(tag, reply)
 }
 
 /// RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH by sequence number

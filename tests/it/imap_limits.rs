@@ -395,3 +395,42 @@ fn finding_7_list_with_a_pathological_pattern_completes_and_other_clients_are_se
     let (_, t) = c.cmd(&format!("LIST \"\" ({many})"));
     assert!(t.contains("BAD Too many patterns"), "{t}");
 }
+
+#[test]
+fn finding_7_search_and_fetch_work_is_bounded() {
+    let srv = crate::smtp::server_with_users(&[]);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let t = c.append("INBOX", "()", b"Subject: hello\r\n\r\nbody\r\n");
+    assert!(t.contains("OK"), "{t}");
+    c.ok("SELECT INBOX");
+    // Many keys: up to 256 fine, more refused.
+    let keys = |n: usize| vec!["SUBJECT hello"; n].join(" ");
+    let u = c.ok(&format!("SEARCH {}", keys(256)));
+    assert_eq!(text(&u[0]), "* SEARCH 1");
+    let (_, t) = c.cmd(&format!("SEARCH {}", keys(257)));
+    assert!(t.contains("BAD Too many search keys"), "{t}");
+    // OR/NOT nest: counted as well.
+    let ors = format!("{}ALL{}", "OR ALL ".repeat(8), "");
+    let u = c.ok(&format!("SEARCH {ors}"));
+    assert_eq!(text(&u[0]), "* SEARCH 1");
+    // Nesting deeper than imap-codec's recursion limit: BAD, never a deep recursion.
+    let (_, t) = c.cmd(&format!(
+        "SEARCH {}ALL{}",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    ));
+    assert!(t.contains(" BAD "), "{t}");
+    // A large command (decoded off the async workers): a sequence set of many ranges.
+    let set: Vec<String> = (0..9000).map(|i| format!("{}", i * 2 + 1)).collect();
+    let u = c.ok(&format!("FETCH {} (FLAGS)", set.join(",")));
+    assert_eq!(u.len(), 1);
+    let u = c.ok(&format!("SEARCH {}", set.join(",")));
+    assert_eq!(text(&u[0]), "* SEARCH 1");
+    // FETCH: at most 8 body sections, at most 64 items.
+    c.ok(&format!("FETCH 1 ({})", ["BODY.PEEK[]"; 8].join(" ")));
+    let (_, t) = c.cmd(&format!("FETCH 1 ({})", ["BODY.PEEK[]"; 9].join(" ")));
+    assert!(t.contains("BAD Too many body sections"), "{t}");
+    let (_, t) = c.cmd(&format!("FETCH 1 ({})", ["FLAGS"; 65].join(" ")));
+    assert!(t.contains("BAD Too many FETCH items"), "{t}");
+    c.ok("NOOP");
+}
