@@ -280,10 +280,6 @@ impl Session {
         let (max_command, max_unauthenticated) =
             (limits.max_command_size, limits.max_unauthenticated_command);
         loop {
-            if self.state != State::NotAuthenticated {
-                // The login timeout (set in `imap::handle`) ends with the login.
-                self.conn.deadline = None;
-            }
             // Shutdown is honoured between commands only (STYLE §3).
             let mut sd = self.shutdown.clone();
             let input = tokio::select! {
@@ -356,6 +352,10 @@ impl Session {
                         return self.end_on(e).await;
                     }
                 }
+            }
+            if self.state != State::NotAuthenticated {
+                // Logged in just now: the answer is not bound by the login deadline.
+                self.conn.deadline = None;
             }
             if self.state != State::Logout && self.errors.exceeded(self.state) {
                 tracing::debug!(peer = %self.peer, state = ?self.state, "imap: too many errors");
