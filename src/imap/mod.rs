@@ -2,8 +2,9 @@
 //! SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT and CHILDREN, over the shared store.
 //!
 //! Code map:
-//! - [`conn`]: the byte stream (TLS included), read/write buffers, command framing with literal
-//!   limits. The only part that does I/O.
+//! - [`conn`]: the byte stream (TLS included), read/write buffers, command framing with the
+//!   command budget and the literal gate (SPEC §8), the login deadline. The only part that does
+//!   I/O.
 //! - [`session`]: states, the one state gate `is_allowed`, the read → decode (imap-codec) →
 //!   gate → dispatch → untagged sync → tagged reply loop.
 //! - [`cmd`]: one file per command group; handlers return the tagged [`response::Reply`].
