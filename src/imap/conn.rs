@@ -6,15 +6,20 @@
 //! *before* the literal's bytes arrive. Once a whole command (all its lines and literals) is
 //! buffered, the session hands the bytes to `imap_codec::CommandCodec`.
 //!
-//! Limits: a line (the part of a command outside literals) is at most [`MAX_LINE`] bytes, the
-//! non-literal part of one command at most [`MAX_COMMAND`], every literal at most
-//! `imap.max_literal_size`. Oversize input is consumed and discarded (never buffered) and becomes
-//! a [`Frame::Refused`]: the session answers and goes on.
+//! Limits (SPEC §8): a line is at most [`MAX_LINE`] bytes; one command, all its lines and
+//! literals together, at most the session's command budget (`limits.max_command_size`, or
+//! `limits.max_unauthenticated_command` before login); APPEND's message literal alone may be up
+//! to `imap.max_literal_size`. Every literal announcement, synchronizing or not, first goes
+//! through the session's [`LiteralGate`] (the state gate: is this command allowed here at all?)
+//! and then through the budget, *before* a `+` is sent or a byte of the literal is kept.
+//! Oversize input is never buffered: it becomes a [`Frame::Refused`] that says what of the
+//! command is still on its way ([`Rest`]); the session answers and either skips that
+//! ([`Conn::skip_rest`]) or, before login, closes the connection.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use imap_codec::imap_types::response::{Code, CodeOther};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -24,8 +29,6 @@ use tokio_rustls::TlsAcceptor;
 
 /// Longest line we accept (Dovecot's default `imap_max_line_length` is 64 KiB as well).
 pub const MAX_LINE: usize = 64 * 1024;
-/// Longest non-literal part of one command (all of its lines together).
-pub const MAX_COMMAND: usize = 256 * 1024;
 /// Write buffer size at which we flush without waiting for the end of the response.
 const FLUSH_AT: usize = 128 * 1024;
 
@@ -79,9 +82,23 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// What the framer needs to know from the session before it agrees to receive a synchronizing
-/// literal: `Some(reply)` refuses the command (the reply is sent instead of `+`).
-pub type LiteralGate<'a> = &'a (dyn Fn(&[u8]) -> Option<Refusal> + Send + Sync);
+/// What the framer asks the session at a command's first literal, with the command so far (its
+/// first line first): `Err(refusal)` refuses the command (the refusal is sent instead of `+`);
+/// `Ok(cap)` lets it carry literals, and `cap` > 0 says it is APPEND, whose message literal may
+/// be that large (outside the command budget).
+pub type LiteralGate<'a> = &'a (dyn Fn(&[u8]) -> Result<u64, Box<Refusal>> + Send + Sync);
+
+/// What of a refused command the client is still sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rest {
+    /// Nothing: the refusal came instead of `+` (the client waits and sends no literal), or
+    /// the command was complete.
+    Nothing,
+    /// The rest of an over-long line, and whatever it announces.
+    Line,
+    /// A non-synchronizing literal of this many bytes, then the rest of its command.
+    Literal(u64),
+}
 
 /// Why a command was not received in full, with the tag when we could read one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +108,8 @@ pub struct Refusal {
     pub bad: bool,
     pub code: Option<Code<'static>>,
     pub text: String,
-    /// A non-synchronizing literal of this many bytes is on its way: after answering, the
-    /// session skips it and the rest of its command ([`Conn::skip_command`]).
-    pub skip: Option<u64>,
+    /// What the client still sends of this command ([`Conn::skip_rest`] throws it away).
+    pub rest: Rest,
 }
 
 /// One unit of client input.
@@ -126,6 +142,25 @@ pub struct Conn {
     scratch: Box<[u8]>,
     /// How long we wait for the client to send something before we give up (autologout).
     pub idle_timeout: Duration,
+    /// Before login: when the login time (`limits.login_timeout`) is up. Every read and write
+    /// waits at most until then and fails with [`LoginTimedOut`].
+    pub deadline: Option<Instant>,
+}
+
+/// The client did not log in within `limits.login_timeout`.
+#[derive(Debug)]
+pub struct LoginTimedOut;
+
+impl std::fmt::Display for LoginTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("login timeout")
+    }
+}
+impl std::error::Error for LoginTimedOut {}
+
+/// Whether `e` is the login timeout (rather than autologout or a broken connection).
+pub fn is_login_timeout(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<LoginTimedOut>())
 }
 
 /// The client did not send anything for `idle_timeout`.
@@ -152,7 +187,21 @@ impl Conn {
             wbuf: Vec::with_capacity(16 * 1024),
             scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
             idle_timeout,
+            deadline: None,
         }
+    }
+
+    /// How long the next read or write may wait, and the error when that time is up.
+    fn wait_limit(&self) -> (Duration, fn() -> io::Error) {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left < self.idle_timeout {
+                return (left, || {
+                    io::Error::new(io::ErrorKind::TimedOut, LoginTimedOut)
+                });
+            }
+        }
+        (self.idle_timeout, timed_out)
     }
 
     pub fn is_tls(&self) -> bool {
@@ -169,9 +218,10 @@ impl Conn {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(io::Error::other("TLS already active"));
         };
-        let tls = tokio::time::timeout(Duration::from_secs(60), acceptor.accept(tcp))
+        let (limit, expired) = self.wait_limit();
+        let tls = tokio::time::timeout(limit.min(Duration::from_secs(60)), acceptor.accept(tcp))
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|_| expired())??;
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
     }
@@ -193,15 +243,15 @@ impl Conn {
         }
         // Read into scratch space and append only when the read completed: dropping this
         // future (IDLE and shutdown race it) must not leave garbage in `rbuf`.
-        let r =
-            tokio::time::timeout(self.idle_timeout, self.stream.read(&mut self.scratch[..])).await;
+        let (limit, expired) = self.wait_limit();
+        let r = tokio::time::timeout(limit, self.stream.read(&mut self.scratch[..])).await;
         match r {
             Ok(Ok(n)) => {
                 self.rbuf.extend_from_slice(&self.scratch[..n]);
                 Ok(n)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(expired()),
         }
     }
 
@@ -305,86 +355,140 @@ impl Conn {
 
     /// Reads one command with all its literals. `Ok(None)` at EOF.
     ///
-    /// For a synchronizing literal `{n}` we send `+` only when `gate` has no objection and `n` is
-    /// within `max_literal`; otherwise the refusal is the answer and the client, which waits for
-    /// `+`, never sends the literal (RFC 3501 §7.5). A non-synchronizing literal `{n+}` (LITERAL+,
-    /// RFC 7888) arrives anyway: a too large one gets `BAD` at once, and the session then reads
-    /// and throws away the literal and the rest of its command (RFC 7888 §4).
+    /// `max_command` is the budget of the whole command, lines and literals, except APPEND's
+    /// message literal (see [`LiteralGate`]). At the first literal announcement, synchronizing
+    /// `{n}` or not `{n+}` (LITERAL+, RFC 7888), the gate decides whether this command may
+    /// carry literals in this state; then the literal must fit the budget. Only then is `+`
+    /// sent (RFC 3501 §7.5) or the literal read. A refused synchronizing literal is answered
+    /// instead of `+`, so the client never sends it; a refused non-synchronizing one is still
+    /// on its way: the refusal says so ([`Rest::Literal`]), the session answers tagged BAD
+    /// `[TOOBIG]` and then reads and throws it away, or closes the connection (RFC 7888 §4
+    /// allows either).
     pub async fn read_command(
         &mut self,
-        max_literal: u64,
+        max_command: u64,
         gate: LiteralGate<'_>,
     ) -> io::Result<Option<Frame>> {
         let mut msg: Vec<u8> = Vec::new();
-        let mut nonliteral = 0usize;
+        // Bytes of this command counted against `max_command` (all but APPEND's message).
+        let mut counted = 0u64;
+        // `Some(cap)` once the gate has agreed to literals; cap > 0: APPEND's message limit.
+        let mut message_cap: Option<u64> = None;
+        let mut message_taken = false;
         loop {
-            let line = match self.read_line(MAX_LINE).await? {
-                None => return Ok(None),
-                Some(Ok(line)) => line,
-                Some(Err(tail)) => {
-                    let tag = if msg.is_empty() { None } else { tag_of(&msg) };
-                    // The discarded line may have announced a literal: it must not be read as
-                    // commands.
-                    let skip =
-                        literal_announcement(&tail).and_then(|(n, nonsync)| nonsync.then_some(n));
-                    return Ok(Some(Frame::Refused(Refusal {
-                        tag,
-                        bad: true,
-                        code: None,
-                        text: format!("Line too long (more than {MAX_LINE} bytes)"),
-                        skip,
-                    })));
+            let left = max_command.saturating_sub(counted);
+            let max = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .clamp(2, MAX_LINE);
+            let n = loop {
+                match self.find_line(max) {
+                    Line::Complete(n) => break n,
+                    Line::TooLong => {
+                        let tag = if msg.is_empty() {
+                            tag_of(&self.rbuf[self.rpos..])
+                        } else {
+                            tag_of(&msg)
+                        };
+                        let text = if max < MAX_LINE {
+                            format!(
+                                "Command too long (the limit is {max_command} bytes, \
+                                 literals included)"
+                            )
+                        } else {
+                            format!("Line too long (more than {MAX_LINE} bytes)")
+                        };
+                        return Ok(Some(Frame::Refused(Refusal {
+                            tag,
+                            bad: true,
+                            code: None,
+                            text,
+                            rest: Rest::Line,
+                        })));
+                    }
+                    Line::Partial => {
+                        if self.fill().await? == 0 {
+                            return Ok(None);
+                        }
+                    }
                 }
             };
-            nonliteral += line.len();
+            let mut line = self.rbuf[self.rpos..self.rpos + n].to_vec();
+            self.rpos += n;
+            if !line.ends_with(b"\r\n") {
+                // A bare LF (telnet, scripts): accept it as the end of line.
+                line.pop();
+                line.extend_from_slice(b"\r\n");
+            }
+            counted += n as u64;
             msg.extend_from_slice(&line);
-            let Some((n, nonsync)) = literal_announcement(&line) else {
-                if nonliteral > MAX_COMMAND {
-                    return Ok(Some(Frame::Refused(Refusal {
-                        tag: tag_of(&msg),
-                        bad: true,
-                        code: None,
-                        text: "Command too long".into(),
-                        skip: None,
-                    })));
-                }
+            let Some((size, nonsync)) = literal_announcement(&line) else {
                 return Ok(Some(Frame::Command(msg)));
             };
-            let tag = tag_of(&msg);
-            let refusal = if n > max_literal {
-                Some(Refusal {
-                    tag: tag.clone(),
-                    bad: nonsync,
-                    code: Some(Code::Other(CodeOther::unvalidated(&b"TOOBIG"[..]))),
-                    text: format!("Literal too large (the limit is {max_literal} bytes)"),
-                    skip: None,
-                })
-            } else if nonliteral > MAX_COMMAND {
-                Some(Refusal {
-                    tag: tag.clone(),
-                    bad: true,
-                    code: None,
-                    text: "Command too long".into(),
-                    skip: None,
-                })
-            } else if !nonsync {
-                gate(&msg)
-            } else {
-                None
+            let refuse = |r: Refusal| -> io::Result<Option<Frame>> {
+                Ok(Some(Frame::Refused(Refusal {
+                    rest: if nonsync {
+                        Rest::Literal(size)
+                    } else {
+                        Rest::Nothing
+                    },
+                    ..r
+                })))
             };
-            if let Some(mut r) = refusal {
-                if nonsync {
-                    r.skip = Some(n);
-                }
-                return Ok(Some(Frame::Refused(r)));
+            let cap = match message_cap {
+                Some(c) => c,
+                None => match gate(&msg) {
+                    Ok(c) => *message_cap.insert(c),
+                    Err(r) => return refuse(*r),
+                },
+            };
+            let toobig = |text: String| Refusal {
+                tag: tag_of(&msg),
+                // RFC 7888 §4: BAD for a non-synchronizing literal; NO instead of `+`.
+                bad: nonsync,
+                code: Some(Code::Other(CodeOther::unvalidated(&b"TOOBIG"[..]))),
+                text,
+                rest: Rest::Nothing,
+            };
+            if cap > 0 && size > cap {
+                return refuse(toobig(format!(
+                    "Literal too large (the limit is {cap} bytes)"
+                )));
+            }
+            if counted.saturating_add(size) <= max_command {
+                counted += size;
+            } else if cap > 0 && !message_taken {
+                // APPEND's message: within `cap`, checked above.
+                message_taken = true;
+            } else {
+                return refuse(toobig(format!(
+                    "Literal too large (the limit is {max_command} bytes for the whole \
+                     command, literals included)"
+                )));
             }
             if !nonsync {
                 self.write(b"+ Ready for literal data\r\n");
                 self.flush().await?;
             }
-            // n <= max_literal, which fits in memory by configuration.
-            if !self.read_exact_into(n as usize, &mut msg).await? {
+            // size <= max(max_command, cap): within what the configuration lets us hold.
+            if !self.read_exact_into(size as usize, &mut msg).await? {
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Throws away what the client still sends of a refused command. `Ok(false)` at EOF.
+    pub async fn skip_rest(&mut self, rest: Rest) -> io::Result<bool> {
+        match rest {
+            Rest::Nothing => Ok(true),
+            Rest::Literal(n) => self.skip_command(n).await,
+            Rest::Line => {
+                let Some(tail) = self.discard_line().await? else {
+                    return Ok(false);
+                };
+                match literal_announcement(&tail) {
+                    Some((n, true)) => self.skip_command(n).await,
+                    _ => Ok(true),
+                }
             }
         }
     }
@@ -424,20 +528,24 @@ impl Conn {
     }
 
     pub async fn flush(&mut self) -> io::Result<()> {
+        let (limit, expired) = self.wait_limit();
         if !self.wbuf.is_empty() {
-            let r = tokio::time::timeout(self.idle_timeout, self.stream.write_all(&self.wbuf))
+            let r = tokio::time::timeout(limit, self.stream.write_all(&self.wbuf))
                 .await
-                .map_err(|_| timed_out());
+                .map_err(|_| expired());
             self.wbuf.clear();
             r??;
         }
-        tokio::time::timeout(self.idle_timeout, self.stream.flush())
+        tokio::time::timeout(limit, self.stream.flush())
             .await
-            .map_err(|_| timed_out())?
+            .map_err(|_| expired())?
     }
 
-    /// Flushes and closes the stream (TLS close_notify included).
+    /// Flushes and closes the stream (TLS close_notify included). The last words (a `BYE`)
+    /// get a few seconds whatever the deadline: a client that does not read them is not
+    /// waited for longer.
     pub async fn close(&mut self) {
+        self.deadline = Some(Instant::now() + Duration::from_secs(5));
         let _ = self.flush().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.shutdown()).await;
     }

@@ -12,7 +12,7 @@ use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
 
 use super::cmd;
-use super::conn::{self, Conn, Frame, Refusal};
+use super::conn::{self, Conn, Frame, Refusal, Rest};
 use super::list_ext;
 use super::response::{self, CmdError, Reply};
 use super::selected::Selected;
@@ -204,6 +204,40 @@ pub struct Session {
     pub shutdown: Shutdown,
     /// Per-address counts and the end of the account's sessions (SPEC §8; `imap/mod.rs`).
     pub ticket: crate::limits::Ticket,
+    /// BAD/NO answers so far, for the error limits ([`Errors`]).
+    errors: Errors,
+}
+
+/// Error limits (docs/security.md): before login, [`Errors::MAX_BEFORE_LOGIN`] BAD or NO
+/// answers in all end the connection (Dovecot's imap-login closes after 10 bad commands too);
+/// after login, [`Errors::MAX_BAD_IN_A_ROW`] BAD answers in a row do (Dovecot's imap: 20), NO
+/// being an ordinary answer there (no such mailbox, ...).
+#[derive(Debug, Default, Clone, Copy)]
+struct Errors {
+    before_login: u32,
+    bad_in_a_row: u32,
+}
+
+impl Errors {
+    const MAX_BEFORE_LOGIN: u32 = 10;
+    const MAX_BAD_IN_A_ROW: u32 = 20;
+
+    /// Counts one tagged or untagged status answer given in `state`.
+    fn count(&mut self, state: State, kind: StatusKind) {
+        match (state, kind) {
+            (State::NotAuthenticated, StatusKind::Bad | StatusKind::No) => self.before_login += 1,
+            (State::NotAuthenticated, StatusKind::Ok) => {}
+            (_, StatusKind::Bad) => self.bad_in_a_row += 1,
+            (_, _) => self.bad_in_a_row = 0,
+        }
+    }
+
+    fn exceeded(&self, state: State) -> bool {
+        match state {
+            State::NotAuthenticated => self.before_login >= Self::MAX_BEFORE_LOGIN,
+            _ => self.bad_in_a_row >= Self::MAX_BAD_IN_A_ROW,
+        }
+    }
 }
 
 /// A decoded command: imap-codec's, or our extended LIST (RFC 5258/6154) which it does not parse.
@@ -223,6 +257,7 @@ impl Session {
             selected: None,
             shutdown,
             ticket: crate::limits::Ticket::detached(peer.ip()),
+            errors: Errors::default(),
         }
     }
 
@@ -244,6 +279,9 @@ impl Session {
         self.conn.write(&greeting);
         self.conn.flush().await?;
         let max_literal = self.app.config.imap.max_literal_size;
+        let limits = &self.app.config.limits;
+        let (max_command, max_unauthenticated) =
+            (limits.max_command_size, limits.max_unauthenticated_command);
         loop {
             // Shutdown is honoured between commands only (STYLE §3).
             let mut sd = self.shutdown.clone();
@@ -265,19 +303,30 @@ impl Session {
                 Err(e) => return self.end_on(e).await,
             }
             let (state, tls) = (self.state, self.tls());
-            let gate = move |first: &[u8]| -> Option<Refusal> {
-                is_allowed(Kind::from_line(first), state, tls)
-                    .err()
-                    .map(|r| Refusal {
+            // The state gate, before any literal is accepted (`+` included): before login only
+            // the commands of the not-authenticated state may carry literals, and only APPEND
+            // (authenticated or selected) has a message literal beyond the command budget.
+            let gate = move |first: &[u8]| -> Result<u64, Box<Refusal>> {
+                let kind = Kind::from_line(first);
+                match is_allowed(kind, state, tls) {
+                    Ok(()) if kind == Kind::Append => Ok(max_literal),
+                    Ok(()) => Ok(0),
+                    Err(r) => Err(Box::new(Refusal {
                         tag: conn::tag_of(first),
                         bad: r.kind == StatusKind::Bad,
                         code: r.code,
                         text: r.text,
-                        skip: None,
-                    })
+                        rest: Rest::Nothing,
+                    })),
+                }
+            };
+            let budget = if state == State::NotAuthenticated {
+                max_unauthenticated
+            } else {
+                max_command
             };
             let frame = tokio::select! {
-                f = self.conn.read_command(max_literal, &gate) => f,
+                f = self.conn.read_command(budget, &gate) => f,
                 _ = self.ticket.revoked() => return self.end_revoked().await,
             };
             let frame = match frame {
@@ -287,26 +336,44 @@ impl Session {
             };
             match frame {
                 Frame::Refused(r) => {
-                    let skip = r.skip;
+                    let rest = r.rest;
                     self.refuse(r);
-                    if let Some(n) = skip {
-                        // Answer first, then swallow what the client is still sending.
-                        let r = match self.conn.flush().await {
-                            Ok(()) => self.conn.skip_command(n).await,
-                            Err(e) => Err(e),
-                        };
-                        match r {
-                            Ok(true) => {}
-                            Ok(false) => return Ok(()),
-                            Err(e) => return self.end_on(e).await,
-                        }
+                    if rest != Rest::Nothing && self.state == State::NotAuthenticated {
+                        // Before login we do not read what an over-size or refused command
+                        // still sends: the connection ends (docs/security.md).
+                        tracing::debug!(peer = %self.peer, "imap: oversize input before login");
+                        self.conn
+                            .write(&response::bye("Too much input before login, closing"));
+                        self.conn.close().await;
+                        return Ok(());
+                    }
+                    // Answer first, then swallow what the client is still sending.
+                    let r = match self.conn.flush().await {
+                        Ok(()) => self.conn.skip_rest(rest).await,
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(()),
+                        Err(e) => return self.end_on(e).await,
                     }
                 }
                 Frame::Command(bytes) => {
-                    if let Err(e) = self.execute(&bytes).await {
+                    if let Err(e) = self.execute(bytes).await {
                         return self.end_on(e).await;
                     }
                 }
+            }
+            if self.state != State::NotAuthenticated {
+                // Logged in just now: the answer is not bound by the login deadline.
+                self.conn.deadline = None;
+            }
+            if self.state != State::Logout && self.errors.exceeded(self.state) {
+                tracing::debug!(peer = %self.peer, state = ?self.state, "imap: too many errors");
+                self.conn
+                    .write(&response::bye("Too many invalid commands, closing"));
+                self.conn.close().await;
+                return Ok(());
             }
             if let Err(e) = self.conn.flush().await {
                 return self.end_on(e).await;
@@ -318,8 +385,17 @@ impl Session {
         }
     }
 
-    /// Autologout (RFC 3501 §5.4) or a broken connection.
+    /// Autologout (RFC 3501 §5.4), the login timeout (SPEC §8 `limits.login_timeout`), or a
+    /// broken connection.
     async fn end_on(&mut self, e: std::io::Error) -> std::io::Result<()> {
+        if conn::is_login_timeout(&e) {
+            tracing::debug!(peer = %self.peer, "imap: login timeout");
+            self.conn.write(&response::bye(
+                "Login timeout: not logged in in time, closing",
+            ));
+            self.conn.close().await;
+            return Ok(());
+        }
         if e.kind() == std::io::ErrorKind::TimedOut {
             tracing::debug!(peer = %self.peer, "imap: autologout");
             self.conn
@@ -328,6 +404,13 @@ impl Session {
             return Ok(());
         }
         Err(e)
+    }
+
+    /// Writes a tagged (or, without a tag, untagged) status answer and counts it for the
+    /// error limits.
+    fn answer(&mut self, tag: Option<&Tag<'_>>, reply: &Reply) {
+        self.errors.count(self.state, reply.kind);
+        self.conn.write(&response::tagged(tag, reply));
     }
 
     fn refuse(&mut self, r: Refusal) {
@@ -340,34 +423,36 @@ impl Session {
             reply = reply.code(code);
         }
         let tag = r.tag.and_then(|t| Tag::try_from(t).ok());
-        self.conn.write(&response::tagged(tag.as_ref(), &reply));
+        self.answer(tag.as_ref(), &reply);
     }
 
-    async fn execute(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let parsed = match CommandCodec::default().decode(bytes) {
-            Ok((b"", cmd)) => Parsed::Std(cmd),
-            _ => match list_ext::parse(bytes) {
-                Some(l) => Parsed::List(l),
-                None => {
-                    let tag = conn::tag_of(bytes).and_then(|t| Tag::try_from(t).ok());
-                    let reply = match &tag {
-                        Some(_) if Kind::from_line(bytes) == Kind::Unsupported => {
-                            Reply::bad("Unknown command")
-                        }
-                        Some(_) => Reply::bad("Syntax error in command arguments"),
-                        None => Reply::bad("Syntax error: a command starts with a tag"),
-                    };
-                    self.conn.write(&response::tagged(tag.as_ref(), &reply));
-                    return Ok(());
+    async fn execute(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        // imap-codec needs about a millisecond per KiB for a command of many short SEARCH
+        // keys: a large command is decoded on the blocking pool, not on an async worker.
+        let decoded = if bytes.len() <= DECODE_INLINE {
+            decode(bytes)
+        } else {
+            match tokio::task::spawn_blocking(move || decode(bytes)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("imap: decoding task failed: {e}");
+                    Decoded::Bad(None, Reply::bad("Internal error"))
                 }
-            },
+            }
+        };
+        let parsed = match decoded {
+            Decoded::Ok(p) => p,
+            Decoded::Bad(tag, reply) => {
+                self.answer(tag.as_ref(), &reply);
+                return Ok(());
+            }
         };
         let (tag, kind) = match &parsed {
             Parsed::Std(c) => (c.tag.clone().into_static(), Kind::of(&c.body)),
             Parsed::List(l) => (l.tag.clone(), Kind::List),
         };
         if let Err(r) = is_allowed(kind, self.state, self.tls()) {
-            self.conn.write(&response::tagged(Some(&tag), &r));
+            self.answer(Some(&tag), &r);
             return Ok(());
         }
         let allow_expunge = match &parsed {
@@ -388,7 +473,7 @@ impl Session {
             self.sync(allow_expunge).await;
         }
         if !reply.sent {
-            self.conn.write(&response::tagged(Some(&tag), &reply));
+            self.answer(Some(&tag), &reply);
         }
         Ok(())
     }
@@ -418,6 +503,32 @@ impl Session {
             }
         }
     }
+}
+
+/// Commands up to this size are decoded on the async worker; larger ones on the blocking pool.
+const DECODE_INLINE: usize = 8 * 1024;
+
+/// A command decoded, or the BAD answer (with the tag, when there is one) that says why not.
+enum Decoded {
+    Ok(Parsed<'static>),
+    Bad(Option<Tag<'static>>, Reply),
+}
+
+/// Decodes one framed command: imap-codec, else our extended LIST.
+fn decode(bytes: Vec<u8>) -> Decoded {
+    if let Ok((b"", cmd)) = CommandCodec::default().decode(&bytes) {
+        return Decoded::Ok(Parsed::Std(cmd.into_static()));
+    }
+    if let Some(l) = list_ext::parse(&bytes) {
+        return Decoded::Ok(Parsed::List(l));
+    }
+    let tag = conn::tag_of(&bytes).and_then(|t| Tag::try_from(t).ok());
+    let reply = match &tag {
+        Some(_) if Kind::from_line(&bytes) == Kind::Unsupported => Reply::bad("Unknown command"),
+        Some(_) => Reply::bad("Syntax error in command arguments"),
+        None => Reply::bad("Syntax error: a command starts with a tag"),
+    };
+    Decoded::Bad(tag, reply)
 }
 
 /// RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH by sequence number

@@ -30,6 +30,9 @@ mod verify;
 // sections, SEARCH, mailboxes, authentication, bad input, limits, durability (home of the raw
 // IMAP test client, `imap::Imap`).
 mod imap;
+// IMAP limits (issue 11): command size and the state gate before literals, login timeout, error
+// limits, LIST patterns.
+mod imap_limits;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,

@@ -83,24 +83,130 @@ pub async fn subscribe(s: &mut Session, m: &Mailbox<'_>, on: bool) -> CmdResult 
     }))
 }
 
-/// Matches a LIST pattern (`*` anything, `%` anything but the delimiter) against a name.
-fn glob(pattern: &[char], name: &[char]) -> bool {
-    // dp[j]: pattern[i..] matches name[j..], computed from the last pattern char backwards.
-    let n = name.len();
-    let mut next = vec![false; n + 1];
-    next[n] = true;
-    for &c in pattern.iter().rev() {
-        let mut cur = vec![false; n + 1];
-        for j in (0..=n).rev() {
-            cur[j] = match c {
-                '*' => next[j] || (j < n && cur[j + 1]),
-                '%' => next[j] || (j < n && name[j] != DELIMITER && cur[j + 1]),
-                _ => j < n && name[j] == c && next[j + 1],
+/// Most patterns one LIST takes (RFC 5258 allows a list of them; clients send one or two).
+const MAX_PATTERNS: usize = 64;
+
+/// One item of a LIST pattern (RFC 3501 §6.3.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item {
+    /// `*`: anything, delimiters included.
+    Star,
+    /// `%`: anything but the hierarchy delimiter.
+    Percent,
+    Char(char),
+}
+
+/// A LIST pattern, compiled once per command. Runs of wildcards are collapsed (`**`, `%*` and
+/// `*%` match what `*` does, `%%` what `%` does), so a pattern no longer than twice its
+/// literal characters plus one remains: the attacker's 200,000 `*` become one.
+struct Pattern {
+    items: Vec<Item>,
+    /// Number of literal characters: a name shorter than that cannot match.
+    literals: usize,
+}
+
+impl Pattern {
+    fn new(p: &str) -> Pattern {
+        let mut items: Vec<Item> = Vec::new();
+        let mut literals = 0;
+        for c in p.chars() {
+            let it = match c {
+                '*' => Item::Star,
+                '%' => Item::Percent,
+                c => {
+                    literals += 1;
+                    Item::Char(c)
+                }
             };
+            match (items.last_mut(), it) {
+                (Some(last @ (Item::Star | Item::Percent)), Item::Star) => *last = Item::Star,
+                (Some(Item::Star | Item::Percent), Item::Percent) => {}
+                _ => items.push(it),
+            }
         }
-        next = cur;
+        Pattern { items, literals }
     }
-    next[0]
+
+    /// Whether the pattern matches `name`. A forward simulation of the pattern over the set of
+    /// name positions reachable so far, kept as a bitset: O(len(pattern) × len(name) / 64)
+    /// word operations, no backtracking, whatever the wildcards.
+    fn matches(&self, name: &[char]) -> bool {
+        let n = name.len();
+        if self.literals > n {
+            return false;
+        }
+        let words = n / 64 + 1; // positions 0..=n
+                                // Positions from which `%` may advance: every character but the delimiter.
+        let mut movable = vec![0u64; words];
+        // The positions of each character of the name, sorted by character.
+        let mut masks: Vec<(char, Vec<u64>)> = Vec::new();
+        for (j, &c) in name.iter().enumerate() {
+            if c != DELIMITER {
+                movable[j / 64] |= 1 << (j % 64);
+            }
+            let k = match masks.binary_search_by_key(&c, |m| m.0) {
+                Ok(k) => k,
+                Err(k) => {
+                    masks.insert(k, (c, vec![0u64; words]));
+                    k
+                }
+            };
+            masks[k].1[j / 64] |= 1 << (j % 64);
+        }
+        let mut set = vec![0u64; words];
+        set[0] = 1;
+        for it in &self.items {
+            match *it {
+                Item::Char(c) => {
+                    let Ok(k) = masks.binary_search_by_key(&c, |m| m.0) else {
+                        return false;
+                    };
+                    // Positions j with name[j] == c advance to j + 1.
+                    let mask = &masks[k].1;
+                    let mut carry = 0u64;
+                    for w in 0..words {
+                        let x = set[w] & mask[w];
+                        set[w] = (x << 1) | carry;
+                        carry = x >> 63;
+                    }
+                }
+                Item::Star => {
+                    // Every position from the first reachable one on.
+                    let Some(w0) = set.iter().position(|&w| w != 0) else {
+                        return false;
+                    };
+                    let low = set[w0] & set[w0].wrapping_neg();
+                    set[w0] = !(low - 1);
+                    for w in set.iter_mut().skip(w0 + 1) {
+                        *w = !0;
+                    }
+                    let last = n % 64;
+                    set[words - 1] &= if last == 63 {
+                        !0
+                    } else {
+                        (1u64 << (last + 1)) - 1
+                    };
+                }
+                Item::Percent => {
+                    // Each reachable position extends through the run of movable positions that
+                    // starts at it: adding the reachable bits to the movable mask carries through
+                    // exactly those runs (bit-parallel flood fill), word by word.
+                    let mut carry = 0u64;
+                    for w in 0..words {
+                        let s = set[w] | carry;
+                        let a = movable[w];
+                        let (sum, over) = a.overflowing_add(s & a);
+                        set[w] = s | (sum ^ a);
+                        carry = over as u64;
+                    }
+                }
+            }
+            if set.iter().all(|&w| w == 0) {
+                return false;
+            }
+        }
+        set[n / 64] & (1 << (n % 64)) != 0
+    }
 }
 
 /// "inbox" in any case at the start of a pattern means INBOX (RFC 3501 §5.1).
@@ -141,27 +247,45 @@ pub async fn list(s: &mut Session, args: ListArgs) -> CmdResult {
         }
         return Ok(Reply::ok(done));
     }
-    let mut patterns: Vec<Vec<char>> = Vec::new();
+    if args.patterns.len() > MAX_PATTERNS {
+        return Ok(Reply::bad(format!(
+            "Too many patterns (at most {MAX_PATTERNS})"
+        )));
+    }
+    let mut patterns: Vec<Pattern> = Vec::new();
     for p in &args.patterns {
         let Some(p) = utf7::decode(p) else {
             return Ok(Reply::no("Pattern is not valid modified UTF-7"));
         };
-        let full = normalize_pattern(&format!("{reference}{p}"));
-        patterns.push(full.chars().collect());
+        patterns.push(Pattern::new(&normalize_pattern(&format!("{reference}{p}"))));
     }
-    let infos: Vec<MailboxInfo> = s.app.store.mailbox_infos(s.account_id())?;
+    // Matching is bounded (see `Pattern::matches`) but proportional to patterns × mailboxes:
+    // it runs off the async workers, with the store read.
+    let store = s.app.store.clone();
+    let account = s.account_id();
+    let (lsub, subscribed, special) = (args.lsub, args.select_subscribed, args.select_special_use);
+    let infos: Vec<MailboxInfo> = tokio::task::spawn_blocking(move || {
+        let infos = store.mailbox_infos(account)?;
+        Ok::<_, crate::store::StoreError>(
+            infos
+                .into_iter()
+                .filter(|info| {
+                    let m = &info.meta;
+                    if (lsub || subscribed) && !m.subscribed {
+                        return false;
+                    }
+                    if special && m.special_use.is_none() {
+                        return false;
+                    }
+                    let chars: Vec<char> = m.name.chars().collect();
+                    patterns.iter().any(|p| p.matches(&chars))
+                })
+                .collect(),
+        )
+    })
+    .await??;
     for info in infos {
         let m = &info.meta;
-        let chars: Vec<char> = m.name.chars().collect();
-        if !patterns.iter().any(|p| glob(p, &chars)) {
-            continue;
-        }
-        if (args.lsub || args.select_subscribed) && !m.subscribed {
-            continue;
-        }
-        if args.select_special_use && m.special_use.is_none() {
-            continue;
-        }
         let mut items = Vec::new();
         if !args.lsub {
             items.extend(atom(if info.has_children {
@@ -244,10 +368,70 @@ mod tests {
     use super::*;
 
     fn m(p: &str, n: &str) -> bool {
-        glob(
-            &p.chars().collect::<Vec<_>>(),
-            &n.chars().collect::<Vec<_>>(),
-        )
+        Pattern::new(p).matches(&n.chars().collect::<Vec<_>>())
+    }
+
+    /// The plain dynamic programme over (pattern, name) positions, as an oracle.
+    fn dp(pattern: &[char], name: &[char]) -> bool {
+        let n = name.len();
+        let mut next = vec![false; n + 1];
+        next[n] = true;
+        for &c in pattern.iter().rev() {
+            let mut cur = vec![false; n + 1];
+            for j in (0..=n).rev() {
+                cur[j] = match c {
+                    '*' => next[j] || (j < n && cur[j + 1]),
+                    '%' => next[j] || (j < n && name[j] != DELIMITER && cur[j + 1]),
+                    _ => j < n && name[j] == c && next[j + 1],
+                };
+            }
+            next = cur;
+        }
+        next[0]
+    }
+
+    #[test]
+    fn bitset_matching_agrees_with_the_plain_dynamic_programme() {
+        // A small deterministic generator: patterns and names over a tiny alphabet, lengths
+        // around the 64-bit word boundaries.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = |k: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % k
+        };
+        let alpha = ['a', 'b', '/', 'я'];
+        for _ in 0..20_000 {
+            let nl = [0, 1, 5, 63, 64, 65, 127, 130][rnd(8) as usize];
+            let name: Vec<char> = (0..nl).map(|_| alpha[rnd(4) as usize]).collect();
+            let pl = rnd(12) as usize;
+            let pat: Vec<char> = (0..pl)
+                .map(|_| match rnd(6) {
+                    0 => '*',
+                    1 => '%',
+                    k => alpha[(k - 2) as usize],
+                })
+                .collect();
+            let p: String = pat.iter().collect();
+            assert_eq!(
+                Pattern::new(&p).matches(&name),
+                dp(&pat, &name),
+                "{p:?} vs {:?}",
+                name.iter().collect::<String>()
+            );
+        }
+    }
+
+    #[test]
+    fn pathological_patterns_collapse() {
+        let p = Pattern::new(&"*%".repeat(100_000));
+        assert_eq!(p.items, vec![Item::Star]);
+        let p = Pattern::new(&"%".repeat(1000));
+        assert_eq!(p.items, vec![Item::Percent]);
+        let name: Vec<char> = "a".repeat(500).chars().collect();
+        assert!(Pattern::new(&"a*".repeat(250)).matches(&name));
+        assert!(!Pattern::new(&"a*".repeat(501)).matches(&name));
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub mod store;
 
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::search::SearchKey;
 
 use super::list_ext::ListArgs;
 use super::response::{CmdError, CmdResult, Reply};
@@ -23,8 +25,78 @@ use super::selected::Selected;
 use super::session::Session;
 use super::utf7;
 
+/// Most SEARCH keys in one command, nested ones included: evaluation costs keys × messages
+/// (docs/security.md). imap-codec itself bounds their nesting (9 levels).
+pub const MAX_SEARCH_KEYS: usize = 256;
+/// Most data items in one FETCH, and most of those that return message bytes (each is
+/// rendered in memory for every message).
+pub const MAX_FETCH_ITEMS: usize = 64;
+pub const MAX_FETCH_CONTENT_ITEMS: usize = 8;
+
+/// The number of keys in a SEARCH criterion, nested ones included; stops counting past `max`.
+fn search_keys(k: &SearchKey<'_>, max: usize) -> usize {
+    match k {
+        SearchKey::And(v) => {
+            v.as_ref()
+                .iter()
+                .fold(1, |n, k| if n > max { n } else { n + search_keys(k, max) })
+        }
+        SearchKey::Or(a, b) => 1 + search_keys(a, max) + search_keys(b, max),
+        SearchKey::Not(a) => 1 + search_keys(a, max),
+        _ => 1,
+    }
+}
+
+/// Refuses commands whose work would be out of proportion (SEARCH keys, FETCH items); the
+/// sizes of everything else are bounded by the command budget of the framer.
+fn too_much_work(body: &CommandBody<'_>) -> Option<Reply> {
+    match body {
+        CommandBody::Search { criteria, .. } => {
+            let n = criteria
+                .as_ref()
+                .iter()
+                .fold(0, |n, k| n + search_keys(k, MAX_SEARCH_KEYS));
+            (n > MAX_SEARCH_KEYS)
+                .then(|| Reply::bad(format!("Too many search keys (at most {MAX_SEARCH_KEYS})")))
+        }
+        CommandBody::Fetch {
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+            ..
+        } => {
+            let content = items
+                .iter()
+                .filter(|i| {
+                    matches!(
+                        i,
+                        MessageDataItemName::BodyExt { .. }
+                            | MessageDataItemName::Binary { .. }
+                            | MessageDataItemName::Rfc822
+                            | MessageDataItemName::Rfc822Header
+                            | MessageDataItemName::Rfc822Text
+                    )
+                })
+                .count();
+            if items.len() > MAX_FETCH_ITEMS {
+                Some(Reply::bad(format!(
+                    "Too many FETCH items (at most {MAX_FETCH_ITEMS})"
+                )))
+            } else if content > MAX_FETCH_CONTENT_ITEMS {
+                Some(Reply::bad(format!(
+                    "Too many body sections in one FETCH (at most {MAX_FETCH_CONTENT_ITEMS})"
+                )))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
 pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>) -> CmdResult {
     use CommandBody as C;
+    if let Some(r) = too_much_work(&body) {
+        return Ok(r);
+    }
     match body {
         C::Capability => any::capability(s).await,
         C::Noop => any::noop(s).await,
