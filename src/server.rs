@@ -34,6 +34,8 @@ pub struct App {
     pub tls: TlsAcceptor,
     /// Wakes the delivery workers when something new is queued (or `queue retry` asks).
     pub queue_wakeup: Arc<tokio::sync::Notify>,
+    /// Password checks (bounded hashing pool, credential cache), failed-login delays and bans.
+    pub auth: crate::auth::Authenticator,
 }
 
 /// Which protocol and port a listener serves.
@@ -67,6 +69,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         .context("signatures")?
         .map(Arc::new);
     let tls = crate::tls::acceptor(&config).context("tls")?;
+    let auth = crate::auth::Authenticator::new(store.clone(), &config.limits)?;
     Ok(Arc::new(App {
         config: Arc::new(config),
         store,
@@ -74,6 +77,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         revocation,
         tls,
         queue_wakeup: Arc::new(tokio::sync::Notify::new()),
+        auth,
     }))
 }
 
@@ -173,6 +177,20 @@ async fn wait_for_signal() {
     }
 }
 
+/// Closes a banned client's connection: a `421` / `* BYE` line on plaintext ports, nothing on
+/// implicit-TLS ones.
+fn refuse_banned(mut stream: tokio::net::TcpStream, kind: Kind) {
+    let msg: &[u8] = match kind {
+        Kind::Smtp(smtp::Port::Submissions) | Kind::Imap { implicit_tls: true } => b"",
+        Kind::Smtp(_) => b"421 4.7.0 Too many failed logins from your address, try later\r\n",
+        Kind::Imap { .. } => b"* BYE Too many failed logins from your address, try later\r\n",
+    };
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(msg)).await;
+        let _ = stream.shutdown().await;
+    });
+}
+
 async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
@@ -195,6 +213,13 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if app.auth.is_banned(peer.ip()) {
+            // Banned for failed logins (SPEC §8). Implicit TLS: just close (plaintext would be
+            // garbage to a TLS client); plaintext ports get one line.
+            tracing::debug!("{}: refusing banned client_ip={}", kind.key(), peer.ip());
+            refuse_banned(stream, kind);
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!("{}: connection limit reached, refusing {peer}", kind.key());
             tokio::spawn(async move {
