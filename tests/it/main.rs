@@ -10,6 +10,10 @@ mod cli;
 mod smtp;
 // SMTP limits: sizes, line length, errors, timeouts, vanished clients, shutdown.
 mod smtp_limits;
+// Password checks and brute force (issue 11, findings 3 and 5): bans per address across SMTP and
+// IMAP, the attacked account's owner still logs in, fail2ban filter, credential cache, password
+// length.
+mod auth_limits;
 // `250` survives kill -9.
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.

@@ -469,7 +469,10 @@ fn auth_refused_before_starttls_wrong_password_and_foreign_sender() {
     assert_eq!(lines, expected, "{out}");
     // Passwords never reach the log.
     let log = srv.log();
-    assert!(!log.contains("secret-alice") && !log.contains("wrong"), "{log}");
+    assert!(
+        !log.contains("secret-alice") && !log.contains("wrong"),
+        "{log}"
+    );
 }
 
 const PY_MX: &str = r#"
