@@ -132,7 +132,8 @@ pub async fn accept(app: &App, env: &Envelope, data: Vec<u8>) -> Result<String> 
     }
     tracing::info!(
         id = %id,
-        from = %env.mail_from,
+        // The client's string: escaped and bounded here too, not only by the log writer.
+        from = %crate::logging::escape(&env.mail_from, 256),
         local = local.len(),
         remote = remote.len(),
         "accepted"

@@ -16,6 +16,8 @@ pub mod delivery;
 pub mod filter;
 pub mod imap;
 pub mod inbound;
+pub mod logging;
+pub mod perms;
 pub mod revocation;
 pub mod server;
 pub mod shutdown;

@@ -5,17 +5,15 @@ use clap::Parser;
 
 fn main() {
     let cli = tanba::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANBA_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tanba::logging::init();
     let code = match tanba::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Under systemd this line is in the journal too: one line, nothing raw.
+            eprintln!(
+                "error: {}",
+                tanba::logging::escape(&format!("{e:#}"), usize::MAX)
+            );
             tanba::cli::EXIT_ERROR
         }
     };

@@ -61,8 +61,9 @@ impl Kind {
 
 /// Builds the shared state: opens the store, loads the trust anchors and the TLS identity.
 pub fn build_app(config: Config) -> Result<Arc<App>> {
-    std::fs::create_dir_all(&config.data_dir)
+    crate::perms::create_dir_all(&config.data_dir)
         .with_context(|| format!("server.data_dir: creating {}", config.data_dir.display()))?;
+    crate::perms::check_at_start(&config);
     let store = Store::open(&config.data_dir.join("store"))?;
     let filter = Filter::new(&config).context("signatures")?;
     let revocation = crate::revocation::Checker::from_config(&config, &[])
@@ -142,7 +143,7 @@ pub async fn serve(config: Config) -> Result<()> {
     // Tell scripts (and tests using port 0) where we listen, only once everything is up.
     let file = cfg.listeners_file();
     let tmp = file.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
+    crate::perms::write(&tmp, &serde_json::to_vec_pretty(&report)?)?;
     std::fs::rename(&tmp, &file)?;
     tracing::info!(
         "tanba {} ready (data in {})",

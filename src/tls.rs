@@ -57,25 +57,26 @@ pub fn ensure_self_signed(
     if cert_path.is_file() && key_path.is_file() {
         return Ok((cert_path, key_path));
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::perms::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (cert_pem, key_pem) = self_signed(hostname)?;
     write_private(&key_path, &key_pem)?;
-    std::fs::write(&cert_path, cert_pem)
-        .with_context(|| format!("writing {}", cert_path.display()))?;
+    // 0600 like everything in data_dir, although a certificate is public.
+    write_private(&cert_path, &cert_pem)?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate for {hostname}");
     Ok((cert_path, key_path))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = crate::perms::options()
         .create(true)
         .write(true)
         .truncate(true)
-        .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // A file left by a crash between the two writes keeps its old mode otherwise.
+    f.set_permissions(std::fs::Permissions::from_mode(crate::perms::FILE_MODE))?;
     f.write_all(data)?;
     f.sync_all()?;
     Ok(())

@@ -162,11 +162,33 @@ pub struct StampArgs {
     pub at: Option<String>,
 }
 
+impl Command {
+    /// Whether the command may create files in `data_dir` (the store, keys, the socket, the
+    /// revocation cache that `verify` and `stamp` fill): those run with umask 077 (docs/security.md, "File modes"). Not `certs`, whose files in
+    /// `signatures.trust_dir` are public and may be read by another user than the one who fetched
+    /// them.
+    pub fn writes_data_dir(&self) -> bool {
+        matches!(
+            self,
+            Command::Serve
+                | Command::User(_)
+                | Command::Export { .. }
+                | Command::Queue(_)
+                | Command::Dkim(_)
+                | Command::Verify(_)
+                | Command::Stamp(_)
+        )
+    }
+}
+
 /// Exit code for errors (usage, I/O, config): SPEC §2.
 pub const EXIT_ERROR: i32 = 2;
 
 /// Runs the parsed command and returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    if cli.command.writes_data_dir() {
+        crate::perms::restrict_umask();
+    }
     let load = || Config::load(cli.config.as_deref());
     match cli.command {
         Command::Serve => {

@@ -60,7 +60,7 @@ impl Files {
         for i in 0..=0xffu64 {
             let sub = dir.join(format!("{i:02x}"));
             if !sub.is_dir() {
-                std::fs::create_dir_all(&sub).map_err(|e| io_err("creating", &sub, e))?;
+                crate::perms::create_dir_all(&sub).map_err(|e| io_err("creating", &sub, e))?;
                 created = true;
             }
         }
@@ -109,7 +109,8 @@ impl Files {
     fn write(&self, id: u64, bytes: &[u8]) -> Result<()> {
         let path = self.path(id);
         let parent = path.parent().unwrap_or(&self.dir);
-        let mut f = std::fs::OpenOptions::new()
+        // Mode 0600: mail is for the server's user only (crate::perms).
+        let mut f = crate::perms::options()
             .write(true)
             .create_new(true)
             .open(&path)

@@ -124,7 +124,9 @@ impl Store {
     /// Opens (or creates) the store in `dir`. Fails with a clear message when another process
     /// (a running `tanba serve`) holds it.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir)
+        // Mode 0700 for what is created here; sled's own files get 0600 from the umask that
+        // commands writing into data_dir set (crate::perms).
+        crate::perms::create_dir_all(dir)
             .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir)

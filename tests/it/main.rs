@@ -39,3 +39,6 @@ mod tsp;
 mod certs;
 // End to end: signed mail over SMTP (MX and submission), fetched over IMAP with stamp and keywords.
 mod filter_e2e;
+// Issue 11, findings 6 and 9: client bytes escaped in the log, colours only on a terminal,
+// data_dir private under any umask.
+mod hardening;
