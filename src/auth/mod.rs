@@ -39,7 +39,7 @@ pub use throttle::Throttle;
 /// Longest user name looked up (an address is at most 320 octets, RFC 5321 §4.5.3.1).
 const MAX_USER: usize = 320;
 /// Characters of a user name that reach the log.
-const MAX_LOGGED_USER: usize = 100;
+const MAX_LOGGED_USER: usize = MAX_USER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
