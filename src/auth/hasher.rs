@@ -110,10 +110,10 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         // One worker waits in blocking_recv holding the lock, the others wait for the lock: a
         // job goes to exactly one of them.
-        let job = {
-            let Ok(mut rx) = rx.lock() else { return };
-            rx.blocking_recv()
-        };
+        let job = rx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .blocking_recv();
         let Some(job) = job else { return };
         if memory.is_empty() {
             memory = account::argon2_memory();
