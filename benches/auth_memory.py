@@ -18,75 +18,18 @@ Only loopback traffic; each round is bounded by --timeout.
 
 import argparse
 import base64
-import json
-import os
 import socket
 import ssl
-import subprocess
-import sys
-import tempfile
 import threading
 import time
+
+from benchlib import Server, status
 
 PASSWORD = "bench-password-1"
 
 
-def status(pid: int) -> dict:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "Threads"):
-                out[k] = v.strip()
-    return out
-
-
-def mib(v: str) -> str:
-    kb = int(v.split()[0])
+def mib(kb: int) -> str:
     return f"{kb / 1024:.0f} MiB"
-
-
-def start(binary: str, d: str):
-    os.makedirs(f"{d}/trust")
-    cfg = f"{d}/tanba.toml"
-    with open(cfg, "w") as f:
-        f.write(f"""[server]
-hostname = "mail.example.test"
-domains = ["example.test"]
-data_dir = "{d}/data"
-[smtp]
-mx = ["127.0.0.1:0"]
-submission = ["127.0.0.1:0"]
-submissions = ["127.0.0.1:0"]
-max_connections = 4096
-max_submission_connections = 4096
-[imap]
-listen = ["127.0.0.1:0"]
-listen_tls = ["127.0.0.1:0"]
-[signatures]
-trust_dir = "{d}/trust"
-[limits]
-auth_failures = 1000000
-unauthenticated_per_ip = 10000
-""")
-    log = open(f"{d}/server.log", "w")
-    env = dict(os.environ, TANBA_LOG="warn")
-    p = subprocess.Popen([binary, "--config", cfg, "serve"], stdout=log, stderr=log, env=env)
-    listeners = f"{d}/data/listeners.json"
-    for _ in range(600):
-        if os.path.exists(listeners):
-            break
-        if p.poll() is not None:
-            sys.exit(f"server exited: {open(f'{d}/server.log').read()}")
-        time.sleep(0.05)
-    ports = json.load(open(listeners))
-    r = subprocess.run([binary, "--config", cfg, "user", "add", "bench@example.test",
-                        "--password-stdin"], input=PASSWORD + "\n", text=True,
-                       capture_output=True)
-    if r.returncode != 0:
-        sys.exit(f"user add: {r.stderr}")
-    host, port = ports["smtp.submissions"][0].rsplit(":", 1)
-    return p, (host, int(port))
 
 
 def attempt(addr, i, barrier, results, timeout):
@@ -131,44 +74,39 @@ def main():
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per round, at most")
     args = ap.parse_args()
     n = max(1, min(args.n, 1000))
-    with tempfile.TemporaryDirectory() as d:
-        p, addr = start(args.bin, d)
-        try:
-            time.sleep(1)
-            print(f"tanba pid {p.pid}, {n} concurrent wrong AUTH PLAIN on {addr[0]}:{addr[1]}")
-            print("| when | VmRSS | VmHWM (peak) | threads | answers | seconds |")
-            print("|---|---|---|---|---|---|")
-            s = status(p.pid)
-            print(f"| before | {mib(s['VmRSS'])} | {mib(s['VmHWM'])} | {s['Threads']} | | |")
-            for r in range(args.rounds):
-                results = [None] * n
-                barrier = threading.Barrier(n)
-                threads = [threading.Thread(target=attempt,
-                                            args=(addr, i, barrier, results, args.timeout))
-                           for i in range(n)]
-                t0 = time.time()
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(args.timeout)
-                took = time.time() - t0
-                s = status(p.pid)
-                counts = {}
-                for x in results:
-                    counts[x] = counts.get(x, 0) + 1
-                answers = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=str))
-                print(f"| after round {r + 1} | {mib(s['VmRSS'])} | {mib(s['VmHWM'])} | "
-                      f"{s['Threads']} | {answers} | {took:.1f} |")
-            time.sleep(5)
-            s = status(p.pid)
-            print(f"| 5 s later | {mib(s['VmRSS'])} | {mib(s['VmHWM'])} | {s['Threads']} | | |")
-        finally:
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
+    extra = {"smtp": "max_connections = 4096\nmax_submission_connections = 4096",
+             "limits": "auth_failures = 1000000\nunauthenticated_per_ip = 10000"}
+    with Server(args.bin, extra=extra, users={"bench@example.test": PASSWORD},
+                env={"TANBA_LOG": "warn"}) as srv:
+        addr = srv.addr("smtp.submissions")
+        time.sleep(1)
+        print(f"tanba pid {srv.pid}, {n} concurrent wrong AUTH PLAIN on {addr[0]}:{addr[1]}")
+        print("| when | VmRSS | VmHWM (peak) | threads | answers | seconds |")
+        print("|---|---|---|---|---|---|")
+        s = status(srv.pid)
+        print(f"| before | {mib(s['VmRSS'])} | {mib(s['VmHWM'])} | {s['Threads']} | | |")
+        for r in range(args.rounds):
+            results = [None] * n
+            barrier = threading.Barrier(n)
+            threads = [threading.Thread(target=attempt,
+                                        args=(addr, i, barrier, results, args.timeout))
+                       for i in range(n)]
+            t0 = time.time()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(args.timeout)
+            took = time.time() - t0
+            s = status(srv.pid)
+            counts = {}
+            for x in results:
+                counts[x] = counts.get(x, 0) + 1
+            answers = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=str))
+            print(f"| after round {r + 1} | {mib(s['VmRSS'])} | {mib(s['VmHWM'])} | "
+                  f"{s['Threads']} | {answers} | {took:.1f} |")
+        time.sleep(5)
+        s = status(srv.pid)
+        print(f"| 5 s later | {mib(s['VmRSS'])} | {mib(s['VmHWM'])} | {s['Threads']} | | |")
 
 if __name__ == "__main__":
     main()
