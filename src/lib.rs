@@ -17,6 +17,7 @@ pub mod imap;
 pub mod inbound;
 pub mod logging;
 pub mod perms;
+pub mod preflight;
 pub mod mime_guard;
 pub mod revocation;
 pub mod server;
