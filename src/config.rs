@@ -698,7 +698,9 @@ pub fn readable_file(path: &Path) -> std::result::Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("no such file: {p}"),
         std::io::ErrorKind::PermissionDenied => {
-            format!("{p}: permission denied (a directory on the way is not searchable by this user)")
+            format!(
+                "{p}: permission denied (a directory on the way is not searchable by this user)"
+            )
         }
         _ => format!("{p}: {e}"),
     })?;
@@ -860,7 +862,10 @@ mod tests {
             Source::Defaults
         );
         std::fs::write(&etc, "").unwrap();
-        assert_eq!(Source::locate_with(None, None, &etc), Source::Etc(etc.clone()));
+        assert_eq!(
+            Source::locate_with(None, None, &etc),
+            Source::Etc(etc.clone())
+        );
         assert_eq!(
             Source::locate_with(None, Some(env), &etc),
             Source::Env("/x/env.toml".into())
@@ -872,7 +877,10 @@ mod tests {
         let c = Config::from_toml("", None).unwrap();
         assert_eq!(c.signatures.timezone, chrono_tz::Asia::Almaty);
         let e = Config::from_toml("[signatures]\ntimezone = \"Mars/Olympus\"\n", None).unwrap_err();
-        assert!(format!("{e:#}").contains("signatures.timezone (line 2)"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("signatures.timezone (line 2)"),
+            "{e:#}"
+        );
     }
 
     #[test]

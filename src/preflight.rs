@@ -119,7 +119,11 @@ pub fn writable_dir(dir: &Path) -> std::result::Result<(), String> {
                 ))
             }
             Ok(_) => return Err(format!("{} is not a directory", dir.display())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // ENOTDIR: a file on the way; found when walking up.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
                 missing = true;
                 match probe.parent() {
                     Some(p) if !p.as_os_str().is_empty() => probe = p,
@@ -202,10 +206,7 @@ pub fn nca_test_certs(trust: &TrustStore) -> Vec<String> {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        if let Some((_, name)) = NCA_TEST_FINGERPRINTS
-            .iter()
-            .find(|(f, _)| *f == fp)
-        {
+        if let Some((_, name)) = NCA_TEST_FINGERPRINTS.iter().find(|(f, _)| *f == fp) {
             found.push(format!("{name}, SHA-256 {fp}"));
             continue;
         }

@@ -117,9 +117,9 @@ pub async fn serve(config: Config) -> Result<()> {
     for (kind, addrs) in plan {
         let mut list = Vec::new();
         for addr in addrs {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!(crate::preflight::bind_error(kind.key(), *addr, &e)))?;
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(crate::preflight::bind_error(kind.key(), *addr, &e))
+            })?;
             let local = l.local_addr()?;
             tracing::info!("{} listening on {local}", kind.key());
             list.push(serde_json::Value::String(local.to_string()));

@@ -249,7 +249,10 @@ fn give_to_data_dir_owner(data_dir: &Path, key: &Path) -> Result<()> {
     if uid == 0 {
         return Ok(());
     }
-    if let Some(dir) = key.parent().filter(|d| d.starts_with(data_dir) && *d != data_dir) {
+    if let Some(dir) = key
+        .parent()
+        .filter(|d| d.starts_with(data_dir) && *d != data_dir)
+    {
         std::os::unix::fs::chown(dir, Some(uid), Some(gid))
             .with_context(|| format!("chown {}", dir.display()))?;
     }

@@ -181,7 +181,10 @@ impl Store {
     pub fn open_existing(dir: &Path) -> Result<Store> {
         // sled 0.34 writes `conf` and `db` when it creates a database.
         if !dir.join("db").is_file() {
-            return Err(StoreError::NotFound(format!("a store in {}", dir.display())));
+            return Err(StoreError::NotFound(format!(
+                "a store in {}",
+                dir.display()
+            )));
         }
         Self::open(dir)
     }
