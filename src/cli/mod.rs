@@ -292,7 +292,8 @@ fn admin_command(config: &Config, req: &Request, json: bool) -> Result<i32> {
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&resp.data)?)?;
     } else if matches!(req, Request::QueueList) && resp.text.trim().is_empty() {
-        writeln!(out, "the outbound queue is empty")?;
+        // On stderr: stdout keeps one line per entry for scripts (`queue list | wc -l`).
+        eprintln!("the outbound queue is empty");
     } else if matches!(req, Request::Export { .. }) {
         eprintln!("{}", resp.text);
     } else if !resp.text.is_empty() {

@@ -370,6 +370,37 @@ fn config_check_data_dir_not_writable() {
         "{t}"
     );
 
+    // A read-only file system: a private read-only tmpfs mount that only this command sees.
+    if is_root() && Path::new("/usr/bin/unshare").exists() {
+        let ro = d.join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        let cfg3 = write_config(
+            d,
+            "t3.toml",
+            &format!("[server]\ndata_dir = \"{}\"\n", ro.display()),
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o ro tanba-test-ro \"$1\" && exec \"$2\" --config \"$3\" config check",
+            "sh",
+        ])
+        .arg(&ro)
+        .arg(BIN)
+        .arg(&cfg3);
+        let out = run(cmd, None);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains(&format!("{} is on a read-only file system", ro.display())),
+            "{t}"
+        );
+    }
+
     std::fs::remove_file(d.join("data")).unwrap();
     std::fs::create_dir(d.join("data")).unwrap();
     std::fs::set_permissions(d.join("data"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -545,10 +576,12 @@ fn empty_queue_list_says_so() {
     let srv = TestServer::start();
     let out = srv.tanba(&["queue", "list"], None);
     assert!(out.status.success(), "{}", text(&out));
+    // Said on stderr; stdout keeps one line per entry for scripts.
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
         "the outbound queue is empty\n"
     );
+    assert!(out.stdout.is_empty());
     // --json stays machine-readable.
     let out = srv.tanba(&["queue", "list", "--json"], None);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
