@@ -312,7 +312,20 @@ pub fn run(config: &Config, req: &Request, out: &mut dyn Write) -> Result<Respon
     if let Ok(stream) = std::os::unix::net::UnixStream::connect(&path) {
         return via_socket(stream, req, out);
     }
-    let store = Store::open(&config.data_dir.join("store"))?;
+    let dir = config.data_dir.join("store");
+    let store = match Store::open_existing(&dir) {
+        Err(store::StoreError::NotFound(_)) => bail!(
+            "no store in {} (server.data_dir of {}): admin commands never create one. Is this \
+             the config `tanba serve` uses? (--config, else TANBA_CONFIG, else \
+             /etc/tanba/tanba.toml, else the built-in defaults)",
+            dir.display(),
+            match &config.path {
+                Some(p) => p.display().to_string(),
+                None => "the built-in defaults".into(),
+            }
+        ),
+        r => r?,
+    };
     let resp = execute(&store, config, req, out)?;
     store.flush_sync()?;
     Ok(resp)

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod logging;
 pub mod mime_guard;
 pub mod perms;
+pub mod preflight;
 pub mod revocation;
 pub mod server;
 pub mod shutdown;

@@ -115,6 +115,19 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
     crate::perms::check_at_start(&config);
     let store = Store::open(&config.data_dir.join("store"))?;
     let filter = Filter::new(&config).context("signatures")?;
+    let trust_dir = &config.signatures.trust_dir;
+    tracing::info!(
+        "signatures.trust_dir {} holds {} trusted certificates",
+        trust_dir.display(),
+        filter.trust().len()
+    );
+    let test_certs = crate::preflight::nca_test_certs(filter.trust());
+    if !test_certs.is_empty() {
+        tracing::warn!(
+            "{}",
+            crate::preflight::nca_test_warning(trust_dir, &test_certs)
+        );
+    }
     let revocation = crate::revocation::Checker::from_config(&config, &[])
         .context("signatures")?
         .map(Arc::new);
@@ -158,9 +171,9 @@ pub async fn serve(config: Config) -> Result<()> {
     for (kind, addrs) in plan {
         let mut list = Vec::new();
         for addr in addrs {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("{}: cannot listen on {addr}", kind.key()))?;
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(crate::preflight::bind_error(kind.key(), *addr, &e))
+            })?;
             let local = l.local_addr()?;
             tracing::info!("{} listening on {local}", kind.key());
             list.push(serde_json::Value::String(local.to_string()));

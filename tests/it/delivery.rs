@@ -1,7 +1,8 @@
 //! Outbound delivery over loopback: a real DNS server (Python dnslib, UDP) serving MX/A/TXT
 //! records, a second Tanba instance or a Python aiosmtpd receiver as the remote side, the real
-//! `tanba serve` as sender. Needs the PyPI packages `dnslib`, `aiosmtpd` and `dkimpy`
-//! (`.ci/requirements.txt`).
+//! `tanba serve` as sender. Needs the Python modules `dnslib`, `aiosmtpd` and `dkim`
+//! (Debian packages python3-dnslib, python3-aiosmtpd, python3-dkim, which `scripts/test.sh`
+//! installs).
 //!
 //! Instance A is the base test config (`mail.example.test`, domain `example.test`); instance B
 //! serves `b.test` as `mx.b.test`.

@@ -54,3 +54,6 @@ mod hardening;
 // Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
 // across a restart, `tanba verify` / `stamp`.
 mod hostile_mime;
+// Issue 12 (operators): config lookup order, admin commands that never create a store,
+// `config check` catching what `serve` refuses, helpful messages, verify's time zone.
+mod operator;
