@@ -47,15 +47,17 @@ async def open_from(addr, source, tls=False):
         asyncio.open_connection(host, port, ssl=ctx, local_addr=(source, 0)), 20)
 
 
-async def idle(addr, source, tls, hold, results):
+async def idle(addr, source, tls, opened, release, results):
     try:
         r, w = await open_from(addr, source, tls)
         await asyncio.wait_for(r.readline(), 20)
         results["idle_open"] += 1
-        await asyncio.sleep(hold)
+        opened()
+        await release.wait()
         w.close()
-    except Exception:
+    except Exception as e:
         results["idle_refused"] += 1
+        results.setdefault("idle_errors", set()).add(repr(e)[:80])
 
 
 async def wrong_auth(addr, source, results):
@@ -108,12 +110,27 @@ async def attack(srv, a):
     addr, pid = srv.addr, srv.pid
     mx = addr("smtp.mx")
 
-    tasks = []
+    # The idle connections are opened first (a Python client doing 500 TLS handshakes for the
+    # AUTH flood at the same time would time itself out), then held through the whole attack.
     kinds = [("imap.listen", False), ("imap.listen_tls", True), ("smtp.submission", False),
              ("smtp.mx", False)]
-    for i in range(a.idle):
-        key, tls = kinds[i % len(kinds)]
-        tasks.append(idle(addr(key), src(i), tls, hold, results))
+    release = asyncio.Event()
+    all_open = asyncio.Event()
+    pending = [a.idle]
+
+    def opened():
+        pending[0] -= 1
+        if pending[0] == 0:
+            all_open.set()
+
+    idlers = [asyncio.create_task(idle(addr(kinds[i % 4][0]), src(i), kinds[i % 4][1], opened,
+                                       release, results)) for i in range(a.idle)]
+    if a.idle:
+        try:
+            await asyncio.wait_for(all_open.wait(), 60)
+        except asyncio.TimeoutError:
+            pass
+    tasks = []
     for i in range(a.auth):
         tasks.append(wrong_auth(addr("smtp.submissions"), src(10_000 + i), results))
     for i in range(a.data):
@@ -130,6 +147,8 @@ async def attack(srv, a):
 
     sampler = asyncio.create_task(sample())
     await asyncio.gather(*tasks)
+    release.set()
+    await asyncio.gather(*idlers)
     done.set()
     await sampler
     return results, peak
@@ -156,9 +175,10 @@ def main():
         alive = srv.alive()
     print(f"load: {a.idle} idle + {a.auth} wrong AUTH (465) + {a.data} × {a.mb} MB unfinished "
           f"DATA, held {a.hold:.0f} s; ran {elapsed:.1f} s; server alive: {alive}")
-    print("outcomes:", dict(sorted((k, v) for k, v in results.items() if k != "data_errors")))
-    if results.get("data_errors"):
-        print("DATA errors:", results["data_errors"])
+    print("outcomes:", dict(sorted((k, v) for k, v in results.items() if not k.endswith("_errors"))))
+    for k in ("idle_errors", "data_errors"):
+        if results.get(k):
+            print(k, results[k])
     print()
     print("| RSS before | peak RSS (sampled) | VmHWM | RSS after |")
     print("|---|---|---|---|")
