@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin::{self, Request};
 use crate::config::{Config, DEFAULT_TOML};
 
+pub mod alias;
 pub mod certs;
 pub mod verify;
 
@@ -37,6 +38,9 @@ pub enum Command {
     /// Manage mail accounts (works whether or not the server runs).
     #[command(subcommand)]
     User(UserCmd),
+    /// Manage aliases, domain aliases and catch-alls (works whether or not the server runs).
+    #[command(subcommand)]
+    Alias(alias::AliasCmd),
     /// Verify the CMS signatures of a message (.eml) or a CMS file.
     Verify(VerifyArgs),
     /// Print a message exactly as the inbound filter would store it.
@@ -172,6 +176,7 @@ impl Command {
             self,
             Command::Serve
                 | Command::User(_)
+                | Command::Alias(_)
                 | Command::Export { .. }
                 | Command::Queue(_)
                 | Command::Dkim(_)
@@ -240,6 +245,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 UserCmd::List => Request::UserList,
             };
             admin_command(&config, &req, false)
+        }
+        Command::Alias(cmd) => {
+            let config = load()?;
+            let (req, json) = cmd.request();
+            admin_command(&config, &req, json)
         }
         Command::Export { email, mailbox } => {
             let config = load()?;
