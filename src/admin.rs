@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::Config;
-use crate::server::App;
+use crate::server::{App, Live};
 use crate::shutdown::Shutdown;
 use crate::store::{self, Store};
 
@@ -237,17 +237,6 @@ fn alias_add(
         postmaster: config.postmaster.as_deref(),
         own_only: false,
     };
-    // Every target must exist, and nothing may loop (checked with the new entry in place).
-    // (A domain alias's target domain is checked through the source probe below.)
-    for probe in entry.targets.iter().filter(|t| !t.starts_with('@')) {
-        match store.resolve(probe, rules, Some(&entry))? {
-            Resolution::Found(_) => {}
-            Resolution::Loop(path) => bail!("refused: this alias would make a loop: {path}"),
-            Resolution::Unknown | Resolution::NoPostmaster => {
-                bail!("{probe} is neither an account nor an alias: add it first")
-            }
-        }
-    }
     // The source itself, through the new entry: catches cycles that run through domain
     // aliases, catch-alls or sub-addresses. For `@domain`, an address no rule but the new
     // entry matches stands for the whole domain.
@@ -258,6 +247,17 @@ fn alias_add(
     };
     if let Resolution::Loop(path) = store.resolve(&probe, rules, Some(&entry))? {
         bail!("refused: this alias would make a loop: {path}");
+    }
+    // Every target must exist, and nothing may loop (checked with the new entry in place).
+    // (A domain alias's target domain is checked through the source probe below.)
+    for probe in entry.targets.iter().filter(|t| !t.starts_with('@')) {
+        match store.resolve(probe, rules, Some(&entry))? {
+            Resolution::Found(_) => {}
+            Resolution::Loop(path) => bail!("refused: this alias would make a loop: {path}"),
+            Resolution::Unknown | Resolution::NoPostmaster => {
+                bail!("{probe} is neither an account nor an alias: add it first")
+            }
+        }
     }
     store.put_alias(&entry)?;
     store.flush_sync()?;
@@ -330,14 +330,15 @@ pub fn bind(config: &Config) -> Result<UnixListener> {
     Ok(l)
 }
 
-pub async fn serve(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
+pub async fn serve(listener: UnixListener, live: Arc<Live>, mut shutdown: Shutdown) {
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
             _ = shutdown.stopping() => return,
         };
         let Ok((stream, _)) = conn else { continue };
-        let app = app.clone();
+        // The configuration current now (`server.domains` for `user add`, after a reload too).
+        let app = live.app();
         let sd = shutdown.clone();
         tokio::spawn(async move {
             let _sd = sd;

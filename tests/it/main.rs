@@ -50,3 +50,5 @@ mod hardening;
 // Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
 // across a restart, `tanba verify` / `stamp`.
 mod hostile_mime;
+// Issue 12 items 7 and 8: postmaster/abuse, aliases, sub-addresses; SIGHUP reload.
+mod operator_mail;
