@@ -170,6 +170,22 @@ pub fn reload(live: &Live) -> Result<Vec<&'static str>> {
     Ok(restart)
 }
 
+/// `postmaster@` must be deliverable (RFC 5321 §4.5.1): say so at start when it is not yet
+/// (it is then answered `451` until an account exists or `server.postmaster` resolves).
+fn warn_postmaster(app: &App) {
+    let Some(domain) = app.config.domains.first() else {
+        return;
+    };
+    match crate::inbound::route(app, &format!("postmaster@{domain}")) {
+        Ok(crate::inbound::Resolution::Found(_)) => {}
+        Ok(_) => tracing::warn!(
+            "postmaster@{domain} has nowhere to go yet: create an account, or set \
+             server.postmaster or `tanba alias add postmaster@{domain} ADDRESS`"
+        ),
+        Err(e) => tracing::warn!("checking postmaster@{domain}: {e}"),
+    }
+}
+
 /// SIGHUP: reload off the async workers, and log what happened.
 async fn on_hangup(live: &Arc<Live>) {
     tracing::info!("SIGHUP: reloading the configuration");
@@ -180,6 +196,7 @@ async fn on_hangup(live: &Arc<Live>) {
                 tracing::warn!("reload: {key} changed; it takes effect only after a restart");
             }
             let app = live.app();
+            warn_postmaster(&app);
             tracing::info!(
                 config = %app
                     .config
@@ -284,6 +301,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let cfg = app.config.clone();
+    warn_postmaster(&app);
     let swept = smtp::spool::prepare(&cfg.data_dir).context("server.data_dir: spool")?;
     if swept > 0 {
         tracing::info!("removed {swept} unfinished messages from the spool");

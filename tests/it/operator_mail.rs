@@ -486,6 +486,46 @@ fn sighup_with_a_broken_config_keeps_serving() {
     let mut c = Client::connect(srv.mx);
     c.ok("EHLO sender.example", "250");
     c.ok("QUIT", "221");
+    // DKIM keys are loaded on reload too: an unreadable one refuses it, naming the key.
+    std::fs::copy(tls.join("b.key"), tls.join("key.pem")).unwrap();
+    let dkim = tls.join("dkim.key");
+    let good_key = tls.join("dkim-good.key");
+    let g = srv.tanba(
+        &[
+            "dkim",
+            "generate",
+            "example.test",
+            "--selector",
+            "s1",
+            "--out",
+            good_key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    std::fs::write(&dkim, "not a key\n").unwrap();
+    let with_dkim = format!(
+        "{good}\n[dkim.\"example.test\"]\nselector = \"s1\"\nkey = \"{}\"\n",
+        dkim.display()
+    );
+    std::fs::write(&srv.config_path, &with_dkim).unwrap();
+    sighup(&srv);
+    let log = wait_log(&srv, "reload refused", 3);
+    let line = log
+        .lines()
+        .filter(|l| l.contains("reload refused"))
+        .nth(2)
+        .unwrap();
+    assert!(line.contains("dkim.\"example.test\".key"), "{line}");
+    assert_eq!(served_cert(srv.imaps, &bundle), a);
+    // With a good key, the same file reloads: the new certificate is served.
+    std::fs::copy(&good_key, &dkim).unwrap();
+    sighup(&srv);
+    wait_log(&srv, "reloaded: TLS certificate", 1);
+    assert_eq!(
+        served_cert(srv.imaps, &bundle),
+        fingerprint(&tls.join("b.crt"))
+    );
 }
 
 /// A changed `limits.*` value applies to new connections after SIGHUP; a listener-pool key
