@@ -62,6 +62,8 @@ pub struct App {
     pub conns: Arc<ConnTracker>,
     /// DKIM signing keys (`[dkim]`) for the delivery workers.
     pub dkim: Arc<dkim::Signers>,
+    /// Password checks (bounded hashing pool, credential cache), failed-login delays and bans.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// The current [`App`] snapshot, replaced whole by [`reload`]. A `std` `RwLock<Arc<_>>`: it is
@@ -108,6 +110,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "delivery.resolver",
     "delivery.remote_port",
     "delivery.concurrency",
+    "limits.auth_failures",
+    "limits.ban_time",
 ];
 
 /// Puts the running values of [`RESTART_KEYS`] into `new`; returns the keys that differed.
@@ -139,6 +143,8 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("delivery.resolver", delivery.resolver);
     keep!("delivery.remote_port", delivery.remote_port);
     keep!("delivery.concurrency", delivery.concurrency);
+    keep!("limits.auth_failures", limits.auth_failures);
+    keep!("limits.ban_time", limits.ban_time);
     debug_assert!(changed.iter().all(|k| RESTART_KEYS.contains(k)));
     changed
 }
@@ -164,6 +170,8 @@ pub fn reload(live: &Live) -> Result<Vec<&'static str>> {
         tls,
         queue_wakeup: old.queue_wakeup.clone(),
         conns: old.conns.clone(),
+        // Bans and failure counts survive a reload (limits.auth_failures and ban_time with them).
+        auth: old.auth.clone(),
         dkim: Arc::new(dkim),
         config: Arc::new(config),
     }));
@@ -281,6 +289,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         .context("signatures")?
         .map(Arc::new);
     let tls = crate::tls::acceptor(&config).context("tls")?;
+    let auth = crate::auth::Authenticator::new(store.clone(), &config.limits)?;
     Ok(Arc::new(App {
         store,
         filter: Arc::new(filter),
@@ -290,6 +299,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         conns: ConnTracker::new(&config.limits),
         dkim: Arc::new(dkim::Signers::load(&config)),
         config: Arc::new(config),
+        auth: Arc::new(auth),
     }))
 }
 
@@ -402,6 +412,8 @@ async fn wait_for_signal(live: &Arc<Live>, hangup: &mut tokio::signal::unix::Sig
     }
 }
 
+/// Closes a banned client's connection: a `421` / `* BYE` line on plaintext ports, nothing on
+/// implicit-TLS ones.
 async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
@@ -426,6 +438,17 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         // The connection keeps this snapshot to its end (a reload affects new connections).
         let app = live.app();
+        if app.auth.is_banned(peer.ip()) {
+            // Banned for failed logins (SPEC §8): implicit TLS ports just close (plaintext would
+            // be garbage to a TLS client); plaintext ports get one line.
+            tracing::debug!(
+                client_ip = %limits::Client::of(peer.ip()),
+                "{}: refusing a banned address",
+                kind.key()
+            );
+            refuse(stream, kind, &app, &pools, Refusal::Banned);
+            continue;
+        }
         let ticket = match app.conns.open(peer.ip(), kind.class()) {
             Ok(t) => t,
             Err(why) => {
@@ -468,6 +491,9 @@ pub enum Refusal {
     Pool,
     /// Its address has too many connections (SPEC §8 per-IP limits).
     PerAddress,
+    /// Its address is banned for failed logins (SPEC §8); on implicit-TLS ports the connection
+    /// is just closed.
+    Banned,
 }
 
 /// Refuses a fresh connection and closes it. Plaintext ports get one line, written without
@@ -484,9 +510,18 @@ fn refuse(stream: TcpStream, kind: Kind, app: &Arc<App>, pools: &Pools, why: Ref
         (Kind::Imap { .. }, Refusal::PerAddress) => {
             b"* BYE Too many connections from your address, try again later\r\n"
         }
+        (Kind::Smtp(_), Refusal::Banned) => {
+            b"421 4.7.0 Too many failed logins from your address, try later\r\n"
+        }
+        (Kind::Imap { .. }, Refusal::Banned) => {
+            b"* BYE Too many failed logins from your address, try later\r\n"
+        }
     };
     if !kind.implicit_tls() {
         let _ = stream.try_write(msg);
+        return;
+    }
+    if why == Refusal::Banned {
         return;
     }
     let Ok(permit) = pools.refusals.clone().try_acquire_owned() else {
