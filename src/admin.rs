@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::Config;
-use crate::server::App;
+use crate::server::{App, Live};
 use crate::shutdown::Shutdown;
 use crate::store::{self, Store};
 
@@ -46,6 +46,14 @@ pub enum Request {
         id: u64,
         silent: bool,
     },
+    AliasAdd {
+        address: String,
+        targets: Vec<String>,
+    },
+    AliasDel {
+        address: String,
+    },
+    AliasList,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,7 +169,116 @@ pub fn execute_with(
         Request::QueueList | Request::QueueRetry { .. } | Request::QueueDrop { .. } => {
             crate::delivery::admin(store, config, req)
         }
+        Request::AliasAdd { address, targets } => alias_add(store, config, address, targets),
+        Request::AliasDel { address } => {
+            let a = store.delete_alias(address)?;
+            store.flush_sync()?;
+            Ok(Response::ok(format!("deleted alias {}", a.address)))
+        }
+        Request::AliasList => {
+            let mut text = String::new();
+            let aliases = store.aliases()?;
+            for a in &aliases {
+                text.push_str(&format!("{}\t{}\n", a.address, a.targets.join(" ")));
+            }
+            if aliases.is_empty() {
+                text.push_str("no aliases\n");
+            }
+            let mut r = Response::ok(text);
+            r.data = serde_json::json!(aliases
+                .iter()
+                .map(|a| serde_json::json!({"address": a.address, "targets": a.targets}))
+                .collect::<Vec<_>>());
+            Ok(r)
+        }
     }
+}
+
+/// `tanba alias add ADDRESS TARGET…` (docs/operations.md, "Aliases"): adds the targets to the
+/// alias (creating it), after checking that the source is in a local domain, that every local
+/// target resolves, and that the result makes no loop.
+fn alias_add(
+    store: &Store,
+    config: &Config,
+    address: &str,
+    targets: &[String],
+) -> Result<Response> {
+    use store::alias::{self, Alias, Resolution, Rules};
+    let address = alias::normalize_source(address)?;
+    let domain_wide = address.starts_with('@');
+    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    if !config.is_local_domain(domain) {
+        bail!(
+            "{domain} is not a local domain: aliases are for addresses in server.domains ({})",
+            config.domains.join(", ")
+        );
+    }
+    if targets.is_empty() {
+        bail!("no target given");
+    }
+    let mut new = Vec::new();
+    for t in targets {
+        let t = alias::normalize_source(t)?;
+        if t.starts_with('@') && !domain_wide {
+            bail!("{t}: a domain (@domain) can only be the target of a domain (@domain)");
+        }
+        if !new.contains(&t) {
+            new.push(t);
+        }
+    }
+    let mut entry = store.alias(&address)?.unwrap_or(Alias {
+        address: address.clone(),
+        targets: Vec::new(),
+    });
+    for t in new {
+        if !entry.targets.contains(&t) {
+            entry.targets.push(t);
+        }
+    }
+    if entry.targets.len() > alias::MAX_TARGETS {
+        bail!("an alias has at most {} targets", alias::MAX_TARGETS);
+    }
+    let domains = entry.targets.iter().filter(|t| t.starts_with('@')).count();
+    if domains > 0 && (domains > 1 || entry.targets.len() > 1) {
+        bail!(
+            "{address} would have targets {}: a domain alias (@old → @new) has exactly one \
+             target; a catch-all (@domain → addresses) has no @domain target",
+            entry.targets.join(" ")
+        );
+    }
+    let rules = Rules {
+        domains: &config.domains,
+        postmaster: config.postmaster.as_deref(),
+        own_only: false,
+    };
+    // The source itself, through the new entry: catches cycles that run through domain
+    // aliases, catch-alls or sub-addresses. For `@domain`, an address no rule but the new
+    // entry matches stands for the whole domain.
+    let probe = if domain_wide {
+        format!("tanba-alias-check{address}")
+    } else {
+        address.clone()
+    };
+    if let Resolution::Loop(path) = store.resolve(&probe, rules, Some(&entry))? {
+        bail!("refused: this alias would make a loop: {path}");
+    }
+    // Every target must exist, and nothing may loop (checked with the new entry in place).
+    // (A domain alias's target domain is checked through the source probe below.)
+    for probe in entry.targets.iter().filter(|t| !t.starts_with('@')) {
+        match store.resolve(probe, rules, Some(&entry))? {
+            Resolution::Found(_) => {}
+            Resolution::Loop(path) => bail!("refused: this alias would make a loop: {path}"),
+            Resolution::Unknown | Resolution::NoPostmaster => {
+                bail!("{probe} is neither an account nor an alias: add it first")
+            }
+        }
+    }
+    store.put_alias(&entry)?;
+    store.flush_sync()?;
+    Ok(Response::ok(format!(
+        "{address} → {}",
+        entry.targets.join(" ")
+    )))
 }
 
 fn check_password(p: &str, config: &Config) -> Result<()> {
@@ -235,14 +352,15 @@ pub fn bind(config: &Config) -> Result<UnixListener> {
     Ok(l)
 }
 
-pub async fn serve(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
+pub async fn serve(listener: UnixListener, live: Arc<Live>, mut shutdown: Shutdown) {
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
             _ = shutdown.stopping() => return,
         };
         let Ok((stream, _)) = conn else { continue };
-        let app = app.clone();
+        // The configuration current now (`server.domains` for `user add`, after a reload too).
+        let app = live.app();
         let sd = shutdown.clone();
         tokio::spawn(async move {
             let _sd = sd;

@@ -36,6 +36,9 @@ pub struct ServerSection {
     pub hostname: String,
     pub domains: Vec<String>,
     pub data_dir: String,
+    /// Where `postmaster@` and `abuse@` of every local domain go when no alias names them
+    /// (empty: the first account created). docs/operations.md, "Aliases".
+    pub postmaster: String,
 }
 
 impl Default for ServerSection {
@@ -44,6 +47,7 @@ impl Default for ServerSection {
             hostname: "localhost".into(),
             domains: vec!["localhost".into()],
             data_dir: "data".into(),
+            postmaster: String::new(),
         }
     }
 }
@@ -244,6 +248,8 @@ pub struct Config {
     /// Local domains, lower-case.
     pub domains: Vec<String>,
     pub data_dir: PathBuf,
+    /// `server.postmaster`, lower-case (None: the first account created).
+    pub postmaster: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub smtp: SmtpConfig,
@@ -401,6 +407,14 @@ impl Config {
         if f.server.data_dir.trim().is_empty() {
             return Err(err("server.data_dir", "must not be empty".into()));
         }
+
+        let postmaster = match f.server.postmaster.trim() {
+            "" => None,
+            p => Some(
+                crate::store::account::normalize_email(p)
+                    .map_err(|e| err("server.postmaster", e.to_string()))?,
+            ),
+        };
 
         let (tls_cert, tls_key) = match (f.tls.cert.is_empty(), f.tls.key.is_empty()) {
             (true, true) => (None, None),
@@ -662,6 +676,7 @@ impl Config {
             hostname: f.server.hostname.clone(),
             domains,
             data_dir: abs(&f.server.data_dir),
+            postmaster,
             tls_cert,
             tls_key,
             smtp,

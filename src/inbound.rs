@@ -39,32 +39,46 @@ pub struct Envelope {
     pub protocol: &'static str,
 }
 
-/// Where a recipient's copy goes.
-pub enum Route {
-    /// An account's INBOX.
-    Local { account_id: u64, inbox_id: u64 },
-    /// Another server (queue).
-    Remote,
+pub use crate::store::alias::{Dest, Resolution};
+
+/// The resolution rules of this configuration (`server.domains`, `server.postmaster`).
+fn rules(app: &App, own_only: bool) -> crate::store::alias::Rules<'_> {
+    crate::store::alias::Rules {
+        domains: &app.config.domains,
+        postmaster: app.config.postmaster.as_deref(),
+        own_only,
+    }
 }
 
-/// Looks up a recipient: a local account's INBOX, `Remote`, or `None` for an address in a local
-/// domain that has no account.
-pub fn route(app: &App, rcpt: &str) -> Result<Option<Route>> {
-    let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    if !app.config.is_local_domain(domain) {
-        return Ok(Some(Route::Remote));
+/// Looks up a recipient: the accounts and remote addresses it stands for (aliases, domain
+/// aliases, sub-addresses, catch-alls, `postmaster@`/`abuse@`; `store/alias.rs`). An address of
+/// another domain resolves to itself as a remote destination: whether that is allowed (relaying)
+/// is the SMTP session's decision, made on the address the client gave, never on what an
+/// operator's alias expands to.
+pub fn route(app: &App, rcpt: &str) -> Result<Resolution> {
+    Ok(app.store.resolve(rcpt, rules(app, false), None)?)
+}
+
+/// Whether `account` may use `addr` as its sender: its own addresses ([`Account::owns`]),
+/// its sub-addresses (`alice+tag@`), and aliases (exact or domain aliases) that deliver to it,
+/// also when they deliver to others too. Not a catch-all, not the `postmaster@` default: those
+/// would let one user send as every address of a domain.
+///
+/// [`Account::owns`]: crate::store::Account::owns
+pub fn may_send_as(app: &App, account: &crate::store::Account, addr: &str) -> Result<bool> {
+    if account.owns(addr) {
+        return Ok(true);
     }
-    let Some(account) = app.store.account_for_address(rcpt)? else {
-        return Ok(None);
-    };
-    let inbox = app
-        .store
-        .mailbox(account.id, "INBOX")?
-        .with_context(|| format!("account {} has no INBOX", account.email))?;
-    Ok(Some(Route::Local {
-        account_id: account.id,
-        inbox_id: inbox.id,
-    }))
+    let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    if !app.config.is_local_domain(domain) {
+        return Ok(false);
+    }
+    Ok(match app.store.resolve(addr, rules(app, true), None)? {
+        Resolution::Found(d) => d
+            .iter()
+            .any(|d| matches!(d, Dest::Account(a) if a.id == account.id)),
+        _ => false,
+    })
 }
 
 /// Bytes of messages in processing at once (at least `smtp.max_message_size`).
@@ -109,17 +123,32 @@ pub async fn accept(
     let mut local = Vec::new();
     let mut remote = Vec::new();
     for rcpt in &env.rcpts {
-        match route(app, rcpt)? {
-            Some(Route::Local { inbox_id, .. }) => {
-                if !local.contains(&inbox_id) {
-                    local.push(inbox_id);
-                }
-            }
-            Some(Route::Remote) => remote.push(rcpt.clone()),
+        let dests = match route(app, rcpt)? {
+            Resolution::Found(d) => d,
             // Deleted between RCPT and DATA: refuse the whole message temporarily (the caller
             // answers 451) rather than acknowledge a copy we cannot keep; the sender retries and
             // then gets 550 for that recipient at RCPT time.
-            None => anyhow::bail!("recipient {rcpt} no longer exists"),
+            _ => anyhow::bail!("recipient {rcpt} no longer resolves"),
+        };
+        for d in dests {
+            match d {
+                Dest::Account(a) => {
+                    let inbox = app
+                        .store
+                        .mailbox(a.id, "INBOX")?
+                        .with_context(|| format!("account {} has no INBOX", a.email))?;
+                    if !local.contains(&inbox.id) {
+                        local.push(inbox.id);
+                    }
+                }
+                // An alias's remote target: queued like a submitted message's (the operator's
+                // choice; the client named a local address).
+                Dest::Remote(addr) => {
+                    if !remote.contains(&addr) {
+                        remote.push(addr);
+                    }
+                }
+            }
         }
     }
 

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -107,9 +108,11 @@ struct Sessions {
 
 /// Counts connections per client address and logged-in sessions per account.
 pub struct ConnTracker {
-    mx_per_ip: usize,
-    unauthenticated_per_ip: usize,
-    sessions_per_user_ip: usize,
+    /// The three limits; atomics so that a reload (SIGHUP) can change them in place
+    /// ([`ConnTracker::set_limits`]): counts already held stay, new connections see the new limit.
+    mx_per_ip: AtomicUsize,
+    unauthenticated_per_ip: AtomicUsize,
+    sessions_per_user_ip: AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -129,11 +132,20 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
 impl ConnTracker {
     pub fn new(limits: &LimitsConfig) -> Arc<ConnTracker> {
         Arc::new(ConnTracker {
-            mx_per_ip: limits.mx_per_ip,
-            unauthenticated_per_ip: limits.unauthenticated_per_ip,
-            sessions_per_user_ip: limits.sessions_per_user_ip,
+            mx_per_ip: AtomicUsize::new(limits.mx_per_ip),
+            unauthenticated_per_ip: AtomicUsize::new(limits.unauthenticated_per_ip),
+            sessions_per_user_ip: AtomicUsize::new(limits.sessions_per_user_ip),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// New per-address limits (reload): they apply from the next connection or login.
+    pub fn set_limits(&self, limits: &LimitsConfig) {
+        self.mx_per_ip.store(limits.mx_per_ip, Relaxed);
+        self.unauthenticated_per_ip
+            .store(limits.unauthenticated_per_ip, Relaxed);
+        self.sessions_per_user_ip
+            .store(limits.sessions_per_user_ip, Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -146,10 +158,15 @@ impl ConnTracker {
         let client = Client::of(ip);
         let mut st = self.lock();
         let (map, limit, refused, held) = match class {
-            Class::Mx => (&mut st.mx, self.mx_per_ip, Refused::Mx, Held::Mx),
+            Class::Mx => (
+                &mut st.mx,
+                self.mx_per_ip.load(Relaxed),
+                Refused::Mx,
+                Held::Mx,
+            ),
             Class::Unauthenticated => (
                 &mut st.unauthenticated,
-                self.unauthenticated_per_ip,
+                self.unauthenticated_per_ip.load(Relaxed),
                 Refused::Unauthenticated,
                 Held::Unauthenticated,
             ),
@@ -259,7 +276,9 @@ impl Ticket {
         };
         let mut st = tracker.lock();
         let key = (account, self.client);
-        if per_ip_limit && st.users.get(&key).copied().unwrap_or(0) >= tracker.sessions_per_user_ip
+        if per_ip_limit
+            && st.users.get(&key).copied().unwrap_or(0)
+                >= tracker.sessions_per_user_ip.load(Relaxed)
         {
             return Err(Refused::UserSessions);
         }

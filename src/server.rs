@@ -11,6 +11,16 @@
 //! never plaintext bytes: the TLS handshake is completed (within [`REFUSAL_TLS_TIMEOUT`]) and the
 //! refusal sent inside TLS, while at most [`REFUSAL_HANDSHAKES`] such refusals are in flight;
 //! beyond that the connection is simply closed.
+//!
+//! # Reload (SIGHUP)
+//! [`App`] is an immutable snapshot; [`Live`] holds the current one. SIGHUP re-reads the config
+//! file and builds a new snapshot (TLS certificate and key, trust anchors and CRLs, DKIM keys,
+//! the live keys of the config) next to the running one; only when every part loads is it
+//! swapped in ([`reload`]). Each connection takes the snapshot current when it is accepted and
+//! keeps it to its end, so new connections see the new certificate and limits while open
+//! sessions are untouched. What cannot change live (listeners, `data_dir`, pool sizes, the
+//! relay; [`RESTART_KEYS`]) keeps its running value and is logged as needing a restart. The
+//! store, the connection tracker and the queue wake-up are shared by every snapshot.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::delivery::dkim;
 use crate::filter::Filter;
 use crate::limits::{self, Class, ConnTracker};
 use crate::shutdown::{Coordinator, Shutdown};
@@ -49,8 +60,167 @@ pub struct App {
     /// Connections per client address and logged-in sessions per account (SPEC §8); ends an
     /// account's sessions for `tanba user del` / `user passwd`.
     pub conns: Arc<ConnTracker>,
+    /// DKIM signing keys (`[dkim]`) for the delivery workers.
+    pub dkim: Arc<dkim::Signers>,
     /// Password checks (bounded hashing pool, credential cache), failed-login delays and bans.
-    pub auth: crate::auth::Authenticator,
+    pub auth: Arc<crate::auth::Authenticator>,
+}
+
+/// The current [`App`] snapshot, replaced whole by [`reload`]. A `std` `RwLock<Arc<_>>`: it is
+/// read once per connection (and per delivery step), never held across an await, and written
+/// once per SIGHUP, so a lock-free cell (arc-swap) would buy nothing worth a dependency.
+pub struct Live {
+    current: std::sync::RwLock<Arc<App>>,
+}
+
+impl Live {
+    pub fn new(app: Arc<App>) -> Arc<Live> {
+        Arc::new(Live {
+            current: std::sync::RwLock::new(app),
+        })
+    }
+
+    /// The snapshot to use from now on (a connection keeps it to its end).
+    pub fn app(&self) -> Arc<App> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, app: Arc<App>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = app;
+    }
+}
+
+/// Keys that a reload does not change: their running value stays, with a warning.
+pub const RESTART_KEYS: &[&str] = &[
+    "server.data_dir",
+    "smtp.mx",
+    "smtp.submission",
+    "smtp.submissions",
+    "imap.listen",
+    "imap.listen_tls",
+    "smtp.max_connections",
+    "smtp.max_submission_connections",
+    "imap.max_connections",
+    "delivery.relay",
+    "delivery.relay_user",
+    "delivery.relay_password",
+    "delivery.resolver",
+    "delivery.remote_port",
+    "delivery.concurrency",
+    "limits.auth_failures",
+    "limits.ban_time",
+];
+
+/// Puts the running values of [`RESTART_KEYS`] into `new`; returns the keys that differed.
+fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($key:literal, $($f:ident).+) => {
+            if new.$($f).+ != old.$($f).+ {
+                changed.push($key);
+                new.$($f).+ = old.$($f).+.clone();
+            }
+        };
+    }
+    keep!("server.data_dir", data_dir);
+    keep!("smtp.mx", smtp.mx);
+    keep!("smtp.submission", smtp.submission);
+    keep!("smtp.submissions", smtp.submissions);
+    keep!("imap.listen", imap.listen);
+    keep!("imap.listen_tls", imap.listen_tls);
+    keep!("smtp.max_connections", smtp.max_connections);
+    keep!(
+        "smtp.max_submission_connections",
+        smtp.max_submission_connections
+    );
+    keep!("imap.max_connections", imap.max_connections);
+    keep!("delivery.relay", delivery.relay);
+    keep!("delivery.relay_user", delivery.relay_user);
+    keep!("delivery.relay_password", delivery.relay_password);
+    keep!("delivery.resolver", delivery.resolver);
+    keep!("delivery.remote_port", delivery.remote_port);
+    keep!("delivery.concurrency", delivery.concurrency);
+    keep!("limits.auth_failures", limits.auth_failures);
+    keep!("limits.ban_time", limits.ban_time);
+    debug_assert!(changed.iter().all(|k| RESTART_KEYS.contains(k)));
+    changed
+}
+
+/// Re-reads the config file the server started with and, when it and everything it names
+/// (certificate and key, trust_dir, CRLs, DKIM keys) load, makes it current. On error nothing
+/// changes. Returns the keys that changed but need a restart. Blocking (file I/O).
+pub fn reload(live: &Live) -> Result<Vec<&'static str>> {
+    let old = live.app();
+    let mut config = Config::load(old.config.path.as_deref())?;
+    let restart = keep_restart_keys(&old.config, &mut config);
+    let filter = Filter::new(&config).context("signatures")?;
+    let revocation = crate::revocation::Checker::from_config(&config, &[])
+        .context("signatures")?
+        .map(Arc::new);
+    let tls = crate::tls::acceptor(&config).context("tls")?;
+    let dkim = dkim::Signers::load_strict(&config)?;
+    old.conns.set_limits(&config.limits);
+    live.set(Arc::new(App {
+        store: old.store.clone(),
+        filter: Arc::new(filter),
+        revocation,
+        tls,
+        queue_wakeup: old.queue_wakeup.clone(),
+        conns: old.conns.clone(),
+        // Bans and failure counts survive a reload (limits.auth_failures and ban_time with them).
+        auth: old.auth.clone(),
+        dkim: Arc::new(dkim),
+        config: Arc::new(config),
+    }));
+    Ok(restart)
+}
+
+/// `postmaster@` must be deliverable (RFC 5321 §4.5.1): say so at start when it is not yet
+/// (it is then answered `451` until an account exists or `server.postmaster` resolves).
+fn warn_postmaster(app: &App) {
+    let Some(domain) = app.config.domains.first() else {
+        return;
+    };
+    match crate::inbound::route(app, &format!("postmaster@{domain}")) {
+        Ok(crate::inbound::Resolution::Found(_)) => {}
+        Ok(_) => tracing::warn!(
+            "postmaster@{domain} has nowhere to go yet: create an account, or set \
+             server.postmaster or `tanba alias add postmaster@{domain} ADDRESS`"
+        ),
+        Err(e) => tracing::warn!("checking postmaster@{domain}: {e}"),
+    }
+}
+
+/// SIGHUP: reload off the async workers, and log what happened.
+async fn on_hangup(live: &Arc<Live>) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    let l = live.clone();
+    match tokio::task::spawn_blocking(move || reload(&l)).await {
+        Ok(Ok(restart)) => {
+            for key in &restart {
+                tracing::warn!("reload: {key} changed; it takes effect only after a restart");
+            }
+            let app = live.app();
+            warn_postmaster(&app);
+            tracing::info!(
+                config = %app
+                    .config
+                    .path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "built-in defaults".into()),
+                "reloaded: TLS certificate, trust anchors, CRLs, DKIM keys and live settings; \
+                 new connections use them"
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::error!("reload refused, still serving the previous configuration: {e:#}")
+        }
+        Err(e) => tracing::error!("reload crashed, still serving the previous configuration: {e}"),
+    }
 }
 
 /// Which protocol and port a listener serves.
@@ -140,15 +310,21 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         tls,
         queue_wakeup: Arc::new(tokio::sync::Notify::new()),
         conns: ConnTracker::new(&config.limits),
+        dkim: Arc::new(dkim::Signers::load(&config)),
         config: Arc::new(config),
-        auth,
+        auth: Arc::new(auth),
     }))
 }
 
 /// Runs the server until SIGTERM/SIGINT, then drains and returns.
 pub async fn serve(config: Config) -> Result<()> {
     let app = build_app(config)?;
+    let live = Live::new(app.clone());
+    // Before anything is up: SIGHUP's default action would end the process.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let cfg = app.config.clone();
+    warn_postmaster(&app);
     let swept = smtp::spool::prepare(&cfg.data_dir).context("server.data_dir: spool")?;
     if swept > 0 {
         tracing::info!("removed {swept} unfinished messages from the spool");
@@ -186,10 +362,10 @@ pub async fn serve(config: Config) -> Result<()> {
     let admin_listener = admin::bind(&cfg)?;
     tokio::spawn(admin::serve(
         admin_listener,
-        app.clone(),
+        live.clone(),
         coordinator.handle(),
     ));
-    tokio::spawn(delivery::run(app.clone(), coordinator.handle()));
+    tokio::spawn(delivery::run(live.clone(), coordinator.handle()));
 
     let pools = Arc::new(Pools {
         mx: Arc::new(Semaphore::new(cfg.smtp.max_connections)),
@@ -201,7 +377,7 @@ pub async fn serve(config: Config) -> Result<()> {
         tokio::spawn(accept_loop(
             listener,
             kind,
-            app.clone(),
+            live.clone(),
             pools.clone(),
             coordinator.handle(),
         ));
@@ -218,7 +394,7 @@ pub async fn serve(config: Config) -> Result<()> {
         cfg.data_dir.display()
     );
 
-    wait_for_signal().await;
+    wait_for_signal(&live, &mut hangup).await;
     tracing::info!("shutting down: no new connections; finishing current commands");
     coordinator.begin();
     if tokio::time::timeout(Duration::from_secs(30), coordinator.wait_idle())
@@ -235,13 +411,17 @@ pub async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM/SIGINT, reloading on each SIGHUP meanwhile.
+async fn wait_for_signal(live: &Arc<Live>, hangup: &mut tokio::signal::unix::Signal) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hangup.recv() => on_hangup(live).await,
+        }
     }
 }
 
@@ -250,7 +430,7 @@ async fn wait_for_signal() {
 async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
-    app: Arc<App>,
+    live: Arc<Live>,
     pools: Arc<Pools>,
     mut shutdown: Shutdown,
 ) {
@@ -269,6 +449,8 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The connection keeps this snapshot to its end (a reload affects new connections).
+        let app = live.app();
         if app.auth.is_banned(peer.ip()) {
             // Banned for failed logins (SPEC §8): implicit TLS ports just close (plaintext would
             // be garbage to a TLS client); plaintext ports get one line.

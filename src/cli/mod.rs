@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin::{self, Request};
 use crate::config::{Config, Source, DEFAULT_TOML};
 
+pub mod alias;
 pub mod certs;
 pub mod check;
 pub mod verify;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Manage mail accounts (works whether or not the server runs).
     #[command(subcommand)]
     User(UserCmd),
+    /// Manage aliases, domain aliases and catch-alls (works whether or not the server runs).
+    #[command(subcommand)]
+    Alias(alias::AliasCmd),
     /// Verify the CMS signatures of a message (.eml) or a CMS file.
     Verify(VerifyArgs),
     /// Print a message exactly as the inbound filter would store it.
@@ -196,6 +200,7 @@ impl Command {
             self,
             Command::Serve
                 | Command::User(_)
+                | Command::Alias(_)
                 | Command::Export { .. }
                 | Command::Queue(_)
                 | Command::Dkim(_)
@@ -251,6 +256,11 @@ pub fn run(cli: Cli, source: &Source) -> Result<i32> {
                 UserCmd::List => Request::UserList,
             };
             admin_command(&config, &req, false)
+        }
+        Command::Alias(cmd) => {
+            let config = load()?;
+            let (req, json) = cmd.request();
+            admin_command(&config, &req, json)
         }
         Command::Export { email, mailbox } => {
             let config = load()?;

@@ -65,6 +65,18 @@ impl Signers {
         Signers { keys }
     }
 
+    /// Like [`Signers::load`], but a key that does not load is an error: a reload (SIGHUP) with
+    /// a broken key is refused and the running keys stay.
+    pub fn load_strict(config: &Config) -> anyhow::Result<Signers> {
+        let mut keys = BTreeMap::new();
+        for (domain, k) in &config.dkim {
+            let key = load_key(domain, &k.selector, &k.key)
+                .with_context(|| format!("dkim.\"{domain}\".key: {}", k.key.display()))?;
+            keys.insert(domain.to_ascii_lowercase(), Ok(key));
+        }
+        Ok(Signers { keys })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

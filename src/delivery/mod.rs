@@ -39,7 +39,7 @@ use crate::config::Config;
 // Bare LF becomes CRLF (SMTP requires CRLF; RFC 5321 §2.3.8): the same conversion the filter
 // applies before hashing (RFC 5751 §3.1.1), so one function serves both.
 use crate::filter::find::canonical_crlf as normalize_crlf;
-use crate::server::App;
+use crate::server::{App, Live};
 use crate::shutdown::Shutdown;
 use crate::store::{Bounce, QueueRecord, RcptState, Store};
 use client::{Outcome, OutcomeKind};
@@ -55,9 +55,12 @@ const SETTLE_ERROR_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// Runs the delivery workers until shutdown.
-pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
-    let worker = Arc::new(Worker::new(app));
-    let store = worker.app.store.clone();
+/// `live` is the server's current configuration: a reload (SIGHUP) reaches the next round, job
+/// and bounce (`delivery.retry`, `give_up_after`, `require_tls`, DKIM keys, hostname); the relay,
+/// its credentials, the resolver, `remote_port` and `concurrency` are fixed at start.
+pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
+    let worker = Arc::new(Worker::new(live));
+    let store = worker.store.clone();
     match tokio::task::spawn_blocking(move || store.queue_reindex()).await {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => tracing::warn!("queue index repaired ({n} keys)"),
@@ -77,7 +80,7 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
         };
         let sleep = schedule::sleep_until(now_unix(), next, MAX_SLEEP);
         tokio::select! {
-            _ = worker.app.queue_wakeup.notified() => {}
+            _ = worker.wakeup.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
             _ = shutdown.stopping() => break,
         }
@@ -107,9 +110,11 @@ struct Result1 {
 
 /// Shared by the scheduler and its jobs.
 struct Worker {
-    app: Arc<App>,
+    /// The current configuration and its DKIM keys ([`Worker::app`]).
+    live: Arc<Live>,
+    store: Store,
+    wakeup: Arc<tokio::sync::Notify>,
     router: mx::Router,
-    dkim: dkim::Signers,
     /// STARTTLS towards MX hosts (and a relay without credentials). None: could not be set up,
     /// so plain text only (logged at start).
     opportunistic: Option<TlsConnector>,
@@ -123,7 +128,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(app: Arc<App>) -> Worker {
+    fn new(live: Arc<Live>) -> Worker {
+        let app = live.app();
         let d = &app.config.delivery;
         let opportunistic = client::opportunistic_connector()
             .map_err(|e| tracing::error!("TLS client setup failed, sending without TLS: {e:#}"))
@@ -135,7 +141,6 @@ impl Worker {
                 msg
             })
         });
-        let dkim = dkim::Signers::load(&app.config);
         tracing::info!(
             relay = d.relay.as_deref().unwrap_or("(MX)"),
             concurrency = d.concurrency,
@@ -144,17 +149,23 @@ impl Worker {
         );
         Worker {
             router: mx::Router::new(d),
-            dkim,
+            store: app.store.clone(),
+            wakeup: app.queue_wakeup.clone(),
             opportunistic,
             verified,
             slots: Arc::new(Semaphore::new(d.concurrency.max(1))),
             rounds: Mutex::new(HashMap::new()),
-            app,
+            live,
         }
     }
 
+    /// The current snapshot of the server's state (changes on reload).
+    fn app(&self) -> Arc<App> {
+        self.live.app()
+    }
+
     fn store(&self) -> &Store {
-        &self.app.store
+        &self.store
     }
 
     fn rounds(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Round>> {
@@ -165,7 +176,7 @@ impl Worker {
     /// not in a round comes due, if any.
     fn dispatch(self: &Arc<Self>, shutdown: &Shutdown) -> anyhow::Result<Option<i64>> {
         let now = now_unix();
-        let relay = self.app.config.delivery.relay.is_some();
+        let relay = self.app().config.delivery.relay.is_some();
         let mut groups: BTreeMap<String, Vec<Item>> = BTreeMap::new();
         let mut settle_only = Vec::new();
         let mut next_due = None;
@@ -396,7 +407,7 @@ impl Worker {
     }
 
     async fn targets(&self, dest: &str) -> Result<Vec<Target>, RouteError> {
-        match &self.app.config.delivery.relay {
+        match &self.app().config.delivery.relay {
             Some(relay) => mx::relay_targets(relay).await,
             None => self.router.mx_targets(dest).await,
         }
@@ -404,7 +415,8 @@ impl Worker {
 
     /// Tries each target in order until one gives a session. The error names the last failure.
     async fn connect_any(&self, targets: &[Target]) -> Result<client::Session, String> {
-        let d = &self.app.config.delivery;
+        let app = self.app();
+        let d = &app.config.delivery;
         let relay = d.relay.as_deref();
         let auth = match (relay, &d.relay_user, &d.relay_password) {
             (Some(_), Some(u), Some(p)) => Some((u.as_str(), p.as_str())),
@@ -420,7 +432,7 @@ impl Worker {
         let mut last = String::from("no host to try");
         for t in targets {
             let params = client::Params {
-                helo: &self.app.config.hostname,
+                helo: &app.config.hostname,
                 tls,
                 require_tls: d.require_tls,
                 auth,
@@ -470,7 +482,7 @@ impl Worker {
                 .ok_or_else(|| format!("queue entry {id}: message bytes are missing"))?;
             let mut data = normalize_crlf(&blob);
             drop(blob);
-            if let Some(sig) = w.dkim.sign(&rec.sender, &data)? {
+            if let Some(sig) = w.app().dkim.sign(&rec.sender, &data)? {
                 let mut signed = Vec::with_capacity(sig.len() + data.len());
                 signed.extend_from_slice(sig.as_bytes());
                 signed.extend_from_slice(&data);
@@ -575,13 +587,14 @@ impl Worker {
             tokio::time::sleep(SETTLE_ERROR_BACKOFF).await;
         }
         self.rounds().remove(&id);
-        self.app.queue_wakeup.notify_one();
+        self.wakeup.notify_one();
     }
 
     /// End of a round: schedule the next attempt or give up, bounce failed recipients, remove
     /// the record when nothing is pending. One conditional transaction; re-read on conflict.
     async fn settle(&self, id: u64, attempted: bool) -> anyhow::Result<()> {
-        let cfg = &self.app.config;
+        let app = self.app();
+        let cfg = &app.config;
         for _ in 0..10 {
             let store = self.store();
             let Some(rec) = store.queue_get(id)? else {
@@ -636,7 +649,7 @@ impl Worker {
                     tracing::info!(queue_id = id, "done; removed from the queue");
                 }
                 if is_queued_bounce {
-                    self.app.queue_wakeup.notify_one();
+                    self.wakeup.notify_one();
                 }
                 return Ok(());
             }
@@ -675,14 +688,15 @@ impl Worker {
             idx.iter().map(|&i| &new.recipients[i]).collect();
         let store = self.store();
         let original = store.blob(rec.blob_id)?;
+        let app = self.app();
         let dsn = dsn::build(
-            &self.app.config.hostname,
+            &app.config.hostname,
             rec,
             &failed,
             original.as_deref().unwrap_or(b""),
             now,
         )?;
-        dsn::route(store, &self.app.config, &self.app.filter, &rec.sender, dsn)
+        dsn::route(store, &app.config, &app.filter, &rec.sender, dsn)
     }
 }
 

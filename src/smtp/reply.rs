@@ -173,6 +173,16 @@ pub const NON_ASCII_ADDRESS: Reply = r(
 pub fn user_unknown(addr: &str) -> Reply {
     owned(550, "5.1.1", format!("<{addr}>: user unknown"))
 }
+/// An alias chain that loops or is too long (RFC 3463 X.4.6, routing loop detected).
+pub fn alias_loop(addr: &str) -> Reply {
+    owned(550, "5.4.6", format!("<{addr}>: alias loop detected"))
+}
+/// `postmaster@`/`abuse@` must be accepted (RFC 5321 §4.5.1) but have no mailbox yet.
+pub const NO_POSTMASTER: Reply = r(
+    451,
+    "4.3.0",
+    "Postmaster mailbox not set up yet, try again later",
+);
 pub const RELAY_DENIED: Reply = r(554, "5.7.1", "Relaying denied");
 pub const TOO_MANY_RCPTS: Reply = r(452, "4.5.3", "Too many recipients");
 

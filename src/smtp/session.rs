@@ -23,7 +23,7 @@ use super::codec::{Input, Line};
 use super::command::{self, Command, MailFrom, ParseError, RcptTo};
 use super::reply::{self, Reply};
 use super::{auth, data, Port};
-use crate::inbound::{self, Route};
+use crate::inbound::{self, Resolution};
 use crate::limits::Ticket;
 use crate::server::App;
 use crate::shutdown::Shutdown;
@@ -585,7 +585,11 @@ impl Session {
             reply::SIZE_EXCEEDED
         } else if !m.smtputf8 && !m.address.is_ascii() {
             reply::NON_ASCII_ADDRESS
-        } else if let Some(acc) = self.auth.as_ref().filter(|a| !a.owns(&m.address)) {
+        } else if let Some(acc) = self
+            .auth
+            .as_ref()
+            .filter(|a| !inbound::may_send_as(&self.app, a, &m.address).unwrap_or(false))
+        {
             tracing::info!(
                 peer = %self.peer,
                 user = %acc.email,
@@ -622,7 +626,9 @@ impl Session {
         if !tx.smtputf8 && !r.address.is_ascii() {
             return reply::NON_ASCII_ADDRESS;
         }
-        let addr = if r.address == "postmaster" {
+        // RFC 5321 §4.5.1: `Postmaster` without a domain, in any case, must be accepted; it is
+        // the postmaster of our first domain.
+        let addr = if r.address.eq_ignore_ascii_case("postmaster") {
             match first_domain {
                 Some(d) => format!("postmaster@{d}"),
                 None => return reply::user_unknown(&r.address),
@@ -636,17 +642,32 @@ impl Session {
         if tx.rcpts.len() >= max {
             return reply::TOO_MANY_RCPTS;
         }
+        // Relaying is decided on the address the client gave: an operator's alias that expands
+        // to a remote address is not a relay (only local addresses reach the alias table).
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        if self.port == Port::Mx && !self.app.config.is_local_domain(domain) {
+            tracing::info!(peer = %self.peer, "relaying denied for {addr:?}");
+            return reply::RELAY_DENIED;
+        }
         match inbound::route(&self.app, &addr) {
             Err(e) => {
                 tracing::error!(peer = %self.peer, "looking up recipient: {e:#}");
                 reply::LOCAL_ERROR
             }
-            Ok(None) => reply::user_unknown(&addr),
-            Ok(Some(Route::Remote)) if self.port == Port::Mx => {
-                tracing::info!(peer = %self.peer, "relaying denied for {addr:?}");
-                reply::RELAY_DENIED
+            Ok(Resolution::Unknown) => reply::user_unknown(&addr),
+            Ok(Resolution::Loop(path)) => {
+                tracing::error!(peer = %self.peer, "alias loop: {path}");
+                reply::alias_loop(&addr)
             }
-            Ok(Some(_)) => {
+            Ok(Resolution::NoPostmaster) => {
+                tracing::warn!(
+                    peer = %self.peer,
+                    "mail for {addr:?} deferred: no account for postmaster@/abuse@ (create one, \
+                     or set server.postmaster or an alias)"
+                );
+                reply::NO_POSTMASTER
+            }
+            Ok(Resolution::Found(_)) => {
                 tx.rcpts.push(addr);
                 reply::RCPT_OK
             }

@@ -16,6 +16,7 @@
 //! | `blob_cache`    | blob_id u64                           | derived data (IMAP's parsed structure) |
 //! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
 //! | `queue_due`     | next_attempt u64 ‖ queue_id u64       | empty (due-time index of `queue`)      |
+//! | `aliases`       | `user@domain` or `@domain` (lower-case) | [`alias::Alias`] (JSON)              |
 //!
 //! # Invariants
 //! - A UID is never reused within a mailbox's UIDVALIDITY: `uidnext` only grows, in the same
@@ -34,6 +35,7 @@
 //!   never reused after a crash.
 
 pub mod account;
+pub mod alias;
 mod files;
 mod imap_ext;
 mod mailbox;
@@ -118,6 +120,7 @@ pub(crate) struct Trees {
     pub blob_cache: sled::Tree,
     pub queue: sled::Tree,
     pub queue_due: sled::Tree,
+    pub aliases: sled::Tree,
 }
 
 impl Store {
@@ -159,6 +162,7 @@ impl Store {
             blob_cache: tree("blob_cache")?,
             queue: tree("queue")?,
             queue_due: tree("queue_due")?,
+            aliases: tree("aliases")?,
         };
         let files = Arc::new(files::Files::open(dir)?);
         let orphans = files.sweep(|id| Ok(t.blob_files.contains_key(u64_key(id))?))?;

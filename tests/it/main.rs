@@ -57,3 +57,5 @@ mod hostile_mime;
 // Issue 12 (operators): config lookup order, admin commands that never create a store,
 // `config check` catching what `serve` refuses, helpful messages, verify's time zone.
 mod operator;
+// Issue 12 items 7 and 8: postmaster/abuse, aliases, sub-addresses; SIGHUP reload.
+mod operator_mail;
