@@ -50,3 +50,6 @@ mod hardening;
 // Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
 // across a restart, `tanba verify` / `stamp`.
 mod hostile_mime;
+// Issue 12, item 3: `tanba store check`, `backup` while serving / `restore` round trip over
+// IMAP, the store's format version, `store rebuild` after sled's db file is destroyed.
+mod store_ops;
