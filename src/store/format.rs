@@ -49,6 +49,18 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
             // v < CURRENT: migrations go here (none yet: 1 is the first format).
         }
         None => {
+            // A new store, or one made before this key existed (it has records then). No key,
+            // no records, but message files: sled has lost its database (a damaged `db` file
+            // opens as an empty one) and the sweep at open would delete every body. Refuse.
+            let empty = db.open_tree("accounts")?.is_empty() && db.open_tree("queue")?.is_empty();
+            if empty && has_body_files(dir) {
+                return Err(StoreError::Db(format!(
+                    "the store in {} has message files but no records: its database is lost or \
+                     damaged. Nothing was changed; bring it back with `tanba store rebuild \
+                     --from-backup DIR` (docs/operations.md, \"When the store does not open\")",
+                    dir.display()
+                )));
+            }
             meta.insert(VERSION_KEY, &CURRENT.to_be_bytes())?;
             db.flush()?;
         }
@@ -58,6 +70,18 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
             .map(u64::from_be_bytes)
             .map_err(|_| StoreError::Db("corrupt id_base in the store".into()))?,
         None => 0,
+    })
+}
+
+/// Whether `<store>/messages/` holds any body file.
+fn has_body_files(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir.join("messages")) else {
+        return false;
+    };
+    rd.flatten().any(|sub| {
+        std::fs::read_dir(sub.path())
+            .map(|mut f| f.next().is_some())
+            .unwrap_or(false)
     })
 }
 
@@ -100,6 +124,32 @@ mod tests {
             err.contains("store format 2") && err.contains("upgrade tanba"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_store_whose_records_are_gone_but_bodies_remain_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let a = s.create_account("a@x.test", "h").unwrap();
+            let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
+            s.append(inbox.id, b"Subject: 1\r\n\r\n1\r\n", &[], 0)
+                .unwrap();
+            s.flush_sync().unwrap();
+        }
+        // What sled makes of a destroyed `db` file: an empty database.
+        std::fs::remove_file(dir.path().join("db")).unwrap();
+        std::fs::remove_file(dir.path().join("conf")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("blobs")).ok();
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("has message files but no records"), "{err}");
+        // The body is still there for `tanba store rebuild`.
+        let n: usize = std::fs::read_dir(dir.path().join("messages"))
+            .unwrap()
+            .flatten()
+            .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+            .sum();
+        assert_eq!(n, 1);
     }
 
     #[test]

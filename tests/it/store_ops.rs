@@ -423,6 +423,24 @@ fn rebuild_from_a_backup_and_the_body_files_after_the_db_file_is_destroyed() {
     let db = store.join("db");
     let len = std::fs::metadata(&db).unwrap().len() as usize;
     std::fs::write(&db, vec![0xA5u8; len.max(4096)]).unwrap();
+    let files_before = body_files(&store);
+    // sled opens such a file as an empty database; tanba sees body files without records and
+    // refuses, instead of sweeping the bodies away as orphans.
+    let o = serve_expecting_exit(&srv.config_path);
+    assert_eq!(o.status.code(), Some(2), "{}", out_text(&o));
+    assert!(
+        out_text(&o).contains("has message files but no records"),
+        "{}",
+        out_text(&o)
+    );
+    let o = srv.tanba(&["store", "check"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", out_text(&o));
+    assert!(
+        out_text(&o).contains("tanba store rebuild"),
+        "{}",
+        out_text(&o)
+    );
+    assert_eq!(body_files(&store), files_before);
 
     let o = srv.tanba(
         &[
@@ -455,7 +473,12 @@ fn rebuild_from_a_backup_and_the_body_files_after_the_db_file_is_destroyed() {
         .filter(|p| p.to_string_lossy().contains("store.broken-"))
         .collect();
     assert_eq!(kept.len(), 1, "{s}");
-    assert_eq!(std::fs::read(kept[0].join("db")).unwrap()[..4], [0xA5; 4]);
+    let names = |v: Vec<PathBuf>| -> Vec<String> {
+        v.iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(body_files(&kept[0])), names(files_before));
     // The unowned messages as .eml files: the one for both, and bob's draft.
     let rec_dir: PathBuf = std::fs::read_dir(srv.data_dir())
         .unwrap()
