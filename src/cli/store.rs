@@ -199,8 +199,27 @@ pub fn restore(config: &Config, from: &Path, force: bool, new_uidvalidity: bool)
         dir.display(),
         std::process::id()
     ));
-    let sum = backup::restore(&tmp, from, RestoreOptions { new_uidvalidity })
-        .with_context(|| format!("restoring {}", from.display()))?;
+    let sum = match backup::restore(&tmp, from, RestoreOptions { new_uidvalidity }) {
+        Ok(s) => s,
+        Err(e) => {
+            // Our own unfinished store; the previous one (if any) stays where it was moved.
+            let _ = std::fs::remove_dir_all(&tmp);
+            if let Some(a) = &aside {
+                if std::fs::rename(a, &dir).is_ok() {
+                    bail!(
+                        "restoring {}: {e} (the previous store is back in place)",
+                        from.display()
+                    );
+                }
+                bail!(
+                    "restoring {}: {e} (the previous store is in {})",
+                    from.display(),
+                    a.display()
+                );
+            }
+            bail!("restoring {}: {e}", from.display());
+        }
+    };
     std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} into place", tmp.display()))?;
     print_restore(&sum);
     if let Some(a) = aside {

@@ -649,6 +649,34 @@ pub fn rebuild(
         std::fs::rename(store_dir, &aside).map_err(|e| io("renaming", store_dir, e))?;
         sum.kept = Some(aside);
     }
+    // Built beside, renamed into place when complete.
+    let tmp = PathBuf::from(format!(
+        "{}.rebuilding-{}",
+        store_dir.display(),
+        std::process::id()
+    ));
+    match build(&tmp, backup, unowned_dir, &mut sum) {
+        Ok(()) => {
+            std::fs::rename(&tmp, store_dir).map_err(|e| io("renaming", &tmp, e))?;
+            Ok(sum)
+        }
+        Err(e) => Err(StoreError::Db(format!(
+            "{e} (the old store is kept in {}; the unfinished new one is {})",
+            sum.kept
+                .as_ref()
+                .map(|k| k.display().to_string())
+                .unwrap_or_else(|| "(none)".into()),
+            tmp.display()
+        ))),
+    }
+}
+
+fn build(
+    store_dir: &Path,
+    backup: Option<&Path>,
+    unowned_dir: &Path,
+    sum: &mut RebuildSummary,
+) -> Result<()> {
     let skip = match backup {
         Some(b) => {
             let r = restore(
@@ -665,12 +693,12 @@ pub fn rebuild(
         None => HashSet::new(),
     };
     let store = Store::open(store_dir)?;
-    let Some(old) = &sum.kept else {
-        return Ok(sum);
+    let Some(old) = sum.kept.clone() else {
+        return Ok(());
     };
     let old_bodies = old.join("messages");
     let Ok(rd) = std::fs::read_dir(&old_bodies) else {
-        return Ok(sum);
+        return Ok(());
     };
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     for sub in rd.flatten() {
@@ -726,7 +754,7 @@ pub fn rebuild(
         }
     }
     store.flush_sync()?;
-    Ok(sum)
+    Ok(())
 }
 
 /// The recipient named by this server's own trace header: the first `Received:` field, when it
