@@ -777,7 +777,10 @@ fn owner(raw: &[u8]) -> Option<String> {
             }
             Some(_) => break,
             None => {
-                if line.len() > 9 && line[..9].eq_ignore_ascii_case("received:") {
+                if line
+                    .get(..9)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("received:"))
+                {
                     field = Some(line.to_string());
                 }
             }

@@ -238,17 +238,23 @@ fn backup_while_serving_then_restore_round_trips_accounts_flags_uids_and_queue()
     let queued = queue_json(&srv);
     assert_eq!(queued.len(), 1);
 
-    // A client delivers to bob while the backup runs.
+    // A client delivers to bob while the backup runs: the backup starts after its fifth 250.
     let mx_addr = srv.mx;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = done.clone();
     let deliverer = std::thread::spawn(move || {
-        for i in 0..20 {
+        for i in 0..30 {
             let mut c = Client::connect(mx_addr);
             c.ok("EHLO sender.example", "250");
             let msg = format!("Subject: b{i}\r\n\r\nbody {i}\r\n");
             let r = c.send_mail("sender@example.kz", &["bob@example.test"], msg.as_bytes());
             assert_eq!(r.code, 250, "{}", r.line());
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let backup = srv.dir.path().join("backups/one");
     let o = srv.tanba(&["backup", backup.to_str().unwrap()], None);
     deliverer.join().unwrap();
@@ -259,6 +265,30 @@ fn backup_while_serving_then_restore_round_trips_accounts_flags_uids_and_queue()
         out_text(&o)
     );
     assert!(backup.join("tanba-backup.json").is_file());
+    // One point in time across trees: bob's INBOX record counts exactly the message records
+    // the backup holds for it, although deliveries went on while it was taken.
+    let meta = std::fs::read_to_string(backup.join("metadata.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = meta
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let bob = recs
+        .iter()
+        .find(|r| r["t"] == "account" && r["email"] == "bob@example.test")
+        .unwrap()["id"]
+        .clone();
+    let inbox = recs
+        .iter()
+        .find(|r| r["t"] == "mailbox" && r["account_id"] == bob && r["name"] == "INBOX")
+        .unwrap();
+    let held = recs
+        .iter()
+        .filter(|r| r["t"] == "message" && r["mailbox_id"] == inbox["id"])
+        .count() as u64;
+    assert_eq!(inbox["messages"].as_u64(), Some(held), "{inbox}");
+    assert_eq!(inbox["uidnext"].as_u64(), Some(held + 1), "{inbox}");
+    assert!(held >= 5, "{held}");
+    eprintln!("bob's INBOX held {held} of 30 messages at the backup");
     // A second backup into the same directory is refused.
     let o = srv.tanba(&["backup", backup.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(2), "{}", out_text(&o));
@@ -266,7 +296,7 @@ fn backup_while_serving_then_restore_round_trips_accounts_flags_uids_and_queue()
 
     let alice_before = account_views(&srv, "alice@example.test", "secret-a");
     let bob_before = account_views(&srv, "bob@example.test", "secret-b");
-    assert_eq!(bob_before["INBOX"].messages.len(), 20);
+    assert_eq!(bob_before["INBOX"].messages.len(), 30);
 
     // Restore into a new data_dir, then serve it.
     let (dir2, cfg2, toml2) = fresh_config();
