@@ -163,7 +163,7 @@ fn fresh_config() -> (tempfile::TempDir, PathBuf, String) {
 }
 
 #[test]
-fn store_check_is_clean_on_a_clean_store_and_lists_damaged_body_files() {
+fn store_check_is_clean_on_a_clean_store_and_lists_damaged_files_and_records() {
     let mut srv = server();
     for i in 0..3 {
         mx(&srv, &["alice@example.test"], &format!("m{i}"));
@@ -209,6 +209,30 @@ fn store_check_is_clean_on_a_clean_store_and_lists_damaged_body_files() {
     );
     // The check reports; it does not repair (the orphan is still there for a rebuild).
     assert!(orphan.exists());
+
+    // Metadata damage, written with sled itself while the server is stopped: a mailbox
+    // counter that no longer matches its messages.
+    {
+        let db = sled::open(&store).unwrap();
+        let boxes = db.open_tree("mailboxes").unwrap();
+        let (k, v) = boxes
+            .iter()
+            .map(|kv| kv.unwrap())
+            .find(|(_, v)| {
+                let m: serde_json::Value = serde_json::from_slice(v).unwrap();
+                m["name"] == "INBOX" && m["messages"] == 3
+            })
+            .unwrap();
+        let mut m: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        m["messages"] = 10.into();
+        boxes.insert(k, serde_json::to_vec(&m).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let o = srv.tanba(&["store", "check"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
+    let s = stdout(&o);
+    assert!(s.starts_with("store has 4 problems:\n"), "{s}");
+    assert!(s.contains("): messages is 10, it holds 3"), "{s}");
 }
 
 /// `tanba backup` while a client delivers; restore into a new data_dir; compare over IMAP.
