@@ -40,7 +40,7 @@ fn config_name(config: &Config) -> String {
 /// Opens an existing store; never creates one (SPEC §9).
 fn open_existing(config: &Config, for_check: bool) -> Result<Store> {
     let dir = store_dir(config);
-    if !dir.join("db").is_file() {
+    if !backup::store_exists(&dir) {
         bail!(
             "no store in {} (server.data_dir of {}): this command never creates one",
             dir.display(),
@@ -54,18 +54,9 @@ fn open_existing(config: &Config, for_check: bool) -> Result<Store> {
     })
 }
 
-/// Refuses when a server runs on this data_dir (its admin socket answers or sled's lock is held).
+/// Refuses when a server runs on this data_dir (its admin socket answers or the store is locked).
 fn require_stopped(config: &Config, what: &str) -> Result<()> {
-    let locked = || -> bool {
-        use std::os::fd::AsRawFd;
-        let Ok(f) = std::fs::File::open(store_dir(config).join("db")) else {
-            return false;
-        };
-        // sled holds an exclusive flock on `db` while a process has the store open.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        r != 0
-    };
-    if admin::server_running(config) || locked() {
+    if admin::server_running(config) || backup::store_in_use(&store_dir(config)) {
         bail!(
             "a tanba server is running on {}: stop it first (systemctl stop tanba), then {what}",
             config.data_dir.display()

@@ -355,6 +355,22 @@ fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
         .map_err(|e| io("writing", p, e))
 }
 
+/// Whether `dir` holds a store (sled writes `db` when it creates one).
+pub fn store_exists(dir: &Path) -> bool {
+    dir.join("db").is_file()
+}
+
+/// Whether a process has the store in `dir` open: sled holds an exclusive `flock` on its `db`
+/// file for as long as a process has the database open.
+pub fn store_in_use(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(dir.join("db")) else {
+        return false;
+    };
+    // Released when `f` is closed, right below.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
 /// Reads and checks a backup's manifest.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let p = dir.join(MANIFEST);
@@ -429,7 +445,7 @@ struct Tally {
 /// Restores the backup in `backup` into a new store at `store_dir` (which must not hold one).
 pub fn restore(store_dir: &Path, backup: &Path, opts: RestoreOptions) -> Result<RestoreSummary> {
     let manifest = read_manifest(backup)?;
-    if store_dir.join("db").exists() {
+    if store_exists(store_dir) {
         return Err(StoreError::Exists(format!(
             "a store in {}",
             store_dir.display()
