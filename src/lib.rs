@@ -9,6 +9,7 @@
 //! Reading order: config → store → server → smtp → inbound → filter → imap → delivery → cli.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;

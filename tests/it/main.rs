@@ -16,6 +16,10 @@ mod smtp_hostile;
 // Connection limits per address and per pool, refusals on implicit-TLS ports, the submission
 // login timeout, `user del` / `user passwd` ending live sessions (issue 11, findings 4 and 10).
 mod conn_limits;
+// Password checks and brute force (issue 11, findings 3 and 5): bans per address across SMTP and
+// IMAP, the attacked account's owner still logs in, fail2ban filter, credential cache, password
+// length.
+mod auth_limits;
 // `250` survives kill -9.
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.

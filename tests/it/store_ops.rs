@@ -42,7 +42,7 @@ fn mx(srv: &TestServer, to: &[&str], subject: &str) {
 /// Submission by alice to a remote address; the relay is down, so it stays queued.
 fn submit_remote(srv: &TestServer, to: &str) {
     let mut c = Client::connect_tls(srv.submissions, &srv.cert_pem());
-    c.login("alice@example.test", "secret-a");
+    c.login("alice@example.test", "secret-alice");
     let msg = format!("From: alice@example.test\r\nTo: {to}\r\nSubject: out\r\n\r\nout\r\n");
     let r = c.send_mail("alice@example.test", &[to], msg.as_bytes());
     assert_eq!(r.code, 250, "{}", r.line());
@@ -50,8 +50,8 @@ fn submit_remote(srv: &TestServer, to: &str) {
 
 fn server() -> TestServer {
     let srv = TestServer::start_with(&[("delivery", RELAY_DOWN)]);
-    srv.add_user("alice@example.test", "secret-a");
-    srv.add_user("bob@example.test", "secret-b");
+    srv.add_user("alice@example.test", "secret-alice");
+    srv.add_user("bob@example.test", "secret-bob-1");
     srv
 }
 
@@ -243,7 +243,7 @@ fn backup_while_serving_then_restore_round_trips_accounts_flags_uids_and_queue()
         mx(&srv, &["alice@example.test"], &format!("a{i}"));
     }
     {
-        let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+        let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
         c.ok("SELECT INBOX");
         c.ok("UID STORE 1 +FLAGS (\\Seen $Important)");
         c.ok("UID STORE 2 +FLAGS (\\Flagged)");
@@ -318,8 +318,8 @@ fn backup_while_serving_then_restore_round_trips_accounts_flags_uids_and_queue()
     assert_eq!(o.status.code(), Some(2), "{}", out_text(&o));
     assert!(stdout(&o).is_empty() && out_text(&o).contains("is not empty"));
 
-    let alice_before = account_views(&srv, "alice@example.test", "secret-a");
-    let bob_before = account_views(&srv, "bob@example.test", "secret-b");
+    let alice_before = account_views(&srv, "alice@example.test", "secret-alice");
+    let bob_before = account_views(&srv, "bob@example.test", "secret-bob-1");
     assert_eq!(bob_before["INBOX"].messages.len(), 30);
 
     // Restore into a new data_dir, then serve it.
@@ -334,7 +334,7 @@ fn backup_while_serving_then_restore_round_trips_accounts_flags_uids_and_queue()
     let mut srv2 = TestServer::start_toml(dir2, &toml2);
 
     // Alice did nothing during the backup: everything is equal (passwords too: login works).
-    let alice_after = account_views(&srv2, "alice@example.test", "secret-a");
+    let alice_after = account_views(&srv2, "alice@example.test", "secret-alice");
     assert_eq!(alice_after, alice_before);
     let inbox = &alice_after["INBOX"].messages;
     assert_eq!(inbox.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
@@ -346,7 +346,7 @@ fn backup_while_serving_then_restore_round_trips_accounts_flags_uids_and_queue()
     );
     // Bob's INBOX is a consistent point in time: a prefix of what arrived, same UIDs and
     // bytes, UIDNEXT right after the last one, same UIDVALIDITY.
-    let bob_after = account_views(&srv2, "bob@example.test", "secret-b");
+    let bob_after = account_views(&srv2, "bob@example.test", "secret-bob-1");
     let (b0, b1) = (&bob_before["INBOX"], &bob_after["INBOX"]);
     assert_eq!(b1.uidvalidity, b0.uidvalidity);
     let n = b1.messages.len() as u32;
@@ -445,12 +445,12 @@ fn rebuild_from_a_backup_and_the_body_files_after_the_db_file_is_destroyed() {
     mx(&srv, &["alice@example.test"], "before-1");
     mx(&srv, &["alice@example.test"], "before-2");
     {
-        let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+        let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
         c.ok("SELECT INBOX");
         c.ok("UID STORE 1 +FLAGS (\\Seen)");
         c.ok("LOGOUT");
     }
-    let uidvalidity_before = account_views(&srv, "alice@example.test", "secret-a")["INBOX"]
+    let uidvalidity_before = account_views(&srv, "alice@example.test", "secret-alice")["INBOX"]
         .uidvalidity
         .clone();
     let backup = srv.dir.path().join("backup");
@@ -466,7 +466,7 @@ fn rebuild_from_a_backup_and_the_body_files_after_the_db_file_is_destroyed() {
         "after-both",
     );
     {
-        let mut c = Imap::login(&srv, "bob@example.test", "secret-b");
+        let mut c = Imap::login(&srv, "bob@example.test", "secret-bob-1");
         let t = c.append("Drafts", "(\\Draft)", b"Subject: draft\r\n\r\ndraft\r\n");
         assert!(t.contains(" OK"), "{t}");
         c.ok("LOGOUT");
@@ -554,7 +554,7 @@ fn rebuild_from_a_backup_and_the_body_files_after_the_db_file_is_destroyed() {
     let o = srv.tanba(&["store", "check"], None);
     assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
     // Alice: the backup's two (with \Seen) and her two later ones, under a new UIDVALIDITY.
-    let v = &account_views(&srv, "alice@example.test", "secret-a")["INBOX"];
+    let v = &account_views(&srv, "alice@example.test", "secret-alice")["INBOX"];
     assert_ne!(v.uidvalidity, uidvalidity_before);
     let subjects: Vec<(u32, Vec<String>, bool)> = v
         .messages
@@ -579,6 +579,6 @@ fn rebuild_from_a_backup_and_the_body_files_after_the_db_file_is_destroyed() {
     );
     // Bob logs in with his password from the backup; his INBOX is empty (the shared message
     // had no single owner).
-    let b = account_views(&srv, "bob@example.test", "secret-b");
+    let b = account_views(&srv, "bob@example.test", "secret-bob-1");
     assert!(b["INBOX"].messages.is_empty());
 }
