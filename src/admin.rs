@@ -54,6 +54,12 @@ pub enum Request {
         address: String,
     },
     AliasList,
+    /// `tanba store check` while the server runs: problems in `data.problems`.
+    StoreCheck,
+    /// `tanba backup DIR` while the server runs (DIR absolute): the manifest in `data`.
+    Backup {
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +196,24 @@ pub fn execute_with(
                 .map(|a| serde_json::json!({"address": a.address, "targets": a.targets}))
                 .collect::<Vec<_>>());
             Ok(r)
+        }
+        Request::StoreCheck => {
+            // Through the server: body files without a record are not listed, since a delivery
+            // in progress writes its file before its record (store/check.rs).
+            let problems = store.check(false)?;
+            Ok(Response {
+                ok: true,
+                text: String::new(),
+                data: serde_json::json!({ "problems": problems }),
+            })
+        }
+        Request::Backup { dir } => {
+            let b = store.backup(dir)?;
+            Ok(Response {
+                ok: true,
+                text: format!("{} body files linked, {} copied", b.linked, b.copied),
+                data: serde_json::to_value(&b.manifest)?,
+            })
         }
     }
 }

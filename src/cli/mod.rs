@@ -13,6 +13,7 @@ use crate::config::{Config, Source, DEFAULT_TOML};
 pub mod alias;
 pub mod certs;
 pub mod check;
+pub mod store;
 pub mod verify;
 
 #[derive(Debug, Parser)]
@@ -64,6 +65,26 @@ pub enum Command {
     /// Trusted certificates for signature verification.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// Check the store, or rebuild it from a backup and the body files on disk.
+    #[command(subcommand)]
+    Store(store::StoreCmd),
+    /// Write a backup of the whole store into DIR (new or empty); works while the server runs.
+    Backup {
+        /// Directory for the backup (written by the server itself when it runs).
+        dir: PathBuf,
+    },
+    /// Restore a backup written by `tanba backup` (server stopped).
+    Restore {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Replace an existing store (it is kept aside as store.replaced-TIME, not deleted).
+        #[arg(long)]
+        force: bool,
+        /// Give every mailbox a new UIDVALIDITY, so that clients resynchronise (use when the
+        /// server ran after the backup was taken).
+        #[arg(long)]
+        new_uidvalidity: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +227,9 @@ impl Command {
                 | Command::Dkim(_)
                 | Command::Verify(_)
                 | Command::Stamp(_)
+                | Command::Store(_)
+                | Command::Backup { .. }
+                | Command::Restore { .. }
         )
     }
 }
@@ -288,6 +312,16 @@ pub fn run(cli: Cli, source: &Source) -> Result<i32> {
             Ok(0)
         }
         Command::Certs(cmd) => certs::run(&cmd, config_path),
+        Command::Store(store::StoreCmd::Check) => store::check(&load()?),
+        Command::Store(store::StoreCmd::Rebuild { from_backup }) => {
+            store::rebuild(&load()?, from_backup.as_deref())
+        }
+        Command::Backup { dir } => store::backup(&load()?, &dir),
+        Command::Restore {
+            dir,
+            force,
+            new_uidvalidity,
+        } => store::restore(&load()?, &dir, force, new_uidvalidity),
     }
 }
 

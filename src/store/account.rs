@@ -177,6 +177,7 @@ impl Store {
             ));
         }
         let t = &self.t;
+        let w = self.write_gate();
         (&t.accounts, &t.mailbox_names, &t.mailboxes).transaction(|(acc, names, mbs)| {
             if acc.get(email.as_bytes())?.is_some() {
                 return Err(StoreError::Exists(format!("account {email}")).into());
@@ -188,6 +189,7 @@ impl Store {
             }
             Ok(())
         })?;
+        drop(w);
         Ok(account)
     }
 
@@ -217,6 +219,7 @@ impl Store {
 
     pub fn set_password(&self, email: &str, password_hash: &str) -> Result<()> {
         let email = email.trim().to_ascii_lowercase();
+        let w = self.write_gate();
         self.t.accounts.transaction(|acc| {
             let Some(v) = acc.get(email.as_bytes())? else {
                 return Err(StoreError::NotFound(format!("account {email}")).into());
@@ -226,6 +229,7 @@ impl Store {
             acc.insert(email.as_bytes(), enc(&a))?;
             Ok(())
         })?;
+        drop(w);
         Ok(())
     }
 
@@ -245,6 +249,7 @@ impl Store {
         let inbox = self.mailbox(account.id, "INBOX")?;
         let inbox_key = mailbox::name_key(account.id, "INBOX");
         let t = &self.t;
+        let w = self.write_gate();
         (&t.accounts, &t.mailbox_names).transaction(|(acc, names)| {
             if acc.remove(email.as_bytes())?.is_none() {
                 return Err(StoreError::NotFound(format!("account {email}")).into());
@@ -252,6 +257,7 @@ impl Store {
             names.remove(inbox_key.as_slice())?;
             Ok(())
         })?;
+        drop(w);
         // The set of mailboxes is now fixed (none can be created or renamed).
         let mut boxes = self.mailboxes(account.id)?;
         boxes.extend(inbox);

@@ -134,6 +134,7 @@ impl Store {
 
     /// Stores (replaces) an alias as given; `alias add` validates it first (admin.rs).
     pub fn put_alias(&self, alias: &Alias) -> Result<()> {
+        let _w = self.write_gate();
         self.t
             .aliases
             .insert(alias.address.as_bytes(), enc(alias))?;
@@ -142,6 +143,7 @@ impl Store {
 
     pub fn delete_alias(&self, address: &str) -> Result<Alias> {
         let a = address.trim().to_ascii_lowercase();
+        let _w = self.write_gate();
         match self.t.aliases.remove(a.as_bytes())? {
             Some(v) => dec(&v),
             None => Err(StoreError::NotFound(format!("alias {a}"))),

@@ -38,6 +38,8 @@ pub(crate) struct Files {
     dir: PathBuf,
     /// Ids whose last reference is gone; unlinked after the next durable flush.
     doomed: Mutex<Vec<u64>>,
+    /// While above 0 (a backup or check reads files of its snapshot), removals wait.
+    pub(super) hold: std::sync::atomic::AtomicUsize,
 }
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> StoreError {
@@ -71,10 +73,11 @@ impl Files {
         Ok(Files {
             dir,
             doomed: Mutex::new(Vec::new()),
+            hold: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    fn path(&self, id: u64) -> PathBuf {
+    pub(super) fn path(&self, id: u64) -> PathBuf {
         self.dir
             .join(format!("{:02x}", id & 0xff))
             .join(format!("{id:016x}"))
@@ -143,6 +146,10 @@ impl Files {
 
     /// Takes the queued removals; call *before* starting a flush, unlink after it succeeded.
     pub(crate) fn take_doomed(&self) -> Vec<u64> {
+        if self.hold.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            // A backup still reads the files of its snapshot: unlink after it (next flush).
+            return Vec::new();
+        }
         std::mem::take(&mut *self.doomed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

@@ -9,6 +9,7 @@ impl Store {
     /// [`Store::claim_recent`], messages that arrive after the caller read the mailbox stay
     /// unclaimed for whoever sees them first.
     pub fn claim_recent_upto(&self, mailbox_id: u64, upto: u32) -> Result<u32> {
+        let w = self.write_gate();
         let old = self.t.mailboxes.transaction(|mbs| {
             let Some(v) = mbs.get(u64_key(mailbox_id))? else {
                 return Err(StoreError::NotFound("mailbox".into()).into());
@@ -21,6 +22,7 @@ impl Store {
             }
             Ok(old)
         })?;
+        drop(w);
         Ok(old)
     }
 }

@@ -192,6 +192,7 @@ impl Store {
     ) -> Result<MailboxMeta> {
         let meta = MailboxMeta::new(self.next_id()?, account_id, name, special_use);
         let t = &self.t;
+        let w = self.write_gate();
         (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
             account_alive(names, account_id)?;
             let k = name_key(account_id, name);
@@ -202,6 +203,7 @@ impl Store {
             mbs.insert(&u64_key(meta.id), enc(&meta))?;
             Ok(())
         })?;
+        drop(w);
         Ok(meta)
     }
 
@@ -234,11 +236,13 @@ impl Store {
     /// can be added to it: a new message needs the record), then its messages.
     pub(crate) fn drop_mailbox(&self, account_id: u64, meta: &MailboxMeta) -> Result<()> {
         let t = &self.t;
+        let w = self.write_gate();
         (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
             names.remove(name_key(account_id, &meta.name))?;
             mbs.remove(&u64_key(meta.id))?;
             Ok(())
         })?;
+        drop(w);
         self.purge_mailbox(meta.id)
     }
 
@@ -280,6 +284,7 @@ impl Store {
             }
         }
         let t = &self.t;
+        let w = self.write_gate();
         (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
             account_alive(names, account_id)?;
             for m in &affected {
@@ -295,6 +300,7 @@ impl Store {
             }
             Ok(())
         })?;
+        drop(w);
         Ok(())
     }
 
@@ -329,6 +335,7 @@ impl Store {
         id: u64,
         f: impl Fn(&mut MailboxMeta) -> Result<()>,
     ) -> Result<MailboxMeta> {
+        let w = self.write_gate();
         let out = self.t.mailboxes.transaction(|mbs| {
             let Some(v) = mbs.get(u64_key(id))? else {
                 return Err(StoreError::NotFound("mailbox".into()).into());
@@ -338,6 +345,7 @@ impl Store {
             mbs.insert(&u64_key(id), enc(&m))?;
             Ok(m)
         })?;
+        drop(w);
         Ok(out)
     }
 }

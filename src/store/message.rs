@@ -333,6 +333,7 @@ impl Store {
             &t.queue,
             &t.queue_due,
         );
+        let w = self.write_gate();
         let out = trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due)| {
             let mut out = Vec::with_capacity(targets.len());
             if !targets.is_empty() {
@@ -358,6 +359,7 @@ impl Store {
             }
             Ok(out)
         });
+        drop(w);
         let out = match out {
             Ok(out) => out,
             Err(e) => {
@@ -384,6 +386,7 @@ impl Store {
     ) -> Result<Vec<MessageMeta>> {
         let flags = normalize_flags(flags);
         let t = &self.t;
+        let w = self.write_gate();
         let changed = (&t.mailboxes, &t.messages).transaction(|(mbs, msgs)| {
             let mut mb = get_mailbox(mbs, mailbox_id)?;
             let mut changed = Vec::new();
@@ -425,6 +428,7 @@ impl Store {
             }
             Ok(changed)
         })?;
+        drop(w);
         if !changed.is_empty() {
             self.notify_mailbox(mailbox_id)?;
         }
@@ -461,6 +465,7 @@ impl Store {
     ) -> Result<(u32, Vec<(u32, u32)>)> {
         let uids: BTreeSet<u32> = uids.iter().copied().collect();
         let t = &self.t;
+        let w = self.write_gate();
         let out = (&t.mailboxes, &t.messages, &t.blob_refs).transaction(|(mbs, msgs, refs)| {
             let mut pairs = Vec::new();
             let mut uidvalidity = get_mailbox(mbs, dst)?.uidvalidity;
@@ -499,6 +504,7 @@ impl Store {
             }
             Ok((uidvalidity, pairs))
         })?;
+        drop(w);
         self.notify_mailbox(dst)?;
         if remove {
             self.notify_mailbox(src)?;
@@ -511,6 +517,7 @@ impl Store {
     pub fn expunge(&self, mailbox_id: u64, uids: &[u32]) -> Result<Vec<u32>> {
         let uids: BTreeSet<u32> = uids.iter().copied().collect();
         let t = &self.t;
+        let w = self.write_gate();
         let (removed, dead_blobs, dead_files) = (
             &t.mailboxes,
             &t.messages,
@@ -538,6 +545,7 @@ impl Store {
                 }
                 Ok((gone.uids, gone.blobs, gone.files))
             })?;
+        drop(w);
         self.files.doom(dead_files);
         for b in dead_blobs {
             self.t.blob_cache.remove(u64_key(b))?;
@@ -571,6 +579,7 @@ impl Store {
             if uids.is_empty() {
                 return Ok(());
             }
+            let w = self.write_gate();
             let gone = (&t.messages, &t.blob_refs, &t.blobs, &t.blob_files).transaction(
                 |(msgs, refs, blobs, files)| {
                     let mut gone = Gone::default();
@@ -580,6 +589,7 @@ impl Store {
                     Ok(gone)
                 },
             )?;
+            drop(w);
             self.files.doom(gone.files);
             for b in gone.blobs {
                 self.t.blob_cache.remove(u64_key(b))?;

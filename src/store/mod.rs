@@ -17,6 +17,7 @@
 //! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
 //! | `queue_due`     | next_attempt u64 ‖ queue_id u64       | empty (due-time index of `queue`)      |
 //! | `aliases`       | `user@domain` or `@domain` (lower-case) | [`alias::Alias`] (JSON)              |
+//! | `meta`          | `format_version`, `id_base`           | u32 / u64 (`format.rs`)                |
 //!
 //! # Invariants
 //! - A UID is never reused within a mailbox's UIDVALIDITY: `uidnext` only grows, in the same
@@ -31,12 +32,17 @@
 //!   a transaction, then wait for a flush that started after the write (group commit).
 //! - `queue_due` has exactly one key per `queue` record, `(next_attempt, id)`, written in the same
 //!   transaction as the record.
-//! - Ids (accounts, mailboxes, blobs, queue entries) come from sled's `generate_id`: unique forever,
-//!   never reused after a crash.
+//! - Ids (accounts, mailboxes, blobs, queue entries) come from sled's `generate_id` (plus the
+//!   `id_base` a restore sets, `format.rs`): unique forever, never reused after a crash.
+//! - Every write transaction holds [`Store::write_gate`] (shared); `backup.rs` and `check.rs` take
+//!   it exclusively for a consistent point in time across trees. Never take it twice on one thread.
 
 pub mod account;
 pub mod alias;
+pub mod backup;
+pub mod check;
 mod files;
+pub mod format;
 mod imap_ext;
 mod mailbox;
 mod message;
@@ -107,6 +113,10 @@ pub struct Store {
     files: Arc<files::Files>,
     commit: Arc<GroupCommit>,
     changes: broadcast::Sender<Change>,
+    /// Shared by write transactions, exclusive for backups and checks (`backup.rs`).
+    gate: Arc<std::sync::RwLock<()>>,
+    /// Added to sled's ids: set by a restore so that no id of the backup is handed out again.
+    id_base: u64,
 }
 
 pub(crate) struct Trees {
@@ -125,8 +135,14 @@ pub(crate) struct Trees {
 
 impl Store {
     /// Opens (or creates) the store in `dir`. Fails with a clear message when another process
-    /// (a running `tanba serve`) holds it.
+    /// (a running `tanba serve`) holds it, or when its format is newer than this binary knows.
     pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, true)
+    }
+
+    /// `sweep`: remove body files no record names (see `files.rs`); `tanba store check` opens
+    /// without, so that it reports them instead.
+    pub(crate) fn open_with(dir: &Path, sweep: bool) -> Result<Store> {
         // Mode 0700 for what is created here; sled's own files get 0600 from the umask that
         // commands writing into data_dir set (crate::perms).
         crate::perms::create_dir_all(dir)
@@ -164,10 +180,13 @@ impl Store {
             queue_due: tree("queue_due")?,
             aliases: tree("aliases")?,
         };
+        let id_base = format::check_and_migrate(&db, dir)?;
         let files = Arc::new(files::Files::open(dir)?);
-        let orphans = files.sweep(|id| Ok(t.blob_files.contains_key(u64_key(id))?))?;
-        if orphans > 0 {
-            tracing::info!("removed {orphans} message files no transaction committed");
+        if sweep {
+            let orphans = files.sweep(|id| Ok(t.blob_files.contains_key(u64_key(id))?))?;
+            if orphans > 0 {
+                tracing::info!("removed {orphans} message files no transaction committed");
+            }
         }
         let (changes, _) = broadcast::channel(4096);
         Ok(Store {
@@ -176,6 +195,8 @@ impl Store {
             files: files.clone(),
             commit: Arc::new(GroupCommit::new(db, files)),
             changes,
+            gate: Arc::new(std::sync::RwLock::new(())),
+            id_base,
         })
     }
 
@@ -221,7 +242,7 @@ impl Store {
 
     pub(crate) fn next_id(&self) -> Result<u64> {
         // generate_id starts at 0; keep 0 free as "none".
-        Ok(self.db.generate_id()? + 1)
+        Ok(self.db.generate_id()? + 1 + self.id_base)
     }
 }
 

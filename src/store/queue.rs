@@ -152,6 +152,7 @@ impl Store {
     /// Makes `queue_due` match `queue` exactly (start-up check; cheap when it already does).
     /// Returns how many index keys were added or removed.
     pub fn queue_reindex(&self) -> Result<usize> {
+        let _w = self.write_gate();
         let mut fixed = 0;
         for k in self.t.queue_due.iter().keys() {
             let k = k?;
@@ -189,6 +190,7 @@ impl Store {
     ) -> Result<Option<QueueRecord>> {
         let key = u64_key(id);
         let t = &self.t;
+        let w = self.write_gate();
         let out = (&t.queue, &t.queue_due).transaction(|(q, due)| {
             let Some(v) = q.get(key)? else {
                 return Ok(None);
@@ -203,6 +205,7 @@ impl Store {
             q.insert(&key, enc(&new))?;
             Ok(Some(new))
         })?;
+        drop(w);
         Ok(out)
     }
 
@@ -256,6 +259,7 @@ impl Store {
             &t.mailboxes,
             &t.messages,
         );
+        let w = self.write_gate();
         let done = trees.transaction(|(q, due, blobs, files, refs, mbs, msgs)| {
             match q.get(key)? {
                 Some(v) if v.as_ref() == expected_bytes.as_slice() => {}
@@ -310,6 +314,7 @@ impl Store {
             }
             Ok(Some((appended, dead_file)))
         });
+        drop(w);
         let done = match done {
             Ok(d) => d,
             Err(e) => {

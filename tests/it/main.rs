@@ -59,3 +59,6 @@ mod hostile_mime;
 mod operator;
 // Issue 12 items 7 and 8: postmaster/abuse, aliases, sub-addresses; SIGHUP reload.
 mod operator_mail;
+// Issue 12, item 3: `tanba store check`, `backup` while serving / `restore` round trip over
+// IMAP, the store's format version, `store rebuild` after sled's db file is destroyed.
+mod store_ops;
