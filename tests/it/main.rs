@@ -44,3 +44,8 @@ mod hardening;
 // Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
 // across a restart, `tanba verify` / `stamp`.
 mod hostile_mime;
+// Issue 12, item 1: faults heal — disk full (452, OVERQUOTA, nothing lost, serves again), sled
+// I/O errors exit for a restart, read-only and vanished data_dir (tmpfs; needs root).
+mod faults;
+// Issue 12, item 2: every acknowledgement follows an fdatasync of sled's log (strace counts).
+mod fsync;
