@@ -132,15 +132,16 @@ fn free_bytes(p: &Path) -> u64 {
 }
 
 /// A server whose data_dir is a fresh tmpfs of `size`, with alice. `None` without `mount`.
-/// The tmpfs is returned second so that it is dropped (unmounted) after the server is killed.
-fn server_on_tmpfs(size: &str) -> Option<(TestServer, Tmpfs)> {
+/// The tmpfs comes first so that, bound in that order, it is dropped (unmounted) after the
+/// server is killed, also when a test panics.
+fn server_on_tmpfs(size: &str) -> Option<(Tmpfs, TestServer)> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("trust")).unwrap();
     let fs = Tmpfs::mount(&dir.path().join("data"), size)?;
     let toml = base_toml(dir.path());
     let srv = TestServer::start_toml(dir, &toml);
     srv.add_user(ALICE, PASSWORD);
-    Some((srv, fs))
+    Some((fs, srv))
 }
 
 fn message(subject: &str, size: usize) -> Vec<u8> {
@@ -236,7 +237,7 @@ fn store_flags_until_refused(imap: &mut Imap, limit: usize) -> usize {
 
 #[test]
 fn disk_full_answers_452_and_overquota_then_serves_again_and_loses_nothing() {
-    let Some((mut srv, fs)) = server_on_tmpfs("32m") else {
+    let Some((fs, mut srv)) = server_on_tmpfs("32m") else {
         return;
     };
     let mut acked = Vec::new();
@@ -291,13 +292,11 @@ fn disk_full_answers_452_and_overquota_then_serves_again_and_loses_nothing() {
     srv.restart();
     assert_all_present(&srv, &acked);
     assert_eq!(subjects(&srv).len(), acked.len());
-    drop(srv);
-    drop(fs);
 }
 
 #[test]
 fn sled_out_of_space_exits_for_a_restart_and_loses_nothing() {
-    let Some((mut srv, fs)) = server_on_tmpfs("32m") else {
+    let Some((fs, mut srv)) = server_on_tmpfs("32m") else {
         return;
     };
     let mut acked = Vec::new();
@@ -349,13 +348,11 @@ fn sled_out_of_space_exits_for_a_restart_and_loses_nothing() {
     imap.ok("SELECT INBOX");
     imap.ok("UID STORE 1:* +FLAGS (\\Flagged)");
     assert_all_present(&srv, &acked);
-    drop(srv);
-    drop(fs);
 }
 
 #[test]
 fn read_only_data_dir_refuses_with_4xx_and_recovers() {
-    let Some((mut srv, fs)) = server_on_tmpfs("32m") else {
+    let Some((fs, mut srv)) = server_on_tmpfs("32m") else {
         return;
     };
     let mut acked = Vec::new();
@@ -402,13 +399,11 @@ fn read_only_data_dir_refuses_with_4xx_and_recovers() {
     acked.push("after restart".into());
     srv.restart();
     assert_all_present(&srv, &acked);
-    drop(srv);
-    drop(fs);
 }
 
 #[test]
 fn vanished_store_is_noticed_refused_and_the_server_exits() {
-    let Some((mut srv, fs)) = server_on_tmpfs("32m") else {
+    let Some((fs, mut srv)) = server_on_tmpfs("32m") else {
         return;
     };
     let r = send(&srv, "before", 3_000);
@@ -431,6 +426,4 @@ fn vanished_store_is_noticed_refused_and_the_server_exits() {
     std::fs::rename(fs.path.join("store.moved"), &store).unwrap();
     srv.restart();
     assert_eq!(subjects(&srv), ["before"]);
-    drop(srv);
-    drop(fs);
 }
