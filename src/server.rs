@@ -394,7 +394,14 @@ pub async fn serve(config: Config) -> Result<()> {
         cfg.data_dir.display()
     );
 
-    wait_for_signal(&live, &mut hangup).await;
+    tokio::select! {
+        _ = wait_for_signal(&live, &mut hangup) => {}
+        // sled cannot recover from an I/O error in-process (store/sync.rs): exit non-zero so
+        // that systemd (Restart=on-failure) starts a fresh process from what is on disk.
+        why = crate::store::failed() => {
+            anyhow::bail!("the store failed ({why}); exiting so that a restart recovers it");
+        }
+    }
     tracing::info!("shutting down: no new connections; finishing current commands");
     coordinator.begin();
     if tokio::time::timeout(Duration::from_secs(30), coordinator.wait_idle())

@@ -102,6 +102,17 @@ pub fn store_error(e: StoreError) -> Reply {
             Reply::no(format!("{what} already exists")).other("ALREADYEXISTS")
         }
         StoreError::Invalid(why) => Reply::no(why).other("CANNOT"),
+        // RFC 5530 §3: OVERQUOTA for a full disk, as Dovecot does for ENOSPC (the client
+        // tells the user that there is no room; deleting mail may help); UNAVAILABLE ("a
+        // subsystem is down", try again later) for other I/O errors under the store.
+        StoreError::Full(why) => {
+            tracing::warn!("imap: {why}");
+            Reply::no("Not enough disk space, try again later").other("OVERQUOTA")
+        }
+        StoreError::Unavailable(why) => {
+            tracing::error!("imap: store unavailable: {why}");
+            Reply::no("Mail store temporarily unavailable, try again later").other("UNAVAILABLE")
+        }
         StoreError::Db(why) => {
             tracing::error!("imap: store error: {why}");
             Reply::no("Internal error, try again later").other("SERVERBUG")

@@ -179,7 +179,21 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(id) => s.send(io, reply::queued(&id)),
         Err(e) => {
             tracing::error!(peer = %s.peer, "could not accept a message: {e:#}");
-            s.send(io, reply::LOCAL_ERROR);
+            // A full disk is RFC 3463's 4.3.1 (the sender retries later); anything else 4.3.0.
+            let full = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::store::StoreError>(),
+                    Some(crate::store::StoreError::Full(_))
+                )
+            });
+            s.send(
+                io,
+                if full {
+                    reply::NO_SPOOL_SPACE
+                } else {
+                    reply::LOCAL_ERROR
+                },
+            );
         }
     }
     Flow::Continue

@@ -201,7 +201,7 @@ pub const BARE_LINE_END: Reply = r(
     "5.6.0",
     "Message refused: bare CR, or a line of only \".\" not ended by CRLF",
 );
-/// The spool file could not be written (disk full): RFC 3463 4.3.1.
+/// The spool file or the store could not be written (disk full): RFC 3463 4.3.1.
 pub const NO_SPOOL_SPACE: Reply = r(452, "4.3.1", "Insufficient system storage");
 pub fn chunk_ok(n: u64) -> Reply {
     owned(250, "2.0.0", format!("{n} octets received"))

@@ -159,6 +159,9 @@ impl Store {
     /// all in one transaction.
     pub fn create_account(&self, email: &str, password_hash: &str) -> Result<Account> {
         let email = normalize_email(email)?;
+        // Refused whole while the disk is (nearly) full; otherwise one transaction: no
+        // half-made account either way.
+        self.check_space(0)?;
         let id = self.next_id()?;
         let account = Account {
             id,

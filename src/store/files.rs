@@ -43,7 +43,7 @@ pub(crate) struct Files {
 }
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Db(format!("{what} {}: {e}", p.display()))
+    StoreError::from_io(format!("{what} {}", p.display()), e)
 }
 
 /// Makes a directory entry durable (Linux: fsync on the directory).
@@ -77,6 +77,10 @@ impl Files {
         })
     }
 
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub(super) fn path(&self, id: u64) -> PathBuf {
         self.dir
             .join(format!("{:02x}", id & 0xff))
@@ -86,7 +90,17 @@ impl Files {
     /// Writes the bodies that are kept as files ([`is_file`]), each durable (data, then its
     /// directory entry), before the transaction that references them. On an error, the ones
     /// already written are removed again.
+    /// Refuses with [`StoreError::Full`] when the bodies would leave less than
+    /// [`RESERVE`](super::sync::RESERVE) free (sync.rs: sled must never run out of space).
     pub(crate) fn write_all(&self, bodies: &[(u64, &[u8])]) -> Result<()> {
+        let need: u64 = bodies
+            .iter()
+            .filter(|(_, b)| is_file(b.len()))
+            .map(|(_, b)| b.len() as u64)
+            .sum();
+        if !bodies.is_empty() {
+            super::sync::check_space(&self.dir, need)?;
+        }
         for (i, (id, bytes)) in bodies.iter().enumerate() {
             if !is_file(bytes.len()) {
                 continue;

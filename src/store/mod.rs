@@ -47,11 +47,13 @@ mod imap_ext;
 mod mailbox;
 mod message;
 mod queue;
+mod sync;
 
 pub use account::Account;
 pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES};
 pub use message::{Appended, FlagOp, MessageMeta};
 pub use queue::{Bounce, QueueRecord, RcptState, RcptStatus};
+pub use sync::{failed, failure, RESERVE};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -61,9 +63,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::{broadcast, watch, Mutex};
 
 /// Errors of the store. `NotFound`/`Exists`/`Invalid` are the caller's mistake and are shown to
-/// users; `Db` is an I/O or corruption problem.
-#[derive(Debug, thiserror::Error)]
+/// users; `Full` (the disk is full: refused before sled could be hurt, or ENOSPC) and
+/// `Unavailable` (another I/O error) are temporary; `Db` is corruption or a bug.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    #[error("store: not enough disk space: {0}")]
+    Full(String),
+    #[error("store: {0}")]
+    Unavailable(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0} already exists")]
@@ -76,9 +83,27 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// An I/O error: `Full` for ENOSPC/EDQUOT, else `Unavailable`.
+    pub(crate) fn from_io(what: String, e: std::io::Error) -> StoreError {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::Full(format!("{what}: {e}")),
+            _ => StoreError::Unavailable(format!("{what}: {e}")),
+        }
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Db(e.to_string())
+        match e {
+            // sled keeps a failed log write as its state for good (sync.rs): report it so that
+            // `serve` exits for a restart.
+            sled::Error::Io(io) => {
+                sync::fail(&io.to_string());
+                StoreError::from_io("database".into(), io)
+            }
+            e => StoreError::Db(e.to_string()),
+        }
     }
 }
 
@@ -111,6 +136,7 @@ pub struct Store {
     db: sled::Db,
     t: Arc<Trees>,
     files: Arc<files::Files>,
+    sync: Arc<sync::Durability>,
     commit: Arc<GroupCommit>,
     changes: broadcast::Sender<Change>,
     /// Shared by write transactions, exclusive for backups and checks (`backup.rs`).
@@ -147,25 +173,37 @@ impl Store {
         // commands writing into data_dir set (crate::perms).
         crate::perms::create_dir_all(dir)
             .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(32 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            // Durability comes from our own group-committed flushes, not a timer.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.raw_os_error() == Some(11) =>
-                {
-                    StoreError::Db(format!(
-                        "the store in {} is in use by another process (is `tanba serve` running?)",
-                        dir.display()
-                    ))
-                }
-                e => StoreError::Db(format!("opening {}: {e}", dir.display())),
-            })?;
+        let open = || {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(32 * 1024 * 1024)
+                .mode(sled::Mode::HighThroughput)
+                // Durability comes from our own group-committed flushes, not a timer.
+                .flush_every_ms(None)
+                .open()
+        };
+        let db = match open() {
+            // sled reads the newest `snap.*` file, even a `snap.<lsn>.generating` that a full
+            // disk or a crash left incomplete, and then refuses to open at all. Such a file
+            // is by sled's design not yet valid (it renames it once complete and synced), so
+            // without it sled recovers from the previous snapshot and the log. A corruption
+            // error means this process held sled's lock: no other process is writing one.
+            Err(sled::Error::Corruption { .. }) if sync::remove_partial_snapshots(dir)? > 0 => {
+                open()
+            }
+            r => r,
+        }
+        .map_err(|e| match e {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) =>
+            {
+                StoreError::Db(format!(
+                    "the store in {} is in use by another process (is `tanba serve` running?)",
+                    dir.display()
+                ))
+            }
+            e => StoreError::Db(format!("opening {}: {e}", dir.display())),
+        })?;
         let tree = |name: &str| db.open_tree(name);
         let t = Trees {
             accounts: tree("accounts")?,
@@ -188,12 +226,14 @@ impl Store {
                 tracing::info!("removed {orphans} message files no transaction committed");
             }
         }
+        let sync = Arc::new(sync::Durability::open(dir)?);
         let (changes, _) = broadcast::channel(4096);
         Ok(Store {
             db: db.clone(),
             t: Arc::new(t),
             files: files.clone(),
-            commit: Arc::new(GroupCommit::new(db, files)),
+            sync: sync.clone(),
+            commit: Arc::new(GroupCommit::new(db, files, sync)),
             changes,
             gate: Arc::new(std::sync::RwLock::new(())),
             id_base,
@@ -215,7 +255,8 @@ impl Store {
     }
 
     /// Waits until everything written before this call is on disk. Concurrent callers share one
-    /// fsync: a caller waits for the first flush that *started* after it called (group commit).
+    /// sled flush and one `fdatasync` (sync.rs): a caller waits for the first flush that
+    /// *started* after it called (group commit).
     pub async fn durable(&self) -> Result<()> {
         self.commit.wait().await
     }
@@ -223,9 +264,21 @@ impl Store {
     /// Flushes synchronously (CLI commands that open the store directly, shutdown).
     pub fn flush_sync(&self) -> Result<()> {
         let doomed = self.files.take_doomed();
-        self.db.flush()?;
-        self.files.unlink(&doomed);
-        Ok(())
+        match flush_and_sync(&self.db, &self.sync) {
+            Ok(()) => {
+                self.files.unlink(&doomed);
+                Ok(())
+            }
+            Err(e) => {
+                self.files.doom(doomed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Refuses with [`StoreError::Full`] unless `need` more bytes leave [`RESERVE`] free.
+    pub(crate) fn check_space(&self, need: u64) -> Result<()> {
+        sync::check_space(self.files.dir(), need)
     }
 
     /// Subscribes to mailbox changes (new messages, flag changes, expunges).
@@ -249,13 +302,14 @@ impl Store {
 /// Group commit: one flush at a time; each flush covers every write registered before it began.
 struct GroupCommit {
     db: sled::Db,
+    sync: Arc<sync::Durability>,
     /// Message files to unlink once the removal of their last reference is durable.
     files: Arc<files::Files>,
     /// Serial of the newest registered write (guarded so that registering and starting a flush
     /// are ordered).
     state: Mutex<CommitState>,
-    /// Serial up to which writes are known durable; `Err` text when the last flush failed.
-    done: watch::Sender<(u64, Option<String>)>,
+    /// Serial up to which writes are known durable; the error when the last flush failed.
+    done: watch::Sender<(u64, Option<StoreError>)>,
 }
 
 struct CommitState {
@@ -264,10 +318,11 @@ struct CommitState {
 }
 
 impl GroupCommit {
-    fn new(db: sled::Db, files: Arc<files::Files>) -> Self {
+    fn new(db: sled::Db, files: Arc<files::Files>, sync: Arc<sync::Durability>) -> Self {
         let (done, _) = watch::channel((0, None));
         GroupCommit {
             db,
+            sync,
             files,
             state: Mutex::new(CommitState {
                 requested: 0,
@@ -296,7 +351,7 @@ impl GroupCommit {
                 if v.0 >= my {
                     return match &v.1 {
                         None => Ok(()),
-                        Some(e) => Err(StoreError::Db(format!("flush failed: {e}"))),
+                        Some(e) => Err(e.clone()),
                     };
                 }
             }
@@ -317,11 +372,12 @@ impl GroupCommit {
                 s.requested
             };
             let db = self.db.clone();
+            let sync = self.sync.clone();
             // Removals committed before this point are covered by the flush below.
             let doomed = self.files.take_doomed();
             let files = self.files.clone();
             let res = tokio::task::spawn_blocking(move || {
-                let r = db.flush();
+                let r = flush_and_sync(&db, &sync);
                 if r.is_ok() {
                     files.unlink(&doomed);
                 } else {
@@ -332,12 +388,19 @@ impl GroupCommit {
             .await;
             let err = match res {
                 Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(StoreError::Db(format!("flush task: {e}"))),
             };
             self.done.send_replace((target, err));
         }
     }
+}
+
+/// One group commit: sled's flush (pwrite + sync_file_range), then `fdatasync` of what it
+/// wrote (sync.rs). A failure of either is an I/O error under sled: the process must restart.
+fn flush_and_sync(db: &sled::Db, sync: &sync::Durability) -> Result<()> {
+    db.flush()?;
+    sync.sync().inspect_err(|e| sync::fail(&e.to_string()))
 }
 
 // ---- small encoding helpers shared by the submodules ----

@@ -62,3 +62,8 @@ mod operator_mail;
 // Issue 12, item 3: `tanba store check`, `backup` while serving / `restore` round trip over
 // IMAP, the store's format version, `store rebuild` after sled's db file is destroyed.
 mod store_ops;
+// Issue 12, item 1: faults heal — disk full (452, OVERQUOTA, nothing lost, serves again), sled
+// I/O errors exit for a restart, read-only and vanished data_dir (tmpfs; needs root).
+mod faults;
+// Issue 12, item 2: every acknowledgement follows an fdatasync of sled's log (strace counts).
+mod fsync;

@@ -26,6 +26,8 @@ pub struct TestServer {
     pub imaps: SocketAddr,
     /// Extra environment variables for `tanba serve` (kept across restarts).
     env: Vec<(String, String)>,
+    /// A command that runs `tanba serve` (e.g. `strace -f -o FILE`), empty for none.
+    wrapper: Vec<String>,
 }
 
 /// The config every test server starts from; `{dir}` is the temp dir. Sections can be extended
@@ -107,6 +109,28 @@ impl TestServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            wrapper: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Like [`TestServer::start_toml`], with `tanba serve` run by `wrapper` (its arguments
+    /// followed by the binary and its own); the process waited for is the wrapper's.
+    pub fn start_toml_wrapped(dir: tempfile::TempDir, toml: &str, wrapper: &[&str]) -> TestServer {
+        let config_path = dir.path().join("tanba.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        let mut s = TestServer {
+            dir,
+            config_path,
+            child: None,
+            mx: "0.0.0.0:0".parse().unwrap(),
+            submission: "0.0.0.0:0".parse().unwrap(),
+            submissions: "0.0.0.0:0".parse().unwrap(),
+            imap: "0.0.0.0:0".parse().unwrap(),
+            imaps: "0.0.0.0:0".parse().unwrap(),
+            env: Vec::new(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
         s
@@ -129,7 +153,15 @@ impl TestServer {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = match self.wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config_path)
             .arg("serve")
@@ -230,6 +262,21 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Waits up to `limit` for the server to exit by itself; its exit code (`None`: still
+    /// running, or killed by a signal).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let c = self.child.as_mut()?;
+            if let Some(st) = c.try_wait().unwrap() {
+                self.child = None;
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn pid(&self) -> Option<u32> {
