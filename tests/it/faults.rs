@@ -17,7 +17,7 @@ use crate::smtp::{stored, Client};
 use crate::support::{base_toml, TestServer, BIN};
 
 const ALICE: &str = "alice@example.test";
-const PASSWORD: &str = "secret-a";
+const PASSWORD: &str = "secret-alice";
 /// What the store keeps free for sled (src/store/sync.rs, `RESERVE`).
 const RESERVE: u64 = 8 << 20;
 
@@ -259,7 +259,7 @@ fn disk_full_answers_452_and_overquota_then_serves_again_and_loses_nothing() {
     // A failed `user add` leaves no half-made account.
     let out = srv.tanba(
         &["user", "add", "carol@example.test", "--password-stdin"],
-        Some("pw-carol\n"),
+        Some("pw-carol-12\n"),
     );
     assert!(!out.status.success());
     assert!(
@@ -286,7 +286,7 @@ fn disk_full_answers_452_and_overquota_then_serves_again_and_loses_nothing() {
     let t = imap.append("INBOX", "(\\Seen)", &message("appended after", 2_000));
     assert!(t.starts_with("t5 OK"), "{t}");
     acked.push("appended after".into());
-    srv.add_user("carol@example.test", "pw-carol");
+    srv.add_user("carol@example.test", "pw-carol-12");
     assert_all_present(&srv, &acked);
 
     srv.restart();

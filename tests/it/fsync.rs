@@ -41,7 +41,7 @@ impl Traced {
             out.to_str().unwrap(),
         ];
         let srv = TestServer::start_toml_wrapped(dir, &toml, &wrapper);
-        srv.add_user("alice@example.test", "secret-a");
+        srv.add_user("alice@example.test", "secret-alice");
         Some(Traced { srv, out })
     }
 
@@ -126,7 +126,7 @@ fn every_acknowledged_message_and_flag_change_follows_an_fdatasync_of_the_sled_l
     c.ok("QUIT", "221");
 
     let mut store_windows = Vec::new();
-    let mut imap = Imap::login(&t.srv, "alice@example.test", "secret-a");
+    let mut imap = Imap::login(&t.srv, "alice@example.test", "secret-alice");
     imap.ok("SELECT INBOX");
     for i in 0..STORES {
         let op = if i % 2 == 0 { "+FLAGS" } else { "-FLAGS" };
