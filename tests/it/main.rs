@@ -50,3 +50,5 @@ mod hardening;
 // Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
 // across a restart, `tanba verify` / `stamp`.
 mod hostile_mime;
+// What the fuzz targets found (fuzz/regressions/), replayed against the real server.
+mod fuzz_regressions;
