@@ -1,15 +1,17 @@
-//! SMTP input: the codec (src/smtp/codec.rs: command lines, DotDecoder, Body) and the command
-//! parser (src/smtp/command.rs) on arbitrary bytes, checked for chunking invariance; and, for
+//! SMTP input: the codec (src/smtp/codec.rs: command lines, DotDecoder, LineEnds) and the
+//! command parser (src/smtp/command.rs) on arbitrary bytes, checked for chunking invariance and
+//! CRLF-only output; and, for
 //! odd first bytes, the real `smtp::session::Session` on an in-memory stream with a real store
-//! (MX or submission port; after STARTTLS the session goes on over the same stream as if the
+//! (DATA/BDAT into `spool::Body`, `inbound::accept`, the filter; MX or submission port; after STARTTLS the session goes on over the same stream as if the
 //! handshake had happened, so that AUTH and the post-TLS states are reached too).
 #![no_main]
 
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use tanba::smtp::codec::{Body, DotDecoder, Input, Line, MAX_LINE};
-use tanba::smtp::command::{self, Command};
+use tanba::limits::Ticket;
+use tanba::smtp::codec::{DotDecoder, Input, Line, LineEndFaults, LineEnds, MAX_LINE};
+use tanba::smtp::command;
 use tanba::smtp::session::{Outcome, Session};
 use tanba::smtp::Port;
 
@@ -37,13 +39,21 @@ fn lines(input: &[u8], chunk: usize) -> Vec<Line> {
     out
 }
 
-fn dot_decode(input: &[u8], chunk: usize, limit: u64) -> (Vec<u8>, u64, bool, usize) {
-    let mut dec = DotDecoder::new(limit);
+type Decoded = (Vec<u8>, LineEndFaults, bool, usize);
+
+fn dot_decode(input: &[u8], chunk: usize) -> Decoded {
+    let mut dec = DotDecoder::new();
+    let mut out = Vec::new();
     let mut used = 0;
     let mut done = false;
     for piece in input.chunks(chunk.max(1)) {
-        let (n, end) = dec.feed(piece);
+        let before = out.len();
+        let (n, end) = dec.feed(piece, &mut out);
         assert!(n <= piece.len());
+        assert!(
+            out.len() - before <= 2 * piece.len(),
+            "more than twice the input"
+        );
         used += n;
         if end {
             done = true;
@@ -55,15 +65,32 @@ fn dot_decode(input: &[u8], chunk: usize, limit: u64) -> (Vec<u8>, u64, bool, us
             "DotDecoder left bytes unconsumed before the end"
         );
     }
-    let total = dec.body.total();
-    let overflowed = dec.body.overflowed();
-    let body = dec.body.into_bytes();
-    assert!(body.len() as u64 <= limit);
-    assert_eq!(overflowed, total > limit);
-    if overflowed {
-        assert!(body.is_empty());
+    (out, dec.faults, done, used)
+}
+
+fn line_ends(input: &[u8], chunk: usize) -> (Vec<u8>, LineEndFaults) {
+    let mut le = LineEnds::new();
+    let mut out = Vec::new();
+    for piece in input.chunks(chunk.max(1)) {
+        le.feed(piece, &mut out);
     }
-    (body, total, done, used)
+    le.finish(&mut out);
+    (out, le.faults)
+}
+
+/// Every CR is followed by LF and every LF preceded by CR, unless a bare CR was reported.
+fn only_crlf(out: &[u8], faults: &LineEndFaults) {
+    if faults.bare_cr {
+        return;
+    }
+    for (i, &b) in out.iter().enumerate() {
+        if b == b'\r' {
+            assert_eq!(out.get(i + 1), Some(&b'\n'), "bare CR in the output");
+        }
+        if b == b'\n' {
+            assert!(i > 0 && out[i - 1] == b'\r', "bare LF in the output");
+        }
+    }
 }
 
 fn codec(mode: u8, input: &[u8]) {
@@ -78,11 +105,6 @@ fn codec(mode: u8, input: &[u8]) {
             match command::parse(l) {
                 Ok(cmd) => {
                     let _ = command::verb(&cmd);
-                    if let Command::Bdat { size, .. } = cmd {
-                        let mut b = Body::new(1 << 16);
-                        b.push(&input[..input.len().min(size.min(1 << 16) as usize)]);
-                        assert_eq!(b.overflowed(), b.total() > (1 << 16));
-                    }
                 }
                 Err(e) => {
                     let mut out = Vec::new();
@@ -98,12 +120,16 @@ fn codec(mode: u8, input: &[u8]) {
             }
         }
     }
-    // DATA: the same body and end whatever the read boundaries; small and large limits.
-    for limit in [64u64, 1 << 20] {
-        let a = dot_decode(input, input.len(), limit);
-        let b = dot_decode(input, chunk, limit);
-        assert_eq!(a, b, "DATA decoding depends on read boundaries");
-    }
+    // DATA: the same text, faults and end whatever the read boundaries; CRLF line ends only.
+    let a = dot_decode(input, input.len());
+    let b = dot_decode(input, chunk);
+    assert_eq!(a, b, "DATA decoding depends on read boundaries");
+    only_crlf(&a.0, &a.1);
+    // BDAT: the same line-end rules without dot-stuffing.
+    let a = line_ends(input, input.len());
+    let b = line_ends(input, chunk);
+    assert_eq!(a, b, "BDAT line ends depend on chunk boundaries");
+    only_crlf(&a.0, &a.1);
 }
 
 fn session(mode: u8, input: &[u8]) {
@@ -116,7 +142,13 @@ fn session(mode: u8, input: &[u8]) {
     let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
     tanba_fuzz::runtime().block_on(async move {
         let (server, client) = tokio::io::duplex(64 * 1024);
-        let mut s = Session::new(app, port, peer, tanba_fuzz::shutdown());
+        let mut s = Session::new(
+            app,
+            port,
+            peer,
+            tanba_fuzz::shutdown(),
+            Ticket::detached(peer.ip()),
+        );
         let run = async move {
             if let Outcome::StartTls(stream) = s.run(server, true).await {
                 // Go on as if the TLS handshake had been made (RFC 3207 §4.2: fresh state).
