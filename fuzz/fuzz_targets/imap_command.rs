@@ -15,6 +15,7 @@ use tanba::imap::session::{Session, State};
 use tokio::net::{TcpListener, TcpStream};
 
 fuzz_target!(|data: &[u8]| {
+    tanba_fuzz::tolerate_caught_panics();
     let Some((&mode, input)) = data.split_first() else {
         return;
     };

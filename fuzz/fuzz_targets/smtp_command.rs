@@ -16,6 +16,7 @@ use tanba::smtp::session::{Outcome, Session};
 use tanba::smtp::Port;
 
 fuzz_target!(|data: &[u8]| {
+    tanba_fuzz::tolerate_caught_panics();
     let Some((&mode, input)) = data.split_first() else {
         return;
     };

@@ -223,3 +223,18 @@ where
     let ((), out) = tokio::join!(write, read);
     out
 }
+
+/// Lets panics that the server itself catches stay caught. libFuzzer's panic hook aborts on
+/// every panic, even one inside `catch_unwind`; but the filter (`find::find`,
+/// `Filter::process_report`) and SEARCH deliberately catch panics from mail-parser (its debug
+/// assertions fire on some malformed input in builds with debug assertions, as fuzz builds are).
+/// With the standard hook back, such a panic is printed and handled as in the server, while a
+/// panic that reaches the fuzz target still aborts (libfuzzer-sys checks for it) and counts as
+/// a crash.
+pub fn tolerate_caught_panics() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        // Drops libFuzzer's aborting hook; the standard one is installed again.
+        drop(std::panic::take_hook());
+    });
+}

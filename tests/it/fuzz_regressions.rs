@@ -25,3 +25,21 @@ Subject: =?UTF-8?Q?Signed_by_?= =?UTF-8?B?SXZhbm92?=\r\n\r\nbody\r\n";
         .unwrap_or_default();
     assert_eq!(line, "* SEARCH 1");
 }
+
+/// fuzz/regressions/imap_command/list-cr-inside-line-loops-before-login: a LIST that
+/// imap-codec rejects goes to our extended-LIST parser, which met the CR inside the line with an
+/// empty word and never advanced: one line, before login, on the plaintext port, and the session
+/// looped adding tokens until the process ran out of memory. Now the command gets BAD and the
+/// session goes on. (The read timeout only keeps a regression from hanging the suite.)
+#[test]
+fn imap_list_with_cr_inside_the_line_gets_bad_before_login() {
+    let srv = crate::smtp::server_with_users(&[]);
+    let mut c = Imap::plain(srv.imap);
+    c.set_timeout(std::time::Duration::from_secs(30));
+    c.send(b"a LIST \"\" *\rX\r\n");
+    let (_, tagged) = c.until_tagged("a");
+    assert!(tagged.starts_with("a BAD"), "{tagged}");
+    c.send(b"b NOOP\r\n");
+    let (_, tagged) = c.until_tagged("b");
+    assert!(tagged.starts_with("b OK"), "{tagged}");
+}
