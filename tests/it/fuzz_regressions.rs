@@ -43,3 +43,16 @@ fn imap_list_with_cr_inside_the_line_gets_bad_before_login() {
     let (_, tagged) = c.until_tagged("b");
     assert!(tagged.starts_with("b OK"), "{tagged}");
 }
+
+/// fuzz/regressions/imap_command/create-name-with-multibyte-char-at-byte-6: mailbox-name
+/// normalisation sliced the name at byte 6 to look for "INBOX/" and panicked when a character
+/// straddled it, ending the session without an answer. Now the command is answered and the
+/// session goes on.
+#[test]
+fn imap_create_with_a_character_across_byte_6_is_answered() {
+    let srv = crate::smtp::server_with_users(&[]);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    // "abcde" + U+0F84 (3 bytes in UTF-8, bytes 5..8), in modified UTF-7.
+    c.ok("CREATE abcde&D4Q-x");
+    c.ok("NOOP");
+}
