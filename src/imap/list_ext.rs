@@ -79,8 +79,9 @@ fn tokens(mut b: &[u8]) -> Option<Vec<Tok>> {
                 if b.get(close + 1..data_start)? != b"\r\n" {
                     return None;
                 }
-                out.push(Tok::Str(b.get(data_start..data_start + n)?.to_vec()));
-                b = &b[data_start + n..];
+                let data_end = data_start.checked_add(n)?;
+                out.push(Tok::Str(b.get(data_start..data_end)?.to_vec()));
+                b = &b[data_end..];
             }
             _ => {
                 let end = b
@@ -88,9 +89,13 @@ fn tokens(mut b: &[u8]) -> Option<Vec<Tok>> {
                     .position(|&c| c == b' ' || c == b'(' || c == b')' || c == b'\r')
                     .unwrap_or(b.len());
                 let word = &b[..end];
-                if word
-                    .iter()
-                    .any(|&c| c < 0x21 || c == b'"' || c == b'{' || c == 0x7f)
+                // An empty word (a CR that does not end the command) would never advance: found
+                // by the imap_command fuzz target, it looped here adding tokens until memory ran
+                // out, before login.
+                if word.is_empty()
+                    || word
+                        .iter()
+                        .any(|&c| c < 0x21 || c == b'"' || c == b'{' || c == 0x7f)
                 {
                     return None;
                 }
@@ -192,5 +197,8 @@ mod tests {
         assert!(parse(b"a6 LIST \"\"\r\n").is_none());
         assert!(parse(b"a7 LSUB \"\" *\r\n").is_none());
         assert!(parse(b"a8 LIST \"\" {5}\r\n*\r\n").is_none());
+        // Found by the imap_command fuzz target: a CR inside the line looped forever.
+        assert!(parse(b"a9 LIST \"\" *\rX\r\n").is_none());
+        assert!(parse(b"b1 LIST \"\" {18446744073709551615}\r\n*\r\n").is_none());
     }
 }

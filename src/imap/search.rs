@@ -124,18 +124,19 @@ fn collect_texts(m: &mail_parser::Message<'_>, out: &mut Vec<String>, depth: usi
 pub fn decode_words(v: &[u8]) -> String {
     let mut out = String::new();
     let mut i = 0;
-    let mut last_was_word = false;
+    // Where the text after the last encoded word starts, while that text is only whitespace.
+    let mut after_word: Option<usize> = None;
     while i < v.len() {
         if v[i..].starts_with(b"=?") {
             if let Some((text, len)) = decode_word(&v[i..]) {
-                // Whitespace between two encoded words is not part of the text.
-                if last_was_word {
-                    let trimmed = out.trim_end_matches([' ', '\t']).len();
-                    out.truncate(trimmed);
+                // Whitespace between two encoded words is not part of the text (RFC 2047 §6.2);
+                // what the previous word decoded to is, trailing spaces included.
+                if let Some(end) = after_word {
+                    out.truncate(end);
                 }
                 out.push_str(&text);
                 i += len;
-                last_was_word = true;
+                after_word = Some(out.len());
                 continue;
             }
         }
@@ -145,8 +146,8 @@ pub fn decode_words(v: &[u8]) -> String {
             .map(|p| i + 1 + p)
             .unwrap_or(v.len());
         let chunk = String::from_utf8_lossy(&v[i..next]);
-        if !chunk.trim().is_empty() {
-            last_was_word = false;
+        if !chunk.trim_matches([' ', '\t', '\r', '\n']).is_empty() {
+            after_word = None;
         }
         out.push_str(&chunk);
         i = next;
@@ -336,5 +337,8 @@ mod tests {
         assert_eq!(decode_words(b"plain =? text"), "plain =? text");
         assert_eq!(decode_words(b"=?koi8-r?B?9MXT1A==?="), "Тест");
         assert_eq!(decode_words(b"=?x?Q?=Z?="), "=?x?Q?=Z?=");
+        // Found by the rfc2047 fuzz target: a space at the end of an encoded word is text.
+        assert_eq!(decode_words(b"=?UTF-8?Q?a_?= =?UTF-8?Q?b?="), "a b");
+        assert_eq!(decode_words(b"=?UTF-8?Q?a?= \t =?UTF-8?Q?b?= c"), "ab c");
     }
 }

@@ -76,8 +76,11 @@ pub fn normalize_name(name: &str) -> String {
     if name.eq_ignore_ascii_case("INBOX") {
         return "INBOX".into();
     }
-    if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
-        return format!("INBOX/{}", &name[6..]);
+    // `get`: byte 6 may fall inside a character (found by the imap_command fuzz target).
+    if let (Some(head), Some(rest)) = (name.get(..6), name.get(6..)) {
+        if !rest.is_empty() && head.eq_ignore_ascii_case("INBOX/") {
+            return format!("INBOX/{rest}");
+        }
     }
     name.to_string()
 }

@@ -67,3 +67,5 @@ mod store_ops;
 mod faults;
 // Issue 12, item 2: every acknowledgement follows an fdatasync of sled's log (strace counts).
 mod fsync;
+// What the fuzz targets found (fuzz/regressions/), replayed against the real server.
+mod fuzz_regressions;
