@@ -46,6 +46,13 @@ pub enum Request {
         id: u64,
         silent: bool,
     },
+    /// `tanba import`: followed on the socket by message frames (`crate::import`); only over
+    /// the socket.
+    Import {
+        email: String,
+        stamp: bool,
+        dedup: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +154,7 @@ pub fn execute(
         Request::QueueList | Request::QueueRetry { .. } | Request::QueueDrop { .. } => {
             crate::delivery::admin(store, config, req)
         }
+        Request::Import { .. } => bail!("import runs through cli::import"),
     }
 }
 
@@ -172,6 +180,9 @@ pub fn write_mboxrd(
         .unwrap_or_default()
         .format("%a %b %e %H:%M:%S %Y");
     writeln!(out, "From {sender} {when}")?;
+    // The line end of the last line is the one written below, not the start of another line
+    // (else every message would gain a blank line on the way through `tanba import mbox`).
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
     for line in raw.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let unquoted = line
@@ -234,8 +245,17 @@ pub async fn serve(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown
 async fn handle(stream: UnixStream, app: Arc<App>) -> Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(r.take(1 << 20)).read_line(&mut line).await?;
+    let mut r = BufReader::new(r);
+    (&mut r).take(1 << 20).read_line(&mut line).await?;
     let req: Request = serde_json::from_str(&line).context("bad admin request")?;
+    if let Request::Import {
+        email,
+        stamp,
+        dedup,
+    } = &req
+    {
+        return crate::import::serve_stream(r, w, app, email, *stamp, *dedup).await;
+    }
     let store = app.store.clone();
     let config = app.config.clone();
     let (mut resp, body, changed) = tokio::task::spawn_blocking(move || {

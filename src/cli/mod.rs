@@ -11,6 +11,7 @@ use crate::admin::{self, Request};
 use crate::config::{Config, DEFAULT_TOML};
 
 pub mod certs;
+pub mod import;
 pub mod verify;
 
 #[derive(Debug, Parser)]
@@ -48,6 +49,9 @@ pub enum Command {
         #[arg(long)]
         mailbox: Option<String>,
     },
+    /// Bring mail in from another server: a Maildir++ tree or an mbox file.
+    #[command(subcommand)]
+    Import(import::ImportCmd),
     /// Inspect and steer the outbound queue.
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -173,6 +177,7 @@ impl Command {
             Command::Serve
                 | Command::User(_)
                 | Command::Export { .. }
+                | Command::Import(_)
                 | Command::Queue(_)
                 | Command::Dkim(_)
                 | Command::Verify(_)
@@ -245,6 +250,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let config = load()?;
             admin_command(&config, &Request::Export { email, mailbox }, false)
         }
+        Command::Import(cmd) => import::run(cmd, &load()?),
         Command::Queue(cmd) => {
             let config = load()?;
             let (req, json) = match cmd {
