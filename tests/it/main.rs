@@ -50,3 +50,6 @@ mod hardening;
 // Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
 // across a restart, `tanba verify` / `stamp`.
 mod hostile_mime;
+// `tanba import maildir|mbox` (issue 12 item 4): a maildir written by a real Dovecot, an mbox
+// round trip through `tanba export`, serving and stopped, oversize messages skipped.
+mod import;
