@@ -115,12 +115,13 @@ impl<R: BufRead> Mbox<R> {
                     continue;
                 }
                 if !l.bytes.starts_with(b"From ") {
-                    let at = self.line_no;
-                    self.done = true;
-                    return Ok(Some(self.skipped(
-                        at,
-                        "not an mbox file (no `From ` line at the start); nothing imported".into(),
-                    )));
+                    return Err(std::io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "not an mbox file (line {} is no `From ` line)",
+                            self.line_no
+                        ),
+                    ));
                 }
                 self.next_from = Some((l.bytes, self.line_no));
                 break;

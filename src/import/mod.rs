@@ -12,7 +12,7 @@
 pub mod maildir;
 pub mod mbox;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -118,10 +118,19 @@ pub fn stamper(
 }
 
 /// A target mailbox as the importer knows it: its id and what was in it before the import
-/// started, by INTERNALDATE (size, blob).
+/// started: blob ids by INTERNALDATE, and for each date looked at, the SHA-256 digests and
+/// Message-IDs of those messages (each blob is read at most once per import, however many
+/// messages share a date).
 struct Target {
     id: u64,
-    before: HashMap<i64, Vec<(u64, u64)>>,
+    before: HashMap<i64, Vec<u64>>,
+    seen: HashMap<i64, Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    digests: HashSet<[u8; 32]>,
+    ids: HashSet<String>,
 }
 
 /// Stores imported messages into one account. Owns a store handle, so that it can move into a
@@ -250,47 +259,46 @@ impl Importer {
                 Err(e) => return Err(e.into()),
             },
         };
-        let mut before: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+        let mut before: HashMap<i64, Vec<u64>> = HashMap::new();
         if self.dedup {
             for m in self.store.messages(meta.id)? {
-                before
-                    .entry(m.internal_date)
-                    .or_default()
-                    .push((m.size, m.blob_id));
+                before.entry(m.internal_date).or_default().push(m.blob_id);
             }
         }
         Ok(Some(Target {
             id: meta.id,
             before,
+            seen: HashMap::new(),
         }))
     }
 
     /// Whether the mailbox held this message before the import started: same INTERNALDATE and
     /// the same bytes, or the same Message-ID (stamped copies differ in bytes, not in that).
-    fn is_duplicate(&self, mailbox: &str, date: i64, data: &[u8]) -> Result<bool> {
+    fn is_duplicate(&mut self, mailbox: &str, date: i64, data: &[u8]) -> Result<bool> {
         let name = norm_name(mailbox);
-        let Some(Some(t)) = self.targets.get(&name) else {
+        let Some(Some(t)) = self.targets.get_mut(&name) else {
             return Ok(false);
         };
-        let Some(cands) = t.before.get(&date) else {
+        let Some(blobs) = t.before.get(&date) else {
             return Ok(false);
         };
-        let mut id: Option<Option<String>> = None;
-        for &(size, blob_id) in cands {
-            let Some(blob) = self.store.blob(blob_id)? else {
-                continue;
-            };
-            if size == data.len() as u64 && &blob[..] == data {
-                return Ok(true);
-            }
-            let mine = id.get_or_insert_with(|| message_id(data));
-            if let Some(mine) = mine {
-                if message_id(&blob).as_deref() == Some(mine.as_str()) {
-                    return Ok(true);
+        let seen = match t.seen.entry(date) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut seen = Seen::default();
+                for &blob_id in blobs {
+                    if let Some(blob) = self.store.blob(blob_id)? {
+                        seen.digests.insert(openssl::sha::sha256(&blob));
+                        if let Some(id) = message_id(&blob) {
+                            seen.ids.insert(id);
+                        }
+                    }
                 }
+                e.insert(seen)
             }
-        }
-        Ok(false)
+        };
+        Ok(seen.digests.contains(&openssl::sha::sha256(data))
+            || message_id(data).is_some_and(|id| seen.ids.contains(&id)))
     }
 
     /// Makes everything stored so far durable (direct mode; the server uses its group commit).
@@ -317,7 +325,9 @@ fn norm_name(name: &str) -> String {
 /// The Message-ID of a message (header section only), if it has one.
 fn message_id(raw: &[u8]) -> Option<String> {
     let msg = mail_parser::MessageParser::new().parse_headers(raw)?;
-    msg.message_id().map(|s| s.to_string())
+    msg.message_id()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_string())
 }
 
 /// System flags in canonical case and keywords that are IMAP atoms; anything else refuses the

@@ -593,3 +593,82 @@ fn import_stamps_only_when_asked() {
         "{stamped}"
     );
 }
+
+/// What another program on the admin socket could send: frames with flags that are no IMAP
+/// atoms, mailbox names the store refuses, a size over the limit. The server checks each
+/// message as it checks APPEND.
+const PY_HOSTILE: &str = r#"
+import socket, sys, json
+path = sys.argv[1]
+def session(frames):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(json.dumps({'cmd': 'import', 'email': 'alice@example.test', 'stamp': False, 'dedup': True}).encode() + b'\n')
+    for head, body in frames:
+        s.sendall(json.dumps(head).encode() + b'\n' + body)
+    s.shutdown(socket.SHUT_WR)
+    data = b''
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        data += c
+    return json.loads(data.split(b'\n')[0])
+def frame(mailbox, flags, body, size=None):
+    return ({'mailbox': mailbox, 'flags': flags, 'internal_date': 1600000000,
+             'size': len(body) if size is None else size, 'origin': 'o\x1b[31m'}, body)
+ok = b'Subject: ok\r\n\r\nok\r\n'
+r = session([frame('INBOX', ['bad(flag'], ok), frame('a//b', [], ok), frame('INBOX', [], b''),
+             frame('INBOX', ['\\Seen', '$Fine'], ok)])
+print(json.dumps(r))
+r = session([frame('INBOX', [], b'x' * 10, size=3000)])
+print(json.dumps(r))
+"#;
+
+#[test]
+fn import_frames_pass_the_append_limits() {
+    let srv = TestServer::start_with(&[("imap", "max_literal_size = 2000")]);
+    srv.add_user("alice@example.test", "secret-a");
+    let out = python(
+        PY_HOSTILE,
+        &[srv.data_dir().join("admin.sock").to_str().unwrap()],
+    );
+    let mut lines = out.lines();
+    let first: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["data"]["imported"], 1, "{first}");
+    assert_eq!(first["data"]["skipped"], 3, "{first}");
+    let warnings = first["data"]["warnings"].to_string();
+    for w in [
+        "is not an IMAP keyword",
+        "mailbox name",
+        "not accepted",
+        "empty message",
+    ] {
+        assert!(warnings.contains(w), "{w}: {warnings}");
+    }
+    // The client's origin string is escaped, not passed on raw.
+    for w in first["data"]["warnings"].as_array().unwrap() {
+        let w = w.as_str().unwrap();
+        assert!(!w.contains('\u{1b}') && w.contains("skipped o"), "{w}");
+    }
+    let second: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(second["ok"], false, "{second}");
+    assert!(
+        second["text"]
+            .as_str()
+            .unwrap()
+            .contains("over imap.max_literal_size"),
+        "{second}"
+    );
+    let boxes = dump(&srv, "alice@example.test", "secret-a");
+    assert_eq!(
+        boxes["INBOX"],
+        vec![(
+            vec!["$Fine".to_string(), "\\Seen".into()],
+            1600000000,
+            b"Subject: ok\r\n\r\nok\r\n".to_vec()
+        )]
+    );
+    assert!(!boxes.keys().any(|k| k.starts_with('a')), "{boxes:?}");
+}
