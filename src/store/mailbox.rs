@@ -76,7 +76,12 @@ pub fn normalize_name(name: &str) -> String {
     if name.eq_ignore_ascii_case("INBOX") {
         return "INBOX".into();
     }
-    if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
+    // `get`: byte 6 may fall inside a character (`INBOXй`), where slicing would panic.
+    if name.len() > 6
+        && name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("INBOX/"))
+    {
         return format!("INBOX/{}", &name[6..]);
     }
     name.to_string()

@@ -502,11 +502,18 @@ fn import_skips_oversize_message_with_a_warning() {
     // A maildir with the server stopped: the big file is named, the small one imported.
     assert_eq!(srv.stop(), Some(0));
     let md = srv.dir.path().join("Maildir");
-    for d in ["cur", "new", "tmp", ".Old/cur"] {
+    // `INBOXй` (.INBOX&BDk-): a name whose sixth byte is inside a character, where the store
+    // once sliced it (and panicked).
+    for d in ["cur", "new", "tmp", ".Old/cur", ".INBOX&BDk-/new"] {
         std::fs::create_dir_all(md.join(d)).unwrap();
     }
     let big_file = md.join("cur/1600000000.M1P1.host,S=4260:2,S");
     std::fs::write(&big_file, big.as_bytes()).unwrap();
+    std::fs::write(
+        md.join(".INBOX&BDk-/new/1600000002.M3P1.host"),
+        "Subject: y\n\ny\n",
+    )
+    .unwrap();
     std::fs::write(
         md.join(".Old/cur/1600000001.M2P1.host:2,F"),
         "Subject: s\n\nok\n",
@@ -531,12 +538,16 @@ fn import_skips_oversize_message_with_a_warning() {
         "{err}"
     );
     assert!(
-        out.contains("imported 1 messages (0 already there, 1 skipped; 1 mailboxes created)"),
+        out.contains("imported 2 messages (0 already there, 1 skipped; 2 mailboxes created)"),
         "{out}"
     );
     srv.restart();
     let boxes = dump(&srv, "alice@example.test", "secret-a");
     assert_eq!(boxes["INBOX"].len(), 2);
+    assert_eq!(
+        boxes["INBOX&BDk-"][0].2,
+        b"Subject: y\r\n\r\ny\r\n".to_vec()
+    );
     assert_eq!(
         boxes["Old"],
         vec![(
