@@ -21,40 +21,14 @@ Only loopback addresses are used; every loop is bounded in count and time.
 
 import argparse
 import asyncio
-import json
-import os
-import signal
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 
-CONFIG = """[server]
-hostname = "mail.example.test"
-domains = ["example.test"]
-data_dir = "{d}/data"
-
-[smtp]
-mx = ["127.0.0.1:0"]
-submission = ["127.0.0.1:0"]
-submissions = ["127.0.0.1:0"]
-
-[imap]
-listen = ["127.0.0.1:0"]
-listen_tls = ["127.0.0.1:0"]
-
-[signatures]
-trust_dir = "{d}/trust"
-"""
-
+from benchlib import Server, status
 
 def rss_kb(pid: int, key: str = "VmRSS") -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
+    return status(pid).get(key, 0)
 
 
 def src(i: int) -> str:
@@ -127,16 +101,12 @@ async def big_data(addr, source, mb, hold, results):
         results.setdefault("data_errors", set()).add(repr(e)[:80])
 
 
-async def attack(lst, pid, a):
+async def attack(srv, a):
     from collections import Counter
     results = Counter()
     hold = a.hold
-    mx = tuple(lst["smtp.mx"][0].rsplit(":", 1))
-    mx = (mx[0], int(mx[1]))
-
-    def addr(key):
-        h, p = lst[key][0].rsplit(":", 1)
-        return (h, int(p))
+    addr, pid = srv.addr, srv.pid
+    mx = addr("smtp.mx")
 
     tasks = []
     kinds = [("imap.listen", False), ("imap.listen_tls", True), ("smtp.submission", False),
@@ -175,36 +145,15 @@ def main():
     p.add_argument("--hold", type=float, default=20.0, help="seconds the idle/DATA load stands")
     a = p.parse_args()
 
-    with tempfile.TemporaryDirectory() as d:
-        os.makedirs(f"{d}/trust")
-        cfg = f"{d}/tanba.toml"
-        with open(cfg, "w") as f:
-            f.write(CONFIG.format(d=d))
-        subprocess.run([a.bin, "--config", cfg, "user", "add", "alice@example.test",
-                        "--password-stdin"], input=b"correct-horse-battery\n", check=True)
-        log = open(f"{d}/serve.log", "wb")
-        srv = subprocess.Popen([a.bin, "--config", cfg, "serve"], stderr=log)
-        try:
-            lf = f"{d}/data/listeners.json"
-            for _ in range(300):
-                if os.path.exists(lf):
-                    break
-                time.sleep(0.1)
-            lst = json.load(open(lf))
-            before = rss_kb(srv.pid)
-            t0 = time.time()
-            results, peak = asyncio.run(attack(lst, srv.pid, a))
-            elapsed = time.time() - t0
-            time.sleep(2)
-            after = rss_kb(srv.pid)
-            hwm = rss_kb(srv.pid, "VmHWM")
-            alive = srv.poll() is None
-        finally:
-            srv.send_signal(signal.SIGTERM)
-            try:
-                srv.wait(30)
-            except subprocess.TimeoutExpired:
-                srv.kill()
+    with Server(a.bin, users={"alice@example.test": "correct-horse-battery"}) as srv:
+        before = rss_kb(srv.pid)
+        t0 = time.time()
+        results, peak = asyncio.run(attack(srv, a))
+        elapsed = time.time() - t0
+        time.sleep(2)
+        after = rss_kb(srv.pid)
+        hwm = rss_kb(srv.pid, "VmHWM")
+        alive = srv.alive()
     print(f"load: {a.idle} idle + {a.auth} wrong AUTH (465) + {a.data} × {a.mb} MB unfinished "
           f"DATA, held {a.hold:.0f} s; ran {elapsed:.1f} s; server alive: {alive}")
     print("outcomes:", dict(sorted((k, v) for k, v in results.items() if k != "data_errors")))

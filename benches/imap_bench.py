@@ -9,8 +9,8 @@ and a STORE over everything. Prints a Markdown table (docs/benchmarks.md).
 
     cargo build --release
     target/release/tanba serve &          # defaults: IMAPS on 127.0.0.1:2993
-    echo pw | target/release/tanba user add bench@localhost --password-stdin
-    python3 benches/imap_bench.py --cafile data/tls/cert.pem --user bench@localhost --password pw
+    echo bench-password | target/release/tanba user add bench@localhost --password-stdin
+    python3 benches/imap_bench.py --cafile data/tls/cert.pem --user bench@localhost --password bench-password
 
 Times include imaplib's own parsing of the responses (a real client's cost, too).
 """

@@ -14,26 +14,16 @@ Loopback only; every session is closed at the end and the server stopped.
 """
 
 import argparse
-import json
 import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 
+from benchlib import Server, status
+
 
 def rss(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0]) / 1024  # MiB
-    return out
+    return {k: v / 1024 for k, v in status(pid).items()}  # MiB
 
 
 def spool(data_dir):
@@ -88,40 +78,11 @@ def main():
     p.add_argument("--keep", action="store_true", help="keep the temp dir (log, data)")
     a = p.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="tanba-mem-")
-    data = os.path.join(tmp, "data")
-    os.makedirs(os.path.join(tmp, "trust"))
-    cfg = os.path.join(tmp, "tanba.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""[server]
-hostname = "bench.localhost"
-domains = ["localhost"]
-data_dir = "{data}"
-[smtp]
-mx = ["127.0.0.1:0"]
-submission = []
-submissions = []
-max_connections = {a.sessions + 10}
-[imap]
-listen = []
-listen_tls = []
-[signatures]
-trust_dir = "{tmp}/trust"
-""")
-    log = open(os.path.join(tmp, "server.log"), "w")
-    srv = subprocess.Popen([a.bin, "--config", cfg, "serve"], stdout=log, stderr=log)
-    try:
-        listeners = os.path.join(data, "listeners.json")
-        for _ in range(300):
-            if os.path.exists(listeners):
-                break
-            time.sleep(0.1)
-        mx = json.load(open(listeners))["smtp.mx"][0]
-        host, port = mx.rsplit(":", 1)
-        addr = (host, int(port))
-        subprocess.run([a.bin, "--config", cfg, "user", "add", "bench@localhost",
-                        "--password-stdin"], input=b"bench-password-1\n", check=True,
-                       capture_output=True)
+    extra = {"smtp": f"max_connections = {a.sessions + 10}"}
+    with Server(a.bin, extra=extra, users={"bench@localhost": "bench-password-1"},
+                keep=a.keep) as srv:
+        data = srv.data_dir
+        addr = srv.addr("smtp.mx")
         rows = []
 
         def row(what):
@@ -159,17 +120,8 @@ trust_dir = "{tmp}/trust"
         print("|---|---|---|---|---|")
         for what, cur, peak, n, mb in rows:
             print(f"| {what} | {cur:.0f} MiB | {peak:.0f} MiB | {n} | {mb:.0f} MiB |")
-    finally:
-        srv.send_signal(signal.SIGTERM)
-        try:
-            srv.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-        log.close()
         if a.keep:
-            print(f"(server log and data in {tmp})", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"(server log and data in {srv.dir})")
 
 
 if __name__ == "__main__":

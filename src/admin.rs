@@ -75,12 +75,26 @@ impl Response {
     }
 }
 
-/// Executes a request against an open store. `Export` writes the mbox to `out`.
+/// Executes a request against an open store. `Export` writes the mbox to `out`. New passwords
+/// are hashed in this thread.
 pub fn execute(
     store: &Store,
     config: &Config,
     req: &Request,
     out: &mut dyn Write,
+) -> Result<Response> {
+    execute_with(store, config, req, out, &|p| {
+        Ok(store::account::hash_password(p)?)
+    })
+}
+
+/// [`execute`] with the password hashing function to use (the running server's worker pool).
+pub fn execute_with(
+    store: &Store,
+    config: &Config,
+    req: &Request,
+    out: &mut dyn Write,
+    hash_password: &dyn Fn(&str) -> Result<String>,
 ) -> Result<Response> {
     match req {
         Request::UserAdd { email, password } => {
@@ -92,8 +106,8 @@ pub fn execute(
                     config.domains.join(", ")
                 );
             }
-            check_password(password)?;
-            let hash = store::account::hash_password(password)?;
+            check_password(password, config)?;
+            let hash = hash_password(password)?;
             let a = store.create_account(&email, &hash)?;
             store.flush_sync()?;
             Ok(Response::ok(format!(
@@ -102,8 +116,8 @@ pub fn execute(
             )))
         }
         Request::UserPasswd { email, password } => {
-            check_password(password)?;
-            let hash = store::account::hash_password(password)?;
+            check_password(password, config)?;
+            let hash = hash_password(password)?;
             store.set_password(email, &hash)?;
             store.flush_sync()?;
             Ok(Response::ok(format!(
@@ -158,12 +172,20 @@ pub fn execute(
     }
 }
 
-fn check_password(p: &str) -> Result<()> {
+fn check_password(p: &str, config: &Config) -> Result<()> {
     if p.is_empty() {
         bail!("the password is empty");
     }
     if p.contains(['\r', '\n', '\0']) {
         bail!("the password contains a line break or NUL");
+    }
+    let min = config.limits.min_password_length;
+    let len = p.chars().count();
+    if len < min {
+        bail!(
+            "the password is too short: {len} characters, at least {min} are needed \
+             (limits.min_password_length)"
+        );
     }
     Ok(())
 }
@@ -256,19 +278,20 @@ async fn handle(stream: UnixStream, app: Arc<App>) -> Result<()> {
     {
         return crate::import::serve_stream(r, w, app, email, *stamp, *dedup).await;
     }
-    let store = app.store.clone();
-    let config = app.config.clone();
+    let pool = app.clone();
     let (mut resp, body, changed) = tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
         // `user del` and `user passwd` end the account's live sessions (SPEC §8): its id, looked
         // up before the change (a deleted account has none afterwards).
         let changed = match &req {
             Request::UserDel { email } | Request::UserPasswd { email, .. } => {
-                store.account(email).ok().flatten().map(|a| a.id)
+                pool.store.account(email).ok().flatten().map(|a| a.id)
             }
             _ => None,
         };
-        let resp = match execute(&store, &config, &req, &mut body) {
+        // New passwords are hashed on the server's argon2 workers (bounded memory).
+        let hash = |p: &str| pool.auth.hasher().hash_blocking(p.to_string());
+        let resp = match execute_with(&pool.store, &pool.config, &req, &mut body, &hash) {
             Ok(r) => r,
             Err(e) => Response {
                 ok: false,
@@ -309,10 +332,29 @@ pub fn run(config: &Config, req: &Request, out: &mut dyn Write) -> Result<Respon
     if let Ok(stream) = std::os::unix::net::UnixStream::connect(&path) {
         return via_socket(stream, req, out);
     }
-    let store = Store::open(&config.data_dir.join("store"))?;
+    let store = open_store(config)?;
     let resp = execute(&store, config, req, out)?;
     store.flush_sync()?;
     Ok(resp)
+}
+
+/// Opens the store for an admin command with the server stopped; never creates one (SPEC §9).
+pub fn open_store(config: &Config) -> Result<Store> {
+    let dir = config.data_dir.join("store");
+    let store = match Store::open_existing(&dir) {
+        Err(store::StoreError::NotFound(_)) => bail!(
+            "no store in {} (server.data_dir of {}): admin commands never create one. Is this \
+             the config `tanba serve` uses? (--config, else TANBA_CONFIG, else \
+             /etc/tanba/tanba.toml, else the built-in defaults)",
+            dir.display(),
+            match &config.path {
+                Some(p) => p.display().to_string(),
+                None => "the built-in defaults".into(),
+            }
+        ),
+        r => r?,
+    };
+    Ok(store)
 }
 
 fn via_socket(

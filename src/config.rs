@@ -127,6 +127,8 @@ pub struct SignaturesSection {
     pub language: String,
     pub keywords: bool,
     pub subject_tag: bool,
+    /// Not in SPEC §3's list: the IANA time zone `tanba verify` shows times in, beside UTC.
+    pub timezone: String,
 }
 
 impl Default for SignaturesSection {
@@ -140,6 +142,7 @@ impl Default for SignaturesSection {
             language: "en".into(),
             keywords: true,
             subject_tag: false,
+            timezone: "Asia/Almaty".into(),
         }
     }
 }
@@ -285,6 +288,8 @@ pub struct SignaturesConfig {
     pub language: Language,
     pub keywords: bool,
     pub subject_tag: bool,
+    /// `signatures.timezone`, from the tz database bundled in `chrono-tz`.
+    pub timezone: chrono_tz::Tz,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +326,11 @@ pub struct DkimConfig {
 }
 
 impl Config {
+    /// Reads the config a [`Source`] names.
+    pub fn load_source(source: &Source) -> Result<Config> {
+        Self::load(source.path())
+    }
+
     /// Reads `path`, or the built-in defaults when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<Config> {
         match path {
@@ -396,11 +406,11 @@ impl Config {
             (true, true) => (None, None),
             (false, false) => {
                 let (c, k) = (abs(&f.tls.cert), abs(&f.tls.key));
-                if !c.is_file() {
-                    return Err(err("tls.cert", format!("no such file: {}", c.display())));
+                if let Err(e) = readable_file(&c) {
+                    return Err(err("tls.cert", e));
                 }
-                if !k.is_file() {
-                    return Err(err("tls.key", format!("no such file: {}", k.display())));
+                if let Err(e) = readable_file(&k) {
+                    return Err(err("tls.key", e));
                 }
                 (Some(c), Some(k))
             }
@@ -521,6 +531,15 @@ impl Config {
             language,
             keywords: s.keywords,
             subject_tag: s.subject_tag,
+            timezone: s.timezone.trim().parse::<chrono_tz::Tz>().map_err(|_| {
+                err(
+                    "signatures.timezone",
+                    format!(
+                        "{:?} is not a time zone of the tz database (e.g. \"Asia/Almaty\", \"UTC\")",
+                        s.timezone
+                    ),
+                )
+            })?,
         };
         if let Some(url) = &signatures.ocsp_url {
             if let Err(e) = crate::revocation::http::parse_url(url) {
@@ -626,11 +645,8 @@ impl Config {
                 return Err(err(&format!("{key}.selector"), "must not be empty".into()));
             }
             let path = abs(&sec.key);
-            if !path.is_file() {
-                return Err(err(
-                    &format!("{key}.key"),
-                    format!("no such file: {}", path.display()),
-                ));
+            if let Err(e) = readable_file(&path) {
+                return Err(err(&format!("{key}.key"), e));
             }
             dkim.insert(
                 domain.to_ascii_lowercase(),
@@ -674,8 +690,97 @@ impl Config {
     }
 }
 
+/// Whether `path` is a regular file this process can open for reading; the error says which
+/// of "no such file", "permission denied" (EACCES, e.g. a key readable only by another group)
+/// or "not a file" it is, with the path.
+pub fn readable_file(path: &Path) -> std::result::Result<(), String> {
+    let p = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("no such file: {p}"),
+        std::io::ErrorKind::PermissionDenied => {
+            format!(
+                "{p}: permission denied (a directory on the way is not searchable by this user)"
+            )
+        }
+        _ => format!("{p}: {e}"),
+    })?;
+    if !meta.is_file() {
+        return Err(format!("{p} is not a regular file"));
+    }
+    std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{p}: permission denied (EACCES): not readable by this user")
+        }
+        _ => format!("{p}: {e}"),
+    })?;
+    Ok(())
+}
+
+/// Where the configuration comes from (SPEC §9): `--config PATH`, else `TANBA_CONFIG`, else
+/// `/etc/tanba/tanba.toml` when it exists, else the built-in defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag(PathBuf),
+    Env(PathBuf),
+    Etc(PathBuf),
+    Defaults,
+}
+
+/// The config file used when neither `--config` nor `TANBA_CONFIG` is given and it exists.
+pub const ETC_CONFIG: &str = "/etc/tanba/tanba.toml";
+
+impl Source {
+    /// Applies the lookup order to `--config` and the process environment.
+    pub fn locate(flag: Option<&Path>) -> Source {
+        Self::locate_with(
+            flag,
+            std::env::var_os("TANBA_CONFIG").as_deref(),
+            Path::new(ETC_CONFIG),
+        )
+    }
+
+    /// [`Source::locate`] with the environment and the `/etc` path as parameters. An empty
+    /// `TANBA_CONFIG` counts as unset. `/etc/tanba/tanba.toml` counts as existing unless looking
+    /// it up says "no such file" (a file this user may not read is used, and fails loudly,
+    /// rather than silently replaced by the defaults).
+    pub fn locate_with(flag: Option<&Path>, env: Option<&std::ffi::OsStr>, etc: &Path) -> Source {
+        if let Some(p) = flag {
+            return Source::Flag(p.to_path_buf());
+        }
+        if let Some(v) = env.filter(|v| !v.is_empty()) {
+            return Source::Env(PathBuf::from(v));
+        }
+        match std::fs::metadata(etc) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Source::Defaults,
+            _ => Source::Etc(etc.to_path_buf()),
+        }
+    }
+
+    /// The file to read; None for the built-in defaults.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Source::Flag(p) | Source::Env(p) | Source::Etc(p) => Some(p),
+            Source::Defaults => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Flag(p) => write!(f, "{} (from --config)", p.display()),
+            Source::Env(p) => write!(f, "{} (from TANBA_CONFIG)", p.display()),
+            Source::Etc(p) => write!(f, "{} (the default location)", p.display()),
+            Source::Defaults => write!(
+                f,
+                "the built-in defaults (no --config, no TANBA_CONFIG, no {ETC_CONFIG})"
+            ),
+        }
+    }
+}
+
 /// The line (1-based) where `key` (`table.key`) is set in `raw`, if it is written there.
-fn line_of(raw: &str, key: &str) -> Option<usize> {
+pub(crate) fn line_of(raw: &str, key: &str) -> Option<usize> {
     let (table, leaf) = key.rsplit_once('.')?;
     let leaf = leaf.trim_matches('"');
     let mut current = String::new();
@@ -736,6 +841,46 @@ mod tests {
         let e = Config::from_toml("[smtp]\n\nmx = [\"127.0.0.1:99999\"]\n", None).unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("smtp.mx (line 3)"), "{msg}");
+    }
+
+    #[test]
+    fn lookup_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("tanba.toml");
+        let flag = Path::new("/x/flag.toml");
+        let env = std::ffi::OsStr::new("/x/env.toml");
+        assert_eq!(
+            Source::locate_with(Some(flag), Some(env), &etc),
+            Source::Flag(flag.into())
+        );
+        assert_eq!(
+            Source::locate_with(None, Some(env), &etc),
+            Source::Env("/x/env.toml".into())
+        );
+        assert_eq!(
+            Source::locate_with(None, Some(std::ffi::OsStr::new("")), &etc),
+            Source::Defaults
+        );
+        std::fs::write(&etc, "").unwrap();
+        assert_eq!(
+            Source::locate_with(None, None, &etc),
+            Source::Etc(etc.clone())
+        );
+        assert_eq!(
+            Source::locate_with(None, Some(env), &etc),
+            Source::Env("/x/env.toml".into())
+        );
+    }
+
+    #[test]
+    fn timezone_is_checked() {
+        let c = Config::from_toml("", None).unwrap();
+        assert_eq!(c.signatures.timezone, chrono_tz::Asia::Almaty);
+        let e = Config::from_toml("[signatures]\ntimezone = \"Mars/Olympus\"\n", None).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("signatures.timezone (line 2)"),
+            "{e:#}"
+        );
     }
 
     #[test]

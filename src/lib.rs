@@ -9,6 +9,7 @@
 //! Reading order: config → store → server → smtp → inbound → filter → imap → delivery → cli.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod logging;
 pub mod mime_guard;
 pub mod perms;
+pub mod preflight;
 pub mod revocation;
 pub mod server;
 pub mod shutdown;

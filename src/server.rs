@@ -49,6 +49,8 @@ pub struct App {
     /// Connections per client address and logged-in sessions per account (SPEC §8); ends an
     /// account's sessions for `tanba user del` / `user passwd`.
     pub conns: Arc<ConnTracker>,
+    /// Password checks (bounded hashing pool, credential cache), failed-login delays and bans.
+    pub auth: crate::auth::Authenticator,
 }
 
 /// Which protocol and port a listener serves.
@@ -113,10 +115,24 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
     crate::perms::check_at_start(&config);
     let store = Store::open(&config.data_dir.join("store"))?;
     let filter = Filter::new(&config).context("signatures")?;
+    let trust_dir = &config.signatures.trust_dir;
+    tracing::info!(
+        "signatures.trust_dir {} holds {} trusted certificates",
+        trust_dir.display(),
+        filter.trust().len()
+    );
+    let test_certs = crate::preflight::nca_test_certs(filter.trust());
+    if !test_certs.is_empty() {
+        tracing::warn!(
+            "{}",
+            crate::preflight::nca_test_warning(trust_dir, &test_certs)
+        );
+    }
     let revocation = crate::revocation::Checker::from_config(&config, &[])
         .context("signatures")?
         .map(Arc::new);
     let tls = crate::tls::acceptor(&config).context("tls")?;
+    let auth = crate::auth::Authenticator::new(store.clone(), &config.limits)?;
     Ok(Arc::new(App {
         store,
         filter: Arc::new(filter),
@@ -125,6 +141,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         queue_wakeup: Arc::new(tokio::sync::Notify::new()),
         conns: ConnTracker::new(&config.limits),
         config: Arc::new(config),
+        auth,
     }))
 }
 
@@ -154,9 +171,9 @@ pub async fn serve(config: Config) -> Result<()> {
     for (kind, addrs) in plan {
         let mut list = Vec::new();
         for addr in addrs {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("{}: cannot listen on {addr}", kind.key()))?;
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(crate::preflight::bind_error(kind.key(), *addr, &e))
+            })?;
             let local = l.local_addr()?;
             tracing::info!("{} listening on {local}", kind.key());
             list.push(serde_json::Value::String(local.to_string()));
@@ -228,6 +245,8 @@ async fn wait_for_signal() {
     }
 }
 
+/// Closes a banned client's connection: a `421` / `* BYE` line on plaintext ports, nothing on
+/// implicit-TLS ones.
 async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
@@ -250,6 +269,17 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if app.auth.is_banned(peer.ip()) {
+            // Banned for failed logins (SPEC §8): implicit TLS ports just close (plaintext would
+            // be garbage to a TLS client); plaintext ports get one line.
+            tracing::debug!(
+                client_ip = %limits::Client::of(peer.ip()),
+                "{}: refusing a banned address",
+                kind.key()
+            );
+            refuse(stream, kind, &app, &pools, Refusal::Banned);
+            continue;
+        }
         let ticket = match app.conns.open(peer.ip(), kind.class()) {
             Ok(t) => t,
             Err(why) => {
@@ -292,6 +322,9 @@ pub enum Refusal {
     Pool,
     /// Its address has too many connections (SPEC §8 per-IP limits).
     PerAddress,
+    /// Its address is banned for failed logins (SPEC §8); on implicit-TLS ports the connection
+    /// is just closed.
+    Banned,
 }
 
 /// Refuses a fresh connection and closes it. Plaintext ports get one line, written without
@@ -308,9 +341,18 @@ fn refuse(stream: TcpStream, kind: Kind, app: &Arc<App>, pools: &Pools, why: Ref
         (Kind::Imap { .. }, Refusal::PerAddress) => {
             b"* BYE Too many connections from your address, try again later\r\n"
         }
+        (Kind::Smtp(_), Refusal::Banned) => {
+            b"421 4.7.0 Too many failed logins from your address, try later\r\n"
+        }
+        (Kind::Imap { .. }, Refusal::Banned) => {
+            b"* BYE Too many failed logins from your address, try later\r\n"
+        }
     };
     if !kind.implicit_tls() {
         let _ = stream.try_write(msg);
+        return;
+    }
+    if why == Refusal::Banned {
         return;
     }
     let Ok(permit) = pools.refusals.clone().try_acquire_owned() else {

@@ -14,7 +14,6 @@ use clap::{Args, Subcommand};
 use crate::admin::{Request, Response};
 use crate::config::Config;
 use crate::import::{maildir::Maildir, mbox::Mbox, Event, Frame, Importer, Stats};
-use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCmd {
@@ -93,7 +92,7 @@ fn direct(
     source: Box<dyn Iterator<Item = Result<Event>>>,
     opts: &ImportOpts,
 ) -> Result<Stats> {
-    let store = Store::open(&config.data_dir.join("store"))?;
+    let store = crate::admin::open_store(config)?;
     let stamper = if opts.stamp {
         let filter = crate::filter::Filter::new(config).context("signatures")?;
         let revocation = crate::revocation::Checker::from_config(config, &[])

@@ -8,9 +8,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin::{self, Request};
-use crate::config::{Config, DEFAULT_TOML};
+use crate::config::{Config, Source, DEFAULT_TOML};
 
 pub mod certs;
+pub mod check;
 pub mod import;
 pub mod verify;
 
@@ -21,7 +22,8 @@ pub mod verify;
     about = "Mail server that verifies NCA RK (Kazakhstan) digital signatures"
 )]
 pub struct Cli {
-    /// Config file (TOML). Without it, the built-in defaults are used.
+    /// Config file (TOML). Without it: $TANBA_CONFIG, else /etc/tanba/tanba.toml if it exists,
+    /// else the built-in defaults.
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -44,9 +46,10 @@ pub enum Command {
     Stamp(StampArgs),
     /// Write an account's mailboxes as mboxrd to stdout.
     Export {
+        /// The account (user@domain).
         email: String,
-        /// Only this mailbox.
-        #[arg(long)]
+        /// Only this mailbox (e.g. INBOX, Sent).
+        #[arg(long, value_name = "NAME")]
         mailbox: Option<String>,
     },
     /// Bring mail in from another server: a Maildir++ tree or an mbox file.
@@ -65,8 +68,13 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
-    /// Validate the config file; errors name the key and line (exit 2).
-    Check,
+    /// Validate the config and what serve needs (TLS pair, data_dir, DKIM keys, trust_dir);
+    /// errors name the key and line (exit 2).
+    Check {
+        /// Also bind every listener once (fails while tanba or another server holds the ports).
+        #[arg(long)]
+        bind: bool,
+    },
     /// Print the built-in defaults as commented TOML.
     Default,
 }
@@ -75,18 +83,25 @@ pub enum ConfigCmd {
 pub enum UserCmd {
     /// Create an account (password from --password-stdin or a prompt).
     Add {
+        /// The new address (user@domain, domain in server.domains).
         email: String,
+        /// Read the password from the first line of stdin instead of prompting.
         #[arg(long)]
         password_stdin: bool,
     },
     /// Set a new password.
     Passwd {
+        /// The account (user@domain).
         email: String,
+        /// Read the password from the first line of stdin instead of prompting.
         #[arg(long)]
         password_stdin: bool,
     },
     /// Remove an account and all its mail.
-    Del { email: String },
+    Del {
+        /// The account (user@domain).
+        email: String,
+    },
     /// List accounts.
     List,
 }
@@ -100,10 +115,15 @@ pub enum QueueCmd {
         json: bool,
     },
     /// Try an entry again now.
-    Retry { id: u64 },
+    Retry {
+        /// Queue entry id (first column of `queue list`).
+        id: u64,
+    },
     /// Remove an entry (with a bounce to the sender unless --silent).
     Drop {
+        /// Queue entry id (first column of `queue list`).
         id: u64,
+        /// Send no bounce to the sender.
         #[arg(long)]
         silent: bool,
     },
@@ -113,10 +133,13 @@ pub enum QueueCmd {
 pub enum DkimCmd {
     /// Write a DKIM key and print the DNS TXT record and the [dkim] config lines.
     Generate {
+        /// The signing domain (a local domain, e.g. example.kz).
         domain: String,
+        /// DKIM selector: the record is published at SELECTOR._domainkey.DOMAIN.
         #[arg(long, default_value = "tanba")]
         selector: String,
-        #[arg(long)]
+        /// Where to write the key (default: <data_dir>/dkim/DOMAIN.key).
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
 }
@@ -128,7 +151,7 @@ pub enum CertsCmd {
     /// Download NCA RK's production roots, intermediates and CRLs.
     FetchNca {
         /// Base URL to fetch from instead of the official addresses (mirrors, tests).
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         base_url: Option<String>,
     },
 }
@@ -137,10 +160,11 @@ pub enum CertsCmd {
 pub struct VerifyArgs {
     /// Message (.eml) or CMS file (.p7s, .cms, .p7m; DER, PEM or base64).
     pub file: PathBuf,
-    /// Print the JSON report (SPEC §6).
+    /// Print the report as JSON (verdict, then each signature with its signers).
     #[arg(long)]
     pub json: bool,
-    /// Detached content signed by a bare CMS file.
+    /// The signed file, for a detached CMS signature (e.g. contract.pdf for contract.pdf.p7s);
+    /// required when the CMS does not carry the content.
     #[arg(long, value_name = "FILE")]
     pub content: Option<PathBuf>,
     /// Trust anchors directory (overrides signatures.trust_dir).
@@ -189,15 +213,19 @@ impl Command {
 /// Exit code for errors (usage, I/O, config): SPEC §2.
 pub const EXIT_ERROR: i32 = 2;
 
-/// Runs the parsed command and returns the exit code.
-pub fn run(cli: Cli) -> Result<i32> {
+/// Runs the parsed command with the config `source` names (SPEC §9, [`Source::locate`]) and
+/// returns the exit code.
+pub fn run(cli: Cli, source: &Source) -> Result<i32> {
     if cli.command.writes_data_dir() {
         crate::perms::restrict_umask();
     }
-    let load = || Config::load(cli.config.as_deref());
+    let load = || Config::load_source(source);
+    let config_path = source.path();
     match cli.command {
         Command::Serve => {
             let config = load()?;
+            // Before the store: a second serve on this data_dir names the first one's pid.
+            let _lock = crate::preflight::lock_instance(&config.data_dir)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(crate::server::serve(config))?;
             Ok(0)
@@ -206,24 +234,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             print!("{DEFAULT_TOML}");
             Ok(0)
         }
-        Command::Config(ConfigCmd::Check) => {
-            let c = load()?;
-            let cert_note = match &c.tls_cert {
-                Some(p) => format!("TLS certificate {}", p.display()),
-                None => "self-signed TLS certificate in data_dir".into(),
-            };
-            println!(
-                "{}: OK (hostname {}, domains {}, data in {}, {cert_note})",
-                c.path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "built-in defaults".into()),
-                c.hostname,
-                c.domains.join(", "),
-                c.data_dir.display()
-            );
-            Ok(0)
-        }
+        Command::Config(ConfigCmd::Check { bind }) => check::run(&load()?, source, bind),
         Command::User(cmd) => {
             let config = load()?;
             let req = match cmd {
@@ -260,8 +271,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             admin_command(&config, &req, json)
         }
-        Command::Verify(args) => verify::verify(&args, cli.config.as_deref()),
-        Command::Stamp(args) => verify::stamp(&args, cli.config.as_deref()),
+        Command::Verify(args) => verify::verify(&args, config_path),
+        Command::Stamp(args) => verify::stamp(&args, config_path),
         Command::Dkim(DkimCmd::Generate {
             domain,
             selector,
@@ -272,7 +283,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             print!("{}", g.text);
             Ok(0)
         }
-        Command::Certs(cmd) => certs::run(&cmd, cli.config.as_deref()),
+        Command::Certs(cmd) => certs::run(&cmd, config_path),
     }
 }
 
@@ -286,6 +297,9 @@ fn admin_command(config: &Config, req: &Request, json: bool) -> Result<i32> {
     }
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&resp.data)?)?;
+    } else if matches!(req, Request::QueueList) && resp.text.trim().is_empty() {
+        // On stderr: stdout keeps one line per entry for scripts (`queue list | wc -l`).
+        eprintln!("the outbound queue is empty");
     } else if matches!(req, Request::Export { .. }) {
         eprintln!("{}", resp.text);
     } else if !resp.text.is_empty() {
@@ -343,4 +357,35 @@ fn prompt_hidden(prompt: &str) -> Result<String> {
     eprintln!();
     r?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Issue 12, item 9: every argument of every command says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "tanba", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
 }

@@ -37,6 +37,13 @@ pub fn verify(args: &VerifyArgs, config_path: Option<&Path>) -> Result<i32> {
     let name = file_name(&args.file);
     let lower = name.to_ascii_lowercase();
     let is_cms = cms::sniff(&data) || CMS_EXTENSIONS.iter().any(|e| lower.ends_with(e));
+    if is_cms && args.content.is_none() && is_detached(&data) {
+        bail!(
+            "{} is a detached signature: it does not carry the file it signs. Give that file \
+             with --content FILE (e.g. tanba verify contract.pdf.p7s --content contract.pdf)",
+            args.file.display()
+        );
+    }
     let report = if is_cms {
         let content = match &args.content {
             Some(p) => Some((
@@ -67,7 +74,22 @@ pub fn verify(args: &VerifyArgs, config_path: Option<&Path>) -> Result<i32> {
     if args.json {
         writeln!(out, "{}", report.to_json())?;
     } else {
-        write!(out, "{}", report.human())?;
+        let human = report.human();
+        let (verdict, rest) = human.split_once('\n').unwrap_or((&human, ""));
+        writeln!(out, "{verdict}")?;
+        writeln!(out, "{}", validated_at(at, config.signatures.timezone))?;
+        if report
+            .signatures
+            .iter()
+            .flat_map(|s| &s.signers)
+            .any(|s| s.tsp_time.is_some())
+        {
+            writeln!(
+                out,
+                "              (a signer with a trusted timestamp is validated at its time)"
+            )?;
+        }
+        write!(out, "{rest}")?;
     }
     out.flush()?;
     Ok(match report.verdict {
@@ -130,6 +152,33 @@ fn parse_at(at: Option<&str>) -> Result<SystemTime> {
     } else {
         base - std::time::Duration::from_secs(secs.unsigned_abs())
     })
+}
+
+/// Whether `data` is a CMS SignedData without encapsulated content (a detached signature).
+fn is_detached(data: &[u8]) -> bool {
+    cms::decode_input(data)
+        .and_then(|der| cms::parse(&der))
+        .is_ok_and(|sd| sd.content.is_none())
+}
+
+/// `Validated at: 2025-01-01 00:00:00 UTC = 2025-01-01 05:00:00 Asia/Almaty (UTC+05:00)`: the
+/// instant the report holds for, in UTC and in `signatures.timezone`.
+fn validated_at(at: SystemTime, tz: chrono_tz::Tz) -> String {
+    let secs = match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    let Some(utc) = chrono::DateTime::from_timestamp(secs, 0) else {
+        return format!("Validated at: {secs} (seconds since 1970)");
+    };
+    let local = utc.with_timezone(&tz);
+    format!(
+        "Validated at: {} UTC = {} {} (UTC{})",
+        utc.format("%Y-%m-%d %H:%M:%S"),
+        local.format("%Y-%m-%d %H:%M:%S"),
+        tz.name(),
+        local.format("%:z")
+    )
 }
 
 fn file_name(p: &Path) -> String {

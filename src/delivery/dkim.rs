@@ -190,6 +190,7 @@ pub fn generate(
     let pem = pkey.private_key_to_pem_pkcs8()?;
     let spki = pkey.public_key_to_der()?;
     write_new_private(&path, &pem)?;
+    give_to_data_dir_owner(&config.data_dir, &path)?;
 
     use base64::Engine;
     let p = base64::engine::general_purpose::STANDARD.encode(spki);
@@ -230,6 +231,34 @@ pub fn generate(
         record_value,
         text,
     })
+}
+
+/// Run as root (`sudo tanba dkim generate`), the key would belong to root and the server (user
+/// `tanba`) could not read it: give the key, and the `dkim/` directory when inside `data_dir`,
+/// to the owner of `data_dir`.
+fn give_to_data_dir_owner(data_dir: &Path, key: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(data_dir) else {
+        return Ok(());
+    };
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid == 0 {
+        return Ok(());
+    }
+    if let Some(dir) = key
+        .parent()
+        .filter(|d| d.starts_with(data_dir) && *d != data_dir)
+    {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .with_context(|| format!("chown {}", dir.display()))?;
+    }
+    std::os::unix::fs::chown(key, Some(uid), Some(gid))
+        .with_context(|| format!("chown {}", key.display()))?;
+    Ok(())
 }
 
 fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {

@@ -1,11 +1,9 @@
 //! AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms, on the submission ports and
 //! only under TLS (the state gate in `session.rs` enforces both before we get here).
 //!
-//! Passwords are checked with argon2 on the blocking pool. An unknown user costs the same hash
-//! as a known one, so response times do not tell which accounts exist. Neither passwords nor the
-//! SASL lines that carry them are ever logged.
-
-use std::sync::OnceLock;
+//! Passwords are checked by `crate::auth::Authenticator` (bounded argon2 pool, credential cache,
+//! failed-login delays and bans, shared with IMAP). Neither passwords nor the SASL lines that
+//! carry them are ever logged.
 
 use base64::Engine;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -14,8 +12,7 @@ use super::codec::Line;
 use super::command::Mechanism;
 use super::reply::{self, Reply};
 use super::session::{Conn, End, Flow, Session};
-use crate::server::App;
-use crate::store::account::{hash_password, verify_password, Account};
+use crate::auth::{Outcome, Proto};
 
 /// The result of one SASL exchange step.
 enum Step {
@@ -29,6 +26,11 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     mechanism: Mechanism,
     initial: Option<String>,
 ) -> Flow {
+    if s.app.auth.is_banned(s.peer.ip()) {
+        // Banned for failed logins while this session was open: refuse before any exchange.
+        s.send(io, reply::AUTH_BANNED);
+        return Flow::Close;
+    }
     let creds = match mechanism {
         Mechanism::Other => Ok(Err(reply::AUTH_MECHANISM)),
         Mechanism::Plain => plain(s, io, initial).await,
@@ -42,16 +44,21 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Ok(Ok(c)) => c,
     };
-    let r = match verify(&s.app, &user, password).await {
-        Ok(Some(account)) => {
-            tracing::info!(peer = %s.peer, user = %account.email, "authenticated");
+    let app = s.app.clone();
+    let r = match app
+        .auth
+        .login(s.peer.ip(), Proto::Smtp, &user, &password)
+        .await
+    {
+        Ok(Outcome::Ok(account)) => {
             s.logged_in(&account);
             s.auth = Some(account);
             reply::AUTH_OK
         }
-        Ok(None) => {
-            tracing::warn!(peer = %s.peer, user = ?printable(&user), "authentication failed");
-            reply::AUTH_FAILED
+        Ok(Outcome::Failed) => reply::AUTH_FAILED,
+        Ok(Outcome::Banned) => {
+            s.send(io, reply::AUTH_BANNED);
+            return Flow::Close;
         }
         Err(e) => {
             tracing::error!(peer = %s.peer, "authentication: {e:#}");
@@ -151,36 +158,6 @@ fn decode(b64: &[u8]) -> Step {
     }
 }
 
-/// The account for `user` if `password` is right. Runs argon2 off the async threads.
-async fn verify(app: &App, user: &str, password: String) -> anyhow::Result<Option<Account>> {
-    let account = if user.is_empty() || user.len() > 320 {
-        None
-    } else {
-        app.store.account(user)?
-    };
-    let hash = account.as_ref().map(|a| a.password_hash.clone());
-    let ok = tokio::task::spawn_blocking(move || match hash {
-        Some(h) => verify_password(&h, &password),
-        None => {
-            // Same work for an unknown user as for a known one.
-            let _ = verify_password(dummy_hash(), &password);
-            false
-        }
-    })
-    .await?;
-    Ok(account.filter(|_| ok))
-}
-
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("tanba: no such user").unwrap_or_default())
-}
-
-/// A user name as typed by the client, safe to log.
-fn printable(user: &str) -> String {
-    user.chars().filter(|c| !c.is_control()).take(100).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,11 +167,5 @@ mod tests {
         assert!(matches!(decode(b"AGJvYgBzZWNyZXQ="), Step::Value(v) if v == b"\0bob\0secret"));
         assert!(matches!(decode(b""), Step::Value(v) if v.is_empty()));
         assert!(matches!(decode(b"%%%"), Step::Refuse(r) if r.code == 501));
-    }
-
-    #[test]
-    fn dummy_hash_never_matches() {
-        assert!(!verify_password(dummy_hash(), "tanba: no such user!"));
-        assert!(!verify_password(dummy_hash(), ""));
     }
 }

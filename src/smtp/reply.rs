@@ -142,6 +142,12 @@ pub const AUTH_FAILED: Reply = r(535, "5.7.8", "Authentication credentials inval
 pub const AUTH_CANCELLED: Reply = r(501, "5.0.0", "Authentication cancelled");
 pub const AUTH_BAD_BASE64: Reply = r(501, "5.5.2", "Cannot decode response");
 pub const AUTH_TEMPORARY: Reply = r(454, "4.7.0", "Temporary authentication failure");
+/// The client's address is banned for failed logins (SPEC §8); the session closes.
+pub const AUTH_BANNED: Reply = r(
+    421,
+    "4.7.0",
+    "Too many failed logins from your address, closing connection",
+);
 pub const AUTH_REQUIRED: Reply = r(530, "5.7.0", "Authentication required");
 /// A SASL challenge line (`334 <base64>`); no enhanced code on 3xx.
 pub fn auth_challenge(b64: &'static str) -> Reply {

@@ -1,9 +1,8 @@
 //! Accounts: one per mail user, keyed by lower-case email address. Passwords are stored only as
 //! argon2id PHC strings; the clear password never reaches the store or a log.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
+use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
@@ -32,22 +31,104 @@ impl Account {
     }
 }
 
-/// Hashes a password with argon2id and a random salt (PHC string).
-pub fn hash_password(password: &str) -> Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::Invalid(format!("cannot hash password: {e}")))
+/// Memory for one argon2 computation with our parameters (`Params::DEFAULT`: 19 MiB), to be
+/// reused across calls: the hashing workers of `crate::auth` each own one, so the process holds
+/// workers × 19 MiB however many logins arrive (a fresh block per call, freed on whichever thread
+/// ran it, stays in that thread's malloc arena).
+pub fn argon2_memory() -> Vec<Block> {
+    vec![Block::default(); Params::DEFAULT.block_count()]
 }
 
-/// Checks a password against a PHC string. Constant-time in the comparison (argon2 crate).
+/// Hashes a password with argon2id and a random salt (PHC string), allocating its own memory
+/// (the CLI without a server; tests).
+pub fn hash_password(password: &str) -> Result<String> {
+    hash_password_in(password, &mut [])
+}
+
+/// Hashes a password with argon2id (`Params::DEFAULT`) and a random salt into a PHC string,
+/// computing in `memory` when it is large enough (see [`argon2_memory`]), else in a one-off
+/// allocation.
+pub fn hash_password_in(password: &str, memory: &mut [Block]) -> Result<String> {
+    let fail =
+        |e: &dyn std::fmt::Display| StoreError::Invalid(format!("cannot hash password: {e}"));
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| fail(&e))?;
+    let params = Params::DEFAULT;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    compute(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params.clone(),
+        password,
+        salt_bytes,
+        &mut out,
+        memory,
+    )
+    .map_err(|e| fail(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| fail(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks a password against a PHC string, allocating its own memory. Constant-time in the
+/// comparison.
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(h) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
+    verify_password_in(hash, password, &mut [])
+}
+
+/// Checks a password against a PHC string with the algorithm, version and parameters (m, t, p,
+/// output length) that string names, computing in `memory` when it is large enough for them
+/// (see [`argon2_memory`]), else in a one-off allocation. The comparison is constant-time
+/// (`password_hash::Output`'s equality).
+pub fn verify_password_in(hash: &str, password: &str, memory: &mut [Block]) -> bool {
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(h.algorithm) else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&h) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    if compute(algorithm, version, params, password, salt, &mut out, memory).is_err() {
+        return false;
+    }
+    Output::new(&out).is_ok_and(|o| o == expected)
+}
+
+/// One argon2 computation in `memory` (or a one-off allocation when it is too small).
+fn compute(
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    password: &str,
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut [Block],
+) -> std::result::Result<(), argon2::Error> {
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    match memory.get_mut(..blocks) {
+        Some(m) => argon.hash_password_into_with_memory(password.as_bytes(), salt, out, m),
+        None => argon.hash_password_into(password.as_bytes(), salt, out),
     }
 }
 
@@ -232,6 +313,47 @@ mod tests {
         s.append(a_inbox.id, b"Subject: c\r\n\r\nfine\r\n", &[], 0)
             .unwrap();
         s.create_mailbox(alice.id, "New", None).unwrap();
+    }
+
+    #[test]
+    fn reused_memory_gives_the_same_answers_as_the_argon2_crate() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let mut memory = argon2_memory();
+        // Ours, checked by the crate's own verifier (and the other way round).
+        let ours = hash_password_in("correct horse", &mut memory).unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default()
+            .hash_password(b"battery staple", &salt)
+            .unwrap()
+            .to_string();
+        // The same memory, used again and again, with right and wrong passwords.
+        for _ in 0..2 {
+            assert!(verify_password_in(&theirs, "battery staple", &mut memory));
+            assert!(!verify_password_in(&theirs, "battery stapler", &mut memory));
+            assert!(verify_password_in(&ours, "correct horse", &mut memory));
+            assert!(!verify_password_in(&ours, "correct horsE", &mut memory));
+        }
+        // Unusual parameters: larger than the block (one-off allocation) and smaller (a prefix),
+        // and argon2i instead of argon2id.
+        for (alg, m, t, p) in [
+            (Algorithm::Argon2id, 20 * 1024, 1, 2),
+            (Algorithm::Argon2id, 64, 3, 1),
+            (Algorithm::Argon2i, 1024, 2, 1),
+        ] {
+            let params = Params::new(m, t, p, Some(24)).unwrap();
+            let h = Argon2::new(alg, Version::V0x13, params)
+                .hash_password(b"pw-unusual", &salt)
+                .unwrap()
+                .to_string();
+            assert!(verify_password_in(&h, "pw-unusual", &mut memory), "{h}");
+            assert!(!verify_password_in(&h, "pw-unusuaL", &mut memory), "{h}");
+        }
+        // A block too small for anything falls back to its own allocation.
+        assert!(verify_password_in(&ours, "correct horse", &mut []));
     }
 
     #[test]

@@ -175,6 +175,20 @@ impl Store {
         })
     }
 
+    /// Opens the store in `dir` only if one is there: admin commands (SPEC §9) never create a
+    /// store, so a wrong `--config` cannot leave an empty one behind. `NotFound` when `dir` holds
+    /// no store.
+    pub fn open_existing(dir: &Path) -> Result<Store> {
+        // sled 0.34 writes `conf` and `db` when it creates a database.
+        if !dir.join("db").is_file() {
+            return Err(StoreError::NotFound(format!(
+                "a store in {}",
+                dir.display()
+            )));
+        }
+        Self::open(dir)
+    }
+
     /// Waits until everything written before this call is on disk. Concurrent callers share one
     /// fsync: a caller waits for the first flush that *started* after it called (group commit).
     pub async fn durable(&self) -> Result<()> {

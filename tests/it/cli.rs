@@ -56,19 +56,19 @@ fn config_errors_name_the_key() {
 fn users_without_and_with_a_running_server() {
     let mut srv = TestServer::start();
     // Running: through the admin socket.
-    srv.add_user("alice@example.test", "pw-alice");
+    srv.add_user("alice@example.test", "pw-alice-long");
     let out = srv.tanba(&["user", "list"], None);
     assert!(String::from_utf8_lossy(&out.stdout).contains("alice@example.test"));
     // Duplicate and foreign domain are refused with a message.
     let out = srv.tanba(
         &["user", "add", "alice@example.test", "--password-stdin"],
-        Some("x\n"),
+        Some("long-enough-x\n"),
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
     let out = srv.tanba(
         &["user", "add", "bob@elsewhere.test", "--password-stdin"],
-        Some("x\n"),
+        Some("long-enough-x\n"),
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a local domain"));
 
@@ -76,7 +76,7 @@ fn users_without_and_with_a_running_server() {
     assert_eq!(srv.stop(), Some(0));
     let out = srv.tanba(
         &["user", "add", "bob@example.test", "--password-stdin"],
-        Some("pw-bob\n"),
+        Some("pw-bob-long-1\n"),
     );
     assert!(
         out.status.success(),
@@ -85,7 +85,7 @@ fn users_without_and_with_a_running_server() {
     );
     let out = srv.tanba(
         &["user", "passwd", "bob@example.test", "--password-stdin"],
-        Some("pw2\n"),
+        Some("pw2-long-enough\n"),
     );
     assert!(
         out.status.success(),

@@ -120,16 +120,16 @@ fn finding4_a_full_mx_pool_does_not_lock_out_submission_or_imap() {
     let mut sub = smtp(srv.submission, from);
     sub.ok("EHLO client.example", "250");
     sub.starttls(&srv.cert_pem());
-    sub.login("alice@example.test", "secret-a");
+    sub.login("alice@example.test", "secret-alice");
     let mut subs = smtps(&srv, from);
-    subs.login("alice@example.test", "secret-a");
+    subs.login("alice@example.test", "secret-alice");
     let r = subs.send_mail(
         "alice@example.test",
         &["bob@example.test"],
         b"Subject: while MX is full\r\n\r\nhi\r\n",
     );
     assert_eq!(r.code, 250, "{}", r.line());
-    let mut i = imaps_login(&srv, from, "bob@example.test", "secret-b");
+    let mut i = imaps_login(&srv, from, "bob@example.test", "secret-bob-1");
     i.ok("SELECT INBOX");
     drop(mx);
 }
@@ -155,7 +155,7 @@ fn finding4_unauthenticated_connections_per_address_imap_and_submission_together
     // MX is not counted here.
     let _mx = smtp(srv.mx, a);
     // Another address logs in meanwhile.
-    let mut other = imaps_login(&srv, ip("127.0.0.3"), "alice@example.test", "secret-a");
+    let mut other = imaps_login(&srv, ip("127.0.0.3"), "alice@example.test", "secret-alice");
     other.ok("SELECT INBOX");
     // A connection that ends gives its place back.
     idle.remove(0).ok("LOGOUT");
@@ -174,7 +174,7 @@ fn finding4_login_moves_a_connection_out_of_the_unauthenticated_count() {
     let (_c, first) = imap_raw(srv.imap, a);
     assert!(first.starts_with("* BYE"), "{first}");
     // After LOGIN the connection counts as alice's session, no longer as unauthenticated.
-    one.ok("LOGIN alice@example.test secret-a");
+    one.ok("LOGIN alice@example.test secret-alice");
     let _three = imap(srv.imap, a);
 }
 
@@ -251,22 +251,22 @@ fn finding4_refusals_on_implicit_tls_ports_are_never_plaintext() {
 fn finding4_sessions_per_account_and_address() {
     let srv = server_with_users(&[("limits", "sessions_per_user_ip = 2")]);
     let a = ip("127.0.0.2");
-    let mut first = imaps_login(&srv, a, "alice@example.test", "secret-a");
-    let _second = imaps_login(&srv, a, "alice@example.test", "secret-a");
+    let mut first = imaps_login(&srv, a, "alice@example.test", "secret-alice");
+    let _second = imaps_login(&srv, a, "alice@example.test", "secret-alice");
     // The third LOGIN of alice from 127.0.0.2: NO [LIMIT] (RFC 5530), the session stays usable.
     let mut third = imaps(&srv, a);
-    let (_, t) = third.cmd("LOGIN alice@example.test secret-a");
+    let (_, t) = third.cmd("LOGIN alice@example.test secret-alice");
     assert!(t.contains(" NO [LIMIT]"), "{t}");
     third.ok("CAPABILITY");
     // Another account from the same address, and alice from another address, are fine.
-    third.ok("LOGIN bob@example.test secret-b");
-    let _other = imaps_login(&srv, ip("127.0.0.3"), "alice@example.test", "secret-a");
+    third.ok("LOGIN bob@example.test secret-bob-1");
+    let _other = imaps_login(&srv, ip("127.0.0.3"), "alice@example.test", "secret-alice");
     // Once one of alice's sessions ends, she may log in again from 127.0.0.2.
     first.ok("LOGOUT");
     drop(first);
     eventually("alice logs in again after a LOGOUT", || {
         let mut c = imaps(&srv, a);
-        let (_, t) = c.cmd("LOGIN alice@example.test secret-a");
+        let (_, t) = c.cmd("LOGIN alice@example.test secret-alice");
         t.contains(" OK")
     });
 }
@@ -281,7 +281,7 @@ fn finding4_submission_login_timeout() {
     let mut tls = smtps(&srv, a);
     // Logged in in time: not affected.
     let mut user = smtps(&srv, a);
-    user.login("alice@example.test", "secret-a");
+    user.login("alice@example.test", "secret-alice");
     for c in [&mut plain, &mut tls] {
         assert_eq!(
             c.reply().line(),
@@ -320,18 +320,18 @@ fn uidvalidity(resps: &[Vec<u8>]) -> u64 {
 /// transaction). Returns them and the store ids of his INBOX and of a mailbox he created.
 fn bobs_sessions(srv: &TestServer) -> (Imap, Imap, Client, Vec<u64>) {
     let a = ip("127.0.0.2");
-    let mut plain = imaps_login(srv, a, "bob@example.test", "secret-b");
+    let mut plain = imaps_login(srv, a, "bob@example.test", "secret-bob-1");
     plain.ok("CREATE Projects");
     let t = plain.append("Projects", "()", b"Subject: kept\r\n\r\nhello\r\n");
     assert!(t.contains(" OK"), "{t}");
     let projects = uidvalidity(&plain.ok("STATUS Projects (UIDVALIDITY)"));
     let inbox = uidvalidity(&plain.ok("SELECT INBOX"));
-    let mut idle = imaps_login(srv, ip("127.0.0.3"), "bob@example.test", "secret-b");
+    let mut idle = imaps_login(srv, ip("127.0.0.3"), "bob@example.test", "secret-bob-1");
     idle.ok("SELECT INBOX");
     idle.send(b"i1 IDLE\r\n");
     assert!(idle.response().starts_with(b"+"));
     let mut smtp = smtps(srv, a);
-    smtp.login("bob@example.test", "secret-b");
+    smtp.login("bob@example.test", "secret-bob-1");
     smtp.ok("MAIL FROM:<bob@example.test>", "250");
     (plain, idle, smtp, vec![inbox, projects])
 }
@@ -353,7 +353,7 @@ fn assert_ended(plain: &mut Imap, idle: &mut Imap, smtp: &mut Client) {
 fn finding10_user_del_ends_the_accounts_sessions_and_leaves_nothing() {
     let mut srv = server_with_users(&[]);
     let (mut plain, mut idle, mut smtp, boxes) = bobs_sessions(&srv);
-    let mut alice = imaps_login(&srv, ip("127.0.0.2"), "alice@example.test", "secret-a");
+    let mut alice = imaps_login(&srv, ip("127.0.0.2"), "alice@example.test", "secret-alice");
     let out = srv.tanba(&["user", "del", "bob@example.test"], None);
     assert!(out.status.success(), "{out:?}");
     assert_ended(&mut plain, &mut idle, &mut smtp);
@@ -364,7 +364,7 @@ fn finding10_user_del_ends_the_accounts_sessions_and_leaves_nothing() {
     // Other accounts are not touched; bob cannot log in any more.
     alice.ok("SELECT INBOX");
     let mut c = imaps(&srv, ip("127.0.0.2"));
-    let (_, t) = c.cmd("LOGIN bob@example.test secret-b");
+    let (_, t) = c.cmd("LOGIN bob@example.test secret-bob-1");
     assert!(t.contains(" NO "), "{t}");
     drop((alice, c));
     // Nothing of bob's is left in the store.
@@ -389,7 +389,7 @@ fn finding10_user_passwd_ends_the_accounts_sessions_and_the_new_password_works()
     assert_ended(&mut plain, &mut idle, &mut smtp);
     // The old password no longer works, the new one does, over IMAP and SMTP.
     let mut c = imaps(&srv, ip("127.0.0.2"));
-    let (_, t) = c.cmd("LOGIN bob@example.test secret-b");
+    let (_, t) = c.cmd("LOGIN bob@example.test secret-bob-1");
     assert!(t.contains(" NO "), "{t}");
     c.ok("LOGIN bob@example.test a-new-long-password");
     c.ok("SELECT Projects");

@@ -1,7 +1,8 @@
 //! Outbound delivery over loopback: a real DNS server (Python dnslib, UDP) serving MX/A/TXT
 //! records, a second Tanba instance or a Python aiosmtpd receiver as the remote side, the real
-//! `tanba serve` as sender. Needs the PyPI packages `dnslib`, `aiosmtpd` and `dkimpy`
-//! (`.ci/requirements.txt`).
+//! `tanba serve` as sender. Needs the Python modules `dnslib`, `aiosmtpd` and `dkim`
+//! (Debian packages python3-dnslib, python3-aiosmtpd, python3-dkim, which `scripts/test.sh`
+//! installs).
 //!
 //! Instance A is the base test config (`mail.example.test`, domain `example.test`); instance B
 //! serves `b.test` as `mx.b.test`.
@@ -198,7 +199,7 @@ fn submit(srv: &TestServer, to: &[&str], msg: &str) {
     let mut c = Client::connect(srv.submission);
     c.ok("EHLO client.example", "250");
     c.starttls(&srv.cert_pem());
-    c.login(user, "secret-a");
+    c.login(user, "secret-alice");
     let r = c.send_mail(user, to, msg.as_bytes());
     assert_eq!(r.code, 250, "{r:?}");
     c.cmd("QUIT");
@@ -242,8 +243,8 @@ fn instance_a(dns: &Py, port: u16, more: &[&str], top: &str) -> TestServer {
         extra.push(("top", top));
     }
     let a = TestServer::start_with(&extra);
-    a.add_user("alice@example.test", "secret-a");
-    a.add_user("carol@example.test", "secret-c");
+    a.add_user("alice@example.test", "secret-alice");
+    a.add_user("carol@example.test", "secret-carol");
     a
 }
 
@@ -591,7 +592,7 @@ fn smarthost_with_auth_over_tls() {
         ),
     );
     let a = TestServer::start_toml_env(adir, &toml, &[("SSL_CERT_FILE", cert.to_str().unwrap())]);
-    a.add_user("alice@example.test", "secret-a");
+    a.add_user("alice@example.test", "secret-alice");
     submit(
         &a,
         &["friend@far-away.test"],

@@ -786,7 +786,7 @@ pub fn server_trusting_pki(extra_signatures: &str) -> TestServer {
     }
     let toml = base_toml(dir.path()).replace("#SIGNATURES", extra_signatures);
     let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-a");
+    srv.add_user("alice@example.test", "secret-alice");
     srv
 }
 

@@ -71,12 +71,12 @@ fn signed_mail_over_smtp_then_imap_has_stamp_and_keywords() {
     // And one from a local user over submission (implicit TLS, AUTH): filtered the same way.
     let own = signed_message("individual", "to myself");
     let mut c = super::smtp::Client::connect_tls(srv.submissions, &srv.cert_pem());
-    c.login("alice@example.test", "secret-a");
+    c.login("alice@example.test", "secret-alice");
     let r = c.send_mail("alice@example.test", &["alice@example.test"], &own);
     assert_eq!(r.code, 250, "{}", r.line());
     c.ok("QUIT", "221");
 
-    let got = fetch_all(&srv, "alice@example.test", "secret-a");
+    let got = fetch_all(&srv, "alice@example.test", "secret-alice");
     assert_eq!(got.len(), 4);
     assert!(got[3].0.iter().any(|f| f == "$EDSValid"), "{:?}", got[3].0);
     assert!(got[3].1.ends_with(&own));
@@ -154,7 +154,7 @@ fn gost_signed_cms_attachment_over_smtp_then_imap() {
             ("TZ", "UTC"),
         ],
     );
-    srv.add_user("alice@example.test", "secret-a");
+    srv.add_user("alice@example.test", "secret-alice");
 
     let attached =
         std::fs::read(nca.join("cms/ncanode_attached_2signers_rsa+gost2015.p7s")).unwrap();
@@ -184,7 +184,7 @@ fn gost_signed_cms_attachment_over_smtp_then_imap() {
         mx_to_alice(&srv, m);
     }
 
-    let got = fetch_all(&srv, "alice@example.test", "secret-a");
+    let got = fetch_all(&srv, "alice@example.test", "secret-alice");
     assert_eq!(got.len(), 3);
     let expect = [
         ("contract.txt.cms", &m1, "2022-09-27T21:17:59Z"),

@@ -48,7 +48,7 @@ fn finding_6_client_control_bytes_are_escaped_in_the_log() {
     c.ok("QUIT", "221");
 
     // The server logs asynchronously from the replies: wait for the IMAP failure's line.
-    let log = wait_for_log(&srv, "imap: authentication failed");
+    let log = wait_for_log(&srv, "auth failure client_ip=");
     for line in log.lines() {
         assert!(
             !line.starts_with("2099-01-01"),

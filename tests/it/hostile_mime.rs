@@ -61,14 +61,14 @@ fn still_alive(srv: &TestServer) {
     let mut c = Client::connect(srv.mx);
     c.ok("EHLO other.example", "250");
     c.ok("QUIT", "221");
-    let mut i = Imap::login(srv, "alice@example.test", "secret-a");
+    let mut i = Imap::login(srv, "alice@example.test", "secret-alice");
     i.ok("NOOP");
     i.ok("LOGOUT");
 }
 
 /// The header fields of message `uid` in alice's INBOX, over IMAP.
 fn stored_header(srv: &TestServer, uid: u32) -> Vec<(String, String)> {
-    let mut i = Imap::login(srv, "alice@example.test", "secret-a");
+    let mut i = Imap::login(srv, "alice@example.test", "secret-alice");
     i.ok("SELECT INBOX");
     let u = i.ok(&format!("UID FETCH {uid} BODY.PEEK[HEADER]"));
     let r = u
@@ -81,7 +81,7 @@ fn stored_header(srv: &TestServer, uid: u32) -> Vec<(String, String)> {
 /// What IMAP does with a hostile message in INBOX at `uid`: SEARCH TEXT/BODY finish with a tagged
 /// OK and find the word in its raw body; BODYSTRUCTURE is served (cut at the nesting limit).
 fn imap_serves(srv: &TestServer, uid: u32) {
-    let mut i = Imap::login(srv, "alice@example.test", "secret-a");
+    let mut i = Imap::login(srv, "alice@example.test", "secret-alice");
     i.ok("SELECT INBOX");
     // (key, whether the message must match: None for "either")
     for (key, want) in [
@@ -194,7 +194,7 @@ fn finding_1_rfc822_chain_over_mx_is_stored_permerror() {
 fn finding_1_rfc822_chain_appended_then_searched_survives_restart() {
     let mut srv = server_with_users(&[]);
     let msg = rfc822_chain();
-    let mut i = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut i = Imap::login(&srv, "alice@example.test", "secret-alice");
     let t = i.append("INBOX", "()", &msg);
     assert!(t.contains(" OK "), "{t}");
     i.ok("LOGOUT");
@@ -217,7 +217,7 @@ fn finding_1_deep_multipart_nesting() {
     let srv = server_with_users(&[]);
     let msg = multipart_chain();
     mx_then_imap(&srv, &msg, 1, TOO_DEEP);
-    let mut i = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut i = Imap::login(&srv, "alice@example.test", "secret-alice");
     assert!(i.append("INBOX", "()", &msg).contains(" OK "));
     i.ok("LOGOUT");
     imap_serves(&srv, 2);
@@ -229,7 +229,7 @@ fn finding_1_many_parts() {
     let srv = server_with_users(&[]);
     let msg = many_parts();
     mx_then_imap(&srv, &msg, 1, TOO_MANY);
-    let mut i = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut i = Imap::login(&srv, "alice@example.test", "secret-alice");
     assert!(i.append("INBOX", "()", &msg).contains(" OK "));
     i.ok("LOGOUT");
     imap_serves(&srv, 2);

@@ -215,7 +215,7 @@ fn dump(rs: &[Resp]) -> String {
     rs.iter().map(|r| text(r)).collect::<Vec<_>>().join("\n")
 }
 
-/// A server with alice@ and bob@example.test (passwords secret-a, secret-b).
+/// A server with alice@ and bob@example.test (passwords secret-alice, secret-bob-1).
 fn server(extra: &[(&str, &str)]) -> TestServer {
     crate::smtp::server_with_users(extra)
 }
@@ -261,7 +261,7 @@ for c in ['IMAP4REV1', 'AUTH=PLAIN', 'LITERAL+', 'SASL-IR', 'IDLE', 'UIDPLUS', '
           'NAMESPACE', 'ID', 'ENABLE', 'UNSELECT', 'CHILDREN']:
     check(c in caps, 'capability %s missing after TLS: %r' % (c, caps))
 check('STARTTLS' not in caps and 'LOGINDISABLED' not in caps, 'TLS capabilities %r' % (caps,))
-typ, _ = m.login('alice@example.test', 'secret-a')
+typ, _ = m.login('alice@example.test', 'secret-alice')
 check(typ == 'OK', 'login')
 
 typ, boxes = m.list('""', '"*"')
@@ -358,7 +358,7 @@ fn thunderbird_like_session_with_imaplib() {
 #[test]
 fn idle_sees_a_message_delivered_over_smtp() {
     let srv = server(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     c.ok("SELECT INBOX");
     let tag = c.tag();
     c.send(format!("{tag} IDLE\r\n").as_bytes());
@@ -393,8 +393,8 @@ fn a_second_session_sees_flag_changes_expunges_and_new_mail() {
             &simple_message(&format!("m{i}"), "x"),
         );
     }
-    let mut a = Imap::login(&srv, "alice@example.test", "secret-a");
-    let mut b = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut a = Imap::login(&srv, "alice@example.test", "secret-alice");
+    let mut b = Imap::login(&srv, "alice@example.test", "secret-alice");
     a.ok("SELECT INBOX");
     let u = b.ok("SELECT INBOX");
     // \Recent belongs to the first session only (RFC 3501 §2.3.2).
@@ -479,7 +479,7 @@ MIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0BBwEAAA==\r\n\
 #[test]
 fn bodystructure_of_a_signed_message_with_an_attachment_and_its_sections() {
     let srv = server(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     let t = c.append("INBOX", "()", SIGNED_MSG.as_bytes());
     assert!(t.contains("OK [APPENDUID "), "{t}");
     c.ok("SELECT INBOX");
@@ -568,7 +568,7 @@ fn smtp_mail_is_fetched_byte_identical_and_stamped_keywords_show() {
     deliver(&srv, "alice@example.test", &simple_message("plain", "x"));
     let stored = crate::smtp::stored(&srv, "alice@example.test");
     assert_eq!(stored.len(), 2);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     let u = c.ok("SELECT INBOX");
     assert!(any_contains(&u, "$EDSInvalid"), "{}", dump(&u));
     for (i, want) in stored.iter().enumerate() {
@@ -608,7 +608,7 @@ fn smtp_mail_is_fetched_byte_identical_and_stamped_keywords_show() {
 #[test]
 fn search_keys() {
     let srv = server(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     let m1 = "From: =?UTF-8?B?0JDQudCz0q/Qu9GM?= <aigul@example.kz>\r\nTo: alice@example.test\r\n\
 Cc: boss@example.kz\r\nSubject: =?UTF-8?B?0J/RgNC40LLQtdGC?= world\r\nDate: Tue, 01 Aug 2023 09:00:00 +0600\r\n\
 X-Ticket: 4711\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n\
@@ -685,7 +685,7 @@ Date: Fri, 10 Nov 2023 12:00:00 +0000\r\n\r\nPizza at noon? Big body to make thi
 #[test]
 fn mailbox_management_and_status() {
     let srv = server(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     c.ok("CREATE Projects/2024");
     c.ok("CREATE &BBIERQQ+BDQETwRJBDgENQ-");
     let u = c.ok("LIST \"\" *");
@@ -799,16 +799,16 @@ fn login_only_over_tls_and_authenticate_plain() {
     let cert = srv.cert_pem();
     let mut c = Imap::plain(srv.imap);
     assert!(c.greeting.contains("STARTTLS") && c.greeting.contains("LOGINDISABLED"));
-    let (_, t) = c.cmd("LOGIN alice@example.test secret-a");
+    let (_, t) = c.cmd("LOGIN alice@example.test secret-alice");
     assert!(t.contains("NO [PRIVACYREQUIRED]"), "{t}");
     // A literal for a LOGIN that is not allowed gets no "+" (RFC 3501 §7.5).
     c.send(b"x1 LOGIN {18}\r\n");
     let r = text(&c.response());
     assert!(r.starts_with("x1 NO [PRIVACYREQUIRED]"), "{r}");
-    let (_, t) = c.cmd("AUTHENTICATE PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQtYQ==");
+    let (_, t) = c.cmd("AUTHENTICATE PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQtYWxpY2U=");
     assert!(t.contains("NO"), "{t}");
     // STARTTLS: plaintext the client pipelines after it is dropped, never executed.
-    c.send(b"s1 STARTTLS\r\ns2 LOGIN alice@example.test secret-a\r\n");
+    c.send(b"s1 STARTTLS\r\ns2 LOGIN alice@example.test secret-alice\r\n");
     let r = text(&c.response());
     assert!(r.starts_with("s1 OK"), "{r}");
     c.buf.clear();
@@ -829,10 +829,10 @@ fn login_only_over_tls_and_authenticate_plain() {
     let tag = c.tag();
     c.send(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes());
     assert_eq!(text(&c.response()), "+");
-    c.send(b"AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQtYQ==\r\n");
+    c.send(b"AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQtYWxpY2U=\r\n");
     let (_, t) = c.until_tagged(&tag);
     assert!(t.starts_with(&format!("{tag} OK [CAPABILITY")), "{t}");
-    let (_, t) = c.cmd("LOGIN alice@example.test secret-a");
+    let (_, t) = c.cmd("LOGIN alice@example.test secret-alice");
     assert!(t.contains("BAD"), "{t}");
 
     // SASL-IR on the implicit-TLS port; a cancelled exchange.
@@ -844,7 +844,7 @@ fn login_only_over_tls_and_authenticate_plain() {
     d.send(b"*\r\n");
     let (_, t) = d.until_tagged(&tag);
     assert!(t.contains("BAD"), "{t}");
-    d.ok("AUTHENTICATE PLAIN AGJvYkBleGFtcGxlLnRlc3QAc2VjcmV0LWI=");
+    d.ok("AUTHENTICATE PLAIN AGJvYkBleGFtcGxlLnRlc3QAc2VjcmV0LWJvYi0x");
     let u = d.ok("LOGOUT");
     assert!(any_contains(&u, "* BYE"), "{}", dump(&u));
     assert!(d.closed());
@@ -856,7 +856,7 @@ fn login_only_over_tls_and_authenticate_plain() {
 #[test]
 fn bad_input_gets_bad_and_the_session_goes_on() {
     let srv = server(&[("imap", "max_literal_size = 1000")]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     for (cmd, want) in [
         ("FROBNICATE", "BAD"),
         ("SELECT", "BAD"),
@@ -927,14 +927,14 @@ fn bad_input_gets_bad_and_the_session_goes_on() {
 #[test]
 fn autologout_after_the_idle_timeout() {
     let srv = server(&[("imap", "idle_timeout = \"1s\"")]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     let start = Instant::now();
     let r = text(&c.response());
     assert_eq!(r, "* BYE Autologout; idle for too long");
     assert!(c.closed());
     assert!(start.elapsed() < Duration::from_secs(15));
     // Also while idling.
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     c.ok("SELECT INBOX");
     c.send(b"i1 IDLE\r\n");
     assert!(c.response().starts_with(b"+"));
@@ -944,7 +944,7 @@ fn autologout_after_the_idle_timeout() {
 #[test]
 fn connection_limit_and_shutdown_during_idle() {
     let mut srv = server(&[("imap", "max_connections = 2")]);
-    let mut a = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut a = Imap::login(&srv, "alice@example.test", "secret-alice");
     let _b = Imap::tls(srv.imaps, &srv.cert_pem());
     let mut third = Imap::raw(srv.imap);
     assert_eq!(
@@ -965,7 +965,7 @@ fn connection_limit_and_shutdown_during_idle() {
 #[test]
 fn acknowledged_append_store_and_expunge_survive_kill_9() {
     let mut srv = server(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     for i in 0..3 {
         assert!(c
             .append("INBOX", "()", &simple_message(&format!("d{i}"), "x"))
@@ -978,7 +978,7 @@ fn acknowledged_append_store_and_expunge_survive_kill_9() {
     c.ok("UID MOVE 3 Archive");
     srv.kill9();
     srv.restart();
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     c.ok("SELECT INBOX");
     let u = c.ok("UID FETCH 1:* (FLAGS)");
     assert_eq!(dump(&u), "* 1 FETCH (UID 2 FLAGS (\\Flagged))");
@@ -994,7 +994,7 @@ fn acknowledged_append_store_and_expunge_survive_kill_9() {
 #[test]
 fn random_commands_never_break_the_session() {
     let srv = server(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     assert!(c
         .append("INBOX", "(\\Seen)", SIGNED_MSG.as_bytes())
         .contains("OK"));

@@ -187,7 +187,7 @@ fn finding_2_prelogin_state_gate_comes_before_any_literal() {
 #[test]
 fn finding_2_after_login_a_command_over_max_command_size_gets_bad_and_the_session_goes_on() {
     let srv = crate::smtp::server_with_users(&[("imap", "max_literal_size = 300000")]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     // The state gate still comes first: SEARCH needs a selected mailbox.
     c.send(b"b0 SEARCH SUBJECT {70000}\r\n");
     assert_eq!(text(&c.response()), "b0 BAD No mailbox selected");
@@ -276,7 +276,7 @@ fn finding_4_login_timeout_ends_a_connection_that_does_not_log_in() {
     );
     assert!(c.closed());
     // A session that logged in is not bound by it (imap.idle_timeout applies instead).
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     std::thread::sleep(Duration::from_secs(3));
     c.ok("NOOP");
 }
@@ -307,7 +307,7 @@ fn finding_4_error_limit_before_login() {
 #[test]
 fn finding_4_error_limit_after_login_counts_bad_answers_in_a_row() {
     let srv = crate::smtp::server_with_users(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     // 19 BAD, a good command, 19 BAD and NO answers: the session goes on.
     for _ in 0..19 {
         let (_, t) = c.cmd("FROB");
@@ -340,7 +340,7 @@ fn finding_7_list_with_a_pathological_pattern_completes_and_other_clients_are_se
     // The finding's command: a 200,000-byte pattern over 50 mailboxes of 500-character names.
     // max_command_size is raised so that the pattern reaches the matcher.
     let srv = crate::smtp::server_with_users(&[("limits", "max_command_size = 1000000")]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     let before = c.ok("LIST \"\" %").len();
     let names: Vec<String> = (0..50)
         .map(|i| format!("{}{i:010}", "a".repeat(490)))
@@ -361,7 +361,7 @@ fn finding_7_list_with_a_pathological_pattern_completes_and_other_clients_are_se
     // Several clients at once, more than the server has worker threads.
     let mut clients: Vec<(Imap, String, usize)> = Vec::new();
     for k in 0..4 {
-        let mut l = Imap::login(&srv, "alice@example.test", "secret-a");
+        let mut l = Imap::login(&srv, "alice@example.test", "secret-alice");
         let (p, want) = if k % 2 == 0 {
             (pattern(""), 50)
         } else {
@@ -399,7 +399,7 @@ fn finding_7_list_with_a_pathological_pattern_completes_and_other_clients_are_se
 #[test]
 fn finding_7_search_and_fetch_work_is_bounded() {
     let srv = crate::smtp::server_with_users(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     let t = c.append("INBOX", "()", b"Subject: hello\r\n\r\nbody\r\n");
     assert!(t.contains("OK"), "{t}");
     c.ok("SELECT INBOX");

@@ -28,7 +28,7 @@ fn write_config(dir: &Path, srv: &TestServer, starttls: bool) -> PathBuf {
 Host 127.0.0.1\n\
 Port {port}\n\
 User alice@example.test\n\
-Pass secret-a\n\
+Pass secret-alice\n\
 SSLType {ssl}\n\
 CertificateFile {cert}\n\
 AuthMechs PLAIN\n\
@@ -124,7 +124,7 @@ fn mbsync_two_way_sync() {
         let r = smtp.send_mail("bob@remote.example", &["alice@example.test"], &msg(s));
         assert_eq!(r.code, 250);
     }
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     c.ok("CREATE Projects/2024");
     assert!(c
         .append("Projects/2024", "(\\Flagged)", &msg("plan"))

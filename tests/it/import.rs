@@ -100,7 +100,7 @@ impl Dovecot {
     fn start(dir: &Path) -> Dovecot {
         assert!(
             Path::new("/usr/sbin/dovecot").exists() && Path::new("/usr/bin/doveadm").exists(),
-            "these tests need a real Dovecot: apt-get install dovecot-imapd dovecot-lmtpd"
+            "these tests need a real Dovecot: apt-get install dovecot-core (scripts/test.sh does)"
         );
         // Dovecot refuses mail access as root: the maildir belongs to `nobody` then.
         let (uid, gid) = unsafe { (libc_getuid(), libc_getgid()) };
@@ -275,7 +275,7 @@ fn import_maildir_written_by_dovecot() {
     assert_eq!(dates[0], 1600000000);
 
     let srv = TestServer::start();
-    srv.add_user("alice@example.test", "secret-a");
+    srv.add_user("alice@example.test", "secret-alice");
     let (code, out, err) = import(
         &srv,
         &[
@@ -289,7 +289,7 @@ fn import_maildir_written_by_dovecot() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("imported 5 messages"), "{out}");
 
-    let boxes = dump(&srv, "alice@example.test", "secret-a");
+    let boxes = dump(&srv, "alice@example.test", "secret-alice");
     let names: Vec<&str> = boxes.keys().map(|s| s.as_str()).collect();
     for n in ["INBOX", "Work", "Work/Projects", "&BCEEPwQwBDw-"] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
@@ -332,7 +332,7 @@ fn import_maildir_written_by_dovecot() {
         out.contains("imported 0 messages (5 already there"),
         "{out}"
     );
-    assert_eq!(dump(&srv, "alice@example.test", "secret-a"), boxes);
+    assert_eq!(dump(&srv, "alice@example.test", "secret-alice"), boxes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ ctx = ssl.create_default_context(cafile=cafile)
 ctx.check_hostname = False
 m = imaplib.IMAP4('127.0.0.1', port)
 m.starttls(ssl_context=ctx)
-m.login('alice@example.test', 'secret-a')
+m.login('alice@example.test', 'secret-alice')
 m.create('Lists')
 msgs = [
   ('INBOX', '(\\Seen)', '"01-Feb-2021 10:00:00 +0000"', b'Subject: one\r\n\r\nFrom the start\r\n\r\nFrom me Thu Nov 27 14:32:18 2026\r\n>From quoted\r\n>>From twice\r\n'),
@@ -361,9 +361,9 @@ print('ok')
 #[test]
 fn import_mbox_round_trip_through_export() {
     let mut srv = TestServer::start();
-    srv.add_user("alice@example.test", "secret-a");
-    srv.add_user("bob@example.test", "secret-b");
-    srv.add_user("carol@example.test", "secret-c");
+    srv.add_user("alice@example.test", "secret-alice");
+    srv.add_user("bob@example.test", "secret-bob1");
+    srv.add_user("carol@example.test", "secret-carol");
     python(
         PY_APPEND,
         &[
@@ -373,7 +373,7 @@ fn import_mbox_round_trip_through_export() {
     );
     let mbox = srv.dir.path().join("alice.mbox");
     std::fs::write(&mbox, srv.export("alice@example.test")).unwrap();
-    let alice = dump(&srv, "alice@example.test", "secret-a");
+    let alice = dump(&srv, "alice@example.test", "secret-alice");
     // Export order: mailboxes by name, messages by UID; `no final line end` gains a CRLF.
     let mut want: Vec<(i64, Vec<u8>)> = Vec::new();
     for msgs in alice.values() {
@@ -405,7 +405,7 @@ fn import_mbox_round_trip_through_export() {
         out.contains("imported 3 messages") && out.contains("1 mailboxes created"),
         "{out}"
     );
-    let got: Vec<(i64, Vec<u8>)> = dump(&srv, "bob@example.test", "secret-b")["Old/Alice"]
+    let got: Vec<(i64, Vec<u8>)> = dump(&srv, "bob@example.test", "secret-bob1")["Old/Alice"]
         .iter()
         .map(|(_, d, b)| (*d, b.clone()))
         .collect();
@@ -444,7 +444,7 @@ fn import_mbox_round_trip_through_export() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("imported 3 messages"), "{out}");
     srv.restart();
-    let got: Vec<(i64, Vec<u8>)> = dump(&srv, "carol@example.test", "secret-c")["INBOX"]
+    let got: Vec<(i64, Vec<u8>)> = dump(&srv, "carol@example.test", "secret-carol")["INBOX"]
         .iter()
         .map(|(_, d, b)| (*d, b.clone()))
         .collect();
@@ -454,7 +454,7 @@ fn import_mbox_round_trip_through_export() {
 #[test]
 fn import_skips_oversize_message_with_a_warning() {
     let mut srv = TestServer::start_with(&[("imap", "max_literal_size = 2000")]);
-    srv.add_user("alice@example.test", "secret-a");
+    srv.add_user("alice@example.test", "secret-alice");
     let big = "x".repeat(70);
     let big: String = (0..60).map(|_| format!("{big}\n")).collect();
     let mbox = srv.dir.path().join("in.mbox");
@@ -487,7 +487,7 @@ fn import_skips_oversize_message_with_a_warning() {
         mbox.display()
     );
     assert!(err.contains(&line), "{err}");
-    let inbox = &dump(&srv, "alice@example.test", "secret-a")["INBOX"];
+    let inbox = &dump(&srv, "alice@example.test", "secret-alice")["INBOX"];
     assert_eq!(inbox.len(), 2);
     assert_eq!(
         inbox[0],
@@ -542,7 +542,7 @@ fn import_skips_oversize_message_with_a_warning() {
         "{out}"
     );
     srv.restart();
-    let boxes = dump(&srv, "alice@example.test", "secret-a");
+    let boxes = dump(&srv, "alice@example.test", "secret-alice");
     assert_eq!(boxes["INBOX"].len(), 2);
     assert_eq!(
         boxes["INBOX&BDk-"][0].2,
@@ -561,7 +561,7 @@ fn import_skips_oversize_message_with_a_warning() {
 #[test]
 fn import_stamps_only_when_asked() {
     let srv = TestServer::start();
-    srv.add_user("alice@example.test", "secret-a");
+    srv.add_user("alice@example.test", "secret-alice");
     let mbox = srv.dir.path().join("in.mbox");
     // A forged verdict from the old server: kept as is without --stamp, removed with it.
     let msg = "X-EDS-Status: pass; signers=1; valid=1\nSubject: old\n\nbody\n";
@@ -587,7 +587,7 @@ fn import_stamps_only_when_asked() {
         let (code, out, err) = import(&srv, &a);
         assert_eq!(code, 0, "{out}{err}");
     }
-    let boxes = dump(&srv, "alice@example.test", "secret-a");
+    let boxes = dump(&srv, "alice@example.test", "secret-alice");
     let crlf = msg.replace('\n', "\r\n").into_bytes();
     assert_eq!(boxes["Plain"][0].2, crlf);
     let stamped = String::from_utf8(boxes["Stamped"][0].2.clone()).unwrap();
@@ -639,7 +639,7 @@ print(json.dumps(r))
 #[test]
 fn import_frames_pass_the_append_limits() {
     let srv = TestServer::start_with(&[("imap", "max_literal_size = 2000")]);
-    srv.add_user("alice@example.test", "secret-a");
+    srv.add_user("alice@example.test", "secret-alice");
     let out = python(
         PY_HOSTILE,
         &[srv.data_dir().join("admin.sock").to_str().unwrap()],
@@ -672,7 +672,7 @@ fn import_frames_pass_the_append_limits() {
             .contains("over imap.max_literal_size"),
         "{second}"
     );
-    let boxes = dump(&srv, "alice@example.test", "secret-a");
+    let boxes = dump(&srv, "alice@example.test", "secret-alice");
     assert_eq!(
         boxes["INBOX"],
         vec![(

@@ -16,6 +16,10 @@ mod smtp_hostile;
 // Connection limits per address and per pool, refusals on implicit-TLS ports, the submission
 // login timeout, `user del` / `user passwd` ending live sessions (issue 11, findings 4 and 10).
 mod conn_limits;
+// Password checks and brute force (issue 11, findings 3 and 5): bans per address across SMTP and
+// IMAP, the attacked account's owner still logs in, fail2ban filter, credential cache, password
+// length.
+mod auth_limits;
 // `250` survives kill -9.
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.
@@ -50,6 +54,9 @@ mod hardening;
 // Hostile MIME structure (issue 11, finding 1): nesting and part counts over MX, APPEND + SEARCH
 // across a restart, `tanba verify` / `stamp`.
 mod hostile_mime;
+// Issue 12 (operators): config lookup order, admin commands that never create a store,
+// `config check` catching what `serve` refuses, helpful messages, verify's time zone.
+mod operator;
 // `tanba import maildir|mbox` (issue 12 item 4): a maildir written by a real Dovecot, an mbox
 // round trip through `tanba export`, serving and stopped, oversize messages skipped.
 mod import;

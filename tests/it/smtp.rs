@@ -244,8 +244,8 @@ pub fn assert_stored_as(stored: &[u8], original: &[u8], received_start: &str) {
 /// A server with alice@ and bob@example.test.
 pub fn server_with_users(extra: &[(&str, &str)]) -> TestServer {
     let srv = TestServer::start_with(extra);
-    srv.add_user("alice@example.test", "secret-a");
-    srv.add_user("bob@example.test", "secret-b");
+    srv.add_user("alice@example.test", "secret-alice");
+    srv.add_user("bob@example.test", "secret-bob-1");
     srv
 }
 
@@ -265,7 +265,7 @@ s.ehlo()
 assert s.has_extn('auth'), s.esmtp_features
 assert s.esmtp_features['auth'].split() == ['PLAIN', 'LOGIN'], s.esmtp_features
 assert not s.has_extn('starttls')
-s.user, s.password = 'alice@example.test', 'secret-a'
+s.user, s.password = 'alice@example.test', 'secret-alice'
 code, resp = s.auth('PLAIN', s.auth_plain)
 assert code == 235, (code, resp)
 code, resp = s.mail('alice@example.test', ['BODY=8BITMIME', 'SMTPUTF8'])
@@ -339,7 +339,7 @@ s.ehlo()
 assert s.esmtp_features['auth'].split() == ['PLAIN', 'LOGIN'], s.esmtp_features
 assert not s.has_extn('starttls')
 # AUTH LOGIN without an initial response: 334 Username, 334 Password.
-s.user, s.password = 'alice@example.test', 'secret-a'
+s.user, s.password = 'alice@example.test', 'secret-alice'
 code, resp = s.auth('LOGIN', s.auth_login, initial_response_ok=False)
 assert code == 235, (code, resp)
 msg = b'From: alice@example.test\r\nTo: bob@example.test\r\nSubject: over 465\r\n\r\nHello Bob.\r\n'
@@ -349,7 +349,7 @@ s.quit()
 # And with the user name as initial response (smtplib's default for LOGIN).
 s = smtplib.SMTP_SSL('127.0.0.1', port, local_hostname='client.example', context=ctx)
 s.ehlo()
-s.user, s.password = 'bob@example.test', 'secret-b'
+s.user, s.password = 'bob@example.test', 'secret-bob-1'
 code, resp = s.auth('LOGIN', s.auth_login)
 assert code == 235, (code, resp)
 s.quit()
@@ -394,7 +394,7 @@ fn submissions_port_needs_auth_and_offers_no_starttls() {
         "MAIL FROM:<alice@example.test>",
         "530 5.7.0 Authentication required",
     );
-    c.login("alice@example.test", "secret-a");
+    c.login("alice@example.test", "secret-alice");
     let ehlo = c.ok("EHLO client.example", "250");
     assert!(
         !ehlo.lines.iter().any(|l| l.starts_with("AUTH")),
@@ -419,14 +419,14 @@ plain = lambda u, p: base64.b64encode(('\0%s\0%s' % (u, p)).encode()).decode()
 s = smtplib.SMTP('127.0.0.1', port, local_hostname='client.example')
 s.ehlo()
 assert not s.has_extn('auth')
-print(*s.docmd('AUTH', 'PLAIN ' + plain('alice@example.test', 'secret-a')))
+print(*s.docmd('AUTH', 'PLAIN ' + plain('alice@example.test', 'secret-alice')))
 print(*s.docmd('MAIL', 'FROM:<alice@example.test>'))
 s.starttls(context=ctx)
 s.ehlo()
 print(*s.docmd('MAIL', 'FROM:<alice@example.test>'))
 print(*s.docmd('AUTH', 'PLAIN ' + plain('alice@example.test', 'wrong')))
-print(*s.docmd('AUTH', 'PLAIN ' + plain('nobody@example.test', 'secret-a')))
-print(*s.docmd('AUTH', 'PLAIN ' + plain('bob@example.test', 'secret-a')))
+print(*s.docmd('AUTH', 'PLAIN ' + plain('nobody@example.test', 'secret-alice')))
+print(*s.docmd('AUTH', 'PLAIN ' + plain('bob@example.test', 'secret-alice')))
 print(*s.docmd('AUTH', 'CRAM-MD5'))
 print(*s.docmd('AUTH', 'PLAIN !!!'))
 print(*s.docmd('AUTH', 'LOGIN'))
@@ -436,9 +436,9 @@ try:
     print('login succeeded?!')
 except smtplib.SMTPAuthenticationError as e:
     print(e.smtp_code, e.smtp_error.decode())
-s.user, s.password = 'alice@example.test', 'secret-a'
+s.user, s.password = 'alice@example.test', 'secret-alice'
 print(*s.auth('PLAIN', s.auth_plain))
-print(*s.docmd('AUTH', 'PLAIN ' + plain('alice@example.test', 'secret-a')))
+print(*s.docmd('AUTH', 'PLAIN ' + plain('alice@example.test', 'secret-alice')))
 print(*s.mail('bob@example.test'))
 print(*s.mail('<>'))
 print(*s.mail('ALICE@Example.Test'))
@@ -477,7 +477,10 @@ fn auth_refused_before_starttls_wrong_password_and_foreign_sender() {
     assert_eq!(lines, expected, "{out}");
     // Passwords never reach the log.
     let log = srv.log();
-    assert!(!log.contains("secret-a") && !log.contains("wrong"), "{log}");
+    assert!(
+        !log.contains("secret-alice") && !log.contains("wrong"),
+        "{log}"
+    );
 }
 
 const PY_MX: &str = r#"
@@ -518,7 +521,7 @@ s.quit()
 #[test]
 fn mx_delivers_locally_without_auth_and_refuses_relay_and_unknown_users() {
     let srv = server_with_users(&[]);
-    srv.add_user("postmaster@example.test", "pm");
+    srv.add_user("postmaster@example.test", "postmaster-pw");
     let out = python(
         PY_MX,
         &[&srv.mx.port().to_string(), srv.cert_pem().to_str().unwrap()],
@@ -569,7 +572,7 @@ fn submission_accepts_remote_recipients_into_the_queue() {
     let mut c = Client::connect(srv.submission);
     c.ok("EHLO client.example", "250");
     c.starttls(&srv.cert_pem());
-    c.login("alice@example.test", "secret-a");
+    c.login("alice@example.test", "secret-alice");
     let r = c.send_mail(
         "alice@example.test",
         &["carol@remote.example", "bob@example.test"],

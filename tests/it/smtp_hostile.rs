@@ -172,7 +172,7 @@ fn finding8_bare_cr_smuggling_on_submission_is_refused_and_never_relayed() {
     let mut c = Client::connect(srv.submission);
     c.ok("EHLO client.example", "250");
     c.starttls(&srv.cert_pem());
-    c.login("alice@example.test", "secret-a");
+    c.login("alice@example.test", "secret-alice");
 
     let smuggled: [&[u8]; 3] = [
         b"Subject: smuggle 1\r\n\r\nhi\r.\r\nMAIL FROM:<alice@example.test>\r\n\

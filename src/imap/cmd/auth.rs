@@ -1,21 +1,18 @@
 //! STARTTLS (RFC 3501 §6.2.1), LOGIN (§6.2.3) and AUTHENTICATE PLAIN (§6.2.2, RFC 4616) with
 //! SASL-IR (RFC 4959). The gate has already refused LOGIN/AUTHENTICATE without TLS.
-
-use std::sync::OnceLock;
-use std::time::Duration;
+//!
+//! Passwords are checked by `crate::auth::Authenticator` (bounded argon2 pool, credential cache,
+//! failed-login delays and bans, shared with SMTP).
 
 use base64::Engine;
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::response::Code;
 
+use crate::auth::{Outcome, Proto};
 use crate::imap::conn::MAX_LINE;
 use crate::imap::response::{self, CmdError, CmdResult, Reply};
 use crate::imap::session::{Session, State};
-use crate::store::account;
-
-/// Delay after a failed login: slows password guessing without hurting real users.
-const FAILURE_DELAY: Duration = Duration::from_millis(500);
 
 pub async fn starttls(s: &mut Session, tag: &Tag<'static>) -> CmdResult {
     let ok = Reply::ok("Begin TLS negotiation now");
@@ -27,11 +24,10 @@ pub async fn starttls(s: &mut Session, tag: &Tag<'static>) -> CmdResult {
 }
 
 pub async fn login(s: &mut Session, user: &[u8], password: &[u8]) -> CmdResult {
-    let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
-    else {
-        return Ok(failed().await);
+    let (Ok(u), Ok(p)) = (std::str::from_utf8(user), std::str::from_utf8(password)) else {
+        return Ok(reject(s, user).await);
     };
-    check(s, user, password).await
+    check(s, u, p).await
 }
 
 pub async fn authenticate(
@@ -75,7 +71,7 @@ pub async fn authenticate(
         std::str::from_utf8(authc),
         std::str::from_utf8(pass),
     ) else {
-        return Ok(failed().await);
+        return Ok(reject(s, authc).await);
     };
     if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
         return Ok(Reply::no("Acting as another user is not allowed").other("AUTHORIZATIONFAILED"));
@@ -83,36 +79,47 @@ pub async fn authenticate(
     check(s, authc, pass).await
 }
 
-async fn failed() -> Reply {
-    tokio::time::sleep(FAILURE_DELAY).await;
+fn failed() -> Reply {
     Reply::no("Authentication failed").other("AUTHENTICATIONFAILED")
 }
 
-/// A hash to verify against when the user does not exist, so that both cases take as long.
-fn dummy_hash() -> &'static str {
-    static H: OnceLock<String> = OnceLock::new();
-    H.get_or_init(|| account::hash_password("tanba-dummy").unwrap_or_default())
+/// The client's address is banned for failed logins (SPEC §8): `* BYE`, then the session closes
+/// (RFC 3501 §7.1.5: BYE when the server is about to close the connection).
+fn banned(s: &mut Session) -> Reply {
+    s.conn
+        .write(&response::bye("Too many failed logins from your address"));
+    s.state = State::Logout;
+    Reply::no("Too many failed logins from your address").other("UNAVAILABLE")
+}
+
+/// Credentials that are not UTF-8: counted and delayed like a wrong password.
+async fn reject(s: &mut Session, user: &[u8]) -> Reply {
+    let app = s.app.clone();
+    let user = String::from_utf8_lossy(user);
+    match app.auth.reject(s.peer.ip(), Proto::Imap, &user).await {
+        Outcome::Banned => banned(s),
+        _ => failed(),
+    }
 }
 
 async fn check(s: &mut Session, user: &str, password: &str) -> CmdResult {
-    let found = s.app.store.account(user)?;
-    let hash = match &found {
-        Some(a) => a.password_hash.clone(),
-        None => dummy_hash().to_string(),
-    };
-    let pw = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || account::verify_password(&hash, &pw)).await?;
-    match found {
-        Some(a) if ok => {
+    let app = s.app.clone();
+    match app
+        .auth
+        .login(s.peer.ip(), Proto::Imap, user, password)
+        .await
+    {
+        Ok(Outcome::Ok(a)) => {
             s.track_login(&a)?;
-            tracing::info!(peer = %s.peer, user = %a.email, "imap: login");
             s.account = Some(a);
             s.state = State::Authenticated;
             Ok(Reply::ok("Logged in").code(Code::Capability(response::capabilities(s.tls()))))
         }
-        _ => {
-            tracing::info!(peer = %s.peer, user = %user, "imap: authentication failed");
-            Ok(failed().await)
+        Ok(Outcome::Failed) => Ok(failed()),
+        Ok(Outcome::Banned) => Ok(banned(s)),
+        Err(e) => {
+            tracing::error!(peer = %s.peer, "imap: authentication: {e:#}");
+            Ok(Reply::no("Temporary authentication failure").other("UNAVAILABLE"))
         }
     }
 }

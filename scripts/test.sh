@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The test command (README.md, .ci/run): on a Debian/Ubuntu machine, installs from Debian
+# packages whatever the build and the tests need and is missing (apt-get update first; sudo only
+# when not root), then checks formatting and lints and runs the whole test suite.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test it delivery`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build: openssl-sys needs pkg-config + libssl-dev. Tests: the openssl CLI (test PKI), python3
+# with dnslib (a loopback DNS server), dkim + dnspython (DKIM verification) and aiosmtpd (SMTP
+# receivers), isync (mbsync: a real IMAP syncing client), swaks, faketime (libfaketime: the
+# server's clock inside the expired NCA test certificates' validity), strace (fsync counts),
+# fail2ban (fail2ban-regex against the shipped filter), dovecot-core (a real Dovecot: doveadm
+# writes the maildir `tanba import maildir` reads; not dovecot-imapd, whose packaged service
+# would listen on 143/993 of the machine).
+PACKAGES=(
+  pkg-config libssl-dev openssl ca-certificates
+  python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd
+  isync swaks faketime strace fail2ban dovecot-core
+)
+PY_MODULES="dnslib, dkim, dns.message, aiosmtpd"
+
+if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for p in "${PACKAGES[@]}"; do
+    if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
+      missing+=("$p")
+    fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+      as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+      as_root=(sudo)
+    else
+      echo "error: these Debian packages are missing and there is no sudo: ${missing[*]}" >&2
+      echo "       install them as root: apt-get update && apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+    echo "Installing missing Debian packages: ${missing[*]}"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+else
+  echo "note: not a Debian-like system: install by hand the equivalents of ${PACKAGES[*]}" >&2
+fi
+
+# The tests start `python3` from PATH. When that is another interpreter (pyenv, a virtualenv)
+# without the modules, use Debian's, which has them from the packages above.
+if ! python3 -c "import $PY_MODULES" >/dev/null 2>&1 \
+   && /usr/bin/python3 -c "import $PY_MODULES" >/dev/null 2>&1; then
+  shim="$PWD/target/test-python"
+  mkdir -p "$shim"
+  ln -sf /usr/bin/python3 "$shim/python3"
+  export PATH="$shim:$PATH"
+  echo "note: python3 on PATH lacks $PY_MODULES; the tests use /usr/bin/python3"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo not found: install Rust 1.85 or newer (https://rustup.rs), then run again" >&2
+  exit 1
+fi
+
+# Tests choose their config with --config; an operator's TANBA_CONFIG must not leak in.
+unset TANBA_CONFIG
+
+cargo --version
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked "$@"
