@@ -10,11 +10,13 @@ cd "$(dirname "$0")/.."
 # with dnslib (a loopback DNS server), dkim + dnspython (DKIM verification) and aiosmtpd (SMTP
 # receivers), isync (mbsync: a real IMAP syncing client), swaks, faketime (libfaketime: the
 # server's clock inside the expired NCA test certificates' validity), strace (fsync counts),
-# fail2ban (fail2ban-regex against the shipped filter).
+# fail2ban (fail2ban-regex against the shipped filter), dovecot-core (a real Dovecot: doveadm
+# writes the maildir `tanba import maildir` reads; not dovecot-imapd, whose packaged service
+# would listen on 143/993 of the machine).
 PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
   python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd
-  isync swaks faketime strace fail2ban
+  isync swaks faketime strace fail2ban dovecot-core
 )
 PY_MODULES="dnslib, dkim, dns.message, aiosmtpd"
 

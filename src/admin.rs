@@ -60,6 +60,13 @@ pub enum Request {
     Backup {
         dir: std::path::PathBuf,
     },
+    /// `tanba import`: followed on the socket by message frames (`crate::import`); only over
+    /// the socket.
+    Import {
+        email: String,
+        stamp: bool,
+        dedup: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +222,7 @@ pub fn execute_with(
                 data: serde_json::to_value(&b.manifest)?,
             })
         }
+        Request::Import { .. } => bail!("import runs through cli::import"),
     }
 }
 
@@ -335,6 +343,9 @@ pub fn write_mboxrd(
         .unwrap_or_default()
         .format("%a %b %e %H:%M:%S %Y");
     writeln!(out, "From {sender} {when}")?;
+    // The line end of the last line is the one written below, not the start of another line
+    // (else every message would gain a blank line on the way through `tanba import mbox`).
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
     for line in raw.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let unquoted = line
@@ -398,8 +409,17 @@ pub async fn serve(listener: UnixListener, live: Arc<Live>, mut shutdown: Shutdo
 async fn handle(stream: UnixStream, app: Arc<App>) -> Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(r.take(1 << 20)).read_line(&mut line).await?;
+    let mut r = BufReader::new(r);
+    (&mut r).take(1 << 20).read_line(&mut line).await?;
     let req: Request = serde_json::from_str(&line).context("bad admin request")?;
+    if let Request::Import {
+        email,
+        stamp,
+        dedup,
+    } = &req
+    {
+        return crate::import::serve_stream(r, w, app, email, *stamp, *dedup).await;
+    }
     let pool = app.clone();
     let (mut resp, body, changed) = tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
@@ -454,6 +474,14 @@ pub fn run(config: &Config, req: &Request, out: &mut dyn Write) -> Result<Respon
     if let Ok(stream) = std::os::unix::net::UnixStream::connect(&path) {
         return via_socket(stream, req, out);
     }
+    let store = open_store(config)?;
+    let resp = execute(&store, config, req, out)?;
+    store.flush_sync()?;
+    Ok(resp)
+}
+
+/// Opens the store for an admin command with the server stopped; never creates one (SPEC §9).
+pub fn open_store(config: &Config) -> Result<Store> {
     let dir = config.data_dir.join("store");
     let store = match Store::open_existing(&dir) {
         Err(store::StoreError::NotFound(_)) => bail!(
@@ -468,9 +496,7 @@ pub fn run(config: &Config, req: &Request, out: &mut dyn Write) -> Result<Respon
         ),
         r => r?,
     };
-    let resp = execute(&store, config, req, out)?;
-    store.flush_sync()?;
-    Ok(resp)
+    Ok(store)
 }
 
 fn via_socket(

@@ -15,6 +15,7 @@ pub mod config;
 pub mod delivery;
 pub mod filter;
 pub mod imap;
+pub mod import;
 pub mod inbound;
 pub mod limits;
 pub mod logging;

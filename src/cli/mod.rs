@@ -13,6 +13,7 @@ use crate::config::{Config, Source, DEFAULT_TOML};
 pub mod alias;
 pub mod certs;
 pub mod check;
+pub mod import;
 pub mod store;
 pub mod verify;
 
@@ -56,6 +57,9 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         mailbox: Option<String>,
     },
+    /// Bring mail in from another server: a Maildir++ tree or an mbox file.
+    #[command(subcommand)]
+    Import(import::ImportCmd),
     /// Inspect and steer the outbound queue.
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -223,6 +227,7 @@ impl Command {
                 | Command::User(_)
                 | Command::Alias(_)
                 | Command::Export { .. }
+                | Command::Import(_)
                 | Command::Queue(_)
                 | Command::Dkim(_)
                 | Command::Verify(_)
@@ -290,6 +295,7 @@ pub fn run(cli: Cli, source: &Source) -> Result<i32> {
             let config = load()?;
             admin_command(&config, &Request::Export { email, mailbox }, false)
         }
+        Command::Import(cmd) => import::run(cmd, &load()?),
         Command::Queue(cmd) => {
             let config = load()?;
             let (req, json) = match cmd {

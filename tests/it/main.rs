@@ -69,3 +69,6 @@ mod faults;
 mod fsync;
 // What the fuzz targets found (fuzz/regressions/), replayed against the real server.
 mod fuzz_regressions;
+// `tanba import maildir|mbox` (issue 12 item 4): a maildir written by a real Dovecot, an mbox
+// round trip through `tanba export`, serving and stopped, oversize messages skipped.
+mod import;
