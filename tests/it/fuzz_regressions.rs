@@ -12,7 +12,7 @@ use crate::imap::{text, Imap};
 #[test]
 fn rfc2047_space_at_end_of_encoded_word_is_searchable() {
     let srv = crate::smtp::server_with_users(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     let msg = "From: bob@example.test\r\nTo: alice@example.test\r\n\
 Subject: =?UTF-8?Q?Signed_by_?= =?UTF-8?B?SXZhbm92?=\r\n\r\nbody\r\n";
     assert!(c.append("INBOX", "()", msg.as_bytes()).contains("OK"));
@@ -51,7 +51,7 @@ fn imap_list_with_cr_inside_the_line_gets_bad_before_login() {
 #[test]
 fn imap_create_with_a_character_across_byte_6_is_answered() {
     let srv = crate::smtp::server_with_users(&[]);
-    let mut c = Imap::login(&srv, "alice@example.test", "secret-a");
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     // "abcde" + U+0F84 (3 bytes in UTF-8, bytes 5..8), in modified UTF-7.
     c.ok("CREATE abcde&D4Q-x");
     c.ok("NOOP");
