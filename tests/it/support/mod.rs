@@ -396,3 +396,17 @@ pub fn mbox_messages(mbox: &[u8]) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Polls `f` until it returns Some; panics with `what` and the server log after 60 s.
+pub fn wait_for<T>(what: &str, srv: &TestServer, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!("timed out waiting for {what}; server log:\n{}", srv.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
