@@ -472,10 +472,11 @@ Content-Type: text/plain\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b--\r\nepilogue\r\n";
         );
     }
 
-    #[test]
-    fn mixed_chain() {
+    /// `n` levels of a multipart/mixed whose part is a message/rfc822, without the innermost
+    /// message (each level adds two to the depth).
+    fn mixed_chain_of(n: usize) -> Vec<u8> {
         let mut m = Vec::new();
-        for i in 0..10 {
+        for i in 0..n {
             m.extend_from_slice(
                 format!(
                     "Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n\
@@ -484,20 +485,17 @@ Content-Type: message/rfc822\r\n\r\n"
                 .as_bytes(),
             );
         }
+        m
+    }
+
+    #[test]
+    fn mixed_chain() {
+        let mut m = mixed_chain_of(10);
         m.extend_from_slice(b"Subject: leaf\r\n\r\nleaf\r\n");
         let s = scan(&m).unwrap();
         assert_eq!(s.depth, 20);
         agrees(&m);
-        let mut m2 = Vec::new();
-        for i in 0..17 {
-            m2.extend_from_slice(
-                format!(
-                    "Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n\
-Content-Type: message/rfc822\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-        }
+        let m2 = mixed_chain_of(17);
         assert_eq!(scan(&m2), Err(Exceeded::Depth(MAX_DEPTH)));
     }
 

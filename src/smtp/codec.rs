@@ -482,26 +482,28 @@ mod tests {
         assert!(body.starts_with(b"Subject: x\rX-EDS"));
     }
 
+    /// `input` through [`LineEnds`] in two chunks cut at `cut`; the state and the output.
+    fn line_ends_in_two(input: &[u8], cut: usize) -> (LineEnds, Vec<u8>) {
+        let mut le = LineEnds::new();
+        let mut out = Vec::new();
+        le.feed(&input[..cut], &mut out);
+        le.feed(&input[cut..], &mut out);
+        le.finish(&mut out);
+        (le, out)
+    }
+
     #[test]
     fn bdat_line_ends_across_chunks() {
         let input = b"a\r\nb\nc\r\n";
         for cut in 0..=input.len() {
-            let mut le = LineEnds::new();
-            let mut out = Vec::new();
-            le.feed(&input[..cut], &mut out);
-            le.feed(&input[cut..], &mut out);
-            le.finish(&mut out);
+            let (le, out) = line_ends_in_two(input, cut);
             assert_eq!(out, b"a\r\nb\r\nc\r\n", "cut {cut}");
             assert_eq!(le.faults.bare_lf, 1);
             assert!(!le.faults.refused());
         }
         for bad in [&b"a\rb\r\n"[..], b"a\r", b"a\r\r\n"] {
             for cut in 0..=bad.len() {
-                let mut le = LineEnds::new();
-                let mut out = Vec::new();
-                le.feed(&bad[..cut], &mut out);
-                le.feed(&bad[cut..], &mut out);
-                le.finish(&mut out);
+                let (le, _) = line_ends_in_two(bad, cut);
                 assert!(le.faults.bare_cr, "{bad:?} cut {cut}");
             }
         }

@@ -143,6 +143,38 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// The record of a tree entry kept as its bytes (unknown trees, entries that do not decode).
+fn raw(tree: &str, k: &[u8], v: &[u8]) -> Record {
+    Record::Raw {
+        tree: tree.into(),
+        key: b64(k),
+        value: b64(v),
+    }
+}
+
+/// Writes every entry of `tree` (named `name`) with `line`: decoded as `T` and wrapped by `wrap`,
+/// or, where it does not decode, as raw bytes. Returns how many decoded.
+fn typed_records<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &str,
+    wrap: fn(T) -> Record,
+    line: &mut impl FnMut(&Record) -> Result<()>,
+) -> Result<u64> {
+    let mut decoded = 0;
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        let r = match dec::<T>(&v) {
+            Ok(x) => {
+                decoded += 1;
+                wrap(x)
+            }
+            Err(_) => raw(name, &k, &v),
+        };
+        line(&r)?;
+    }
+    Ok(decoded)
+}
+
 fn unb64(s: &str) -> Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
@@ -210,28 +242,10 @@ impl Store {
             let _paused = self.pause_writers();
             m.next_id = self.next_id()?;
             let t = &self.t;
-            let raw = |tree: &str, k: &[u8], v: &[u8]| Record::Raw {
-                tree: tree.into(),
-                key: b64(k),
-                value: b64(v),
-            };
-            for kv in t.accounts.iter() {
-                let (k, v) = kv?;
-                // A record that does not decode still goes into the backup, as raw bytes.
-                let r = dec::<Account>(&v)
-                    .map(Record::Account)
-                    .unwrap_or_else(|_| raw("accounts", &k, &v));
-                m.accounts += matches!(r, Record::Account(_)) as u64;
-                line(&mut out, &r)?;
-            }
-            for kv in t.mailboxes.iter() {
-                let (k, v) = kv?;
-                let r = dec::<MailboxMeta>(&v)
-                    .map(Record::Mailbox)
-                    .unwrap_or_else(|_| raw("mailboxes", &k, &v));
-                m.mailboxes += matches!(r, Record::Mailbox(_)) as u64;
-                line(&mut out, &r)?;
-            }
+            let mut line = |r: &Record| line(&mut out, r);
+            // A record that does not decode still goes into the backup, as raw bytes.
+            m.accounts += typed_records(&t.accounts, "accounts", Record::Account, &mut line)?;
+            m.mailboxes += typed_records(&t.mailboxes, "mailboxes", Record::Mailbox, &mut line)?;
             for kv in t.blobs.iter() {
                 let (k, v) = kv?;
                 let id = read_u64(&k)?;
@@ -240,20 +254,17 @@ impl Store {
                 crate::perms::create_dir_all(p.parent().unwrap_or(dir))
                     .map_err(|e| io("creating", &p, e))?;
                 write_synced(&p, &v)?;
-                line(
-                    &mut out,
-                    &Record::Body {
-                        id,
-                        len: v.len() as u64,
-                    },
-                )?;
+                line(&Record::Body {
+                    id,
+                    len: v.len() as u64,
+                })?;
                 m.bodies += 1;
             }
             for kv in t.blob_files.iter() {
                 let (k, v) = kv?;
                 let (id, len) = (read_u64(&k)?, read_u64(&v)?);
                 files.push((id, len));
-                line(&mut out, &Record::Body { id, len })?;
+                line(&Record::Body { id, len })?;
                 m.bodies += 1;
             }
             for kv in t.messages.iter() {
@@ -263,16 +274,9 @@ impl Store {
                     _ => raw("messages", &k, &v),
                 };
                 m.messages += matches!(r, Record::Message { .. }) as u64;
-                line(&mut out, &r)?;
+                line(&r)?;
             }
-            for kv in t.queue.iter() {
-                let (k, v) = kv?;
-                let r = dec::<QueueRecord>(&v)
-                    .map(Record::Queue)
-                    .unwrap_or_else(|_| raw("queue", &k, &v));
-                m.queue += matches!(r, Record::Queue(_)) as u64;
-                line(&mut out, &r)?;
-            }
+            m.queue += typed_records(&t.queue, "queue", Record::Queue, &mut line)?;
             for name in self.db.tree_names() {
                 let name = String::from_utf8_lossy(&name).into_owned();
                 if KNOWN_TREES.contains(&name.as_str()) {
@@ -280,7 +284,7 @@ impl Store {
                 }
                 for kv in self.db.open_tree(&name)?.iter() {
                     let (k, v) = kv?;
-                    line(&mut out, &raw(&name, &k, &v))?;
+                    line(&raw(&name, &k, &v))?;
                     m.raw += 1;
                 }
             }

@@ -365,14 +365,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{enc, key2, u64_key};
+    use super::super::{enc, key2, temp_store as store, u64_key};
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        (dir, s)
-    }
 
     fn has(problems: &[String], what: &str) -> bool {
         problems.iter().any(|p| p.contains(what))

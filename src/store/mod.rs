@@ -413,6 +413,14 @@ pub(crate) fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
     serde_json::from_slice(b).map_err(|e| StoreError::Db(format!("corrupt record: {e}")))
 }
 
+/// A store in a fresh temporary directory, for unit tests (kept while the `TempDir` lives).
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    (dir, s)
+}
+
 pub(crate) fn u64_key(v: u64) -> [u8; 8] {
     v.to_be_bytes()
 }

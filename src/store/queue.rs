@@ -355,13 +355,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::temp_store as store;
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        (dir, s)
-    }
 
     fn queue(s: &Store, rcpts: &[&str]) -> QueueRecord {
         let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();

@@ -162,6 +162,20 @@ fn imap_login(p: &mut Peer, tag: &str, user: &str, password: &str) -> String {
 
 /// A new connection from `src` to an implicit-TLS port is closed without a single byte (no
 /// plaintext refusal that a TLS client would choke on).
+/// Alice logs in from `src` over IMAP (command tag `tag`) and SMTP; the sessions stay open
+/// while the caller holds them.
+fn alice_logs_in(srv: &TestServer, src: [u8; 4], tag: &str) -> (Peer, Peer) {
+    let mut i = imap(srv, src);
+    let r = imap_login(&mut i, tag, ALICE, ALICE_PW);
+    assert!(r.contains(&format!("{tag} OK")), "{r}");
+    let mut s = smtp(srv, src);
+    assert_eq!(
+        smtp_auth(&mut s, ALICE, ALICE_PW),
+        "235 2.7.0 Authentication successful"
+    );
+    (i, s)
+}
+
 fn assert_closed_silently(src: [u8; 4], addr: SocketAddr) {
     let mut tcp = connect_from(src, addr);
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -258,14 +272,7 @@ fn auth_limits_5_failures_from_one_address_ban_it_on_every_port() {
     assert_closed_silently(EVIL, srv.imaps);
 
     // Another address is not affected: alice logs in over IMAP and SMTP, MX answers.
-    let mut i = imap(&srv, OTHER);
-    let r = imap_login(&mut i, "b1", ALICE, ALICE_PW);
-    assert!(r.contains("b1 OK"), "{r}");
-    let mut s = smtp(&srv, OTHER);
-    assert_eq!(
-        smtp_auth(&mut s, ALICE, ALICE_PW),
-        "235 2.7.0 Authentication successful"
-    );
+    let _sessions = alice_logs_in(&srv, OTHER, "b1");
     let mut mx = Peer::plain(OTHER, srv.mx);
     assert!(mx.line().unwrap().starts_with("220 "));
 
@@ -329,14 +336,7 @@ fn auth_limits_5_one_account_attacked_from_many_addresses_owner_still_logs_in() 
     assert_closed_silently([127, 0, 0, 11], srv.imaps);
 
     // The owner, from another address, is slowed down but never locked out: IMAP and SMTP.
-    let mut i = imap(&srv, OWNER);
-    let r = imap_login(&mut i, "o1", ALICE, ALICE_PW);
-    assert!(r.contains("o1 OK"), "{r}");
-    let mut s = smtp(&srv, OWNER);
-    assert_eq!(
-        smtp_auth(&mut s, ALICE, ALICE_PW),
-        "235 2.7.0 Authentication successful"
-    );
+    let _sessions = alice_logs_in(&srv, OWNER, "o1");
     // The two addresses that failed once are not banned either.
     let mut p = imap(&srv, [127, 0, 0, 12]);
     let r = imap_login(&mut p, "a2", ALICE, ALICE_PW);

@@ -10,7 +10,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use crate::smtp::Client;
 use crate::support::*;
@@ -151,20 +150,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Polls `f` until it returns Some, or panics with `what` and the server log after 60 s.
-fn wait_for<T>(what: &str, srv: &TestServer, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            panic!("timed out waiting for {what}; server log:\n{}", srv.log());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn queue_json(srv: &TestServer) -> Vec<serde_json::Value> {

@@ -159,6 +159,14 @@ fn send(srv: &TestServer, subject: &str, size: usize) -> crate::smtp::Reply {
     c.send_mail("sender@example.kz", &[ALICE], &message(subject, size))
 }
 
+/// Sends a message with `subject`, which must be accepted, and adds it to `acked`.
+#[track_caller]
+fn send_acked(srv: &TestServer, acked: &mut Vec<String>, subject: String, size: usize) {
+    let r = send(srv, &subject, size);
+    assert_eq!(r.code, 250, "{}", r.line());
+    acked.push(subject);
+}
+
 /// Subjects of alice's stored messages (`tanba export`).
 fn subjects(srv: &TestServer) -> Vec<String> {
     stored(srv, ALICE)
@@ -242,10 +250,12 @@ fn disk_full_answers_452_and_overquota_then_serves_again_and_loses_nothing() {
     };
     let mut acked = Vec::new();
     for i in 0..10 {
-        let subject = format!("before {i}");
-        let r = send(&srv, &subject, if i % 2 == 0 { 300_000 } else { 2_000 });
-        assert_eq!(r.code, 250, "{}", r.line());
-        acked.push(subject);
+        send_acked(
+            &srv,
+            &mut acked,
+            format!("before {i}"),
+            if i % 2 == 0 { 300_000 } else { 2_000 },
+        );
     }
 
     // The disk fills (another process, a log file...): half the store's reserve is left.
@@ -278,10 +288,7 @@ fn disk_full_answers_452_and_overquota_then_serves_again_and_loses_nothing() {
     // Space returns: the same process serves again, no restart.
     std::fs::remove_file(&filler).unwrap();
     for i in 0..3 {
-        let subject = format!("after {i}");
-        let r = send(&srv, &subject, 50_000);
-        assert_eq!(r.code, 250, "{}", r.line());
-        acked.push(subject);
+        send_acked(&srv, &mut acked, format!("after {i}"), 50_000);
     }
     let t = imap.append("INBOX", "(\\Seen)", &message("appended after", 2_000));
     assert!(t.starts_with("t5 OK"), "{t}");
@@ -301,10 +308,7 @@ fn sled_out_of_space_exits_for_a_restart_and_loses_nothing() {
     };
     let mut acked = Vec::new();
     for i in 0..20 {
-        let subject = format!("before {i}");
-        let r = send(&srv, &subject, 3_000);
-        assert_eq!(r.code, 250, "{}", r.line());
-        acked.push(subject);
+        send_acked(&srv, &mut acked, format!("before {i}"), 3_000);
     }
     // Something fills the disk to the last byte, the store's reserve too: sled's log runs
     // out of space under flag changes.
@@ -357,10 +361,7 @@ fn read_only_data_dir_refuses_with_4xx_and_recovers() {
     };
     let mut acked = Vec::new();
     for i in 0..5 {
-        let subject = format!("before {i}");
-        let r = send(&srv, &subject, 3_000);
-        assert_eq!(r.code, 250, "{}", r.line());
-        acked.push(subject);
+        send_acked(&srv, &mut acked, format!("before {i}"), 3_000);
     }
     let mut imap = Imap::login(&srv, ALICE, PASSWORD);
     imap.ok("SELECT INBOX");

@@ -177,6 +177,18 @@ fn mx_then_imap(srv: &TestServer, msg: &[u8], uid: u32, reason: &str) {
 }
 
 /// A header field's value with its folding removed.
+/// `msg` over MX (UID 1), appended over IMAP (UID 2) and given to `tanba verify`/`stamp`:
+/// each path takes it and reports `reason`.
+fn every_path_reports(msg: &[u8], reason: &str) {
+    let srv = server_with_users(&[]);
+    mx_then_imap(&srv, msg, 1, reason);
+    let mut i = Imap::login(&srv, "alice@example.test", "secret-alice");
+    assert!(i.append("INBOX", "()", msg).contains(" OK "));
+    i.ok("LOGOUT");
+    imap_serves(&srv, 2);
+    cli_reports_permerror(&srv, msg, reason);
+}
+
 fn unfolded(f: &[(String, String)], name: &str) -> String {
     header(f, name).unwrap_or_default().replace("\r\n", "")
 }
@@ -214,24 +226,10 @@ fn finding_1_rfc822_chain_verify_and_stamp_report_permerror() {
 
 #[test]
 fn finding_1_deep_multipart_nesting() {
-    let srv = server_with_users(&[]);
-    let msg = multipart_chain();
-    mx_then_imap(&srv, &msg, 1, TOO_DEEP);
-    let mut i = Imap::login(&srv, "alice@example.test", "secret-alice");
-    assert!(i.append("INBOX", "()", &msg).contains(" OK "));
-    i.ok("LOGOUT");
-    imap_serves(&srv, 2);
-    cli_reports_permerror(&srv, &msg, TOO_DEEP);
+    every_path_reports(&multipart_chain(), TOO_DEEP);
 }
 
 #[test]
 fn finding_1_many_parts() {
-    let srv = server_with_users(&[]);
-    let msg = many_parts();
-    mx_then_imap(&srv, &msg, 1, TOO_MANY);
-    let mut i = Imap::login(&srv, "alice@example.test", "secret-alice");
-    assert!(i.append("INBOX", "()", &msg).contains(" OK "));
-    i.ok("LOGOUT");
-    imap_serves(&srv, 2);
-    cli_reports_permerror(&srv, &msg, TOO_MANY);
+    every_path_reports(&many_parts(), TOO_MANY);
 }

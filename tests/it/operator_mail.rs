@@ -369,6 +369,17 @@ fn wait_log(srv: &TestServer, needle: &str, n: usize) -> String {
     }
 }
 
+/// Sends SIGHUP, waits for the `n`th "reload refused" in the log and returns that line.
+fn sighup_refused(srv: &TestServer, n: usize) -> String {
+    sighup(srv);
+    let log = wait_log(srv, "reload refused", n);
+    log.lines()
+        .filter(|l| l.contains("reload refused"))
+        .nth(n - 1)
+        .unwrap()
+        .to_string()
+}
+
 /// SHA-256 of the certificate a fresh TLS client gets on `addr` (trusting `bundle`).
 fn served_cert(addr: std::net::SocketAddr, bundle: &Path) -> Vec<u8> {
     let mut s = Stream::connect(addr);
@@ -462,9 +473,7 @@ fn sighup_with_a_broken_config_keeps_serving() {
     .unwrap();
     std::fs::copy(tls.join("b.crt"), tls.join("cert.pem")).unwrap();
     std::fs::copy(tls.join("b.key"), tls.join("key.pem")).unwrap();
-    sighup(&srv);
-    let log = wait_log(&srv, "reload refused", 1);
-    let line = log.lines().find(|l| l.contains("reload refused")).unwrap();
+    let line = sighup_refused(&srv, 1);
     assert!(line.contains("tls.cert"), "{line}");
     assert!(
         line.contains("still serving the previous configuration"),
@@ -474,13 +483,7 @@ fn sighup_with_a_broken_config_keeps_serving() {
     // A key that does not match: refused too (the TLS part names it).
     std::fs::write(&srv.config_path, &good).unwrap();
     std::fs::copy(tls.join("a.key"), tls.join("key.pem")).unwrap();
-    sighup(&srv);
-    let log = wait_log(&srv, "reload refused", 2);
-    let line = log
-        .lines()
-        .filter(|l| l.contains("reload refused"))
-        .nth(1)
-        .unwrap();
+    let line = sighup_refused(&srv, 2);
     assert!(line.contains("tls"), "{line}");
     assert_eq!(served_cert(srv.imaps, &bundle), a);
     let mut c = Client::connect(srv.mx);
@@ -509,13 +512,7 @@ fn sighup_with_a_broken_config_keeps_serving() {
         dkim.display()
     );
     std::fs::write(&srv.config_path, &with_dkim).unwrap();
-    sighup(&srv);
-    let log = wait_log(&srv, "reload refused", 3);
-    let line = log
-        .lines()
-        .filter(|l| l.contains("reload refused"))
-        .nth(2)
-        .unwrap();
+    let line = sighup_refused(&srv, 3);
     assert!(line.contains("dkim.\"example.test\".key"), "{line}");
     assert_eq!(served_cert(srv.imaps, &bundle), a);
     // With a good key, the same file reloads: the new certificate is served.

@@ -177,6 +177,13 @@ impl Client {
         self.send(b".\r\n");
         self.reply()
     }
+
+    /// [`Client::send_mail`], and the message must be accepted (`250`).
+    #[track_caller]
+    pub fn send_mail_ok(&mut self, from: &str, to: &[&str], body: &[u8]) {
+        let r = self.send_mail(from, to, body);
+        assert_eq!(r.code, 250, "{}", r.line());
+    }
 }
 
 pub fn b64(data: &[u8]) -> String {

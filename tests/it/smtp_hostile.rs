@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::smtp::{assert_stored_as, server_with_users, stored, Client};
 use crate::support::*;
@@ -83,20 +83,6 @@ impl Sink {
 
     fn messages(&self) -> Vec<Vec<u8>> {
         self.got.lock().unwrap().clone()
-    }
-}
-
-/// Polls `f` until it returns Some; panics with `what` and the server log after 60 s.
-fn wait_for<T>(what: &str, srv: &TestServer, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            panic!("timed out waiting for {what}; server log:\n{}", srv.log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

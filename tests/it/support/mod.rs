@@ -94,6 +94,22 @@ impl TestServer {
 
     /// Like [`TestServer::start_toml`], with extra environment variables for the server process.
     pub fn start_toml_env(dir: tempfile::TempDir, toml: &str, env: &[(&str, &str)]) -> TestServer {
+        Self::spawn_with(dir, toml, env, &[])
+    }
+
+    /// Like [`TestServer::start_toml`], with `tanba serve` run by `wrapper` (its arguments
+    /// followed by the binary and its own); the process waited for is the wrapper's.
+    pub fn start_toml_wrapped(dir: tempfile::TempDir, toml: &str, wrapper: &[&str]) -> TestServer {
+        Self::spawn_with(dir, toml, &[], wrapper)
+    }
+
+    /// Writes `toml` as the configuration and starts the server with `env` and `wrapper`.
+    fn spawn_with(
+        dir: tempfile::TempDir,
+        toml: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> TestServer {
         let config_path = dir.path().join("tanba.toml");
         std::fs::write(&config_path, toml).unwrap();
         let mut s = TestServer {
@@ -109,27 +125,6 @@ impl TestServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            wrapper: Vec::new(),
-        };
-        s.spawn();
-        s
-    }
-
-    /// Like [`TestServer::start_toml`], with `tanba serve` run by `wrapper` (its arguments
-    /// followed by the binary and its own); the process waited for is the wrapper's.
-    pub fn start_toml_wrapped(dir: tempfile::TempDir, toml: &str, wrapper: &[&str]) -> TestServer {
-        let config_path = dir.path().join("tanba.toml");
-        std::fs::write(&config_path, toml).unwrap();
-        let mut s = TestServer {
-            dir,
-            config_path,
-            child: None,
-            mx: "0.0.0.0:0".parse().unwrap(),
-            submission: "0.0.0.0:0".parse().unwrap(),
-            submissions: "0.0.0.0:0".parse().unwrap(),
-            imap: "0.0.0.0:0".parse().unwrap(),
-            imaps: "0.0.0.0:0".parse().unwrap(),
-            env: Vec::new(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
@@ -400,4 +395,18 @@ pub fn mbox_messages(mbox: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// Polls `f` until it returns Some; panics with `what` and the server log after 60 s.
+pub fn wait_for<T>(what: &str, srv: &TestServer, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!("timed out waiting for {what}; server log:\n{}", srv.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
