@@ -77,8 +77,17 @@ Date: Mon, 20 Nov 2023 10:15:00 +0600\r\nMessage-ID: <m{n}@remote.example>\r\n\r
     .into_bytes()
 }
 
-fn import(srv: &TestServer, args: &[&str]) -> (i32, String, String) {
-    let out = srv.tanba(args, None);
+/// `tanba import KIND PATH --user USER [extra…]`: exit code, stdout, stderr.
+fn import(
+    srv: &TestServer,
+    kind: &str,
+    path: &Path,
+    user: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args = vec!["import", kind, path.to_str().unwrap(), "--user", user];
+    args.extend_from_slice(extra);
+    let out = srv.tanba(&args, None);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -276,16 +285,7 @@ fn import_maildir_written_by_dovecot() {
 
     let srv = TestServer::start();
     srv.add_user("alice@example.test", "secret-alice");
-    let (code, out, err) = import(
-        &srv,
-        &[
-            "import",
-            "maildir",
-            md.to_str().unwrap(),
-            "--user",
-            "alice@example.test",
-        ],
-    );
+    let (code, out, err) = import(&srv, "maildir", &md, "alice@example.test", &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("imported 5 messages"), "{out}");
 
@@ -317,16 +317,7 @@ fn import_maildir_written_by_dovecot() {
     assert_eq!(boxes["&BCEEPwQwBDw-"], vec![(vec![], dates[4], m5.clone())]);
 
     // Again: nothing is added twice.
-    let (code, out, err) = import(
-        &srv,
-        &[
-            "import",
-            "maildir",
-            md.to_str().unwrap(),
-            "--user",
-            "alice@example.test",
-        ],
-    );
+    let (code, out, err) = import(&srv, "maildir", &md, "alice@example.test", &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("imported 0 messages (5 already there"),
@@ -390,15 +381,10 @@ fn import_mbox_round_trip_through_export() {
     // While serving: streamed over the admin socket.
     let (code, out, err) = import(
         &srv,
-        &[
-            "import",
-            "mbox",
-            mbox.to_str().unwrap(),
-            "--user",
-            "bob@example.test",
-            "--mailbox",
-            "Old/Alice",
-        ],
+        "mbox",
+        &mbox,
+        "bob@example.test",
+        &["--mailbox", "Old/Alice"],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -413,15 +399,10 @@ fn import_mbox_round_trip_through_export() {
     // Re-running adds nothing.
     let (code, out, _) = import(
         &srv,
-        &[
-            "import",
-            "mbox",
-            mbox.to_str().unwrap(),
-            "--user",
-            "bob@example.test",
-            "--mailbox",
-            "Old/Alice",
-        ],
+        "mbox",
+        &mbox,
+        "bob@example.test",
+        &["--mailbox", "Old/Alice"],
     );
     assert_eq!(code, 0);
     assert!(
@@ -431,16 +412,7 @@ fn import_mbox_round_trip_through_export() {
 
     // Stopped: straight into the store.
     assert_eq!(srv.stop(), Some(0));
-    let (code, out, err) = import(
-        &srv,
-        &[
-            "import",
-            "mbox",
-            mbox.to_str().unwrap(),
-            "--user",
-            "carol@example.test",
-        ],
-    );
+    let (code, out, err) = import(&srv, "mbox", &mbox, "carol@example.test", &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("imported 3 messages"), "{out}");
     srv.restart();
@@ -467,16 +439,7 @@ fn import_skips_oversize_message_with_a_warning() {
         ),
     )
     .unwrap();
-    let (code, out, err) = import(
-        &srv,
-        &[
-            "import",
-            "mbox",
-            mbox.to_str().unwrap(),
-            "--user",
-            "alice@example.test",
-        ],
-    );
+    let (code, out, err) = import(&srv, "mbox", &mbox, "alice@example.test", &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         out.contains("imported 2 messages (0 already there, 1 skipped"),
@@ -519,16 +482,7 @@ fn import_skips_oversize_message_with_a_warning() {
         "Subject: s\n\nok\n",
     )
     .unwrap();
-    let (code, out, err) = import(
-        &srv,
-        &[
-            "import",
-            "maildir",
-            md.to_str().unwrap(),
-            "--user",
-            "alice@example.test",
-        ],
-    );
+    let (code, out, err) = import(&srv, "maildir", &md, "alice@example.test", &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!(
@@ -566,25 +520,9 @@ fn import_stamps_only_when_asked() {
     // A forged verdict from the old server: kept as is without --stamp, removed with it.
     let msg = "X-EDS-Status: pass; signers=1; valid=1\nSubject: old\n\nbody\n";
     std::fs::write(&mbox, format!("From a Mon Feb  1 10:00:00 2021\n{msg}")).unwrap();
-    let args = |stamp: bool, mailbox: &'static str| {
-        let mut a = vec![
-            "import",
-            "mbox",
-            mbox.to_str().unwrap(),
-            "--user",
-            "alice@example.test",
-            "--mailbox",
-            mailbox,
-        ];
-        if stamp {
-            a.push("--stamp");
-        }
-        a.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    for (stamp, mailbox) in [(false, "Plain"), (true, "Stamped")] {
-        let a = args(stamp, mailbox);
-        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
-        let (code, out, err) = import(&srv, &a);
+    for (extra, mailbox) in [(&[][..], "Plain"), (&["--stamp"][..], "Stamped")] {
+        let extra = [&["--mailbox", mailbox][..], extra].concat();
+        let (code, out, err) = import(&srv, "mbox", &mbox, "alice@example.test", &extra);
         assert_eq!(code, 0, "{out}{err}");
     }
     let boxes = dump(&srv, "alice@example.test", "secret-alice");
