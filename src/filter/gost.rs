@@ -905,7 +905,8 @@ mod tests {
     use super::*;
     use base64::Engine;
     use num_traits::Zero;
-    use x509_parser::prelude::{FromDer, X509Certificate};
+    use der::{Decode, Encode};
+    use x509_cert::Certificate;
 
     const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nca/");
 
@@ -935,12 +936,20 @@ mod tests {
     }
 
     fn cert_parts(der: &[u8]) -> CertParts {
-        let (_, cert) = X509Certificate::from_der(der).expect("certificate parses");
+        // x509-cert (RustCrypto), not our own `filter::cert`, so that these tests do not lean on
+        // the parser the filter uses; the NCA files are DER, so re-encoding gives their bytes.
+        let cert = Certificate::from_der(der).expect("certificate parses");
+        let tbs = cert.tbs_certificate.to_der().expect("TBS encodes");
+        assert!(der.windows(tbs.len()).any(|w| w == tbs), "TBS re-encodes to its bytes");
         CertParts {
-            spki: cert.tbs_certificate.subject_pki.raw.to_vec(),
-            tbs: cert.tbs_certificate.as_ref().to_vec(),
-            sig_oid: cert.signature_algorithm.algorithm.to_id_string(),
-            sig: cert.signature_value.data.to_vec(),
+            spki: cert
+                .tbs_certificate
+                .subject_public_key_info
+                .to_der()
+                .expect("SPKI encodes"),
+            tbs,
+            sig_oid: cert.signature_algorithm.oid.to_string(),
+            sig: cert.signature.raw_bytes().to_vec(),
         }
     }
 
@@ -1716,8 +1725,8 @@ mod tests {
             let cert = certs
                 .iter()
                 .find(|c| {
-                    let (_, x) = X509Certificate::from_der(c).expect("cert");
-                    x.tbs_certificate.raw_serial() == serial
+                    let x = Certificate::from_der(c).expect("cert");
+                    x.tbs_certificate.serial_number.as_bytes() == serial
                 })
                 .expect("signer certificate in the CMS");
             let key = PublicKey::from_spki_der(&cert_parts(cert).spki).expect("signer key");
