@@ -372,7 +372,10 @@ pub fn render(name: &str, value: &str, eol: &str) -> String {
         if i == 0 && tok.is_empty() {
             continue;
         }
-        if needs_encoding(tok) {
+        // An empty token is a second space in a row: inside a run of encoded words it is
+        // encoded too, since the white space between two encoded words is dropped by decoders
+        // (RFC 2047 §6.2; found by the rfc2047 fuzz target).
+        if needs_encoding(tok) || (tok.is_empty() && !run.is_empty()) {
             run.push(tok);
             continue;
         }
@@ -677,6 +680,25 @@ fn authserv_id(value: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two spaces between runs that need encoding survive a decode (the rfc2047 fuzz target's
+    /// find: `fuzz/regressions/rfc2047/double-space-between-encoded-words`).
+    #[test]
+    fn render_keeps_double_spaces_between_encoded_runs() {
+        for value in [
+            "=?utf,4?q?hello  =?=?_=D0utf\u{fffd}BC=D",
+            "Тест  Тестов",
+            "Тест   Тестов plain  Әлі ",
+            "a  =?x",
+        ] {
+            let field = render("X-EDS-Signer", value, "\r\n");
+            let unfolded = field.trim_end_matches("\r\n").replace("\r\n", "");
+            let got = crate::imap::search::decode_words(
+                unfolded.strip_prefix("X-EDS-Signer:").unwrap().as_bytes(),
+            );
+            assert_eq!(got, format!(" {value}"), "{field:?}");
+        }
+    }
 
     #[test]
     fn strips_forgeries_only() {
