@@ -904,8 +904,8 @@ fn wnaf<const N: usize>(k: &[u64; N], w: usize) -> Vec<i8> {
 mod tests {
     use super::*;
     use base64::Engine;
-    use num_traits::Zero;
     use der::{Decode, Encode};
+    use num_traits::Zero;
     use x509_cert::Certificate;
 
     const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nca/");
@@ -940,7 +940,10 @@ mod tests {
         // the parser the filter uses; the NCA files are DER, so re-encoding gives their bytes.
         let cert = Certificate::from_der(der).expect("certificate parses");
         let tbs = cert.tbs_certificate.to_der().expect("TBS encodes");
-        assert!(der.windows(tbs.len()).any(|w| w == tbs), "TBS re-encodes to its bytes");
+        assert!(
+            der.windows(tbs.len()).any(|w| w == tbs),
+            "TBS re-encodes to its bytes"
+        );
         CertParts {
             spki: cert
                 .tbs_certificate
