@@ -17,15 +17,24 @@
 //! of an older backup format goes through the same record types, so restoring is the way back.
 //! Adding an optional field with `#[serde(default)]` needs no new version.
 //!
+//! # Versions
+//! - 1: the first format.
+//! - 2: IMAP subscriptions move out of the mailbox records (`MailboxMeta::subscribed`, only for
+//!   existing mailboxes) into a `subscriptions` tree of names of their own (`mailbox.rs`,
+//!   "Subscriptions"). Step 1 → 2 copies every `subscribed: true` into the tree; the stale field
+//!   is ignored from then on and dropped when the record is next written.
+//!
 //! `id_base` (u64, big-endian): added to sled's `generate_id` by [`super::Store::next_id`]. A
 //! restore sets it above every id in the backup, because a fresh sled database counts from 0.
 
 use std::path::Path;
 
-use super::{Result, StoreError};
+use super::{dec, mailbox, MailboxMeta, Result, StoreError};
 
 /// The format this binary writes and understands.
-pub const CURRENT: u32 = 1;
+pub const CURRENT: u32 = 2;
+
+pub(crate) const SUBSCRIPTIONS_TREE: &str = "subscriptions";
 
 pub(crate) const META_TREE: &str = "meta";
 const VERSION_KEY: &[u8] = b"format_version";
@@ -46,7 +55,7 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
                     dir.display()
                 )));
             }
-            // v < CURRENT: migrations go here (none yet: 1 is the first format).
+            migrate(db, &meta, v)?;
         }
         None => {
             // A new store, or one made before this key existed (it has records then). No key,
@@ -61,8 +70,13 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
                     dir.display()
                 )));
             }
-            meta.insert(VERSION_KEY, &CURRENT.to_be_bytes())?;
-            db.flush()?;
+            if empty {
+                meta.insert(VERSION_KEY, &CURRENT.to_be_bytes())?;
+                db.flush()?;
+            } else {
+                // Made before the key existed: format 1.
+                migrate(db, &meta, 1)?;
+            }
         }
     }
     Ok(match meta.get(ID_BASE_KEY)? {
@@ -71,6 +85,38 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
             .map_err(|_| StoreError::Db("corrupt id_base in the store".into()))?,
         None => 0,
     })
+}
+
+/// Brings a store of format `from` to [`CURRENT`], one step at a time; each step may run again
+/// after a crash, and the version is written in the flush that ends it.
+fn migrate(db: &sled::Db, meta: &sled::Tree, from: u32) -> Result<()> {
+    if from == 0 {
+        // No such format.
+        return Err(StoreError::Db("corrupt format_version 0 in the store".into()));
+    }
+    if from < 2 {
+        subscriptions_1_to_2(db)?;
+        meta.insert(VERSION_KEY, &2u32.to_be_bytes())?;
+        db.flush()?;
+        tracing::info!("store migrated to format 2 (IMAP subscriptions of their own)");
+    }
+    Ok(())
+}
+
+/// 1 → 2: every mailbox record with `subscribed: true` gives its name to `subscriptions`.
+/// Records that do not decode are left for `tanba store check` to report.
+fn subscriptions_1_to_2(db: &sled::Db) -> Result<()> {
+    let mailboxes = db.open_tree("mailboxes")?;
+    let subs = db.open_tree(SUBSCRIPTIONS_TREE)?;
+    for v in mailboxes.iter().values() {
+        let Ok(m) = dec::<MailboxMeta>(&v?) else {
+            continue;
+        };
+        if m.legacy_subscribed {
+            subs.insert(mailbox::name_key(m.account_id, &m.name), mailbox::EMPTY)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `<store>/messages/` holds any body file.
@@ -121,7 +167,7 @@ mod tests {
         }
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(
-            err.contains("store format 2") && err.contains("upgrade tanba"),
+            err.contains(&format!("store format {}", CURRENT + 1)) && err.contains("upgrade tanba"),
             "{err}"
         );
     }
@@ -165,6 +211,63 @@ mod tests {
             assert_eq!(version(&s.db).unwrap(), None);
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(version(&s.db).unwrap(), Some(1));
+        assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
+    }
+
+    /// Writes a mailbox record as format 1 did: with its `subscribed` flag.
+    fn write_v1_mailbox(s: &Store, m: &MailboxMeta, subscribed: bool) {
+        let mut v = serde_json::to_value(m).unwrap();
+        v["subscribed"] = serde_json::Value::Bool(subscribed);
+        s.t.mailboxes
+            .insert(m.id.to_be_bytes(), serde_json::to_vec(&v).unwrap())
+            .unwrap();
+    }
+
+    /// What format 1 looked like: subscriptions as a flag of existing mailboxes, no tree.
+    fn make_v1(s: &Store, subscribed: &[(u64, &str)], keep_key: bool) {
+        for kv in s.t.mailboxes.iter() {
+            let (_, v) = kv.unwrap();
+            let m: MailboxMeta = dec(&v).unwrap();
+            let on = subscribed.contains(&(m.account_id, m.name.as_str()));
+            write_v1_mailbox(s, &m, on);
+        }
+        s.t.subscriptions.clear().unwrap();
+        let meta = s.db.open_tree(META_TREE).unwrap();
+        if keep_key {
+            meta.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+        } else {
+            meta.remove(VERSION_KEY).unwrap();
+        }
+        s.db.flush().unwrap();
+    }
+
+    #[test]
+    fn format_1_subscription_flags_become_the_subscription_set() {
+        for keep_key in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = {
+                let s = Store::open(dir.path()).unwrap();
+                let a = s.create_account("a@x.test", "h").unwrap();
+                let b = s.create_account("b@x.test", "h").unwrap();
+                s.create_mailbox(a.id, "Work/2026", None).unwrap();
+                make_v1(
+                    &s,
+                    &[(a.id, "INBOX"), (a.id, "Work/2026"), (b.id, "Sent")],
+                    keep_key,
+                );
+                assert!(s.subscriptions(a.id).unwrap().is_empty());
+                (a.id, b.id)
+            };
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
+            assert_eq!(s.subscriptions(a).unwrap(), vec!["INBOX", "Work/2026"]);
+            assert_eq!(s.subscriptions(b).unwrap(), vec!["Sent"]);
+            // The stale flag no longer counts: unsubscribing sticks across a reopen.
+            s.remove_subscription(a, "INBOX").unwrap();
+            s.flush_sync().unwrap();
+            drop(s);
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.subscriptions(a).unwrap(), vec!["Work/2026"]);
+        }
     }
 }

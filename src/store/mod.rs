@@ -17,6 +17,7 @@
 //! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
 //! | `queue_due`     | next_attempt u64 ‖ queue_id u64       | empty (due-time index of `queue`)      |
 //! | `aliases`       | `user@domain` or `@domain` (lower-case) | [`alias::Alias`] (JSON)              |
+//! | `subscriptions` | account_id u64 ‖ mailbox name (UTF-8) | empty (IMAP subscriptions, format ≥ 2) |
 //! | `meta`          | `format_version`, `id_base`           | u32 / u64 (`format.rs`)                |
 //!
 //! # Invariants
@@ -50,7 +51,7 @@ mod queue;
 mod sync;
 
 pub use account::Account;
-pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES};
+pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES, MAX_SUBSCRIPTIONS};
 pub use message::{Appended, FlagOp, MessageMeta};
 pub use queue::{Bounce, QueueRecord, RcptState, RcptStatus};
 pub use sync::{failed, failure, RESERVE};
@@ -157,6 +158,7 @@ pub(crate) struct Trees {
     pub queue: sled::Tree,
     pub queue_due: sled::Tree,
     pub aliases: sled::Tree,
+    pub subscriptions: sled::Tree,
 }
 
 impl Store {
@@ -217,6 +219,7 @@ impl Store {
             queue: tree("queue")?,
             queue_due: tree("queue_due")?,
             aliases: tree("aliases")?,
+            subscriptions: tree(format::SUBSCRIPTIONS_TREE)?,
         };
         let id_base = format::check_and_migrate(&db, dir)?;
         let files = Arc::new(files::Files::open(dir)?);
