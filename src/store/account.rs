@@ -181,8 +181,13 @@ impl Store {
         }
         let t = &self.t;
         let w = self.write_gate();
-        (&t.accounts, &t.mailbox_names, &t.mailboxes, &t.subscriptions).transaction(
-            |(acc, names, mbs, subs)| {
+        (
+            &t.accounts,
+            &t.mailbox_names,
+            &t.mailboxes,
+            &t.subscriptions,
+        )
+            .transaction(|(acc, names, mbs, subs)| {
                 if acc.get(email.as_bytes())?.is_some() {
                     return Err(StoreError::Exists(format!("account {email}")).into());
                 }
@@ -193,8 +198,7 @@ impl Store {
                     subs.insert(mailbox::name_key(id, &m.name), mailbox::EMPTY)?;
                 }
                 Ok(())
-            },
-        )?;
+            })?;
         drop(w);
         Ok(account)
     }

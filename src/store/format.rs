@@ -92,7 +92,9 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
 fn migrate(db: &sled::Db, meta: &sled::Tree, from: u32) -> Result<()> {
     if from == 0 {
         // No such format.
-        return Err(StoreError::Db("corrupt format_version 0 in the store".into()));
+        return Err(StoreError::Db(
+            "corrupt format_version 0 in the store".into(),
+        ));
     }
     if from < 2 {
         subscriptions_1_to_2(db)?;

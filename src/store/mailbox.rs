@@ -373,7 +373,13 @@ impl Store {
         if self.t.subscriptions.contains_key(&key)? {
             return Ok(());
         }
-        if self.t.subscriptions.scan_prefix(u64_key(account_id)).count() >= MAX_SUBSCRIPTIONS {
+        if self
+            .t
+            .subscriptions
+            .scan_prefix(u64_key(account_id))
+            .count()
+            >= MAX_SUBSCRIPTIONS
+        {
             return Err(StoreError::Invalid(format!(
                 "Too many subscriptions (at most {MAX_SUBSCRIPTIONS})"
             )));

@@ -37,6 +37,9 @@ mod imap;
 // IMAP limits (issue 11): command size and the state gate before literals, login timeout, error
 // limits, LIST patterns.
 mod imap_limits;
+// IMAP subscriptions and LIST (issue 16): subscriptions as names of their own and their migration,
+// LIST-EXTENDED with RECURSIVEMATCH/CHILDINFO, LIST-STATUS, STATUS=SIZE, invalid UTF-7 patterns.
+mod imap_list;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,

@@ -266,8 +266,10 @@ fn select_names(
     args: &ListArgs,
 ) -> Vec<Listed> {
     use std::collections::{BTreeMap, HashSet};
-    let existing: BTreeMap<String, MailboxInfo> =
-        infos.into_iter().map(|i| (i.meta.name.clone(), i)).collect();
+    let existing: BTreeMap<String, MailboxInfo> = infos
+        .into_iter()
+        .map(|i| (i.meta.name.clone(), i))
+        .collect();
     let subs: std::collections::BTreeSet<String> = subs.into_iter().collect();
     let by_subscription = args.lsub || args.select_subscribed;
     let recursive = args.lsub || args.select_recursive;
@@ -277,8 +279,7 @@ fn select_names(
             subs.contains(name)
         } else {
             info.is_some()
-        }) && (!args.select_special_use
-            || info.is_some_and(|i| i.meta.special_use.is_some()))
+        }) && (!args.select_special_use || info.is_some_and(|i| i.meta.special_use.is_some()))
     };
     let matches = |name: &str| {
         let chars: Vec<char> = name.chars().collect();
