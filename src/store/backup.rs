@@ -510,6 +510,7 @@ pub fn restore(store_dir: &Path, backup: &Path, opts: RestoreOptions) -> Result<
                 if m.legacy_subscribed {
                     t.subscriptions
                         .insert(mailbox::name_key(m.account_id, &m.name), mailbox::EMPTY)?;
+                    m.legacy_subscribed = false;
                 }
                 boxes.insert(m.id, (m, Tally::default()));
                 sum.mailboxes += 1;

@@ -15,14 +15,18 @@
 //! same flush as the step's last change. Before a migration runs, the operator should have a
 //! `tanba backup` (docs/operations.md): backups are logical (JSON lines), and `tanba restore`
 //! of an older backup format goes through the same record types, so restoring is the way back.
-//! Adding an optional field with `#[serde(default)]` needs no new version.
+//! Adding a field with `#[serde(default)]` *at the end* of a record type needs no new version
+//! (records are positional MessagePack since format 3: a field inserted in the middle, removed or
+//! reordered does, with a migration; `tests::record_layout_is_pinned` fails until then).
 //!
 //! # Versions
 //! - 1: the first format.
 //! - 2: IMAP subscriptions move out of the mailbox records (`MailboxMeta::subscribed`, only for
 //!   existing mailboxes) into a `subscriptions` tree of names of their own (`mailbox.rs`,
-//!   "Subscriptions"). Step 1 → 2 copies every `subscribed: true` into the tree; the stale field
-//!   is ignored from then on and dropped when the record is next written.
+//!   "Subscriptions"). Step 1 → 2 copies every `subscribed: true` into the tree and clears the
+//!   flag (the field keeps its place in the record: positional encoding, below).
+//! - 3: records (`accounts`, `mailboxes`, `messages`, `queue`, `aliases`) move from JSON to
+//!   MessagePack, structs as arrays ([`super::enc`]); step 2 → 3 rewrites them.
 //!
 //! `id_base` (u64, big-endian): added to sled's `generate_id` by [`super::Store::next_id`]. A
 //! restore sets it above every id in the backup, because a fresh sled database counts from 0.
@@ -31,8 +35,8 @@ use std::path::Path;
 
 use super::{dec, mailbox, MailboxMeta, Result, StoreError};
 
-/// The format this binary writes and understands.
-pub const CURRENT: u32 = 2;
+/// The format this binary writes and understands (the steps: "Versions" above).
+pub const CURRENT: u32 = 3;
 
 pub(crate) const SUBSCRIPTIONS_TREE: &str = "subscriptions";
 
@@ -62,6 +66,10 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
             // no records, but message files: sled has lost its database (a damaged `db` file
             // opens as an empty one) and the sweep at open would delete every body. Refuse.
             let empty = db.open_tree("accounts")?.is_empty() && db.open_tree("queue")?.is_empty();
+            if !empty {
+                // Made before the key existed: format 1, JSON records.
+                migrate_1_to_2(db)?;
+            }
             if empty && has_body_files(dir) {
                 return Err(StoreError::Db(format!(
                     "the store in {} has message files but no records: its database is lost or \
@@ -102,6 +110,11 @@ fn migrate(db: &sled::Db, meta: &sled::Tree, from: u32) -> Result<()> {
         db.flush()?;
         tracing::info!("store migrated to format 2 (IMAP subscriptions of their own)");
     }
+    if from < 3 {
+        records_2_to_3(db)?;
+        meta.insert(VERSION_KEY, &3u32.to_be_bytes())?;
+        db.flush()?;
+    }
     Ok(())
 }
 
@@ -116,9 +129,64 @@ fn subscriptions_1_to_2(db: &sled::Db) -> Result<()> {
         };
         if m.legacy_subscribed {
             subs.insert(mailbox::name_key(m.account_id, &m.name), mailbox::EMPTY)?;
+            // Cleared in the record, so that a later backup does not carry it as a format-1
+            // subscription (`backup.rs`).
+            let cleared = MailboxMeta {
+                legacy_subscribed: false,
+                ..m
+            };
+            mailboxes.insert(super::u64_key(cleared.id), super::enc(&cleared))?;
         }
     }
     Ok(())
+}
+
+/// Format 2 → 3: rewrites every JSON record as MessagePack, tree by tree, in batches. Each value
+/// is decoded as its own record type (so that structs become arrays in field order) and written
+/// back under the same key. Records already converted (a crash interrupted an earlier run) are
+/// left alone: `dec` reads both, and a JSON record always starts with `{`. The caller writes the
+/// new version after this returns and flushes.
+fn records_2_to_3(db: &sled::Db) -> Result<()> {
+    use super::{Account, MailboxMeta, MessageMeta, QueueRecord};
+    let mut total = 0usize;
+    total += rewrite::<Account>(db, "accounts")?;
+    total += rewrite::<MailboxMeta>(db, "mailboxes")?;
+    total += rewrite::<MessageMeta>(db, "messages")?;
+    total += rewrite::<QueueRecord>(db, "queue")?;
+    total += rewrite::<super::alias::Alias>(db, "aliases")?;
+    db.flush()?;
+    tracing::info!("store format 2 → 3: {total} records rewritten from JSON to MessagePack");
+    Ok(())
+}
+
+/// Rewrites the JSON values of one tree as [`super::enc`] of `T`; returns how many.
+fn rewrite<T: serde::Serialize + serde::de::DeserializeOwned>(
+    db: &sled::Db,
+    tree: &str,
+) -> Result<usize> {
+    const BATCH: usize = 1000;
+    let t = db.open_tree(tree)?;
+    let mut batch = sled::Batch::default();
+    let (mut n, mut pending) = (0usize, 0usize);
+    for kv in t.iter() {
+        let (k, v) = kv?;
+        if v.first() != Some(&b'{') {
+            continue;
+        }
+        let rec: T =
+            super::dec_json(&v).map_err(|e| StoreError::Db(format!("migrating {tree}: {e}")))?;
+        batch.insert(k, super::enc(&rec));
+        n += 1;
+        pending += 1;
+        if pending == BATCH {
+            t.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    if pending > 0 {
+        t.apply_batch(batch)?;
+    }
+    Ok(n)
 }
 
 /// Whether `<store>/messages/` holds any body file.
@@ -200,6 +268,138 @@ mod tests {
         assert_eq!(n, 1);
     }
 
+    /// Every record of a tree, as raw values.
+    fn raw_values(s: &Store, tree: &str) -> Vec<Vec<u8>> {
+        s.db.open_tree(tree)
+            .unwrap()
+            .iter()
+            .values()
+            .map(|v| v.unwrap().to_vec())
+            .collect()
+    }
+
+    /// Rewrites every record of the five record trees as format 1 wrote it (JSON) and sets the
+    /// version to 1 (or removes it): a store as the previous tanba left it.
+    fn back_to_format_1(s: &Store, keep_key: bool) {
+        use crate::store::{alias::Alias, Account, MailboxMeta, MessageMeta, QueueRecord};
+        fn json<T: serde::Serialize + serde::de::DeserializeOwned>(s: &Store, tree: &str) {
+            let t = s.db.open_tree(tree).unwrap();
+            for kv in t.iter() {
+                let (k, v) = kv.unwrap();
+                let rec: T = crate::store::dec(&v).unwrap();
+                t.insert(k, serde_json::to_vec(&rec).unwrap()).unwrap();
+            }
+        }
+        json::<Account>(s, "accounts");
+        json::<MailboxMeta>(s, "mailboxes");
+        json::<MessageMeta>(s, "messages");
+        json::<QueueRecord>(s, "queue");
+        json::<Alias>(s, "aliases");
+        let meta = s.db.open_tree(META_TREE).unwrap();
+        if keep_key {
+            meta.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+        } else {
+            meta.remove(VERSION_KEY).unwrap();
+        }
+        s.db.flush().unwrap();
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_on_open_and_reads_the_same() {
+        use crate::store::alias::Alias;
+        for keep_key in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (accounts, messages, queue, aliases) = {
+                let s = Store::open(dir.path()).unwrap();
+                let a = s.create_account("a@x.test", "$argon2id$h").unwrap();
+                let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
+                for i in 0..5 {
+                    let flags = vec!["\\Seen".to_string(), format!("$k{i}")];
+                    s.append(
+                        inbox.id,
+                        format!("Subject: {i}\r\n\r\n{i}\r\n").as_bytes(),
+                        &flags,
+                        1_700_000_000 + i,
+                    )
+                    .unwrap();
+                }
+                let q = s
+                    .new_queue_record("a@x.test", &["r@remote.test".to_string()])
+                    .unwrap();
+                s.deliver(
+                    &[],
+                    b"Subject: out\r\n\r\nx\r\n",
+                    0,
+                    Some((&q, b"Subject: out\r\n\r\nx\r\n")),
+                )
+                .unwrap();
+                s.put_alias(&Alias {
+                    address: "sales@x.test".into(),
+                    targets: vec!["a@x.test".into()],
+                })
+                .unwrap();
+                back_to_format_1(&s, keep_key);
+                assert!(raw_values(&s, "messages").iter().all(|v| v[0] == b'{'));
+                (
+                    s.accounts().unwrap(),
+                    s.messages(inbox.id).unwrap(),
+                    s.queue_list().unwrap(),
+                    s.aliases().unwrap(),
+                )
+            };
+            assert_eq!(messages.len(), 5);
+            assert_eq!(queue.len(), 1);
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
+            for tree in ["accounts", "mailboxes", "messages", "queue", "aliases"] {
+                let vals = raw_values(&s, tree);
+                assert!(!vals.is_empty(), "{tree}");
+                assert!(vals.iter().all(|v| v[0] != b'{'), "{tree} still JSON");
+            }
+            assert_eq!(s.accounts().unwrap(), accounts);
+            let inbox = s.mailbox(accounts[0].id, "INBOX").unwrap().unwrap();
+            assert_eq!(s.messages(inbox.id).unwrap(), messages);
+            assert_eq!(s.queue_list().unwrap(), queue);
+            assert_eq!(s.aliases().unwrap(), aliases);
+            assert_eq!(inbox.messages, 5);
+            // `tanba store check` finds nothing wrong.
+            assert_eq!(s.check(false).unwrap(), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn record_layout_is_pinned() {
+        // Records are positional (structs as MessagePack arrays): a field may only be *added at
+        // the end* of a record type, with `#[serde(default)]`. Inserting, removing or reordering
+        // one changes these bytes and needs a new format version with a migration (module docs,
+        // docs/ARCHITECTURE.md "Record encoding").
+        use crate::store::MessageMeta;
+        let m = MessageMeta {
+            uid: 7,
+            blob_id: 300,
+            size: 1234,
+            internal_date: 1_700_000_000,
+            flags: vec!["\\Seen".into(), "$x".into()],
+            modseq: 9,
+        };
+        let b = crate::store::enc(&m);
+        assert_eq!(
+            b,
+            [
+                &[0x96, 0x07, 0xcd, 0x01, 0x2c, 0xcd, 0x04, 0xd2, 0xce, 0x65, 0x53, 0xf1, 0x00][..],
+                &[0x92, 0xa5, b'\\', b'S', b'e', b'e', b'n', 0xa2, b'$', b'x', 0x09][..],
+            ]
+            .concat(),
+            "MessageMeta's layout changed: {b:02x?}"
+        );
+        assert_eq!(crate::store::dec::<MessageMeta>(&b).unwrap(), m);
+        // A record written before a trailing `#[serde(default)]` field existed reads with the
+        // default: an Account of four fields (id, email, password_hash, created).
+        let old = rmp_serde::to_vec(&(5u64, "a@x.test", "$h", 1i64)).unwrap();
+        let a: crate::store::Account = crate::store::dec(&old).unwrap();
+        assert_eq!((a.id, a.aliases.len()), (5, 0));
+    }
+
     #[test]
     fn a_store_without_the_key_is_version_1() {
         let dir = tempfile::tempdir().unwrap();
@@ -212,6 +412,7 @@ mod tests {
             s.db.flush().unwrap();
             assert_eq!(version(&s.db).unwrap(), None);
         }
+        // Read as format 1 and migrated.
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
     }

@@ -56,8 +56,9 @@ pub struct MailboxMeta {
     pub uidnext: u32,
     pub special_use: Option<String>,
     /// Store format 1 kept the subscription here. Read by the migration to format 2 and by a
-    /// restore of a format-1 backup (both move it into the `subscriptions` tree); never written.
-    #[serde(default, rename = "subscribed", skip_serializing)]
+    /// restore of a format-1 backup (both move it into the `subscriptions` tree); always written
+    /// as `false` since (it keeps its place: records are positional, `format.rs`).
+    #[serde(default, rename = "subscribed")]
     pub(crate) legacy_subscribed: bool,
     /// Number of messages.
     pub messages: u32,

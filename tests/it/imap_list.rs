@@ -390,7 +390,9 @@ fn a_format_1_store_keeps_its_subscriptions_after_the_upgrade() {
         let boxes = db.open_tree("mailboxes").unwrap();
         for kv in boxes.iter() {
             let (k, v) = kv.unwrap();
-            let mut m: serde_json::Value = serde_json::from_slice(&v).unwrap();
+            // Format 1 wrote JSON (the other trees stay MessagePack: both read).
+            let meta: tanba::store::MailboxMeta = rmp_serde::from_slice(&v).unwrap();
+            let mut m = serde_json::to_value(&meta).unwrap();
             let name = m["name"].as_str().unwrap().to_string();
             m["subscribed"] = subscribed.contains(&name.as_str()).into();
             boxes.insert(k, serde_json::to_vec(&m).unwrap()).unwrap();
@@ -429,5 +431,5 @@ fn a_format_1_store_keeps_its_subscriptions_after_the_upgrade() {
     );
     let db = sled::open(srv.data_dir().join("store")).unwrap();
     let v = db.open_tree("meta").unwrap().get("format_version").unwrap();
-    assert_eq!(v.unwrap().as_ref(), &2u32.to_be_bytes());
+    assert_eq!(v.unwrap().as_ref(), &3u32.to_be_bytes());
 }

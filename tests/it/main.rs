@@ -70,6 +70,9 @@ mod store_ops;
 mod faults;
 // Issue 12, item 2: every acknowledgement follows an fdatasync of sled's log (strace counts).
 mod fsync;
+// Issue 16: what STORE/EXPUNGE without their own flush still promise (CHECK, LOGOUT and later
+// durable acknowledgements as barriers), across kill -9.
+mod imap_perf_guarantees;
 // What the fuzz targets found (fuzz/regressions/), replayed against the real server.
 mod fuzz_regressions;
 // `tanba import maildir|mbox` (issue 12 item 4): a maildir written by a real Dovecot, an mbox

@@ -21,6 +21,9 @@ pub async fn noop(_s: &mut Session) -> CmdResult {
 }
 
 pub async fn logout(s: &mut Session) -> CmdResult {
+    // A client that logs out has everything it did on disk, the implicit `\Seen` of FETCH
+    // included (docs/imap.md, "Durability per command"). Free when no flush is pending.
+    s.app.store.settled().await?;
     s.conn
         .write(&response::bye("Logging out, thank you for using Tanba"));
     s.state = State::Logout;

@@ -49,6 +49,9 @@ pub async fn fetch(
                 st.store_flags(id, &unseen, FlagOp::Add, &["\\Seen".to_string()])
             })
             .await??;
+            // Not waited for, but committed with the next flush: on disk milliseconds later and
+            // before the OK of a CHECK or LOGOUT (docs/imap.md, "Durability per command").
+            store.commit_soon().await;
             let sel = selected(s)?;
             let bumps = changed.len() as u64;
             for m in changed {

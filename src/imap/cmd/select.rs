@@ -102,8 +102,11 @@ pub async fn unselect(s: &mut Session) -> CmdResult {
     Ok(Reply::ok("UNSELECT completed"))
 }
 
-/// CHECK: our writes are durable when acknowledged, so there is nothing to checkpoint; the sync
-/// after the command reports news.
-pub async fn check(_s: &mut Session) -> CmdResult {
+/// CHECK (RFC 3501 §6.4.1, "a checkpoint of the currently selected mailbox"): its OK comes
+/// after everything written before it is on disk, the implicit `\Seen` of FETCH included (which
+/// does not wait for its flush, docs/imap.md "Durability per command"); the sync after the
+/// command reports news.
+pub async fn check(s: &mut Session) -> CmdResult {
+    s.app.store.settled().await?;
     Ok(Reply::ok("CHECK completed"))
 }
