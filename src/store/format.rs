@@ -66,10 +66,6 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
             // no records, but message files: sled has lost its database (a damaged `db` file
             // opens as an empty one) and the sweep at open would delete every body. Refuse.
             let empty = db.open_tree("accounts")?.is_empty() && db.open_tree("queue")?.is_empty();
-            if !empty {
-                // Made before the key existed: format 1, JSON records.
-                migrate_1_to_2(db)?;
-            }
             if empty && has_body_files(dir) {
                 return Err(StoreError::Db(format!(
                     "the store in {} has message files but no records: its database is lost or \
