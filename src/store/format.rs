@@ -25,7 +25,13 @@ use std::path::Path;
 use super::{Result, StoreError};
 
 /// The format this binary writes and understands.
-pub const CURRENT: u32 = 1;
+///
+/// - 1: the first format.
+/// - 2: adds the `changes` (modseq index) and `vanished` (expunge log) trees of `modseq.rs`;
+///   the migration builds `changes` from the message records and starts every expunge log
+///   empty (clients that resynchronize from before the migration get what RFC 7162 §3.2.5.2
+///   allows: every UID they may know that no longer exists).
+pub const CURRENT: u32 = 2;
 
 pub(crate) const META_TREE: &str = "meta";
 const VERSION_KEY: &[u8] = b"format_version";
@@ -46,7 +52,7 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
                     dir.display()
                 )));
             }
-            // v < CURRENT: migrations go here (none yet: 1 is the first format).
+            migrate(db, &meta, v)?;
         }
         None => {
             // A new store, or one made before this key existed (it has records then). No key,
@@ -61,8 +67,13 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
                     dir.display()
                 )));
             }
-            meta.insert(VERSION_KEY, &CURRENT.to_be_bytes())?;
-            db.flush()?;
+            if empty {
+                meta.insert(VERSION_KEY, &CURRENT.to_be_bytes())?;
+                db.flush()?;
+            } else {
+                // Made before the key existed: format 1.
+                migrate(db, &meta, 1)?;
+            }
         }
     }
     Ok(match meta.get(ID_BASE_KEY)? {
@@ -71,6 +82,25 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
             .map_err(|_| StoreError::Db("corrupt id_base in the store".into()))?,
         None => 0,
     })
+}
+
+/// Runs the steps from format `from` to [`CURRENT`]; each is idempotent and writes its new
+/// version in the same flush as its last change.
+fn migrate(db: &sled::Db, meta: &sled::Tree, from: u32) -> Result<()> {
+    let mut v = from;
+    while v < CURRENT {
+        match v {
+            1 => {
+                tracing::info!("migrating the store from format 1 to 2 (modseq index)");
+                super::modseq::rebuild_index(db)?;
+            }
+            _ => {}
+        }
+        v += 1;
+        meta.insert(VERSION_KEY, &v.to_be_bytes())?;
+        db.flush()?;
+    }
+    Ok(())
 }
 
 /// Whether `<store>/messages/` holds any body file.
@@ -121,7 +151,7 @@ mod tests {
         }
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(
-            err.contains("store format 2") && err.contains("upgrade tanba"),
+            err.contains(&format!("store format {}", CURRENT + 1)) && err.contains("upgrade tanba"),
             "{err}"
         );
     }
@@ -153,10 +183,11 @@ mod tests {
     }
 
     #[test]
-    fn a_store_without_the_key_is_version_1() {
+    fn a_store_without_the_key_is_version_1_and_is_migrated() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
+            s.create_account("a@x.test", "h").unwrap();
             s.db.open_tree(META_TREE)
                 .unwrap()
                 .remove(VERSION_KEY)
@@ -165,6 +196,38 @@ mod tests {
             assert_eq!(version(&s.db).unwrap(), None);
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(version(&s.db).unwrap(), Some(1));
+        assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
+    }
+
+    #[test]
+    fn format_1_gets_its_modseq_index_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mb, m0) = {
+            let s = Store::open(dir.path()).unwrap();
+            let a = s.create_account("a@x.test", "h").unwrap();
+            let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
+            let m0 = s.mailbox_by_id(inbox.id).unwrap().unwrap().highest_modseq;
+            for i in 0..3 {
+                s.append(inbox.id, format!("Subject: {i}\r\n\r\n").as_bytes(), &[], 0)
+                    .unwrap();
+            }
+            // What a format-1 store looks like: no index trees.
+            s.db.drop_tree("changes").unwrap();
+            s.db.drop_tree("vanished").unwrap();
+            s.db.open_tree(META_TREE)
+                .unwrap()
+                .insert(VERSION_KEY, &1u32.to_be_bytes())
+                .unwrap();
+            s.flush_sync().unwrap();
+            (inbox.id, m0)
+        };
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
+        let c = s.changes_since(mb, m0).unwrap();
+        assert_eq!(
+            c.changed.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(!c.complete, "expunges before the migration are unknown");
     }
 }
