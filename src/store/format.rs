@@ -89,12 +89,10 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
 fn migrate(db: &sled::Db, meta: &sled::Tree, from: u32) -> Result<()> {
     let mut v = from;
     while v < CURRENT {
-        match v {
-            1 => {
-                tracing::info!("migrating the store from format 1 to 2 (modseq index)");
-                super::modseq::rebuild_index(db)?;
-            }
-            _ => {}
+        // One arm per step.
+        if v == 1 {
+            tracing::info!("migrating the store from format 1 to 2 (modseq index)");
+            super::modseq::rebuild_index(db)?;
         }
         v += 1;
         meta.insert(VERSION_KEY, &v.to_be_bytes())?;
