@@ -91,7 +91,7 @@ impl Plan {
                         }
                     }
                 }
-                N::Flags | N::InternalDate | N::Rfc822Size | N::Uid => {}
+                N::Flags | N::InternalDate | N::Rfc822Size | N::Uid | N::ModSeq => {}
                 _ => return Err("BINARY is not supported"),
             }
         }
@@ -100,6 +100,17 @@ impl Plan {
 
     pub fn has_flags(&self) -> bool {
         self.items.contains(&MessageDataItemName::Flags)
+    }
+
+    /// Adds MODSEQ unless asked for already (RFC 7162 §3.1.4.1: FETCH CHANGEDSINCE implies it).
+    pub fn add_modseq(&mut self) {
+        if !self.has_modseq() {
+            self.items.push(MessageDataItemName::ModSeq);
+        }
+    }
+
+    pub fn has_modseq(&self) -> bool {
+        self.items.contains(&MessageDataItemName::ModSeq)
     }
 }
 
@@ -159,6 +170,7 @@ pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
             N::Flags => MessageDataItem::Flags(response::flag_fetch(&m.flags, job.recent)),
             N::InternalDate => MessageDataItem::InternalDate(internal_date(m.internal_date)),
             N::Rfc822Size => MessageDataItem::Rfc822Size(m.size.min(u32::MAX as u64) as u32),
+            N::ModSeq => MessageDataItem::ModSeq(std::num::NonZeroU64::new(m.modseq)?),
             N::Envelope => MessageDataItem::Envelope(envelope(&cached?.envelope)),
             N::Body => MessageDataItem::Body(body_structure(&cached?.root, false)),
             N::BodyStructure => MessageDataItem::BodyStructure(body_structure(&cached?.root, true)),

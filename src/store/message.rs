@@ -402,18 +402,37 @@ impl Store {
         op: FlagOp,
         flags: &[String],
     ) -> Result<Vec<MessageMeta>> {
+        Ok(self.store_flags_if(mailbox_id, uids, op, flags, None)?.0)
+    }
+
+    /// STORE with UNCHANGEDSINCE (RFC 7162 §3.1.3): a message whose modseq is above
+    /// `unchanged_since` is left alone and its UID returned second. Checked and written in one
+    /// transaction, so no change can slip in between.
+    pub fn store_flags_if(
+        &self,
+        mailbox_id: u64,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageMeta>, Vec<u32>)> {
         let flags = normalize_flags(flags);
         let t = &self.t;
         let w = self.write_gate();
-        let changed =
+        let (changed, failed) =
             (&t.mailboxes, &t.messages, &t.changes).transaction(|(mbs, msgs, changes)| {
                 let mut mb = get_mailbox(mbs, mailbox_id)?;
                 let mut changed = Vec::new();
+                let mut failed = Vec::new();
                 for &uid in uids {
                     let Some(v) = msgs.get(key2(mailbox_id, uid))? else {
                         continue;
                     };
                     let mut m: MessageMeta = dec(&v)?;
+                    if unchanged_since.is_some_and(|u| m.modseq > u) {
+                        failed.push(uid);
+                        continue;
+                    }
                     let before = m.flags.clone();
                     let was_seen = m.seen();
                     match op {
@@ -446,13 +465,13 @@ impl Store {
                 if !changed.is_empty() {
                     mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
                 }
-                Ok(changed)
+                Ok((changed, failed))
             })?;
         drop(w);
         if !changed.is_empty() {
             self.notify_mailbox(mailbox_id)?;
         }
-        Ok(changed)
+        Ok((changed, failed))
     }
 
     /// COPY: the copies share the blob. Returns (source uid, new uid) pairs and the destination's

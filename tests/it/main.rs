@@ -37,6 +37,9 @@ mod imap;
 // IMAP limits (issue 11): command size and the state gate before literals, login timeout, error
 // limits, LIST patterns.
 mod imap_limits;
+// CONDSTORE/QRESYNC (RFC 7162), keywords announced before use, views patched from the modseq
+// index (issue 16).
+mod imap_condstore;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,

@@ -350,6 +350,11 @@ pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemNam
                 None => continue,
             },
             StatusDataItemName::Unseen => StatusDataItem::Unseen(meta.unseen),
+            // RFC 7162 §3.1.2.3 (and a CONDSTORE-enabling command, §3.1).
+            StatusDataItemName::HighestModSeq => {
+                s.enable_condstore();
+                StatusDataItem::HighestModSeq(meta.highest_modseq)
+            }
             _ => return Ok(Reply::bad("Unsupported STATUS item")),
         });
     }
