@@ -437,3 +437,48 @@ impl Selected {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{temp_store, FlagOp};
+
+    /// One STORE seen by ten sessions on 300 messages costs about one record read per
+    /// session, not a reload of the mailbox (3,000 reads).
+    #[test]
+    fn a_sync_reads_only_what_changed() {
+        let (_d, s) = temp_store();
+        let a = s.create_account("a@x.test", "h").unwrap();
+        let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
+        for i in 0..300 {
+            s.append(inbox.id, format!("Subject: {i}\r\n\r\n").as_bytes(), &[], 0)
+                .unwrap();
+        }
+        let mut views: Vec<Selected> = (0..10)
+            .map(|_| Selected::open(&s, a.id, inbox.id, "INBOX".into(), false).unwrap())
+            .collect();
+        s.store_flags(inbox.id, &[150], FlagOp::Add, &["$new".into()])
+            .unwrap();
+        let before = s.record_reads();
+        for v in views.iter_mut() {
+            let out = String::from_utf8(v.sync(&s, true).unwrap()).unwrap();
+            let flags = out.find("* FLAGS (").expect(&out);
+            let fetch = out.find("* 150 FETCH (UID 150 FLAGS ($new").expect(&out);
+            assert!(flags < fetch, "{out}");
+        }
+        let reads = s.record_reads() - before;
+        assert_eq!(reads, 10, "record reads for 10 syncs");
+        // An expunge and an append: still only what changed.
+        s.expunge(inbox.id, &[1]).unwrap();
+        s.append(inbox.id, b"Subject: new\r\n\r\n", &[], 0).unwrap();
+        let before = s.record_reads();
+        for v in views.iter_mut() {
+            let out = String::from_utf8(v.sync(&s, true).unwrap()).unwrap();
+            assert!(
+                out.contains("* 1 EXPUNGE") && out.contains("* 300 EXISTS"),
+                "{out}"
+            );
+        }
+        assert_eq!(s.record_reads() - before, 10);
+    }
+}
