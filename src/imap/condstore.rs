@@ -48,24 +48,40 @@ pub fn search_uses_modseq(k: &SearchKey<'_>) -> bool {
     }
 }
 
-/// The ranges of a sequence set, each ascending, `*` standing for `max`.
+/// The ranges of a sequence set, sorted, merged and disjoint, `*` standing for `max`.
 fn ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
     let val = |s: &SeqOrUid| match s {
         SeqOrUid::Value(v) => v.get(),
         SeqOrUid::Asterisk => max,
     };
-    set.0
+    let mut r: Vec<(u32, u32)> = set
+        .0
         .as_ref()
         .iter()
         .map(|s| match s {
             Sequence::Single(x) => (val(x), val(x)),
             Sequence::Range(a, b) => (val(a).min(val(b)), val(a).max(val(b))),
         })
-        .collect()
+        .collect();
+    r.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(r.len());
+    for (a, b) in r {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Whether `n` is in merged `ranges` (binary search: a client's set may hold thousands).
+fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
+    let i = ranges.partition_point(|&(_, b)| b < n);
+    ranges.get(i).is_some_and(|&(a, _)| a <= n)
 }
 
 pub fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
-    ranges(set, max).iter().any(|&(a, b)| a <= n && n <= b)
+    in_ranges(&ranges(set, max), n)
 }
 
 /// `* VANISHED (EARLIER) uids` (RFC 7162 §3.2.10) for the UIDs of `known` (all UIDs below
@@ -82,18 +98,18 @@ pub fn vanished_earlier(
     let max = uidnext.saturating_sub(1);
     let (logged, complete) = store.vanished_since(sel.id, since)?;
     let uids: Vec<(u32, u32)> = if complete {
+        let known = known.map(|k| ranges(k, max));
         logged
             .into_iter()
-            .filter(|&u| known.is_none_or(|k| in_set(k, u, max)))
+            .filter(|&u| known.as_ref().is_none_or(|k| in_ranges(k, u)))
             .map(|u| (u, u))
             .collect()
     } else {
         // The gaps between the UIDs present, inside each requested range up to `max`.
-        let mut want: Vec<(u32, u32)> = match known {
+        let want: Vec<(u32, u32)> = match known {
             Some(k) => ranges(k, max),
             None => vec![(1, max)],
         };
-        want.sort_unstable();
         let present: Vec<u32> = sel.msgs.iter().map(|m| m.uid).collect();
         let mut gaps: Vec<(u32, u32)> = Vec::new();
         let mut next = 1u32;
@@ -178,6 +194,9 @@ mod tests {
     fn sets() {
         let set = SequenceSet::try_from("2:4,9:*").unwrap();
         assert!(in_set(&set, 3, 10) && in_set(&set, 10, 10) && !in_set(&set, 5, 10));
+        let set = SequenceSet::try_from("7,1:3,2:4,9").unwrap();
+        assert_eq!(ranges(&set, 9), vec![(1, 4), (7, 7), (9, 9)]);
+        assert!(!in_set(&set, 8, 9) && in_set(&set, 4, 9) && !in_set(&set, 10, 9));
         assert_eq!(
             vanished_response(&[(1, 1), (3, 5)]),
             b"* VANISHED (EARLIER) 1,3:5\r\n".to_vec()
