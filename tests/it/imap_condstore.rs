@@ -167,6 +167,19 @@ fn qresync_reconnect_gets_vanished_earlier_and_changes() {
         "{}",
         dump(&u)
     );
+    // UID FETCH (CHANGEDSINCE m VANISHED): the expunges of the set since m, then the changes.
+    let u = c.ok(&format!(
+        "UID FETCH 1:* (FLAGS) (CHANGEDSINCE {m} VANISHED)"
+    ));
+    assert_eq!(text(&u[0]), "* VANISHED (EARLIER) 1:2,4", "{}", dump(&u));
+    assert!(
+        u.iter().skip(1).all(|r| text(r).contains("UID 5")),
+        "{}",
+        dump(&u)
+    );
+    // VANISHED without CHANGEDSINCE is a BAD (RFC 7162 §3.2.6).
+    let (_, t) = c.cmd("UID FETCH 1:* (FLAGS) (VANISHED)");
+    assert!(t.contains("BAD"), "{t}");
     // Selecting again closes the old mailbox with [CLOSED] first.
     let u = c.ok("EXAMINE INBOX");
     assert!(text(&u[0]).contains("[CLOSED]"), "{}", dump(&u));
@@ -240,6 +253,8 @@ impl Lcg {
 /// What a client knows of the mailbox: (uid, flags) in sequence order.
 struct View {
     msgs: Vec<(u32, Vec<String>)>,
+    /// Keywords announced by `* FLAGS` so far (RFC 3501 §7.2.6: before any FETCH shows one).
+    announced: Vec<String>,
 }
 
 fn flags_of(t: &str) -> Option<Vec<String>> {
@@ -271,12 +286,38 @@ fn uid_set(s: &str) -> Vec<u32> {
 }
 
 impl View {
+    fn default() -> View {
+        View {
+            msgs: Vec::new(),
+            announced: Vec::new(),
+        }
+    }
+
+    fn apply_flags(&mut self, u: &[Resp]) {
+        for r in u {
+            let t = text(r);
+            if t.starts_with("* FLAGS (") {
+                self.announced = flags_of(&t.replacen("* ", "", 1)).unwrap();
+            }
+        }
+    }
+
     /// Applies untagged responses as a client would; EXISTS makes it fetch the new messages.
     fn apply(&mut self, c: &mut Imap, u: &[Resp]) {
         let mut exists = None;
         for r in u {
             let t = text(r);
             let words: Vec<&str> = t.split(' ').collect();
+            if t.starts_with("* FLAGS (") {
+                self.announced = flags_of(&t.replacen("* ", "", 1)).unwrap();
+            } else if words.len() >= 3 && words[2] == "FETCH" {
+                for f in flags_of(&t).unwrap_or_default() {
+                    assert!(
+                        f.starts_with('\\') || self.announced.contains(&f),
+                        "{f} shown before it was announced: {t}"
+                    );
+                }
+            }
             if t.starts_with("* VANISHED ") && !t.contains("EARLIER") {
                 let gone = uid_set(words[2]);
                 self.msgs.retain(|(u, _)| !gone.contains(u));
@@ -322,9 +363,10 @@ fn two_sessions_stay_right_across_many_interleaved_changes() {
     let mut sessions = [login(&srv), login(&srv)];
     // Session 1 speaks QRESYNC (VANISHED), session 0 plain IMAP4rev1 (EXPUNGE).
     sessions[1].ok("ENABLE QRESYNC");
-    let mut views = [View { msgs: Vec::new() }, View { msgs: Vec::new() }];
+    let mut views = [View::default(), View::default()];
     for (c, v) in sessions.iter_mut().zip(views.iter_mut()) {
-        c.ok("SELECT INBOX");
+        let u = c.ok("SELECT INBOX");
+        v.apply_flags(&u);
         let u = c.ok("FETCH 1:* (UID FLAGS)");
         for r in &u {
             let t = text(r);
