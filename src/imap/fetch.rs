@@ -34,6 +34,9 @@ pub struct Plan {
     pub need_blob: bool,
     /// BODY[...] without PEEK, RFC822 or RFC822.TEXT: sets \Seen (RFC 3501 §6.4.5).
     pub sets_seen: bool,
+    /// CONDSTORE is enabled: FLAGS added because of an implicit \Seen come with MODSEQ
+    /// (RFC 7162 §3.1: every flag change a FETCH reports carries its modseq).
+    pub condstore: bool,
 }
 
 impl Plan {
@@ -58,6 +61,7 @@ impl Plan {
             need_struct: false,
             need_blob: false,
             sets_seen: false,
+            condstore: false,
         };
         for it in &plan.items {
             use MessageDataItemName as N;
@@ -210,6 +214,11 @@ pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
         items.push(MessageDataItem::Flags(response::flag_fetch(
             &m.flags, job.recent,
         )));
+    }
+    if job.add_flags && plan.condstore && !plan.has_modseq() {
+        if let Some(ms) = std::num::NonZeroU64::new(m.modseq) {
+            items.push(MessageDataItem::ModSeq(ms));
+        }
     }
     let items = Vec1::try_from(items).ok()?;
     Some(response::data(Data::Fetch {

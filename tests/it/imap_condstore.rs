@@ -87,6 +87,15 @@ fn a_flag_change_in_one_session_is_returned_by_changedsince_in_another() {
         "{}",
         dump(&u)
     );
+    // An implicit \Seen reports the new flags with their modseq.
+    let u = b.ok("FETCH 3 (BODY[])");
+    let t = text(&u[0]);
+    assert!(
+        t.contains("\\Seen") && t.contains("MODSEQ ("),
+        "{}",
+        dump(&u)
+    );
+    assert!(number_after(&u, "MODSEQ").unwrap() > m2, "{}", dump(&u));
 }
 
 #[test]

@@ -106,6 +106,7 @@ pub async fn fetch(
     }
 
     let sel = selected(s)?;
+    plan.condstore = sel.condstore;
     let jobs: Vec<Job> = idx
         .iter()
         .map(|&i| {
