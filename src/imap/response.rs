@@ -145,6 +145,28 @@ pub fn data(d: Data<'_>) -> Vec<u8> {
     encode(&Response::Data(d))
 }
 
+/// A LIST response with RFC 5258's CHILDINFO extended data item, `("CHILDINFO" ("SUBSCRIBED"))`
+/// (§3.5). imap-types has no extended items in `Data::List`, so the item is appended to the
+/// encoded response: it follows the mailbox name, which ends the line (a literal name included).
+pub fn list_with_childinfo(d: Data<'_>, tags: &[&str]) -> Vec<u8> {
+    let mut out = data(d);
+    if tags.is_empty() || !out.ends_with(b"\r\n") {
+        return out;
+    }
+    out.truncate(out.len() - 2);
+    out.extend_from_slice(b" (\"CHILDINFO\" (");
+    for (i, t) in tags.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.push(b'"');
+        out.extend_from_slice(t.as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"))\r\n");
+    out
+}
+
 pub fn untagged(kind: StatusKind, code: Option<Code<'_>>, t: &str) -> Vec<u8> {
     let s = match kind {
         StatusKind::Ok => Status::ok(None, code, text(t)),
@@ -195,6 +217,9 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         "ENABLE",
         "UNSELECT",
         "CHILDREN",
+        "LIST-EXTENDED",
+        "LIST-STATUS",
+        "STATUS=SIZE",
         // RFC 7162 (imap/condstore.rs).
         "CONDSTORE",
         "QRESYNC",

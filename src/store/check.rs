@@ -16,6 +16,7 @@
 //! - files: every `blob_files` entry has its file with the recorded length; with
 //!   `orphan_files`, every file has an entry (only when the server is stopped: a delivery in
 //!   progress writes its file before its record);
+//! - subscriptions: each names an existing account and a UTF-8 name;
 //! - queue: records decode with their key as id, their body exists, and `queue_due` has exactly
 //!   one key `(next_attempt, id)` per record.
 
@@ -145,6 +146,18 @@ impl Store {
                     .contains_key(mailbox::name_key(*id, "INBOX"))?
                 {
                     p.push(format!("account {email} has no INBOX"));
+                }
+            }
+            // Subscriptions: names of existing accounts (a mailbox need not exist).
+            for k in t.subscriptions.iter().keys() {
+                let k = k?;
+                let acct = k.get(..8).and_then(|a| read_u64(a).ok());
+                match (acct, k.get(8..).map(std::str::from_utf8)) {
+                    (Some(a), Some(Ok(_))) if accounts.contains_key(&a) => {}
+                    (Some(a), Some(Ok(name))) => {
+                        p.push(format!("subscription {name:?}: account {a} does not exist"))
+                    }
+                    _ => p.push("subscriptions: a corrupt entry".into()),
                 }
             }
             // Bodies.
@@ -441,6 +454,11 @@ mod tests {
         t.queue_due
             .insert(super::super::queue::due_key(5, rec.id), &[])
             .unwrap();
+        // A subscription of an account that does not exist (one without a mailbox is fine).
+        t.subscriptions
+            .insert(mailbox::name_key(31337, "Orphan"), mailbox::EMPTY)
+            .unwrap();
+        s.add_subscription(a.id, "No/Such/Mailbox").unwrap();
         // A message whose body is gone.
         let mut lost = meta.clone();
         lost.uid = 9;
@@ -455,8 +473,10 @@ mod tests {
             "\"Ghost\" of account",
             &format!("queue_due key (5, {})", rec.id),
             "body 0000000000000309 does not exist",
+            "subscription \"Orphan\": account 31337 does not exist",
         ] {
             assert!(has(&p, what), "{what} not in {p:#?}");
         }
+        assert!(!has(&p, "No/Such/Mailbox"), "{p:#?}");
     }
 }

@@ -17,21 +17,28 @@
 //! of an older backup format goes through the same record types, so restoring is the way back.
 //! Adding an optional field with `#[serde(default)]` needs no new version.
 //!
+//! # Versions
+//! - 1: the first format.
+//! - 2: IMAP subscriptions move out of the mailbox records (`MailboxMeta::subscribed`, only for
+//!   existing mailboxes) into a `subscriptions` tree of names of their own (`mailbox.rs`,
+//!   "Subscriptions"). Step 1 → 2 copies every `subscribed: true` into the tree; the stale field
+//!   is ignored from then on and dropped when the record is next written.
+//! - 3: adds the `changes` (modseq index) and `vanished` (expunge log) trees of `modseq.rs`.
+//!   Step 2 → 3 builds `changes` from the message records and starts every expunge log empty
+//!   (clients that resynchronize from before the migration get what RFC 7162 §3.2.5.2 allows:
+//!   every UID they may know that no longer exists).
+//!
 //! `id_base` (u64, big-endian): added to sled's `generate_id` by [`super::Store::next_id`]. A
 //! restore sets it above every id in the backup, because a fresh sled database counts from 0.
 
 use std::path::Path;
 
-use super::{Result, StoreError};
+use super::{dec, mailbox, MailboxMeta, Result, StoreError};
 
 /// The format this binary writes and understands.
-///
-/// - 1: the first format.
-/// - 2: adds the `changes` (modseq index) and `vanished` (expunge log) trees of `modseq.rs`;
-///   the migration builds `changes` from the message records and starts every expunge log
-///   empty (clients that resynchronize from before the migration get what RFC 7162 §3.2.5.2
-///   allows: every UID they may know that no longer exists).
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
+
+pub(crate) const SUBSCRIPTIONS_TREE: &str = "subscriptions";
 
 pub(crate) const META_TREE: &str = "meta";
 const VERSION_KEY: &[u8] = b"format_version";
@@ -84,19 +91,42 @@ pub(crate) fn check_and_migrate(db: &sled::Db, dir: &Path) -> Result<u64> {
     })
 }
 
-/// Runs the steps from format `from` to [`CURRENT`]; each is idempotent and writes its new
-/// version in the same flush as its last change.
+/// Brings a store of format `from` to [`CURRENT`], one step at a time; each step may run again
+/// after a crash, and the version is written in the flush that ends it.
 fn migrate(db: &sled::Db, meta: &sled::Tree, from: u32) -> Result<()> {
-    let mut v = from;
-    while v < CURRENT {
-        // One arm per step.
-        if v == 1 {
-            tracing::info!("migrating the store from format 1 to 2 (modseq index)");
-            super::modseq::rebuild_index(db)?;
-        }
-        v += 1;
-        meta.insert(VERSION_KEY, &v.to_be_bytes())?;
+    if from == 0 {
+        // No such format.
+        return Err(StoreError::Db(
+            "corrupt format_version 0 in the store".into(),
+        ));
+    }
+    if from < 2 {
+        subscriptions_1_to_2(db)?;
+        meta.insert(VERSION_KEY, &2u32.to_be_bytes())?;
         db.flush()?;
+        tracing::info!("store migrated to format 2 (IMAP subscriptions of their own)");
+    }
+    if from < 3 {
+        super::modseq::rebuild_index(db)?;
+        meta.insert(VERSION_KEY, &3u32.to_be_bytes())?;
+        db.flush()?;
+        tracing::info!("store migrated to format 3 (modseq index for CONDSTORE/QRESYNC)");
+    }
+    Ok(())
+}
+
+/// 1 → 2: every mailbox record with `subscribed: true` gives its name to `subscriptions`.
+/// Records that do not decode are left for `tanba store check` to report.
+fn subscriptions_1_to_2(db: &sled::Db) -> Result<()> {
+    let mailboxes = db.open_tree("mailboxes")?;
+    let subs = db.open_tree(SUBSCRIPTIONS_TREE)?;
+    for v in mailboxes.iter().values() {
+        let Ok(m) = dec::<MailboxMeta>(&v?) else {
+            continue;
+        };
+        if m.legacy_subscribed {
+            subs.insert(mailbox::name_key(m.account_id, &m.name), mailbox::EMPTY)?;
+        }
     }
     Ok(())
 }
@@ -181,11 +211,10 @@ mod tests {
     }
 
     #[test]
-    fn a_store_without_the_key_is_version_1_and_is_migrated() {
+    fn a_store_without_the_key_is_version_1() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            s.create_account("a@x.test", "h").unwrap();
             s.db.open_tree(META_TREE)
                 .unwrap()
                 .remove(VERSION_KEY)
@@ -197,8 +226,65 @@ mod tests {
         assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
     }
 
+    /// Writes a mailbox record as format 1 did: with its `subscribed` flag.
+    fn write_v1_mailbox(s: &Store, m: &MailboxMeta, subscribed: bool) {
+        let mut v = serde_json::to_value(m).unwrap();
+        v["subscribed"] = serde_json::Value::Bool(subscribed);
+        s.t.mailboxes
+            .insert(m.id.to_be_bytes(), serde_json::to_vec(&v).unwrap())
+            .unwrap();
+    }
+
+    /// What format 1 looked like: subscriptions as a flag of existing mailboxes, no tree.
+    fn make_v1(s: &Store, subscribed: &[(u64, &str)], keep_key: bool) {
+        for kv in s.t.mailboxes.iter() {
+            let (_, v) = kv.unwrap();
+            let m: MailboxMeta = dec(&v).unwrap();
+            let on = subscribed.contains(&(m.account_id, m.name.as_str()));
+            write_v1_mailbox(s, &m, on);
+        }
+        s.t.subscriptions.clear().unwrap();
+        let meta = s.db.open_tree(META_TREE).unwrap();
+        if keep_key {
+            meta.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+        } else {
+            meta.remove(VERSION_KEY).unwrap();
+        }
+        s.db.flush().unwrap();
+    }
+
     #[test]
-    fn format_1_gets_its_modseq_index_built() {
+    fn format_1_subscription_flags_become_the_subscription_set() {
+        for keep_key in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = {
+                let s = Store::open(dir.path()).unwrap();
+                let a = s.create_account("a@x.test", "h").unwrap();
+                let b = s.create_account("b@x.test", "h").unwrap();
+                s.create_mailbox(a.id, "Work/2026", None).unwrap();
+                make_v1(
+                    &s,
+                    &[(a.id, "INBOX"), (a.id, "Work/2026"), (b.id, "Sent")],
+                    keep_key,
+                );
+                assert!(s.subscriptions(a.id).unwrap().is_empty());
+                (a.id, b.id)
+            };
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
+            assert_eq!(s.subscriptions(a).unwrap(), vec!["INBOX", "Work/2026"]);
+            assert_eq!(s.subscriptions(b).unwrap(), vec!["Sent"]);
+            // The stale flag no longer counts: unsubscribing sticks across a reopen.
+            s.remove_subscription(a, "INBOX").unwrap();
+            s.flush_sync().unwrap();
+            drop(s);
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.subscriptions(a).unwrap(), vec!["Work/2026"]);
+        }
+    }
+
+    #[test]
+    fn format_2_gets_its_modseq_index_built() {
         let dir = tempfile::tempdir().unwrap();
         let (mb, m0) = {
             let s = Store::open(dir.path()).unwrap();
@@ -209,12 +295,12 @@ mod tests {
                 s.append(inbox.id, format!("Subject: {i}\r\n\r\n").as_bytes(), &[], 0)
                     .unwrap();
             }
-            // What a format-1 store looks like: no index trees.
+            // What a format-2 store looks like: no index trees.
             s.db.drop_tree("changes").unwrap();
             s.db.drop_tree("vanished").unwrap();
             s.db.open_tree(META_TREE)
                 .unwrap()
-                .insert(VERSION_KEY, &1u32.to_be_bytes())
+                .insert(VERSION_KEY, &2u32.to_be_bytes())
                 .unwrap();
             s.flush_sync().unwrap();
             (inbox.id, m0)

@@ -17,8 +17,9 @@
 //! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
 //! | `queue_due`     | next_attempt u64 ‖ queue_id u64       | empty (due-time index of `queue`)      |
 //! | `aliases`       | `user@domain` or `@domain` (lower-case) | [`alias::Alias`] (JSON)              |
-//! | `changes`       | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (modseq index, `modseq.rs`)      |
-//! | `vanished`      | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (expunge log, `modseq.rs`)       |
+//! | `subscriptions` | account_id u64 ‖ mailbox name (UTF-8) | empty (IMAP subscriptions, format ≥ 2) |
+//! | `changes`       | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (modseq index, `modseq.rs`, ≥ 3) |
+//! | `vanished`      | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (expunge log, `modseq.rs`, ≥ 3)  |
 //! | `meta`          | `format_version`, `id_base`           | u32 / u64 (`format.rs`)                |
 //!
 //! # Invariants
@@ -55,7 +56,7 @@ mod queue;
 mod sync;
 
 pub use account::Account;
-pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES};
+pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES, MAX_SUBSCRIPTIONS};
 pub use message::{Appended, FlagOp, MessageMeta};
 pub use modseq::{Changes, VANISHED_KEEP};
 pub use queue::{Bounce, QueueRecord, RcptState, RcptStatus};
@@ -165,6 +166,7 @@ pub(crate) struct Trees {
     pub queue: sled::Tree,
     pub queue_due: sled::Tree,
     pub aliases: sled::Tree,
+    pub subscriptions: sled::Tree,
     pub changes: sled::Tree,
     pub vanished: sled::Tree,
 }
@@ -227,6 +229,7 @@ impl Store {
             queue: tree("queue")?,
             queue_due: tree("queue_due")?,
             aliases: tree("aliases")?,
+            subscriptions: tree(format::SUBSCRIPTIONS_TREE)?,
             changes: tree("changes")?,
             vanished: tree("vanished")?,
         };

@@ -40,6 +40,9 @@ mod imap_limits;
 // CONDSTORE/QRESYNC (RFC 7162), keywords announced before use, views patched from the modseq
 // index (issue 16).
 mod imap_condstore;
+// IMAP subscriptions and LIST (issue 16): subscriptions as names of their own and their migration,
+// LIST-EXTENDED with RECURSIVEMATCH/CHILDINFO, LIST-STATUS, STATUS=SIZE, invalid UTF-7 patterns.
+mod imap_list;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,
