@@ -21,6 +21,7 @@
 //! imports `smtp`.
 
 pub mod cmd;
+pub mod condstore;
 pub mod conn;
 pub mod envelope;
 pub mod fetch;

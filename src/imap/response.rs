@@ -220,6 +220,9 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         "LIST-EXTENDED",
         "LIST-STATUS",
         "STATUS=SIZE",
+        // RFC 7162 (imap/condstore.rs).
+        "CONDSTORE",
+        "QRESYNC",
     ]);
     let caps: Vec<Capability<'static>> = names
         .into_iter()
@@ -299,6 +302,29 @@ pub fn literal(b: &[u8]) -> NString<'_> {
             NString(Some(IString::Literal(Literal::unvalidated(cleaned))))
         }
     }
+}
+
+/// A sequence set of ascending numbers (VANISHED, MODIFIED), consecutive ones as ranges.
+pub fn sequence_set(nums: &[u32]) -> Option<imap_codec::imap_types::sequence::SequenceSet> {
+    use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+    let mut out: Vec<Sequence> = Vec::new();
+    let mut i = 0;
+    while i < nums.len() {
+        let start = nums[i];
+        let mut end = start;
+        while i + 1 < nums.len() && nums[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = nums[i];
+        }
+        let s = SeqOrUid::Value(NonZeroU32::new(start)?);
+        out.push(if end == start {
+            Sequence::Single(s)
+        } else {
+            Sequence::Range(s, SeqOrUid::Value(NonZeroU32::new(end)?))
+        });
+        i += 1;
+    }
+    Vec1::try_from(out).ok().map(SequenceSet)
 }
 
 /// A UID set for APPENDUID/COPYUID, with consecutive UIDs as ranges.

@@ -252,6 +252,8 @@ fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
         K::Keyword(k) => has(k.as_ref()),
         K::Unkeyword(k) => !has(k.as_ref()),
         K::Recent => l.msg.recent,
+        // RFC 7162 §3.1.5: one modseq per message, whatever the entry name.
+        K::ModSequence { modseq, .. } => m.modseq >= *modseq,
         K::New => l.msg.recent && !has("\\Seen"),
         K::Old => !l.msg.recent,
         K::Larger(n) => m.size > *n as u64,

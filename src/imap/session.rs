@@ -206,6 +206,9 @@ pub struct Session {
     pub ticket: crate::limits::Ticket,
     /// BAD/NO answers so far, for the error limits ([`Errors`]).
     errors: Errors,
+    /// RFC 7162: CONDSTORE / QRESYNC enabled in this session (`imap/condstore.rs`).
+    pub condstore: bool,
+    pub qresync: bool,
 }
 
 /// Error limits (docs/security.md): before login, [`Errors::MAX_BEFORE_LOGIN`] BAD or NO
@@ -258,6 +261,8 @@ impl Session {
             shutdown,
             ticket: crate::limits::Ticket::detached(peer.ip()),
             errors: Errors::default(),
+            condstore: false,
+            qresync: false,
         }
     }
 

@@ -58,6 +58,8 @@ const KNOWN_TREES: &[&str] = &[
     "blob_cache",
     "queue",
     "queue_due",
+    "changes",
+    "vanished",
     format::META_TREE,
     "__sled__default",
 ];
@@ -636,6 +638,8 @@ pub fn restore(store_dir: &Path, backup: &Path, opts: RestoreOptions) -> Result<
                 .push(format!("account {a} has no INBOX in the backup"));
         }
     }
+    // The modseq index is derived; the expunge log is not in backups (it starts empty).
+    super::modseq::rebuild_index(&store.db)?;
     format::set_id_base(&store.db, max_id)?;
     store.flush_sync()?;
     Ok(sum)

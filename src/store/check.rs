@@ -9,7 +9,8 @@
 //!   `messages`/`unseen` equal a count of the messages, `uidnext` is above every UID,
 //!   `highest_modseq` is at least every message's modseq;
 //! - messages: the key matches the record, the mailbox exists, the body exists (inline or as a
-//!   file of the recorded length) and `size` equals its length;
+//!   file of the recorded length) and `size` equals its length; the modseq index (`changes`)
+//!   has the message at its modseq and no other key;
 //! - blobs: `blob_refs` equals the number of messages and queue records naming the blob, no
 //!   body without references, no body both inline and as a file;
 //! - files: every `blob_files` entry has its file with the recorded length; with
@@ -183,6 +184,7 @@ impl Store {
             // Messages.
             let mut uses: HashMap<u64, u32> = HashMap::new();
             let mut counts: HashMap<u64, Count> = HashMap::new();
+            let mut indexed = 0usize;
             for kv in t.messages.iter() {
                 let (k, v) = kv?;
                 let (Some(Ok(mb)), Some(uid)) =
@@ -220,6 +222,16 @@ impl Store {
                     )),
                     Some(_) => {}
                 }
+                if !t
+                    .changes
+                    .contains_key(super::modseq::key3(mb, m.modseq, uid))?
+                {
+                    p.push(format!(
+                        "message {uid} of mailbox {mb}: not in the modseq index at its modseq {}",
+                        m.modseq
+                    ));
+                }
+                indexed += 1;
                 *uses.entry(m.blob_id).or_default() += 1;
                 let c = counts.entry(mb).or_default();
                 c.messages += 1;
@@ -228,6 +240,12 @@ impl Store {
                 }
                 c.max_uid = c.max_uid.max(uid);
                 c.max_modseq = c.max_modseq.max(m.modseq);
+            }
+            let in_index = t.changes.len();
+            if in_index != indexed {
+                p.push(format!(
+                    "the modseq index has {in_index} keys for {indexed} messages"
+                ));
             }
             for (id, m) in &boxes {
                 let c = counts.remove(id).unwrap_or_default();

@@ -27,6 +27,10 @@
 //!   flag (the field keeps its place in the record: positional encoding, below).
 //! - 3: records (`accounts`, `mailboxes`, `messages`, `queue`, `aliases`) move from JSON to
 //!   MessagePack, structs as arrays ([`super::enc`]); step 2 → 3 rewrites them.
+//! - 4: adds the `changes` (modseq index) and `vanished` (expunge log) trees of `modseq.rs`.
+//!   Step 3 → 4 builds `changes` from the message records and starts every expunge log empty
+//!   (clients that resynchronize from before the migration get what RFC 7162 §3.2.5.2 allows:
+//!   every UID they may know that no longer exists).
 //!
 //! `id_base` (u64, big-endian): added to sled's `generate_id` by [`super::Store::next_id`]. A
 //! restore sets it above every id in the backup, because a fresh sled database counts from 0.
@@ -36,7 +40,7 @@ use std::path::Path;
 use super::{dec, mailbox, MailboxMeta, Result, StoreError};
 
 /// The format this binary writes and understands (the steps: "Versions" above).
-pub const CURRENT: u32 = 3;
+pub const CURRENT: u32 = 4;
 
 pub(crate) const SUBSCRIPTIONS_TREE: &str = "subscriptions";
 
@@ -110,6 +114,12 @@ fn migrate(db: &sled::Db, meta: &sled::Tree, from: u32) -> Result<()> {
         records_2_to_3(db)?;
         meta.insert(VERSION_KEY, &3u32.to_be_bytes())?;
         db.flush()?;
+    }
+    if from < 4 {
+        super::modseq::rebuild_index(db)?;
+        meta.insert(VERSION_KEY, &4u32.to_be_bytes())?;
+        db.flush()?;
+        tracing::info!("store migrated to format 4 (modseq index for CONDSTORE/QRESYNC)");
     }
     Ok(())
 }
@@ -468,5 +478,37 @@ mod tests {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(s.subscriptions(a).unwrap(), vec!["Work/2026"]);
         }
+    }
+
+    #[test]
+    fn format_2_gets_its_modseq_index_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mb, m0) = {
+            let s = Store::open(dir.path()).unwrap();
+            let a = s.create_account("a@x.test", "h").unwrap();
+            let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
+            let m0 = s.mailbox_by_id(inbox.id).unwrap().unwrap().highest_modseq;
+            for i in 0..3 {
+                s.append(inbox.id, format!("Subject: {i}\r\n\r\n").as_bytes(), &[], 0)
+                    .unwrap();
+            }
+            // What a format-2 store looks like: no index trees.
+            s.db.drop_tree("changes").unwrap();
+            s.db.drop_tree("vanished").unwrap();
+            s.db.open_tree(META_TREE)
+                .unwrap()
+                .insert(VERSION_KEY, &2u32.to_be_bytes())
+                .unwrap();
+            s.flush_sync().unwrap();
+            (inbox.id, m0)
+        };
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
+        let c = s.changes_since(mb, m0).unwrap();
+        assert_eq!(
+            c.changed.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(!c.complete, "expunges before the migration are unknown");
     }
 }

@@ -18,6 +18,8 @@
 //! | `queue_due`     | next_attempt u64 ‖ queue_id u64       | empty (due-time index of `queue`)      |
 //! | `aliases`       | `user@domain` or `@domain` (lower-case) | [`alias::Alias`] (record)            |
 //! | `subscriptions` | account_id u64 ‖ mailbox name (UTF-8) | empty (IMAP subscriptions, format ≥ 2) |
+//! | `changes`       | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (modseq index, `modseq.rs`, ≥ 3) |
+//! | `vanished`      | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (expunge log, `modseq.rs`, ≥ 3)  |
 //! | `meta`          | `format_version`, `id_base`           | u32 / u64 (`format.rs`)                |
 //!
 //! # Invariants
@@ -39,6 +41,8 @@
 //!   transaction as the record.
 //! - Ids (accounts, mailboxes, blobs, queue entries) come from sled's `generate_id` (plus the
 //!   `id_base` a restore sets, `format.rs`): unique forever, never reused after a crash.
+//! - Every message record has one `changes` key at its modseq, written in the same transaction;
+//!   every expunge writes its UID to `vanished` in the same transaction (`modseq.rs`).
 //! - Every write transaction holds [`Store::write_gate`] (shared); `backup.rs` and `check.rs` take
 //!   it exclusively for a consistent point in time across trees. Never take it twice on one thread.
 
@@ -51,12 +55,14 @@ pub mod format;
 mod imap_ext;
 mod mailbox;
 mod message;
+mod modseq;
 mod queue;
 mod sync;
 
 pub use account::Account;
 pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES, MAX_SUBSCRIPTIONS};
 pub use message::{Appended, FlagOp, MessageMeta};
+pub use modseq::{Changes, VANISHED_KEEP};
 pub use queue::{Bounce, QueueRecord, RcptState, RcptStatus};
 pub use sync::{failed, failure, RESERVE};
 
@@ -148,6 +154,8 @@ pub struct Store {
     gate: Arc<std::sync::RwLock<()>>,
     /// Added to sled's ids: set by a restore so that no id of the backup is handed out again.
     id_base: u64,
+    /// Message records decoded (`modseq.rs`, [`Store::record_reads`]).
+    reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(crate) struct Trees {
@@ -163,6 +171,8 @@ pub(crate) struct Trees {
     pub queue_due: sled::Tree,
     pub aliases: sled::Tree,
     pub subscriptions: sled::Tree,
+    pub changes: sled::Tree,
+    pub vanished: sled::Tree,
 }
 
 impl Store {
@@ -224,6 +234,8 @@ impl Store {
             queue_due: tree("queue_due")?,
             aliases: tree("aliases")?,
             subscriptions: tree(format::SUBSCRIPTIONS_TREE)?,
+            changes: tree("changes")?,
+            vanished: tree("vanished")?,
         };
         let id_base = format::check_and_migrate(&db, dir)?;
         let files = Arc::new(files::Files::open(dir)?);
@@ -244,6 +256,7 @@ impl Store {
             changes,
             gate: Arc::new(std::sync::RwLock::new(())),
             id_base,
+            reads: Arc::default(),
         })
     }
 

@@ -37,6 +37,9 @@ mod imap;
 // IMAP limits (issue 11): command size and the state gate before literals, login timeout, error
 // limits, LIST patterns.
 mod imap_limits;
+// CONDSTORE/QRESYNC (RFC 7162), keywords announced before use, views patched from the modseq
+// index (issue 16).
+mod imap_condstore;
 // IMAP subscriptions and LIST (issue 16): subscriptions as names of their own and their migration,
 // LIST-EXTENDED with RECURSIVEMATCH/CHILDINFO, LIST-STATUS, STATUS=SIZE, invalid UTF-7 patterns.
 mod imap_list;

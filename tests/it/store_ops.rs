@@ -414,22 +414,22 @@ fn a_store_with_a_newer_format_version_is_refused_with_a_clear_message() {
     let mut srv = server();
     assert_eq!(srv.stop(), Some(0));
     {
-        // What a future tanba would leave: format_version 4 in the `meta` tree.
+        // What a future tanba would leave: format_version 5 in the `meta` tree.
         let db = sled::open(srv.data_dir().join("store")).unwrap();
         let meta = db.open_tree("meta").unwrap();
         assert_eq!(
             meta.get("format_version").unwrap().unwrap().as_ref(),
-            &3u32.to_be_bytes()
+            &4u32.to_be_bytes()
         );
-        meta.insert("format_version", &4u32.to_be_bytes()).unwrap();
+        meta.insert("format_version", &5u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
     let o = serve_expecting_exit(&srv.config_path);
     assert_eq!(o.status.code(), Some(2), "{}", out_text(&o));
-    let want = "store format 4 in ";
+    let want = "store format 5 in ";
     assert!(out_text(&o).contains(want), "{}", out_text(&o));
     assert!(
-        out_text(&o).contains("is newer than this tanba understands (format 3); upgrade tanba"),
+        out_text(&o).contains("is newer than this tanba understands (format 4); upgrade tanba"),
         "{}",
         out_text(&o)
     );

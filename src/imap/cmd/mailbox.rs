@@ -462,6 +462,7 @@ fn status_supported(it: &StatusDataItemName) -> bool {
             | StatusDataItemName::UidValidity
             | StatusDataItemName::Unseen
             | StatusDataItemName::Size
+            | StatusDataItemName::HighestModSeq
     )
 }
 
@@ -496,6 +497,8 @@ fn status_data(
             StatusDataItemName::Unseen => StatusDataItem::Unseen(meta.unseen),
             // RFC 8438: the total of the messages' RFC822.SIZE.
             StatusDataItemName::Size => StatusDataItem::Size(store.mailbox_size(meta.id)?),
+            // RFC 7162 §3.1.2.3.
+            StatusDataItemName::HighestModSeq => StatusDataItem::HighestModSeq(meta.highest_modseq),
             _ => continue,
         });
     }
@@ -506,6 +509,10 @@ pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemNam
     let name = mailbox_name(m)?;
     if !items.iter().all(status_supported) {
         return Ok(Reply::bad("Unsupported STATUS item"));
+    }
+    // RFC 7162 §3.1: STATUS (HIGHESTMODSEQ) is a CONDSTORE-enabling command.
+    if items.contains(&StatusDataItemName::HighestModSeq) {
+        s.enable_condstore();
     }
     let store = s.app.store.clone();
     let account = s.account_id();

@@ -40,6 +40,11 @@ pub async fn search(
             Err(_) => return Ok(Reply::bad("Empty search")),
         },
     };
+    // RFC 7162 §3.1.5: MODSEQ enables CONDSTORE and adds the matches' highest modseq.
+    let with_modseq = crate::imap::condstore::search_uses_modseq(&key);
+    if with_modseq {
+        s.enable_condstore();
+    }
     let sel = selected(s)?;
     let msgs: Vec<Msg> = sel
         .msgs
@@ -57,10 +62,20 @@ pub async fn search(
     };
     let store = s.app.store.clone();
     let hits = tokio::task::spawn_blocking(move || run(&store, &key, &scope, &msgs)).await?;
+    let modseq = if with_modseq {
+        let sel = selected(s)?;
+        hits.iter()
+            .filter_map(|&(seq, _)| sel.msgs.get((seq as usize).checked_sub(1)?))
+            .map(|m| m.modseq)
+            .max()
+            .and_then(std::num::NonZeroU64::new)
+    } else {
+        None
+    };
     let ids: Vec<NonZeroU32> = hits
         .into_iter()
         .filter_map(|(seq, u)| NonZeroU32::new(if uid { u } else { seq }))
         .collect();
-    s.conn.write(&response::data(Data::Search(ids)));
+    s.conn.write(&response::data(Data::Search(ids, modseq)));
     Ok(Reply::ok("SEARCH completed"))
 }
