@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
+use super::envelope;
 use super::fetch::structure;
 use super::mime::{self, Cached};
 use crate::store::{MessageMeta, Store};
@@ -262,10 +263,10 @@ fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
         K::SentBefore(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) < *d.as_ref(),
         K::SentOn(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) == *d.as_ref(),
         K::SentSince(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) >= *d.as_ref(),
-        K::From(s) => field_contains(l, b"from", s),
-        K::To(s) => field_contains(l, b"to", s),
-        K::Cc(s) => field_contains(l, b"cc", s),
-        K::Bcc(s) => field_contains(l, b"bcc", s),
+        K::From(s) => address_contains(l, b"from", s),
+        K::To(s) => address_contains(l, b"to", s),
+        K::Cc(s) => address_contains(l, b"cc", s),
+        K::Bcc(s) => address_contains(l, b"bcc", s),
         K::Subject(s) => field_contains(l, b"subject", s),
         K::Header(name, value) => {
             let texts = l.field_texts(name.as_ref());
@@ -284,6 +285,61 @@ fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
         #[allow(unreachable_patterns)]
         _ => false,
     }
+}
+
+/// FROM, TO, CC and BCC (RFC 3501 §6.4.4: "the envelope structure's ... field") match the
+/// address list as parsed, not the raw header: [`address_text`] of each field, so that
+/// `<user (comment)@ (comment) domain.org>` is found by `user@domain.org` and not by `comment`
+/// (Dovecot does the same; imaptest `search-addresses`).
+fn address_contains(l: &mut Lazy<'_>, name: &[u8], s: &impl AsRef<[u8]>) -> bool {
+    let n = needle(s);
+    let Some(c) = l.cached() else {
+        return false;
+    };
+    mime::fields(&c.header)
+        .filter(|(f, _, _)| f.eq_ignore_ascii_case(name))
+        .any(|(_, v, _)| address_text(&mime::unfold(v)).contains(&n))
+}
+
+/// An address list as the lower-cased text SEARCH matches: `name <local@domain>` (the name
+/// RFC 2047-decoded) or `local@domain` per address, `group: ...;` for groups, comments and
+/// quoting gone. The same parser as ENVELOPE ([`envelope::parse_addresses`]).
+pub fn address_text(v: &[u8]) -> String {
+    let mut out = String::new();
+    let mut sep = "";
+    for a in envelope::parse_addresses(v) {
+        match (&a.mailbox, &a.host) {
+            (Some(group), None) => {
+                out.push_str(sep);
+                out.push_str(&String::from_utf8_lossy(group));
+                out.push(':');
+                sep = " ";
+            }
+            (None, _) => {
+                out.push(';');
+                sep = ", ";
+            }
+            (Some(mailbox), Some(host)) => {
+                out.push_str(sep);
+                let spec = format!(
+                    "{}@{}",
+                    String::from_utf8_lossy(mailbox),
+                    String::from_utf8_lossy(host)
+                );
+                match &a.name {
+                    Some(name) => {
+                        out.push_str(&decode_words(name));
+                        out.push_str(" <");
+                        out.push_str(&spec);
+                        out.push('>');
+                    }
+                    None => out.push_str(&spec),
+                }
+                sep = ", ";
+            }
+        }
+    }
+    out.to_lowercase()
 }
 
 fn field_contains(l: &mut Lazy<'_>, name: &[u8], s: &impl AsRef<[u8]>) -> bool {
@@ -327,6 +383,20 @@ mod tests {
         // A normal message: its decoded text parts.
         let t = body_texts(b"Subject: s\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVsbG8=\r\n");
         assert_eq!(t, vec!["hello".to_string()]);
+    }
+
+    #[test]
+    fn addresses_as_searched() {
+        let t = address_text(b"<user-from (comment)@ (comment) domain.org>");
+        assert_eq!(t, "user-from@domain.org");
+        assert_eq!(
+            address_text(b"=?UTF-8?B?0KLQtdGB0YI=?= <T@x.kz>, u@y.kz (Real)"),
+            "тест <t@x.kz>, real <u@y.kz>"
+        );
+        assert_eq!(
+            address_text(b"groupname: g1@d.org, g2@d.org;, groupname2: g3@d.org;"),
+            "groupname: g1@d.org, g2@d.org;, groupname2: g3@d.org;"
+        );
     }
 
     #[test]
