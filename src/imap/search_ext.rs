@@ -297,7 +297,9 @@ pub fn rewrite(cmd: &[u8], dollar: &dyn Fn(bool) -> String) -> Result<Rewritten,
                 }
                 let w = &cmd[t.start..t.end];
                 if w == b"$" {
-                    dollars.push((i - 1, uid));
+                    // A sequence-set search key is sequence numbers, in UID SEARCH too: `$`
+                    // names the same messages either way.
+                    dollars.push((i - 1, false));
                 } else if w.eq_ignore_ascii_case(b"UID") {
                     set_next = true;
                 } else if w.eq_ignore_ascii_case(b"HEADER") {
@@ -420,8 +422,8 @@ mod tests {
             "a SEARCH HEADER X $ \"$\" {1}\r\n$ 1,3\r\n"
         );
         assert_eq!(
-            rw("a UID SORT (SUBJECT) UTF-8 $\r\n").0,
-            "a UID SORT (SUBJECT) UTF-8 10:12\r\n"
+            rw("a UID SORT (SUBJECT) UTF-8 $ UID $\r\n").0,
+            "a UID SORT (SUBJECT) UTF-8 1,3 UID 10:12\r\n"
         );
         assert_eq!(
             rw("a THREAD REFERENCES UTF-8 NOT $\r\n").0,

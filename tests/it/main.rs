@@ -37,6 +37,8 @@ mod imap;
 // IMAP limits (issue 11): command size and the state gate before literals, login timeout, error
 // limits, LIST patterns.
 mod imap_limits;
+// Issue 16: SEARCH on addresses, ESEARCH, SEARCHRES, SORT, SORT=DISPLAY, THREAD.
+mod imap_search;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,
