@@ -226,10 +226,8 @@ pub fn rewrite(cmd: &[u8], dollar: &dyn Fn(bool) -> String) -> Result<Rewritten,
     let mut ret = None;
     let is_dollar = |t: &Tok| t.kind == Kind::Atom && &cmd[t.start..t.end] == b"$";
     match name.as_str() {
-        "FETCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" => {
-            if toks.get(i).is_some_and(is_dollar) {
-                dollars.push((i, uid));
-            }
+        "FETCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" if toks.get(i).is_some_and(is_dollar) => {
+            dollars.push((i, uid));
         }
         "SEARCH" | "SORT" | "THREAD" => {
             if name == "SEARCH" && toks.get(i).is_some_and(|t| is(cmd, t, "RETURN")) {

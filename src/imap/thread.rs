@@ -303,11 +303,14 @@ pub fn references(infos: &[Info]) -> Vec<u8> {
         let Some(s) = subject_of(&f, r) else {
             continue;
         };
-        match table.get(&s) {
-            Some(&t) if !(f.is_dummy(r) && !f.is_dummy(t)) && !(refwd(&f, t) && !refwd(&f, r)) => {}
-            _ => {
-                table.insert(s, r);
-            }
+        // (C) In the table: the first of a subject, unless a later one is a dummy where the
+        // first is not, or is no reply/forward where the first is.
+        let replace = match table.get(&s) {
+            None => true,
+            Some(&t) => (f.is_dummy(r) && !f.is_dummy(t)) || (refwd(&f, t) && !refwd(&f, r)),
+        };
+        if replace {
+            table.insert(s, r);
         }
     }
     let mut slot: HashMap<usize, usize> = roots.iter().enumerate().map(|(i, &n)| (n, i)).collect();
