@@ -31,6 +31,7 @@ pub struct Scope {
 struct Lazy<'a> {
     store: &'a Store,
     msg: &'a Msg,
+    sets: &'a mut SetCache,
     cached: Option<Option<Cached>>,
     body_texts: Option<Vec<String>>,
 }
@@ -205,18 +206,49 @@ fn decode_word(v: &[u8]) -> Option<(String, usize)> {
     Some((s, 2 + end + 2))
 }
 
-fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
+/// The sequence sets of one search as sorted, merged ranges, made once per set (keyed by its
+/// address, stable while the key lives): a large set (a SEARCHRES `$` of many messages) is then
+/// a binary search per message, not a scan.
+#[derive(Default)]
+struct SetCache(std::collections::HashMap<usize, Vec<(u32, u32)>>);
+
+impl SetCache {
+    fn contains(&mut self, set: &SequenceSet, n: u32, max: u32) -> bool {
+        let ranges = self
+            .0
+            .entry(set as *const SequenceSet as usize)
+            .or_insert_with(|| ranges(set, max));
+        let i = ranges.partition_point(|r| r.1 < n);
+        ranges.get(i).is_some_and(|r| r.0 <= n)
+    }
+}
+
+fn ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
     let val = |s: &SeqOrUid| match s {
         SeqOrUid::Value(v) => v.get(),
         SeqOrUid::Asterisk => max,
     };
-    set.0.as_ref().iter().any(|s| match s {
-        Sequence::Single(x) => val(x) == n,
-        Sequence::Range(a, b) => {
-            let (a, b) = (val(a), val(b));
-            a.min(b) <= n && n <= a.max(b)
+    let mut v: Vec<(u32, u32)> = set
+        .0
+        .as_ref()
+        .iter()
+        .map(|s| match s {
+            Sequence::Single(x) => (val(x), val(x)),
+            Sequence::Range(a, b) => {
+                let (a, b) = (val(a), val(b));
+                (a.min(b), a.max(b))
+            }
+        })
+        .collect();
+    v.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
         }
-    })
+    }
+    out
 }
 
 fn needle(s: &impl AsRef<[u8]>) -> String {
@@ -238,8 +270,8 @@ fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
         K::Or(a, b) => eval(a, scope, l) || eval(b, scope, l),
         K::Not(k) => !eval(k, scope, l),
         K::All => true,
-        K::SequenceSet(set) => in_set(set, l.msg.seq, scope.max_seq),
-        K::Uid(set) => in_set(set, m.uid, scope.max_uid),
+        K::SequenceSet(set) => l.sets.contains(set, l.msg.seq, scope.max_seq),
+        K::Uid(set) => l.sets.contains(set, m.uid, scope.max_uid),
         K::Answered => has("\\Answered"),
         K::Unanswered => !has("\\Answered"),
         K::Deleted => has("\\Deleted"),
@@ -350,10 +382,12 @@ fn field_contains(l: &mut Lazy<'_>, name: &[u8], s: &impl AsRef<[u8]>) -> bool {
 /// The messages (of `msgs`) that match `key`, as (seq, uid) pairs in order.
 pub fn run(store: &Store, key: &SearchKey<'_>, scope: &Scope, msgs: &[Msg]) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
+    let mut sets = SetCache::default();
     for msg in msgs {
         let mut l = Lazy {
             store,
             msg,
+            sets: &mut sets,
             cached: None,
             body_texts: None,
         };
@@ -383,6 +417,15 @@ mod tests {
         // A normal message: its decoded text parts.
         let t = body_texts(b"Subject: s\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVsbG8=\r\n");
         assert_eq!(t, vec!["hello".to_string()]);
+    }
+
+    #[test]
+    fn sequence_sets_as_merged_ranges() {
+        let set = SequenceSet::try_from("7,1:3,*,2:4,10:9").unwrap();
+        assert_eq!(ranges(&set, 20), vec![(1, 4), (7, 7), (9, 10), (20, 20)]);
+        let mut c = SetCache::default();
+        let hits: Vec<u32> = (1..=21).filter(|&n| c.contains(&set, n, 20)).collect();
+        assert_eq!(hits, vec![1, 2, 3, 4, 7, 9, 10, 20]);
     }
 
     #[test]

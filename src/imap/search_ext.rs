@@ -171,6 +171,9 @@ fn is(b: &[u8], t: &Tok, word: &str) -> bool {
     t.kind == Kind::Atom && b[t.start..t.end].eq_ignore_ascii_case(word.as_bytes())
 }
 
+/// Most `$` in one command.
+pub const MAX_DOLLARS: usize = 16;
+
 /// Search keys followed by one argument (RFC 3501 §6.4.4, RFC 5032, RFC 7162).
 const ONE_ARG: &[&str] = &[
     "BCC",
@@ -318,6 +321,10 @@ pub fn rewrite(cmd: &[u8], dollar: &dyn Fn(bool) -> String) -> Result<Rewritten,
     if dollars.is_empty() && cut.is_none() {
         return Ok(unchanged);
     }
+    // Each `$` becomes the whole saved set: a few are plenty, many would multiply its size.
+    if dollars.len() > MAX_DOLLARS {
+        return Err(format!("Too many $ references (at most {MAX_DOLLARS})"));
+    }
     let sets: [String; 2] = [
         if dollars.iter().any(|d| !d.1) {
             dollar(false)
@@ -444,6 +451,8 @@ mod tests {
         assert!(r.unwrap().all);
         assert!(rewrite(b"a SEARCH RETURN (PARTIAL 1:5) ALL\r\n", &|_| String::new()).is_err());
         assert!(rewrite(b"a SEARCH RETURN (MIN ALL\r\n", &|_| String::new()).is_err());
+        let many = format!("a SEARCH {}\r\n", ["$"; MAX_DOLLARS + 1].join(" "));
+        assert!(rewrite(many.as_bytes(), &|_| String::new()).is_err());
         // Not ours: unchanged.
         assert_eq!(rw("a LIST \"\" * RETURN (CHILDREN)\r\n").1, None);
         assert_eq!(rw("a SEARCH SUBJECT return\r\n").1, None);
