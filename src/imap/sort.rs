@@ -152,26 +152,25 @@ fn leader(s: &[u8]) -> Option<usize> {
     (s.get(i) == Some(&b':')).then_some(i + 1)
 }
 
-/// The first real address of a list (group markers skipped).
-fn first(list: &[Addr]) -> Option<&Addr> {
-    list.iter()
-        .find(|a| a.mailbox.is_some() && a.host.is_some())
-}
-
-/// RFC 5256: the addr-mailbox of the first address.
+/// RFC 5256: the addr-mailbox of the first address as ENVELOPE lists it — for a group, its
+/// start `(NIL NIL "name" NIL)`, so the group name (as Dovecot sorts; imaptest
+/// `sort-addresses`).
 fn mailbox(list: &[Addr]) -> Vec<u8> {
-    first(list)
+    list.first()
         .and_then(|a| a.mailbox.as_deref())
         .map(casemap)
         .unwrap_or_default()
 }
 
 /// RFC 5957 §2: the display name of the first address (RFC 2047 decoded), or its
-/// `mailbox@host` when it has none.
+/// `mailbox@host` when it has none; a group by its name (imaptest `sort-display-to`).
 fn display(list: &[Addr]) -> Vec<u8> {
-    let Some(a) = first(list) else {
+    let Some(a) = list.first() else {
         return Vec::new();
     };
+    if a.host.is_none() {
+        return a.mailbox.as_deref().map(casemap).unwrap_or_default();
+    }
     if let Some(name) = a.name.as_deref() {
         let name = decode_words(name);
         let name = name.trim();
@@ -304,6 +303,33 @@ mod tests {
         assert_eq!(base("Read: me"), ("Read: me".into(), false));
         assert_eq!(base("Re hello"), ("Re hello".into(), false));
         assert_eq!(base("Fwx: y"), ("Fwx: y".into(), false));
+    }
+
+    #[test]
+    fn address_keys_of_groups_and_names() {
+        use super::super::envelope::parse_addresses;
+        let keys = |v: &str| {
+            let l = parse_addresses(v.as_bytes());
+            (
+                String::from_utf8(mailbox(&l)).unwrap(),
+                String::from_utf8(display(&l)).unwrap(),
+            )
+        };
+        assert_eq!(
+            keys("user2: blah@domain1.org;"),
+            ("USER2".into(), "USER2".into())
+        );
+        assert_eq!(keys("empty:;"), ("EMPTY".into(), "EMPTY".into()));
+        assert_eq!(
+            keys("=?iso-8859-1?q?foo_aar?= <e@f.g>"),
+            ("E".into(), "FOO AAR".into())
+        );
+        assert_eq!(
+            keys("user2@domain2.org (foo bar)"),
+            ("USER2".into(), "FOO BAR".into())
+        );
+        assert_eq!(keys("b@c.d"), ("B".into(), "B@C.D".into()));
+        assert_eq!(keys(""), ("".into(), "".into()));
     }
 
     #[test]
