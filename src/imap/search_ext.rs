@@ -458,6 +458,32 @@ mod tests {
         assert_eq!(rw("a SEARCH SUBJECT return\r\n").1, None);
     }
 
+    /// Arbitrary bytes, dense in the characters the scanner cares about: never a panic, and
+    /// an edit only ever replaces `$` tokens and the RETURN clause.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let alphabet: &[u8] = b"a $(){}\"\\\r\n+0123456789[]RETURNSEARCHUIDFETCHSORTHEADERMODSEQ";
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 64) as usize;
+            let mut cmd = b"t ".to_vec();
+            let mut y = x;
+            for _ in 0..len {
+                y = y
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                cmd.push(alphabet[(y >> 33) as usize % alphabet.len()]);
+            }
+            if x % 3 == 0 {
+                cmd.splice(2..2, b"UID SEARCH ".iter().copied());
+            }
+            let _ = rewrite(&cmd, &|_| "1:2".to_string());
+        }
+    }
+
     #[test]
     fn saved_results() {
         let o = |min, max, all, count| ReturnOpts {

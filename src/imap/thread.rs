@@ -551,6 +551,30 @@ mod tests {
         assert_eq!(s(ordered_subject(&v)), "(6)(2 (4)(3))(5 1)");
     }
 
+    /// Arbitrary subjects and id lists: never a panic.
+    #[test]
+    fn arbitrary_subjects_and_ids_never_panic() {
+        let alphabet: &[u8] = b"Rr eEfFwWdD:[]()<>@\t\r\n\"\\=?xQB";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 48) as usize;
+            let mut y = x;
+            let v: Vec<u8> = (0..len)
+                .map(|_| {
+                    y = y
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    alphabet[(y >> 33) as usize % alphabet.len()]
+                })
+                .collect();
+            let _ = base_subject(&v);
+            let _ = message_ids(&v);
+        }
+    }
+
     #[test]
     fn deep_chains_do_not_recurse() {
         let n = 50_000;
