@@ -223,6 +223,13 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         // RFC 7162 (imap/condstore.rs).
         "CONDSTORE",
         "QRESYNC",
+        // Issue 16: src/imap/search_ext.rs, sort.rs, thread.rs.
+        "ESEARCH",
+        "SEARCHRES",
+        "SORT",
+        "SORT=DISPLAY",
+        "THREAD=ORDEREDSUBJECT",
+        "THREAD=REFERENCES",
     ]);
     let caps: Vec<Capability<'static>> = names
         .into_iter()
@@ -235,6 +242,73 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         })
         .collect();
     Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+}
+
+/// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n]` (RFC 4731 §3.1): MIN, MAX
+/// and ALL only when something matched, COUNT always when asked for. Written here because
+/// imap-types has no ESEARCH response; a tag has no `"` or `\` (RFC 3501 `tag`), so it quotes
+/// as it is.
+pub fn esearch(
+    tag: &Tag<'_>,
+    uid: bool,
+    ret: &crate::imap::search_ext::ReturnOpts,
+    nums: &[u32],
+    modseq: Option<std::num::NonZeroU64>,
+) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut out = format!("* ESEARCH (TAG \"{}\")", tag.as_ref());
+    if uid {
+        out.push_str(" UID");
+    }
+    if let (true, Some(min)) = (ret.min, nums.iter().min()) {
+        let _ = write!(out, " MIN {min}");
+    }
+    if let (true, Some(max)) = (ret.max, nums.iter().max()) {
+        let _ = write!(out, " MAX {max}");
+    }
+    if ret.all && !nums.is_empty() {
+        let mut sorted = nums.to_vec();
+        sorted.sort_unstable();
+        let _ = write!(
+            out,
+            " ALL {}",
+            crate::imap::search_ext::sequence_set(&sorted)
+        );
+    }
+    if ret.count {
+        let _ = write!(out, " COUNT {}", nums.len());
+    }
+    // RFC 7162 §3.1.5 (search-return-data "MODSEQ").
+    if let Some(m) = modseq {
+        let _ = write!(out, " MODSEQ {m}");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// `* SORT 3 1 2` (RFC 5256 §4 `sort-data`), written here because the arity of imap-types'
+/// `Data::Sort` changes with its CONDSTORE feature.
+pub fn numbers(name: &str, nums: &[u32]) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut out = format!("* {name}");
+    for n in nums {
+        let _ = write!(out, " {n}");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// `* THREAD (1 2)(3)` from the thread lists [`crate::imap::thread`] wrote (digits, spaces
+/// and parentheses only).
+pub fn thread_data(lists: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lists.len() + 12);
+    out.extend_from_slice(b"* THREAD");
+    if !lists.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(lists);
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// A flag name from the store as an imap-types flag (`None` for names that are not atoms).

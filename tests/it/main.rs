@@ -43,6 +43,8 @@ mod imap_condstore;
 // IMAP subscriptions and LIST (issue 16): subscriptions as names of their own and their migration,
 // LIST-EXTENDED with RECURSIVEMATCH/CHILDINFO, LIST-STATUS, STATUS=SIZE, invalid UTF-7 patterns.
 mod imap_list;
+// Issue 16: SEARCH on addresses, ESEARCH, SEARCHRES, SORT, SORT=DISPLAY, THREAD.
+mod imap_search;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,

@@ -51,7 +51,15 @@ fn search_keys(k: &SearchKey<'_>, max: usize) -> usize {
 /// sizes of everything else are bounded by the command budget of the framer.
 fn too_much_work(body: &CommandBody<'_>) -> Option<Reply> {
     match body {
-        CommandBody::Search { criteria, .. } => {
+        CommandBody::Search { criteria, .. }
+        | CommandBody::Sort {
+            search_criteria: criteria,
+            ..
+        }
+        | CommandBody::Thread {
+            search_criteria: criteria,
+            ..
+        } => {
             let n = criteria
                 .as_ref()
                 .iter()
@@ -155,7 +163,19 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
             charset,
             criteria,
             uid,
-        } => search::search(s, charset.as_ref(), criteria, uid).await,
+        } => search::search(s, tag, charset.as_ref(), criteria, uid).await,
+        C::Sort {
+            sort_criteria,
+            charset,
+            search_criteria,
+            uid,
+        } => search::sort(s, sort_criteria, &charset, search_criteria, uid).await,
+        C::Thread {
+            algorithm,
+            charset,
+            search_criteria,
+            uid,
+        } => search::thread(s, &algorithm, &charset, search_criteria, uid).await,
         C::Fetch {
             sequence_set,
             macro_or_item_names,
