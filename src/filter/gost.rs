@@ -19,12 +19,35 @@
 //! Verification is plain GOST R 34.10: `e = h mod q` (0 → 1), `v = e⁻¹`, `z1 = s·v`,
 //! `z2 = −r·v`, `R = z1·G + z2·Q`, accept iff `R.x mod q = r`.
 //!
-//! Implementation: field arithmetic is crypto-bigint's Montgomery form (`FixedMontyForm`, 4 or
-//! 8 limbs); the curve layer here uses Jacobian coordinates (both curves have `a = −3`), a
-//! lazily built fixed-base table for `G` (signed 4-bit windows, affine points, no doublings)
-//! and a width-5 wNAF for the public key. num-bigint only turns the hex curve constants into
-//! limbs and cross-checks the arithmetic in tests. Only public data is processed, so nothing
-//! here needs to be constant-time.
+//! Implementation, on crypto-bigint (no big-integer code of our own beyond limb plumbing):
+//! * **field**: both field primes are of the special form `2^(64N) − c` with a small `c`
+//!   (CryptoPro-A: `2^256 − 617`, tc26-512-A: `2^512 − 569`), so elements are plain residues
+//!   and a product's high half folds back in times `c` (crypto-bigint's `*_mod_special`
+//!   operations, HAC 14.47) instead of a Montgomery reduction; any other modulus (the group
+//!   orders, the test-only CryptoPro-B curve) uses crypto-bigint's `FixedMontyForm`;
+//! * **curve**: Jacobian coordinates with the `a = −3` formulas, `R.x mod q = r` checked as
+//!   `X = x·Z²` (no field inversion); one variable-time inversion per verification, `e⁻¹ mod q`;
+//! * **`z1·G`**: a fixed-base table (signed 7-bit windows, affine, built once per curve): one
+//!   mixed addition per digit, no doublings;
+//! * **`z2·Q`**, key seen for the first time: width-5 wNAF with affine odd multiples (one
+//!   inversion for the 8 of them); the ~`64N` doublings dominate;
+//! * **`z2·Q`**, repeat signer: a per-key fixed-base table (signed 4-bit windows, 129 KiB for a
+//!   512-bit key), built at the key's second verification once a signature by it has verified,
+//!   kept in a per-curve LRU of 64 keys (`KeyCache`); then the whole verification is ~160
+//!   mixed additions into one accumulator. The NCA intermediate's key signs every certificate,
+//!   one person's key every message of theirs.
+//!
+//! Shamir's trick (one doubling chain for both scalars) would not help: with the fixed-base table
+//! `z1·G` needs no doublings at all, and a joint chain would still take `64N` doublings for
+//! `z2·Q`.
+//!
+//! **Constant time is not needed here, by design.** Verification handles only public data: the
+//! public key (from a certificate), the signature and the digest of received mail or a
+//! certificate. No secret enters this module, so timing can reveal nothing; the branches on
+//! scalar digits, the early exits of point addition, the variable-time inversions and the cache
+//! hits are all fine. This module must never be used to *sign*. The per-key cache holds only
+//! public keys and their multiples, and an entry can only speed up a verification, never change
+//! its verdict (the tests check verdicts with and without tables).
 
 use std::sync::OnceLock;
 
