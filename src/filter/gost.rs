@@ -33,8 +33,8 @@
 //!   inversion for the 8 of them); the ~`64N` doublings dominate;
 //! * **`z2·Q`**, repeat signer: a per-key fixed-base table (signed 4-bit windows, 129 KiB for a
 //!   512-bit key), built at the key's second verification once a signature by it has verified,
-//!   kept in a per-curve LRU of 64 keys (`KeyCache`); then the whole verification is ~160
-//!   mixed additions into one accumulator. The NCA intermediate's key signs every certificate,
+//!   kept in a per-curve LRU of 64 keys (`KeyCache`); then the whole verification is ~195
+//!   (512-bit) or ~100 (256-bit) mixed additions into one accumulator. The NCA intermediate's key signs every certificate,
 //!   one person's key every message of theirs.
 //!
 //! Shamir's trick (one doubling chain for both scalars) would not help: with the fixed-base table
