@@ -268,6 +268,7 @@ impl Store {
             self.drop_mailbox(account.id, m)?;
             self.notify(account.id, m.id);
         }
+        self.drop_quota(account.id)?;
         Ok(account)
     }
 }

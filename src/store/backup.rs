@@ -629,6 +629,8 @@ pub fn restore(store_dir: &Path, backup: &Path, opts: RestoreOptions) -> Result<
         }
     }
     format::set_id_base(&store.db, max_id)?;
+    // Limits came back as raw `quota` records; usage is counted from what was restored.
+    store.recount_quotas()?;
     store.flush_sync()?;
     Ok(sum)
 }

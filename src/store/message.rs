@@ -183,10 +183,14 @@ fn remove_message(
     Ok(Some(m))
 }
 
-/// Inserts one message into a mailbox inside a transaction: allocates the UID, bumps counters.
+/// Inserts one message into a mailbox inside a transaction: allocates the UID, bumps counters
+/// and the account's usage (`quota.rs`; with `enforce`, refused above the limit).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn insert_message(
     mbs: &TransactionalTree,
     msgs: &TransactionalTree,
+    qt: &TransactionalTree,
+    enforce: bool,
     mailbox_id: u64,
     blob_id: u64,
     size: u64,
@@ -194,6 +198,7 @@ pub(super) fn insert_message(
     flags: &[String],
 ) -> TxResult<Appended> {
     let mut mb = get_mailbox(mbs, mailbox_id)?;
+    super::quota::charge(qt, mb.account_id, size as i64, 1, enforce)?;
     let uid = mb.uidnext;
     mb.uidnext = uid
         .checked_add(1)
@@ -332,9 +337,10 @@ impl Store {
             &t.blob_refs,
             &t.queue,
             &t.queue_due,
+            &t.quota,
         );
         let w = self.write_gate();
-        let out = trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due)| {
+        let out = trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due, quota)| {
             let mut out = Vec::with_capacity(targets.len());
             if !targets.is_empty() {
                 put_body(blobs, files, blob_id, raw)?;
@@ -343,6 +349,8 @@ impl Store {
                     out.push(insert_message(
                         mbs,
                         msgs,
+                        quota,
+                        true,
                         *mailbox_id,
                         blob_id,
                         size,
@@ -466,10 +474,10 @@ impl Store {
         let uids: BTreeSet<u32> = uids.iter().copied().collect();
         let t = &self.t;
         let w = self.write_gate();
-        let out = (&t.mailboxes, &t.messages, &t.blob_refs).transaction(|(mbs, msgs, refs)| {
+        let trees = (&t.mailboxes, &t.messages, &t.blob_refs, &t.quota);
+        let out = trees.transaction(|(mbs, msgs, refs, qt)| {
             let mut pairs = Vec::new();
             let mut uidvalidity = get_mailbox(mbs, dst)?.uidvalidity;
-            let mut src_mb = get_mailbox(mbs, src)?;
             for &uid in &uids {
                 let Some(v) = msgs.get(key2(src, uid))? else {
                     continue;
@@ -480,17 +488,25 @@ impl Store {
                     // \Deleted does not travel with a moved message (as in Dovecot).
                     flags.retain(|f| f != "\\Deleted");
                 }
-                if src == dst && remove {
-                    continue;
-                }
-                let a = insert_message(mbs, msgs, dst, m.blob_id, m.size, m.internal_date, &flags)?;
+                // A move never changes the account's usage (RFC 9208: no OVERQUOTA for it); a
+                // move into the same mailbox gives the message a new UID (RFC 6851 §3.3).
+                let a = insert_message(
+                    mbs,
+                    msgs,
+                    qt,
+                    !remove,
+                    dst,
+                    m.blob_id,
+                    m.size,
+                    m.internal_date,
+                    &flags,
+                )?;
                 uidvalidity = a.uidvalidity;
                 add_ref(refs, m.blob_id, 1)?;
                 if remove {
-                    if src != dst {
-                        // insert_message rewrote dst only; reload src counters in case src == dst.
-                        src_mb = get_mailbox(mbs, src)?;
-                    }
+                    // insert_message rewrote dst, which may be src.
+                    let mut src_mb = get_mailbox(mbs, src)?;
+                    super::quota::charge(qt, src_mb.account_id, -(m.size as i64), -1, false)?;
                     msgs.remove(&key2(src, uid))?;
                     add_ref(refs, m.blob_id, -1)?;
                     src_mb.messages = src_mb.messages.saturating_sub(1);
@@ -524,10 +540,12 @@ impl Store {
             &t.blob_refs,
             &t.blobs,
             &t.blob_files,
+            &t.quota,
         )
-            .transaction(|(mbs, msgs, refs, blobs, files)| {
+            .transaction(|(mbs, msgs, refs, blobs, files, qt)| {
                 let mut mb = get_mailbox(mbs, mailbox_id)?;
                 let mut gone = Gone::default();
+                let mut bytes = 0u64;
                 for &uid in &uids {
                     let Some(m) =
                         remove_message(msgs, refs, blobs, files, mailbox_id, uid, &mut gone)?
@@ -538,7 +556,10 @@ impl Store {
                     if !m.seen() {
                         mb.unseen = mb.unseen.saturating_sub(1);
                     }
+                    bytes += m.size;
                 }
+                let n = gone.uids.len() as i64;
+                super::quota::charge(qt, mb.account_id, -(bytes as i64), -n, false)?;
                 if !gone.uids.is_empty() {
                     mb.highest_modseq += 1;
                     mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
@@ -559,7 +580,7 @@ impl Store {
     /// Removes every message of a mailbox whose record is already gone (deleted mailbox or
     /// account): nothing can be added to it any more (`insert_message` needs the record), so one
     /// pass over what is left removes everything, in transactions of at most 1000 messages.
-    pub(crate) fn purge_mailbox(&self, mailbox_id: u64) -> Result<()> {
+    pub(crate) fn purge_mailbox(&self, account_id: u64, mailbox_id: u64) -> Result<()> {
         let t = &self.t;
         loop {
             let uids: Vec<u32> = t
@@ -580,15 +601,21 @@ impl Store {
                 return Ok(());
             }
             let w = self.write_gate();
-            let gone = (&t.messages, &t.blob_refs, &t.blobs, &t.blob_files).transaction(
-                |(msgs, refs, blobs, files)| {
-                    let mut gone = Gone::default();
-                    for &uid in &uids {
-                        remove_message(msgs, refs, blobs, files, mailbox_id, uid, &mut gone)?;
+            let trees = (&t.messages, &t.blob_refs, &t.blobs, &t.blob_files, &t.quota);
+            let gone = trees.transaction(|(msgs, refs, blobs, files, qt)| {
+                let mut gone = Gone::default();
+                let mut bytes = 0u64;
+                for &uid in &uids {
+                    if let Some(m) =
+                        remove_message(msgs, refs, blobs, files, mailbox_id, uid, &mut gone)?
+                    {
+                        bytes += m.size;
                     }
-                    Ok(gone)
-                },
-            )?;
+                }
+                let n = gone.uids.len() as i64;
+                super::quota::charge(qt, account_id, -(bytes as i64), -n, false)?;
+                Ok(gone)
+            })?;
             drop(w);
             self.files.doom(gone.files);
             for b in gone.blobs {

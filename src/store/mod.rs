@@ -17,7 +17,8 @@
 //! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
 //! | `queue_due`     | next_attempt u64 ‖ queue_id u64       | empty (due-time index of `queue`)      |
 //! | `aliases`       | `user@domain` or `@domain` (lower-case) | [`alias::Alias`] (JSON)              |
-//! | `meta`          | `format_version`, `id_base`           | u32 / u64 (`format.rs`)                |
+//! | `quota`         | account_id u64                        | [`quota::Quota`] (JSON): limit, usage  |
+//! | `meta`          | `format_version`, `id_base`, `quota_counted` | u32 / u64 (`format.rs`) / marker |
 //!
 //! # Invariants
 //! - A UID is never reused within a mailbox's UIDVALIDITY: `uidnext` only grows, in the same
@@ -30,6 +31,8 @@
 //!   is durable, orphans swept at open).
 //! - Nothing is acknowledged to a client before [`Store::durable`] has returned: writes go to sled in
 //!   a transaction, then wait for a flush that started after the write (group commit).
+//! - `quota` usage equals the sum of the sizes (and the number) of the account's messages; every
+//!   change of an account's messages changes it in the same transaction (`quota.rs`).
 //! - `queue_due` has exactly one key per `queue` record, `(next_attempt, id)`, written in the same
 //!   transaction as the record.
 //! - Ids (accounts, mailboxes, blobs, queue entries) come from sled's `generate_id` (plus the
@@ -47,6 +50,7 @@ mod imap_ext;
 mod mailbox;
 mod message;
 mod queue;
+pub mod quota;
 mod sync;
 
 pub use account::Account;
@@ -79,6 +83,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("store: {0}")]
     Db(String),
+    /// The account's storage limit (`tanba user quota`) does not leave room (RFC 9208).
+    #[error("{0}")]
+    OverQuota(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -157,6 +164,7 @@ pub(crate) struct Trees {
     pub queue: sled::Tree,
     pub queue_due: sled::Tree,
     pub aliases: sled::Tree,
+    pub quota: sled::Tree,
 }
 
 impl Store {
@@ -217,6 +225,7 @@ impl Store {
             queue: tree("queue")?,
             queue_due: tree("queue_due")?,
             aliases: tree("aliases")?,
+            quota: tree("quota")?,
         };
         let id_base = format::check_and_migrate(&db, dir)?;
         let files = Arc::new(files::Files::open(dir)?);
@@ -228,7 +237,7 @@ impl Store {
         }
         let sync = Arc::new(sync::Durability::open(dir)?);
         let (changes, _) = broadcast::channel(4096);
-        Ok(Store {
+        let store = Store {
             db: db.clone(),
             t: Arc::new(t),
             files: files.clone(),
@@ -237,7 +246,9 @@ impl Store {
             changes,
             gate: Arc::new(std::sync::RwLock::new(())),
             id_base,
-        })
+        };
+        store.count_quotas_once()?;
+        Ok(store)
     }
 
     /// Opens the store in `dir` only if one is there: admin commands (SPEC §9) never create a

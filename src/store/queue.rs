@@ -258,9 +258,10 @@ impl Store {
             &t.blob_refs,
             &t.mailboxes,
             &t.messages,
+            &t.quota,
         );
         let w = self.write_gate();
-        let done = trees.transaction(|(q, due, blobs, files, refs, mbs, msgs)| {
+        let done = trees.transaction(|(q, due, blobs, files, refs, mbs, msgs, qt)| {
             match q.get(key)? {
                 Some(v) if v.as_ref() == expected_bytes.as_slice() => {}
                 _ => return Ok(None),
@@ -292,9 +293,12 @@ impl Store {
                 }) => {
                     put_body(blobs, files, bounce_blob, raw)?;
                     add_ref(refs, bounce_blob, 1)?;
+                    // A bounce is never refused for the sender's quota: it would stop the queue.
                     insert_message(
                         mbs,
                         msgs,
+                        qt,
+                        false,
                         *mailbox_id,
                         bounce_blob,
                         raw.len() as u64,
