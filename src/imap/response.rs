@@ -197,6 +197,8 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         "ENABLE",
         "UNSELECT",
         "CHILDREN",
+        "QUOTA",
+        "QUOTA=RES-STORAGE",
     ]);
     let caps: Vec<Capability<'static>> = names
         .into_iter()

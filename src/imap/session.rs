@@ -62,6 +62,10 @@ pub enum Kind {
     Store,
     Copy,
     Move,
+    GetQuota,
+    GetQuotaRoot,
+    SetQuota,
+    Compress,
     /// Parsed but not offered by us (SORT, THREAD, COMPRESS, QUOTA, ...), or unknown.
     Unsupported,
 }
@@ -100,6 +104,10 @@ impl Kind {
             C::Store { .. } => Kind::Store,
             C::Copy { .. } => Kind::Copy,
             C::Move { .. } => Kind::Move,
+            C::GetQuota { .. } => Kind::GetQuota,
+            C::GetQuotaRoot { .. } => Kind::GetQuotaRoot,
+            C::SetQuota { .. } => Kind::SetQuota,
+            C::Compress { .. } => Kind::Compress,
             _ => Kind::Unsupported,
         }
     }
@@ -146,6 +154,10 @@ impl Kind {
             b"STORE" => Kind::Store,
             b"COPY" => Kind::Copy,
             b"MOVE" => Kind::Move,
+            b"GETQUOTA" => Kind::GetQuota,
+            b"GETQUOTAROOT" => Kind::GetQuotaRoot,
+            b"SETQUOTA" => Kind::SetQuota,
+            b"COMPRESS" => Kind::Compress,
             _ => Kind::Unsupported,
         }
     }
@@ -186,7 +198,11 @@ pub fn is_allowed(kind: Kind, state: State, tls: bool) -> Result<(), Reply> {
             | K::Status
             | K::Append
             | K::Idle
-            | K::Namespace,
+            | K::Namespace
+            | K::GetQuota
+            | K::GetQuotaRoot
+            | K::SetQuota
+            | K::Compress,
             _,
         ) => Ok(()),
         (_, S::Selected) => Ok(()),

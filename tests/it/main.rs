@@ -37,6 +37,9 @@ mod imap;
 // IMAP limits (issue 11): command size and the state gate before literals, login timeout, error
 // limits, LIST patterns.
 mod imap_limits;
+// Issue 16's extensions: QUOTA (IMAP and SMTP 452/552), COMPRESS=DEFLATE, BINARY, MULTIAPPEND,
+// MOVE into the selected mailbox.
+mod imap_ext;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,

@@ -9,6 +9,7 @@ pub mod expunge;
 pub mod fetch;
 pub mod idle;
 pub mod mailbox;
+pub mod quota;
 pub mod search;
 pub mod select;
 pub mod store;
@@ -175,6 +176,9 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
             uid,
         } => copy::copy(s, &sequence_set, &mailbox, uid, true).await,
         C::Idle => idle::idle(s).await,
+        C::GetQuota { root } => quota::get_quota(s, &root).await,
+        C::GetQuotaRoot { mailbox } => quota::get_quota_root(s, &mailbox).await,
+        C::SetQuota { .. } => quota::set_quota(s).await,
         _ => Ok(Reply::bad("Unsupported command")),
     }
 }

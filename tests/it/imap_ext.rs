@@ -1,0 +1,150 @@
+//! Issue 16's IMAP extensions over TLS against the real binary: QUOTA (with SMTP's 452/552),
+//! COMPRESS=DEFLATE (zlib on the client side), BINARY, MULTIAPPEND, MOVE into the selected
+//! mailbox.
+
+use crate::imap::{text, Imap};
+use crate::smtp::{server_with_users, Client as Smtp};
+use crate::support::*;
+
+/// A message of exactly `size` bytes (at least 20).
+fn message(size: usize, fill: u8) -> Vec<u8> {
+    let mut m = b"Subject: q\r\n\r\n".to_vec();
+    m.resize(size - 2, fill);
+    m.extend_from_slice(b"\r\n");
+    m
+}
+
+fn texts(u: &[Vec<u8>]) -> Vec<String> {
+    u.iter().map(|r| text(r)).collect()
+}
+
+fn quota_cli(srv: &TestServer, args: &[&str]) -> String {
+    let mut a = vec!["user", "quota"];
+    a.extend_from_slice(args);
+    let out = srv.tanba(&a, None);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn quota_is_enforced_over_imap_and_smtp_and_usage_stays_exact() {
+    let mut srv = server_with_users(&[]);
+    let alice = "alice@example.test";
+    // No limit: no quota root.
+    let mut c = Imap::login(&srv, alice, "secret-alice");
+    let caps = texts(&c.ok("CAPABILITY")).join(" ");
+    assert!(
+        caps.contains(" QUOTA ") && caps.contains("QUOTA=RES-STORAGE"),
+        "{caps}"
+    );
+    assert_eq!(texts(&c.ok("GETQUOTAROOT INBOX")), ["* QUOTAROOT INBOX"]);
+
+    let shown = quota_cli(&srv, &[alice, "4K"]);
+    assert!(
+        shown.contains("quota 4 KiB") && shown.contains("used 0 KiB"),
+        "{shown}"
+    );
+    assert_eq!(
+        texts(&c.ok("GETQUOTAROOT INBOX")),
+        ["* QUOTAROOT INBOX \"\"", "* QUOTA \"\" (STORAGE 0 4)"]
+    );
+    // 3000 bytes fit; 2000 more do not (3000 + 2000 > 4096).
+    let t = c.append("INBOX", "()", &message(3000, b'a'));
+    assert!(t.contains("OK"), "{t}");
+    let t = c.append("INBOX", "()", &message(2000, b'b'));
+    assert!(t.contains("NO [OVERQUOTA]"), "{t}");
+    assert_eq!(
+        texts(&c.ok("GETQUOTA \"\"")),
+        ["* QUOTA \"\" (STORAGE 3 4)"]
+    );
+    let (_, t) = c.cmd("SETQUOTA \"\" (STORAGE 100000)");
+    assert!(t.contains(" NO "), "{t}");
+
+    // SMTP: not full yet, so RCPT is taken; the message would exceed: 552 5.2.2 at the end.
+    let mut m = Smtp::connect(srv.mx);
+    m.ok("EHLO sender.example", "250");
+    let r = m.send_mail("s@example.kz", &[alice], &message(2000, b'c'));
+    assert_eq!(
+        (r.code, r.text().starts_with("5.2.2")),
+        (552, true),
+        "{}",
+        r.line()
+    );
+    // Bob, without a limit, still gets mail in the same session.
+    m.send_mail_ok("s@example.kz", &["bob@example.test"], &message(2000, b'c'));
+    // Exactly full (3000 + 1096 = 4096 bytes): RCPT now answers 452 4.2.2.
+    let t = c.append("INBOX", "()", &message(1096, b'd'));
+    assert!(t.contains("OK"), "{t}");
+    m.ok("MAIL FROM:<s@example.kz>", "250");
+    let r = m.cmd(&format!("RCPT TO:<{alice}>"));
+    assert_eq!(
+        (r.code, r.text().starts_with("4.2.2")),
+        (452, true),
+        "{}",
+        r.line()
+    );
+    m.ok("RSET", "250");
+
+    // Expunge the 3000-byte message: 1096 bytes are left, 2 KiB rounded up.
+    c.ok("SELECT INBOX");
+    c.ok("UID STORE 1 +FLAGS (\\Deleted)");
+    c.ok("EXPUNGE");
+    assert_eq!(
+        texts(&c.ok("GETQUOTA \"\"")),
+        ["* QUOTA \"\" (STORAGE 2 4)"]
+    );
+    let shown = quota_cli(&srv, &[alice]);
+    assert!(shown.contains("(1096 bytes) in 1 messages"), "{shown}");
+
+    // Across a restart (kill -9 after the acknowledged changes).
+    drop(c);
+    srv.restart();
+    let mut c = Imap::login(&srv, alice, "secret-alice");
+    assert_eq!(
+        texts(&c.ok("GETQUOTA \"\"")),
+        ["* QUOTA \"\" (STORAGE 2 4)"]
+    );
+    let check = srv.tanba(&["store", "check"], None);
+    assert!(check.status.success(), "{check:?}");
+    // `none` lifts the limit: no quota root again, and the 2000 bytes fit.
+    quota_cli(&srv, &[alice, "none"]);
+    assert_eq!(texts(&c.ok("GETQUOTAROOT INBOX")), ["* QUOTAROOT INBOX"]);
+    let t = c.append("INBOX", "()", &message(2000, b'b'));
+    assert!(t.contains("OK"), "{t}");
+    let shown = quota_cli(&srv, &[alice]);
+    assert!(shown.contains("(3096 bytes) in 2 messages"), "{shown}");
+}
+
+#[test]
+fn move_into_the_selected_mailbox_gives_a_new_uid() {
+    let srv = server_with_users(&[]);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
+    for fill in [b'a', b'b'] {
+        let t = c.append("INBOX", "(\\Seen)", &message(100, fill));
+        assert!(t.contains("OK"), "{t}");
+    }
+    let sel = texts(&c.ok("SELECT INBOX")).join("\n");
+    let uv: String = sel
+        .split("UIDVALIDITY ")
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap()
+        .to_string();
+    let u = texts(&c.ok("UID MOVE 1 INBOX"));
+    // RFC 6851 §3.3/§4.3: COPYUID first, then EXPUNGE of the old and EXISTS of the new.
+    assert_eq!(
+        u[..3],
+        [
+            format!("* OK [COPYUID {uv} 1 3] Moved UIDs"),
+            "* 1 EXPUNGE".to_string(),
+            "* 2 EXISTS".to_string(),
+        ]
+    );
+    let f = texts(&c.ok("FETCH 1:* (UID FLAGS BODY.PEEK[TEXT])"));
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(f[0].starts_with("* 1 FETCH (UID 2 FLAGS (\\Seen"), "{f:?}");
+    assert!(f[1].starts_with("* 2 FETCH (UID 3 FLAGS (\\Seen"), "{f:?}");
+    assert!(f[1].contains("aaaa"), "{f:?}");
+    let check = srv.tanba(&["store", "check"], None);
+    assert!(check.status.success(), "{check:?}");
+}
