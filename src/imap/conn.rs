@@ -8,8 +8,11 @@
 //!
 //! Limits (SPEC §8): a line is at most [`MAX_LINE`] bytes; one command, all its lines and
 //! literals together, at most the session's command budget (`limits.max_command_size`, or
-//! `limits.max_unauthenticated_command` before login); APPEND's message literal alone may be up
-//! to `imap.max_literal_size`. Every literal announcement, synchronizing or not, first goes
+//! `limits.max_unauthenticated_command` before login); APPEND's message literals may be up to
+//! `imap.max_literal_size` each, and those of a MULTIAPPEND (RFC 3502) up to the command budget
+//! plus `imap.max_literal_size` all together (what does not fit into the budget counts against
+//! the literal limit): the session holds the whole command in memory, so a MULTIAPPEND costs no
+//! more than the largest single APPEND. Every literal announcement, synchronizing or not, first goes
 //! through the session's [`LiteralGate`] (the state gate: is this command allowed here at all?)
 //! and then through the budget, *before* a `+` is sent or a byte of the literal is kept.
 //! Oversize input is never buffered: it becomes a [`Frame::Refused`] that says what of the
@@ -374,7 +377,8 @@ impl Conn {
         let mut counted = 0u64;
         // `Some(cap)` once the gate has agreed to literals; cap > 0: APPEND's message limit.
         let mut message_cap: Option<u64> = None;
-        let mut message_taken = false;
+        // APPEND: bytes of message literals counted against `cap` instead of the budget.
+        let mut message_bytes = 0u64;
         loop {
             let left = max_command.saturating_sub(counted);
             let max = usize::try_from(left)
@@ -456,9 +460,14 @@ impl Conn {
             }
             if counted.saturating_add(size) <= max_command {
                 counted += size;
-            } else if cap > 0 && !message_taken {
-                // APPEND's message: within `cap`, checked above.
-                message_taken = true;
+            } else if cap > 0 && message_bytes.saturating_add(size) <= cap {
+                // APPEND's messages (all of a MULTIAPPEND together) within `cap`.
+                message_bytes += size;
+            } else if cap > 0 {
+                return refuse(toobig(format!(
+                    "Literal too large (the limit is {cap} bytes for the messages of one \
+                     APPEND together)"
+                )));
             } else {
                 return refuse(toobig(format!(
                     "Literal too large (the limit is {max_command} bytes for the whole \

@@ -199,6 +199,7 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         "CHILDREN",
         "QUOTA",
         "QUOTA=RES-STORAGE",
+        "MULTIAPPEND",
     ]);
     let caps: Vec<Capability<'static>> = names
         .into_iter()

@@ -260,6 +260,8 @@ impl Errors {
 enum Parsed<'a> {
     Std(Command<'a>),
     List(list_ext::ListCommand),
+    /// MULTIAPPEND (RFC 3502), which imap-codec does not parse.
+    MultiAppend(cmd::append::MultiAppend),
 }
 
 impl Session {
@@ -466,6 +468,7 @@ impl Session {
         let (tag, kind) = match &parsed {
             Parsed::Std(c) => (c.tag.clone().into_static(), Kind::of(&c.body)),
             Parsed::List(l) => (l.tag.clone(), Kind::List),
+            Parsed::MultiAppend(a) => (a.tag.clone(), Kind::Append),
         };
         if let Err(r) = is_allowed(kind, self.state, self.tls()) {
             self.answer(Some(&tag), &r);
@@ -473,11 +476,14 @@ impl Session {
         }
         let allow_expunge = match &parsed {
             Parsed::Std(c) => expunge_allowed(&c.body),
-            Parsed::List(_) => true,
+            Parsed::List(_) | Parsed::MultiAppend(_) => true,
         };
         let result = match parsed {
             Parsed::Std(c) => cmd::dispatch(self, &tag, c.body).await,
             Parsed::List(l) => cmd::mailbox::list(self, l.args).await,
+            Parsed::MultiAppend(a) => {
+                cmd::append::append_messages(self, &a.mailbox, a.messages).await
+            }
         };
         let reply = match result {
             Ok(r) => r,
@@ -537,6 +543,11 @@ fn decode(bytes: Vec<u8>) -> Decoded {
     }
     if let Some(l) = list_ext::parse(&bytes) {
         return Decoded::Ok(Parsed::List(l));
+    }
+    if Kind::from_line(&bytes) == Kind::Append {
+        if let Some(a) = cmd::append::parse_multi(&bytes) {
+            return Decoded::Ok(Parsed::MultiAppend(a));
+        }
     }
     let tag = conn::tag_of(&bytes).and_then(|t| Tag::try_from(t).ok());
     let reply = match &tag {

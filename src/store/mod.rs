@@ -49,6 +49,7 @@ pub mod format;
 mod imap_ext;
 mod mailbox;
 mod message;
+pub mod multiappend;
 mod queue;
 pub mod quota;
 mod sync;

@@ -148,3 +148,80 @@ fn move_into_the_selected_mailbox_gives_a_new_uid() {
     let check = srv.tanba(&["store", "check"], None);
     assert!(check.status.success(), "{check:?}");
 }
+
+#[test]
+fn multiappend_stores_all_messages_with_appenduid() {
+    let srv = server_with_users(&[]);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
+    let caps = texts(&c.ok("CAPABILITY")).join(" ");
+    assert!(caps.contains("MULTIAPPEND"), "{caps}");
+    let (m1, m2, m3) = (message(100, b'a'), message(200, b'b'), message(300, b'c'));
+    let mut cmd = format!("m1 APPEND Archive (\\Seen) {{{}+}}\r\n", m1.len()).into_bytes();
+    cmd.extend_from_slice(&m1);
+    cmd.extend_from_slice(
+        format!(
+            " (\\Flagged) \"01-Feb-2020 10:00:00 +0000\" {{{}+}}\r\n",
+            m2.len()
+        )
+        .as_bytes(),
+    );
+    cmd.extend_from_slice(&m2);
+    cmd.extend_from_slice(format!(" {{{}+}}\r\n", m3.len()).as_bytes());
+    cmd.extend_from_slice(&m3);
+    cmd.extend_from_slice(b"\r\n");
+    c.send(&cmd);
+    let (_, t) = c.until_tagged("m1");
+    let status = texts(&c.ok("STATUS Archive (UIDVALIDITY MESSAGES)")).join("");
+    let uv = status
+        .split("UIDVALIDITY ")
+        .nth(1)
+        .unwrap()
+        .split([' ', ')'])
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(t, format!("m1 OK [APPENDUID {uv} 1:3] APPEND completed"));
+    assert!(status.contains("MESSAGES 3"), "{status}");
+    c.ok("EXAMINE Archive");
+    let f = texts(&c.ok("FETCH 1:3 (FLAGS INTERNALDATE RFC822.SIZE)"));
+    assert!(
+        f[0].contains("FLAGS (\\Seen") && f[0].contains("RFC822.SIZE 100"),
+        "{f:?}"
+    );
+    assert!(
+        f[1].contains("\\Flagged") && f[1].contains("01-Feb-2020 10:00:00 +0000"),
+        "{f:?}"
+    );
+    assert!(
+        f[2].contains("FLAGS (\\Recent)") && f[2].contains("RFC822.SIZE 300"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn multiappend_with_a_literal_too_big_stores_none() {
+    let srv = server_with_users(&[("imap", "max_literal_size = 1000")]);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
+    let m1 = message(500, b'a');
+    c.send(format!("m2 APPEND INBOX {{{}}}\r\n", m1.len()).as_bytes());
+    assert!(text(&c.response()).starts_with('+'));
+    c.send(&m1);
+    // The second literal is announced over imap.max_literal_size: refused instead of `+`.
+    c.send(b" {2000}\r\n");
+    let r = text(&c.response());
+    assert!(r.starts_with("m2 NO [TOOBIG]"), "{r}");
+    let s = texts(&c.ok("STATUS INBOX (MESSAGES)")).join("");
+    assert!(s.contains("MESSAGES 0"), "{s}");
+    // The session goes on, and a MULTIAPPEND within the limits works.
+    let m2 = message(600, b'b');
+    let mut cmd = format!("m3 APPEND INBOX {{{}+}}\r\n", m1.len()).into_bytes();
+    cmd.extend_from_slice(&m1);
+    cmd.extend_from_slice(format!(" {{{}+}}\r\n", m2.len()).as_bytes());
+    cmd.extend_from_slice(&m2);
+    cmd.extend_from_slice(b"\r\n");
+    c.send(&cmd);
+    let (_, t) = c.until_tagged("m3");
+    assert!(t.starts_with("m3 OK [APPENDUID "), "{t}");
+    let s = texts(&c.ok("STATUS INBOX (MESSAGES)")).join("");
+    assert!(s.contains("MESSAGES 2"), "{s}");
+}
