@@ -200,6 +200,7 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         "QUOTA",
         "QUOTA=RES-STORAGE",
         "MULTIAPPEND",
+        "BINARY",
     ]);
     let caps: Vec<Capability<'static>> = names
         .into_iter()

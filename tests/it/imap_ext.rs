@@ -225,3 +225,53 @@ fn multiappend_with_a_literal_too_big_stores_none() {
     let s = texts(&c.ok("STATUS INBOX (MESSAGES)")).join("");
     assert!(s.contains("MESSAGES 2"), "{s}");
 }
+
+#[test]
+fn binary_fetch_decodes_base64_and_quoted_printable_parts() {
+    let srv = server_with_users(&[]);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
+    let caps = texts(&c.ok("CAPABILITY")).join(" ");
+    assert!(caps.contains(" BINARY"), "{caps}");
+    let payload = b"hello\0world \xff\xfe binary";
+    let b64 = crate::smtp::b64(payload);
+    let msg = format!(
+        "Subject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+         caf=C3=A9 =\r\nsoft\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         {b64}\r\n\
+         --b\r\nContent-Type: application/x-thing\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n\
+         begin 644 x\r\n\
+         --b--\r\n"
+    );
+    // APPEND with a literal8 (RFC 3516 §4.4).
+    let tag = c.tag();
+    c.send(format!("{tag} APPEND INBOX ~{{{}}}\r\n", msg.len()).as_bytes());
+    assert!(text(&c.response()).starts_with('+'));
+    c.send(msg.as_bytes());
+    c.send(b"\r\n");
+    let (_, t) = c.until_tagged(&tag);
+    assert!(t.contains("OK"), "{t}");
+    c.ok("SELECT INBOX");
+    // The base64 part decoded: a literal8, since it holds a NUL.
+    let u = c.ok("FETCH 1 (BINARY.PEEK[2] BINARY.SIZE[2])");
+    let mut want = format!("* 1 FETCH (BINARY[2] ~{{{}}}\r\n", payload.len()).into_bytes();
+    want.extend_from_slice(payload);
+    want.extend_from_slice(format!(" BINARY.SIZE[2] {})\r\n", payload.len()).as_bytes());
+    assert_eq!(u, [want], "{:?}", texts(&u));
+    // Quoted-printable undone; a partial answers with its origin.
+    let u = texts(&c.ok("FETCH 1 (BINARY.PEEK[1] BINARY.PEEK[2]<6.5>)"));
+    assert_eq!(
+        u,
+        ["* 1 FETCH (BINARY[1] {10}\r\ncafé soft BINARY[2]<6> {5}\r\nworld)"]
+    );
+    // PEEK left \Seen alone; BINARY without PEEK sets it.
+    let f = texts(&c.ok("FETCH 1 (FLAGS)"));
+    assert!(!f[0].contains("\\Seen"), "{f:?}");
+    c.ok("FETCH 1 (BINARY[2])");
+    let f = texts(&c.ok("FETCH 1 (FLAGS)"));
+    assert!(f[0].contains("\\Seen"), "{f:?}");
+    // An encoding we do not know: NO [UNKNOWN-CTE].
+    let (_, t) = c.cmd("FETCH 1 (BINARY.PEEK[3])");
+    assert!(t.contains("NO [UNKNOWN-CTE]"), "{t}");
+}
