@@ -201,6 +201,7 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         "QUOTA=RES-STORAGE",
         "MULTIAPPEND",
         "BINARY",
+        "COMPRESS=DEFLATE",
     ]);
     let caps: Vec<Capability<'static>> = names
         .into_iter()

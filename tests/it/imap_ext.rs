@@ -275,3 +275,103 @@ fn binary_fetch_decodes_base64_and_quoted_printable_parts() {
     let (_, t) = c.cmd("FETCH 1 (BINARY.PEEK[3])");
     assert!(t.contains("NO [UNKNOWN-CTE]"), "{t}");
 }
+
+/// A raw IMAPS client in Python that turns on COMPRESS=DEFLATE with zlib on its side (raw
+/// deflate, `wbits=-15`), runs a command and a FETCH through it, then sends a deflate bomb: a
+/// 256 MiB line of `a` (about 250 KiB compressed) and a NOOP. Prints what it saw.
+const PY_COMPRESS: &str = r#"
+import socket, ssl, sys, zlib
+port, cafile, pid = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port)))
+buf = b''
+def line_plain():
+    global buf
+    while b'\r\n' not in buf:
+        d = s.recv(65536)
+        if not d: raise SystemExit('FAILED: closed')
+        buf += d
+    l, buf = buf.split(b'\r\n', 1)
+    return l
+def check(cond, what):
+    if not cond: raise SystemExit('FAILED: ' + what)
+def hwm():
+    for l in open('/proc/%s/status' % pid):
+        if l.startswith('VmHWM:'): return int(l.split()[1])
+line_plain()
+s.sendall(b'a LOGIN alice@example.test secret-alice\r\n')
+while not line_plain().startswith(b'a OK'): pass
+s.sendall(b'b COMPRESS DEFLATE\r\n')
+l = line_plain()
+check(l.startswith(b'b OK'), 'COMPRESS answered %r' % l)
+check(buf == b'', 'uncompressed bytes after the OK')
+comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+dec = zlib.decompressobj(-15)
+def send(data):
+    s.sendall(comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH))
+def until(tag):
+    global buf
+    out = []
+    while True:
+        while b'\r\n' not in buf:
+            d = s.recv(65536)
+            if not d: raise SystemExit('FAILED: closed while waiting for %r' % tag)
+            buf += dec.decompress(d)
+        l, buf = buf.split(b'\r\n', 1)
+        out.append(l)
+        if l.startswith(tag + b' '): return out
+send(b'c SELECT INBOX\r\n')
+r = until(b'c')
+check(r[-1].startswith(b'c OK'), 'SELECT %r' % r)
+check(any(x == b'* 1 EXISTS' for x in r), 'EXISTS in %r' % r)
+send(b'd FETCH 1 (BODY.PEEK[TEXT])\r\n')
+r = until(b'd')
+check(r[-1].startswith(b'd OK'), 'FETCH %r' % r)
+check(b'compressed body' in buf or any(b'compressed body' in x for x in r), 'FETCH data %r' % r)
+# A second COMPRESS is refused.
+send(b'e COMPRESS DEFLATE\r\n')
+r = until(b'e')
+check(r[-1].startswith(b'e NO [COMPRESSIONACTIVE]'), 'second COMPRESS %r' % r)
+# The bomb: 256 MiB of one line, sent compressed in 1 MiB pieces.
+before = hwm()
+chunk = comp.compress(b'f NOOP ' + b'a' * (1 << 20))
+s.sendall(chunk)
+piece = b'a' * (1 << 20)
+sent = len(chunk)
+for i in range(255):
+    c = comp.compress(piece)
+    sent += len(c)
+    s.sendall(c)
+tail = comp.compress(b'\r\ng NOOP\r\n') + comp.flush(zlib.Z_SYNC_FLUSH)
+sent += len(tail)
+s.sendall(tail)
+r = until(b'g')
+check(any(x.startswith(b'f BAD') and b'Line too long' in x for x in r), 'bomb answered %r' % r)
+check(r[-1].startswith(b'g OK'), 'after the bomb %r' % r)
+grew = hwm() - before
+check(sent < 2 << 20, 'the bomb was %d bytes compressed' % sent)
+check(grew < 64 * 1024, 'server peak memory grew by %d KiB' % grew)
+print('ok', sent, grew)
+"#;
+
+#[test]
+fn compress_deflate_with_zlib_and_a_bomb_refused() {
+    let srv = server_with_users(&[]);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
+    let caps = texts(&c.ok("CAPABILITY")).join(" ");
+    assert!(caps.contains("COMPRESS=DEFLATE"), "{caps}");
+    let t = c.append("INBOX", "()", b"Subject: z\r\n\r\ncompressed body\r\n");
+    assert!(t.contains("OK"), "{t}");
+    let pid = srv.pid().expect("server pid").to_string();
+    let out = python(
+        PY_COMPRESS,
+        &[
+            &srv.imaps.port().to_string(),
+            srv.cert_pem().to_str().unwrap(),
+            &pid,
+        ],
+    );
+    assert!(out.starts_with("ok "), "{out}");
+    eprintln!("compressed bomb bytes, server peak growth in KiB: {out}");
+}

@@ -4,6 +4,7 @@
 pub mod any;
 pub mod append;
 pub mod auth;
+pub mod compress;
 pub mod copy;
 pub mod expunge;
 pub mod fetch;
@@ -179,6 +180,8 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
         C::GetQuota { root } => quota::get_quota(s, &root).await,
         C::GetQuotaRoot { mailbox } => quota::get_quota_root(s, &mailbox).await,
         C::SetQuota { .. } => quota::set_quota(s).await,
+        // DEFLATE is the only algorithm imap-types parses (others are a syntax error).
+        C::Compress { .. } => compress::compress(s, tag).await,
         _ => Ok(Reply::bad("Unsupported command")),
     }
 }
