@@ -761,7 +761,8 @@ fn build(
         };
         match inbox {
             Some(inbox) => {
-                store.append(inbox.id, &data, &[], date)?;
+                // Recovered mail is the user's own: never refused for the quota.
+                store.append_over_quota(inbox.id, &data, date)?;
                 sum.recovered += 1;
             }
             None => {

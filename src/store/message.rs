@@ -294,6 +294,18 @@ impl Store {
         Ok(out[0])
     }
 
+    /// [`Store::append`] without the quota check (`store rebuild` recovering messages).
+    pub(crate) fn append_over_quota(
+        &self,
+        mailbox_id: u64,
+        raw: &[u8],
+        internal_date: i64,
+    ) -> Result<Appended> {
+        let targets = [(mailbox_id, Vec::new())];
+        let out = self.deliver_checked(&targets, raw, internal_date, None, false)?;
+        Ok(out[0])
+    }
+
     /// Stores one message in several mailboxes (one blob, shared) and optionally queues another
     /// rendering of it (`queued`: the record and its bytes) for remote recipients — all in one
     /// transaction, so a crash keeps all or nothing.
@@ -303,6 +315,18 @@ impl Store {
         raw: &[u8],
         internal_date: i64,
         queued: Option<(&QueueRecord, &[u8])>,
+    ) -> Result<Vec<Appended>> {
+        self.deliver_checked(targets, raw, internal_date, queued, true)
+    }
+
+    /// [`Store::deliver`]; `enforce`: refuse what would go above a recipient's quota.
+    fn deliver_checked(
+        &self,
+        targets: &[(u64, Vec<String>)],
+        raw: &[u8],
+        internal_date: i64,
+        queued: Option<(&QueueRecord, &[u8])>,
+        enforce: bool,
     ) -> Result<Vec<Appended>> {
         let blob_id = self.next_id()?;
         let size = raw.len() as u64;
@@ -350,7 +374,7 @@ impl Store {
                         mbs,
                         msgs,
                         quota,
-                        true,
+                        enforce,
                         *mailbox_id,
                         blob_id,
                         size,
