@@ -87,6 +87,13 @@ fn quota_is_enforced_over_imap_and_smtp_and_usage_stays_exact() {
 
     // Expunge the 3000-byte message: 1096 bytes are left, 2 KiB rounded up.
     c.ok("SELECT INBOX");
+    // COPY adds usage too; MOVE does not (RFC 9208 §4.3 asks OVERQUOTA for both when they add).
+    let (_, t) = c.cmd("UID COPY 2 Archive");
+    assert!(t.contains("NO [OVERQUOTA]"), "{t}");
+    c.ok("UID MOVE 2 Archive");
+    c.ok("SELECT Archive");
+    c.ok("UID MOVE 1 INBOX");
+    c.ok("SELECT INBOX");
     c.ok("UID STORE 1 +FLAGS (\\Deleted)");
     c.ok("EXPUNGE");
     assert_eq!(
