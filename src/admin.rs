@@ -129,6 +129,10 @@ pub fn execute_with(
             check_password(password, config)?;
             let hash = hash_password(password)?;
             let a = store.create_account(&email, &hash)?;
+            // `limits.default_quota`: the new account's storage limit.
+            if let Some(kib) = config.limits.default_quota_kib {
+                store.set_quota_limit(&a.email, Some(kib))?;
+            }
             store.flush_sync()?;
             Ok(Response::ok(format!(
                 "created {} with INBOX, Drafts, Sent, Trash, Junk, Archive",
@@ -569,28 +573,7 @@ pub fn server_running(config: &Config) -> bool {
 /// `tanba user quota` SIZE: `none` (unlimited), bytes, or a number with a unit K, M, G or T
 /// (powers of 1024; `KB`, `KiB`, ... also accepted), as KiB rounded up (RFC 9208's unit).
 pub fn parse_quota_size(s: &str) -> Result<Option<u64>> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("none") || t.eq_ignore_ascii_case("unlimited") {
-        return Ok(None);
-    }
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let unit = unit.trim().to_ascii_uppercase();
-    let mult: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => bail!("quota {s:?}: use a size like 500M, 2G or 1048576 (bytes), or none"),
-    };
-    let n: u64 = num.parse().map_err(|_| {
-        anyhow!("quota {s:?}: use a size like 500M, 2G or 1048576 (bytes), or none")
-    })?;
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| anyhow!("quota {s:?} is too large"))?;
-    Ok(Some(bytes.div_ceil(1024)))
+    crate::store::quota::parse_limit(s).map_err(|e| anyhow!("{e}"))
 }
 
 #[cfg(test)]

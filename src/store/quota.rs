@@ -59,6 +59,33 @@ impl Quota {
     }
 }
 
+/// A quota size as an operator writes it (`tanba user quota`, `limits.default_quota`): `none`
+/// (unlimited), bytes, or a number with a unit K, M, G or T (powers of 1024; `KB`, `KiB`, ...
+/// also accepted). Returns KiB, rounded up (RFC 9208's unit).
+pub fn parse_limit(s: &str) -> std::result::Result<Option<u64>, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("none") || t.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    let bad = || format!("quota {s:?}: use a size like 500M, 2G or 1048576 (bytes), or none");
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let unit = unit.trim().to_ascii_uppercase();
+    let mult: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("quota {s:?} is too large"))?;
+    Ok(Some(bytes.div_ceil(1024)))
+}
+
 /// Changes an account's usage inside a transaction by `bytes` and `messages` (negative:
 /// removal). With `enforce`, an increase that would take the usage above the limit aborts the
 /// transaction with [`StoreError::OverQuota`]. A removal never creates a record (an account

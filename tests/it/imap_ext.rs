@@ -382,3 +382,16 @@ fn compress_deflate_with_zlib_and_a_bomb_refused() {
     assert!(out.starts_with("ok "), "{out}");
     eprintln!("compressed bomb bytes, server peak growth in KiB: {out}");
 }
+
+#[test]
+fn default_quota_applies_to_new_accounts() {
+    let srv = TestServer::start_with(&[("limits", "default_quota = \"1M\"")]);
+    srv.add_user("carol@example.test", "secret-carol");
+    let shown = quota_cli(&srv, &["carol@example.test"]);
+    assert!(shown.contains("quota 1024 KiB"), "{shown}");
+    let mut c = Imap::login(&srv, "carol@example.test", "secret-carol");
+    assert_eq!(
+        texts(&c.ok("GETQUOTAROOT INBOX")),
+        ["* QUOTAROOT INBOX \"\"", "* QUOTA \"\" (STORAGE 0 1024)"]
+    );
+}
