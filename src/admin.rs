@@ -34,6 +34,12 @@ pub enum Request {
         email: String,
     },
     UserList,
+    /// `tanba user quota EMAIL [SIZE|none]`: shows (`set` false) or sets the STORAGE limit.
+    UserQuota {
+        email: String,
+        set: bool,
+        limit_kib: Option<u64>,
+    },
     Export {
         email: String,
         mailbox: Option<String>,
@@ -123,6 +129,10 @@ pub fn execute_with(
             check_password(password, config)?;
             let hash = hash_password(password)?;
             let a = store.create_account(&email, &hash)?;
+            // `limits.default_quota`: the new account's storage limit.
+            if let Some(kib) = config.limits.default_quota_kib {
+                store.set_quota_limit(&a.email, Some(kib))?;
+            }
             store.flush_sync()?;
             Ok(Response::ok(format!(
                 "created {} with INBOX, Drafts, Sent, Trash, Junk, Archive",
@@ -156,6 +166,35 @@ pub fn execute_with(
                 text.push_str(&format!("{}\t{count} messages\t{bytes} bytes\n", a.email));
             }
             Ok(Response::ok(text))
+        }
+        Request::UserQuota {
+            email,
+            set,
+            limit_kib,
+        } => {
+            let email = email.trim().to_ascii_lowercase();
+            let q = if *set {
+                let q = store.set_quota_limit(&email, *limit_kib)?;
+                store.flush_sync()?;
+                q
+            } else {
+                let Some(a) = store.account(&email)? else {
+                    bail!("account {email} not found");
+                };
+                store.quota(a.id)?
+            };
+            let limit = match q.limit_kib {
+                Some(l) => format!("{l} KiB"),
+                None => "none".into(),
+            };
+            let mut r = Response::ok(format!(
+                "{email}\tquota {limit}\tused {} KiB ({} bytes) in {} messages",
+                q.used_kib(),
+                q.bytes,
+                q.messages
+            ));
+            r.data = serde_json::to_value(&q).unwrap_or_default();
+            Ok(r)
         }
         Request::Export { email, mailbox } => {
             let Some(a) = store.account(email)? else {
@@ -529,4 +568,27 @@ fn via_socket(
 pub fn server_running(config: &Config) -> bool {
     let p: &Path = &config.admin_socket();
     std::os::unix::net::UnixStream::connect(p).is_ok()
+}
+
+/// `tanba user quota` SIZE: `none` (unlimited), bytes, or a number with a unit K, M, G or T
+/// (powers of 1024; `KB`, `KiB`, ... also accepted), as KiB rounded up (RFC 9208's unit).
+pub fn parse_quota_size(s: &str) -> Result<Option<u64>> {
+    crate::store::quota::parse_limit(s).map_err(|e| anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod quota_size_tests {
+    #[test]
+    fn sizes() {
+        use super::parse_quota_size as p;
+        assert_eq!(p("none").unwrap(), None);
+        assert_eq!(p("500M").unwrap(), Some(500 * 1024));
+        assert_eq!(p("2GiB").unwrap(), Some(2 * 1024 * 1024));
+        assert_eq!(p("1k").unwrap(), Some(1));
+        assert_eq!(p("1000").unwrap(), Some(1));
+        assert_eq!(p("0").unwrap(), Some(0));
+        assert!(p("5X").is_err());
+        assert!(p("").is_err());
+        assert!(p("99999999999T").is_err());
+    }
 }

@@ -199,6 +199,8 @@ pub struct LimitsSection {
     pub max_command_size: u64,
     pub max_unauthenticated_command: u64,
     pub min_password_length: usize,
+    /// The storage quota `tanba user add` gives a new account (`none`, bytes, or 500M, 2G, ...).
+    pub default_quota: String,
 }
 
 impl Default for LimitsSection {
@@ -213,6 +215,7 @@ impl Default for LimitsSection {
             max_command_size: 65536,
             max_unauthenticated_command: 8192,
             min_password_length: 10,
+            default_quota: "none".into(),
         }
     }
 }
@@ -323,6 +326,8 @@ pub struct LimitsConfig {
     pub max_command_size: u64,
     pub max_unauthenticated_command: u64,
     pub min_password_length: usize,
+    /// KiB; `None`: new accounts get no limit.
+    pub default_quota_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -628,6 +633,8 @@ impl Config {
             max_command_size: l.max_command_size,
             max_unauthenticated_command: l.max_unauthenticated_command,
             min_password_length: l.min_password_length,
+            default_quota_kib: crate::store::quota::parse_limit(&l.default_quota)
+                .map_err(|e| err("limits.default_quota", e))?,
         };
         positive(
             "limits.unauthenticated_per_ip",

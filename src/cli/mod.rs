@@ -129,6 +129,14 @@ pub enum UserCmd {
     },
     /// List accounts.
     List,
+    /// Show an account's storage quota and usage, or set it (SIZE: bytes, or with a unit K, M,
+    /// G, T in powers of 1024, e.g. 500M; `none`: unlimited).
+    Quota {
+        /// The account (user@domain).
+        email: String,
+        /// The new limit (e.g. 2G, 500M, 1048576, none); without it, shows the current one.
+        size: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +291,17 @@ pub fn run(cli: Cli, source: &Source) -> Result<i32> {
                 }
                 UserCmd::Del { email } => Request::UserDel { email },
                 UserCmd::List => Request::UserList,
+                UserCmd::Quota { email, size } => {
+                    let limit_kib = match size.as_deref() {
+                        None => None,
+                        Some(s) => Some(crate::admin::parse_quota_size(s)?),
+                    };
+                    Request::UserQuota {
+                        email,
+                        set: size.is_some(),
+                        limit_kib: limit_kib.flatten(),
+                    }
+                }
             };
             admin_command(&config, &req, false)
         }

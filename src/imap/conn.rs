@@ -8,8 +8,11 @@
 //!
 //! Limits (SPEC §8): a line is at most [`MAX_LINE`] bytes; one command, all its lines and
 //! literals together, at most the session's command budget (`limits.max_command_size`, or
-//! `limits.max_unauthenticated_command` before login); APPEND's message literal alone may be up
-//! to `imap.max_literal_size`. Every literal announcement, synchronizing or not, first goes
+//! `limits.max_unauthenticated_command` before login); APPEND's message literals may be up to
+//! `imap.max_literal_size` each, and those of a MULTIAPPEND (RFC 3502) up to the command budget
+//! plus `imap.max_literal_size` all together (what does not fit into the budget counts against
+//! the literal limit): the session holds the whole command in memory, so a MULTIAPPEND costs no
+//! more than the largest single APPEND. Every literal announcement, synchronizing or not, first goes
 //! through the session's [`LiteralGate`] (the state gate: is this command allowed here at all?)
 //! and then through the budget, *before* a `+` is sent or a byte of the literal is kept.
 //! Oversize input is never buffered: it becomes a [`Frame::Refused`] that says what of the
@@ -26,6 +29,93 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+/// COMPRESS=DEFLATE (RFC 4978): raw deflate (RFC 1951) both ways once the session turned it
+/// on. Input is inflated at most [`INFLATE_CHUNK`] bytes at a time, only when the framer needs
+/// more, so decompressed bytes meet exactly the limits plain ones do (line length, command
+/// budget, literal gate) and a deflate bomb (about 1000:1) never sits in memory: it costs the
+/// CPU of discarding what it expands to, as the same bytes sent uncompressed would. Output is
+/// compressed with a sync flush at every [`Conn::flush`], so each response reaches the client
+/// whole.
+struct Deflate {
+    inflate: flate2::Decompress,
+    deflate: flate2::Compress,
+    /// Compressed input not yet inflated, from `pos`.
+    pending: Vec<u8>,
+    pos: usize,
+    /// Where inflated bytes land before they join the read buffer.
+    out: Box<[u8]>,
+    /// Compressed output being written.
+    zbuf: Vec<u8>,
+}
+
+/// Most bytes inflated per read of the framer.
+const INFLATE_CHUNK: usize = 16 * 1024;
+
+impl Deflate {
+    fn new(already_read: &[u8]) -> Deflate {
+        Deflate {
+            // `false`: raw deflate, no zlib header (RFC 4978 §3).
+            inflate: flate2::Decompress::new(false),
+            deflate: flate2::Compress::new(flate2::Compression::fast(), false),
+            pending: already_read.to_vec(),
+            pos: 0,
+            out: vec![0u8; INFLATE_CHUNK].into_boxed_slice(),
+            zbuf: Vec::new(),
+        }
+    }
+
+    /// Inflates pending input into `rbuf`, at most [`INFLATE_CHUNK`] bytes. `Ok(0)`: more
+    /// compressed input is needed.
+    fn inflate_into(&mut self, rbuf: &mut Vec<u8>) -> io::Result<usize> {
+        loop {
+            if self.pos >= self.pending.len() {
+                self.pending.clear();
+                self.pos = 0;
+                return Ok(0);
+            }
+            let (in0, out0) = (self.inflate.total_in(), self.inflate.total_out());
+            self.inflate
+                .decompress(
+                    &self.pending[self.pos..],
+                    &mut self.out,
+                    flate2::FlushDecompress::None,
+                )
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let used = (self.inflate.total_in() - in0) as usize;
+            let made = (self.inflate.total_out() - out0) as usize;
+            self.pos += used;
+            if made > 0 {
+                rbuf.extend_from_slice(&self.out[..made]);
+                return Ok(made);
+            }
+            if used == 0 {
+                // A partial block: keep what is left and read more.
+                self.pending.drain(..self.pos);
+                self.pos = 0;
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Compresses `data` with a sync flush into `zbuf`.
+    fn deflate(&mut self, data: &[u8]) -> io::Result<()> {
+        self.zbuf.clear();
+        let mut input = data;
+        loop {
+            self.zbuf.reserve(input.len() / 2 + 1024);
+            let in0 = self.deflate.total_in();
+            self.deflate
+                .compress_vec(input, &mut self.zbuf, flate2::FlushCompress::Sync)
+                .map_err(io::Error::other)?;
+            input = &input[(self.deflate.total_in() - in0) as usize..];
+            // Done once all input is taken and the flush did not fill the buffer.
+            if input.is_empty() && self.zbuf.len() < self.zbuf.capacity() {
+                return Ok(());
+            }
+        }
+    }
+}
 
 /// Longest line we accept (Dovecot's default `imap_max_line_length` is 64 KiB as well).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -145,6 +235,8 @@ pub struct Conn {
     /// Before login: when the login time (`limits.login_timeout`) is up. Every read and write
     /// waits at most until then and fails with [`LoginTimedOut`].
     pub deadline: Option<Instant>,
+    /// COMPRESS=DEFLATE, once on.
+    deflate: Option<Box<Deflate>>,
 }
 
 /// The client did not log in within `limits.login_timeout`.
@@ -188,7 +280,23 @@ impl Conn {
             scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
             idle_timeout,
             deadline: None,
+            deflate: None,
         }
+    }
+
+    /// Whether COMPRESS=DEFLATE is on.
+    pub fn is_compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Turns COMPRESS=DEFLATE on (RFC 4978), after the tagged OK went out uncompressed (the
+    /// caller flushed it). Whatever the client already sent beyond the COMPRESS command is
+    /// compressed data.
+    pub fn start_deflate(&mut self) {
+        let rest = self.rbuf.get(self.rpos..).unwrap_or_default();
+        self.deflate = Some(Box::new(Deflate::new(rest)));
+        self.rbuf.clear();
+        self.rpos = 0;
     }
 
     /// How long the next read or write may wait, and the error when that time is up.
@@ -243,15 +351,28 @@ impl Conn {
         }
         // Read into scratch space and append only when the read completed: dropping this
         // future (IDLE and shutdown race it) must not leave garbage in `rbuf`.
-        let (limit, expired) = self.wait_limit();
-        let r = tokio::time::timeout(limit, self.stream.read(&mut self.scratch[..])).await;
-        match r {
-            Ok(Ok(n)) => {
-                self.rbuf.extend_from_slice(&self.scratch[..n]);
-                Ok(n)
+        loop {
+            if let Some(z) = self.deflate.as_mut() {
+                let n = z.inflate_into(&mut self.rbuf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
             }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(expired()),
+            let (limit, expired) = self.wait_limit();
+            let r = tokio::time::timeout(limit, self.stream.read(&mut self.scratch[..])).await;
+            let n = match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(expired()),
+            };
+            match self.deflate.as_mut() {
+                None => {
+                    self.rbuf.extend_from_slice(&self.scratch[..n]);
+                    return Ok(n);
+                }
+                Some(_) if n == 0 => return Ok(0),
+                Some(z) => z.pending.extend_from_slice(&self.scratch[..n]),
+            }
         }
     }
 
@@ -374,7 +495,8 @@ impl Conn {
         let mut counted = 0u64;
         // `Some(cap)` once the gate has agreed to literals; cap > 0: APPEND's message limit.
         let mut message_cap: Option<u64> = None;
-        let mut message_taken = false;
+        // APPEND: bytes of message literals counted against `cap` instead of the budget.
+        let mut message_bytes = 0u64;
         loop {
             let left = max_command.saturating_sub(counted);
             let max = usize::try_from(left)
@@ -456,9 +578,14 @@ impl Conn {
             }
             if counted.saturating_add(size) <= max_command {
                 counted += size;
-            } else if cap > 0 && !message_taken {
-                // APPEND's message: within `cap`, checked above.
-                message_taken = true;
+            } else if cap > 0 && message_bytes.saturating_add(size) <= cap {
+                // APPEND's messages (all of a MULTIAPPEND together) within `cap`.
+                message_bytes += size;
+            } else if cap > 0 {
+                return refuse(toobig(format!(
+                    "Literal too large (the limit is {cap} bytes for the messages of one \
+                     APPEND together)"
+                )));
             } else {
                 return refuse(toobig(format!(
                     "Literal too large (the limit is {max_command} bytes for the whole \
@@ -530,7 +657,14 @@ impl Conn {
     pub async fn flush(&mut self) -> io::Result<()> {
         let (limit, expired) = self.wait_limit();
         if !self.wbuf.is_empty() {
-            let r = tokio::time::timeout(limit, self.stream.write_all(&self.wbuf))
+            let out: &[u8] = match self.deflate.as_mut() {
+                Some(z) => {
+                    z.deflate(&self.wbuf)?;
+                    &z.zbuf
+                }
+                None => &self.wbuf,
+            };
+            let r = tokio::time::timeout(limit, self.stream.write_all(out))
                 .await
                 .map_err(|_| expired());
             self.wbuf.clear();

@@ -11,9 +11,10 @@ use imap_codec::imap_types::body::{
     BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
     SinglePartExtensionData, SpecificFields,
 };
-use imap_codec::imap_types::core::{IString, NString, Vec1};
+use imap_codec::imap_types::core::{IString, LiteralMode, NString, NString8, Vec1};
 use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::envelope::{Address, Envelope as ImapEnvelope};
+use imap_codec::imap_types::extensions::binary::Literal8;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
@@ -40,7 +41,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// `Err(reason)` for items we do not offer (BINARY is not advertised).
+    /// `Err(reason)` for items we do not offer.
     pub fn new(names: MacroOrMessageDataItemNames<'_>, uid: bool) -> Result<Plan, &'static str> {
         let mut items: Vec<MessageDataItemName<'static>> = match names {
             MacroOrMessageDataItemNames::Macro(m) => m
@@ -95,8 +96,19 @@ impl Plan {
                         }
                     }
                 }
+                // RFC 3516 §4.2: BINARY without PEEK sets \Seen like BODY[].
+                N::Binary { peek, .. } => {
+                    plan.sets_seen |= !peek;
+                    plan.need_struct = true;
+                    plan.need_blob = true;
+                }
+                N::BinarySize { .. } => {
+                    plan.need_struct = true;
+                    plan.need_blob = true;
+                }
                 N::Flags | N::InternalDate | N::Rfc822Size | N::Uid | N::ModSeq => {}
-                _ => return Err("BINARY is not supported"),
+                #[allow(unreachable_patterns)]
+                _ => return Err("Unsupported FETCH item"),
             }
         }
         Ok(plan)
@@ -151,8 +163,40 @@ pub fn structure(store: &Store, blob_id: u64, blob: Option<&[u8]>) -> Option<Cac
     Some(c)
 }
 
+/// Why a BINARY item cannot be answered (RFC 3516 §4.3: the whole FETCH fails with NO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryError {
+    /// A Content-Transfer-Encoding we do not know (`NO [UNKNOWN-CTE]`).
+    UnknownCte,
+    /// base64 or quoted-printable that does not decode.
+    Undecodable,
+}
+
 /// The encoded `* seq FETCH (...)` response, or `None` when the message is gone.
 pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
+    render_checked(store, plan, job).ok().flatten()
+}
+
+/// [`render`], saying why a BINARY item could not be decoded.
+pub fn render_checked(
+    store: &Store,
+    plan: &Plan,
+    job: &Job,
+) -> Result<Option<Vec<u8>>, BinaryError> {
+    let failed = std::cell::Cell::new(None);
+    let out = render_inner(store, plan, job, &failed);
+    match failed.get() {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn render_inner(
+    store: &Store,
+    plan: &Plan,
+    job: &Job,
+    failed: &std::cell::Cell<Option<BinaryError>>,
+) -> Option<Vec<u8>> {
     let blob = if plan.need_blob {
         Some(store.blob(job.meta.blob_id).ok()??)
     } else {
@@ -167,8 +211,11 @@ pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
     let cached = cached.as_ref();
     let m = &job.meta;
     let mut items: Vec<MessageDataItem<'_>> = Vec::with_capacity(plan.items.len() + 1);
+    // The origin of each partial BINARY item, by position (see `with_origins`).
+    let mut origins: Vec<Option<u32>> = Vec::new();
     for name in &plan.items {
         use MessageDataItemName as N;
+        let mut origin = None;
         let item = match name {
             N::Uid => MessageDataItem::Uid(NonZeroU32::new(m.uid)?),
             N::Flags => MessageDataItem::Flags(response::flag_fetch(&m.flags, job.recent)),
@@ -206,14 +253,56 @@ pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
                     data,
                 }
             }
+            N::Binary {
+                section, partial, ..
+            } => {
+                let data = match binary_bytes(section, cached, blob) {
+                    Err(e) => {
+                        failed.set(Some(e));
+                        return None;
+                    }
+                    Ok(d) => d,
+                };
+                origin = partial.map(|p| p.0);
+                let value = match (data, partial) {
+                    (None, _) => NString8::NString(NString(None)),
+                    (Some(d), None) => nstring8(d),
+                    (Some(d), Some((origin, len))) => {
+                        let from = (*origin as usize).min(d.len());
+                        let to = from.saturating_add(len.get() as usize).min(d.len());
+                        nstring8(Cow::Owned(d[from..to].to_vec()))
+                    }
+                };
+                MessageDataItem::Binary {
+                    section: section.clone(),
+                    value,
+                }
+            }
+            N::BinarySize { section } => match binary_bytes(section, cached, blob) {
+                Err(e) => {
+                    failed.set(Some(e));
+                    return None;
+                }
+                Ok(d) => MessageDataItem::BinarySize {
+                    section: section.clone(),
+                    size: d.map(|d| d.len()).unwrap_or(0).min(u32::MAX as usize) as u32,
+                },
+            },
+            #[allow(unreachable_patterns)]
             _ => continue,
         };
         items.push(item);
+        origins.push(origin);
     }
     if job.add_flags && !plan.has_flags() {
         items.push(MessageDataItem::Flags(response::flag_fetch(
             &m.flags, job.recent,
         )));
+        origins.push(None);
+    }
+    let seq = NonZeroU32::new(job.seq)?;
+    if origins.iter().any(Option::is_some) {
+        return Some(with_origins(seq, items, &origins));
     }
     if job.add_flags && plan.condstore && !plan.has_modseq() {
         if let Some(ms) = std::num::NonZeroU64::new(m.modseq) {
@@ -221,10 +310,97 @@ pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
         }
     }
     let items = Vec1::try_from(items).ok()?;
-    Some(response::data(Data::Fetch {
-        seq: NonZeroU32::new(job.seq)?,
-        items,
-    }))
+    Some(response::data(Data::Fetch { seq, items }))
+}
+
+/// A FETCH response with partial BINARY items, which RFC 3516 §4.2 answers as
+/// `BINARY[section]<origin>` and imap-types cannot express: each item is encoded on its own by
+/// imap-codec and the origin inserted after its section, whose `]` is the first one of the
+/// item's encoding (`BINARY[1.2]`), before any data.
+fn with_origins(
+    seq: NonZeroU32,
+    items: Vec<MessageDataItem<'_>>,
+    origins: &[Option<u32>],
+) -> Vec<u8> {
+    let head = format!("* {seq} FETCH (");
+    let mut out = head.clone().into_bytes();
+    for (i, item) in items.into_iter().enumerate() {
+        let enc = response::data(Data::Fetch {
+            seq,
+            items: Vec1::from(item),
+        });
+        let inner = enc
+            .get(head.len()..enc.len().saturating_sub(3))
+            .unwrap_or_default();
+        if i > 0 {
+            out.push(b' ');
+        }
+        match (
+            origins.get(i).copied().flatten(),
+            memchr::memchr(b']', inner),
+        ) {
+            (Some(o), Some(close)) => {
+                out.extend_from_slice(&inner[..=close]);
+                out.extend_from_slice(format!("<{o}>").as_bytes());
+                out.extend_from_slice(&inner[close + 1..]);
+            }
+            _ => out.extend_from_slice(inner),
+        }
+    }
+    out.extend_from_slice(b")\r\n");
+    out
+}
+
+/// Decoded bytes as a literal8 when they hold a NUL (RFC 3516 §4.3), else a plain literal.
+fn nstring8(d: Cow<'_, [u8]>) -> NString8<'static> {
+    if d.contains(&0) {
+        NString8::Literal8(Literal8 {
+            data: Cow::Owned(d.into_owned()),
+            mode: LiteralMode::Sync,
+        })
+    } else {
+        NString8::NString(owned_literal(d).into_static())
+    }
+}
+
+/// The content of BINARY[section] (RFC 3516 §4.2): the part's body with its
+/// Content-Transfer-Encoding undone; `BINARY[]` is the whole message as stored. `Ok(None)`:
+/// no such part.
+fn binary_bytes<'a>(
+    section: &[NonZeroU32],
+    cached: Option<&'a Cached>,
+    blob: Option<&'a [u8]>,
+) -> Result<Option<Cow<'a, [u8]>>, BinaryError> {
+    let (Some(cached), Some(blob)) = (cached, blob) else {
+        return Ok(None);
+    };
+    if section.is_empty() {
+        return Ok(Some(Cow::Borrowed(blob)));
+    }
+    let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
+    let Some(part) = mime::resolve(&cached.root, &path) else {
+        return Ok(None);
+    };
+    let Some(body) = blob.get(part.body_range()) else {
+        return Ok(None);
+    };
+    let enc = part
+        .encoding
+        .as_deref()
+        .map(|e| e.trim_ascii().to_ascii_lowercase())
+        .unwrap_or_default();
+    match enc.as_slice() {
+        b"" | b"7bit" | b"8bit" | b"binary" => Ok(Some(Cow::Borrowed(body))),
+        b"base64" => mail_parser::decoders::base64::base64_decode(body)
+            .map(|d| Some(Cow::Owned(d)))
+            .ok_or(BinaryError::Undecodable),
+        b"quoted-printable" => {
+            mail_parser::decoders::quoted_printable::quoted_printable_decode(body)
+                .map(|d| Some(Cow::Owned(d)))
+                .ok_or(BinaryError::Undecodable)
+        }
+        _ => Err(BinaryError::UnknownCte),
+    }
 }
 
 fn owned_literal(d: Cow<'_, [u8]>) -> NString<'_> {

@@ -1,5 +1,6 @@
 //! IMAP4rev1 server sessions (RFC 3501) with LITERAL+, SASL-IR, IDLE, UIDPLUS, MOVE,
-//! SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT and CHILDREN, over the shared store.
+//! SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, QUOTA (RFC 9208), MULTIAPPEND
+//! (RFC 3502), BINARY (RFC 3516) and COMPRESS=DEFLATE (RFC 4978), over the shared store.
 //!
 //! Code map:
 //! - [`conn`]: the byte stream (TLS included), read/write buffers, command framing with the

@@ -113,6 +113,8 @@ pub fn store_error(e: StoreError) -> Reply {
             tracing::error!("imap: store unavailable: {why}");
             Reply::no("Mail store temporarily unavailable, try again later").other("UNAVAILABLE")
         }
+        // RFC 9208 §4.3: OVERQUOTA in the tagged NO of an APPEND/COPY/MOVE.
+        StoreError::OverQuota(why) => Reply::no(why).code(Code::OverQuota),
         StoreError::Db(why) => {
             tracing::error!("imap: store error: {why}");
             Reply::no("Internal error, try again later").other("SERVERBUG")
@@ -230,6 +232,11 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         "SORT=DISPLAY",
         "THREAD=ORDEREDSUBJECT",
         "THREAD=REFERENCES",
+        "QUOTA",
+        "QUOTA=RES-STORAGE",
+        "MULTIAPPEND",
+        "BINARY",
+        "COMPRESS=DEFLATE",
     ]);
     let caps: Vec<Capability<'static>> = names
         .into_iter()

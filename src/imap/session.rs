@@ -65,6 +65,10 @@ pub enum Kind {
     Store,
     Copy,
     Move,
+    GetQuota,
+    GetQuotaRoot,
+    SetQuota,
+    Compress,
     /// Parsed but not offered by us (SORT, THREAD, COMPRESS, QUOTA, ...), or unknown.
     Unsupported,
 }
@@ -105,7 +109,10 @@ impl Kind {
             C::Store { .. } => Kind::Store,
             C::Copy { .. } => Kind::Copy,
             C::Move { .. } => Kind::Move,
-            _ => Kind::Unsupported,
+            C::GetQuota { .. } => Kind::GetQuota,
+            C::GetQuotaRoot { .. } => Kind::GetQuotaRoot,
+            C::SetQuota { .. } => Kind::SetQuota,
+            C::Compress { .. } => Kind::Compress,
         }
     }
 
@@ -153,6 +160,10 @@ impl Kind {
             b"STORE" => Kind::Store,
             b"COPY" => Kind::Copy,
             b"MOVE" => Kind::Move,
+            b"GETQUOTA" => Kind::GetQuota,
+            b"GETQUOTAROOT" => Kind::GetQuotaRoot,
+            b"SETQUOTA" => Kind::SetQuota,
+            b"COMPRESS" => Kind::Compress,
             _ => Kind::Unsupported,
         }
     }
@@ -193,7 +204,11 @@ pub fn is_allowed(kind: Kind, state: State, tls: bool) -> Result<(), Reply> {
             | K::Status
             | K::Append
             | K::Idle
-            | K::Namespace,
+            | K::Namespace
+            | K::GetQuota
+            | K::GetQuotaRoot
+            | K::SetQuota
+            | K::Compress,
             _,
         ) => Ok(()),
         (_, S::Selected) => Ok(()),
@@ -259,6 +274,8 @@ impl Errors {
 enum Parsed<'a> {
     Std(Command<'a>),
     List(list_ext::ListCommand),
+    /// MULTIAPPEND (RFC 3502), which imap-codec does not parse.
+    MultiAppend(cmd::append::MultiAppend),
 }
 
 impl Session {
@@ -496,6 +513,7 @@ impl Session {
         let (tag, kind) = match &parsed {
             Parsed::Std(c) => (c.tag.clone().into_static(), Kind::of(&c.body)),
             Parsed::List(l) => (l.tag.clone(), Kind::List),
+            Parsed::MultiAppend(a) => (a.tag.clone(), Kind::Append),
         };
         if let Err(r) = is_allowed(kind, self.state, self.tls()) {
             self.answer(Some(&tag), &r);
@@ -503,11 +521,14 @@ impl Session {
         }
         let allow_expunge = match &parsed {
             Parsed::Std(c) => expunge_allowed(&c.body),
-            Parsed::List(_) => true,
+            Parsed::List(_) | Parsed::MultiAppend(_) => true,
         };
         let result = match parsed {
             Parsed::Std(c) => cmd::dispatch(self, &tag, c.body).await,
             Parsed::List(l) => cmd::mailbox::list(self, l.args).await,
+            Parsed::MultiAppend(a) => {
+                cmd::append::append_messages(self, &a.mailbox, a.messages).await
+            }
         };
         let reply = match result {
             Ok(r) => r,
@@ -591,6 +612,11 @@ fn decode(bytes: Vec<u8>) -> Decoded {
     }
     if let Some(l) = list_ext::parse(&bytes) {
         return Decoded::Ok(Parsed::List(l));
+    }
+    if Kind::from_line(&bytes) == Kind::Append {
+        if let Some(a) = cmd::append::parse_multi(&bytes) {
+            return Decoded::Ok(Parsed::MultiAppend(a));
+        }
     }
     let tag = conn::tag_of(&bytes).and_then(|t| Tag::try_from(t).ok());
     let reply = match &tag {

@@ -179,17 +179,20 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(id) => s.send(io, reply::queued(&id)),
         Err(e) => {
             tracing::error!(peer = %s.peer, "could not accept a message: {e:#}");
-            // A full disk is RFC 3463's 4.3.1 (the sender retries later); anything else 4.3.0.
-            let full = e.chain().any(|c| {
-                matches!(
-                    c.downcast_ref::<crate::store::StoreError>(),
-                    Some(crate::store::StoreError::Full(_))
-                )
-            });
+            // A full disk is RFC 3463's 4.3.1 (the sender retries later); a recipient over its
+            // quota 5.2.2 (the store refused the whole transaction); anything else 4.3.0.
+            let store_error = |want: fn(&crate::store::StoreError) -> bool| {
+                e.chain().any(|c| {
+                    c.downcast_ref::<crate::store::StoreError>()
+                        .is_some_and(want)
+                })
+            };
             s.send(
                 io,
-                if full {
+                if store_error(|e| matches!(e, crate::store::StoreError::Full(_))) {
                     reply::NO_SPOOL_SPACE
+                } else if store_error(|e| matches!(e, crate::store::StoreError::OverQuota(_))) {
+                    reply::OVER_QUOTA
                 } else {
                     reply::LOCAL_ERROR
                 },

@@ -195,6 +195,23 @@ pub const SIZE_EXCEEDED: Reply = r(
     "Message size exceeds fixed maximum message size",
 );
 pub const TOO_BIG: Reply = r(552, "5.3.4", "Message too big");
+/// Quota (`tanba user quota`): at RCPT, the recipient's mailbox is already full — temporary
+/// (RFC 5321 §4.5.3.1.10 lets 452 stand for a recipient we cannot take now; RFC 3463 X.2.2
+/// "mailbox full"), so the sender retries this recipient later and keeps the others.
+pub fn mailbox_full(addr: &str) -> Reply {
+    owned(
+        452,
+        "4.2.2",
+        format!("<{addr}>: mailbox full, try again later"),
+    )
+}
+/// Quota: at the end of DATA/BDAT, the message does not fit into a recipient's remaining
+/// storage (RFC 5321 §4.2.2 552 "exceeded storage allocation", RFC 3463 5.2.2).
+pub const OVER_QUOTA: Reply = r(
+    552,
+    "5.2.2",
+    "Requested mail action aborted: exceeded storage allocation (recipient's mailbox is full)",
+);
 /// RFC 5321 §2.3.8: CR and LF only as CRLF (see `data.rs`).
 pub const BARE_LINE_END: Reply = r(
     550,

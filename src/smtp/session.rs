@@ -667,7 +667,17 @@ impl Session {
                 );
                 reply::NO_POSTMASTER
             }
-            Ok(Resolution::Found(_)) => {
+            Ok(Resolution::Found(dests)) => {
+                // Quota: an account already at its limit takes nothing more now (452 4.2.2);
+                // whether a message fits is decided at the end of DATA (552 5.2.2).
+                let full = dests.iter().any(|d| match d {
+                    inbound::Dest::Account(a) => self.app.store.quota(a.id).is_ok_and(|q| q.full()),
+                    _ => false,
+                });
+                if full {
+                    tracing::info!(peer = %self.peer, "recipient {addr:?}: mailbox full");
+                    return reply::mailbox_full(&addr);
+                }
                 tx.rcpts.push(addr);
                 reply::RCPT_OK
             }

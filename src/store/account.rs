@@ -276,6 +276,7 @@ impl Store {
             self.notify(account.id, m.id);
         }
         self.drop_subscriptions(account.id)?;
+        self.drop_quota(account.id)?;
         Ok(account)
     }
 }

@@ -641,6 +641,8 @@ pub fn restore(store_dir: &Path, backup: &Path, opts: RestoreOptions) -> Result<
     // The modseq index is derived; the expunge log is not in backups (it starts empty).
     super::modseq::rebuild_index(&store.db)?;
     format::set_id_base(&store.db, max_id)?;
+    // Limits came back as raw `quota` records; usage is counted from what was restored.
+    store.recount_quotas()?;
     store.flush_sync()?;
     Ok(sum)
 }
@@ -771,7 +773,8 @@ fn build(
         };
         match inbox {
             Some(inbox) => {
-                store.append(inbox.id, &data, &[], date)?;
+                // Recovered mail is the user's own: never refused for the quota.
+                store.append_over_quota(inbox.id, &data, date)?;
                 sum.recovered += 1;
             }
             None => {

@@ -17,6 +17,8 @@
 //!   `orphan_files`, every file has an entry (only when the server is stopped: a delivery in
 //!   progress writes its file before its record);
 //! - subscriptions: each names an existing account and a UTF-8 name;
+//! - quota: each record's account exists and its usage equals a count of the account's
+//!   messages (sizes and number);
 //! - queue: records decode with their key as id, their body exists, and `queue_due` has exactly
 //!   one key `(next_attempt, id)` per record.
 
@@ -158,6 +160,36 @@ impl Store {
                         p.push(format!("subscription {name:?}: account {a} does not exist"))
                     }
                     _ => p.push("subscriptions: a corrupt entry".into()),
+                }
+            }
+            // Quota usage (quota.rs): equal to a count of the account's messages.
+            let usage = self.count_usage()?;
+            for kv in t.quota.iter() {
+                let (k, v) = kv?;
+                let id = read_u64(&k).unwrap_or(0);
+                let Some(email) = accounts.get(&id) else {
+                    p.push(format!("quota record {id}: no such account"));
+                    continue;
+                };
+                match dec::<super::quota::Quota>(&v) {
+                    Err(e) => p.push(format!("quota of {email}: {e}")),
+                    Ok(q) => {
+                        let (bytes, messages) = usage.get(&id).copied().unwrap_or_default();
+                        if (q.bytes, q.messages) != (bytes, messages) {
+                            p.push(format!(
+                                "quota of {email}: usage recorded {} bytes in {} messages, \
+                                 counted {bytes} bytes in {messages}",
+                                q.bytes, q.messages
+                            ));
+                        }
+                    }
+                }
+            }
+            for (id, email) in &accounts {
+                if usage.contains_key(id) && !t.quota.contains_key(super::u64_key(*id))? {
+                    p.push(format!(
+                        "account {email} has messages but no quota usage record"
+                    ));
                 }
             }
             // Bodies.

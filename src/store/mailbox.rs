@@ -279,7 +279,7 @@ impl Store {
             Ok(())
         })?;
         drop(w);
-        self.purge_mailbox(meta.id)
+        self.purge_mailbox(account_id, meta.id)
     }
 
     /// Renames a mailbox and its children. Renaming INBOX moves its messages to a new mailbox and

@@ -187,12 +187,15 @@ fn remove_message(
     Ok(Some(m))
 }
 
-/// Inserts one message into a mailbox inside a transaction: allocates the UID, bumps counters.
+/// Inserts one message into a mailbox inside a transaction: allocates the UID, bumps counters
+/// and the account's usage (`quota.rs`; with `enforce`, refused above the limit).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn insert_message(
     mbs: &TransactionalTree,
     msgs: &TransactionalTree,
     changes: &TransactionalTree,
+    qt: &TransactionalTree,
+    enforce: bool,
     mailbox_id: u64,
     blob_id: u64,
     size: u64,
@@ -200,6 +203,7 @@ pub(super) fn insert_message(
     flags: &[String],
 ) -> TxResult<Appended> {
     let mut mb = get_mailbox(mbs, mailbox_id)?;
+    super::quota::charge(qt, mb.account_id, size as i64, 1, enforce)?;
     let uid = mb.uidnext;
     mb.uidnext = uid
         .checked_add(1)
@@ -305,6 +309,18 @@ impl Store {
         Ok(out[0])
     }
 
+    /// [`Store::append`] without the quota check (`store rebuild` recovering messages).
+    pub(crate) fn append_over_quota(
+        &self,
+        mailbox_id: u64,
+        raw: &[u8],
+        internal_date: i64,
+    ) -> Result<Appended> {
+        let targets = [(mailbox_id, Vec::new())];
+        let out = self.deliver_checked(&targets, raw, internal_date, None, false)?;
+        Ok(out[0])
+    }
+
     /// Stores one message in several mailboxes (one blob, shared) and optionally queues another
     /// rendering of it (`queued`: the record and its bytes) for remote recipients — all in one
     /// transaction, so a crash keeps all or nothing.
@@ -314,6 +330,18 @@ impl Store {
         raw: &[u8],
         internal_date: i64,
         queued: Option<(&QueueRecord, &[u8])>,
+    ) -> Result<Vec<Appended>> {
+        self.deliver_checked(targets, raw, internal_date, queued, true)
+    }
+
+    /// [`Store::deliver`]; `enforce`: refuse what would go above a recipient's quota.
+    fn deliver_checked(
+        &self,
+        targets: &[(u64, Vec<String>)],
+        raw: &[u8],
+        internal_date: i64,
+        queued: Option<(&QueueRecord, &[u8])>,
+        enforce: bool,
     ) -> Result<Vec<Appended>> {
         let blob_id = self.next_id()?;
         let size = raw.len() as u64;
@@ -349,9 +377,10 @@ impl Store {
             &t.queue,
             &t.queue_due,
             &t.changes,
+            &t.quota,
         );
         let w = self.write_gate();
-        let out = trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due, changes)| {
+        let out = trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due, changes, quota)| {
             let mut out = Vec::with_capacity(targets.len());
             if !targets.is_empty() {
                 put_body(blobs, files, blob_id, raw)?;
@@ -361,6 +390,8 @@ impl Store {
                         mbs,
                         msgs,
                         changes,
+                        quota,
+                        enforce,
                         *mailbox_id,
                         blob_id,
                         size,
@@ -511,11 +542,11 @@ impl Store {
             &t.blob_refs,
             &t.changes,
             &t.vanished,
+            &t.quota,
         );
-        let out = trees.transaction(|(mbs, msgs, refs, changes, vanished)| {
+        let out = trees.transaction(|(mbs, msgs, refs, changes, vanished, qt)| {
             let mut pairs = Vec::new();
             let mut uidvalidity = get_mailbox(mbs, dst)?.uidvalidity;
-            let mut src_mb = get_mailbox(mbs, src)?;
             for &uid in &uids {
                 let Some(v) = msgs.get(key2(src, uid))? else {
                     continue;
@@ -526,13 +557,14 @@ impl Store {
                     // \Deleted does not travel with a moved message (as in Dovecot).
                     flags.retain(|f| f != "\\Deleted");
                 }
-                if src == dst && remove {
-                    continue;
-                }
+                // A move never changes the account's usage (RFC 9208: no OVERQUOTA for it); a
+                // move into the same mailbox gives the message a new UID (RFC 6851 §3.3).
                 let a = insert_message(
                     mbs,
                     msgs,
                     changes,
+                    qt,
+                    !remove,
                     dst,
                     m.blob_id,
                     m.size,
@@ -542,10 +574,9 @@ impl Store {
                 uidvalidity = a.uidvalidity;
                 add_ref(refs, m.blob_id, 1)?;
                 if remove {
-                    if src != dst {
-                        // insert_message rewrote dst only; reload src counters in case src == dst.
-                        src_mb = get_mailbox(mbs, src)?;
-                    }
+                    // insert_message rewrote dst, which may be src.
+                    let mut src_mb = get_mailbox(mbs, src)?;
+                    super::quota::charge(qt, src_mb.account_id, -(m.size as i64), -1, false)?;
                     msgs.remove(&key2(src, uid))?;
                     add_ref(refs, m.blob_id, -1)?;
                     src_mb.messages = src_mb.messages.saturating_sub(1);
@@ -589,10 +620,12 @@ impl Store {
             &t.blob_files,
             &t.changes,
             &t.vanished,
+            &t.quota,
         )
-            .transaction(|(mbs, msgs, refs, blobs, files, changes, vanished)| {
+            .transaction(|(mbs, msgs, refs, blobs, files, changes, vanished, qt)| {
                 let mut mb = get_mailbox(mbs, mailbox_id)?;
                 let mut gone = Gone::default();
+                let mut bytes = 0u64;
                 for &uid in &uids {
                     let Some(m) =
                         remove_message(msgs, refs, blobs, files, mailbox_id, uid, &mut gone)?
@@ -603,7 +636,10 @@ impl Store {
                     if !m.seen() {
                         mb.unseen = mb.unseen.saturating_sub(1);
                     }
+                    bytes += m.size;
                 }
+                let n = gone.uids.len() as i64;
+                super::quota::charge(qt, mb.account_id, -(bytes as i64), -n, false)?;
                 if !gone.uids.is_empty() {
                     mb.highest_modseq += 1;
                     log_expunged(
@@ -632,7 +668,7 @@ impl Store {
     /// Removes every message of a mailbox whose record is already gone (deleted mailbox or
     /// account): nothing can be added to it any more (`insert_message` needs the record), so one
     /// pass over what is left removes everything, in transactions of at most 1000 messages.
-    pub(crate) fn purge_mailbox(&self, mailbox_id: u64) -> Result<()> {
+    pub(crate) fn purge_mailbox(&self, account_id: u64, mailbox_id: u64) -> Result<()> {
         let t = &self.t;
         loop {
             let uids: Vec<u32> = t
@@ -653,15 +689,21 @@ impl Store {
                 return self.purge_modseq_index(mailbox_id);
             }
             let w = self.write_gate();
-            let gone = (&t.messages, &t.blob_refs, &t.blobs, &t.blob_files).transaction(
-                |(msgs, refs, blobs, files)| {
-                    let mut gone = Gone::default();
-                    for &uid in &uids {
-                        remove_message(msgs, refs, blobs, files, mailbox_id, uid, &mut gone)?;
+            let trees = (&t.messages, &t.blob_refs, &t.blobs, &t.blob_files, &t.quota);
+            let gone = trees.transaction(|(msgs, refs, blobs, files, qt)| {
+                let mut gone = Gone::default();
+                let mut bytes = 0u64;
+                for &uid in &uids {
+                    if let Some(m) =
+                        remove_message(msgs, refs, blobs, files, mailbox_id, uid, &mut gone)?
+                    {
+                        bytes += m.size;
                     }
-                    Ok(gone)
-                },
-            )?;
+                }
+                let n = gone.uids.len() as i64;
+                super::quota::charge(qt, account_id, -(bytes as i64), -n, false)?;
+                Ok(gone)
+            })?;
             drop(w);
             self.files.doom(gone.files);
             for b in gone.blobs {

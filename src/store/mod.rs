@@ -20,7 +20,8 @@
 //! | `subscriptions` | account_id u64 ‖ mailbox name (UTF-8) | empty (IMAP subscriptions, format ≥ 2) |
 //! | `changes`       | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (modseq index, `modseq.rs`, ≥ 3) |
 //! | `vanished`      | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (expunge log, `modseq.rs`, ≥ 3)  |
-//! | `meta`          | `format_version`, `id_base`           | u32 / u64 (`format.rs`)                |
+//! | `quota`         | account_id u64                        | [`quota::Quota`] (record): limit, usage |
+//! | `meta`          | `format_version`, `id_base`, `quota_counted` | u32 / u64 (`format.rs`) / marker |
 //!
 //! # Invariants
 //! - A UID is never reused within a mailbox's UIDVALIDITY: `uidnext` only grows, in the same
@@ -37,6 +38,8 @@
 //!   [`Store::commit_soon`]: it rides the next flush, which every later `durable` or
 //!   [`Store::settled`] waits for (sled's log is ordered). docs/imap.md, "Durability per
 //!   command", is the promise per IMAP command.
+//! - `quota` usage equals the sum of the sizes (and the number) of the account's messages; every
+//!   change of an account's messages changes it in the same transaction (`quota.rs`).
 //! - `queue_due` has exactly one key per `queue` record, `(next_attempt, id)`, written in the same
 //!   transaction as the record.
 //! - Ids (accounts, mailboxes, blobs, queue entries) come from sled's `generate_id` (plus the
@@ -56,7 +59,9 @@ mod imap_ext;
 mod mailbox;
 mod message;
 mod modseq;
+pub mod multiappend;
 mod queue;
+pub mod quota;
 mod sync;
 
 pub use account::Account;
@@ -90,6 +95,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("store: {0}")]
     Db(String),
+    /// The account's storage limit (`tanba user quota`) does not leave room (RFC 9208).
+    #[error("{0}")]
+    OverQuota(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -173,6 +181,7 @@ pub(crate) struct Trees {
     pub subscriptions: sled::Tree,
     pub changes: sled::Tree,
     pub vanished: sled::Tree,
+    pub quota: sled::Tree,
 }
 
 impl Store {
@@ -236,6 +245,7 @@ impl Store {
             subscriptions: tree(format::SUBSCRIPTIONS_TREE)?,
             changes: tree("changes")?,
             vanished: tree("vanished")?,
+            quota: tree("quota")?,
         };
         let id_base = format::check_and_migrate(&db, dir)?;
         let files = Arc::new(files::Files::open(dir)?);
@@ -247,7 +257,7 @@ impl Store {
         }
         let sync = Arc::new(sync::Durability::open(dir)?);
         let (changes, _) = broadcast::channel(4096);
-        Ok(Store {
+        let store = Store {
             db: db.clone(),
             t: Arc::new(t),
             files: files.clone(),
@@ -257,7 +267,9 @@ impl Store {
             gate: Arc::new(std::sync::RwLock::new(())),
             id_base,
             reads: Arc::default(),
-        })
+        };
+        store.count_quotas_once()?;
+        Ok(store)
     }
 
     /// Opens the store in `dir` only if one is there: admin commands (SPEC §9) never create a

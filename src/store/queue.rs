@@ -259,9 +259,10 @@ impl Store {
             &t.mailboxes,
             &t.messages,
             &t.changes,
+            &t.quota,
         );
         let w = self.write_gate();
-        let done = trees.transaction(|(q, due, blobs, files, refs, mbs, msgs, changes)| {
+        let done = trees.transaction(|(q, due, blobs, files, refs, mbs, msgs, changes, qt)| {
             match q.get(key)? {
                 Some(v) if v.as_ref() == expected_bytes.as_slice() => {}
                 _ => return Ok(None),
@@ -293,10 +294,13 @@ impl Store {
                 }) => {
                     put_body(blobs, files, bounce_blob, raw)?;
                     add_ref(refs, bounce_blob, 1)?;
+                    // A bounce is never refused for the sender's quota: it would stop the queue.
                     insert_message(
                         mbs,
                         msgs,
                         changes,
+                        qt,
+                        false,
                         *mailbox_id,
                         bounce_blob,
                         raw.len() as u64,

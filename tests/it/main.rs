@@ -45,6 +45,9 @@ mod imap_condstore;
 mod imap_list;
 // Issue 16: SEARCH on addresses, ESEARCH, SEARCHRES, SORT, SORT=DISPLAY, THREAD.
 mod imap_search;
+// Issue 16's extensions: QUOTA (IMAP and SMTP 452/552), COMPRESS=DEFLATE, BINARY, MULTIAPPEND,
+// MOVE into the selected mailbox.
+mod imap_ext;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,

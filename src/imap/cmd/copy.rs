@@ -64,7 +64,11 @@ pub async fn copy(
     let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
     let sel = selected(s)?;
     out.extend(sel.expunge_uids(&moved));
-    sel.absorb_own(&store, moved.len() as u64);
+    if dst_id != src {
+        sel.absorb_own(&store, moved.len() as u64);
+    }
+    // Into the selected mailbox itself (RFC 6851 §3.3): the copies are new messages with new
+    // UIDs, which the sync after this command reports with EXISTS.
     s.conn.write(&out);
     Ok(Reply::ok(done))
 }

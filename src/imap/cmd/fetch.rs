@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::fetch::MacroOrMessageDataItemNames;
+use imap_codec::imap_types::response::Code;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::selected;
-use crate::imap::fetch::{render, Job, Plan};
+use crate::imap::fetch::{render_checked, BinaryError, Job, Plan};
 use crate::imap::response::{CmdResult, Reply};
 use crate::imap::session::Session;
 use crate::store::FlagOp;
@@ -139,14 +140,27 @@ pub async fn fetch(
         let out = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for job in &chunk {
-                if let Some(r) = render(&st, &pl, job) {
-                    out.extend_from_slice(&r);
+                match render_checked(&st, &pl, job) {
+                    Ok(Some(r)) => out.extend_from_slice(&r),
+                    Ok(None) => {}
+                    Err(e) => return (out, Some(e)),
                 }
             }
-            out
+            (out, None)
         })
         .await?;
+        let (out, failed) = out;
         s.conn.write_stream(&out).await?;
+        // RFC 3516 §4.3: a part whose encoding we cannot undo fails the FETCH.
+        match failed {
+            Some(BinaryError::UnknownCte) => {
+                return Ok(Reply::no("Unknown Content-Transfer-Encoding").code(Code::UnknownCte))
+            }
+            Some(BinaryError::Undecodable) => {
+                return Ok(Reply::no("The section's encoding is damaged; use BODY[]").other("PARSE"))
+            }
+            None => {}
+        }
         pos = end;
     }
     Ok(Reply::ok("FETCH completed"))

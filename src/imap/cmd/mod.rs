@@ -4,11 +4,13 @@
 pub mod any;
 pub mod append;
 pub mod auth;
+pub mod compress;
 pub mod copy;
 pub mod expunge;
 pub mod fetch;
 pub mod idle;
 pub mod mailbox;
+pub mod quota;
 pub mod search;
 pub mod select;
 pub mod store;
@@ -201,7 +203,11 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
             uid,
         } => copy::copy(s, &sequence_set, &mailbox, uid, true).await,
         C::Idle => idle::idle(s).await,
-        _ => Ok(Reply::bad("Unsupported command")),
+        C::GetQuota { root } => quota::get_quota(s, &root).await,
+        C::GetQuotaRoot { mailbox } => quota::get_quota_root(s, &mailbox).await,
+        C::SetQuota { .. } => quota::set_quota(s).await,
+        // DEFLATE is the only algorithm imap-types parses (others are a syntax error).
+        C::Compress { .. } => compress::compress(s, tag).await,
     }
 }
 
