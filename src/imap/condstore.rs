@@ -18,10 +18,17 @@ use crate::store::{Result, Store};
 impl Session {
     /// A CONDSTORE-enabling command ran (RFC 7162 §3.1: ENABLE CONDSTORE, SELECT/EXAMINE
     /// (CONDSTORE), STATUS (HIGHESTMODSEQ), FETCH/SEARCH MODSEQ, FETCH CHANGEDSINCE, STORE
-    /// UNCHANGEDSINCE): from now on unsolicited FETCHes carry MODSEQ.
+    /// UNCHANGEDSINCE): from now on unsolicited FETCHes carry MODSEQ. The first one while a
+    /// mailbox is selected also announces its `* OK [HIGHESTMODSEQ n]` (RFC 7162 §3.1: the
+    /// client may not have seen it in the SELECT; imaptest's `esearch-condstore` checks it).
     pub fn enable_condstore(&mut self) {
+        let first = !self.condstore;
         self.condstore = true;
         if let Some(sel) = self.selected.as_mut() {
+            if first && !sel.condstore {
+                let ok = sel.highest_modseq_ok();
+                self.conn.write(&ok);
+            }
             sel.condstore = true;
         }
     }

@@ -226,6 +226,11 @@ fn modseqs_and_the_expunge_log_survive_a_restart() {
     a.ok("SELECT INBOX");
     a.ok("STORE 2 +FLAGS.SILENT (\\Flagged)");
     let u = a.ok("FETCH 1:3 (MODSEQ)");
+    // (The first enabling command also announces HIGHESTMODSEQ: only the FETCHes count.)
+    let u: Vec<Resp> = u
+        .into_iter()
+        .filter(|r| text(r).contains(" FETCH "))
+        .collect();
     let before = dump(&u);
     let st = a.ok("STATUS INBOX (HIGHESTMODSEQ UIDVALIDITY)");
     let m = number_after(&st, "HIGHESTMODSEQ").unwrap();
@@ -438,4 +443,52 @@ fn two_sessions_stay_right_across_many_interleaved_changes() {
             assert_eq!(seen, want, "step {step}");
         }
     }
+}
+
+/// imaptest `esearch-condstore`: the first CONDSTORE-enabling command in a selected mailbox
+/// announces `* OK [HIGHESTMODSEQ n]` (RFC 7162 §3.1), and ESEARCH with a MODSEQ criterion
+/// ends with the highest modseq of the messages it returns (§3.1.5; of MIN/MAX alone when only
+/// those are asked for).
+#[test]
+fn first_enabling_fetch_announces_highestmodseq_and_esearch_reports_modseq() {
+    let srv = server();
+    let mut c = with_messages(&srv, 4);
+    c.ok("SELECT INBOX");
+    let u = c.ok("FETCH 1 (MODSEQ)");
+    let hm = number_after(&u, "[HIGHESTMODSEQ").expect("HIGHESTMODSEQ announced");
+    assert!(hm > 0, "{}", dump(&u));
+    // Announced once only.
+    let u = c.ok("FETCH 1 (MODSEQ)");
+    assert!(
+        !u.iter().any(|r| text(r).contains("HIGHESTMODSEQ")),
+        "{}",
+        dump(&u)
+    );
+    let mut m = [0u64; 5];
+    for i in [1usize, 3, 2, 4] {
+        let u = c.ok(&format!("STORE {i} +FLAGS (\\Seen)"));
+        m[i] = number_after(&u, "MODSEQ").unwrap();
+    }
+    let q = "1:3 MODSEQ \"/flags/\\\\seen\" all 1";
+    let esearch = |c: &mut Imap, ret: &str, q: &str| -> String {
+        let u = c.ok(&format!("SEARCH RETURN ({ret}) {q}"));
+        let e: Vec<String> = u
+            .iter()
+            .map(|r| text(r))
+            .filter(|t| t.starts_with("* ESEARCH"))
+            .collect();
+        assert_eq!(e.len(), 1, "{}", dump(&u));
+        let t = &e[0];
+        t[t.find(')').unwrap() + 1..].trim().to_string()
+    };
+    assert_eq!(esearch(&mut c, "MIN", q), format!("MIN 1 MODSEQ {}", m[1]));
+    assert_eq!(esearch(&mut c, "MAX", q), format!("MAX 3 MODSEQ {}", m[3]));
+    assert_eq!(esearch(&mut c, "", q), format!("ALL 1:3 MODSEQ {}", m[2]));
+    let q2 = "2:3 MODSEQ \"/flags/\\\\seen\" all 1";
+    assert_eq!(
+        esearch(&mut c, "MIN MAX", q2),
+        format!("MIN 2 MAX 3 MODSEQ {}", m[2])
+    );
+    let q3 = format!("2:3 MODSEQ \"/flags/\\\\seen\" all {}", m[4]);
+    assert_eq!(esearch(&mut c, "ALL", &q3), "");
 }

@@ -21,7 +21,9 @@ pub async fn select(
     let mut qresync = None;
     for p in params {
         match p {
-            SelectParameter::CondStore => s.enable_condstore(),
+            // Enabled for the mailbox being selected (its SELECT answer carries HIGHESTMODSEQ),
+            // not announced for the one being left.
+            SelectParameter::CondStore => s.condstore = true,
             // RFC 7162 §3.2.5: QRESYNC needs ENABLE QRESYNC first.
             SelectParameter::QResync { .. } if !s.qresync => {
                 return Ok(Reply::bad("QRESYNC is not enabled (ENABLE QRESYNC first)"));
