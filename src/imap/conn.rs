@@ -178,6 +178,10 @@ impl AsyncWrite for Stream {
 /// be that large (outside the command budget).
 pub type LiteralGate<'a> = &'a (dyn Fn(&[u8]) -> Result<u64, Box<Refusal>> + Send + Sync);
 
+/// The least budget a command may have, from its first bytes (`tag NAME ...`): lets a command
+/// whose own RFC bounds it (ID before login, RFC 2971 §3.3) exceed a smaller general budget.
+pub type BudgetFloor<'a> = &'a (dyn Fn(&[u8]) -> u64 + Send + Sync);
+
 /// What of a refused command the client is still sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rest {
@@ -487,8 +491,9 @@ impl Conn {
     /// allows either).
     pub async fn read_command(
         &mut self,
-        max_command: u64,
+        mut max_command: u64,
         gate: LiteralGate<'_>,
+        floor: BudgetFloor<'_>,
     ) -> io::Result<Option<Frame>> {
         let mut msg: Vec<u8> = Vec::new();
         // Bytes of this command counted against `max_command` (all but APPEND's message).
@@ -497,7 +502,7 @@ impl Conn {
         let mut message_cap: Option<u64> = None;
         // APPEND: bytes of message literals counted against `cap` instead of the budget.
         let mut message_bytes = 0u64;
-        loop {
+        'command: loop {
             let left = max_command.saturating_sub(counted);
             let max = usize::try_from(left)
                 .unwrap_or(usize::MAX)
@@ -506,6 +511,16 @@ impl Conn {
                 match self.find_line(max) {
                     Line::Complete(n) => break n,
                     Line::TooLong => {
+                        let head = if msg.is_empty() {
+                            &self.rbuf[self.rpos..]
+                        } else {
+                            &msg[..]
+                        };
+                        let least = floor(head);
+                        if least > max_command {
+                            max_command = least;
+                            continue 'command;
+                        }
                         let tag = if msg.is_empty() {
                             tag_of(&self.rbuf[self.rpos..])
                         } else {
@@ -576,6 +591,7 @@ impl Conn {
                     "Literal too large (the limit is {cap} bytes)"
                 )));
             }
+            max_command = max_command.max(floor(&msg));
             if counted.saturating_add(size) <= max_command {
                 counted += size;
             } else if cap > 0 && message_bytes.saturating_add(size) <= cap {

@@ -169,6 +169,10 @@ impl Kind {
     }
 }
 
+/// The most an ID command may take (RFC 2971 §3.3: 30 field-value pairs, fields ≤ 30 octets,
+/// values ≤ 1024 octets, each quoted or a literal), tag and syntax included.
+pub const ID_BUDGET: u64 = 34 * 1024;
+
 /// The state gate: whether `kind` may run in `state` (RFC 3501 §6, RFC 2177, RFC 5161, RFC 2971),
 /// and the answer when it may not. Handlers assume it has said yes. LOGIN and AUTHENTICATE need
 /// TLS (SPEC §4; RFC 3501 §6.2.3 LOGINDISABLED).
@@ -361,8 +365,17 @@ impl Session {
             } else {
                 max_command
             };
+            // RFC 2971 §3.3 bounds ID itself (30 pairs, fields ≤ 30 octets, values ≤ 1024):
+            // clients may send that much before login, whatever the general budget.
+            let id_floor = |first: &[u8]| -> u64 {
+                if Kind::from_line(first) == Kind::Id {
+                    ID_BUDGET
+                } else {
+                    0
+                }
+            };
             let frame = tokio::select! {
-                f = self.conn.read_command(budget, &gate) => f,
+                f = self.conn.read_command(budget, &gate, &id_floor) => f,
                 _ = self.ticket.revoked() => return self.end_revoked().await,
             };
             let frame = match frame {

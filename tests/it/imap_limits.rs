@@ -90,7 +90,7 @@ fn finding_2_prelogin_id_with_a_50_mib_literal_plus_is_refused_and_the_connectio
     assert_eq!(
         lines.first().map(String::as_str),
         Some(
-            "s1 BAD [TOOBIG] Literal too large (the limit is 8192 bytes for the whole command, \
+            "s1 BAD [TOOBIG] Literal too large (the limit is 34816 bytes for the whole command, \
              literals included)"
         ),
         "{lines:?}"
@@ -128,7 +128,7 @@ fn finding_2_prelogin_synchronizing_50_mib_literal_gets_no_without_continuation(
     assert_eq!(
         c.line().as_deref(),
         Some(
-            "s2 NO [TOOBIG] Literal too large (the limit is 8192 bytes for the whole command, \
+            "s2 NO [TOOBIG] Literal too large (the limit is 34816 bytes for the whole command, \
              literals included)"
         )
     );
@@ -140,16 +140,55 @@ fn finding_2_prelogin_synchronizing_50_mib_literal_gets_no_without_continuation(
     c.send(b"mutt)\r\n");
     assert!(c.line().unwrap().starts_with("* ID"));
     assert_eq!(c.line().as_deref(), Some("s4 OK ID completed"));
-    // Lines count too: 8 KiB of command line before login is the end.
-    let mut long = b"s5 ID (\"name\" \"".to_vec();
+    // Lines count too: 8 KiB of command line before login is the end (ID has a budget of its
+    // own, RFC 2971's bound: `prelogin_id_may_be_as_large_as_rfc_2971_allows_and_no_larger`).
+    let mut long = b"s5 CAPABILITY ".to_vec();
     long.extend(std::iter::repeat_n(b'a', 9000));
-    long.extend_from_slice(b"\")\r\n");
+    long.extend_from_slice(b"\r\n");
     c.send(&long);
     let lines = c.rest();
     assert_eq!(
         lines,
         [
             "s5 BAD Command too long (the limit is 8192 bytes, literals included)",
+            "* BYE Too much input before login, closing"
+        ]
+    );
+    still_serves(&srv);
+}
+
+/// imaptest `id`: RFC 2971 §3.3 allows 30 field-value pairs with values of 1024 octets, about
+/// 31 KB, more than `limits.max_unauthenticated_command`; ID before login gets that much
+/// (`ID_BUDGET`, 34 KiB) and no more.
+#[test]
+fn prelogin_id_may_be_as_large_as_rfc_2971_allows_and_no_larger() {
+    let srv = TestServer::start();
+    let mut c = Raw::connect(srv.imap);
+    let value = "1234567890".repeat(103)[..1024].to_string();
+    let pairs: Vec<String> = (0..30)
+        .map(|i| format!("\"f{i:02}3456789012345678901234567890\" \"{value}\""))
+        .collect();
+    let cmd = format!("i1 ID ({})\r\n", pairs.join(" "));
+    assert!(cmd.len() > 31_000, "{}", cmd.len());
+    c.send(cmd.as_bytes());
+    assert!(c.line().unwrap().starts_with("* ID"));
+    assert_eq!(c.line().as_deref(), Some("i1 OK ID completed"));
+    // The same with literals.
+    let pairs: Vec<String> = (0..30)
+        .map(|i| format!("\"f{i:02}\" {{1024+}}\r\n{value}"))
+        .collect();
+    c.send(format!("i2 ID ({})\r\n", pairs.join(" ")).as_bytes());
+    assert!(c.line().unwrap().starts_with("* ID"));
+    assert_eq!(c.line().as_deref(), Some("i2 OK ID completed"));
+    // Beyond it: refused, and before login the connection ends.
+    let mut long = b"i3 ID (\"name\" \"".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 40_000));
+    long.extend_from_slice(b"\")\r\n");
+    c.send(&long);
+    assert_eq!(
+        c.rest(),
+        [
+            "i3 BAD Command too long (the limit is 34816 bytes, literals included)",
             "* BYE Too much input before login, closing"
         ]
     );
