@@ -13,6 +13,7 @@
 
 pub mod algo;
 pub mod asn1;
+pub mod cache;
 pub mod cert;
 pub mod chain;
 pub mod cms;
