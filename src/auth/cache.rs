@@ -46,7 +46,9 @@ impl CredentialCache {
         }
     }
 
-    fn mac(&self, account: &str, password: &str) -> Option<Vec<u8>> {
+    /// The keyed digest of (account, password) that entries hold; also the key under which
+    /// concurrent verifications of the same credentials wait for each other (`mod.rs`).
+    pub(crate) fn mac(&self, account: &str, password: &str) -> Option<Vec<u8>> {
         let key = PKey::hmac(&self.key).ok()?;
         let mut s = Signer::new(openssl::hash::MessageDigest::sha256(), &key).ok()?;
         s.update(account.as_bytes()).ok()?;

@@ -5,7 +5,10 @@
 //! 2. looks the account up and answers from the credential cache (`cache.rs`) when this exact
 //!    password was verified for this exact stored hash within the last minutes;
 //! 3. otherwise verifies with argon2 on the fixed worker pool (`hasher.rs`), against a dummy hash
-//!    when the account does not exist, so that both cost the same;
+//!    when the account does not exist, so that both cost the same; logins with the *same*
+//!    account and password that arrive while one is being verified wait for it and then answer
+//!    from the cache (a client opening ten connections at once pays one argon2, not ten). Other
+//!    passwords never wait for each other: a guesser cannot hold up the owner;
 //! 4. on failure records it (`throttle.rs`), logs one line, bans the address when the count is
 //!    reached, and answers after a growing delay — on a timer, not holding a hashing worker;
 //! 5. on success waits the account's delay (failures for it from any address), never refusing.
@@ -23,7 +26,9 @@ pub mod cache;
 pub mod hasher;
 pub mod throttle;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -74,6 +79,43 @@ pub struct Authenticator {
     /// Verified against when the account does not exist; made on the pool at first need (no
     /// 19 MiB allocation outside the workers).
     dummy: tokio::sync::OnceCell<String>,
+    /// Verifications in progress, by the cache's digest of (account, password): at most one
+    /// per distinct credentials (step 3 of the module docs). Entries live while a login holds
+    /// them, so there are at most as many as logins in progress.
+    inflight: std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// One login's place in [`Authenticator::inflight`]; leaves it (and drops the entry when it was
+/// the last) on drop, also when the login future is cancelled.
+struct Inflight<'a> {
+    map: &'a std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+    key: Vec<u8>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Inflight<'a> {
+    fn enter(
+        map: &'a std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+        key: Vec<u8>,
+    ) -> Inflight<'a> {
+        let gate = map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Inflight { map, key, gate }
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's reference and ours: nobody else is waiting.
+        if Arc::strong_count(&self.gate) <= 2 {
+            map.remove(&self.key);
+        }
+    }
 }
 
 impl Authenticator {
@@ -86,6 +128,7 @@ impl Authenticator {
             cache: CredentialCache::new(cache::TTL, cache::MAX_ENTRIES),
             throttle: Throttle::new(limits.auth_failures, limits.ban_time),
             dummy: tokio::sync::OnceCell::new(),
+            inflight: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -127,6 +170,30 @@ impl Authenticator {
                 return Ok(Outcome::Ok(found.expect("checked")));
             }
         }
+        // Wait for a verification of the same credentials already running, then ask the
+        // cache again (step 3). Released before any delay below.
+        let inflight = found
+            .as_ref()
+            .and_then(|a| self.cache.mac(&a.email, password))
+            .map(|key| Inflight::enter(&self.inflight, key));
+        let held = match &inflight {
+            Some(i) => Some(i.gate.lock().await),
+            None => None,
+        };
+        if let (Some(a), Some(_)) = (&found, &held) {
+            if self
+                .cache
+                .hit(&a.email, &a.password_hash, password, Instant::now())
+            {
+                drop(held);
+                tracing::info!(
+                    "auth ok client_ip={ip} proto={} user={:?} cached=true",
+                    proto.as_str(),
+                    a.email
+                );
+                return Ok(Outcome::Ok(found.expect("checked")));
+            }
+        }
         let phc = match &found {
             Some(a) => a.password_hash.clone(),
             None => self
@@ -136,6 +203,13 @@ impl Authenticator {
                 .clone(),
         };
         let right = self.hasher.verify(phc, password.to_string()).await?;
+        if let (true, Some(a)) = (right, &found) {
+            // Before the waiting logins of the same credentials look again.
+            self.cache
+                .insert(&a.email, &a.password_hash, password, Instant::now());
+        }
+        drop(held);
+        drop(inflight);
         match found {
             Some(a) if right => {
                 let now = Instant::now();
@@ -143,7 +217,6 @@ impl Authenticator {
                     // Banned while we were verifying (parallel attempts from the same address).
                     return Ok(self.banned(ip, proto, user));
                 }
-                self.cache.insert(&a.email, &a.password_hash, password, now);
                 tokio::time::sleep_until(
                     (start + self.throttle.account_delay(&a.email, now)).into(),
                 )

@@ -19,22 +19,43 @@
 //! Verification is plain GOST R 34.10: `e = h mod q` (0 → 1), `v = e⁻¹`, `z1 = s·v`,
 //! `z2 = −r·v`, `R = z1·G + z2·Q`, accept iff `R.x mod q = r`.
 //!
-//! Implementation: field arithmetic is crypto-bigint's Montgomery form (`FixedMontyForm`, 4 or
-//! 8 limbs); the curve layer here uses Jacobian coordinates (both curves have `a = −3`), a
-//! lazily built fixed-base table for `G` (signed 4-bit windows, affine points, no doublings)
-//! and a width-5 wNAF for the public key. num-bigint only turns the hex curve constants into
-//! limbs and cross-checks the arithmetic in tests. Only public data is processed, so nothing
-//! here needs to be constant-time.
+//! Implementation, on crypto-bigint (no big-integer code of our own beyond limb plumbing):
+//! * **field**: both field primes are of the special form `2^(64N) − c` with a small `c`
+//!   (CryptoPro-A: `2^256 − 617`, tc26-512-A: `2^512 − 569`), so elements are plain residues
+//!   and a product's high half folds back in times `c` (crypto-bigint's `*_mod_special`
+//!   operations, HAC 14.47) instead of a Montgomery reduction; any other modulus (the group
+//!   orders, the test-only CryptoPro-B curve) uses crypto-bigint's `FixedMontyForm`;
+//! * **curve**: Jacobian coordinates with the `a = −3` formulas, `R.x mod q = r` checked as
+//!   `X = x·Z²` (no field inversion); one variable-time inversion per verification, `e⁻¹ mod q`;
+//! * **`z1·G`**: a fixed-base table (signed 7-bit windows, affine, built once per curve): one
+//!   mixed addition per digit, no doublings;
+//! * **`z2·Q`**, key seen for the first time: width-5 wNAF with affine odd multiples (one
+//!   inversion for the 8 of them); the ~`64N` doublings dominate;
+//! * **`z2·Q`**, repeat signer: a per-key fixed-base table (signed 4-bit windows, 129 KiB for a
+//!   512-bit key), built at the key's second verification once a signature by it has verified,
+//!   kept in a per-curve LRU of 64 keys (`KeyCache`); then the whole verification is ~195
+//!   (512-bit) or ~100 (256-bit) mixed additions into one accumulator. The NCA intermediate's key signs every certificate,
+//!   one person's key every message of theirs.
+//!
+//! Shamir's trick (one doubling chain for both scalars) would not help: with the fixed-base table
+//! `z1·G` needs no doublings at all, and a joint chain would still take `64N` doublings for
+//! `z2·Q`.
+//!
+//! **Constant time is not needed here, by design.** Verification handles only public data: the
+//! public key (from a certificate), the signature and the digest of received mail or a
+//! certificate. No secret enters this module, so timing can reveal nothing; the branches on
+//! scalar digits, the early exits of point addition, the variable-time inversions and the cache
+//! hits are all fine. This module must never be used to *sign*. The per-key cache holds only
+//! public keys and their multiples, and an entry can only speed up a verification, never change
+//! its verdict (the tests check verdicts with and without tables).
 
 use std::sync::OnceLock;
 
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
-use crypto_bigint::{Limb, Odd, Uint};
+use crypto_bigint::{Limb, NonZero, Odd, Uint};
 use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
 use der::{Decode, Sequence, Tag, Tagged};
 use gost94::Digest;
-use num_bigint::BigUint;
-use num_traits::Num;
 
 // ---------------------------------------------------------------------------------------------
 // OIDs
@@ -260,6 +281,25 @@ pub fn verify_digest(key: &PublicKey, digest: &[u8], signature: &[u8]) -> Result
     }
 }
 
+/// [`verify_digest`] without the per-key cache: neither uses a table built for `key` nor
+/// records `key`. The cost of a first-seen key; for measurements and one-off keys.
+pub fn verify_digest_uncached(
+    key: &PublicKey,
+    digest: &[u8],
+    signature: &[u8],
+) -> Result<(), GostError> {
+    match &key.point {
+        KeyPoint::P256(q) => {
+            let c = cryptopro_a();
+            c.verify_with(&c.keys, KeyTables::Bypass, q, digest, signature)
+        }
+        KeyPoint::P512(q) => {
+            let c = tc26_512_a();
+            c.verify_with(&c.keys, KeyTables::Bypass, q, digest, signature)
+        }
+    }
+}
+
 /// Hashes `message` with the key variant's digest, then [`verify_digest`].
 pub fn verify(key: &PublicKey, message: &[u8], signature: &[u8]) -> Result<(), GostError> {
     verify_digest(key, &key.variant.digest(message), signature)
@@ -331,13 +371,13 @@ fn limbs_from_le<const N: usize>(bytes: &[u8]) -> [u64; N] {
     out
 }
 
-fn limbs_from_biguint<const N: usize>(x: &BigUint) -> [u64; N] {
-    limbs_from_le(&x.to_bytes_le())
-}
-
-fn biguint_from_hex(hex: &str) -> BigUint {
+/// A big-endian hex constant (whitespace ignored, at most `16·N` digits) as limbs, through
+/// crypto-bigint's parser.
+fn limbs_from_hex<const N: usize>(hex: &str) -> [u64; N] {
     let digits: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-    BigUint::from_str_radix(&digits, 16).expect("curve constant is valid hex")
+    assert!(digits.len() <= 16 * N, "curve constant too long");
+    let padded = format!("{digits:0>width$}", width = 16 * N);
+    Uint::<N>::from_be_hex(&padded).to_words()
 }
 
 fn is_zero<const N: usize>(a: &[u64; N]) -> bool {
@@ -361,51 +401,96 @@ fn sub_borrow<const N: usize>(a: &[u64; N], b: &[u64; N]) -> ([u64; N], bool) {
     (diff.to_words(), borrow != Limb::ZERO)
 }
 
-/// `count` (≤ 8) bits of `k` from bit `pos` on; bits past the end read as 0.
+/// `count` (1..=16) bits of `k` from bit `pos` on; bits past the end read as 0.
+#[inline]
 fn bits<const N: usize>(k: &[u64; N], pos: usize, count: usize) -> u32 {
-    let mut v = 0u32;
-    for i in 0..count {
-        let bit = pos + i;
-        if bit < 64 * N && (k[bit / 64] >> (bit % 64)) & 1 == 1 {
-            v |= 1 << i;
-        }
+    debug_assert!((1..=16).contains(&count));
+    let limb = pos / 64;
+    if limb >= N {
+        return 0;
     }
-    v
+    let off = pos % 64;
+    let mut v = k[limb] >> off;
+    if off + count > 64 && limb + 1 < N {
+        v |= k[limb + 1] << (64 - off);
+    }
+    (v & ((1u64 << count) - 1)) as u32
 }
 
 // ---------------------------------------------------------------------------------------------
-// Arithmetic modulo an odd N-limb modulus (crypto-bigint's Montgomery form)
+// Arithmetic modulo an odd N-limb modulus (crypto-bigint)
 // ---------------------------------------------------------------------------------------------
 
-/// Arithmetic modulo an odd `m < 2^(64·N)`, delegated to `crypto_bigint::modular`. Elements are
-/// `[u64; N]`, fully reduced (`< m`), holding the Montgomery form `a·R mod m`
-/// (`R = 2^(64·N)`) unless said otherwise; the curve code compares and tests them directly.
+/// How a [`Field`] computes.
+#[derive(Debug)]
+enum FieldKind<const N: usize> {
+    /// `m = 2^(64·N) − c` with a one-limb `c`: crypto-bigint's `*_mod_special` operations
+    /// (HAC algorithm 14.47: the high half of a product folds back in times `c`); elements are
+    /// plain residues. Both GOST field primes have this form: CryptoPro-A's `p = 2^256 − 617`,
+    /// tc26-512-A's `p = 2^512 − 569`.
+    Special(Limb),
+    /// Any other odd modulus (the group orders, the test-only CryptoPro-B curve): Montgomery
+    /// form (`FixedMontyForm`), elements are `a·R mod m` with `R = 2^(64·N)`.
+    Monty(FixedMontyParams<N>),
+}
+
+/// Arithmetic modulo an odd `m < 2^(64·N)`, delegated to crypto-bigint. Elements are
+/// `[u64; N]`, fully reduced (`< m`), in the field's representation ([`FieldKind`]): plain for
+/// the special primes, Montgomery form otherwise; [`Field::to_field`] and [`Field::to_plain`]
+/// convert. Fully reduced elements have one encoding each, so the curve code compares them
+/// directly.
 #[derive(Debug)]
 struct Field<const N: usize> {
     m: [u64; N],
-    params: FixedMontyParams<N>,
-    /// `R mod m`: 1 in Montgomery form.
+    modulus: Odd<Uint<N>>,
+    nonzero: NonZero<Uint<N>>,
+    kind: FieldKind<N>,
+    /// 1 in the field's representation.
     one: [u64; N],
 }
 
 impl<const N: usize> Field<N> {
-    fn new(m: &BigUint) -> Field<N> {
-        assert!(m.bits() <= 64 * N as u64, "modulus too large");
-        let limbs: [u64; N] = limbs_from_biguint(m);
-        let odd = Option::from(Odd::new(Uint::from_words(limbs))).expect("modulus must be odd");
-        let params = FixedMontyParams::new_vartime(odd);
-        let one = FixedMontyForm::one(&params).as_montgomery().to_words();
+    fn new(m: &[u64; N]) -> Field<N> {
+        Self::with_special(m, true)
+    }
+
+    /// A field that computes in Montgomery form even for a special modulus: the reference the
+    /// tests check the special arithmetic against.
+    #[cfg(test)]
+    fn new_monty(m: &[u64; N]) -> Field<N> {
+        Self::with_special(m, false)
+    }
+
+    fn with_special(m: &[u64; N], allow_special: bool) -> Field<N> {
+        let odd = Option::from(Odd::new(Uint::from_words(*m))).expect("modulus must be odd");
+        // c = 2^(64N) − m, special if it fits in 32 bits (so that the reduction's last fold,
+        // (carry + hi·c / 2^(64N))·c, fits in a word).
+        let c = Uint::<N>::ZERO
+            .wrapping_sub(&Uint::from_words(*m))
+            .to_words();
+        let special =
+            allow_special && c[1..].iter().all(|&l| l == 0) && c[0] != 0 && c[0] < 1 << 32;
+        let (kind, one) = if special {
+            let mut one = [0u64; N];
+            one[0] = 1;
+            (FieldKind::Special(Limb(c[0])), one)
+        } else {
+            let params = FixedMontyParams::new_vartime(odd);
+            let one = FixedMontyForm::one(&params).as_montgomery().to_words();
+            (FieldKind::Monty(params), one)
+        };
         Field {
-            m: limbs,
-            params,
+            m: *m,
+            modulus: odd,
+            nonzero: NonZero::new(Uint::from_words(*m)).expect("modulus is odd"),
+            kind,
             one,
         }
     }
 
-    /// The element whose Montgomery representation is `a`.
     #[inline]
-    fn el(&self, a: &[u64; N]) -> FixedMontyForm<N> {
-        FixedMontyForm::from_montgomery(Uint::from_words(*a), &self.params)
+    fn monty(a: &[u64; N], params: &FixedMontyParams<N>) -> FixedMontyForm<N> {
+        FixedMontyForm::from_montgomery(Uint::from_words(*a), params)
     }
 
     #[inline]
@@ -413,49 +498,117 @@ impl<const N: usize> Field<N> {
         x.as_montgomery().to_words()
     }
 
+    #[inline]
     fn add(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
-        Self::words(&self.el(a).add(&self.el(b)))
+        match &self.kind {
+            FieldKind::Special(c) => Uint::from_words(*a)
+                .add_mod_special(&Uint::from_words(*b), *c)
+                .to_words(),
+            FieldKind::Monty(p) => Self::words(&Self::monty(a, p).add(&Self::monty(b, p))),
+        }
     }
 
+    #[inline]
     fn sub(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
-        Self::words(&self.el(a).sub(&self.el(b)))
+        match &self.kind {
+            // The generic subtraction measures faster than `sub_mod_special` here.
+            FieldKind::Special(_) => Uint::from_words(*a)
+                .sub_mod(&Uint::from_words(*b), &self.nonzero)
+                .to_words(),
+            FieldKind::Monty(p) => Self::words(&Self::monty(a, p).sub(&Self::monty(b, p))),
+        }
     }
 
+    #[inline]
     fn neg(&self, a: &[u64; N]) -> [u64; N] {
-        Self::words(&self.el(a).neg())
+        match &self.kind {
+            FieldKind::Special(c) => Uint::from_words(*a).neg_mod_special(*c).to_words(),
+            FieldKind::Monty(p) => Self::words(&Self::monty(a, p).neg()),
+        }
     }
 
+    #[inline]
     fn dbl(&self, a: &[u64; N]) -> [u64; N] {
-        Self::words(&self.el(a).double())
+        self.add(a, a)
     }
 
-    /// Montgomery product `a·b·R⁻¹ mod m`. With one factor in Montgomery form and the other
-    /// plain (`< m`), the result is the plain product.
     #[inline]
     fn mul(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
-        Self::words(&self.el(a).mul(&self.el(b)))
+        match &self.kind {
+            FieldKind::Special(c) => {
+                let (lo, hi) = Uint::from_words(*a).widening_mul(&Uint::from_words(*b));
+                Self::reduce_special(&lo, &hi, *c).to_words()
+            }
+            FieldKind::Monty(p) => Self::words(&Self::monty(a, p).mul(&Self::monty(b, p))),
+        }
     }
 
+    #[inline]
     fn sqr(&self, a: &[u64; N]) -> [u64; N] {
-        Self::words(&self.el(a).square())
+        match &self.kind {
+            FieldKind::Special(c) => {
+                let (lo, hi) = Uint::from_words(*a).widening_square();
+                Self::reduce_special(&lo, &hi, *c).to_words()
+            }
+            FieldKind::Monty(p) => Self::words(&Self::monty(a, p).square()),
+        }
     }
 
-    /// Plain (`< m`) → Montgomery form.
-    fn to_mont(&self, a: &[u64; N]) -> [u64; N] {
-        Self::words(&FixedMontyForm::new(&Uint::from_words(*a), &self.params))
+    /// `lo + hi·2^(64N) mod (2^(64N) − c)`, fully reduced, for `c < 2^32`: the folding of
+    /// crypto-bigint's `mul_mod_special` (HAC 14.47), which has no squaring counterpart
+    /// (squaring needs about half the word products of a multiplication) and measured ~8 %
+    /// slower than this variable-time form on a product. Variable time.
+    #[inline]
+    fn reduce_special(lo: &Uint<N>, hi: &Uint<N>, c: Limb) -> Uint<N> {
+        // hi·2^(64N) ≡ hi·c = t_lo + t_hi·2^(64N), t_hi < c.
+        let (t_lo, t_hi) = hi.widening_mul(&Uint::<1>::from_word(c.0));
+        let (s, carry) = lo.carrying_add(&t_lo, Limb::ZERO);
+        // (t_hi + carry)·2^(64N) ≡ (t_hi + carry)·c < 2^64 (c < 2^32).
+        let extra = (t_hi.to_words()[0] + carry.0) * c.0;
+        let (s, carry) = s.carrying_add(&Uint::from_word(extra), Limb::ZERO);
+        // On overflow s < extra is small, and 2^(64N) ≡ c: no second overflow.
+        let s = if carry != Limb::ZERO {
+            s.wrapping_add(&Uint::from_word(c.0))
+        } else {
+            s
+        };
+        // s ≥ m ⇔ s + c overflows; then s − m = s + c − 2^(64N).
+        let (t, carry) = s.carrying_add(&Uint::from_word(c.0), Limb::ZERO);
+        if carry != Limb::ZERO {
+            t
+        } else {
+            s
+        }
     }
 
-    /// Montgomery form → plain.
-    #[cfg(test)]
-    fn demont(&self, a: &[u64; N]) -> [u64; N] {
-        self.el(a).retrieve().to_words()
+    /// Plain (`< m`) → the field's representation.
+    fn to_field(&self, a: &[u64; N]) -> [u64; N] {
+        match &self.kind {
+            FieldKind::Special(_) => *a,
+            FieldKind::Monty(p) => Self::words(&FixedMontyForm::new(&Uint::from_words(*a), p)),
+        }
+    }
+
+    /// The field's representation → plain.
+    fn to_plain(&self, a: &[u64; N]) -> [u64; N] {
+        match &self.kind {
+            FieldKind::Special(_) => *a,
+            FieldKind::Monty(p) => Self::monty(a, p).retrieve().to_words(),
+        }
     }
 
     /// `a⁻¹` for `a ≠ 0` (m prime); 0 for 0. Variable time: only public data comes here.
     fn inv(&self, a: &[u64; N]) -> [u64; N] {
-        Option::from(self.el(a).invert_vartime())
-            .map(|x: FixedMontyForm<N>| Self::words(&x))
-            .unwrap_or([0; N])
+        match &self.kind {
+            FieldKind::Special(_) => {
+                Option::from(Uint::from_words(*a).invert_odd_mod_vartime(&self.modulus))
+                    .map(|x: Uint<N>| x.to_words())
+                    .unwrap_or([0; N])
+            }
+            FieldKind::Monty(p) => Option::from(Self::monty(a, p).invert_vartime())
+                .map(|x: FixedMontyForm<N>| Self::words(&x))
+                .unwrap_or([0; N]),
+        }
     }
 }
 
@@ -463,14 +616,14 @@ impl<const N: usize> Field<N> {
 // Curve arithmetic
 // ---------------------------------------------------------------------------------------------
 
-/// Affine point, coordinates in Montgomery form. Never the point at infinity.
+/// Affine point, coordinates in the field's representation. Never the point at infinity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Affine<const N: usize> {
     x: [u64; N],
     y: [u64; N],
 }
 
-/// Jacobian point `(X/Z², Y/Z³)`, Montgomery form; `Z = 0` is the point at infinity.
+/// Jacobian point `(X/Z², Y/Z³)`; `Z = 0` is the point at infinity.
 #[derive(Clone, Copy, Debug)]
 struct Jacobian<const N: usize> {
     x: [u64; N],
@@ -492,47 +645,190 @@ impl<const N: usize> Jacobian<N> {
     }
 }
 
-/// Signed 4-bit windows of the fixed-base table: row `i` holds `j·16^i·G` for `j = 1..=8`.
-const FIXED_WINDOW_BITS: usize = 4;
-const FIXED_ROW: usize = 8;
-/// wNAF width for the public-key multiple: odd digits ±1..±15, a table of 8 points.
+/// Window of the fixed-base table for `G` (built once per curve, a few ms): signed 7-bit digits,
+/// rows of 64 affine points; 74 rows (512-bit curve, 592 KiB) or 37 (256-bit, 148 KiB). Measured:
+/// 6 bits costs ~4 % more per verification, 8 bits gains nothing over 7.
+const G_WINDOW: usize = 7;
+/// Window of the per-key tables of repeat signers: signed 4-bit digits, rows of 8 points; 129
+/// rows (512-bit, 129 KiB a key) or 65 (256-bit, 33 KiB).
+const KEY_WINDOW: usize = 4;
+/// Keys with a table (or waiting for their second use) per curve, least recently used out.
+const KEY_CACHE_CAPACITY: usize = 64;
+/// wNAF width for the public-key multiple of a key without a table: odd digits ±1..±15, a
+/// table of 8 points.
 const WNAF_WIDTH: usize = 5;
 const WNAF_TABLE: usize = 1 << (WNAF_WIDTH - 2);
+
+/// Fixed-window table of a point `P` for `k·P` without doublings: with `h = 2^(w−1)`, row `i`
+/// holds `j·2^(w·i)·P` for `j = 1..=h`, affine, and `k` is read in signed base-`2^w` digits
+/// in `−h+1..=h`, one mixed addition per nonzero digit.
+#[derive(Debug)]
+struct FixedTable<const N: usize> {
+    w: usize,
+    points: Vec<Affine<N>>,
+}
+
+impl<const N: usize> FixedTable<N> {
+    /// Rows for scalars below `2^(64N)`: the digits, plus the last carry.
+    fn rows(w: usize) -> usize {
+        (64 * N + w) / w
+    }
+
+    fn row_len(&self) -> usize {
+        1 << (self.w - 1)
+    }
+}
+
+/// Per-key tables of one curve, for keys that verified a signature before: the same NCA
+/// intermediate key signs every certificate and one person's key every message of theirs.
+/// A key gets an entry at its first good signature and a table (about four verifications of
+/// work) at its next verification; at most `capacity` entries, least recently used out.
+struct KeyCache<const N: usize> {
+    capacity: usize,
+    inner: std::sync::Mutex<KeyCacheInner<N>>,
+}
+
+struct KeyCacheInner<const N: usize> {
+    tick: u64,
+    /// Key point (plain `x ‖ y` limbs; canonical, as coordinates are `< p`) → entry.
+    entries: std::collections::HashMap<Vec<u64>, KeyEntry<N>>,
+}
+
+struct KeyEntry<const N: usize> {
+    last_used: u64,
+    table: Option<std::sync::Arc<FixedTable<N>>>,
+}
+
+impl<const N: usize> KeyCache<N> {
+    fn new(capacity: usize) -> KeyCache<N> {
+        KeyCache {
+            capacity,
+            inner: std::sync::Mutex::new(KeyCacheInner {
+                tick: 0,
+                entries: std::collections::HashMap::new(),
+            }),
+        }
+    }
+
+    fn id(key: &Affine<N>) -> Vec<u64> {
+        key.x.iter().chain(key.y.iter()).copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyCacheInner<N>> {
+        // A panic while holding the lock leaves a consistent map (every update is a single
+        // insert or remove), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key's table if it has one; `(None, true)` when the key was seen verifying before and
+    /// its table should be built now.
+    fn lookup(&self, key: &Affine<N>) -> (Option<std::sync::Arc<FixedTable<N>>>, bool) {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        match inner.entries.get_mut(&Self::id(key)) {
+            Some(entry) => {
+                entry.last_used = tick;
+                (entry.table.clone(), entry.table.is_none())
+            }
+            None => (None, false),
+        }
+    }
+
+    /// Records a good signature by `key`, with its table when one was built.
+    fn note(&self, key: &Affine<N>, table: Option<std::sync::Arc<FixedTable<N>>>) {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let id = Self::id(key);
+        if let Some(entry) = inner.entries.get_mut(&id) {
+            entry.last_used = tick;
+            if table.is_some() {
+                entry.table = table;
+            }
+            return;
+        }
+        if inner.entries.len() >= self.capacity {
+            let oldest = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                inner.entries.remove(&oldest);
+            }
+        }
+        if self.capacity > 0 {
+            inner.entries.insert(
+                id,
+                KeyEntry {
+                    last_used: tick,
+                    table,
+                },
+            );
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    #[cfg(test)]
+    fn has_table(&self, key: &Affine<N>) -> Option<bool> {
+        self.lock()
+            .entries
+            .get(&Self::id(key))
+            .map(|e| e.table.is_some())
+    }
+}
 
 struct Curve<const N: usize> {
     fp: Field<N>,
     fq: Field<N>,
-    /// `b` in Montgomery form (`a = −3` for both curves, built into the formulas).
+    /// `b` in the field's representation (`a = −3` for both curves, built into the formulas).
     b: [u64; N],
     /// Group order, plain.
     q: [u64; N],
     g: Affine<N>,
-    table: OnceLock<Vec<[Affine<N>; FIXED_ROW]>>,
+    table: OnceLock<FixedTable<N>>,
+    keys: KeyCache<N>,
+}
+
+/// Whether a verification may use and fill the per-key cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyTables {
+    Use,
+    Bypass,
 }
 
 impl<const N: usize> Curve<N> {
     fn new(def: &CurveDef) -> Curve<N> {
-        let p = biguint_from_hex(def.p);
-        let a = biguint_from_hex(def.a);
-        let q = biguint_from_hex(def.q);
-        assert!(&a + 3u32 == p, "the formulas need a = −3");
+        let p: [u64; N] = limbs_from_hex(def.p);
+        let a: [u64; N] = limbs_from_hex(def.a);
+        let q: [u64; N] = limbs_from_hex(def.q);
+        assert!(
+            add_carry(&a, &limbs_from_le(&[3])) == (p, false),
+            "the formulas need a = −3"
+        );
         // e = h mod q then takes at most one subtraction, and R.x mod q has at most two
         // candidates below p (p < 2q by Hasse).
-        assert!(q.bits() == 64 * N as u64, "q must fill the limbs");
+        assert!(q[N - 1] >> 63 == 1, "q must fill the limbs");
         let fp = Field::new(&p);
         let fq = Field::new(&q);
-        let b = fp.to_mont(&limbs_from_biguint(&biguint_from_hex(def.b)));
+        let b = fp.to_field(&limbs_from_hex(def.b));
         let g = Affine {
-            x: fp.to_mont(&limbs_from_biguint(&biguint_from_hex(def.x))),
-            y: fp.to_mont(&limbs_from_biguint(&biguint_from_hex(def.y))),
+            x: fp.to_field(&limbs_from_hex(def.x)),
+            y: fp.to_field(&limbs_from_hex(def.y)),
         };
         Curve {
             fp,
             fq,
             b,
-            q: limbs_from_biguint(&q),
+            q,
             g,
             table: OnceLock::new(),
+            keys: KeyCache::new(KEY_CACHE_CAPACITY),
         }
     }
 
@@ -570,8 +866,8 @@ impl<const N: usize> Curve<N> {
             ));
         }
         let pt = Affine {
-            x: self.fp.to_mont(&x),
-            y: self.fp.to_mont(&y),
+            x: self.fp.to_field(&x),
+            y: self.fp.to_field(&y),
         };
         // An affine encoding cannot be the point at infinity; (0, 0) and the like fail here.
         // Both curves have cofactor 1, so every point on the curve is in the q-order group.
@@ -595,14 +891,6 @@ impl<const N: usize> Curve<N> {
         Affine {
             x: pt.x,
             y: self.fp.neg(&pt.y),
-        }
-    }
-
-    fn neg(&self, pt: &Jacobian<N>) -> Jacobian<N> {
-        Jacobian {
-            x: pt.x,
-            y: self.fp.neg(&pt.y),
-            z: pt.z,
         }
     }
 
@@ -699,6 +987,11 @@ impl<const N: usize> Curve<N> {
         }
     }
 
+    /// `P1 − P2` with `P2` affine.
+    fn sub_affine(&self, p1: &Jacobian<N>, p2: &Affine<N>) -> Jacobian<N> {
+        self.add_affine(p1, &self.neg_affine(p2))
+    }
+
     /// Affine forms of non-infinity points with one inversion (Montgomery's trick).
     fn batch_to_affine(&self, pts: &[Jacobian<N>]) -> Vec<Affine<N>> {
         let f = &self.fp;
@@ -726,52 +1019,47 @@ impl<const N: usize> Curve<N> {
         out
     }
 
-    /// Number of rows of the fixed-base table: one per 4-bit window plus one for the last carry.
-    const fn fixed_rows() -> usize {
-        64 * N / FIXED_WINDOW_BITS + 1
+    /// The fixed-window table of `pt` (a point of order `q`, so no multiple below is infinity).
+    fn fixed_table(&self, pt: &Affine<N>, w: usize) -> FixedTable<N> {
+        let rows = FixedTable::<N>::rows(w);
+        let row_len = 1usize << (w - 1);
+        let mut flat = Vec::with_capacity(rows * row_len);
+        let mut base = self.to_jacobian(pt);
+        for _ in 0..rows {
+            let mut multiple = base;
+            flat.push(multiple);
+            if row_len > 1 {
+                multiple = self.double(&base);
+                flat.push(multiple);
+            }
+            for _ in 2..row_len {
+                multiple = self.add(&multiple, &base);
+                flat.push(multiple);
+            }
+            for _ in 0..w {
+                base = self.double(&base);
+            }
+        }
+        FixedTable {
+            w,
+            points: self.batch_to_affine(&flat),
+        }
     }
 
     /// The fixed-base table for `G`, built on first use.
-    fn table(&self) -> &[[Affine<N>; FIXED_ROW]] {
-        self.table.get_or_init(|| {
-            let rows = Self::fixed_rows();
-            let mut flat = Vec::with_capacity(rows * FIXED_ROW);
-            let mut base = self.to_jacobian(&self.g);
-            for _ in 0..rows {
-                let mut multiple = base;
-                flat.push(multiple);
-                let twice = self.double(&base);
-                multiple = twice;
-                flat.push(multiple);
-                for _ in 2..FIXED_ROW {
-                    multiple = self.add(&multiple, &base);
-                    flat.push(multiple);
-                }
-                for _ in 0..FIXED_WINDOW_BITS {
-                    base = self.double(&base);
-                }
-            }
-            let affine = self.batch_to_affine(&flat);
-            affine
-                .chunks_exact(FIXED_ROW)
-                .map(|row| {
-                    let mut out = [self.g; FIXED_ROW];
-                    out.copy_from_slice(row);
-                    out
-                })
-                .collect()
-        })
+    fn g_table(&self) -> &FixedTable<N> {
+        self.table
+            .get_or_init(|| self.fixed_table(&self.g, G_WINDOW))
     }
 
-    /// `k·G` with the fixed-base table: signed 4-bit digits in −7..=8, one mixed addition each.
-    fn mul_g(&self, k: &[u64; N]) -> Jacobian<N> {
-        let table = self.table();
-        let mut acc = Jacobian::infinity();
+    /// `acc + k·P` with `P`'s fixed-window table: one mixed addition per nonzero digit.
+    fn add_mul_fixed(&self, mut acc: Jacobian<N>, t: &FixedTable<N>, k: &[u64; N]) -> Jacobian<N> {
+        let half = t.row_len() as i32;
         let mut carry = 0i32;
-        for (i, row) in table.iter().enumerate() {
-            let mut d = bits(k, FIXED_WINDOW_BITS * i, FIXED_WINDOW_BITS) as i32 + carry;
-            if d > FIXED_ROW as i32 {
-                d -= 1 << FIXED_WINDOW_BITS;
+        for (i, row) in t.points.chunks_exact(t.row_len()).enumerate() {
+            let mut d = bits(k, t.w * i, t.w) as i32 + carry;
+            if d > half {
+                d -= 1 << t.w;
                 carry = 1;
             } else {
                 carry = 0;
@@ -779,13 +1067,19 @@ impl<const N: usize> Curve<N> {
             if d > 0 {
                 acc = self.add_affine(&acc, &row[d as usize - 1]);
             } else if d < 0 {
-                acc = self.add_affine(&acc, &self.neg_affine(&row[(-d) as usize - 1]));
+                acc = self.sub_affine(&acc, &row[(-d) as usize - 1]);
             }
         }
         acc
     }
 
-    /// `k·P` with a width-5 wNAF.
+    /// `k·G` with the fixed-base table.
+    fn mul_g(&self, k: &[u64; N]) -> Jacobian<N> {
+        self.add_mul_fixed(Jacobian::infinity(), self.g_table(), k)
+    }
+
+    /// `k·P` with a width-5 wNAF; the odd multiples made affine with one inversion (about 25
+    /// multiplications' worth), so that each of the ~`64N/6` additions is a mixed one.
     fn mul_var(&self, pt: &Affine<N>, k: &[u64; N]) -> Jacobian<N> {
         let digits = wnaf(k, WNAF_WIDTH);
         let base = self.to_jacobian(pt);
@@ -794,23 +1088,37 @@ impl<const N: usize> Curve<N> {
         for i in 1..WNAF_TABLE {
             odd[i] = self.add(&odd[i - 1], &twice);
         }
+        // P has order q, so no odd multiple below q is infinity.
+        let odd = self.batch_to_affine(&odd);
         let mut acc = Jacobian::infinity();
         for &d in digits.iter().rev() {
             if !acc.is_infinity() {
                 acc = self.double(&acc);
             }
             if d > 0 {
-                acc = self.add(&acc, &odd[(d as usize - 1) / 2]);
+                acc = self.add_affine(&acc, &odd[(d as usize - 1) / 2]);
             } else if d < 0 {
-                acc = self.add(&acc, &self.neg(&odd[((-d) as usize - 1) / 2]));
+                acc = self.sub_affine(&acc, &odd[((-d) as usize - 1) / 2]);
             }
         }
         acc
     }
 
     /// GOST R 34.10 verification of `signature` (`r ‖ s` little-endian) over `digest` with the
-    /// public point `key`.
+    /// public point `key`, with this curve's per-key cache.
     fn verify(&self, key: &Affine<N>, digest: &[u8], signature: &[u8]) -> Result<(), GostError> {
+        self.verify_with(&self.keys, KeyTables::Use, key, digest, signature)
+    }
+
+    /// [`Curve::verify`] with a given per-key cache, or none.
+    fn verify_with(
+        &self,
+        cache: &KeyCache<N>,
+        tables: KeyTables,
+        key: &Affine<N>,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> Result<(), GostError> {
         let n = Self::size();
         if signature.len() != 2 * n {
             return Err(GostError::Malformed(format!(
@@ -847,22 +1155,45 @@ impl<const N: usize> Curve<N> {
             e[0] = 1;
         }
         let fq = &self.fq;
-        let v = fq.inv(&fq.to_mont(&e)); // e⁻¹ in Montgomery form
-        let z1 = fq.mul(&s, &v); // plain × Montgomery = plain
-        let z2 = fq.mul(&fq.neg(&r), &v);
-        let sum = self.add(&self.mul_g(&z1), &self.mul_var(key, &z2));
+        let v = fq.inv(&fq.to_field(&e));
+        let z1 = fq.to_plain(&fq.mul(&fq.to_field(&s), &v));
+        let z2 = fq.to_plain(&fq.mul(&fq.neg(&fq.to_field(&r)), &v));
+
+        let (table, build) = match tables {
+            KeyTables::Use => cache.lookup(key),
+            KeyTables::Bypass => (None, false),
+        };
+        let table = if build {
+            Some(std::sync::Arc::new(self.fixed_table(key, KEY_WINDOW)))
+        } else {
+            table
+        };
+        let sum = match &table {
+            // Both multiples from tables: no doublings, one accumulator.
+            Some(t) => self.add_mul_fixed(self.mul_g(&z1), t, &z2),
+            None => self.add(&self.mul_g(&z1), &self.mul_var(key, &z2)),
+        };
+        let verdict = self.check_x(&sum, &r);
+        if verdict.is_ok() && tables == KeyTables::Use {
+            cache.note(key, if build { table } else { None });
+        }
+        verdict
+    }
+
+    /// `R.x mod q = r` for `R = sum` (Jacobian), without inverting `Z`.
+    fn check_x(&self, sum: &Jacobian<N>, r: &[u64; N]) -> Result<(), GostError> {
         if sum.is_infinity() {
             return Err(GostError::BadSignature);
         }
         // R.x mod q = r  ⇔  X = x·Z² for some x < p with x ≡ r (mod q): x ∈ {r, r + q, …}.
         let f = &self.fp;
         let zz = f.sqr(&sum.z);
-        let mut x = r;
+        let mut x = *r;
         loop {
             if !lt(&x, &f.m) {
                 return Err(GostError::BadSignature);
             }
-            if f.mul(&f.to_mont(&x), &zz) == sum.x {
+            if f.mul(&f.to_field(&x), &zz) == sum.x {
                 return Ok(());
             }
             let (next, carry) = add_carry(&x, &self.q);
@@ -905,7 +1236,6 @@ mod tests {
     use super::*;
     use base64::Engine;
     use der::{Decode, Encode};
-    use num_traits::Zero;
     use x509_cert::Certificate;
 
     const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nca/");
@@ -982,12 +1312,20 @@ mod tests {
 
     // ----- curve self-checks ------------------------------------------------------------------
 
-    fn biguint_from_limbs<const N: usize>(a: &[u64; N]) -> BigUint {
-        let mut bytes = Vec::with_capacity(8 * N);
-        for l in a {
-            bytes.extend_from_slice(&l.to_le_bytes());
+    /// A little-endian limb array as an OpenSSL `BIGNUM`: an independent big-integer
+    /// implementation to cross-check ours against.
+    fn bn_from_limbs<const N: usize>(a: &[u64; N]) -> openssl::bn::BigNum {
+        let mut be = Vec::with_capacity(8 * N);
+        for l in a.iter().rev() {
+            be.extend_from_slice(&l.to_be_bytes());
         }
-        BigUint::from_bytes_le(&bytes)
+        openssl::bn::BigNum::from_slice(&be).expect("BIGNUM")
+    }
+
+    /// A hex curve constant (whitespace ignored) parsed by OpenSSL.
+    fn bn_from_hex(hex: &str) -> openssl::bn::BigNum {
+        let digits: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+        openssl::bn::BigNum::from_hex_str(&digits).expect("hex")
     }
 
     /// Plain double-and-add, independent of the table and the wNAF.
@@ -1038,11 +1376,12 @@ mod tests {
         }
         assert!(c.mul_var(&c.g, &c.q).is_infinity(), "wNAF q·G = ∞");
         // Field round trip and inversion.
-        let p_big = biguint_from_hex(def.p);
-        let x = c.fp.to_mont(&limbs_from_le(&[0x37; 40]));
+        let x = c.fp.to_field(&limbs_from_le(&[0x37; 40]));
         assert_eq!(c.fp.mul(&x, &c.fp.inv(&x)), c.fp.one);
-        assert_eq!(biguint_from_limbs(&c.fp.m), p_big);
-        let seven = c.fp.demont(&c.fp.to_mont(&limbs_from_le(&[7])));
+        assert_eq!(bn_from_limbs(&c.fp.m), bn_from_hex(def.p));
+        assert_eq!(bn_from_limbs(&c.q), bn_from_hex(def.q));
+        assert_eq!(bn_from_limbs(&c.fp.to_plain(&c.b)), bn_from_hex(def.b));
+        let seven = c.fp.to_plain(&c.fp.to_field(&limbs_from_le(&[7])));
         assert_eq!(seven, limbs_from_le(&[7]));
     }
 
@@ -1061,12 +1400,18 @@ mod tests {
         for seed in [0u8, 1, 0x7f, 0xff, 0x10, 0xa5] {
             let k: [u64; 4] = limbs_from_le(&[seed; 32]);
             let digits = wnaf(&k, WNAF_WIDTH);
-            let mut acc = num_bigint::BigInt::zero();
+            let mut acc = openssl::bn::BigNum::new().expect("BIGNUM");
             for (i, d) in digits.iter().enumerate() {
                 assert!(*d == 0 || (d % 2 != 0 && d.abs() < 16));
-                acc += num_bigint::BigInt::from(*d) << i;
+                let digit =
+                    openssl::bn::BigNum::from_u32(u32::from(d.unsigned_abs())).expect("BIGNUM");
+                let mut term = openssl::bn::BigNum::new().expect("BIGNUM");
+                term.lshift(&digit, i as i32).expect("shift");
+                term.set_negative(*d < 0);
+                let prev = acc.to_owned().expect("BIGNUM");
+                acc.checked_add(&prev, &term).expect("add");
             }
-            assert_eq!(acc, num_bigint::BigInt::from(biguint_from_limbs(&k)));
+            assert_eq!(acc, bn_from_limbs(&k));
         }
     }
 
@@ -1590,8 +1935,8 @@ mod tests {
         ));
         // … and forcing the coordinates onto it does not verify either.
         let forced = Affine {
-            x: curve_b.fp.to_mont(&limbs_from_le(&xy[..32])),
-            y: curve_b.fp.to_mont(&limbs_from_le(&xy[32..])),
+            x: curve_b.fp.to_field(&limbs_from_le(&xy[..32])),
+            y: curve_b.fp.to_field(&limbs_from_le(&xy[32..])),
         };
         assert!(curve_b.verify(&forced, &c.digest, &c.sig).is_err());
         // The right curve still does.
@@ -1849,6 +2194,309 @@ mod tests {
                 let xy: Vec<u8> = (0..n).map(|_| next() as u8).collect();
                 assert!(PublicKey::from_xy_le(c.key.variant(), &xy).is_err());
             }
+        }
+    }
+
+    // ----- fast paths against the reference paths --------------------------------------------
+
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    /// A random value below `m` (top limb masked, then reduced by subtraction).
+    fn random_below<const N: usize>(next: &mut impl FnMut() -> u64, m: &[u64; N]) -> [u64; N] {
+        let mut a = [0u64; N];
+        for l in a.iter_mut() {
+            *l = next();
+        }
+        while !lt(&a, m) {
+            a = sub_borrow(&a, m).0;
+        }
+        a
+    }
+
+    type BinOp<'a, const N: usize> = dyn Fn(&[u64; N], &[u64; N]) -> [u64; N] + 'a;
+
+    /// The special-form field arithmetic (plain residues, HAC 14.47 folding) against Montgomery
+    /// form over the same prime and against OpenSSL's BN, on random and edge values.
+    fn special_field_matches<const N: usize>(c: &Curve<N>) {
+        let f = &c.fp;
+        assert!(
+            matches!(f.kind, FieldKind::Special(_)),
+            "GOST primes are special"
+        );
+        let monty = Field::<N>::new_monty(&f.m);
+        let mut ctx = openssl::bn::BigNumContext::new().expect("BN_CTX");
+        let p_bn = bn_from_limbs(&f.m);
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let mut p_minus_1 = f.m;
+        p_minus_1[0] -= 1;
+        // 0, 1, p − 1, and 2^(64N−1) (products whose high half is near its maximum).
+        let mut top = [0u64; N];
+        top[N - 1] = 1 << 63;
+        let mut values = vec![[0u64; N], f.one, p_minus_1, top];
+        values.retain(|v| lt(v, &f.m));
+        for _ in 0..200 {
+            values.push(random_below(&mut next, &f.m));
+        }
+        for pair in values.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let via_monty =
+                |op: &BinOp<'_, N>| monty.to_plain(&op(&monty.to_field(a), &monty.to_field(b)));
+            assert_eq!(f.mul(a, b), via_monty(&|x, y| monty.mul(x, y)), "mul");
+            assert_eq!(f.sqr(a), via_monty(&|x, _| monty.sqr(x)), "sqr");
+            assert_eq!(f.add(a, b), via_monty(&|x, y| monty.add(x, y)), "add");
+            assert_eq!(f.sub(a, b), via_monty(&|x, y| monty.sub(x, y)), "sub");
+            assert_eq!(f.neg(a), via_monty(&|x, _| monty.neg(x)), "neg");
+            assert_eq!(f.inv(a), via_monty(&|x, _| monty.inv(x)), "inv");
+            let mut prod = openssl::bn::BigNum::new().expect("BN");
+            prod.mod_mul(&bn_from_limbs(a), &bn_from_limbs(b), &p_bn, &mut ctx)
+                .expect("BN_mod_mul");
+            assert_eq!(bn_from_limbs(&f.mul(a, b)), prod, "mul vs OpenSSL");
+        }
+    }
+
+    #[test]
+    fn special_field_matches_reference() {
+        special_field_matches(cryptopro_a());
+        special_field_matches(tc26_512_a());
+    }
+
+    /// Random scalars through the G table (7-bit), a per-key table (4-bit) and the affine wNAF,
+    /// against plain double-and-add; and whole verifications with and without a key table.
+    fn fast_paths_match<const N: usize>(c: &Curve<N>, seed: u64) {
+        let mut next = xorshift(seed);
+        let key = to_affine(c, &mul_simple(c, &c.g, &random_below(&mut next, &c.q))).expect("key");
+        let table = c.fixed_table(&key, KEY_WINDOW);
+        for _ in 0..8 {
+            let k = random_below(&mut next, &c.q);
+            let expect_g = to_affine(c, &mul_simple(c, &c.g, &k));
+            assert_eq!(to_affine(c, &c.mul_g(&k)), expect_g, "G table");
+            let expect_q = to_affine(c, &mul_simple(c, &key, &k));
+            assert_eq!(
+                to_affine(c, &c.add_mul_fixed(Jacobian::infinity(), &table, &k)),
+                expect_q,
+                "key table"
+            );
+            assert_eq!(to_affine(c, &c.mul_var(&key, &k)), expect_q, "wNAF");
+            // acc + k·Q from the table = the sum of the two.
+            let j = random_below(&mut next, &c.q);
+            let both = c.add_mul_fixed(c.mul_g(&j), &table, &k);
+            let sum = c.add(&mul_simple(c, &c.g, &j), &mul_simple(c, &key, &k));
+            assert_eq!(
+                to_affine(c, &both),
+                to_affine(c, &sum),
+                "G table + key table"
+            );
+        }
+        // Edge scalars: 0, 1, q − 1, and q itself (∞) through the key table.
+        let mut one = [0u64; N];
+        one[0] = 1;
+        let q_minus_1 = sub_borrow(&c.q, &one).0;
+        assert!(c
+            .add_mul_fixed(Jacobian::infinity(), &table, &[0; N])
+            .is_infinity());
+        assert_eq!(
+            to_affine(c, &c.add_mul_fixed(Jacobian::infinity(), &table, &one)),
+            Some(key)
+        );
+        assert_eq!(
+            to_affine(
+                c,
+                &c.add_mul_fixed(Jacobian::infinity(), &table, &q_minus_1)
+            ),
+            Some(c.neg_affine(&key))
+        );
+        assert!(c
+            .add_mul_fixed(Jacobian::infinity(), &table, &c.q)
+            .is_infinity());
+    }
+
+    #[test]
+    fn fast_paths_match_double_and_add() {
+        fast_paths_match(cryptopro_a(), 0x1234_5678_9abc_def1);
+        fast_paths_match(tc26_512_a(), 0x0fed_cba9_8765_4321);
+    }
+
+    /// Verifies with a private cache through the curve of the key.
+    fn verify_cached(
+        caches: &(KeyCache<4>, KeyCache<8>),
+        key: &PublicKey,
+        digest: &[u8],
+        sig: &[u8],
+    ) -> Result<(), GostError> {
+        match &key.point {
+            KeyPoint::P256(q) => {
+                cryptopro_a().verify_with(&caches.0, KeyTables::Use, q, digest, sig)
+            }
+            KeyPoint::P512(q) => {
+                tc26_512_a().verify_with(&caches.1, KeyTables::Use, q, digest, sig)
+            }
+        }
+    }
+
+    fn cache_state(caches: &(KeyCache<4>, KeyCache<8>), key: &PublicKey) -> Option<bool> {
+        match &key.point {
+            KeyPoint::P256(q) => caches.0.has_table(q),
+            KeyPoint::P512(q) => caches.1.has_table(q),
+        }
+    }
+
+    /// A key's first good signature records it, the second builds its table; from then on the
+    /// table serves: good signatures verify, wrong ones (other s, other r, other digest, r + q)
+    /// fail exactly as without the table.
+    #[test]
+    fn cached_key_tables_give_the_same_verdicts() {
+        let caches = (KeyCache::<4>::new(8), KeyCache::<8>::new(8));
+        for c in cases() {
+            let n = c.sig.len() / 2;
+            // A bad signature before any good one records nothing.
+            let mut bad_s = c.sig.clone();
+            bad_s[n] ^= 0x01;
+            assert_eq!(
+                verify_cached(&caches, &c.key, &c.digest, &bad_s),
+                Err(GostError::BadSignature)
+            );
+            assert_eq!(cache_state(&caches, &c.key), None);
+            verify_cached(&caches, &c.key, &c.digest, &c.sig).expect("first");
+            assert_eq!(
+                cache_state(&caches, &c.key),
+                Some(false),
+                "recorded, no table"
+            );
+            verify_cached(&caches, &c.key, &c.digest, &c.sig).expect("second builds");
+            assert_eq!(cache_state(&caches, &c.key), Some(true), "table built");
+
+            let mut bad_r = c.sig.clone();
+            bad_r[0] ^= 0x01;
+            let mut bad_digest = c.digest.clone();
+            bad_digest[0] ^= 0x01;
+            let mut next = xorshift(0x5555_aaaa_1234_4321);
+            let mut random_sig: Vec<u8> = (0..2 * n).map(|_| next() as u8).collect();
+            random_sig[n - 1] &= 0x3f;
+            random_sig[2 * n - 1] &= 0x3f;
+            for round in 0..3 {
+                assert_eq!(verify_cached(&caches, &c.key, &c.digest, &c.sig), Ok(()));
+                for (digest, sig) in [
+                    (&c.digest, &bad_s),
+                    (&c.digest, &bad_r),
+                    (&bad_digest, &c.sig),
+                    (&c.digest, &random_sig),
+                ] {
+                    let cached = verify_cached(&caches, &c.key, digest, sig);
+                    assert_eq!(cached, Err(GostError::BadSignature), "round {round}");
+                    assert_eq!(cached, verify_digest_uncached(&c.key, digest, sig));
+                }
+                assert_eq!(cache_state(&caches, &c.key), Some(true), "still cached");
+            }
+        }
+        assert_eq!(caches.0.len() + caches.1.len(), 2);
+    }
+
+    /// The other real signatures (end-entity and TSA certificates by the intermediates, CRLs,
+    /// self-signed roots) through a warm per-key cache.
+    #[test]
+    fn real_signatures_verify_with_cached_keys() {
+        let caches = (KeyCache::<4>::new(8), KeyCache::<8>::new(8));
+        for _ in 0..3 {
+            for (subject, issuer) in [
+                (NCA_2004, ROOT_2004),
+                (ROOT_2004, ROOT_2004),
+                (EE_2004, NCA_2004),
+                (NCA_2022, ROOT_2022),
+                (ROOT_2022, ROOT_2022),
+                (EE_2015, NCA_2022),
+            ] {
+                let c = case(subject, issuer);
+                verify_cached(&caches, &c.key, &c.digest, &c.sig).expect(subject);
+                // Another key of the same curve never verifies it, cached or not.
+                let other = if issuer == ROOT_2004 {
+                    NCA_2004
+                } else if issuer == NCA_2004 {
+                    ROOT_2004
+                } else if issuer == ROOT_2022 {
+                    NCA_2022
+                } else {
+                    ROOT_2022
+                };
+                let other = PublicKey::from_spki_der(&load(other).spki).expect("key");
+                assert_eq!(
+                    verify_cached(&caches, &other, &c.digest, &c.sig),
+                    Err(GostError::BadSignature),
+                    "{subject} by the wrong key"
+                );
+            }
+        }
+        for name in [ROOT_2004, NCA_2004, ROOT_2022, NCA_2022] {
+            let key = PublicKey::from_spki_der(&load(name).spki).expect("key");
+            assert_eq!(cache_state(&caches, &key), Some(true), "{name}");
+        }
+    }
+
+    /// At most `capacity` keys; the least recently used one goes; an evicted key verifies as
+    /// before (without its table) and comes back.
+    #[test]
+    fn key_cache_is_bounded_lru() {
+        let c = cryptopro_a();
+        let cache = KeyCache::<4>::new(2);
+        let point = |k: u8| to_affine(c, &c.mul_g(&limbs_from_le(&[k]))).expect("k·G");
+        let (p1, p2, p3) = (point(1), point(2), point(3));
+        cache.note(&p1, None);
+        cache.note(
+            &p2,
+            Some(std::sync::Arc::new(c.fixed_table(&p2, KEY_WINDOW))),
+        );
+        assert_eq!(cache.len(), 2);
+        // Touch p1: p2 is now the least recently used, and goes for p3.
+        assert!(cache.lookup(&p1).1, "p1 due for a table");
+        cache.note(&p3, None);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.has_table(&p1), Some(false));
+        assert_eq!(cache.has_table(&p2), None, "p2 evicted with its table");
+        assert_eq!(cache.has_table(&p3), Some(false));
+        for k in 4..40u8 {
+            cache.note(&point(k), None);
+            assert!(cache.len() <= 2);
+        }
+        let none = KeyCache::<4>::new(0);
+        none.note(&p1, None);
+        assert_eq!(none.len(), 0);
+
+        // Through verification: three real keys through a cache of one.
+        let caches = (KeyCache::<4>::new(1), KeyCache::<8>::new(1));
+        let a = case(NCA_2004, ROOT_2004);
+        let b = case(EE_2004, NCA_2004);
+        for _ in 0..3 {
+            verify_cached(&caches, &a.key, &a.digest, &a.sig).expect("a");
+            verify_cached(&caches, &a.key, &a.digest, &a.sig).expect("a again");
+            assert_eq!(cache_state(&caches, &a.key), Some(true));
+            verify_cached(&caches, &b.key, &b.digest, &b.sig).expect("b");
+            assert_eq!(cache_state(&caches, &a.key), None, "a evicted");
+            assert_eq!(cache_state(&caches, &b.key), Some(false));
+            assert_eq!(caches.0.len(), 1);
+        }
+    }
+
+    /// The uncached entry point neither reads nor fills the global cache's verdicts.
+    #[test]
+    fn uncached_and_cached_entry_points_agree() {
+        for c in cases() {
+            for _ in 0..3 {
+                assert_eq!(verify_digest(&c.key, &c.digest, &c.sig), Ok(()));
+                assert_eq!(verify_digest_uncached(&c.key, &c.digest, &c.sig), Ok(()));
+            }
+            let mut bad = c.sig.clone();
+            bad[1] ^= 0x40;
+            assert_eq!(
+                verify_digest(&c.key, &c.digest, &bad),
+                verify_digest_uncached(&c.key, &c.digest, &bad)
+            );
         }
     }
 

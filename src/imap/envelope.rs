@@ -259,7 +259,10 @@ fn parse_mailbox(text: &[u8]) -> Option<Addr> {
                 inner = &inner[colon + 1..];
             }
         }
-        let name = phrase(&clean[..lt]).or(comment);
+        // Comments are no display name in the angle form: `<user (comment)@ (comment) host>`
+        // has none (Dovecot's ENVELOPE gives NIL; imaptest `search-addresses`). Only a bare
+        // addr-spec takes its comment as the name (`user@host (Real Name)`), below.
+        let name = phrase(&clean[..lt]);
         if trim(inner).is_empty() {
             // `<>` (the null path) or a lone name: nothing to address.
             return name.map(|n| Addr {
@@ -341,6 +344,22 @@ mod tests {
         assert_eq!(
             parse_addresses(b"nodomain"),
             vec![a(None, "nodomain", Some("MISSING_DOMAIN"))]
+        );
+    }
+
+    #[test]
+    fn comments_are_no_name_in_the_angle_form() {
+        assert_eq!(
+            parse_addresses(b"<user-from (comment)@ (comment) domain.org>"),
+            vec![a(None, "user-from", Some("domain.org"))]
+        );
+        assert_eq!(
+            parse_addresses(b"user-from@domain.org (RealFrom)"),
+            vec![a(Some("RealFrom"), "user-from", Some("domain.org"))]
+        );
+        assert_eq!(
+            parse_addresses(b"Real (c) <u@d.org>"),
+            vec![a(Some("Real"), "u", Some("d.org"))]
         );
     }
 

@@ -34,6 +34,9 @@ pub struct Plan {
     pub need_blob: bool,
     /// BODY[...] without PEEK, RFC822 or RFC822.TEXT: sets \Seen (RFC 3501 §6.4.5).
     pub sets_seen: bool,
+    /// CONDSTORE is enabled: FLAGS added because of an implicit \Seen come with MODSEQ
+    /// (RFC 7162 §3.1: every flag change a FETCH reports carries its modseq).
+    pub condstore: bool,
 }
 
 impl Plan {
@@ -58,6 +61,7 @@ impl Plan {
             need_struct: false,
             need_blob: false,
             sets_seen: false,
+            condstore: false,
         };
         for it in &plan.items {
             use MessageDataItemName as N;
@@ -91,7 +95,7 @@ impl Plan {
                         }
                     }
                 }
-                N::Flags | N::InternalDate | N::Rfc822Size | N::Uid => {}
+                N::Flags | N::InternalDate | N::Rfc822Size | N::Uid | N::ModSeq => {}
                 _ => return Err("BINARY is not supported"),
             }
         }
@@ -100,6 +104,17 @@ impl Plan {
 
     pub fn has_flags(&self) -> bool {
         self.items.contains(&MessageDataItemName::Flags)
+    }
+
+    /// Adds MODSEQ unless asked for already (RFC 7162 §3.1.4.1: FETCH CHANGEDSINCE implies it).
+    pub fn add_modseq(&mut self) {
+        if !self.has_modseq() {
+            self.items.push(MessageDataItemName::ModSeq);
+        }
+    }
+
+    pub fn has_modseq(&self) -> bool {
+        self.items.contains(&MessageDataItemName::ModSeq)
     }
 }
 
@@ -159,6 +174,7 @@ pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
             N::Flags => MessageDataItem::Flags(response::flag_fetch(&m.flags, job.recent)),
             N::InternalDate => MessageDataItem::InternalDate(internal_date(m.internal_date)),
             N::Rfc822Size => MessageDataItem::Rfc822Size(m.size.min(u32::MAX as u64) as u32),
+            N::ModSeq => MessageDataItem::ModSeq(std::num::NonZeroU64::new(m.modseq)?),
             N::Envelope => MessageDataItem::Envelope(envelope(&cached?.envelope)),
             N::Body => MessageDataItem::Body(body_structure(&cached?.root, false)),
             N::BodyStructure => MessageDataItem::BodyStructure(body_structure(&cached?.root, true)),
@@ -198,6 +214,11 @@ pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
         items.push(MessageDataItem::Flags(response::flag_fetch(
             &m.flags, job.recent,
         )));
+    }
+    if job.add_flags && plan.condstore && !plan.has_modseq() {
+        if let Some(ms) = std::num::NonZeroU64::new(m.modseq) {
+            items.push(MessageDataItem::ModSeq(ms));
+        }
     }
     let items = Vec1::try_from(items).ok()?;
     Some(response::data(Data::Fetch {

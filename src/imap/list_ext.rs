@@ -1,9 +1,13 @@
-//! LIST as extended by RFC 5258 (selection and return options, several patterns) and RFC 6154
-//! (`SPECIAL-USE`): `LIST (SPECIAL-USE) "" "*"`, `LIST "" "*" RETURN (SPECIAL-USE CHILDREN)`.
+//! LIST as extended by RFC 5258 (LIST-EXTENDED: selection options SUBSCRIBED, REMOTE,
+//! RECURSIVEMATCH; return options SUBSCRIBED, CHILDREN; several patterns), RFC 6154
+//! (`SPECIAL-USE` as selection and return option) and RFC 5819 (LIST-STATUS: `RETURN (STATUS
+//! (MESSAGES UNSEEN ...))`): `LIST (SUBSCRIBED RECURSIVEMATCH) "" ("a/%" b) RETURN (CHILDREN)`.
 //! imap-codec parses only the RFC 3501 form, so commands it rejects and that start with `tag
-//! LIST` are parsed here. Unknown options make the command BAD (RFC 5258 §3).
+//! LIST` are parsed here. Unknown options, and RECURSIVEMATCH alone or only with REMOTE, make the
+//! command BAD (RFC 5258 §3).
 
 use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::status::StatusDataItemName;
 use imap_codec::imap_types::IntoStatic;
 
 /// What every LIST/LSUB handler needs, whichever parser produced it.
@@ -15,8 +19,13 @@ pub struct ListArgs {
     pub lsub: bool,
     pub select_subscribed: bool,
     pub select_special_use: bool,
+    /// RECURSIVEMATCH (RFC 5258 §3.1): also parents whose descendants meet the selection.
+    pub select_recursive: bool,
     pub return_subscribed: bool,
     pub return_special_use: bool,
+    /// RFC 5819: a STATUS response after each selectable mailbox listed, with these items
+    /// (each at most once).
+    pub return_status: Option<Vec<StatusDataItemName>>,
 }
 
 pub struct ListCommand {
@@ -119,6 +128,19 @@ fn rest_of_list(it: &mut impl Iterator<Item = Tok>) -> Option<Vec<Vec<u8>>> {
     }
 }
 
+/// A STATUS item LIST-STATUS can return (the ones the STATUS command answers).
+pub fn status_att(a: &[u8]) -> Option<StatusDataItemName> {
+    Some(match a.to_ascii_uppercase().as_slice() {
+        b"MESSAGES" => StatusDataItemName::Messages,
+        b"RECENT" => StatusDataItemName::Recent,
+        b"UIDNEXT" => StatusDataItemName::UidNext,
+        b"UIDVALIDITY" => StatusDataItemName::UidValidity,
+        b"UNSEEN" => StatusDataItemName::Unseen,
+        b"SIZE" => StatusDataItemName::Size,
+        _ => return None,
+    })
+}
+
 /// Parses `tag LIST ...` in its extended forms. `None` when it is not a valid LIST command.
 pub fn parse(msg: &[u8]) -> Option<ListCommand> {
     let sp = memchr::memchr(b' ', msg)?;
@@ -138,10 +160,16 @@ pub fn parse(msg: &[u8]) -> Option<ListCommand> {
             match o.to_ascii_uppercase().as_slice() {
                 b"SUBSCRIBED" => args.select_subscribed = true,
                 b"SPECIAL-USE" => args.select_special_use = true,
-                // RECURSIVEMATCH changes nothing for us: every parent exists.
-                b"RECURSIVEMATCH" | b"REMOTE" => {}
+                b"RECURSIVEMATCH" => args.select_recursive = true,
+                // No remote mailboxes here: REMOTE selects nothing more.
+                b"REMOTE" => {}
                 _ => return None,
             }
+        }
+        // RFC 5258 §3.1: RECURSIVEMATCH "MUST NOT occur as the only selection option (or only
+        // with REMOTE)"; the server returns BAD.
+        if args.select_recursive && !args.select_subscribed && !args.select_special_use {
+            return None;
         }
     }
     let Tok::Str(reference) = it.next()? else {
@@ -161,12 +189,34 @@ pub fn parse(msg: &[u8]) -> Option<ListCommand> {
         if !r.eq_ignore_ascii_case(b"RETURN") || it.next()? != Tok::Open {
             return None;
         }
-        for o in rest_of_list(&mut it)? {
+        loop {
+            let o = match it.next()? {
+                Tok::Str(o) => o,
+                Tok::Close => break,
+                // A nested list other than STATUS's is not valid.
+                Tok::Open => return None,
+            };
             match o.to_ascii_uppercase().as_slice() {
                 b"SUBSCRIBED" => args.return_subscribed = true,
                 b"SPECIAL-USE" => args.return_special_use = true,
-                // We always return \HasChildren/\HasNoChildren (RFC 5258 §4).
+                // We always return \HasChildren/\HasNoChildren (RFC 5258 §4 allows it).
                 b"CHILDREN" => {}
+                b"STATUS" if args.return_status.is_none() => {
+                    if it.next()? != Tok::Open {
+                        return None;
+                    }
+                    let mut items: Vec<StatusDataItemName> = Vec::new();
+                    for a in rest_of_list(&mut it)? {
+                        let a = status_att(&a)?;
+                        if !items.contains(&a) {
+                            items.push(a);
+                        }
+                    }
+                    if items.is_empty() {
+                        return None;
+                    }
+                    args.return_status = Some(items);
+                }
                 _ => return None,
             }
         }
@@ -200,5 +250,33 @@ mod tests {
         // Found by the imap_command fuzz target: a CR inside the line looped forever.
         assert!(parse(b"a9 LIST \"\" *\rX\r\n").is_none());
         assert!(parse(b"b1 LIST \"\" {18446744073709551615}\r\n*\r\n").is_none());
+    }
+
+    #[test]
+    fn list_extended_and_list_status() {
+        let c = parse(b"a LIST (SUBSCRIBED RECURSIVEMATCH remote) \"\" (a/% b) RETURN (CHILDREN subscribed STATUS (MESSAGES size UNSEEN messages))\r\n").unwrap();
+        assert!(c.args.select_subscribed && c.args.select_recursive && c.args.return_subscribed);
+        assert_eq!(c.args.patterns, vec![b"a/%".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            c.args.return_status,
+            Some(vec![
+                StatusDataItemName::Messages,
+                StatusDataItemName::Size,
+                StatusDataItemName::Unseen
+            ])
+        );
+        let c = parse(b"a LIST \"\" % RETURN ()\r\n").unwrap();
+        assert_eq!(c.args.return_status, None);
+        // RFC 5258 §3.1: RECURSIVEMATCH alone, or only with REMOTE, is BAD.
+        assert!(parse(b"a LIST (RECURSIVEMATCH) \"\" %\r\n").is_none());
+        assert!(parse(b"a LIST (RECURSIVEMATCH REMOTE) \"\" %\r\n").is_none());
+        assert!(parse(b"a LIST (SPECIAL-USE RECURSIVEMATCH) \"\" %\r\n").is_some());
+        assert!(parse(b"a LIST (REMOTE) \"\" %\r\n").is_some());
+        assert!(parse(b"a LIST \"\" % RETURN (STATUS ())\r\n").is_none());
+        assert!(parse(b"a LIST \"\" % RETURN (STATUS (BOGUS))\r\n").is_none());
+        assert!(parse(b"a LIST \"\" % RETURN (STATUS MESSAGES)\r\n").is_none());
+        assert!(parse(b"a LIST \"\" % RETURN ((CHILDREN))\r\n").is_none());
+        assert!(parse(b"a LIST \"\" % RETURN (CHILDREN\r\n").is_none());
+        assert!(parse(b"a LIST \"\" % RETURN (STATUS (MESSAGES) STATUS (UNSEEN))\r\n").is_none());
     }
 }

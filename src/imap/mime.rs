@@ -23,7 +23,8 @@ pub const MAX_DEPTH: usize = crate::mime_guard::MAX_DEPTH;
 pub const MAX_PARTS: usize = 2000;
 
 /// Version byte of the cache format; bump it when [`Cached`] changes (old entries are re-parsed).
-const CACHE_VERSION: u8 = 1;
+/// 2: ENVELOPE no longer takes a comment inside `<...>` as the display name (issue 16).
+const CACHE_VERSION: u8 = 2;
 
 pub type Params = Vec<(Vec<u8>, Vec<u8>)>;
 

@@ -21,6 +21,7 @@
 //! imports `smtp`.
 
 pub mod cmd;
+pub mod condstore;
 pub mod conn;
 pub mod envelope;
 pub mod fetch;
@@ -28,8 +29,11 @@ pub mod list_ext;
 pub mod mime;
 pub mod response;
 pub mod search;
+pub mod search_ext;
 pub mod selected;
 pub mod session;
+pub mod sort;
+pub mod thread;
 pub mod utf7;
 
 use std::net::SocketAddr;

@@ -145,6 +145,28 @@ pub fn data(d: Data<'_>) -> Vec<u8> {
     encode(&Response::Data(d))
 }
 
+/// A LIST response with RFC 5258's CHILDINFO extended data item, `("CHILDINFO" ("SUBSCRIBED"))`
+/// (§3.5). imap-types has no extended items in `Data::List`, so the item is appended to the
+/// encoded response: it follows the mailbox name, which ends the line (a literal name included).
+pub fn list_with_childinfo(d: Data<'_>, tags: &[&str]) -> Vec<u8> {
+    let mut out = data(d);
+    if tags.is_empty() || !out.ends_with(b"\r\n") {
+        return out;
+    }
+    out.truncate(out.len() - 2);
+    out.extend_from_slice(b" (\"CHILDINFO\" (");
+    for (i, t) in tags.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.push(b'"');
+        out.extend_from_slice(t.as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"))\r\n");
+    out
+}
+
 pub fn untagged(kind: StatusKind, code: Option<Code<'_>>, t: &str) -> Vec<u8> {
     let s = match kind {
         StatusKind::Ok => Status::ok(None, code, text(t)),
@@ -195,6 +217,19 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         "ENABLE",
         "UNSELECT",
         "CHILDREN",
+        "LIST-EXTENDED",
+        "LIST-STATUS",
+        "STATUS=SIZE",
+        // RFC 7162 (imap/condstore.rs).
+        "CONDSTORE",
+        "QRESYNC",
+        // Issue 16: src/imap/search_ext.rs, sort.rs, thread.rs.
+        "ESEARCH",
+        "SEARCHRES",
+        "SORT",
+        "SORT=DISPLAY",
+        "THREAD=ORDEREDSUBJECT",
+        "THREAD=REFERENCES",
     ]);
     let caps: Vec<Capability<'static>> = names
         .into_iter()
@@ -207,6 +242,73 @@ pub fn capabilities(tls: bool) -> Vec1<Capability<'static>> {
         })
         .collect();
     Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+}
+
+/// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n]` (RFC 4731 §3.1): MIN, MAX
+/// and ALL only when something matched, COUNT always when asked for. Written here because
+/// imap-types has no ESEARCH response; a tag has no `"` or `\` (RFC 3501 `tag`), so it quotes
+/// as it is.
+pub fn esearch(
+    tag: &Tag<'_>,
+    uid: bool,
+    ret: &crate::imap::search_ext::ReturnOpts,
+    nums: &[u32],
+    modseq: Option<std::num::NonZeroU64>,
+) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut out = format!("* ESEARCH (TAG \"{}\")", tag.as_ref());
+    if uid {
+        out.push_str(" UID");
+    }
+    if let (true, Some(min)) = (ret.min, nums.iter().min()) {
+        let _ = write!(out, " MIN {min}");
+    }
+    if let (true, Some(max)) = (ret.max, nums.iter().max()) {
+        let _ = write!(out, " MAX {max}");
+    }
+    if ret.all && !nums.is_empty() {
+        let mut sorted = nums.to_vec();
+        sorted.sort_unstable();
+        let _ = write!(
+            out,
+            " ALL {}",
+            crate::imap::search_ext::sequence_set(&sorted)
+        );
+    }
+    if ret.count {
+        let _ = write!(out, " COUNT {}", nums.len());
+    }
+    // RFC 7162 §3.1.5 (search-return-data "MODSEQ").
+    if let Some(m) = modseq {
+        let _ = write!(out, " MODSEQ {m}");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// `* SORT 3 1 2` (RFC 5256 §4 `sort-data`), written here because the arity of imap-types'
+/// `Data::Sort` changes with its CONDSTORE feature.
+pub fn numbers(name: &str, nums: &[u32]) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut out = format!("* {name}");
+    for n in nums {
+        let _ = write!(out, " {n}");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// `* THREAD (1 2)(3)` from the thread lists [`crate::imap::thread`] wrote (digits, spaces
+/// and parentheses only).
+pub fn thread_data(lists: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lists.len() + 12);
+    out.extend_from_slice(b"* THREAD");
+    if !lists.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(lists);
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// A flag name from the store as an imap-types flag (`None` for names that are not atoms).
@@ -274,6 +376,29 @@ pub fn literal(b: &[u8]) -> NString<'_> {
             NString(Some(IString::Literal(Literal::unvalidated(cleaned))))
         }
     }
+}
+
+/// A sequence set of ascending numbers (VANISHED, MODIFIED), consecutive ones as ranges.
+pub fn sequence_set(nums: &[u32]) -> Option<imap_codec::imap_types::sequence::SequenceSet> {
+    use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+    let mut out: Vec<Sequence> = Vec::new();
+    let mut i = 0;
+    while i < nums.len() {
+        let start = nums[i];
+        let mut end = start;
+        while i + 1 < nums.len() && nums[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = nums[i];
+        }
+        let s = SeqOrUid::Value(NonZeroU32::new(start)?);
+        out.push(if end == start {
+            Sequence::Single(s)
+        } else {
+            Sequence::Range(s, SeqOrUid::Value(NonZeroU32::new(end)?))
+        });
+        i += 1;
+    }
+    Vec1::try_from(out).ok().map(SequenceSet)
 }
 
 /// A UID set for APPENDUID/COPYUID, with consecutive UIDs as ranges.

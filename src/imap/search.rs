@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
+use super::envelope;
 use super::fetch::structure;
 use super::mime::{self, Cached};
 use crate::store::{MessageMeta, Store};
@@ -30,6 +31,7 @@ pub struct Scope {
 struct Lazy<'a> {
     store: &'a Store,
     msg: &'a Msg,
+    sets: &'a mut SetCache,
     cached: Option<Option<Cached>>,
     body_texts: Option<Vec<String>>,
 }
@@ -204,18 +206,49 @@ fn decode_word(v: &[u8]) -> Option<(String, usize)> {
     Some((s, 2 + end + 2))
 }
 
-fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
+/// The sequence sets of one search as sorted, merged ranges, made once per set (keyed by its
+/// address, stable while the key lives): a large set (a SEARCHRES `$` of many messages) is then
+/// a binary search per message, not a scan.
+#[derive(Default)]
+struct SetCache(std::collections::HashMap<usize, Vec<(u32, u32)>>);
+
+impl SetCache {
+    fn contains(&mut self, set: &SequenceSet, n: u32, max: u32) -> bool {
+        let ranges = self
+            .0
+            .entry(set as *const SequenceSet as usize)
+            .or_insert_with(|| ranges(set, max));
+        let i = ranges.partition_point(|r| r.1 < n);
+        ranges.get(i).is_some_and(|r| r.0 <= n)
+    }
+}
+
+fn ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
     let val = |s: &SeqOrUid| match s {
         SeqOrUid::Value(v) => v.get(),
         SeqOrUid::Asterisk => max,
     };
-    set.0.as_ref().iter().any(|s| match s {
-        Sequence::Single(x) => val(x) == n,
-        Sequence::Range(a, b) => {
-            let (a, b) = (val(a), val(b));
-            a.min(b) <= n && n <= a.max(b)
+    let mut v: Vec<(u32, u32)> = set
+        .0
+        .as_ref()
+        .iter()
+        .map(|s| match s {
+            Sequence::Single(x) => (val(x), val(x)),
+            Sequence::Range(a, b) => {
+                let (a, b) = (val(a), val(b));
+                (a.min(b), a.max(b))
+            }
+        })
+        .collect();
+    v.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
         }
-    })
+    }
+    out
 }
 
 fn needle(s: &impl AsRef<[u8]>) -> String {
@@ -237,8 +270,8 @@ fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
         K::Or(a, b) => eval(a, scope, l) || eval(b, scope, l),
         K::Not(k) => !eval(k, scope, l),
         K::All => true,
-        K::SequenceSet(set) => in_set(set, l.msg.seq, scope.max_seq),
-        K::Uid(set) => in_set(set, m.uid, scope.max_uid),
+        K::SequenceSet(set) => l.sets.contains(set, l.msg.seq, scope.max_seq),
+        K::Uid(set) => l.sets.contains(set, m.uid, scope.max_uid),
         K::Answered => has("\\Answered"),
         K::Unanswered => !has("\\Answered"),
         K::Deleted => has("\\Deleted"),
@@ -252,6 +285,8 @@ fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
         K::Keyword(k) => has(k.as_ref()),
         K::Unkeyword(k) => !has(k.as_ref()),
         K::Recent => l.msg.recent,
+        // RFC 7162 §3.1.5: one modseq per message, whatever the entry name.
+        K::ModSequence { modseq, .. } => m.modseq >= *modseq,
         K::New => l.msg.recent && !has("\\Seen"),
         K::Old => !l.msg.recent,
         K::Larger(n) => m.size > *n as u64,
@@ -262,10 +297,10 @@ fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
         K::SentBefore(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) < *d.as_ref(),
         K::SentOn(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) == *d.as_ref(),
         K::SentSince(d) => l.sent_date().unwrap_or_else(|| internal_day(m)) >= *d.as_ref(),
-        K::From(s) => field_contains(l, b"from", s),
-        K::To(s) => field_contains(l, b"to", s),
-        K::Cc(s) => field_contains(l, b"cc", s),
-        K::Bcc(s) => field_contains(l, b"bcc", s),
+        K::From(s) => address_contains(l, b"from", s),
+        K::To(s) => address_contains(l, b"to", s),
+        K::Cc(s) => address_contains(l, b"cc", s),
+        K::Bcc(s) => address_contains(l, b"bcc", s),
         K::Subject(s) => field_contains(l, b"subject", s),
         K::Header(name, value) => {
             let texts = l.field_texts(name.as_ref());
@@ -286,6 +321,61 @@ fn eval(key: &SearchKey<'_>, scope: &Scope, l: &mut Lazy<'_>) -> bool {
     }
 }
 
+/// FROM, TO, CC and BCC (RFC 3501 §6.4.4: "the envelope structure's ... field") match the
+/// address list as parsed, not the raw header: [`address_text`] of each field, so that
+/// `<user (comment)@ (comment) domain.org>` is found by `user@domain.org` and not by `comment`
+/// (Dovecot does the same; imaptest `search-addresses`).
+fn address_contains(l: &mut Lazy<'_>, name: &[u8], s: &impl AsRef<[u8]>) -> bool {
+    let n = needle(s);
+    let Some(c) = l.cached() else {
+        return false;
+    };
+    mime::fields(&c.header)
+        .filter(|(f, _, _)| f.eq_ignore_ascii_case(name))
+        .any(|(_, v, _)| address_text(&mime::unfold(v)).contains(&n))
+}
+
+/// An address list as the lower-cased text SEARCH matches: `name <local@domain>` (the name
+/// RFC 2047-decoded) or `local@domain` per address, `group: ...;` for groups, comments and
+/// quoting gone. The same parser as ENVELOPE ([`envelope::parse_addresses`]).
+pub fn address_text(v: &[u8]) -> String {
+    let mut out = String::new();
+    let mut sep = "";
+    for a in envelope::parse_addresses(v) {
+        match (&a.mailbox, &a.host) {
+            (Some(group), None) => {
+                out.push_str(sep);
+                out.push_str(&String::from_utf8_lossy(group));
+                out.push(':');
+                sep = " ";
+            }
+            (None, _) => {
+                out.push(';');
+                sep = ", ";
+            }
+            (Some(mailbox), Some(host)) => {
+                out.push_str(sep);
+                let spec = format!(
+                    "{}@{}",
+                    String::from_utf8_lossy(mailbox),
+                    String::from_utf8_lossy(host)
+                );
+                match &a.name {
+                    Some(name) => {
+                        out.push_str(&decode_words(name));
+                        out.push_str(" <");
+                        out.push_str(&spec);
+                        out.push('>');
+                    }
+                    None => out.push_str(&spec),
+                }
+                sep = ", ";
+            }
+        }
+    }
+    out.to_lowercase()
+}
+
 fn field_contains(l: &mut Lazy<'_>, name: &[u8], s: &impl AsRef<[u8]>) -> bool {
     let n = needle(s);
     l.field_texts(name).iter().any(|t| t.contains(&n))
@@ -294,10 +384,12 @@ fn field_contains(l: &mut Lazy<'_>, name: &[u8], s: &impl AsRef<[u8]>) -> bool {
 /// The messages (of `msgs`) that match `key`, as (seq, uid) pairs in order.
 pub fn run(store: &Store, key: &SearchKey<'_>, scope: &Scope, msgs: &[Msg]) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
+    let mut sets = SetCache::default();
     for msg in msgs {
         let mut l = Lazy {
             store,
             msg,
+            sets: &mut sets,
             cached: None,
             body_texts: None,
         };
@@ -327,6 +419,29 @@ mod tests {
         // A normal message: its decoded text parts.
         let t = body_texts(b"Subject: s\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVsbG8=\r\n");
         assert_eq!(t, vec!["hello".to_string()]);
+    }
+
+    #[test]
+    fn sequence_sets_as_merged_ranges() {
+        let set = SequenceSet::try_from("7,1:3,*,2:4,10:9").unwrap();
+        assert_eq!(ranges(&set, 20), vec![(1, 4), (7, 7), (9, 10), (20, 20)]);
+        let mut c = SetCache::default();
+        let hits: Vec<u32> = (1..=21).filter(|&n| c.contains(&set, n, 20)).collect();
+        assert_eq!(hits, vec![1, 2, 3, 4, 7, 9, 10, 20]);
+    }
+
+    #[test]
+    fn addresses_as_searched() {
+        let t = address_text(b"<user-from (comment)@ (comment) domain.org>");
+        assert_eq!(t, "user-from@domain.org");
+        assert_eq!(
+            address_text(b"=?UTF-8?B?0KLQtdGB0YI=?= <T@x.kz>, u@y.kz (Real)"),
+            "тест <t@x.kz>, real <u@y.kz>"
+        );
+        assert_eq!(
+            address_text(b"groupname: g1@d.org, g2@d.org;, groupname2: g3@d.org;"),
+            "groupname: g1@d.org, g2@d.org;, groupname2: g3@d.org;"
+        );
     }
 
     #[test]

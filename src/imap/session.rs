@@ -15,6 +15,7 @@ use super::cmd;
 use super::conn::{self, Conn, Frame, Refusal, Rest};
 use super::list_ext;
 use super::response::{self, CmdError, Reply};
+use super::search_ext::{self, ReturnOpts};
 use super::selected::Selected;
 use crate::server::App;
 use crate::shutdown::Shutdown;
@@ -58,6 +59,8 @@ pub enum Kind {
     Unselect,
     Expunge,
     Search,
+    Sort,
+    Thread,
     Fetch,
     Store,
     Copy,
@@ -96,6 +99,8 @@ impl Kind {
             C::Unselect => Kind::Unselect,
             C::Expunge | C::ExpungeUid { .. } => Kind::Expunge,
             C::Search { .. } => Kind::Search,
+            C::Sort { .. } => Kind::Sort,
+            C::Thread { .. } => Kind::Thread,
             C::Fetch { .. } => Kind::Fetch,
             C::Store { .. } => Kind::Store,
             C::Copy { .. } => Kind::Copy,
@@ -142,6 +147,8 @@ impl Kind {
             b"UNSELECT" => Kind::Unselect,
             b"EXPUNGE" => Kind::Expunge,
             b"SEARCH" => Kind::Search,
+            b"SORT" => Kind::Sort,
+            b"THREAD" => Kind::Thread,
             b"FETCH" => Kind::Fetch,
             b"STORE" => Kind::Store,
             b"COPY" => Kind::Copy,
@@ -206,6 +213,14 @@ pub struct Session {
     pub ticket: crate::limits::Ticket,
     /// BAD/NO answers so far, for the error limits ([`Errors`]).
     errors: Errors,
+    /// RFC 7162: CONDSTORE / QRESYNC enabled in this session (`imap/condstore.rs`).
+    pub condstore: bool,
+    pub qresync: bool,
+    /// The SEARCHRES search result variable (RFC 5182 §2.1): UIDs, ascending. Emptied when a
+    /// mailbox is selected or deselected; expunged UIDs simply no longer name a message.
+    pub saved_search: Vec<u32>,
+    /// The ESEARCH `RETURN (...)` options of the command being run (RFC 4731), taken by SEARCH.
+    pub search_return: Option<ReturnOpts>,
 }
 
 /// Error limits (docs/security.md): before login, [`Errors::MAX_BEFORE_LOGIN`] BAD or NO
@@ -258,6 +273,10 @@ impl Session {
             shutdown,
             ticket: crate::limits::Ticket::detached(peer.ip()),
             errors: Errors::default(),
+            condstore: false,
+            qresync: false,
+            saved_search: Vec::new(),
+            search_return: None,
         }
     }
 
@@ -427,6 +446,33 @@ impl Session {
     }
 
     async fn execute(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let line_kind = Kind::from_line(&bytes);
+        self.search_return = None;
+        let bytes = if matches!(
+            line_kind,
+            Kind::Search
+                | Kind::Sort
+                | Kind::Thread
+                | Kind::Fetch
+                | Kind::Store
+                | Kind::Copy
+                | Kind::Move
+                | Kind::Expunge
+        ) {
+            match search_ext::rewrite(&bytes, &|uid| self.dollar(uid)) {
+                Ok(r) => {
+                    self.search_return = r.ret;
+                    r.bytes.unwrap_or(bytes)
+                }
+                Err(why) => {
+                    let tag = conn::tag_of(&bytes).and_then(|t| Tag::try_from(t).ok());
+                    self.answer(tag.as_ref(), &Reply::bad(why));
+                    return Ok(());
+                }
+            }
+        } else {
+            bytes
+        };
         // imap-codec needs about a millisecond per KiB for a command of many short SEARCH
         // keys: a large command is decoded on the blocking pool, not on an async worker.
         let decoded = if bytes.len() <= DECODE_INLINE {
@@ -468,6 +514,13 @@ impl Session {
             Err(CmdError::Reply(r)) => r,
             Err(CmdError::Io(e)) => return Err(e),
         };
+        // RFC 5182 §2.1: selecting a mailbox (or leaving it) empties the search result variable.
+        if matches!(
+            kind,
+            Kind::Select | Kind::Examine | Kind::Close | Kind::Unselect
+        ) {
+            self.saved_search.clear();
+        }
         // Untagged updates go before the tagged reply (RFC 3501 §7).
         if self.state == State::Selected && kind != Kind::Idle {
             self.sync(allow_expunge).await;
@@ -476,6 +529,23 @@ impl Session {
             self.answer(Some(&tag), &reply);
         }
         Ok(())
+    }
+
+    /// The search result variable as the sequence set `$` stands for: UIDs in a UID command,
+    /// else the sequence numbers those UIDs have now (RFC 5182 §2.1).
+    fn dollar(&self, uid: bool) -> String {
+        match &self.selected {
+            Some(sel) if !uid => {
+                let seqs: Vec<u32> = self
+                    .saved_search
+                    .iter()
+                    .filter_map(|&u| sel.seq_of(u))
+                    .collect();
+                search_ext::sequence_set(&seqs)
+            }
+            Some(_) => search_ext::sequence_set(&self.saved_search),
+            None => search_ext::sequence_set(&[]),
+        }
     }
 
     /// Reports what changed in the selected mailbox since we last looked.
@@ -538,6 +608,8 @@ fn expunge_allowed(body: &CommandBody<'_>) -> bool {
         CommandBody::Fetch { uid, .. }
         | CommandBody::Store { uid, .. }
         | CommandBody::Search { uid, .. }
+        | CommandBody::Sort { uid, .. }
+        | CommandBody::Thread { uid, .. }
         | CommandBody::Copy { uid, .. } => *uid,
         _ => true,
     }

@@ -253,6 +253,13 @@ impl Importer {
             None => match self.store.create_mailbox(self.account_id, name, None) {
                 Ok(m) => {
                     self.stats.mailboxes_created += 1;
+                    // Subscribed, so that clients showing only subscribed folders (Thunderbird's
+                    // default) show what was imported (docs/imap.md, "Subscriptions"). Past the
+                    // subscription limit it stays unsubscribed.
+                    match self.store.add_subscription(self.account_id, name) {
+                        Ok(()) | Err(StoreError::Invalid(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                     m
                 }
                 Err(StoreError::Invalid(_)) => return Ok(None),

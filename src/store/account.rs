@@ -156,7 +156,7 @@ pub fn normalize_email(email: &str) -> Result<String> {
 
 impl Store {
     /// Creates an account with its default mailboxes (INBOX, Drafts, Sent, Trash, Junk, Archive),
-    /// all in one transaction.
+    /// subscribed, all in one transaction.
     pub fn create_account(&self, email: &str, password_hash: &str) -> Result<Account> {
         let email = normalize_email(email)?;
         // Refused whole while the disk is (nearly) full; otherwise one transaction: no
@@ -181,17 +181,24 @@ impl Store {
         }
         let t = &self.t;
         let w = self.write_gate();
-        (&t.accounts, &t.mailbox_names, &t.mailboxes).transaction(|(acc, names, mbs)| {
-            if acc.get(email.as_bytes())?.is_some() {
-                return Err(StoreError::Exists(format!("account {email}")).into());
-            }
-            acc.insert(email.as_bytes(), enc(&account))?;
-            for m in &boxes {
-                names.insert(mailbox::name_key(id, &m.name), &u64_key(m.id))?;
-                mbs.insert(&u64_key(m.id), enc(m))?;
-            }
-            Ok(())
-        })?;
+        (
+            &t.accounts,
+            &t.mailbox_names,
+            &t.mailboxes,
+            &t.subscriptions,
+        )
+            .transaction(|(acc, names, mbs, subs)| {
+                if acc.get(email.as_bytes())?.is_some() {
+                    return Err(StoreError::Exists(format!("account {email}")).into());
+                }
+                acc.insert(email.as_bytes(), enc(&account))?;
+                for m in &boxes {
+                    names.insert(mailbox::name_key(id, &m.name), &u64_key(m.id))?;
+                    mbs.insert(&u64_key(m.id), enc(m))?;
+                    subs.insert(mailbox::name_key(id, &m.name), mailbox::EMPTY)?;
+                }
+                Ok(())
+            })?;
         drop(w);
         Ok(account)
     }
@@ -268,6 +275,7 @@ impl Store {
             self.drop_mailbox(account.id, m)?;
             self.notify(account.id, m.id);
         }
+        self.drop_subscriptions(account.id)?;
         Ok(account)
     }
 }

@@ -19,7 +19,8 @@
 //! hashes as the store has them. Derived data is not saved: the name index, reference counts and
 //! the queue's due index are rebuilt by [`restore`], mailbox counters recomputed, the IMAP
 //! structure cache dropped. Trees this version has no record type for (added by a later
-//! feature) travel as `raw` key/value pairs (base64), so a backup never silently leaves one out.
+//! feature) travel as `raw` key/value pairs (base64), so a backup never silently leaves one out;
+//! `aliases` and `subscriptions` (key `account_id ‖ name`, ids kept) travel that way too.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufWriter, Read, Write};
@@ -57,6 +58,8 @@ const KNOWN_TREES: &[&str] = &[
     "blob_cache",
     "queue",
     "queue_due",
+    "changes",
+    "vanished",
     format::META_TREE,
     "__sled__default",
 ];
@@ -504,6 +507,13 @@ pub fn restore(store_dir: &Path, backup: &Path, opts: RestoreOptions) -> Result<
                 }
                 t.mailbox_names
                     .insert(mailbox::name_key(m.account_id, &m.name), &u64_key(m.id))?;
+                // A backup of store format 1 carries subscriptions as a flag of the mailbox
+                // (format.rs, version 2); newer ones carry the `subscriptions` tree (raw).
+                if m.legacy_subscribed {
+                    t.subscriptions
+                        .insert(mailbox::name_key(m.account_id, &m.name), mailbox::EMPTY)?;
+                    m.legacy_subscribed = false;
+                }
                 boxes.insert(m.id, (m, Tally::default()));
                 sum.mailboxes += 1;
             }
@@ -628,6 +638,8 @@ pub fn restore(store_dir: &Path, backup: &Path, opts: RestoreOptions) -> Result<
                 .push(format!("account {a} has no INBOX in the backup"));
         }
     }
+    // The modseq index is derived; the expunge log is not in backups (it starts empty).
+    super::modseq::rebuild_index(&store.db)?;
     format::set_id_base(&store.db, max_id)?;
     store.flush_sync()?;
     Ok(sum)

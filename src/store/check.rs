@@ -9,12 +9,14 @@
 //!   `messages`/`unseen` equal a count of the messages, `uidnext` is above every UID,
 //!   `highest_modseq` is at least every message's modseq;
 //! - messages: the key matches the record, the mailbox exists, the body exists (inline or as a
-//!   file of the recorded length) and `size` equals its length;
+//!   file of the recorded length) and `size` equals its length; the modseq index (`changes`)
+//!   has the message at its modseq and no other key;
 //! - blobs: `blob_refs` equals the number of messages and queue records naming the blob, no
 //!   body without references, no body both inline and as a file;
 //! - files: every `blob_files` entry has its file with the recorded length; with
 //!   `orphan_files`, every file has an entry (only when the server is stopped: a delivery in
 //!   progress writes its file before its record);
+//! - subscriptions: each names an existing account and a UTF-8 name;
 //! - queue: records decode with their key as id, their body exists, and `queue_due` has exactly
 //!   one key `(next_attempt, id)` per record.
 
@@ -146,6 +148,18 @@ impl Store {
                     p.push(format!("account {email} has no INBOX"));
                 }
             }
+            // Subscriptions: names of existing accounts (a mailbox need not exist).
+            for k in t.subscriptions.iter().keys() {
+                let k = k?;
+                let acct = k.get(..8).and_then(|a| read_u64(a).ok());
+                match (acct, k.get(8..).map(std::str::from_utf8)) {
+                    (Some(a), Some(Ok(_))) if accounts.contains_key(&a) => {}
+                    (Some(a), Some(Ok(name))) => {
+                        p.push(format!("subscription {name:?}: account {a} does not exist"))
+                    }
+                    _ => p.push("subscriptions: a corrupt entry".into()),
+                }
+            }
             // Bodies.
             let mut inline: HashMap<u64, u64> = HashMap::new();
             for kv in t.blobs.iter() {
@@ -170,6 +184,7 @@ impl Store {
             // Messages.
             let mut uses: HashMap<u64, u32> = HashMap::new();
             let mut counts: HashMap<u64, Count> = HashMap::new();
+            let mut indexed = 0usize;
             for kv in t.messages.iter() {
                 let (k, v) = kv?;
                 let (Some(Ok(mb)), Some(uid)) =
@@ -207,6 +222,16 @@ impl Store {
                     )),
                     Some(_) => {}
                 }
+                if !t
+                    .changes
+                    .contains_key(super::modseq::key3(mb, m.modseq, uid))?
+                {
+                    p.push(format!(
+                        "message {uid} of mailbox {mb}: not in the modseq index at its modseq {}",
+                        m.modseq
+                    ));
+                }
+                indexed += 1;
                 *uses.entry(m.blob_id).or_default() += 1;
                 let c = counts.entry(mb).or_default();
                 c.messages += 1;
@@ -215,6 +240,12 @@ impl Store {
                 }
                 c.max_uid = c.max_uid.max(uid);
                 c.max_modseq = c.max_modseq.max(m.modseq);
+            }
+            let in_index = t.changes.len();
+            if in_index != indexed {
+                p.push(format!(
+                    "the modseq index has {in_index} keys for {indexed} messages"
+                ));
             }
             for (id, m) in &boxes {
                 let c = counts.remove(id).unwrap_or_default();
@@ -423,6 +454,11 @@ mod tests {
         t.queue_due
             .insert(super::super::queue::due_key(5, rec.id), &[])
             .unwrap();
+        // A subscription of an account that does not exist (one without a mailbox is fine).
+        t.subscriptions
+            .insert(mailbox::name_key(31337, "Orphan"), mailbox::EMPTY)
+            .unwrap();
+        s.add_subscription(a.id, "No/Such/Mailbox").unwrap();
         // A message whose body is gone.
         let mut lost = meta.clone();
         lost.uid = 9;
@@ -437,8 +473,10 @@ mod tests {
             "\"Ghost\" of account",
             &format!("queue_due key (5, {})", rec.id),
             "body 0000000000000309 does not exist",
+            "subscription \"Orphan\": account 31337 does not exist",
         ] {
             assert!(has(&p, what), "{what} not in {p:#?}");
         }
+        assert!(!has(&p, "No/Such/Mailbox"), "{p:#?}");
     }
 }

@@ -1,7 +1,23 @@
-//! Mailboxes: names, UIDVALIDITY/UIDNEXT, SPECIAL-USE (RFC 6154), subscription, counters.
+//! Mailboxes: names, UIDVALIDITY/UIDNEXT, SPECIAL-USE (RFC 6154), counters; subscriptions.
 //!
 //! Names use "/" as the hierarchy delimiter. "INBOX" is case-insensitive (RFC 3501 §5.1) and always
 //! stored as "INBOX".
+//!
+//! # Subscriptions
+//! A per-account set of names in the `subscriptions` tree (key `account_id ‖ name`, empty value),
+//! independent of which mailboxes exist (RFC 3501 §6.3.6, §6.3.9; RFC 9051 §6.3.7):
+//! - SUBSCRIBE of a name with no mailbox is allowed (as Dovecot does); the name must be a valid
+//!   mailbox name, and an account keeps at most [`MAX_SUBSCRIPTIONS`].
+//! - CREATE does not subscribe; a new account's default mailboxes are subscribed.
+//! - DELETE keeps the subscription: "The server MUST NOT unilaterally remove an existing mailbox
+//!   name from the subscription list even if a mailbox by that name no longer exists" (RFC 3501
+//!   §6.3.6), and Dovecot's imaptest expects the deleted name back with `\NonExistent
+//!   \Subscribed` from `LIST (SUBSCRIBED)` (its `listext` script).
+//! - RENAME moves the subscriptions of the name and of every name under it to the new names
+//!   (Cyrus does; Thunderbird unsubscribes and subscribes by itself, which stays harmless):
+//!   the client asked for the rename, so nothing is removed unilaterally. RENAME of INBOX moves
+//!   messages, not the mailbox, and leaves subscriptions alone.
+//! - Deleting the account removes its subscriptions.
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -23,6 +39,13 @@ pub const DEFAULT_MAILBOXES: &[(&str, Option<&str>)] = &[
 
 pub const DELIMITER: char = '/';
 
+/// Most subscribed names per account (SUBSCRIBE of names without a mailbox makes the set
+/// independent of the mailboxes, so it needs a bound of its own).
+pub const MAX_SUBSCRIPTIONS: usize = 10_000;
+
+/// The value of a `subscriptions` entry.
+pub(crate) const EMPTY: &[u8] = &[];
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MailboxMeta {
     pub id: u64,
@@ -32,7 +55,11 @@ pub struct MailboxMeta {
     /// The UID the next message will get. Only grows.
     pub uidnext: u32,
     pub special_use: Option<String>,
-    pub subscribed: bool,
+    /// Store format 1 kept the subscription here. Read by the migration to format 2 and by a
+    /// restore of a format-1 backup (both move it into the `subscriptions` tree); always written
+    /// as `false` since (it keeps its place: records are positional, `format.rs`).
+    #[serde(default, rename = "subscribed")]
+    pub(crate) legacy_subscribed: bool,
     /// Number of messages.
     pub messages: u32,
     /// Number of messages without \Seen.
@@ -61,7 +88,7 @@ impl MailboxMeta {
             uidvalidity: (id as u32).max(1),
             uidnext: 1,
             special_use: special.map(String::from),
-            subscribed: true,
+            legacy_subscribed: false,
             messages: 0,
             unseen: 0,
             highest_modseq: 1,
@@ -133,16 +160,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Mailboxes with their \HasChildren state (for LIST).
+    /// Mailboxes with their \HasChildren state (for LIST), sorted by name.
     pub fn mailbox_infos(&self, account_id: u64) -> Result<Vec<MailboxInfo>> {
         let all = self.mailboxes(account_id)?;
+        let names: std::collections::BTreeSet<&str> = all.iter().map(|m| m.name.as_str()).collect();
         let infos = all
             .iter()
             .map(|m| {
                 let prefix = format!("{}{}", m.name, DELIMITER);
+                // The first name at or after "name/" is a child if any is.
+                let has_children = names
+                    .range(prefix.as_str()..)
+                    .next()
+                    .is_some_and(|n| n.starts_with(&prefix));
                 MailboxInfo {
                     meta: m.clone(),
-                    has_children: all.iter().any(|o| o.name.starts_with(&prefix)),
+                    has_children,
                 }
             })
             .collect();
@@ -286,10 +319,23 @@ impl Store {
                 self.create_one(account_id, &parent, None)?;
             }
         }
+        // Subscriptions of the name and of every name under it move along (module docs).
+        let moved_subs: Vec<String> = self
+            .subscriptions(account_id)?
+            .into_iter()
+            .filter(|n| *n == from || n.starts_with(&prefix))
+            .collect();
         let t = &self.t;
         let w = self.write_gate();
-        (&t.mailbox_names, &t.mailboxes).transaction(|(names, mbs)| {
+        (&t.mailbox_names, &t.mailboxes, &t.subscriptions).transaction(|(names, mbs, subs)| {
             account_alive(names, account_id)?;
+            for n in &moved_subs {
+                subs.remove(name_key(account_id, n))?;
+            }
+            for n in &moved_subs {
+                let new_name = format!("{to}{}", &n[from.len()..]);
+                subs.insert(name_key(account_id, &new_name), EMPTY)?;
+            }
             for m in &affected {
                 let new_name = format!("{to}{}", &m.name[from.len()..]);
                 if names.get(name_key(account_id, &new_name))?.is_some() {
@@ -307,18 +353,72 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_subscribed(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
-        let Some(meta) = self.mailbox(account_id, name)? else {
-            return Err(StoreError::NotFound(format!(
-                "mailbox {}",
-                normalize_name(name)
+    /// The account's subscribed names, sorted (module docs, "Subscriptions").
+    pub fn subscriptions(&self, account_id: u64) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for k in self.t.subscriptions.scan_prefix(u64_key(account_id)).keys() {
+            let k = k?;
+            match std::str::from_utf8(&k[8..]) {
+                Ok(n) => out.push(n.to_string()),
+                Err(_) => return Err(StoreError::Db("corrupt subscription name".into())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `name` to the account's subscriptions (SUBSCRIBE). The name need not exist.
+    pub fn add_subscription(&self, account_id: u64, name: &str) -> Result<()> {
+        let name = normalize_name(name);
+        validate_name(&name)?;
+        let key = name_key(account_id, &name);
+        if self.t.subscriptions.contains_key(&key)? {
+            return Ok(());
+        }
+        if self
+            .t
+            .subscriptions
+            .scan_prefix(u64_key(account_id))
+            .count()
+            >= MAX_SUBSCRIPTIONS
+        {
+            return Err(StoreError::Invalid(format!(
+                "Too many subscriptions (at most {MAX_SUBSCRIPTIONS})"
             )));
-        };
-        self.update_mailbox(meta.id, |m| {
-            m.subscribed = subscribed;
+        }
+        let t = &self.t;
+        let w = self.write_gate();
+        (&t.mailbox_names, &t.subscriptions).transaction(|(names, subs)| {
+            account_alive(names, account_id)?;
+            subs.insert(key.as_slice(), EMPTY)?;
             Ok(())
         })?;
+        drop(w);
         Ok(())
+    }
+
+    /// Removes `name` from the account's subscriptions (UNSUBSCRIBE); not subscribed is fine.
+    pub fn remove_subscription(&self, account_id: u64, name: &str) -> Result<()> {
+        let name = normalize_name(name);
+        let w = self.write_gate();
+        self.t.subscriptions.remove(name_key(account_id, &name))?;
+        drop(w);
+        Ok(())
+    }
+
+    /// Removes every subscription of an account (account deletion).
+    pub(crate) fn drop_subscriptions(&self, account_id: u64) -> Result<()> {
+        let w = self.write_gate();
+        for k in self.t.subscriptions.scan_prefix(u64_key(account_id)).keys() {
+            self.t.subscriptions.remove(k?)?;
+        }
+        drop(w);
+        Ok(())
+    }
+
+    /// The total size of a mailbox's messages in octets (STATUS SIZE, RFC 8438): a scan of its
+    /// message records.
+    pub fn mailbox_size(&self, mailbox_id: u64) -> Result<u64> {
+        Ok(self.messages(mailbox_id)?.iter().map(|m| m.size).sum())
     }
 
     /// Claims \Recent for a session that selects the mailbox: returns the previous mark; messages

@@ -13,6 +13,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::files::is_file;
+use super::modseq::{index_set, log_expunged};
 use super::queue::QueueRecord;
 use super::{dec, enc, key2, mailbox::MailboxMeta, read_u64, u64_key, Result, Store, StoreError};
 
@@ -152,6 +153,8 @@ pub(super) fn add_ref(refs: &TransactionalTree, blob_id: u64, by: i64) -> TxResu
 #[derive(Default)]
 struct Gone {
     uids: Vec<u32>,
+    /// The removed messages' (uid, modseq), for the expunge log.
+    modseqs: Vec<(u32, u64)>,
     /// Blobs whose last reference went.
     blobs: Vec<u64>,
     /// Those of them kept as files (to unlink once durable).
@@ -180,13 +183,16 @@ fn remove_message(
         gone.blobs.push(m.blob_id);
     }
     gone.uids.push(uid);
+    gone.modseqs.push((uid, m.modseq));
     Ok(Some(m))
 }
 
 /// Inserts one message into a mailbox inside a transaction: allocates the UID, bumps counters.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn insert_message(
     mbs: &TransactionalTree,
     msgs: &TransactionalTree,
+    changes: &TransactionalTree,
     mailbox_id: u64,
     blob_id: u64,
     size: u64,
@@ -212,6 +218,7 @@ pub(super) fn insert_message(
         mb.unseen += 1;
     }
     msgs.insert(&key2(mailbox_id, uid), enc(&meta))?;
+    index_set(changes, mailbox_id, uid, None, meta.modseq)?;
     mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
     Ok(Appended {
         mailbox_id,
@@ -227,7 +234,10 @@ impl Store {
             .messages
             .scan_prefix(u64_key(mailbox_id))
             .values()
-            .map(|v| dec(&v?))
+            .map(|v| {
+                self.count_read();
+                dec(&v?)
+            })
             .collect()
     }
 
@@ -240,13 +250,19 @@ impl Store {
             .messages
             .range(key2(mailbox_id, from)..=key2(mailbox_id, to))
             .values()
-            .map(|v| dec(&v?))
+            .map(|v| {
+                self.count_read();
+                dec(&v?)
+            })
             .collect()
     }
 
     pub fn message(&self, mailbox_id: u64, uid: u32) -> Result<Option<MessageMeta>> {
         match self.t.messages.get(key2(mailbox_id, uid))? {
-            Some(v) => Ok(Some(dec(&v)?)),
+            Some(v) => {
+                self.count_read();
+                Ok(Some(dec(&v)?))
+            }
             None => Ok(None),
         }
     }
@@ -332,9 +348,10 @@ impl Store {
             &t.blob_refs,
             &t.queue,
             &t.queue_due,
+            &t.changes,
         );
         let w = self.write_gate();
-        let out = trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due)| {
+        let out = trees.transaction(|(mbs, msgs, blobs, files, refs, qt, due, changes)| {
             let mut out = Vec::with_capacity(targets.len());
             if !targets.is_empty() {
                 put_body(blobs, files, blob_id, raw)?;
@@ -343,6 +360,7 @@ impl Store {
                     out.push(insert_message(
                         mbs,
                         msgs,
+                        changes,
                         *mailbox_id,
                         blob_id,
                         size,
@@ -384,55 +402,76 @@ impl Store {
         op: FlagOp,
         flags: &[String],
     ) -> Result<Vec<MessageMeta>> {
+        Ok(self.store_flags_if(mailbox_id, uids, op, flags, None)?.0)
+    }
+
+    /// STORE with UNCHANGEDSINCE (RFC 7162 §3.1.3): a message whose modseq is above
+    /// `unchanged_since` is left alone and its UID returned second. Checked and written in one
+    /// transaction, so no change can slip in between.
+    pub fn store_flags_if(
+        &self,
+        mailbox_id: u64,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageMeta>, Vec<u32>)> {
         let flags = normalize_flags(flags);
         let t = &self.t;
         let w = self.write_gate();
-        let changed = (&t.mailboxes, &t.messages).transaction(|(mbs, msgs)| {
-            let mut mb = get_mailbox(mbs, mailbox_id)?;
-            let mut changed = Vec::new();
-            for &uid in uids {
-                let Some(v) = msgs.get(key2(mailbox_id, uid))? else {
-                    continue;
-                };
-                let mut m: MessageMeta = dec(&v)?;
-                let before = m.flags.clone();
-                let was_seen = m.seen();
-                match op {
-                    FlagOp::Replace => m.flags = flags.clone(),
-                    FlagOp::Add => {
-                        for f in &flags {
-                            if !m.has_flag(f) {
-                                m.flags.push(f.clone());
+        let (changed, failed) =
+            (&t.mailboxes, &t.messages, &t.changes).transaction(|(mbs, msgs, changes)| {
+                let mut mb = get_mailbox(mbs, mailbox_id)?;
+                let mut changed = Vec::new();
+                let mut failed = Vec::new();
+                for &uid in uids {
+                    let Some(v) = msgs.get(key2(mailbox_id, uid))? else {
+                        continue;
+                    };
+                    let mut m: MessageMeta = dec(&v)?;
+                    if unchanged_since.is_some_and(|u| m.modseq > u) {
+                        failed.push(uid);
+                        continue;
+                    }
+                    let before = m.flags.clone();
+                    let was_seen = m.seen();
+                    match op {
+                        FlagOp::Replace => m.flags = flags.clone(),
+                        FlagOp::Add => {
+                            for f in &flags {
+                                if !m.has_flag(f) {
+                                    m.flags.push(f.clone());
+                                }
                             }
                         }
+                        FlagOp::Remove => m
+                            .flags
+                            .retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
                     }
-                    FlagOp::Remove => m
-                        .flags
-                        .retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
+                    if m.flags == before {
+                        continue;
+                    }
+                    match (was_seen, m.seen()) {
+                        (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
+                        (true, false) => mb.unseen += 1,
+                        _ => {}
+                    }
+                    mb.highest_modseq += 1;
+                    index_set(changes, mailbox_id, uid, Some(m.modseq), mb.highest_modseq)?;
+                    m.modseq = mb.highest_modseq;
+                    msgs.insert(&key2(mailbox_id, uid), enc(&m))?;
+                    changed.push(m);
                 }
-                if m.flags == before {
-                    continue;
+                if !changed.is_empty() {
+                    mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
                 }
-                match (was_seen, m.seen()) {
-                    (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
-                    (true, false) => mb.unseen += 1,
-                    _ => {}
-                }
-                mb.highest_modseq += 1;
-                m.modseq = mb.highest_modseq;
-                msgs.insert(&key2(mailbox_id, uid), enc(&m))?;
-                changed.push(m);
-            }
-            if !changed.is_empty() {
-                mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
-            }
-            Ok(changed)
-        })?;
+                Ok((changed, failed))
+            })?;
         drop(w);
         if !changed.is_empty() {
             self.notify_mailbox(mailbox_id)?;
         }
-        Ok(changed)
+        Ok((changed, failed))
     }
 
     /// COPY: the copies share the blob. Returns (source uid, new uid) pairs and the destination's
@@ -466,7 +505,14 @@ impl Store {
         let uids: BTreeSet<u32> = uids.iter().copied().collect();
         let t = &self.t;
         let w = self.write_gate();
-        let out = (&t.mailboxes, &t.messages, &t.blob_refs).transaction(|(mbs, msgs, refs)| {
+        let trees = (
+            &t.mailboxes,
+            &t.messages,
+            &t.blob_refs,
+            &t.changes,
+            &t.vanished,
+        );
+        let out = trees.transaction(|(mbs, msgs, refs, changes, vanished)| {
             let mut pairs = Vec::new();
             let mut uidvalidity = get_mailbox(mbs, dst)?.uidvalidity;
             let mut src_mb = get_mailbox(mbs, src)?;
@@ -483,7 +529,16 @@ impl Store {
                 if src == dst && remove {
                     continue;
                 }
-                let a = insert_message(mbs, msgs, dst, m.blob_id, m.size, m.internal_date, &flags)?;
+                let a = insert_message(
+                    mbs,
+                    msgs,
+                    changes,
+                    dst,
+                    m.blob_id,
+                    m.size,
+                    m.internal_date,
+                    &flags,
+                )?;
                 uidvalidity = a.uidvalidity;
                 add_ref(refs, m.blob_id, 1)?;
                 if remove {
@@ -498,6 +553,13 @@ impl Store {
                         src_mb.unseen = src_mb.unseen.saturating_sub(1);
                     }
                     src_mb.highest_modseq += 1;
+                    log_expunged(
+                        changes,
+                        vanished,
+                        src,
+                        &[(uid, m.modseq)],
+                        src_mb.highest_modseq,
+                    )?;
                     mbs.insert(&u64_key(src), enc(&src_mb))?;
                 }
                 pairs.push((uid, a.uid));
@@ -507,6 +569,7 @@ impl Store {
         drop(w);
         self.notify_mailbox(dst)?;
         if remove {
+            self.trim_vanished(src)?;
             self.notify_mailbox(src)?;
         }
         Ok(out)
@@ -524,8 +587,10 @@ impl Store {
             &t.blob_refs,
             &t.blobs,
             &t.blob_files,
+            &t.changes,
+            &t.vanished,
         )
-            .transaction(|(mbs, msgs, refs, blobs, files)| {
+            .transaction(|(mbs, msgs, refs, blobs, files, changes, vanished)| {
                 let mut mb = get_mailbox(mbs, mailbox_id)?;
                 let mut gone = Gone::default();
                 for &uid in &uids {
@@ -541,6 +606,13 @@ impl Store {
                 }
                 if !gone.uids.is_empty() {
                     mb.highest_modseq += 1;
+                    log_expunged(
+                        changes,
+                        vanished,
+                        mailbox_id,
+                        &gone.modseqs,
+                        mb.highest_modseq,
+                    )?;
                     mbs.insert(&u64_key(mailbox_id), enc(&mb))?;
                 }
                 Ok((gone.uids, gone.blobs, gone.files))
@@ -551,6 +623,7 @@ impl Store {
             self.t.blob_cache.remove(u64_key(b))?;
         }
         if !removed.is_empty() {
+            self.trim_vanished(mailbox_id)?;
             self.notify_mailbox(mailbox_id)?;
         }
         Ok(removed)
@@ -577,7 +650,7 @@ impl Store {
                 })
                 .collect::<Result<_>>()?;
             if uids.is_empty() {
-                return Ok(());
+                return self.purge_modseq_index(mailbox_id);
             }
             let w = self.write_gate();
             let gone = (&t.messages, &t.blob_refs, &t.blobs, &t.blob_files).transaction(

@@ -6,17 +6,20 @@
 //!
 //! | tree            | key                                   | value                                  |
 //! |-----------------|---------------------------------------|----------------------------------------|
-//! | `accounts`      | email (lower-case UTF-8)              | [`Account`] (JSON)                     |
+//! | `accounts`      | email (lower-case UTF-8)              | [`Account`] (record, see [`enc`])      |
 //! | `mailbox_names` | account_id u64 ‖ mailbox name (UTF-8) | mailbox_id u64                         |
-//! | `mailboxes`     | mailbox_id u64                        | [`MailboxMeta`] (JSON)                 |
-//! | `messages`      | mailbox_id u64 ‖ uid u32              | [`MessageMeta`] (JSON)                 |
+//! | `mailboxes`     | mailbox_id u64                        | [`MailboxMeta`] (record)               |
+//! | `messages`      | mailbox_id u64 ‖ uid u32              | [`MessageMeta`] (record)               |
 //! | `blobs`         | blob_id u64                           | exact message bytes (≤ 64 KiB)         |
 //! | `blob_files`    | blob_id u64                           | length u64 of a body kept as a file    |
 //! | `blob_refs`     | blob_id u64                           | reference count u32                    |
 //! | `blob_cache`    | blob_id u64                           | derived data (IMAP's parsed structure) |
-//! | `queue`         | queue_id u64                          | [`QueueRecord`] (JSON)                 |
+//! | `queue`         | queue_id u64                          | [`QueueRecord`] (record)               |
 //! | `queue_due`     | next_attempt u64 ‖ queue_id u64       | empty (due-time index of `queue`)      |
-//! | `aliases`       | `user@domain` or `@domain` (lower-case) | [`alias::Alias`] (JSON)              |
+//! | `aliases`       | `user@domain` or `@domain` (lower-case) | [`alias::Alias`] (record)            |
+//! | `subscriptions` | account_id u64 ‖ mailbox name (UTF-8) | empty (IMAP subscriptions, format ≥ 2) |
+//! | `changes`       | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (modseq index, `modseq.rs`, ≥ 3) |
+//! | `vanished`      | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (expunge log, `modseq.rs`, ≥ 3)  |
 //! | `meta`          | `format_version`, `id_base`           | u32 / u64 (`format.rs`)                |
 //!
 //! # Invariants
@@ -29,11 +32,17 @@
 //!   (`files.rs`: written and fsynced before its transaction, unlinked only after the removal
 //!   is durable, orphans swept at open).
 //! - Nothing is acknowledged to a client before [`Store::durable`] has returned: writes go to sled in
-//!   a transaction, then wait for a flush that started after the write (group commit).
+//!   a transaction, then wait for a flush that started after the write (group commit). The one
+//!   write that is not an acknowledged command, IMAP's implicit `\Seen`, uses
+//!   [`Store::commit_soon`]: it rides the next flush, which every later `durable` or
+//!   [`Store::settled`] waits for (sled's log is ordered). docs/imap.md, "Durability per
+//!   command", is the promise per IMAP command.
 //! - `queue_due` has exactly one key per `queue` record, `(next_attempt, id)`, written in the same
 //!   transaction as the record.
 //! - Ids (accounts, mailboxes, blobs, queue entries) come from sled's `generate_id` (plus the
 //!   `id_base` a restore sets, `format.rs`): unique forever, never reused after a crash.
+//! - Every message record has one `changes` key at its modseq, written in the same transaction;
+//!   every expunge writes its UID to `vanished` in the same transaction (`modseq.rs`).
 //! - Every write transaction holds [`Store::write_gate`] (shared); `backup.rs` and `check.rs` take
 //!   it exclusively for a consistent point in time across trees. Never take it twice on one thread.
 
@@ -46,12 +55,14 @@ pub mod format;
 mod imap_ext;
 mod mailbox;
 mod message;
+mod modseq;
 mod queue;
 mod sync;
 
 pub use account::Account;
-pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES};
+pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES, MAX_SUBSCRIPTIONS};
 pub use message::{Appended, FlagOp, MessageMeta};
+pub use modseq::{Changes, VANISHED_KEEP};
 pub use queue::{Bounce, QueueRecord, RcptState, RcptStatus};
 pub use sync::{failed, failure, RESERVE};
 
@@ -143,6 +154,8 @@ pub struct Store {
     gate: Arc<std::sync::RwLock<()>>,
     /// Added to sled's ids: set by a restore so that no id of the backup is handed out again.
     id_base: u64,
+    /// Message records decoded (`modseq.rs`, [`Store::record_reads`]).
+    reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(crate) struct Trees {
@@ -157,6 +170,9 @@ pub(crate) struct Trees {
     pub queue: sled::Tree,
     pub queue_due: sled::Tree,
     pub aliases: sled::Tree,
+    pub subscriptions: sled::Tree,
+    pub changes: sled::Tree,
+    pub vanished: sled::Tree,
 }
 
 impl Store {
@@ -217,6 +233,9 @@ impl Store {
             queue: tree("queue")?,
             queue_due: tree("queue_due")?,
             aliases: tree("aliases")?,
+            subscriptions: tree(format::SUBSCRIPTIONS_TREE)?,
+            changes: tree("changes")?,
+            vanished: tree("vanished")?,
         };
         let id_base = format::check_and_migrate(&db, dir)?;
         let files = Arc::new(files::Files::open(dir)?);
@@ -237,6 +256,7 @@ impl Store {
             changes,
             gate: Arc::new(std::sync::RwLock::new(())),
             id_base,
+            reads: Arc::default(),
         })
     }
 
@@ -259,6 +279,22 @@ impl Store {
     /// *started* after it called (group commit).
     pub async fn durable(&self) -> Result<()> {
         self.commit.wait().await
+    }
+
+    /// Starts a group commit covering everything written before this call, without waiting for
+    /// it: the flusher runs back to back, so the writes are on disk one or two flushes later
+    /// (milliseconds). For writes no acknowledgement promises (IMAP's implicit `\Seen`,
+    /// docs/imap.md "Durability per command"); [`Store::settled`] and every later
+    /// [`Store::durable`] wait for it.
+    pub async fn commit_soon(&self) {
+        self.commit.request().await;
+    }
+
+    /// Waits until every group commit requested so far ([`Store::durable`] or
+    /// [`Store::commit_soon`], by any caller) has finished; returns at once when none is
+    /// pending. IMAP's CHECK and LOGOUT use it as a barrier.
+    pub async fn settled(&self) -> Result<()> {
+        self.commit.settled().await
     }
 
     /// Flushes synchronously (CLI commands that open the store directly, shutdown).
@@ -332,19 +368,35 @@ impl GroupCommit {
         }
     }
 
+    /// Registers a write and makes sure a flusher runs; returns the write's serial.
+    async fn request(self: &Arc<Self>) -> u64 {
+        let mut s = self.state.lock().await;
+        s.requested += 1;
+        if !s.flushing {
+            s.flushing = true;
+            let this = self.clone();
+            tokio::spawn(async move { this.flusher().await });
+        }
+        s.requested
+    }
+
     async fn wait(self: &Arc<Self>) -> Result<()> {
-        let mut rx = self.done.subscribe();
-        let my = {
-            let mut s = self.state.lock().await;
-            s.requested += 1;
-            let my = s.requested;
-            if !s.flushing {
-                s.flushing = true;
-                let this = self.clone();
-                tokio::spawn(async move { this.flusher().await });
-            }
-            my
-        };
+        let rx = self.done.subscribe();
+        let my = self.request().await;
+        self.wait_for(rx, my).await
+    }
+
+    async fn settled(&self) -> Result<()> {
+        let rx = self.done.subscribe();
+        let my = self.state.lock().await.requested;
+        self.wait_for(rx, my).await
+    }
+
+    async fn wait_for(
+        &self,
+        mut rx: watch::Receiver<(u64, Option<StoreError>)>,
+        my: u64,
+    ) -> Result<()> {
         loop {
             {
                 let v = rx.borrow_and_update();
@@ -405,11 +457,26 @@ fn flush_and_sync(db: &sled::Db, sync: &sync::Durability) -> Result<()> {
 
 // ---- small encoding helpers shared by the submodules ----
 
+/// Records are MessagePack with structs as arrays (rmp-serde's `to_vec`): no field names, and
+/// each struct carries its own length, so a field *appended* to a record type with
+/// `#[serde(default)]` reads as its default from records written before it (docs/ARCHITECTURE.md,
+/// "Record encoding"; `format.rs` migrated the JSON of format 1).
 pub(crate) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("store records always serialize")
+    rmp_serde::to_vec(v).expect("store records always serialize")
 }
 
+/// Reads a record: MessagePack, or the JSON of format 1 (a JSON record starts with `{`, which a
+/// MessagePack struct, an array, never does), so a store whose migration a crash interrupted
+/// still reads.
 pub(crate) fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    if b.first() == Some(&b'{') {
+        return dec_json(b);
+    }
+    rmp_serde::from_slice(b).map_err(|e| StoreError::Db(format!("corrupt record: {e}")))
+}
+
+/// A record in format 1's JSON.
+pub(crate) fn dec_json<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
     serde_json::from_slice(b).map_err(|e| StoreError::Db(format!("corrupt record: {e}")))
 }
 

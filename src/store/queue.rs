@@ -258,9 +258,10 @@ impl Store {
             &t.blob_refs,
             &t.mailboxes,
             &t.messages,
+            &t.changes,
         );
         let w = self.write_gate();
-        let done = trees.transaction(|(q, due, blobs, files, refs, mbs, msgs)| {
+        let done = trees.transaction(|(q, due, blobs, files, refs, mbs, msgs, changes)| {
             match q.get(key)? {
                 Some(v) if v.as_ref() == expected_bytes.as_slice() => {}
                 _ => return Ok(None),
@@ -295,6 +296,7 @@ impl Store {
                     insert_message(
                         mbs,
                         msgs,
+                        changes,
                         *mailbox_id,
                         bounce_blob,
                         raw.len() as u64,

@@ -391,6 +391,19 @@ fn import_mbox_round_trip_through_export() {
         out.contains("imported 3 messages") && out.contains("1 mailboxes created"),
         "{out}"
     );
+    // The mailbox the import created is subscribed (its parent, created on the way, is not).
+    let mut c = crate::imap::Imap::login(&srv, "bob@example.test", "secret-bob1");
+    for (pattern, want) in [
+        ("Old/%", "* LSUB () \"/\" Old/Alice"),
+        ("Old", "* LSUB (\\Noselect) \"/\" Old"),
+    ] {
+        let u = c.ok(&format!("LSUB \"\" {pattern}"));
+        assert_eq!(
+            u.iter().map(|r| crate::imap::text(r)).collect::<Vec<_>>(),
+            [want]
+        );
+    }
+    drop(c);
     let got: Vec<(i64, Vec<u8>)> = dump(&srv, "bob@example.test", "secret-bob1")["Old/Alice"]
         .iter()
         .map(|(_, d, b)| (*d, b.clone()))

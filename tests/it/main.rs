@@ -37,6 +37,14 @@ mod imap;
 // IMAP limits (issue 11): command size and the state gate before literals, login timeout, error
 // limits, LIST patterns.
 mod imap_limits;
+// CONDSTORE/QRESYNC (RFC 7162), keywords announced before use, views patched from the modseq
+// index (issue 16).
+mod imap_condstore;
+// IMAP subscriptions and LIST (issue 16): subscriptions as names of their own and their migration,
+// LIST-EXTENDED with RECURSIVEMATCH/CHILDINFO, LIST-STATUS, STATUS=SIZE, invalid UTF-7 patterns.
+mod imap_list;
+// Issue 16: SEARCH on addresses, ESEARCH, SEARCHRES, SORT, SORT=DISPLAY, THREAD.
+mod imap_search;
 // IMAP sync with a real client: mbsync (Debian `isync`) two ways, over IMAPS and STARTTLS.
 mod imap_sync;
 // Revocation: NCA test CRLs and OCSP answers, fetching over loopback HTTP, disk cache,
@@ -67,6 +75,9 @@ mod store_ops;
 mod faults;
 // Issue 12, item 2: every acknowledgement follows an fdatasync of sled's log (strace counts).
 mod fsync;
+// Issue 16: what STORE/EXPUNGE without their own flush still promise (CHECK, LOGOUT and later
+// durable acknowledgements as barriers), across kill -9.
+mod imap_perf_guarantees;
 // What the fuzz targets found (fuzz/regressions/), replayed against the real server.
 mod fuzz_regressions;
 // `tanba import maildir|mbox` (issue 12 item 4): a maildir written by a real Dovecot, an mbox

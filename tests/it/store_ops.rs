@@ -219,13 +219,14 @@ fn store_check_is_clean_on_a_clean_store_and_lists_damaged_files_and_records() {
             .iter()
             .map(|kv| kv.unwrap())
             .find(|(_, v)| {
-                let m: serde_json::Value = serde_json::from_slice(v).unwrap();
-                m["name"] == "INBOX" && m["messages"] == 3
+                let m: tanba::store::MailboxMeta = rmp_serde::from_slice(v).unwrap();
+                m.name == "INBOX" && m.messages == 3
             })
             .unwrap();
-        let mut m: serde_json::Value = serde_json::from_slice(&v).unwrap();
-        m["messages"] = 10.into();
-        boxes.insert(k, serde_json::to_vec(&m).unwrap()).unwrap();
+        // Records are MessagePack, structs as arrays (store format 3, src/store/mod.rs).
+        let mut m: tanba::store::MailboxMeta = rmp_serde::from_slice(&v).unwrap();
+        m.messages = 10;
+        boxes.insert(k, rmp_serde::to_vec(&m).unwrap()).unwrap();
         db.flush().unwrap();
     }
     let o = srv.tanba(&["store", "check"], None);
@@ -413,22 +414,22 @@ fn a_store_with_a_newer_format_version_is_refused_with_a_clear_message() {
     let mut srv = server();
     assert_eq!(srv.stop(), Some(0));
     {
-        // What a future tanba would leave: format_version 2 in the `meta` tree.
+        // What a future tanba would leave: format_version 5 in the `meta` tree.
         let db = sled::open(srv.data_dir().join("store")).unwrap();
         let meta = db.open_tree("meta").unwrap();
         assert_eq!(
             meta.get("format_version").unwrap().unwrap().as_ref(),
-            &1u32.to_be_bytes()
+            &4u32.to_be_bytes()
         );
-        meta.insert("format_version", &2u32.to_be_bytes()).unwrap();
+        meta.insert("format_version", &5u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
     let o = serve_expecting_exit(&srv.config_path);
     assert_eq!(o.status.code(), Some(2), "{}", out_text(&o));
-    let want = "store format 2 in ";
+    let want = "store format 5 in ";
     assert!(out_text(&o).contains(want), "{}", out_text(&o));
     assert!(
-        out_text(&o).contains("is newer than this tanba understands (format 1); upgrade tanba"),
+        out_text(&o).contains("is newer than this tanba understands (format 4); upgrade tanba"),
         "{}",
         out_text(&o)
     );

@@ -1,7 +1,8 @@
 //! Commands valid in any state (CAPABILITY, NOOP, LOGOUT, ID) and the small authenticated-state
 //! extensions (NAMESPACE, ENABLE).
 
-use imap_codec::imap_types::core::{IString, NString, QuotedChar};
+use imap_codec::imap_types::core::{Atom, IString, NString, QuotedChar};
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::extensions::namespace::Namespace;
 use imap_codec::imap_types::response::Data;
 
@@ -21,6 +22,9 @@ pub async fn noop(_s: &mut Session) -> CmdResult {
 }
 
 pub async fn logout(s: &mut Session) -> CmdResult {
+    // A client that logs out has everything it did on disk, the implicit `\Seen` of FETCH
+    // included (docs/imap.md, "Durability per command"). Free when no flush is pending.
+    s.app.store.settled().await?;
     s.conn
         .write(&response::bye("Logging out, thank you for using Tanba"));
     s.state = State::Logout;
@@ -58,11 +62,26 @@ pub async fn namespace(s: &mut Session) -> CmdResult {
     Ok(Reply::ok("NAMESPACE completed"))
 }
 
-/// ENABLE (RFC 5161): none of the extensions we offer is enabled this way, so the answer is an
-/// empty ENABLED list.
-pub async fn enable(s: &mut Session) -> CmdResult {
+/// ENABLE (RFC 5161): CONDSTORE and QRESYNC (RFC 7162 §3.1, §3.2.3) can be enabled; the
+/// ENABLED response names those this command enabled, other names are ignored.
+pub async fn enable(s: &mut Session, caps: &[CapabilityEnable<'_>]) -> CmdResult {
+    let mut enabled: Vec<CapabilityEnable<'static>> = Vec::new();
+    for c in caps {
+        let name = c.to_string();
+        if name.eq_ignore_ascii_case("CONDSTORE") {
+            if !s.condstore {
+                s.enable_condstore();
+                enabled.push(CapabilityEnable::CondStore);
+            }
+        } else if name.eq_ignore_ascii_case("QRESYNC") && !s.qresync {
+            s.enable_qresync();
+            if let Ok(a) = Atom::try_from("QRESYNC") {
+                enabled.push(CapabilityEnable::from(a));
+            }
+        }
+    }
     s.conn.write(&response::data(Data::Enabled {
-        capabilities: Vec::new(),
+        capabilities: enabled,
     }));
     Ok(Reply::ok("ENABLE completed"))
 }

@@ -55,9 +55,15 @@ pub async fn expunge(s: &mut Session, uids: Option<&SequenceSet>) -> CmdResult {
     super::durable(s).await?;
     let sel = selected(s)?;
     let out = sel.expunge_uids(&removed);
-    if !removed.is_empty() {
-        sel.absorb_own(&store, 1);
-    }
+    let current = !removed.is_empty() && sel.absorb_own(&store, 1);
     s.conn.write(&out);
-    Ok(Reply::ok("EXPUNGE completed"))
+    // RFC 7162 §3.1.10 / §3.2.7: with CONDSTORE enabled, the tagged OK carries the
+    // HIGHESTMODSEQ the expunge made (when no other change is still unreported).
+    let sel = selected(s)?;
+    match std::num::NonZeroU64::new(sel.modseq) {
+        Some(m) if current && sel.condstore && sel.ghosts.is_empty() => {
+            Ok(Reply::ok("EXPUNGE completed").code(Code::HighestModSeq(m)))
+        }
+        _ => Ok(Reply::ok("EXPUNGE completed")),
+    }
 }

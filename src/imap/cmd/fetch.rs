@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::fetch::MacroOrMessageDataItemNames;
 use imap_codec::imap_types::sequence::SequenceSet;
 
@@ -24,14 +25,57 @@ pub async fn fetch(
     set: &SequenceSet,
     names: MacroOrMessageDataItemNames<'_>,
     uid: bool,
+    modifiers: &[FetchModifier],
 ) -> CmdResult {
-    let plan = match Plan::new(names, uid) {
+    let mut plan = match Plan::new(names, uid) {
         Ok(p) => p,
         Err(why) => return Ok(Reply::bad(why)),
     };
+    // RFC 7162 §3.1.4: CHANGEDSINCE; §3.2.6: VANISHED (UID FETCH, QRESYNC enabled, with
+    // CHANGEDSINCE only).
+    let mut since = None;
+    let mut vanished = false;
+    for m in modifiers {
+        match m {
+            FetchModifier::ChangedSince(v) => since = Some(v.get()),
+            FetchModifier::Vanished => vanished = true,
+        }
+    }
+    if vanished && !(uid && s.qresync && since.is_some()) {
+        return Ok(Reply::bad(
+            "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled",
+        ));
+    }
+    if since.is_some() {
+        plan.add_modseq();
+    }
+    if plan.has_modseq() {
+        s.enable_condstore();
+    }
+    if since.is_some() {
+        // Answer from the current state, not the view as it was (a client asking what
+        // changed wants everything up to now); expunges only for UID FETCH (RFC 3501 §7.4.1).
+        s.sync(uid).await;
+    }
     let store = s.app.store.clone();
     let sel = selected(s)?;
-    let idx = sel.resolve(set, uid);
+    let mut idx = sel.resolve(set, uid);
+    if let Some(since) = since {
+        if vanished {
+            let uidnext = sel.max_uid().saturating_add(1);
+            let out = crate::imap::condstore::vanished_earlier(
+                &store,
+                sel,
+                since,
+                Some(set),
+                uidnext.max(store.mailbox_by_id(sel.id)?.map(|m| m.uidnext).unwrap_or(0)),
+            )?;
+            s.conn.write(&out);
+        }
+        let sel = selected(s)?;
+        idx.retain(|&i| sel.msgs[i].modseq > since);
+    }
+    let sel = selected(s)?;
 
     // Implicit \Seen (RFC 3501 §6.4.5), not in a read-only (EXAMINE) session.
     let mut now_seen: HashSet<u32> = HashSet::new();
@@ -49,6 +93,9 @@ pub async fn fetch(
                 st.store_flags(id, &unseen, FlagOp::Add, &["\\Seen".to_string()])
             })
             .await??;
+            // Not waited for, but committed with the next flush: on disk milliseconds later and
+            // before the OK of a CHECK or LOGOUT (docs/imap.md, "Durability per command").
+            store.commit_soon().await;
             let sel = selected(s)?;
             let bumps = changed.len() as u64;
             for m in changed {
@@ -62,6 +109,7 @@ pub async fn fetch(
     }
 
     let sel = selected(s)?;
+    plan.condstore = sel.condstore;
     let jobs: Vec<Job> = idx
         .iter()
         .map(|&i| {

@@ -1,5 +1,6 @@
 //! Mailbox commands: CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE (RFC 3501 §6.3.3-6.3.7),
-//! LIST and LSUB with CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154) attributes, STATUS.
+//! LIST and LSUB with CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154) attributes, LIST-EXTENDED
+//! (RFC 5258), LIST-STATUS (RFC 5819), STATUS with SIZE (RFC 8438).
 //!
 //! LIST reports the special-use attribute in every LIST reply, not only with RETURN
 //! (SPECIAL-USE), as Dovecot does: clients that never ask (Outlook) still find Sent and Trash.
@@ -15,7 +16,7 @@ use crate::imap::list_ext::ListArgs;
 use crate::imap::response::{self, CmdResult, Reply};
 use crate::imap::session::Session;
 use crate::imap::utf7;
-use crate::store::MailboxInfo;
+use crate::store::{MailboxInfo, MailboxMeta, Store, StoreError};
 
 const DELIMITER: char = '/';
 
@@ -72,9 +73,20 @@ pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> Cm
     Ok(Reply::ok("RENAME completed"))
 }
 
+/// SUBSCRIBE / UNSUBSCRIBE: the account's set of names, whether or not a mailbox has the name
+/// (store/mailbox.rs, "Subscriptions"). UNSUBSCRIBE of a name not subscribed is OK.
 pub async fn subscribe(s: &mut Session, m: &Mailbox<'_>, on: bool) -> CmdResult {
     let name = mailbox_name(m)?;
-    s.app.store.set_subscribed(s.account_id(), &name, on)?;
+    let store = s.app.store.clone();
+    let account = s.account_id();
+    tokio::task::spawn_blocking(move || {
+        if on {
+            store.add_subscription(account, &name)
+        } else {
+            store.remove_subscription(account, &name)
+        }
+    })
+    .await??;
     super::durable(s).await?;
     Ok(Reply::ok(if on {
         "SUBSCRIBE completed"
@@ -226,16 +238,104 @@ fn atom(s: &str) -> Option<FlagNameAttribute<'static>> {
         .map(FlagNameAttribute::from)
 }
 
-pub async fn list(s: &mut Session, args: ListArgs) -> CmdResult {
-    let Some(reference) = utf7::decode(&args.reference) else {
-        return Ok(Reply::no("Reference is not valid modified UTF-7"));
+/// One name a LIST or LSUB answers with.
+struct Listed {
+    name: String,
+    /// The mailbox, when one has the name.
+    info: Option<MailboxInfo>,
+    subscribed: bool,
+    /// Some descendant meets the selection criteria without matching a pattern (RFC 5258 §3.5,
+    /// RECURSIVEMATCH): the CHILDINFO extended data item.
+    childinfo: bool,
+}
+
+/// Which names LIST/LSUB return (RFC 3501 §6.3.8-9, RFC 5258 §3). A name is returned when it
+/// matches a pattern and either meets the selection criteria — exists (plain LIST), is subscribed
+/// (SUBSCRIBED, LSUB), exists with a special use (SPECIAL-USE) — or, with RECURSIVEMATCH (LSUB
+/// implies it), has a descendant that meets them and matches no pattern ("has at least one
+/// descendant mailbox name that does not match the LIST pattern and does match the selection
+/// criteria", RFC 5258 §3.5). That gives LSUB's rule of RFC 3501 §6.3.9: with only `a/b/c`
+/// subscribed, `LSUB "" a/%` returns `a/b` (`\Noselect`), `LSUB "" a/*` returns `a/b/c` alone.
+///
+/// Work: (mailboxes + subscriptions) × patterns matches, plus, with RECURSIVEMATCH, one match per
+/// distinct ancestor of a name that meets the criteria; it runs on the blocking pool.
+fn select_names(
+    infos: Vec<MailboxInfo>,
+    subs: Vec<String>,
+    patterns: &[Pattern],
+    args: &ListArgs,
+) -> Vec<Listed> {
+    use std::collections::{BTreeMap, HashSet};
+    let existing: BTreeMap<String, MailboxInfo> = infos
+        .into_iter()
+        .map(|i| (i.meta.name.clone(), i))
+        .collect();
+    let subs: std::collections::BTreeSet<String> = subs.into_iter().collect();
+    let by_subscription = args.lsub || args.select_subscribed;
+    let recursive = args.lsub || args.select_recursive;
+    let meets = |name: &str| {
+        let info = existing.get(name);
+        (if by_subscription {
+            subs.contains(name)
+        } else {
+            info.is_some()
+        }) && (!args.select_special_use || info.is_some_and(|i| i.meta.special_use.is_some()))
     };
-    let delimiter = QuotedChar::try_from(DELIMITER).ok();
+    let matches = |name: &str| {
+        let chars: Vec<char> = name.chars().collect();
+        patterns.iter().any(|p| p.matches(&chars))
+    };
+    let base: Vec<&str> = if by_subscription {
+        subs.iter().map(String::as_str).collect()
+    } else {
+        existing.keys().map(String::as_str).collect()
+    };
+    // name → childinfo
+    let mut out: BTreeMap<String, bool> = BTreeMap::new();
+    let mut seen_ancestors: HashSet<&str> = HashSet::new();
+    for n in base {
+        if !meets(n) {
+            continue;
+        }
+        if matches(n) {
+            out.entry(n.to_string()).or_insert(false);
+        } else if recursive {
+            // Ancestors from the nearest up; one already seen had all of its own walked.
+            let mut end = n.len();
+            while let Some(i) = n[..end].rfind(DELIMITER) {
+                let a = &n[..i];
+                if !seen_ancestors.insert(a) {
+                    break;
+                }
+                if matches(a) {
+                    out.insert(a.to_string(), true);
+                }
+                end = i;
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(name, childinfo)| Listed {
+            info: existing.get(&name).cloned(),
+            subscribed: subs.contains(&name),
+            name,
+            childinfo,
+        })
+        .collect()
+}
+
+pub async fn list(s: &mut Session, args: ListArgs) -> CmdResult {
     let done = if args.lsub {
         "LSUB completed"
     } else {
         "LIST completed"
     };
+    // A reference or pattern that is not valid modified UTF-7 names no mailbox: an empty
+    // answer, as Dovecot gives (`LIST "" a&b`).
+    let Some(reference) = utf7::decode(&args.reference) else {
+        return Ok(Reply::ok(done));
+    };
+    let delimiter = QuotedChar::try_from(DELIMITER).ok();
     // RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the root.
     if args.patterns.len() == 1 && args.patterns[0].is_empty() && !args.lsub {
         if let Ok(mailbox) = Mailbox::try_from("") {
@@ -254,93 +354,138 @@ pub async fn list(s: &mut Session, args: ListArgs) -> CmdResult {
     }
     let mut patterns: Vec<Pattern> = Vec::new();
     for p in &args.patterns {
-        let Some(p) = utf7::decode(p) else {
-            return Ok(Reply::no("Pattern is not valid modified UTF-7"));
-        };
-        patterns.push(Pattern::new(&normalize_pattern(&format!("{reference}{p}"))));
+        // An invalid pattern matches nothing; the others still count.
+        if let Some(p) = utf7::decode(p) {
+            patterns.push(Pattern::new(&normalize_pattern(&format!("{reference}{p}"))));
+        }
     }
-    // Matching is bounded (see `Pattern::matches`) but proportional to patterns × mailboxes:
-    // it runs off the async workers, with the store read.
+    if patterns.is_empty() {
+        return Ok(Reply::ok(done));
+    }
+    // Matching is bounded (see `Pattern::matches`, `select_names`) but proportional to patterns
+    // × names: it runs off the async workers, with the store reads (and LIST-STATUS's).
     let store = s.app.store.clone();
     let account = s.account_id();
-    let (lsub, subscribed, special) = (args.lsub, args.select_subscribed, args.select_special_use);
-    let infos: Vec<MailboxInfo> = tokio::task::spawn_blocking(move || {
-        let infos = store.mailbox_infos(account)?;
-        Ok::<_, crate::store::StoreError>(
-            infos
-                .into_iter()
-                .filter(|info| {
-                    let m = &info.meta;
-                    if (lsub || subscribed) && !m.subscribed {
-                        return false;
+    let selected = s
+        .selected
+        .as_ref()
+        .map(|sel| (sel.id, sel.recent.len() as u32));
+    let args2 = args.clone();
+    let listed: Vec<(Listed, Option<Vec<StatusDataItem>>)> =
+        tokio::task::spawn_blocking(move || {
+            let infos = store.mailbox_infos(account)?;
+            let subs = store.subscriptions(account)?;
+            let listed = select_names(infos, subs, &patterns, &args2);
+            let mut out = Vec::with_capacity(listed.len());
+            for l in listed {
+                let status = match (&args2.return_status, &l.info) {
+                    (Some(items), Some(info)) => {
+                        Some(status_data(&store, &info.meta, items, selected)?)
                     }
-                    if special && m.special_use.is_none() {
-                        return false;
-                    }
-                    let chars: Vec<char> = m.name.chars().collect();
-                    patterns.iter().any(|p| p.matches(&chars))
-                })
-                .collect(),
-        )
-    })
-    .await??;
-    for info in infos {
-        let m = &info.meta;
+                    _ => None,
+                };
+                out.push((l, status));
+            }
+            Ok::<_, crate::store::StoreError>(out)
+        })
+        .await??;
+    for (l, status) in listed {
         let mut items = Vec::new();
-        if !args.lsub {
-            items.extend(atom(if info.has_children {
-                "HasChildren"
-            } else {
-                "HasNoChildren"
-            }));
-            if (args.select_subscribed || args.return_subscribed) && m.subscribed {
+        if args.lsub {
+            // Listed only for a subscribed descendant (RFC 3501 §6.3.9).
+            if !l.subscribed {
+                items.push(FlagNameAttribute::Noselect);
+            }
+        } else {
+            match &l.info {
+                Some(info) => items.extend(atom(if info.has_children {
+                    "HasChildren"
+                } else {
+                    "HasNoChildren"
+                })),
+                // RFC 5258 §3.4: implies \Noselect, which is therefore not sent (as Dovecot).
+                None => items.extend(atom("NonExistent")),
+            }
+            if (args.select_subscribed || args.return_subscribed) && l.subscribed {
                 items.extend(atom("Subscribed"));
             }
-            if let Some(su) = &m.special_use {
+            if let Some(su) = l.info.as_ref().and_then(|i| i.meta.special_use.as_ref()) {
                 items.extend(atom(su.trim_start_matches('\\')));
             }
         }
-        let Ok(mailbox) = Mailbox::try_from(utf7::encode(&m.name)) else {
+        let Ok(mailbox) = Mailbox::try_from(utf7::encode(&l.name)) else {
             continue;
         };
         let d = if args.lsub {
             Data::Lsub {
                 items,
                 delimiter,
-                mailbox,
+                mailbox: mailbox.clone(),
             }
         } else {
             Data::List {
                 items,
                 delimiter,
-                mailbox,
+                mailbox: mailbox.clone(),
             }
         };
-        s.conn.write(&response::data(d));
+        if l.childinfo && !args.lsub {
+            let mut tags = Vec::new();
+            if args.select_subscribed {
+                tags.push("SUBSCRIBED");
+            }
+            if args.select_special_use {
+                tags.push("SPECIAL-USE");
+            }
+            s.conn.write(&response::list_with_childinfo(d, &tags));
+        } else {
+            s.conn.write(&response::data(d));
+        }
+        // RFC 5819 §2: the STATUS follows the mailbox's LIST response.
+        if let Some(items) = status {
+            s.conn.write(&response::data(Data::Status {
+                mailbox,
+                items: items.into(),
+            }));
+        }
     }
     Ok(Reply::ok(done))
 }
 
-pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemName]) -> CmdResult {
-    let name = mailbox_name(m)?;
-    let Some(meta) = s.app.store.mailbox(s.account_id(), &name)? else {
-        return Ok(Reply::no("No such mailbox").other("NONEXISTENT"));
-    };
-    // The selected mailbox's \Recent is what this session knows; elsewhere, what nobody has
-    // claimed yet.
-    let recent = match s.selected.as_ref() {
-        Some(sel) if sel.id == meta.id => sel.recent.len() as u32,
-        _ => s
-            .app
-            .store
-            .messages_in(meta.id, meta.recent_mark.saturating_add(1), u32::MAX)?
-            .len() as u32,
-    };
+/// Whether STATUS (and LIST-STATUS) answers the item.
+fn status_supported(it: &StatusDataItemName) -> bool {
+    matches!(
+        it,
+        StatusDataItemName::Messages
+            | StatusDataItemName::Recent
+            | StatusDataItemName::UidNext
+            | StatusDataItemName::UidValidity
+            | StatusDataItemName::Unseen
+            | StatusDataItemName::Size
+            | StatusDataItemName::HighestModSeq
+    )
+}
+
+/// The STATUS items of a mailbox; blocking: RECENT and SIZE read its message records.
+/// `selected`: the session's selected mailbox and the number of messages recent in it.
+fn status_data(
+    store: &Store,
+    meta: &MailboxMeta,
+    items: &[StatusDataItemName],
+    selected: Option<(u64, u32)>,
+) -> Result<Vec<StatusDataItem>, StoreError> {
     let mut out = Vec::new();
     for it in items {
         out.push(match it {
             StatusDataItemName::Messages => StatusDataItem::Messages(meta.messages),
-            StatusDataItemName::Recent => StatusDataItem::Recent(recent),
+            // The selected mailbox's \Recent is what this session knows; elsewhere, what nobody
+            // has claimed yet.
+            StatusDataItemName::Recent => StatusDataItem::Recent(match selected {
+                Some((id, n)) if id == meta.id => n,
+                _ => store
+                    .messages_in(meta.id, meta.recent_mark.saturating_add(1), u32::MAX)?
+                    .len() as u32,
+            }),
             StatusDataItemName::UidNext => match std::num::NonZeroU32::new(meta.uidnext) {
                 Some(n) => StatusDataItem::UidNext(n),
                 None => continue,
@@ -350,9 +495,43 @@ pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemNam
                 None => continue,
             },
             StatusDataItemName::Unseen => StatusDataItem::Unseen(meta.unseen),
-            _ => return Ok(Reply::bad("Unsupported STATUS item")),
+            // RFC 8438: the total of the messages' RFC822.SIZE.
+            StatusDataItemName::Size => StatusDataItem::Size(store.mailbox_size(meta.id)?),
+            // RFC 7162 §3.1.2.3.
+            StatusDataItemName::HighestModSeq => StatusDataItem::HighestModSeq(meta.highest_modseq),
+            _ => continue,
         });
     }
+    Ok(out)
+}
+
+pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemName]) -> CmdResult {
+    let name = mailbox_name(m)?;
+    if !items.iter().all(status_supported) {
+        return Ok(Reply::bad("Unsupported STATUS item"));
+    }
+    // RFC 7162 §3.1: STATUS (HIGHESTMODSEQ) is a CONDSTORE-enabling command.
+    if items.contains(&StatusDataItemName::HighestModSeq) {
+        s.enable_condstore();
+    }
+    let store = s.app.store.clone();
+    let account = s.account_id();
+    let selected = s
+        .selected
+        .as_ref()
+        .map(|sel| (sel.id, sel.recent.len() as u32));
+    let items = items.to_vec();
+    let r = tokio::task::spawn_blocking(move || {
+        let Some(meta) = store.mailbox(account, &name)? else {
+            return Ok(None);
+        };
+        let data = status_data(&store, &meta, &items, selected)?;
+        Ok::<_, StoreError>(Some((meta, data)))
+    })
+    .await??;
+    let Some((meta, out)) = r else {
+        return Ok(Reply::no("No such mailbox").other("NONEXISTENT"));
+    };
     let Ok(mailbox) = Mailbox::try_from(utf7::encode(&meta.name)) else {
         return Ok(Reply::no("Mailbox name cannot be sent"));
     };

@@ -51,7 +51,15 @@ fn search_keys(k: &SearchKey<'_>, max: usize) -> usize {
 /// sizes of everything else are bounded by the command budget of the framer.
 fn too_much_work(body: &CommandBody<'_>) -> Option<Reply> {
     match body {
-        CommandBody::Search { criteria, .. } => {
+        CommandBody::Search { criteria, .. }
+        | CommandBody::Sort {
+            search_criteria: criteria,
+            ..
+        }
+        | CommandBody::Thread {
+            search_criteria: criteria,
+            ..
+        } => {
             let n = criteria
                 .as_ref()
                 .iter()
@@ -103,7 +111,7 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
         C::Logout => any::logout(s).await,
         C::Id { .. } => any::id(s).await,
         C::Namespace => any::namespace(s).await,
-        C::Enable { .. } => any::enable(s).await,
+        C::Enable { capabilities } => any::enable(s, capabilities.as_ref()).await,
         C::StartTLS => auth::starttls(s, tag).await,
         C::Login { username, password } => {
             auth::login(s, username.as_ref(), password.declassify().as_ref()).await
@@ -115,8 +123,14 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
             let ir = initial_response.map(|r| r.declassify().to_vec());
             auth::authenticate(s, &mechanism, ir).await
         }
-        C::Select { mailbox, .. } => select::select(s, &mailbox, false).await,
-        C::Examine { mailbox, .. } => select::select(s, &mailbox, true).await,
+        C::Select {
+            mailbox,
+            parameters,
+        } => select::select(s, &mailbox, false, &parameters).await,
+        C::Examine {
+            mailbox,
+            parameters,
+        } => select::select(s, &mailbox, true, &parameters).await,
         C::Close => select::close(s).await,
         C::Unselect => select::unselect(s).await,
         C::Check => select::check(s).await,
@@ -149,21 +163,33 @@ pub async fn dispatch(s: &mut Session, tag: &Tag<'static>, body: CommandBody<'_>
             charset,
             criteria,
             uid,
-        } => search::search(s, charset.as_ref(), criteria, uid).await,
+        } => search::search(s, tag, charset.as_ref(), criteria, uid).await,
+        C::Sort {
+            sort_criteria,
+            charset,
+            search_criteria,
+            uid,
+        } => search::sort(s, sort_criteria, &charset, search_criteria, uid).await,
+        C::Thread {
+            algorithm,
+            charset,
+            search_criteria,
+            uid,
+        } => search::thread(s, &algorithm, &charset, search_criteria, uid).await,
         C::Fetch {
             sequence_set,
             macro_or_item_names,
             uid,
-            ..
-        } => fetch::fetch(s, &sequence_set, macro_or_item_names, uid).await,
+            modifiers,
+        } => fetch::fetch(s, &sequence_set, macro_or_item_names, uid, &modifiers).await,
         C::Store {
             sequence_set,
             kind,
             response,
             flags,
             uid,
-            ..
-        } => store::store(s, &sequence_set, kind, response, &flags, uid).await,
+            modifiers,
+        } => store::store(s, &sequence_set, kind, response, &flags, uid, &modifiers).await,
         C::Copy {
             sequence_set,
             mailbox,
