@@ -12,7 +12,6 @@
 //! `permerror` / `unsupported-algorithm`.
 
 use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Verifier};
 
@@ -364,8 +363,8 @@ fn openssl_verify(
     let md = digest
         .openssl()
         .ok_or_else(|| AlgError::Unsupported(format!("digest {}", digest.name())))?;
-    let key = PKey::public_key_from_der(spki_der)
-        .map_err(|e| AlgError::Malformed(format!("public key: {e}")))?;
+    // Parsed once per key and process: OpenSSL 3's decoder costs more than the verification.
+    let key = super::cache::public_key(spki_der)?;
     let mut v =
         Verifier::new(md, &key).map_err(|e| AlgError::Unsupported(format!("OpenSSL: {e}")))?;
     if let Some((mgf1, salt)) = pss {

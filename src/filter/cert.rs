@@ -258,8 +258,15 @@ impl Cert {
 
     /// Checks the signature on this certificate with the key `issuer_spki` (DER
     /// SubjectPublicKeyInfo), through the algorithm dispatch of [`super::algo`] (RSA, ECDSA,
-    /// GOST).
+    /// GOST). A signature that verified before, for exactly these certificate bytes under
+    /// exactly this key, is answered from the process-wide cache ([`super::cache`]); only the
+    /// signature is cached, never validity or trust.
     pub fn signed_with(&self, issuer_spki: &[u8]) -> Result<(), super::algo::AlgError> {
+        super::cache::cert_signed_with(self, issuer_spki)
+    }
+
+    /// [`Cert::signed_with`] without the cache: the signature checked now.
+    pub fn verify_signature_with(&self, issuer_spki: &[u8]) -> Result<(), super::algo::AlgError> {
         let scheme = super::algo::scheme_for_cert(&self.sig_alg)?;
         super::algo::verify(&scheme, issuer_spki, &self.tbs, &self.signature)
     }

@@ -13,6 +13,7 @@
 
 pub mod algo;
 pub mod asn1;
+pub mod cache;
 pub mod cert;
 pub mod chain;
 pub mod cms;
@@ -156,6 +157,16 @@ impl Filter {
         }
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let report = verify();
+            if !report.signatures.is_empty() {
+                let c = cache::stats();
+                tracing::debug!(
+                    cert_signatures_cached = c.verified_hits,
+                    cert_signatures_verified = c.verified_misses,
+                    keys_cached = c.key_hits,
+                    keys_parsed = c.key_misses,
+                    "signature cache (since start)"
+                );
+            }
             let message = self.stamp(raw, &report);
             (report.verdict, message)
         }));

@@ -86,3 +86,6 @@ mod fuzz_regressions;
 // `tanba import maildir|mbox` (issue 12 item 4): a maildir written by a real Dovecot, an mbox
 // round trip through `tanba export`, serving and stopped, oversize messages skipped.
 mod import;
+// Issue 18: the cache of verified certificate signatures cannot change a verdict (the failure
+// corpus twice, revoked and expired between messages, a tampered certificate, reload).
+mod signed_cache;

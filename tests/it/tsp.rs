@@ -14,7 +14,7 @@ use crate::revocation::{nca, rfc3339, shared_pki, write_temp, Cli, TestPki};
 use crate::support::mail::{header, header_fields};
 use crate::support::pki::openssl;
 
-const OID_TIMESTAMP_TOKEN: &str = "1.2.840.113549.1.9.16.2.14";
+pub const OID_TIMESTAMP_TOKEN: &str = "1.2.840.113549.1.9.16.2.14";
 
 /// Rebuilds a DER ContentInfo after `f` changed the children of its SignedData.
 fn edit_signed_data(cms: &[u8], f: impl FnOnce(&mut Vec<Vec<u8>>)) -> Vec<u8> {
@@ -86,7 +86,7 @@ pub fn add_unsigned_attr(cms: &[u8], oid: &str, value: &[u8]) -> Vec<u8> {
 }
 
 /// The first SignerInfo's signature value.
-fn signature_value(cms: &[u8]) -> Vec<u8> {
+pub fn signature_value(cms: &[u8]) -> Vec<u8> {
     let sd = tanba::filter::cms::parse(cms).unwrap();
     sd.signers[0].as_ref().unwrap().signature.clone()
 }
@@ -297,7 +297,7 @@ fn integer(magnitude: &[u8]) -> Vec<u8> {
 
 /// A timestamp token from the test TSA with a chosen genTime, over SHA-256 of `data`, built
 /// by hand (`openssl ts` always stamps the current time). RFC 3161 §2.4.2, RFC 5652 §5.
-fn token_at(pki: &TestPki, data: &[u8], gen_time: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+pub fn token_at(pki: &TestPki, data: &[u8], gen_time: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
     use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
     use openssl::sign::Signer;
