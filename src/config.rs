@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub signatures: SignaturesSection,
     pub delivery: DeliverySection,
     pub limits: LimitsSection,
+    pub auth: AuthSection,
     pub dkim: BTreeMap<String, DkimSection>,
 }
 
@@ -217,6 +218,31 @@ impl Default for LimitsSection {
     }
 }
 
+/// SPEC §10: sender authentication on the MX (docs/senderauth.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// RFC 7208 on MAIL FROM and HELO.
+    pub spf: bool,
+    /// Verify every DKIM-Signature (RFC 6376).
+    pub dkim: bool,
+    /// RFC 7489: `p=reject` refuses with 550 5.7.1, `p=quarantine` delivers to Junk.
+    pub dmarc: bool,
+    /// Validate ARC chains (RFC 8617).
+    pub arc: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            spf: true,
+            dkim: true,
+            dmarc: true,
+            arc: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkimSection {
@@ -257,6 +283,8 @@ pub struct Config {
     pub signatures: SignaturesConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
+    /// `[auth]`: which sender checks run on the MX.
+    pub auth: AuthSection,
     /// DKIM keys by local domain (lower-case).
     pub dkim: BTreeMap<String, DkimConfig>,
 }
@@ -684,6 +712,7 @@ impl Config {
             signatures,
             delivery,
             limits,
+            auth: f.auth,
             dkim,
         })
     }
