@@ -148,6 +148,14 @@ async fn sender_checks(
         };
         return Ok((outcome, data));
     }
+    let a = app.config.auth;
+    if !(a.spf || a.dkim || a.dmarc || a.arc) {
+        let outcome = Outcome {
+            context: Default::default(),
+            action: Action::Deliver,
+        };
+        return Ok((outcome, data));
+    }
     let checker = Checker::get(&app.config);
     let rt = tokio::runtime::Handle::current();
     let (ip, helo, from) = (env.peer.ip(), env.helo.clone(), env.mail_from.clone());
@@ -239,10 +247,16 @@ pub async fn accept(
         let input = std::mem::take(&mut with_received);
         let context = sender.context.clone();
         let (p, input) = tokio::task::spawn_blocking(move || {
-            let p = crate::filter::stamp::with_sender(context, || match &revocation {
+            let run = || match &revocation {
                 Some(r) => r.process(&filter, &input, now),
                 None => filter.process(&input, now),
-            });
+            };
+            // No sender results (all `[auth]` checks off): the stamp of SPEC §5 alone.
+            let p = if context.methods.is_empty() {
+                run()
+            } else {
+                crate::filter::stamp::with_sender(context, run)
+            };
             (p, input)
         })
         .await

@@ -381,6 +381,11 @@ fn spf_str(r: SpfResult) -> &'static str {
 fn dkim_str(r: &DkimResult) -> &'static str {
     match r {
         DkimResult::Pass => "pass",
+        // mail-auth calls a body hash mismatch neutral; RFC 6376 §6.1.3 makes it a verification
+        // failure ("body hash did not verify"), which RFC 8601 §2.7.1 reports as `fail`.
+        DkimResult::Neutral(mail_auth::Error::Dkim(
+            mail_auth::dkim::DkimError::FailedBodyHashMatch,
+        )) => "fail",
         DkimResult::Neutral(_) => "neutral",
         DkimResult::Fail(_) => "fail",
         DkimResult::PermError(_) => "permerror",

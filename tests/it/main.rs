@@ -75,3 +75,5 @@ mod fuzz_regressions;
 // `tanba import maildir|mbox` (issue 12 item 4): a maildir written by a real Dovecot, an mbox
 // round trip through `tanba export`, serving and stopped, oversize messages skipped.
 mod import;
+// Sender authentication on the MX: SPF, DKIM, DMARC, ARC, Sender-Match (issue 13).
+mod senderauth;
