@@ -219,7 +219,7 @@ impl Default for LimitsSection {
 }
 
 /// SPEC §10: sender authentication on the MX (docs/senderauth.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// RFC 7208 on MAIL FROM and HELO.
@@ -230,6 +230,8 @@ pub struct AuthSection {
     pub dmarc: bool,
     /// Validate ARC chains (RFC 8617).
     pub arc: bool,
+    /// DNS blocklist zones (RFC 5782): a listed MX client is refused at RCPT, naming the zone.
+    pub dnsbl: Vec<String>,
 }
 
 impl Default for AuthSection {
@@ -239,6 +241,7 @@ impl Default for AuthSection {
             dkim: true,
             dmarc: true,
             arc: true,
+            dnsbl: Vec::new(),
         }
     }
 }
@@ -680,6 +683,18 @@ impl Config {
             ));
         }
 
+        let mut auth = f.auth.clone();
+        for z in auth.dnsbl.iter_mut() {
+            *z = z.trim().trim_matches('.').to_ascii_lowercase();
+            let ok = !z.is_empty()
+                && z.len() <= 200
+                && z.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                return Err(err("auth.dnsbl", format!("{z:?} is not a DNS zone name")));
+            }
+        }
         let mut dkim = BTreeMap::new();
         for (domain, sec) in &f.dkim {
             let key = format!("dkim.\"{domain}\"");
@@ -712,7 +727,7 @@ impl Config {
             signatures,
             delivery,
             limits,
-            auth: f.auth,
+            auth,
             dkim,
         })
     }

@@ -148,7 +148,7 @@ async fn sender_checks(
         };
         return Ok((outcome, data));
     }
-    let a = app.config.auth;
+    let a = &app.config.auth;
     if !(a.spf || a.dkim || a.dmarc || a.arc) {
         let outcome = Outcome {
             context: Default::default(),
@@ -159,11 +159,14 @@ async fn sender_checks(
     let checker = Checker::get(&app.config);
     let rt = tokio::runtime::Handle::current();
     let (ip, helo, from) = (env.peer.ip(), env.helo.clone(), env.mail_from.clone());
+    let (config, hostname) = (app.config.auth.clone(), app.config.hostname.clone());
     tokio::task::spawn_blocking(move || {
         let input = Input {
             ip,
             helo: &helo,
             mail_from: &from,
+            config: &config,
+            hostname: &hostname,
         };
         let outcome = checker.check_blocking(&rt, &input, &data);
         (outcome, data)

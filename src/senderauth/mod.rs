@@ -40,6 +40,8 @@ pub const MAX_DKIM_SIGNATURES: usize = 10;
 /// DNS query timeout and tries for sender checks.
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 const DNS_ATTEMPTS: usize = 2;
+/// Deadline of one DNSBL query.
+pub const DNSBL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the MX does with the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +66,15 @@ pub struct Input<'a> {
     pub helo: &'a str,
     /// Reverse path, empty for `<>`.
     pub mail_from: &'a str,
+    /// `[auth]` and `server.hostname` of the configuration in force (SIGHUP reloads them).
+    pub config: &'a AuthSection,
+    pub hostname: &'a str,
 }
 
 /// The resolver and caches, shared by every session (built on first use).
 pub struct Checker {
     auth: Result<MessageAuthenticator, String>,
     caches: cache::Caches,
-    config: AuthSection,
-    hostname: String,
 }
 
 impl Checker {
@@ -89,18 +92,48 @@ impl Checker {
         Checker {
             auth,
             caches: cache::Caches::default(),
-            config: config.auth,
-            hostname: config.hostname.clone(),
         }
     }
 
-    /// The process-wide checker (one server per process; `[auth]` and `delivery.resolver` as
-    /// at the first message).
+    /// The process-wide resolver and caches (one server per process; `delivery.resolver` as at
+    /// the first message).
     pub fn get(config: &Config) -> Arc<Checker> {
         static CHECKER: OnceLock<Arc<Checker>> = OnceLock::new();
         CHECKER
             .get_or_init(|| Arc::new(Checker::new(config)))
             .clone()
+    }
+
+    /// The first of `zones` (RFC 5782 DNS blocklists) that lists `ip`: its `<reversed ip>.<zone>`
+    /// has an A record in 127.0.0.0/8 (§2.1, §2.3). Not listed: NXDOMAIN or no such answer; a
+    /// lookup that fails or times out ([`DNSBL_TIMEOUT`]) counts as not listed and is logged
+    /// (a blocklist outage must not stop mail).
+    pub async fn dnsbl_listed(&self, ip: IpAddr, zones: &[String]) -> Option<String> {
+        use hickory_resolver::proto::rr::{RData, RecordType};
+        let auth = self.auth.as_ref().ok()?;
+        let rev = reversed(ip);
+        for zone in zones {
+            let name = format!("{rev}.{zone}.");
+            match tokio::time::timeout(DNSBL_TIMEOUT, auth.0.lookup(name.as_str(), RecordType::A))
+                .await
+            {
+                Ok(Ok(l)) => {
+                    let listed = l
+                        .answers()
+                        .iter()
+                        .any(|r| matches!(&r.data, RData::A(a) if a.0.octets()[0] == 127));
+                    if listed {
+                        return Some(zone.clone());
+                    }
+                }
+                Ok(Err(e)) if e.is_no_records_found() => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(client_ip = %ip, zone = %zone, "DNSBL lookup failed: {e}")
+                }
+                Err(_) => tracing::warn!(client_ip = %ip, zone = %zone, "DNSBL lookup timed out"),
+            }
+        }
+        None
     }
 
     /// Checks `message` (as received, without our Received header). Runs on a blocking thread
@@ -127,7 +160,7 @@ impl Checker {
     }
 
     async fn check(&self, input: &Input<'_>, message: &[u8]) -> Outcome {
-        let c = &self.config;
+        let c = input.config;
         let mut methods = Vec::new();
         let helo = input.helo.trim_end_matches('.');
         let mail_from = input.mail_from;
@@ -157,7 +190,7 @@ impl Checker {
         // null reverse path, MAIL FROM is postmaster@HELO (§2.4), which is the HELO check.
         let mut spf_mail: Option<SpfOutput> = None;
         if c.spf {
-            let host = self.hostname.as_str();
+            let host = input.hostname;
             let helo_out = timed(
                 auth.verify_spf(
                     self.caches
@@ -345,6 +378,24 @@ impl Checker {
     }
 }
 
+/// The address as a DNSBL query prefix (RFC 5782 §2.1 IPv4 octets, §2.4 IPv6 nibbles, reversed).
+fn reversed(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(a) => a
+            .octets()
+            .iter()
+            .rev()
+            .flat_map(|b| [b & 0xf, b >> 4])
+            .map(|n| format!("{n:x}"))
+            .collect::<Vec<_>>()
+            .join("."),
+    }
+}
+
 /// An SPF `fail` (`-all`) without a DMARC record to decide instead: Junk.
 fn spf_action(spf: Option<&SpfOutput>, dmarc_record: bool) -> Action {
     match spf {
@@ -478,6 +529,15 @@ impl cache::Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dnsbl_names() {
+        assert_eq!(reversed("192.0.2.99".parse().unwrap()), "99.2.0.192");
+        assert_eq!(
+            reversed("2001:db8:1:2:3:4:567:89ab".parse().unwrap()),
+            "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2"
+        );
+    }
 
     #[test]
     fn pvalues() {

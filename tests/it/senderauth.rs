@@ -150,6 +150,11 @@ fn sign(mode: &str, key: &Path, domain: &str, msg: &[u8]) -> Vec<u8> {
 /// A server with the sender checks on (built-in `[auth]` defaults), resolving through `dns`,
 /// trusting the test PKI, with alice@example.test.
 fn server(dns: &Dns) -> TestServer {
+    server_with(dns, "")
+}
+
+/// [`server`] with extra `[auth]` lines.
+fn server_with(dns: &Dns, auth: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let trust = dir.path().join("trust");
     std::fs::create_dir_all(&trust).unwrap();
@@ -157,10 +162,12 @@ fn server(dns: &Dns) -> TestServer {
         let f = f.unwrap();
         std::fs::copy(f.path(), trust.join(f.file_name())).unwrap();
     }
-    let toml = base_toml(dir.path()).replace(AUTH_OFF, "").replace(
-        "#DELIVERY",
-        &format!("resolver = \"127.0.0.1:{}\"", dns.port),
-    );
+    let toml = base_toml(dir.path())
+        .replace(AUTH_OFF, &format!("[auth]\n{auth}\n"))
+        .replace(
+            "#DELIVERY",
+            &format!("resolver = \"127.0.0.1:{}\"", dns.port),
+        );
     let srv = TestServer::start_toml(dir, &toml);
     srv.add_user("alice@example.test", "secret-alice");
     srv
@@ -510,4 +517,32 @@ fn submission_gets_auth_pass() {
         a.starts_with("mail.example.test; auth=pass smtp.auth=alice@example.test; smime=none"),
         "{a}"
     );
+}
+
+/// `[auth] dnsbl`: the client 127.0.0.2, listed by bl.test (2.0.0.127.bl.test A 127.0.0.2,
+/// RFC 5782), is refused at RCPT with the zone named; 127.0.0.3, not listed, is accepted.
+#[test]
+fn dnsbl_listed_client_is_refused_at_rcpt_naming_the_zone() {
+    let dns = dns(&[("2.0.0.127.bl.test", "A", "127.0.0.2")]);
+    let srv = server_with(&dns, "dnsbl = [\"bl.test\"]");
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let mut c = Client::from_stream(Stream::connect_from(srv.mx, ip));
+    assert_eq!(c.reply().code, 220);
+    c.ok("EHLO listed.test", "250");
+    c.ok("MAIL FROM:<a@listed.test>", "250");
+    c.ok(
+        "RCPT TO:<alice@example.test>",
+        "550 5.7.1 Client address [127.0.0.2] is listed by bl.test",
+    );
+    c.ok("QUIT", "221");
+    let r = send_from(
+        &srv,
+        3,
+        "clean.test",
+        "b@clean.test",
+        &plain("b@clean.test", "clean"),
+    );
+    assert_eq!(r.code, 250, "{}", r.line());
+    assert_eq!(fetch(&srv, "INBOX").len(), 1);
+    assert!(srv.log().contains("refused: client listed by DNSBL"));
 }
