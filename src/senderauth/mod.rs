@@ -4,9 +4,9 @@
 //!
 //! - Runs once per message at the end of DATA, before the signature filter; the results go into
 //!   the one `Authentication-Results` header the filter stamps (`stamp::SenderContext`).
-//! - DNS: the `delivery.resolver` server (empty: the system's), 3 s per query, 2 tries; SPF's own
-//!   limits (10 DNS-querying terms, 2 void lookups, RFC 7208 §4.6.4) are mail-auth's; each method
-//!   has a deadline ([`METHOD_TIMEOUT`]) after which it is `temperror`. Parsed records are cached
+//! - DNS: the `delivery.resolver` server (empty: the system's), 3 s per query, 2 tries; SPF's
+//!   limits (10 DNS-querying terms, RFC 7208 §4.6.4; 20 s per evaluation) are mail-auth's; each
+//!   method has a deadline ([`METHOD_TIMEOUT`]) after which it is `temperror`. Parsed records are cached
 //!   ([`cache::Cache`], bounded, by the records' TTL) on top of hickory's response cache.
 //! - Work proportional to the message (header parsing, body hashes) runs on a blocking thread,
 //!   never on an async worker; at most [`MAX_DKIM_SIGNATURES`] DKIM signatures are verified
@@ -256,7 +256,9 @@ impl Checker {
             } else if dkim.is_empty() {
                 methods.push("dkim=none".into());
             }
-            for out in &dkim {
+            // Malformed signatures are reported too (mail-auth: `neutral`); the header names at
+            // most MAX_DKIM_SIGNATURES results, however many a message carries.
+            for out in dkim.iter().take(MAX_DKIM_SIGNATURES) {
                 let mut m = format!("dkim={}", dkim_str(out.result()));
                 if let Some(sig) = out.signature() {
                     m.push_str(&format!(

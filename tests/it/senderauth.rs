@@ -546,3 +546,29 @@ fn dnsbl_listed_client_is_refused_at_rcpt_naming_the_zone() {
     assert_eq!(fetch(&srv, "INBOX").len(), 1);
     assert!(srv.log().contains("refused: client listed by DNSBL"));
 }
+
+/// Hostile DKIM input: 200 signatures (malformed, and well-formed with bad hashes) are bounded:
+/// the message is delivered, at most 10 `dkim=` results are named, none of them `pass`.
+#[test]
+fn many_and_malformed_dkim_signatures_are_bounded() {
+    let dns = dns(&[]);
+    let srv = server(&dns);
+    let mut m = Vec::new();
+    for i in 0..100 {
+        m.extend_from_slice(
+            format!(
+                "DKIM-Signature: v=1; a=rsa-sha256; d=x{i}.test; s=s; h=from; bh=AAAA; b=AAAA\r\n"
+            )
+            .as_bytes(),
+        );
+        m.extend_from_slice(b"DKIM-Signature: v=9; ===;;; \xff\r\n");
+    }
+    m.extend_from_slice(&plain("a@x.test", "hostile"));
+    let r = send_from(&srv, 2, "client.test", "a@x.test", &m);
+    assert_eq!(r.code, 250, "{}", r.line());
+    let inbox = fetch(&srv, "INBOX");
+    let a = ar(&inbox[0].1);
+    let n = a.matches("dkim=").count();
+    assert!((1..=10).contains(&n), "{n}: {a}");
+    assert!(!a.contains("dkim=pass"), "{a}");
+}
