@@ -887,6 +887,28 @@ mod tests {
     }
 
     #[test]
+    fn auth_keys() {
+        let c = Config::from_toml("", None).unwrap();
+        assert!(c.auth.spf && c.auth.dkim && c.auth.dmarc && c.auth.arc);
+        assert!(c.auth.dnsbl.is_empty());
+        let c =
+            Config::from_toml("[auth]\ndmarc = false\ndnsbl = [\"Zen.Example.\"]\n", None).unwrap();
+        assert!(!c.auth.dmarc && c.auth.spf);
+        assert_eq!(c.auth.dnsbl, ["zen.example"]);
+        let e = Config::from_toml("[auth]\n\ndnsbl = [\"a b\"]\n", None).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("auth.dnsbl (line 3)"), "{msg}");
+        let e = Config::from_toml("[auth]\nspf = \"yes\"\n", None).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("line 2") && msg.contains("spf = \"yes\""),
+            "{msg}"
+        );
+        let e = Config::from_toml("[auth]\ngreylisting = true\n", None).unwrap_err();
+        assert!(format!("{e:#}").contains("greylisting"));
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let e =
             Config::from_toml("[smtp]\nmx = [\"127.0.0.1:25\"]\nbogus = 1\n", None).unwrap_err();
