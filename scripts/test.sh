@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Build: openssl-sys needs pkg-config + libssl-dev. Tests: the openssl CLI (test PKI), python3
-# with dnslib (a loopback DNS server), dkim + dnspython (DKIM verification) and aiosmtpd (SMTP
+# with dnslib (a loopback DNS server), dkim + dnspython (DKIM verification; authres for its ARC
+# signing) and aiosmtpd (SMTP
 # receivers), isync (mbsync: a real IMAP syncing client), swaks, faketime (libfaketime: the
 # server's clock inside the expired NCA test certificates' validity), strace (fsync counts),
 # fail2ban (fail2ban-regex against the shipped filter), dovecot-core (a real Dovecot: doveadm
@@ -15,10 +16,10 @@ cd "$(dirname "$0")/.."
 # would listen on 143/993 of the machine).
 PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
-  python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd
+  python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd python3-authres
   isync swaks faketime strace fail2ban dovecot-core
 )
-PY_MODULES="dnslib, dkim, dns.message, aiosmtpd"
+PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres"
 
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   missing=()

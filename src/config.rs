@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub signatures: SignaturesSection,
     pub delivery: DeliverySection,
     pub limits: LimitsSection,
+    pub auth: AuthSection,
     pub dkim: BTreeMap<String, DkimSection>,
 }
 
@@ -220,6 +221,34 @@ impl Default for LimitsSection {
     }
 }
 
+/// SPEC §10: sender authentication on the MX (docs/senderauth.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// RFC 7208 on MAIL FROM and HELO.
+    pub spf: bool,
+    /// Verify every DKIM-Signature (RFC 6376).
+    pub dkim: bool,
+    /// RFC 7489: `p=reject` refuses with 550 5.7.1, `p=quarantine` delivers to Junk.
+    pub dmarc: bool,
+    /// Validate ARC chains (RFC 8617).
+    pub arc: bool,
+    /// DNS blocklist zones (RFC 5782): a listed MX client is refused at RCPT, naming the zone.
+    pub dnsbl: Vec<String>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            spf: true,
+            dkim: true,
+            dmarc: true,
+            arc: true,
+            dnsbl: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkimSection {
@@ -260,6 +289,8 @@ pub struct Config {
     pub signatures: SignaturesConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
+    /// `[auth]`: which sender checks run on the MX.
+    pub auth: AuthSection,
     /// DKIM keys by local domain (lower-case).
     pub dkim: BTreeMap<String, DkimConfig>,
 }
@@ -659,6 +690,18 @@ impl Config {
             ));
         }
 
+        let mut auth = f.auth.clone();
+        for z in auth.dnsbl.iter_mut() {
+            *z = z.trim().trim_matches('.').to_ascii_lowercase();
+            let ok = !z.is_empty()
+                && z.len() <= 200
+                && z.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                return Err(err("auth.dnsbl", format!("{z:?} is not a DNS zone name")));
+            }
+        }
         let mut dkim = BTreeMap::new();
         for (domain, sec) in &f.dkim {
             let key = format!("dkim.\"{domain}\"");
@@ -691,6 +734,7 @@ impl Config {
             signatures,
             delivery,
             limits,
+            auth,
             dkim,
         })
     }
@@ -847,6 +891,28 @@ mod tests {
     #[test]
     fn default_toml_matches_builtin_defaults() {
         check_default_toml().unwrap();
+    }
+
+    #[test]
+    fn auth_keys() {
+        let c = Config::from_toml("", None).unwrap();
+        assert!(c.auth.spf && c.auth.dkim && c.auth.dmarc && c.auth.arc);
+        assert!(c.auth.dnsbl.is_empty());
+        let c =
+            Config::from_toml("[auth]\ndmarc = false\ndnsbl = [\"Zen.Example.\"]\n", None).unwrap();
+        assert!(!c.auth.dmarc && c.auth.spf);
+        assert_eq!(c.auth.dnsbl, ["zen.example"]);
+        let e = Config::from_toml("[auth]\n\ndnsbl = [\"a b\"]\n", None).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("auth.dnsbl (line 3)"), "{msg}");
+        let e = Config::from_toml("[auth]\nspf = \"yes\"\n", None).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("line 2") && msg.contains("spf = \"yes\""),
+            "{msg}"
+        );
+        let e = Config::from_toml("[auth]\ngreylisting = true\n", None).unwrap_err();
+        assert!(format!("{e:#}").contains("greylisting"));
     }
 
     #[test]

@@ -110,6 +110,71 @@ pub async fn reserve(app: &App, size: u64) -> Reservation {
     Reservation(permit)
 }
 
+/// The MX refused a message by policy (DMARC `p=reject`, RFC 7489 §6.6.2): the SMTP session
+/// answers `550 5.7.1 <text>` for the whole message.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Sender checks (SPEC §10): on the MX, SPF/DKIM/DMARC/ARC off the async workers; for
+/// submission, `auth=pass smtp.auth=<user>`. Returns the message bytes back.
+async fn sender_checks(
+    app: &App,
+    env: &Envelope,
+    data: Vec<u8>,
+) -> Result<(crate::senderauth::Outcome, Vec<u8>)> {
+    use crate::senderauth::{Action, Checker, Input, Outcome};
+    if let Some(user) = &env.auth_user {
+        let domain = env
+            .mail_from
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase());
+        let outcome = Outcome {
+            context: crate::filter::stamp::SenderContext {
+                methods: vec![format!(
+                    "auth=pass smtp.auth={}",
+                    crate::senderauth::ar_addr(user)
+                )],
+                domain,
+            },
+            action: Action::Deliver,
+        };
+        return Ok((outcome, data));
+    }
+    let a = &app.config.auth;
+    if !(a.spf || a.dkim || a.dmarc || a.arc) {
+        let outcome = Outcome {
+            context: Default::default(),
+            action: Action::Deliver,
+        };
+        return Ok((outcome, data));
+    }
+    let checker = Checker::get(&app.config);
+    let rt = tokio::runtime::Handle::current();
+    let (ip, helo, from) = (env.peer.ip(), env.helo.clone(), env.mail_from.clone());
+    let (config, hostname) = (app.config.auth.clone(), app.config.hostname.clone());
+    tokio::task::spawn_blocking(move || {
+        let input = Input {
+            ip,
+            helo: &helo,
+            mail_from: &from,
+            config: &config,
+            hostname: &hostname,
+        };
+        let outcome = checker.check_blocking(&rt, &input, &data);
+        (outcome, data)
+    })
+    .await
+    .context("sender checks crashed")
+}
+
 /// Stores and/or queues a received message durably. Returns an id for the `250` reply.
 /// `budget` (from [`reserve`] for `data`'s size) is given back once the message's bytes are
 /// stored.
@@ -120,6 +185,12 @@ pub async fn accept(
     budget: Reservation,
 ) -> Result<String> {
     let now = SystemTime::now();
+    let (sender, data) = sender_checks(app, env, data).await?;
+    let junk = match &sender.action {
+        crate::senderauth::Action::Reject(why) => return Err(Refused(why.clone()).into()),
+        crate::senderauth::Action::Junk(_) => true,
+        crate::senderauth::Action::Deliver => false,
+    };
     let mut local = Vec::new();
     let mut remote = Vec::new();
     for rcpt in &env.rcpts {
@@ -133,10 +204,19 @@ pub async fn accept(
         for d in dests {
             match d {
                 Dest::Account(a) => {
-                    let inbox = app
-                        .store
-                        .mailbox(a.id, "INBOX")?
-                        .with_context(|| format!("account {} has no INBOX", a.email))?;
+                    // Quarantined mail goes to the account's Junk (its INBOX if it has none).
+                    let junk_box = if junk {
+                        app.store.mailbox(a.id, "Junk")?
+                    } else {
+                        None
+                    };
+                    let inbox = match junk_box {
+                        Some(j) => j,
+                        None => app
+                            .store
+                            .mailbox(a.id, "INBOX")?
+                            .with_context(|| format!("account {} has no INBOX", a.email))?,
+                    };
                     if !local.contains(&inbox.id) {
                         local.push(inbox.id);
                     }
@@ -168,10 +248,17 @@ pub async fn accept(
         // Move the bytes into the blocking task and back, instead of copying them. With
         // revocation checking on, CRL/OCSP fetches (bounded by timeouts) happen in this task too.
         let input = std::mem::take(&mut with_received);
+        let context = sender.context.clone();
         let (p, input) = tokio::task::spawn_blocking(move || {
-            let p = match &revocation {
+            let run = || match &revocation {
                 Some(r) => r.process(&filter, &input, now),
                 None => filter.process(&input, now),
+            };
+            // No sender results (all `[auth]` checks off): the stamp of SPEC §5 alone.
+            let p = if context.methods.is_empty() {
+                run()
+            } else {
+                crate::filter::stamp::with_sender(context, run)
             };
             (p, input)
         })
@@ -187,6 +274,10 @@ pub async fn accept(
     } else {
         Some(app.store.new_queue_record(&env.mail_from, &remote)?)
     };
+    let mut keywords = keywords;
+    if junk {
+        keywords.push("$Junk".to_string());
+    }
     let targets: Vec<(u64, Vec<String>)> = local.iter().map(|m| (*m, keywords.clone())).collect();
     let internal_date = unix(now);
     let store = app.store.clone();

@@ -23,6 +23,7 @@ pub mod mime_guard;
 pub mod perms;
 pub mod preflight;
 pub mod revocation;
+pub mod senderauth;
 pub mod server;
 pub mod shutdown;
 pub mod smtp;

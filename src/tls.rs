@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
@@ -30,7 +31,7 @@ pub fn acceptor(config: &Config) -> Result<TlsAcceptor> {
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut data.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<std::result::Result<Vec<_>, _>>()
         .with_context(|| format!("parsing PEM certificates in {}", path.display()))?;
     if certs.is_empty() {
@@ -41,9 +42,16 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    rustls_pemfile::private_key(&mut data.as_slice())
-        .with_context(|| format!("parsing PEM private key in {}", path.display()))?
-        .ok_or_else(|| anyhow!("{}: no PEM private key found", path.display()))
+    match PrivateKeyDer::from_pem_slice(&data) {
+        Ok(k) => Ok(k),
+        Err(pem::Error::NoItemsFound) => {
+            Err(anyhow!("{}: no PEM private key found", path.display()))
+        }
+        Err(e) => Err(anyhow!(
+            "parsing PEM private key in {}: {e}",
+            path.display()
+        )),
+    }
 }
 
 /// Returns the paths of the self-signed pair in `data_dir/tls`, creating it on first use.

@@ -116,16 +116,19 @@ fn from_domain(message: &[u8]) -> Option<String> {
 
 fn load_key(domain: &str, selector: &str, path: &Path) -> Result<Key> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let der = rustls_pemfile::private_key(&mut pem.as_slice())
-        .context("parsing the PEM key")?
-        .context("no private key in the file")?;
+    use rustls::pki_types::pem::PemObject;
+    let der = match PrivateKeyDer::from_pem_slice(&pem) {
+        Ok(k) => k,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => bail!("no private key in the file"),
+        Err(e) => bail!("parsing the PEM key: {e}"),
+    };
     let key = match der {
-        PrivateKeyDer::Pkcs1(k) => Key::Rsa(rsa_signer(
-            RsaKey::<Sha256>::from_der(k.secret_pkcs1_der())?,
+        PrivateKeyDer::Pkcs1(_) => Key::Rsa(rsa_signer(
+            RsaKey::<Sha256>::from_key_der(der)?,
             domain,
             selector,
         )),
-        PrivateKeyDer::Pkcs8(k) => match RsaKey::<Sha256>::from_pkcs8_der(k.secret_pkcs8_der()) {
+        PrivateKeyDer::Pkcs8(ref k) => match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
             Ok(rsa) => Key::Rsa(rsa_signer(rsa, domain, selector)),
             Err(_) => {
                 let ed = Ed25519Key::from_pkcs8_maybe_unchecked_der(k.secret_pkcs8_der())

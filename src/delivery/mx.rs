@@ -11,9 +11,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::{Name, ResolveError, TokioResolver};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::TokioResolver;
 use rand::seq::SliceRandom;
 
 use crate::config::DeliveryConfig;
@@ -55,7 +57,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(config: &DeliveryConfig) -> Router {
-        let resolver = build_resolver(config.resolver).map_err(|e| {
+        let resolver = build_resolver(config.resolver, Duration::from_secs(5), 2).map_err(|e| {
             tracing::error!("DNS resolver: {e}");
             format!("DNS resolver unavailable: {e}")
         });
@@ -85,8 +87,12 @@ impl Router {
         let exchanges: Vec<Name> = match resolver.mx_lookup(name.clone()).await {
             Ok(mx) => {
                 let mut recs: Vec<(u16, Name)> = mx
+                    .answers()
                     .iter()
-                    .map(|r| (r.preference(), r.exchange().clone()))
+                    .filter_map(|r| match &r.data {
+                        RData::MX(m) => Some((m.preference, m.exchange.clone())),
+                        _ => None,
+                    })
                     .collect();
                 if !recs.is_empty() && recs.iter().all(|(_, n)| n.is_root()) {
                     return Err(RouteError::Permanent {
@@ -183,23 +189,33 @@ pub async fn relay_targets(relay: &str) -> Result<Vec<Target>, RouteError> {
     Ok(out)
 }
 
-fn build_resolver(server: Option<SocketAddr>) -> Result<TokioResolver, ResolveError> {
+/// A resolver for `delivery.resolver` (`server`; `None`: the system's), with a per-query
+/// `timeout` and `attempts` tries. Sender checks (`crate::senderauth`) use the same server.
+pub(crate) fn build_resolver(
+    server: Option<SocketAddr>,
+    timeout: Duration,
+    attempts: usize,
+) -> Result<TokioResolver, NetError> {
     let mut builder = match server {
         Some(addr) => {
-            let group = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
             TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], group),
-                TokioConnectionProvider::default(),
+                ResolverConfig::from_parts(None, vec![], vec![ns]),
+                TokioRuntimeProvider::default(),
             )
         }
         None => TokioResolver::builder_tokio()?,
     };
     let opts = builder.options_mut();
-    opts.timeout = Duration::from_secs(5);
-    opts.attempts = 2;
+    opts.timeout = timeout;
+    opts.attempts = attempts;
     // A domain that had no MX a minute ago may have one now.
     opts.negative_max_ttl = Some(Duration::from_secs(60));
-    Ok(builder.build())
+    builder.build()
 }
 
 /// `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3).
@@ -225,7 +241,7 @@ fn by_preference<T>(recs: &mut [(u16, T)]) {
     recs.sort_by_key(|(p, _)| *p);
 }
 
-fn short(e: &ResolveError) -> String {
+fn short(e: &NetError) -> String {
     let s = e.to_string();
     s.chars().take(200).collect()
 }

@@ -12,6 +12,70 @@ use super::report::{short_time, Reason, Report, SignerResult, Verdict};
 /// Longest header line we aim for (RFC 5322 §2.1.1 recommends 78).
 const FOLD_AT: usize = 78;
 
+/// What the MX's sender checks (`crate::senderauth`) found, for the stamp: the `spf=`, `dkim=`,
+/// `dmarc=`, `arc=` (or, for submission, `auth=`) results of the one `Authentication-Results`
+/// header (SPEC §10), and the authenticated sender domain the `Sender-Match` headers compare with.
+#[derive(Debug, Clone, Default)]
+pub struct SenderContext {
+    /// RFC 8601 `resinfo` clauses, ASCII, in order, e.g. `spf=pass smtp.mailfrom=a@bank.kz`.
+    pub methods: Vec<String>,
+    /// The authenticated sender domain, lower-case ASCII: DMARC `header.from` if DMARC passed,
+    /// else the `d=` of a passing DKIM signature, else the SPF-passing MAIL FROM domain.
+    pub domain: Option<String>,
+}
+
+thread_local! {
+    static SENDER: std::cell::RefCell<Option<SenderContext>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (the filter, which stamps on this thread) with `ctx` as the sender results its stamp
+/// carries. The filter's signature stays as it is for its other callers (CLI, revocation pass);
+/// the context is cleared when `f` returns or unwinds.
+pub fn with_sender<T>(ctx: SenderContext, f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SENDER.with(|s| s.borrow_mut().take());
+        }
+    }
+    SENDER.with(|s| *s.borrow_mut() = Some(ctx));
+    let _reset = Reset;
+    f()
+}
+
+fn sender_context() -> Option<SenderContext> {
+    SENDER.with(|s| s.borrow().clone())
+}
+
+/// `X-EDS-Signer-N-Sender-Match` for a signer's certificate email against the authenticated
+/// sender domain: `yes` when the email's domain is that domain or one of them is a subdomain
+/// of the other (label boundary: `bank.kz` ~ `mail.bank.kz`, never `evilbank.kz` or
+/// `bank.kz.evil.com`); `no` otherwise — a look-alike domain is exactly a `no`; `unknown` when
+/// no sender domain was authenticated or the email has no usable domain. No Public Suffix List:
+/// sibling subdomains (`a.bank.kz` / `b.bank.kz`) are `no`, the cautious side.
+pub fn sender_match(email: &str, sender_domain: Option<&str>) -> &'static str {
+    let Some(sender) = sender_domain.map(norm_domain).filter(|d| !d.is_empty()) else {
+        return "unknown";
+    };
+    let Some(cert) = email
+        .rsplit_once('@')
+        .map(|(_, d)| norm_domain(d))
+        .filter(|d| !d.is_empty() && d.is_ascii())
+    else {
+        return "unknown";
+    };
+    let within = |a: &str, b: &str| a == b || a.ends_with(&format!(".{b}"));
+    if within(&cert, &sender) || within(&sender, &cert) {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn norm_domain(d: &str) -> String {
+    d.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// Stamping settings.
 pub struct StampOptions<'a> {
     /// Our authserv-id (`server.hostname`).
@@ -49,7 +113,11 @@ pub fn stamp_error(raw: &[u8], hostname: &str, verdict: Verdict, why: &str) -> V
     out.extend_from_slice(
         render(
             "Authentication-Results",
-            &format!("{}; smime={} reason=\"{why}\"", hostname, verdict.as_str()),
+            &{
+                let mut v = hostname.to_string();
+                push_sender_methods(&mut v);
+                format!("{v}; smime={} reason=\"{why}\"", verdict.as_str())
+            },
             eol,
         )
         .as_bytes(),
@@ -89,7 +157,21 @@ pub fn headers_for(report: &Report, opts: &StampOptions<'_>) -> Vec<(String, Str
             report.valid_count()
         ),
     ));
-    h.push(("X-EDS-Summary".to_string(), summary(report, opts.language)));
+    let sender = sender_context();
+    let sender_domain = sender.as_ref().and_then(|c| c.domain.as_deref());
+    let mut summary_line = summary(report, opts.language);
+    for (i, (_, s)) in report.signers().enumerate() {
+        if s.result != SignerResult::Pass {
+            continue;
+        }
+        if let (Some(e), Some(d)) = (&s.email, sender_domain) {
+            if sender.is_some() && sender_match(e, Some(d)) == "no" {
+                summary_line.push_str("; ");
+                summary_line.push_str(&mismatch_text(opts.language, i + 1, e, d));
+            }
+        }
+    }
+    h.push(("X-EDS-Summary".to_string(), summary_line));
     for (i, (sig, s)) in report.signers().enumerate() {
         let n = i + 1;
         let name = |field: &str| format!("X-EDS-Signer-{n}-{field}");
@@ -135,8 +217,31 @@ pub fn headers_for(report: &Report, opts: &StampOptions<'_>) -> Vec<(String, Str
                 h.push((name(field), v));
             }
         }
+        // SPEC §10: only with sender checks (MX or submission), only for an email-bearing cert.
+        if let (Some(_), Some(e)) = (&sender, &s.email) {
+            h.push((
+                name("Sender-Match"),
+                sender_match(e, sender_domain).to_string(),
+            ));
+        }
     }
     h
+}
+
+/// The summary's warning when a valid signer's email is outside the authenticated sender domain.
+fn mismatch_text(lang: Language, n: usize, email: &str, sender: &str) -> String {
+    let cert = email.rsplit_once('@').map_or(email, |(_, d)| d);
+    match lang {
+        Language::En => {
+            format!("⚠ signer {n}'s e-mail domain {cert} is not the sender's domain {sender}")
+        }
+        Language::Ru => format!(
+            "⚠ домен e-mail подписанта {n} {cert} не совпадает с доменом отправителя {sender}"
+        ),
+        Language::Kk => format!(
+            "⚠ {n}-қол қоюшының e-mail домені {cert} жіберушінің доменімен {sender} сәйкес емес"
+        ),
+    }
 }
 
 /// Escapes `"` and `\` for a quoted-string.
@@ -148,6 +253,7 @@ fn quote(s: &str) -> String {
 /// non-ASCII in issuer names is `\XX`-escaped (RFC 4514), a non-ASCII email is left out.
 fn authentication_results(report: &Report, hostname: &str) -> String {
     let mut v = hostname.to_string();
+    push_sender_methods(&mut v);
     if report.signer_count() == 0 {
         v.push_str("; smime=none");
         return v;
@@ -174,6 +280,16 @@ fn authentication_results(report: &Report, hostname: &str) -> String {
         }
     }
     v
+}
+
+/// Appends `; spf=… ; dkim=…` from the sender context, if any.
+fn push_sender_methods(v: &mut String) {
+    if let Some(ctx) = sender_context() {
+        for m in &ctx.methods {
+            v.push_str("; ");
+            v.push_str(m);
+        }
+    }
 }
 
 /// A `pvalue`: a token as it is, anything else quoted.

@@ -177,6 +177,10 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     };
     match inbound::accept(&s.app, &env, bytes, budget).await {
         Ok(id) => s.send(io, reply::queued(&id)),
+        Err(e) if e.downcast_ref::<inbound::Refused>().is_some() => {
+            let why = e.downcast_ref::<inbound::Refused>().map(|r| r.0.as_str());
+            s.send(io, reply::policy_refused(why.unwrap_or("")));
+        }
         Err(e) => {
             tracing::error!(peer = %s.peer, "could not accept a message: {e:#}");
             // A full disk is RFC 3463's 4.3.1 (the sender retries later); a recipient over its

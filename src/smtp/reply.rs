@@ -114,6 +114,18 @@ pub fn bad_param(param: &str) -> Reply {
 pub fn unsupported_param(param: &str) -> Reply {
     owned(555, "5.5.4", format!("Unsupported parameter {param}"))
 }
+/// End of DATA: the sender's DMARC policy refuses the message (RFC 7489 §6.6.2, RFC 7372 §3.2).
+pub fn policy_refused(why: &str) -> Reply {
+    owned(550, "5.7.1", format!("Message refused: {why}"))
+}
+/// RCPT from an MX client that a DNS blocklist lists (RFC 5782; zone from the config).
+pub fn dnsbl_listed(ip: std::net::IpAddr, zone: &str) -> Reply {
+    owned(
+        550,
+        "5.7.1",
+        format!("Client address [{ip}] is listed by {zone}"),
+    )
+}
 pub const LOCAL_ERROR: Reply = r(451, "4.3.0", "Local error in processing, try again later");
 
 // ---- sequence (RFC 5321 §4.1.4) ----

@@ -174,6 +174,8 @@ pub struct Session {
     pub(super) auth: Option<Account>,
     pub(super) tx: Option<Transaction>,
     errors: u32,
+    /// `[auth] dnsbl`: None until looked up (at the first RCPT), then the listing zone, if any.
+    dnsbl: Option<Option<String>>,
 }
 
 impl Session {
@@ -200,6 +202,7 @@ impl Session {
             auth: None,
             tx: None,
             errors: 0,
+            dnsbl: None,
         }
     }
 
@@ -513,7 +516,7 @@ impl Session {
                 auth::authenticate(self, io, mechanism, initial).await
             }
             Command::Mail(m) => self.mail(io, m),
-            Command::Rcpt(r) => self.rcpt(io, r),
+            Command::Rcpt(r) => self.rcpt(io, r).await,
             Command::Data => data::data(self, io).await,
             Command::Bdat { size, last } => data::bdat(self, io, size, last).await,
             Command::Rset => {
@@ -611,7 +614,30 @@ impl Session {
     }
 
     /// RCPT TO (RFC 5321 §4.1.1.3): MX takes local accounts only; submission also remote ones.
-    fn rcpt<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut Conn<S>, r: RcptTo) -> Flow {
+    async fn rcpt<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut Conn<S>,
+        r: RcptTo,
+    ) -> Flow {
+        // `[auth] dnsbl` (RFC 5782): an MX client listed by a zone is refused at each RCPT,
+        // the zone named; looked up once per session.
+        if self.port == Port::Mx && !self.app.config.auth.dnsbl.is_empty() {
+            if self.dnsbl.is_none() {
+                let checker = crate::senderauth::Checker::get(&self.app.config);
+                let listed = checker
+                    .dnsbl_listed(self.peer.ip(), &self.app.config.auth.dnsbl)
+                    .await;
+                if let Some(zone) = &listed {
+                    tracing::info!(client_ip = %self.peer.ip(), zone = %zone, "refused: client listed by DNSBL");
+                }
+                self.dnsbl = Some(listed);
+            }
+            if let Some(Some(zone)) = &self.dnsbl {
+                let r = reply::dnsbl_listed(self.peer.ip(), zone);
+                self.send(io, r);
+                return Flow::Continue;
+            }
+        }
         let reply = self.rcpt_reply(r);
         self.send(io, reply);
         Flow::Continue
@@ -701,8 +727,10 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("trust")).unwrap();
         let toml = format!(
             "[server]\nhostname = \"mx.test\"\ndomains = [\"example.test\"]\ndata_dir = \"{d}/data\"\n\
-             [smtp]\nmax_message_size = 100\n[signatures]\ntrust_dir = \"{d}/trust\"\n"
+             [smtp]\nmax_message_size = 100\n[signatures]\ntrust_dir = \"{d}/trust\"\n\
+             [auth]\nspf = false\ndkim = false\ndmarc = false\narc = false\n"
         );
+        // Sender checks off: no DNS from unit tests (tests/it/senderauth.rs covers them).
         let app = crate::server::build_app(Config::from_toml(&toml, None).unwrap()).unwrap();
         app.store
             .create_account("alice@example.test", &hash_password("pw").unwrap())

@@ -89,3 +89,5 @@ mod import;
 // Issue 18: the cache of verified certificate signatures cannot change a verdict (the failure
 // corpus twice, revoked and expired between messages, a tampered certificate, reload).
 mod signed_cache;
+// Sender authentication on the MX: SPF, DKIM, DMARC, ARC, Sender-Match (issue 13).
+mod senderauth;

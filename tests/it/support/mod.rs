@@ -30,6 +30,10 @@ pub struct TestServer {
     wrapper: Vec<String>,
 }
 
+/// The `[auth]` lines of [`base_toml`]: sender checks off, so that MX mail in tests never asks
+/// the system's DNS. Tests of the checks (senderauth.rs) remove them and set a loopback resolver.
+pub const AUTH_OFF: &str = "[auth]\nspf = false\ndkim = false\ndmarc = false\narc = false\n";
+
 /// The config every test server starts from; `{dir}` is the temp dir. Sections can be extended
 /// by passing extra lines for a section to [`TestServer::start_with`].
 pub fn base_toml(dir: &Path) -> String {
@@ -59,7 +63,8 @@ trust_dir = "{d}/trust"
 
 [limits]
 #LIMITS
-"#,
+
+{AUTH_OFF}"#,
         d = dir.display()
     )
 }

@@ -87,7 +87,8 @@ impl Stream {
 pub fn tls_config(cert: &Path) -> Arc<rustls::ClientConfig> {
     let pem = std::fs::read(cert).expect("reading the server certificate");
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
