@@ -6,7 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use mail_auth::common::parse::TxtRecordParser;
-use mail_auth::{dkim::DomainKey, dmarc::Dmarc, spf::Spf, AuthenticatedMessage};
+use mail_auth::common::verify::DomainKey;
+use mail_auth::{dmarc::Dmarc, spf::Spf, AuthenticatedMessage};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
