@@ -27,7 +27,7 @@ fi
 max_len() {
   case "$1" in
     filter) echo 1048576 ;;
-    cms | smtp_command | imap_command) echo 65536 ;;
+    cms | smtp_command | imap_command | sender_records) echo 65536 ;;
     rfc2047) echo 4096 ;;
     *) echo 1024 ;;
   esac
