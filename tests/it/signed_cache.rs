@@ -23,7 +23,7 @@ use crate::revocation::{shared_pki, TestPki};
 use crate::smtp::{mx_to_alice, stored};
 use crate::support::mail::{header, header_fields};
 use crate::support::pki::openssl;
-use crate::support::{base_toml, TestServer};
+use crate::support::TestServer;
 use crate::tsp::{
     add_revocation_info, add_unsigned_attr, signature_value, token_at, OID_TIMESTAMP_TOKEN,
 };
@@ -265,15 +265,7 @@ fn tampered_certificate_with_the_same_serial_and_issuer_is_not_served_from_the_c
 fn a_certificate_revoked_between_two_messages_is_revoked_on_the_second() {
     // A PKI of its own: its CA revokes `good` during the test.
     let pki = TestPki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    for f in ["root.pem", "inter.pem"] {
-        std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
-    }
-    let toml = base_toml(dir.path()).replace("#SIGNATURES", "revocation = \"crl\"");
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-pass-1");
+    let srv = pki.start_server("revocation = \"crl\"");
 
     // The intermediate's CRL before: `good` is not on it. The CMS carries the CRL (RFC 5940),
     // the way signers attach revocation data; nothing is fetched when it answers.
@@ -325,15 +317,7 @@ fn a_certificate_revoked_between_two_messages_is_revoked_on_the_second() {
 #[test]
 fn expired_at_the_validation_time_fails_although_its_signature_was_cached() {
     let pki = shared_pki();
-    let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    for f in ["root.pem", "inter.pem"] {
-        std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
-    }
-    let toml = base_toml(dir.path());
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-pass-1");
+    let srv = pki.start_server("");
 
     // `expired` was valid from ten to five days ago. Timestamped a week ago it passes (and its
     // signature under the intermediate is cached as good); without the timestamp it is

@@ -360,17 +360,8 @@ pub fn token_at(pki: &TestPki, data: &[u8], gen_time: chrono::DateTime<chrono::U
 /// signature without the timestamp is `fail; reason=expired`.
 #[test]
 fn expired_certificate_with_an_older_timestamp_passes_over_smtp() {
-    use crate::support::{base_toml, TestServer};
     let pki = shared_pki();
-    let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    for f in ["root.pem", "inter.pem"] {
-        std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
-    }
-    let toml = base_toml(dir.path());
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-pass-1");
+    let srv = pki.start_server("");
 
     let week_ago = chrono::Utc::now() - chrono::Duration::days(7);
     let sig = pki.sign("expired", SIGNED_PART, &[]);
