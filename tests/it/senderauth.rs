@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 
 use base64::Engine;
 
@@ -13,46 +13,10 @@ use super::filter::server_trusting_pki_with;
 use super::filter_e2e::fetch_mailbox;
 use super::filter_pki::signed_message;
 use super::smtp::{Client, Reply};
+use super::support::dns::Dns;
 use super::support::mail::{decode_2047, header, header_fields};
 use super::support::tls::Stream;
-use super::support::{run, spawn_python_server, TestServer, AUTH_OFF};
-
-/// An authoritative DNS server on 127.0.0.1 (UDP) answering from a JSON list of
-/// `[name, type, value]` (types `TXT`, `A`, or `SERVFAIL` to fail every query for that name);
-/// unknown names get NXDOMAIN, known names without the asked type an empty answer.
-const PY_DNS: &str = r#"
-import sys, socket, threading, os, json
-from dnslib import DNSRecord, RR, QTYPE, RCODE, TXT, A
-recs = json.loads(sys.argv[1])
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('127.0.0.1', 0))
-print(s.getsockname()[1], flush=True)
-while True:
-    data, addr = s.recvfrom(65535)
-    try:
-        q = DNSRecord.parse(data)
-    except Exception:
-        continue
-    a = q.reply()
-    qn = str(q.q.qname).rstrip('.').lower()
-    known = False
-    for name, typ, val in recs:
-        if name.lower() != qn:
-            continue
-        known = True
-        if typ == 'SERVFAIL':
-            a.header.rcode = RCODE.SERVFAIL
-        elif typ == 'TXT' and q.q.qtype in (QTYPE.TXT, QTYPE.ANY):
-            b = val.encode()
-            a.add_answer(RR(q.q.qname, QTYPE.TXT, ttl=60,
-                            rdata=TXT([b[i:i + 255] for i in range(0, len(b), 255)])))
-        elif typ == 'A' and q.q.qtype in (QTYPE.A, QTYPE.ANY):
-            a.add_answer(RR(q.q.qname, QTYPE.A, ttl=60, rdata=A(val)))
-    if not known:
-        a.header.rcode = RCODE.NXDOMAIN
-    s.sendto(a.pack(), addr)
-"#;
+use super::support::{run, TestServer, AUTH_OFF};
 
 /// dkimpy: `dkim KEY DOMAIN SELECTOR FILE` prints the message with a DKIM-Signature prepended;
 /// `arc KEY DOMAIN SELECTOR FILE` adds a relay's Authentication-Results and ARC-seals (i=1).
@@ -73,22 +37,8 @@ else:
     sys.stdout.buffer.write(b''.join(hs) + msg)
 "#;
 
-struct Dns {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn dns(records: &[(&str, &str, &str)]) -> Dns {
-    let json = serde_json::to_string(records).unwrap();
-    let (child, port) = spawn_python_server(PY_DNS, [json.as_str()]);
-    Dns { child, port }
+    Dns::records(records)
 }
 
 /// An RSA-1024 DKIM key (PKCS#1 PEM, which dkimpy reads) and its `p=` value.
