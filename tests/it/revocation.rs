@@ -392,7 +392,7 @@ impl TestPki {
 
 /// `openssl ca` as the intermediate of a [`TestPki`] (in its CA directory `ca`): revoking,
 /// making CRLs.
-fn inter_ca(ca: &Path, args: &[&str]) {
+pub fn inter_ca(ca: &Path, args: &[&str]) {
     let mut all = vec![
         "ca",
         "-config",
