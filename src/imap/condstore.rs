@@ -56,7 +56,7 @@ pub fn search_uses_modseq(k: &SearchKey<'_>) -> bool {
 }
 
 /// The ranges of a sequence set, sorted, merged and disjoint, `*` standing for `max`.
-fn ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
+pub(crate) fn ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
     let val = |s: &SeqOrUid| match s {
         SeqOrUid::Value(v) => v.get(),
         SeqOrUid::Asterisk => max,
@@ -82,7 +82,7 @@ fn ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
 }
 
 /// Whether `n` is in merged `ranges` (binary search: a client's set may hold thousands).
-fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
+pub(crate) fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
     let i = ranges.partition_point(|&(_, b)| b < n);
     ranges.get(i).is_some_and(|&(a, _)| a <= n)
 }

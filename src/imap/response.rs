@@ -385,25 +385,50 @@ pub fn literal(b: &[u8]) -> NString<'_> {
     }
 }
 
-/// A sequence set of ascending numbers (VANISHED, MODIFIED), consecutive ones as ranges.
-pub fn sequence_set(nums: &[u32]) -> Option<imap_codec::imap_types::sequence::SequenceSet> {
-    use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-    let mut out: Vec<Sequence> = Vec::new();
+/// Ascending numbers as runs of consecutive ones, `(first, last)` each: `1,2,3,7` gives
+/// `(1, 3), (7, 7)`. The one walk behind every set we send (VANISHED, MODIFIED, APPENDUID,
+/// COPYUID, `$`).
+pub fn runs(nums: &[u32]) -> impl Iterator<Item = (u32, u32)> + '_ {
     let mut i = 0;
-    while i < nums.len() {
-        let start = nums[i];
+    std::iter::from_fn(move || {
+        let start = *nums.get(i)?;
         let mut end = start;
         while i + 1 < nums.len() && nums[i + 1] == end.wrapping_add(1) {
             i += 1;
             end = nums[i];
         }
+        i += 1;
+        Some((start, end))
+    })
+}
+
+/// Ascending numbers as set text, consecutive ones as ranges: `1:3,7`. Empty gives "".
+pub fn set_text(nums: &[u32]) -> String {
+    let mut out = String::new();
+    for (start, end) in runs(nums) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if end == start {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+    }
+    out
+}
+
+/// A sequence set of ascending numbers (VANISHED, MODIFIED), consecutive ones as ranges.
+pub fn sequence_set(nums: &[u32]) -> Option<imap_codec::imap_types::sequence::SequenceSet> {
+    use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+    let mut out: Vec<Sequence> = Vec::new();
+    for (start, end) in runs(nums) {
         let s = SeqOrUid::Value(NonZeroU32::new(start)?);
         out.push(if end == start {
             Sequence::Single(s)
         } else {
             Sequence::Range(s, SeqOrUid::Value(NonZeroU32::new(end)?))
         });
-        i += 1;
     }
     Vec1::try_from(out).ok().map(SequenceSet)
 }
@@ -411,21 +436,13 @@ pub fn sequence_set(nums: &[u32]) -> Option<imap_codec::imap_types::sequence::Se
 /// A UID set for APPENDUID/COPYUID, with consecutive UIDs as ranges.
 pub fn uid_set(uids: &[u32]) -> Option<UidSet> {
     let mut out: Vec<UidElement> = Vec::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end.wrapping_add(1) {
-            i += 1;
-            end = uids[i];
-        }
+    for (start, end) in runs(uids) {
         let s = NonZeroU32::new(start)?;
         out.push(if end == start {
             UidElement::Single(s)
         } else {
             UidElement::Range(s, NonZeroU32::new(end)?)
         });
-        i += 1;
     }
     Vec1::try_from(out).ok().map(UidSet)
 }

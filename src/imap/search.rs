@@ -6,8 +6,9 @@
 
 use chrono::NaiveDate;
 use imap_codec::imap_types::search::SearchKey;
-use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use imap_codec::imap_types::sequence::SequenceSet;
 
+use super::condstore::{in_ranges, ranges};
 use super::envelope;
 use super::fetch::structure;
 use super::mime::{self, Cached};
@@ -218,37 +219,8 @@ impl SetCache {
             .0
             .entry(set as *const SequenceSet as usize)
             .or_insert_with(|| ranges(set, max));
-        let i = ranges.partition_point(|r| r.1 < n);
-        ranges.get(i).is_some_and(|r| r.0 <= n)
+        in_ranges(ranges, n)
     }
-}
-
-fn ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
-    let val = |s: &SeqOrUid| match s {
-        SeqOrUid::Value(v) => v.get(),
-        SeqOrUid::Asterisk => max,
-    };
-    let mut v: Vec<(u32, u32)> = set
-        .0
-        .as_ref()
-        .iter()
-        .map(|s| match s {
-            Sequence::Single(x) => (val(x), val(x)),
-            Sequence::Range(a, b) => {
-                let (a, b) = (val(a), val(b));
-                (a.min(b), a.max(b))
-            }
-        })
-        .collect();
-    v.sort_unstable();
-    let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
-    for (a, b) in v {
-        match out.last_mut() {
-            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
 }
 
 fn needle(s: &impl AsRef<[u8]>) -> String {

@@ -363,30 +363,10 @@ pub fn rewrite(cmd: &[u8], dollar: &dyn Fn(bool) -> String) -> Result<Rewritten,
 /// a number no message has (`4294967295`): `$` of an empty result is "a valid, but
 /// non-matching list of messages" (RFC 5182 §2.1), and numbers beyond the mailbox name nothing.
 pub fn sequence_set(nums: &[u32]) -> String {
-    use std::fmt::Write;
     if nums.is_empty() {
         return u32::MAX.to_string();
     }
-    let mut out = String::new();
-    let mut i = 0;
-    while i < nums.len() {
-        let start = nums[i];
-        let mut end = start;
-        while i + 1 < nums.len() && nums[i + 1] == end.wrapping_add(1) {
-            i += 1;
-            end = nums[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if end == start {
-            let _ = write!(out, "{start}");
-        } else {
-            let _ = write!(out, "{start}:{end}");
-        }
-        i += 1;
-    }
-    out
+    crate::imap::response::set_text(nums)
 }
 
 #[cfg(test)]

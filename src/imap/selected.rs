@@ -373,32 +373,16 @@ impl Selected {
 
     /// `* seq FETCH (UID n FLAGS (...))` for the message at `seq`.
     pub fn flags_response(&self, seq: u32, with_uid: bool) -> Vec<u8> {
-        let Some(m) = (seq as usize).checked_sub(1).and_then(|i| self.msgs.get(i)) else {
-            return Vec::new();
-        };
-        let mut items = Vec::new();
-        if with_uid {
-            if let Some(u) = NonZeroU32::new(m.uid) {
-                items.push(MessageDataItem::Uid(u));
-            }
-        }
-        items.push(MessageDataItem::Flags(response::flag_fetch(
-            &m.flags,
-            self.is_recent(m.uid),
-        )));
-        if self.condstore {
-            if let Some(ms) = NonZeroU64::new(m.modseq) {
-                items.push(MessageDataItem::ModSeq(ms));
-            }
-        }
-        match (NonZeroU32::new(seq), Vec1::try_from(items)) {
-            (Some(seq), Ok(items)) => response::data(Data::Fetch { seq, items }),
-            _ => Vec::new(),
-        }
+        self.fetch_response(seq, with_uid, true, self.condstore)
     }
 
     /// `* seq FETCH ([UID n] MODSEQ (m))`: a STORE .SILENT's new modseq (RFC 7162 §3.1.3).
     pub fn modseq_response(&self, seq: u32, with_uid: bool) -> Vec<u8> {
+        self.fetch_response(seq, with_uid, false, true)
+    }
+
+    /// `* seq FETCH ([UID n] [FLAGS (...)] [MODSEQ (m)])` for the message at `seq`.
+    fn fetch_response(&self, seq: u32, with_uid: bool, flags: bool, modseq: bool) -> Vec<u8> {
         let Some(m) = (seq as usize).checked_sub(1).and_then(|i| self.msgs.get(i)) else {
             return Vec::new();
         };
@@ -408,8 +392,16 @@ impl Selected {
                 items.push(MessageDataItem::Uid(u));
             }
         }
-        if let Some(ms) = NonZeroU64::new(m.modseq) {
-            items.push(MessageDataItem::ModSeq(ms));
+        if flags {
+            items.push(MessageDataItem::Flags(response::flag_fetch(
+                &m.flags,
+                self.is_recent(m.uid),
+            )));
+        }
+        if modseq {
+            if let Some(ms) = NonZeroU64::new(m.modseq) {
+                items.push(MessageDataItem::ModSeq(ms));
+            }
         }
         match (NonZeroU32::new(seq), Vec1::try_from(items)) {
             (Some(seq), Ok(items)) => response::data(Data::Fetch { seq, items }),

@@ -113,6 +113,22 @@ impl Files {
         Ok(())
     }
 
+    /// The outcome of the transaction that references `bodies` (written by
+    /// [`Files::write_all`]): its value if it committed, else its error, with the files removed.
+    pub(crate) fn settle<T, E>(
+        &self,
+        outcome: std::result::Result<T, E>,
+        bodies: &[(u64, &[u8])],
+    ) -> Result<T>
+    where
+        StoreError: From<E>,
+    {
+        outcome.map_err(|e| {
+            self.remove_unreferenced(bodies);
+            e.into()
+        })
+    }
+
     /// Removes the files [`Files::write_all`] wrote for a transaction that did not commit.
     pub(crate) fn remove_unreferenced(&self, bodies: &[(u64, &[u8])]) {
         for (id, bytes) in bodies {

@@ -301,13 +301,7 @@ mod tests {
         json::<MessageMeta>(s, "messages");
         json::<QueueRecord>(s, "queue");
         json::<Alias>(s, "aliases");
-        let meta = s.db.open_tree(META_TREE).unwrap();
-        if keep_key {
-            meta.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
-        } else {
-            meta.remove(VERSION_KEY).unwrap();
-        }
-        s.db.flush().unwrap();
+        mark_format_1(s, keep_key);
     }
 
     #[test]
@@ -432,6 +426,18 @@ mod tests {
             .unwrap();
     }
 
+    /// Marks a store as format 1: the version key says 1, or (`keep_key` false) is missing, as
+    /// in stores from before it existed.
+    fn mark_format_1(s: &Store, keep_key: bool) {
+        let meta = s.db.open_tree(META_TREE).unwrap();
+        if keep_key {
+            meta.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+        } else {
+            meta.remove(VERSION_KEY).unwrap();
+        }
+        s.db.flush().unwrap();
+    }
+
     /// What format 1 looked like: subscriptions as a flag of existing mailboxes, no tree.
     fn make_v1(s: &Store, subscribed: &[(u64, &str)], keep_key: bool) {
         for kv in s.t.mailboxes.iter() {
@@ -441,13 +447,7 @@ mod tests {
             write_v1_mailbox(s, &m, on);
         }
         s.t.subscriptions.clear().unwrap();
-        let meta = s.db.open_tree(META_TREE).unwrap();
-        if keep_key {
-            meta.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
-        } else {
-            meta.remove(VERSION_KEY).unwrap();
-        }
-        s.db.flush().unwrap();
+        mark_format_1(s, keep_key);
     }
 
     #[test]

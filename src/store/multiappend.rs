@@ -61,13 +61,7 @@ impl Store {
             Ok(out)
         });
         drop(w);
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                self.files.remove_unreferenced(&bodies);
-                return Err(e.into());
-            }
-        };
+        let out = self.files.settle(out, &bodies)?;
         if let Some(m) = self.mailbox_by_id(mailbox_id)? {
             self.notify(m.account_id, mailbox_id);
         }

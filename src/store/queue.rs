@@ -321,13 +321,7 @@ impl Store {
             Ok(Some((appended, dead_file)))
         });
         drop(w);
-        let done = match done {
-            Ok(d) => d,
-            Err(e) => {
-                self.files.remove_unreferenced(&bodies);
-                return Err(e.into());
-            }
-        };
+        let done = self.files.settle(done, &bodies)?;
         match done {
             None => {
                 self.files.remove_unreferenced(&bodies);

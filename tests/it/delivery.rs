@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use crate::smtp::Client;
+use crate::support::dns::Dns;
 use crate::support::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -20,15 +21,14 @@ use crate::support::*;
 /// A Python helper process; killed on drop (and exits by itself when its stdin closes).
 struct Py {
     child: Child,
-    port: u16,
     dir: Option<tempfile::TempDir>,
 }
 
 impl Py {
     /// Runs `script` with `args`; the script prints its port on the first line.
     fn start(script: &str, args: &[&str], dir: Option<tempfile::TempDir>) -> Py {
-        let (child, port) = spawn_python_server(script, args);
-        Py { child, port, dir }
+        let (child, _port) = spawn_python_server(script, args);
+        Py { child, dir }
     }
 }
 
@@ -39,36 +39,8 @@ impl Drop for Py {
     }
 }
 
-/// An authoritative DNS server on 127.0.0.1 (UDP) answering from a zone text; names it does
-/// not know get NXDOMAIN, known names without the asked type get an empty answer (NODATA).
-const PY_DNS: &str = r#"
-import sys, socket, threading, os
-from dnslib import DNSRecord, RR, QTYPE, RCODE
-zone = RR.fromZone(sys.argv[1])
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('127.0.0.1', 0))
-print(s.getsockname()[1], flush=True)
-while True:
-    data, addr = s.recvfrom(65535)
-    try:
-        q = DNSRecord.parse(data)
-    except Exception:
-        continue
-    a = q.reply()
-    known = False
-    for rr in zone:
-        if rr.rname == q.q.qname:
-            known = True
-            if rr.rtype == q.q.qtype or q.q.qtype == QTYPE.ANY:
-                a.add_answer(rr)
-    if not known:
-        a.header.rcode = RCODE.NXDOMAIN
-    s.sendto(a.pack(), addr)
-"#;
-
-fn dns(zone: &str) -> Py {
-    Py::start(PY_DNS, &[zone], None)
+fn dns(zone: &str) -> Dns {
+    Dns::start(zone, &[])
 }
 
 /// An aiosmtpd receiver on a given port. Each message is saved as `N.eml` plus `N.json`
@@ -217,7 +189,7 @@ fn instance_b(extra_smtp: &str) -> TestServer {
 
 /// Instance A with alice@ and carol@example.test, resolving through `dns` and delivering to
 /// `port` on loopback, plus the `more` [delivery] lines and the `top` text.
-fn instance_a(dns: &Py, port: u16, more: &[&str], top: &str) -> TestServer {
+fn instance_a(dns: &Dns, port: u16, more: &[&str], top: &str) -> TestServer {
     let mut delivery = vec![
         format!("resolver = \"127.0.0.1:{}\"", dns.port),
         format!("remote_port = {port}"),

@@ -777,6 +777,12 @@ language = \"ru\"\nsubject_tag = true\nkeywords = false\n",
 
 /// A server whose trust_dir holds the test PKI's root and intermediate.
 pub fn server_trusting_pki(extra_signatures: &str) -> TestServer {
+    server_trusting_pki_with(|toml| toml.replace("#SIGNATURES", extra_signatures))
+}
+
+/// A server trusting the test PKI, its config the base one changed by `edit`, with
+/// alice@example.test.
+pub fn server_trusting_pki_with(edit: impl FnOnce(String) -> String) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let trust = dir.path().join("trust");
     std::fs::create_dir_all(&trust).unwrap();
@@ -784,7 +790,7 @@ pub fn server_trusting_pki(extra_signatures: &str) -> TestServer {
         let f = f.unwrap();
         std::fs::copy(f.path(), trust.join(f.file_name())).unwrap();
     }
-    let toml = base_toml(dir.path()).replace("#SIGNATURES", extra_signatures);
+    let toml = edit(base_toml(dir.path()));
     let srv = TestServer::start_toml(dir, &toml);
     srv.add_user("alice@example.test", "secret-alice");
     srv

@@ -13,12 +13,12 @@ use super::support::python;
 
 const PY_FETCH: &str = r#"
 import base64, imaplib, re, ssl, sys
-port, cafile, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+port, cafile, user, password, mailbox = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 ctx = ssl.create_default_context(cafile=cafile)
 ctx.check_hostname = False
 m = imaplib.IMAP4_SSL('127.0.0.1', port, ssl_context=ctx)
 m.login(user, password)
-typ, _ = m.select('INBOX', readonly=True)
+typ, _ = m.select(mailbox, readonly=True)
 assert typ == 'OK'
 typ, data = m.uid('FETCH', '1:*', '(FLAGS BODY.PEEK[])')
 assert typ == 'OK', data
@@ -30,11 +30,12 @@ for item in data:
 m.logout()
 "#;
 
-/// (flags, message bytes) of every message in `user`'s INBOX, over IMAP.
-fn fetch_all(
+/// (flags, message bytes) of every message in `user`'s `mailbox`, over IMAP.
+pub fn fetch_mailbox(
     srv: &super::support::TestServer,
     user: &str,
     password: &str,
+    mailbox: &str,
 ) -> Vec<(Vec<String>, Vec<u8>)> {
     let out = python(
         PY_FETCH,
@@ -43,6 +44,7 @@ fn fetch_all(
             srv.cert_pem().to_str().unwrap(),
             user,
             password,
+            mailbox,
         ],
     );
     out.lines()
@@ -56,6 +58,15 @@ fn fetch_all(
             )
         })
         .collect()
+}
+
+/// (flags, message bytes) of every message in `user`'s INBOX, over IMAP.
+fn fetch_all(
+    srv: &super::support::TestServer,
+    user: &str,
+    password: &str,
+) -> Vec<(Vec<String>, Vec<u8>)> {
+    fetch_mailbox(srv, user, password, "INBOX")
 }
 
 #[test]

@@ -241,6 +241,21 @@ const LEAF_SUBJECT: &str =
     "/CN=ТЕСТОВ ТЕСТ/SN=ТЕСТОВ/serialNumber=IIN123456789011/C=KZ/GN=ТЕСТОВИЧ";
 
 impl TestPki {
+    /// A server trusting this PKI's root and intermediate, with `signatures` (lines of the
+    /// `[signatures]` section) in the base config, and alice@example.test.
+    pub fn start_server(&self, signatures: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = dir.path().join("trust");
+        std::fs::create_dir_all(&trust).unwrap();
+        for f in ["root.pem", "inter.pem"] {
+            std::fs::copy(self.trust.join(f), trust.join(f)).unwrap();
+        }
+        let toml = base_toml(dir.path()).replace("#SIGNATURES", signatures);
+        let srv = TestServer::start_toml(dir, &toml);
+        srv.add_user("alice@example.test", "secret-pass-1");
+        srv
+    }
+
     pub fn new() -> TestPki {
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "revocation-pki-{}-{}",
@@ -377,7 +392,7 @@ impl TestPki {
 
 /// `openssl ca` as the intermediate of a [`TestPki`] (in its CA directory `ca`): revoking,
 /// making CRLs.
-fn inter_ca(ca: &Path, args: &[&str]) {
+pub fn inter_ca(ca: &Path, args: &[&str]) {
     let mut all = vec![
         "ca",
         "-config",
@@ -705,15 +720,7 @@ fn ocsp_response_embedded_in_the_cms_is_used() {
 #[test]
 fn crl_from_the_distribution_point_is_cached_on_disk() {
     let pki = TestPki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    for f in ["root.pem", "inter.pem"] {
-        std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
-    }
-    let toml = base_toml(dir.path()).replace("#SIGNATURES", "revocation = \"crl\"");
-    let mut srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-pass-1");
+    let mut srv = pki.start_server("revocation = \"crl\"");
     crate::smtp::mx_to_alice(&srv, &pki.signed_message("good", "good"));
     crate::smtp::mx_to_alice(&srv, &pki.signed_message("revoked", "revoked"));
     crate::smtp::mx_to_alice(&srv, &pki.signed_message("good", "good again"));
@@ -775,18 +782,9 @@ fn ocsp_responder_down_is_temperror_and_mail_is_still_delivered() {
         ),
         (true, "pass; signers=1; valid=1", "pass"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let trust = dir.path().join("trust");
-        std::fs::create_dir_all(&trust).unwrap();
-        for f in ["root.pem", "inter.pem"] {
-            std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
-        }
-        let toml = base_toml(dir.path()).replace(
-            "#SIGNATURES",
-            &format!("revocation = \"ocsp\"\nocsp_url = \"{down}\"\nrevocation_soft_fail = {soft}"),
-        );
-        let srv = TestServer::start_toml(dir, &toml);
-        srv.add_user("alice@example.test", "secret-pass-1");
+        let srv = pki.start_server(&format!(
+            "revocation = \"ocsp\"\nocsp_url = \"{down}\"\nrevocation_soft_fail = {soft}"
+        ));
         let m = pki.signed_message("good", "responder down");
         crate::smtp::mx_to_alice(&srv, &m);
         let stored = crate::smtp::stored(&srv, "alice@example.test");

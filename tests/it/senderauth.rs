@@ -5,52 +5,18 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 
 use base64::Engine;
 
-use super::filter_pki::{pki, signed_message};
+use super::filter::server_trusting_pki_with;
+use super::filter_e2e::fetch_mailbox;
+use super::filter_pki::signed_message;
 use super::smtp::{Client, Reply};
+use super::support::dns::Dns;
 use super::support::mail::{decode_2047, header, header_fields};
 use super::support::tls::Stream;
-use super::support::{base_toml, python, run, spawn_python_server, TestServer, AUTH_OFF};
-
-/// An authoritative DNS server on 127.0.0.1 (UDP) answering from a JSON list of
-/// `[name, type, value]` (types `TXT`, `A`, or `SERVFAIL` to fail every query for that name);
-/// unknown names get NXDOMAIN, known names without the asked type an empty answer.
-const PY_DNS: &str = r#"
-import sys, socket, threading, os, json
-from dnslib import DNSRecord, RR, QTYPE, RCODE, TXT, A
-recs = json.loads(sys.argv[1])
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('127.0.0.1', 0))
-print(s.getsockname()[1], flush=True)
-while True:
-    data, addr = s.recvfrom(65535)
-    try:
-        q = DNSRecord.parse(data)
-    except Exception:
-        continue
-    a = q.reply()
-    qn = str(q.q.qname).rstrip('.').lower()
-    known = False
-    for name, typ, val in recs:
-        if name.lower() != qn:
-            continue
-        known = True
-        if typ == 'SERVFAIL':
-            a.header.rcode = RCODE.SERVFAIL
-        elif typ == 'TXT' and q.q.qtype in (QTYPE.TXT, QTYPE.ANY):
-            b = val.encode()
-            a.add_answer(RR(q.q.qname, QTYPE.TXT, ttl=60,
-                            rdata=TXT([b[i:i + 255] for i in range(0, len(b), 255)])))
-        elif typ == 'A' and q.q.qtype in (QTYPE.A, QTYPE.ANY):
-            a.add_answer(RR(q.q.qname, QTYPE.A, ttl=60, rdata=A(val)))
-    if not known:
-        a.header.rcode = RCODE.NXDOMAIN
-    s.sendto(a.pack(), addr)
-"#;
+use super::support::{run, TestServer, AUTH_OFF};
 
 /// dkimpy: `dkim KEY DOMAIN SELECTOR FILE` prints the message with a DKIM-Signature prepended;
 /// `arc KEY DOMAIN SELECTOR FILE` adds a relay's Authentication-Results and ARC-seals (i=1).
@@ -71,41 +37,8 @@ else:
     sys.stdout.buffer.write(b''.join(hs) + msg)
 "#;
 
-/// Every message of one mailbox over IMAP: `FLAGS|base64(message)` per line.
-const PY_FETCH: &str = r#"
-import base64, imaplib, re, ssl, sys
-port, cafile, user, password, mailbox = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-ctx = ssl.create_default_context(cafile=cafile)
-ctx.check_hostname = False
-m = imaplib.IMAP4_SSL('127.0.0.1', port, ssl_context=ctx)
-m.login(user, password)
-typ, _ = m.select(mailbox, readonly=True)
-assert typ == 'OK'
-typ, data = m.uid('FETCH', '1:*', '(FLAGS BODY.PEEK[])')
-for item in data:
-    if isinstance(item, tuple):
-        meta, body = item
-        flags = re.search(rb'FLAGS \(([^)]*)\)', meta).group(1).decode()
-        print(flags + '|' + base64.b64encode(body).decode())
-m.logout()
-"#;
-
-struct Dns {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn dns(records: &[(&str, &str, &str)]) -> Dns {
-    let json = serde_json::to_string(records).unwrap();
-    let (child, port) = spawn_python_server(PY_DNS, [json.as_str()]);
-    Dns { child, port }
+    Dns::records(records)
 }
 
 /// An RSA-1024 DKIM key (PKCS#1 PEM, which dkimpy reads) and its `p=` value.
@@ -155,22 +88,13 @@ fn server(dns: &Dns) -> TestServer {
 
 /// [`server`] with extra `[auth]` lines.
 fn server_with(dns: &Dns, auth: &str) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    for f in std::fs::read_dir(&pki().trust).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), trust.join(f.file_name())).unwrap();
-    }
-    let toml = base_toml(dir.path())
-        .replace(AUTH_OFF, &format!("[auth]\n{auth}\n"))
-        .replace(
-            "#DELIVERY",
-            &format!("resolver = \"127.0.0.1:{}\"", dns.port),
-        );
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-alice");
-    srv
+    server_trusting_pki_with(|toml| {
+        toml.replace(AUTH_OFF, &format!("[auth]\n{auth}\n"))
+            .replace(
+                "#DELIVERY",
+                &format!("resolver = \"127.0.0.1:{}\"", dns.port),
+            )
+    })
 }
 
 /// Sends `msg` to alice over the MX from the client address 127.0.0.`last`, HELO `helo`.
@@ -186,27 +110,7 @@ fn send_from(srv: &TestServer, last: u8, helo: &str, from: &str, msg: &[u8]) -> 
 
 /// (flags, message) of every message in alice's `mailbox`.
 fn fetch(srv: &TestServer, mailbox: &str) -> Vec<(Vec<String>, Vec<u8>)> {
-    let out = python(
-        PY_FETCH,
-        &[
-            &srv.imaps.port().to_string(),
-            srv.cert_pem().to_str().unwrap(),
-            "alice@example.test",
-            "secret-alice",
-            mailbox,
-        ],
-    );
-    out.lines()
-        .map(|l| {
-            let (flags, b64) = l.split_once('|').unwrap();
-            (
-                flags.split_whitespace().map(str::to_string).collect(),
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .unwrap(),
-            )
-        })
-        .collect()
+    fetch_mailbox(srv, "alice@example.test", "secret-alice", mailbox)
 }
 
 /// The one Authentication-Results of ours (exactly one must be there).

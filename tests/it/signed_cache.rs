@@ -19,14 +19,12 @@ use tanba::filter::cert::certs_from_pem_or_der;
 
 use crate::filter::server_trusting_pki;
 use crate::filter_pki::{message_with_signature, pki, SIGNED_PART};
-use crate::revocation::{shared_pki, TestPki};
+use crate::revocation::{inter_ca, shared_pki, TestPki};
 use crate::smtp::{mx_to_alice, stored};
 use crate::support::mail::{header, header_fields};
 use crate::support::pki::openssl;
-use crate::support::{base_toml, TestServer};
-use crate::tsp::{
-    add_revocation_info, add_unsigned_attr, signature_value, token_at, OID_TIMESTAMP_TOKEN,
-};
+use crate::support::TestServer;
+use crate::tsp::{add_revocation_info, expired_signature_stamped, signature_value};
 
 /// (`X-EDS-Status`, `X-EDS-Signer-1-Result`) of a stored message.
 fn stamp_of(m: &[u8]) -> (String, String) {
@@ -265,15 +263,7 @@ fn tampered_certificate_with_the_same_serial_and_issuer_is_not_served_from_the_c
 fn a_certificate_revoked_between_two_messages_is_revoked_on_the_second() {
     // A PKI of its own: its CA revokes `good` during the test.
     let pki = TestPki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    for f in ["root.pem", "inter.pem"] {
-        std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
-    }
-    let toml = base_toml(dir.path()).replace("#SIGNATURES", "revocation = \"crl\"");
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-pass-1");
+    let srv = pki.start_server("revocation = \"crl\"");
 
     // The intermediate's CRL before: `good` is not on it. The CMS carries the CRL (RFC 5940),
     // the way signers attach revocation data; nothing is fetched when it answers.
@@ -292,19 +282,7 @@ fn a_certificate_revoked_between_two_messages_is_revoked_on_the_second() {
         &message_with_signature("before", &add_revocation_info(&sig, &before)),
     );
     // Now the CA revokes `good` and issues a new CRL.
-    let ca = |args: &[&str]| {
-        let mut all = vec![
-            "ca",
-            "-config",
-            "openssl.cnf",
-            "-cert",
-            "inter.pem",
-            "-keyfile",
-            "inter.key",
-        ];
-        all.extend_from_slice(args);
-        openssl(&pki.dir, &all);
-    };
+    let ca = |args: &[&str]| inter_ca(&pki.dir, args);
     ca(&["-revoke", "good.pem", "-crl_reason", "keyCompromise"]);
     ca(&["-gencrl", "-out", "inter.crl2.pem"]);
     let after = crl("inter.crl2.pem");
@@ -325,23 +303,13 @@ fn a_certificate_revoked_between_two_messages_is_revoked_on_the_second() {
 #[test]
 fn expired_at_the_validation_time_fails_although_its_signature_was_cached() {
     let pki = shared_pki();
-    let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    for f in ["root.pem", "inter.pem"] {
-        std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
-    }
-    let toml = base_toml(dir.path());
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-pass-1");
+    let srv = pki.start_server("");
 
     // `expired` was valid from ten to five days ago. Timestamped a week ago it passes (and its
     // signature under the intermediate is cached as good); without the timestamp it is
     // validated at arrival, after its notAfter.
     let week_ago = chrono::Utc::now() - chrono::Duration::days(7);
-    let sig = pki.sign("expired", SIGNED_PART, &[]);
-    let token = token_at(pki, &signature_value(&sig), week_ago);
-    let stamped = add_unsigned_attr(&sig, OID_TIMESTAMP_TOKEN, &token);
+    let (sig, stamped) = expired_signature_stamped(pki, week_ago);
     mx_to_alice(&srv, &message_with_signature("timestamped", &stamped));
     let hits = cache_hits(&srv);
     for subject in ["no timestamp", "no timestamp, again"] {

@@ -355,27 +355,28 @@ pub fn token_at(pki: &TestPki, data: &[u8], gen_time: chrono::DateTime<chrono::U
     ])
 }
 
+/// `expired`'s signature (its certificate valid from ten to five days ago) and the same with a
+/// timestamp token made at `at`.
+pub fn expired_signature_stamped(
+    pki: &TestPki,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (Vec<u8>, Vec<u8>) {
+    let sig = pki.sign("expired", SIGNED_PART, &[]);
+    let token = token_at(pki, &signature_value(&sig), at);
+    let stamped = add_unsigned_attr(&sig, OID_TIMESTAMP_TOKEN, &token);
+    (sig, stamped)
+}
+
 /// End to end through SMTP: a certificate that expired five days ago, with a signature
 /// timestamped a week ago (inside its validity), is stored `pass` with `source=tsp`; the same
 /// signature without the timestamp is `fail; reason=expired`.
 #[test]
 fn expired_certificate_with_an_older_timestamp_passes_over_smtp() {
-    use crate::support::{base_toml, TestServer};
     let pki = shared_pki();
-    let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    for f in ["root.pem", "inter.pem"] {
-        std::fs::copy(pki.trust.join(f), trust.join(f)).unwrap();
-    }
-    let toml = base_toml(dir.path());
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("alice@example.test", "secret-pass-1");
+    let srv = pki.start_server("");
 
     let week_ago = chrono::Utc::now() - chrono::Duration::days(7);
-    let sig = pki.sign("expired", SIGNED_PART, &[]);
-    let token = token_at(pki, &signature_value(&sig), week_ago);
-    let stamped = add_unsigned_attr(&sig, OID_TIMESTAMP_TOKEN, &token);
+    let (sig, stamped) = expired_signature_stamped(pki, week_ago);
     let with_tsp = message_with_signature("timestamped a week ago", &stamped);
     let without = message_with_signature("no timestamp", &sig);
     for m in [&with_tsp, &without] {

@@ -222,32 +222,11 @@ pub async fn append_messages(s: &mut Session, m: &Mailbox<'_>, msgs: Vec<Message
     }
     // RFC 3502 §6.3.11 / RFC 4315 §3: APPENDUID with a set of UIDs, in the order of the messages.
     let uids: Vec<u32> = appended.iter().map(|a| a.uid).collect();
-    let code = format!("APPENDUID {uid_validity} {}", uid_ranges(&uids));
+    let code = format!(
+        "APPENDUID {uid_validity} {}",
+        crate::imap::response::set_text(&uids)
+    );
     Ok(reply.code(Code::Other(CodeOther::unvalidated(code.into_bytes()))))
-}
-
-/// `1:3,7` for ascending UIDs.
-fn uid_ranges(uids: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end.wrapping_add(1) {
-            i += 1;
-            end = uids[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if end == start {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -275,6 +254,9 @@ mod tests {
         assert!(parse_multi(b"a3 APPEND INBOX {1}\r\nx {1}\r\ny junk\r\n").is_none());
         assert!(parse_multi(b"a3 APPEND INBOX {1}\r\nx {5}\r\ny\r\n").is_none());
         assert!(parse_multi(b"a3 NOOP {1}\r\nx {1}\r\ny\r\n").is_none());
-        assert_eq!(uid_ranges(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(
+            crate::imap::response::set_text(&[1, 2, 3, 7, 9, 10]),
+            "1:3,7,9:10"
+        );
     }
 }

@@ -366,10 +366,7 @@ pub async fn list(s: &mut Session, args: ListArgs) -> CmdResult {
     // × names: it runs off the async workers, with the store reads (and LIST-STATUS's).
     let store = s.app.store.clone();
     let account = s.account_id();
-    let selected = s
-        .selected
-        .as_ref()
-        .map(|sel| (sel.id, sel.recent.len() as u32));
+    let selected = selected_recent(s);
     let args2 = args.clone();
     let listed: Vec<(Listed, Option<Vec<StatusDataItem>>)> =
         tokio::task::spawn_blocking(move || {
@@ -466,6 +463,13 @@ fn status_supported(it: &StatusDataItemName) -> bool {
     )
 }
 
+/// The session's selected mailbox and the number of messages recent in it, for `status_data`.
+fn selected_recent(s: &Session) -> Option<(u64, u32)> {
+    s.selected
+        .as_ref()
+        .map(|sel| (sel.id, sel.recent.len() as u32))
+}
+
 /// The STATUS items of a mailbox; blocking: RECENT and SIZE read its message records.
 /// `selected`: the session's selected mailbox and the number of messages recent in it.
 fn status_data(
@@ -516,10 +520,7 @@ pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemNam
     }
     let store = s.app.store.clone();
     let account = s.account_id();
-    let selected = s
-        .selected
-        .as_ref()
-        .map(|sel| (sel.id, sel.recent.len() as u32));
+    let selected = selected_recent(s);
     let items = items.to_vec();
     let r = tokio::task::spawn_blocking(move || {
         let Some(meta) = store.mailbox(account, &name)? else {

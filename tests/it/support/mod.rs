@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod mail;
 pub mod pki;
 pub mod tls;
