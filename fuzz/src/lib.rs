@@ -49,6 +49,14 @@ idle_timeout = "20s"
 trust_dir = "{t}"
 keywords = true
 subject_tag = true
+
+# Sender checks off: on by default (SPEC §10), they would send DNS queries for every fuzzed MX
+# message to the system resolver, off loopback (the sender_records target fuzzes their parsers).
+[auth]
+spf = false
+dkim = false
+dmarc = false
+arc = false
 "#,
         d = dir.display(),
         t = trust_dir.display()
