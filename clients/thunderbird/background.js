@@ -107,6 +107,7 @@ async function barFor(tabId) {
     console.log(`tanba-eds: not shown (${stamp.why}) message ${message.id}`);
     return null;
   }
+  if (stamp.verdict === "none") return null; // unsigned mail: no bar (SPEC §12 shows stamps)
   const lang = pickLanguage(browser.i18n.getUILanguage());
   const view = describe(stamp, lang);
   const line = oneLine(stamp);
