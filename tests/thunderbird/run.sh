@@ -19,6 +19,7 @@ here="$root/tests/thunderbird"
 tanba="${TANBA_BIN:-$root/target/debug/tanba}"
 shot="${SCREENSHOT:-$root/docs/img/thunderbird-eds-bar.png}"
 limit="${TB_WAIT_SECONDS:-180}"
+tb="${THUNDERBIRD:-thunderbird}" # another build, e.g. an unpacked ESR 140
 
 if [ "${1:-}" = "--install" ]; then
   need=()
@@ -221,7 +222,7 @@ Xvfb "$display" -screen 0 1280x900x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do [ -e "/tmp/.X11-unix/X${display#:}" ] && break; sleep 0.1; done
 start=$(date +%s)
-DISPLAY="$display" MOZ_CRASHREPORTER_DISABLE=1 thunderbird --no-remote --profile "$profile" >"$work/thunderbird.log" 2>&1 &
+DISPLAY="$display" MOZ_CRASHREPORTER_DISABLE=1 "$tb" --no-remote --profile "$profile" >"$work/thunderbird.log" 2>&1 &
 pids+=($!)
 want=2
 while :; do
@@ -255,4 +256,4 @@ for w in missing:
     print("FAIL: not shown:", w)
 sys.exit(1 if missing else 0)
 EOF
-echo "OK: the EDS bar was shown in Thunderbird $(thunderbird --version 2>/dev/null | awk "{print \$3}") (${elapsed}s after start); screenshot $shot"
+echo "OK: the EDS bar was shown in Thunderbird $("$tb" --version 2>/dev/null | awk "{print \$3}") (${elapsed}s after start); screenshot $shot"
