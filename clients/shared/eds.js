@@ -185,7 +185,7 @@ export function normHost(h) {
 }
 
 /**
- * Tokens of a structured header value: `;`, `=`, `/`, words (atoms, dots included) and
+ * Tokens of a structured header value: `;`, `=`, words (atoms; dots and `/` included) and
  * quoted-strings; comments (nested, RFC 5322 §3.2.2) and white space skipped.
  */
 function tokenize(value) {
@@ -212,7 +212,7 @@ function tokenize(value) {
         if (depth > MAX_COMMENT_DEPTH) return null; // hostile nesting: unreadable
         i++;
       }
-    } else if (c === ";" || c === "=" || c === "/") {
+    } else if (c === ";" || c === "=") {
       toks.push({ t: c });
       i++;
     } else if (c === '"') {
@@ -227,7 +227,7 @@ function tokenize(value) {
       toks.push({ t: "q", v });
     } else {
       let v = "";
-      while (i < s.length && !' \t\r\n();=/"'.includes(s[i])) {
+      while (i < s.length && !' \t\r\n();="'.includes(s[i])) {
         v += s[i];
         i++;
       }
@@ -251,36 +251,34 @@ export function parseAuthResults(value) {
   const authservId = first.v;
   let i = 1;
   if (toks[i] && toks[i].t === "w" && /^[0-9]+$/.test(toks[i].v)) i++; // version
+  if (i < toks.length && toks[i].t !== ";") return null;
   const results = [];
+  // One resinfo per `;`. A resinfo this parser cannot read (another method's syntax it does
+  // not know) is skipped, not fatal: the trust rule cross-checks the smime results anyway.
   while (i < toks.length) {
-    if (toks[i].t !== ";") return null;
-    i++;
-    if (i >= toks.length) break;
-    const m = toks[i];
-    if (m.t !== "w") return null;
-    if (m.v.toLowerCase() === "none" && (i + 1 >= toks.length || toks[i + 1].t === ";")) {
-      i++;
-      continue;
+    i++; // the ";"
+    const end = (() => {
+      let j = i;
+      while (j < toks.length && toks[j].t !== ";") j++;
+      return j;
+    })();
+    const r = toks.slice(i, end);
+    i = end;
+    if (r.length === 1 && r[0].t === "w" && r[0].v.toLowerCase() === "none") continue;
+    if (r.length < 3 || r[0].t !== "w" || r[1].t !== "=" || r[2].t !== "w") continue;
+    const res = { method: r[0].v.split("/")[0].toLowerCase(), result: r[2].v.toLowerCase(), reason: null, props: {} };
+    let ok = true;
+    for (let k = 3; k < r.length; k += 3) {
+      const [key, eq, v] = [r[k], r[k + 1], r[k + 2]];
+      if (key.t !== "w" || !eq || eq.t !== "=" || !v || (v.t !== "w" && v.t !== "q")) {
+        ok = false;
+        break;
+      }
+      const name = key.v.toLowerCase();
+      if (name === "reason") res.reason = v.v;
+      else if (!(name in res.props)) res.props[name] = v.v;
     }
-    const res = { method: m.v.toLowerCase(), result: null, reason: null, props: {} };
-    i++;
-    if (toks[i] && toks[i].t === "/") i += 2; // method version
-    if (!toks[i] || toks[i].t !== "=") return null;
-    i++;
-    if (!toks[i] || toks[i].t !== "w") return null;
-    res.result = toks[i].v.toLowerCase();
-    i++;
-    while (i < toks.length && toks[i].t !== ";") {
-      const k = toks[i];
-      if (k.t !== "w" || !toks[i + 1] || toks[i + 1].t !== "=" || !toks[i + 2]) return null;
-      const v = toks[i + 2];
-      if (v.t !== "w" && v.t !== "q") return null;
-      const key = k.v.toLowerCase();
-      if (key === "reason") res.reason = v.v;
-      else if (!(key in res.props)) res.props[key] = v.v;
-      i += 3;
-    }
-    if (results.length < MAX_SIGNERS * 4) results.push(res);
+    if (ok && results.length < MAX_SIGNERS * 4) results.push(res);
   }
   return { authservId, results };
 }

@@ -25,13 +25,13 @@ const fixture = (name) => readFileSync(new URL(`fixtures/${name}`, import.meta.u
 const b = (s) => `=?UTF-8?B?${Buffer.from(s, "utf8").toString("base64")}?=`;
 
 /** A stamp as Tanba writes it: A-R, X-EDS-Status, X-EDS-Summary, signer fields; then `rest`. */
-function stamp({ host = HOST, signers = [], summary = "x", rest = "From: a@b.kz\r\nSubject: s\r\n" } = {}) {
+function stamp({ host = HOST, signers = [], summary = "x", rest = "From: a@b.kz\r\nSubject: s\r\n", methods = "" } = {}) {
   const verdict =
     signers.length === 0
       ? "none"
       : signers.reduce((w, s) => (RESULTS.indexOf(s.result) > RESULTS.indexOf(w) ? s.result : w), "pass");
   const valid = signers.filter((s) => s.result === "pass").length;
-  let ar = `Authentication-Results: ${host};`;
+  let ar = `Authentication-Results: ${host};${methods}`;
   if (signers.length === 0) ar += " smime=none";
   ar += signers
     .map((s) => ` smime=${s.result}${s.reason ? ` reason="${s.reason}"` : ""} body.smime-part=TEXT\r\n body.smime-serial=0a`)
@@ -111,7 +111,20 @@ test("Authentication-Results (RFC 8601): authserv-id first, comments, quoted id,
   assert.equal(ar.results[1].props["body.smime-part"], "TEXT");
   assert.deepEqual(parseAuthResults("example.org; none").results, []);
   assert.equal(parseAuthResults(""), null);
-  assert.equal(parseAuthResults("host; =pass"), null);
+  assert.equal(parseAuthResults("(only a comment)"), null);
+  // A resinfo of a syntax this parser does not know is skipped, not fatal; `/` in values and
+  // method versions are read.
+  const lenient = parseAuthResults(
+    "mx.test; dkim=pass header.b=Ab/c+d; =broken; x-odd pass; smime/1=fail reason=expired body.smime-part=1.2",
+  );
+  assert.deepEqual(
+    lenient.results.map((r) => [r.method, r.result, r.reason]),
+    [
+      ["dkim", "pass", null],
+      ["smime", "fail", "expired"],
+    ],
+  );
+  assert.equal(lenient.results[0].props["header.b"], "Ab/c+d");
 });
 
 // --- real stamps ----------------------------------------------------------------------------
@@ -259,6 +272,18 @@ test("every verdict and every reason, in every language", () => {
   assert.equal(err.trusted, true, err.why);
   assert.equal(err.verdict, "permerror");
   assert.deepEqual(err.signerList, []);
+});
+
+test("MX stamp with sender checks (SPEC §10) before the smime results", () => {
+  const methods =
+    " spf=pass smtp.mailfrom=test@partner.kz; dkim=pass header.d=partner.kz header.s=sel;\r\n dmarc=pass policy.dmarc=reject header.from=partner.kz;";
+  const yes = structuredClone(legal);
+  yes.fields["Sender-Match"] = "yes";
+  const s = readStampFromText(stamp({ signers: [yes, { result: "fail", reason: "revoked" }], methods }), [HOST]);
+  assert.equal(s.trusted, true, s.why);
+  assert.equal(s.verdict, "fail");
+  assert.equal(s.signerList[0].senderMatch, "yes");
+  assert.equal(s.signerList[1].reason, "revoked");
 });
 
 test("sender match: yes is a confirmation, no is a warning naming the signer's domain", () => {
