@@ -217,7 +217,9 @@ printf '{"password":"%s","messageIds":["tampered@tanba.test","signed@tanba.test"
 (cd "$work/driver" && zip -q -X "$profile/extensions/driver@tanba.test.xpi" ./*)
 
 # --- Thunderbird ---------------------------------------------------------------------------
-display=":$((90 + RANDOM % 100))"
+n=$((90 + RANDOM % 100))
+while [ -e "/tmp/.X11-unix/X$n" ] || [ -e "/tmp/.X$n-lock" ]; do n=$((n + 1)); done
+display=":$n"
 Xvfb "$display" -screen 0 1280x900x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do [ -e "/tmp/.X11-unix/X${display#:}" ] && break; sleep 0.1; done
