@@ -88,6 +88,36 @@ async function headerText(messageId) {
   return end >= 0 ? text.slice(0, end + 1) : text;
 }
 
+const BADGE = {
+  pass: ["✔", "#2E7D32"],
+  fail: ["✘", "#C62828"],
+  permerror: ["✘", "#C62828"],
+  temperror: ["!", "#EF6C00"],
+};
+
+/**
+ * The toolbar button of the message header (message_display_action) carries the verdict too.
+ * It lives in Thunderbird's own window, outside the message content, so a message's HTML can
+ * imitate the bar in the body but not this button.
+ */
+async function updateAction(tabId, bar) {
+  const a = browser.messageDisplayAction;
+  if (!bar) {
+    await a.setBadgeText({ tabId, text: "" });
+    await a.setLabel({ tabId, label: null });
+    await a.setTitle({ tabId, title: null });
+    await a.disable(tabId);
+    return;
+  }
+  const [text, color] = BADGE[bar.view.level] ?? ["", "#616161"];
+  await a.enable(tabId);
+  await a.setBadgeText({ tabId, text });
+  await a.setBadgeBackgroundColor({ tabId, color });
+  await a.setLabel({ tabId, label: bar.view.title });
+  await a.setTitle({ tabId, title: `${bar.view.title}: ${bar.view.subtitle}` });
+  console.log(`tanba-eds: action ${bar.view.level}`);
+}
+
 /** The bar for the message displayed in `tabId`, or null when there is nothing to show. */
 async function barFor(tabId) {
   let messages = [];
@@ -115,9 +145,18 @@ async function barFor(tabId) {
   return { view, line };
 }
 
+browser.messageDisplay.onMessagesDisplayed.addListener((tab) => {
+  barFor(tab.id)
+    .then((bar) => updateAction(tab.id, bar))
+    .catch((e) => console.error("tanba-eds: error", e));
+});
+
+// From the display script (its own tab) or the button's popup (the tab it names).
 browser.runtime.onMessage.addListener((msg, sender) => {
-  if (msg?.type !== "tanba-eds-get" || !sender?.tab) return undefined;
-  return barFor(sender.tab.id).catch((e) => {
+  if (msg?.type !== "tanba-eds-get") return undefined;
+  const tabId = sender?.tab ? sender.tab.id : msg.tabId;
+  if (typeof tabId !== "number") return undefined;
+  return barFor(tabId).catch((e) => {
     console.error("tanba-eds: error", e);
     return null;
   });

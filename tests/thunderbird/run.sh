@@ -253,6 +253,9 @@ shown = [l.strip() for l in text.splitlines() if "tanba-eds: shown" in l]
 print("\n".join(shown))
 want = ["tanba-eds: shown fail: fail digest-mismatch",
         "tanba-eds: shown pass: ТЕСТОВ ТЕСТ ТЕСТОВИЧ (IIN 123456789011)"]
+# The header button (outside the message content) got the verdicts too.
+shown += [l.strip() for l in text.splitlines() if "tanba-eds: action" in l]
+want += ["tanba-eds: action fail", "tanba-eds: action pass"]
 missing = [w for w in want if not any(w in l for l in shown)]
 for w in missing:
     print("FAIL: not shown:", w)
