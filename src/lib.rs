@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod filter;
+pub mod http;
 pub mod imap;
 pub mod import;
 pub mod inbound;

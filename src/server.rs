@@ -101,6 +101,10 @@ pub const RESTART_KEYS: &[&str] = &[
     "smtp.submissions",
     "imap.listen",
     "imap.listen_tls",
+    "http.listen",
+    "http.listen_tls",
+    "http.metrics",
+    "http.max_connections",
     "smtp.max_connections",
     "smtp.max_submission_connections",
     "imap.max_connections",
@@ -131,6 +135,10 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("smtp.submissions", smtp.submissions);
     keep!("imap.listen", imap.listen);
     keep!("imap.listen_tls", imap.listen_tls);
+    keep!("http.listen", http.listen);
+    keep!("http.listen_tls", http.listen_tls);
+    keep!("http.metrics", http.metrics);
+    keep!("http.max_connections", http.max_connections);
     keep!("smtp.max_connections", smtp.max_connections);
     keep!(
         "smtp.max_submission_connections",
@@ -357,6 +365,7 @@ pub async fn serve(config: Config) -> Result<()> {
         }
         report.insert(kind.key().to_string(), serde_json::Value::Array(list));
     }
+    let http_bound = crate::http::bind(&cfg, &mut report).await?;
 
     let coordinator = Coordinator::new();
     let admin_listener = admin::bind(&cfg)?;
@@ -373,6 +382,7 @@ pub async fn serve(config: Config) -> Result<()> {
         imap: Arc::new(Semaphore::new(cfg.imap.max_connections)),
         refusals: Arc::new(Semaphore::new(REFUSAL_HANDSHAKES)),
     });
+    crate::http::spawn(http_bound, live.clone(), &coordinator);
     for (kind, listener) in bound {
         tokio::spawn(accept_loop(
             listener,

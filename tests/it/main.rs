@@ -5,6 +5,8 @@ mod support;
 
 // CLI: config check/default, user management with and without a running server.
 mod cli;
+// The web endpoint (issue 14): listeners, autoconfig/autodiscover/Apple profile, MTA-STS, `tanba dns`.
+mod http;
 // SMTP: submission and MX, commands and replies, STARTTLS, AUTH, DATA/BDAT (also home of the
 // raw SMTP test client, `smtp::Client`).
 mod smtp;
