@@ -404,12 +404,12 @@ impl Registry {
         );
         e.family(
             "tanba_signature_verdicts_total",
-            "Signature verdicts of messages the filter checked (SPEC 5), by result.",
+            "Signature verdicts of messages the filter checked (SPEC §5), by result.",
             &self.verdicts,
         );
         e.family(
             "tanba_signature_reasons_total",
-            "Signers that did not pass, by reason (SPEC 5).",
+            "Signers that did not pass, by reason (SPEC §5).",
             &self.reasons,
         );
         e.histogram(

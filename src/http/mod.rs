@@ -20,6 +20,7 @@
 //! ([`DRAIN_TIMEOUT`] at most).
 
 pub mod health;
+pub mod metrics;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -133,6 +134,7 @@ pub fn router(web: Web) -> Router {
 pub fn metrics_router(web: Web) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(metrics::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(web)
 }
