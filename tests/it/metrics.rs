@@ -10,6 +10,7 @@ use crate::filter_pki::{signed_contract, signed_message};
 use crate::http::{get, get_tls};
 use crate::imap::Imap;
 use crate::smtp::{mx_to_alice, Client};
+use crate::support::tls;
 use crate::support::*;
 
 /// The names SPEC §11 promises, with the labels it names.
@@ -391,4 +392,58 @@ fn queue_deferrals_deliveries_and_bounces_are_counted() {
     );
     assert_eq!(done.get("tanba_messages_bounced_total"), 1.0);
     assert_eq!(done.get("tanba_queue_oldest_age_seconds"), 0.0);
+}
+
+/// A TCP connection to `addr` from 127.0.0.2 (another client than the scraper on 127.0.0.1).
+fn connect_from_2(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    s.connect(&addr.into()).unwrap();
+    let s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s
+}
+
+#[test]
+fn bans_and_refusals_are_counted() {
+    let srv = TestServer::start_with(&[
+        ("limits", "auth_failures = 2"),
+        ("limits", "ban_time = \"60s\""),
+    ]);
+    srv.add_user("alice@example.test", "secret-alice");
+    let mut stream = tls::Stream::Plain(connect_from_2(srv.imaps));
+    stream.start_tls(&srv.cert_pem());
+    let mut imap = Imap::from_stream(stream);
+    imap.response();
+    // Two wrong passwords from 127.0.0.2: the second bans the address.
+    imap.send(b"a LOGIN alice@example.test wrong-password-1\r\n");
+    imap.send(b"b LOGIN alice@example.test wrong-password-2\r\n");
+    // A login is counted when it answers (after its delay), the ban before that.
+    let banned = wait_for("two failed logins", &srv, || {
+        let s = scrape(&srv);
+        (s.get("tanba_logins_total{protocol=\"imap\",result=\"failure\"}") >= 2.0).then_some(s)
+    });
+    assert_eq!(banned.get("tanba_bans_total"), 1.0);
+    assert_eq!(banned.get("tanba_bans"), 1.0);
+    assert_eq!(
+        banned.get("tanba_logins_total{protocol=\"imap\",result=\"failure\"}"),
+        2.0
+    );
+    // A new connection from the banned address is refused at accept, and counted.
+    let mut c = connect_from_2(srv.imap);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&mut c), &mut line).unwrap();
+    assert!(line.starts_with("* BYE"), "{line}");
+    let after = scrape(&srv);
+    assert_eq!(
+        after.get("tanba_connections_refused_total{protocol=\"imap\",reason=\"banned\"}"),
+        1.0
+    );
+    assert_eq!(
+        after.get("tanba_connections_accepted_total{protocol=\"imap\"}"),
+        1.0
+    );
 }
