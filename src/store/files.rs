@@ -311,6 +311,46 @@ mod tests {
     }
 
     #[test]
+    fn file_bytes_and_queue_summary_follow_writes_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.files.bytes(), 0);
+        assert_eq!(s.queue_summary().unwrap(), (0, None));
+        let acct = s.create_account("a@x.test", "h").unwrap();
+        let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
+        let a = s.append(inbox.id, &big(1000), &[], 0).unwrap();
+        let first = s
+            .new_queue_record("a@x.test", &["b@y.test".to_string()])
+            .unwrap();
+        s.deliver(&[], b"unused", 0, Some((&first, &big(300))))
+            .unwrap();
+        let mut second = s
+            .new_queue_record("a@x.test", &["c@y.test".to_string()])
+            .unwrap();
+        second.created += 100;
+        s.deliver(&[], b"unused", 0, Some((&second, &big(50))))
+            .unwrap();
+        let sizes = (big(1000).len() + big(300).len() + big(50).len()) as u64;
+        assert_eq!(s.files.bytes(), sizes);
+        assert_eq!(
+            s.queue_summary().unwrap(),
+            (2, Some(first.created)),
+            "the oldest is the first queued"
+        );
+        assert!(s.size_bytes().unwrap() > sizes);
+        // Removed files leave the total once their removal is durable (then they are unlinked).
+        s.expunge(inbox.id, &[a.uid]).unwrap();
+        s.queue_remove(first.id).unwrap();
+        s.flush_sync().unwrap();
+        assert_eq!(s.files.bytes(), big(50).len() as u64);
+        assert_eq!(s.queue_summary().unwrap(), (1, Some(second.created)));
+        drop(s);
+        // At open, the total is what the files on disk hold.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.files.bytes(), big(50).len() as u64);
+    }
+
+    #[test]
     fn orphan_files_are_swept_at_open_and_referenced_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         {
