@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub tls: TlsSection,
     pub smtp: SmtpSection,
     pub imap: ImapSection,
+    pub http: HttpSection,
     pub signatures: SignaturesSection,
     pub delivery: DeliverySection,
     pub limits: LimitsSection,
@@ -115,6 +116,31 @@ impl Default for ImapSection {
             max_connections: 1024,
             idle_timeout: "30m".into(),
             max_literal_size: 52_428_800,
+        }
+    }
+}
+
+/// SPEC §11: the web endpoint's listeners (docs/web.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Plain HTTP: autoconfig, MTA-STS, ACME HTTP-01 (production: 80).
+    pub listen: Vec<String>,
+    /// HTTPS with the mail certificate (production: 443).
+    pub listen_tls: Vec<String>,
+    /// Prometheus `/metrics` and `/healthz`; empty: off.
+    pub metrics: Vec<String>,
+    /// Not in SPEC §11's list: simultaneous HTTP connections over all three (closed beyond it).
+    pub max_connections: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: vec!["127.0.0.1:2080".into()],
+            listen_tls: vec!["127.0.0.1:2443".into()],
+            metrics: vec!["127.0.0.1:2090".into()],
+            max_connections: 512,
         }
     }
 }
@@ -289,6 +315,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub smtp: SmtpConfig,
     pub imap: ImapConfig,
+    /// `[http]`: the web endpoint (SPEC §11).
+    pub http: HttpConfig,
     pub signatures: SignaturesConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
@@ -318,6 +346,14 @@ pub struct ImapConfig {
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub max_literal_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: Vec<SocketAddr>,
+    pub listen_tls: Vec<SocketAddr>,
+    pub metrics: Vec<SocketAddr>,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -539,6 +575,14 @@ impl Config {
         positive("imap.max_connections", imap.max_connections as u64)?;
         positive("imap.max_literal_size", imap.max_literal_size)?;
 
+        let http = HttpConfig {
+            listen: addrs("http.listen", &f.http.listen)?,
+            listen_tls: addrs("http.listen_tls", &f.http.listen_tls)?,
+            metrics: addrs("http.metrics", &f.http.metrics)?,
+            max_connections: f.http.max_connections,
+        };
+        positive("http.max_connections", http.max_connections as u64)?;
+
         let s = &f.signatures;
         let revocation = match s.revocation.as_str() {
             "off" => Revocation {
@@ -740,6 +784,7 @@ impl Config {
             tls_key,
             smtp,
             imap,
+            http,
             signatures,
             delivery,
             limits,

@@ -101,6 +101,10 @@ pub const RESTART_KEYS: &[&str] = &[
     "smtp.submissions",
     "imap.listen",
     "imap.listen_tls",
+    "http.listen",
+    "http.listen_tls",
+    "http.metrics",
+    "http.max_connections",
     "smtp.max_connections",
     "smtp.max_submission_connections",
     "imap.max_connections",
@@ -131,6 +135,10 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("smtp.submissions", smtp.submissions);
     keep!("imap.listen", imap.listen);
     keep!("imap.listen_tls", imap.listen_tls);
+    keep!("http.listen", http.listen);
+    keep!("http.listen_tls", http.listen_tls);
+    keep!("http.metrics", http.metrics);
+    keep!("http.max_connections", http.max_connections);
     keep!("smtp.max_connections", smtp.max_connections);
     keep!(
         "smtp.max_submission_connections",
@@ -250,6 +258,15 @@ impl Kind {
         )
     }
 
+    /// What its connections count as in the metrics.
+    fn metric(self) -> crate::metrics::Protocol {
+        match self {
+            Kind::Smtp(smtp::Port::Mx) => crate::metrics::Protocol::Smtp,
+            Kind::Smtp(_) => crate::metrics::Protocol::Submission,
+            Kind::Imap { .. } => crate::metrics::Protocol::Imap,
+        }
+    }
+
     /// MX sessions never log in; everything else starts unauthenticated.
     fn class(self) -> Class {
         match self {
@@ -318,6 +335,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
 
 /// Runs the server until SIGTERM/SIGINT, then drains and returns.
 pub async fn serve(config: Config) -> Result<()> {
+    crate::metrics::REGISTRY.started();
     let app = build_app(config)?;
     let live = Live::new(app.clone());
     // Before anything is up: SIGHUP's default action would end the process.
@@ -357,6 +375,7 @@ pub async fn serve(config: Config) -> Result<()> {
         }
         report.insert(kind.key().to_string(), serde_json::Value::Array(list));
     }
+    let http_bound = crate::http::bind(&cfg, &mut report).await?;
 
     let coordinator = Coordinator::new();
     let admin_listener = admin::bind(&cfg)?;
@@ -373,6 +392,7 @@ pub async fn serve(config: Config) -> Result<()> {
         imap: Arc::new(Semaphore::new(cfg.imap.max_connections)),
         refusals: Arc::new(Semaphore::new(REFUSAL_HANDSHAKES)),
     });
+    crate::http::spawn(http_bound, live.clone(), &coordinator);
     for (kind, listener) in bound {
         tokio::spawn(accept_loop(
             listener,
@@ -492,8 +512,10 @@ async fn accept_loop(
         };
         let app = app.clone();
         let sd = shutdown.clone();
+        let counted = crate::metrics::REGISTRY.connection(kind.metric());
         tokio::spawn(async move {
             let _permit = permit;
+            let _counted = counted;
             match kind {
                 Kind::Smtp(port) => smtp::handle(stream, peer, app, port, sd, ticket).await,
                 Kind::Imap { implicit_tls } => {
@@ -521,6 +543,14 @@ pub enum Refusal {
 /// TLS, or nothing (see the module docs). RFC 5321 §3.1 allows `421` as the greeting; RFC 3501
 /// §7.1.5 `* BYE` as the greeting of a server that will not serve the client.
 fn refuse(stream: TcpStream, kind: Kind, app: &Arc<App>, pools: &Pools, why: Refusal) {
+    let reason = match why {
+        Refusal::Pool => "pool",
+        Refusal::PerAddress => "per_address",
+        Refusal::Banned => "banned",
+    };
+    crate::metrics::REGISTRY
+        .refused
+        .inc(kind.metric().as_str(), reason);
     let msg: &'static [u8] = match (kind, why) {
         (Kind::Smtp(_), Refusal::Pool) => b"421 4.7.0 Too many connections, try again later\r\n",
         (Kind::Smtp(_), Refusal::PerAddress) => {

@@ -91,6 +91,9 @@ pub fn run(c: &Config, source: &Source, bind: bool) -> Result<i32> {
             ("smtp.submissions", &c.smtp.submissions),
             ("imap.listen", &c.imap.listen),
             ("imap.listen_tls", &c.imap.listen_tls),
+            ("http.listen", &c.http.listen),
+            ("http.listen_tls", &c.http.listen_tls),
+            ("http.metrics", &c.http.metrics),
         ];
         for (key, addrs) in plan {
             let errs = preflight::try_bind(key, addrs);

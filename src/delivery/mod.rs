@@ -561,6 +561,14 @@ impl Worker {
             tracing::error!(queue_id = id, "recording delivery results failed: {e}");
             return;
         }
+        for r in &results {
+            match r.outcome.kind {
+                OutcomeKind::Delivered => crate::metrics::REGISTRY.delivered.inc("remote"),
+                OutcomeKind::Temporary => crate::metrics::REGISTRY.deferred.inc(),
+                // Counted as bounced when the round settles (with the expired ones).
+                OutcomeKind::Permanent => {}
+            }
+        }
         if let Err(e) = self.store().durable().await {
             tracing::error!(queue_id = id, "flushing delivery results failed: {e}");
         }
@@ -644,6 +652,9 @@ impl Worker {
                 .await??
             };
             if committed {
+                let bounced = rec.recipients.iter().zip(&new.recipients);
+                let bounced = bounced.filter(|(o, n)| n.bounced && !o.bounced).count();
+                crate::metrics::REGISTRY.bounced.add(bounced as u64);
                 store.durable().await?;
                 if remove {
                     tracing::info!(queue_id = id, "done; removed from the queue");

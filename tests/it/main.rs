@@ -5,6 +5,10 @@ mod support;
 
 // CLI: config check/default, user management with and without a running server.
 mod cli;
+// The web endpoint (issue 14): listeners, autoconfig/autodiscover/Apple profile, MTA-STS, `tanba dns`.
+mod http;
+// `/metrics` (issue 14 point 5): counters moved by SMTP, the filter, IMAP logins and delivery.
+mod metrics;
 // SMTP: submission and MX, commands and replies, STARTTLS, AUTH, DATA/BDAT (also home of the
 // raw SMTP test client, `smtp::Client`).
 mod smtp;

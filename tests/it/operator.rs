@@ -82,7 +82,8 @@ fn config_text(dir: &Path, hostname: &str, extra: &str) -> String {
          data_dir = \"{d}/data\"\n\n\
          [smtp]\nmx = [\"127.0.0.1:0\"]\nsubmission = [\"127.0.0.1:0\"]\n\
          submissions = [\"127.0.0.1:0\"]\n\n\
-         [imap]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\n\n{extra}",
+         [imap]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\n\n\
+         [http]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\nmetrics = []\n\n{extra}",
         d = dir.display()
     )
 }

@@ -25,6 +25,10 @@ pub struct TestServer {
     pub submissions: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    /// `http.listen`, `http.listen_tls`, `http.metrics` (first address; None when not listening).
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
     /// Extra environment variables for `tanba serve` (kept across restarts).
     env: Vec<(String, String)>,
     /// A command that runs `tanba serve` (e.g. `strace -f -o FILE`), empty for none.
@@ -55,6 +59,12 @@ listen = ["127.0.0.1:0"]
 listen_tls = ["127.0.0.1:0"]
 #IMAP
 
+[http]
+listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
+metrics = ["127.0.0.1:0"]
+#HTTP
+
 [signatures]
 trust_dir = "{d}/trust"
 #SIGNATURES
@@ -77,7 +87,7 @@ impl TestServer {
     }
 
     /// A server on the base config with extra lines: `("smtp", "max_recipients = 2")` adds the
-    /// line to `[smtp]`; sections: smtp, imap, signatures, delivery, limits; `("top", ...)` appends at the end.
+    /// line to `[smtp]`; sections: smtp, imap, http, signatures, delivery, limits; `("top", ...)` appends at the end.
     pub fn start_with(extra: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("trust")).unwrap();
@@ -127,6 +137,9 @@ impl TestServer {
             submissions: "0.0.0.0:0".parse().unwrap(),
             imap: "0.0.0.0:0".parse().unwrap(),
             imaps: "0.0.0.0:0".parse().unwrap(),
+            http: None,
+            https: None,
+            metrics: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -185,6 +198,14 @@ impl TestServer {
                     self.submissions = get("smtp.submissions");
                     self.imap = get("imap.listen");
                     self.imaps = get("imap.listen_tls");
+                    let opt = |k: &str| -> Option<SocketAddr> {
+                        v[k].get(0)
+                            .and_then(|a| a.as_str())
+                            .map(|a| a.parse().unwrap())
+                    };
+                    self.http = opt("http.listen");
+                    self.https = opt("http.listen_tls");
+                    self.metrics = opt("http.metrics");
                     return;
                 }
             }
