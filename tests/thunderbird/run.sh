@@ -76,6 +76,11 @@ submissions = ["127.0.0.1:0"]
 listen = ["127.0.0.1:0"]
 listen_tls = ["127.0.0.1:0"]
 
+[http]
+listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
+metrics = []
+
 [signatures]
 trust_dir = "$work/trust"
 
