@@ -23,6 +23,7 @@ pub mod apple;
 pub mod autoconfig;
 pub mod autodiscover;
 pub mod health;
+pub mod mta_sts;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -163,6 +164,7 @@ pub fn router(web: Web) -> Router {
         .merge(autoconfig::routes())
         .merge(autodiscover::routes())
         .merge(apple::routes())
+        .merge(mta_sts::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(web)
 }

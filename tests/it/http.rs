@@ -441,3 +441,306 @@ fn apple_profile_for_each_domain() {
     );
     assert_eq!(r.status, 404);
 }
+
+#[test]
+fn mta_sts_policy_on_the_policy_host_only() {
+    let srv = two_domains();
+    // RFC 8461 §3.3: https://mta-sts.<domain>/.well-known/mta-sts.txt, text/plain.
+    for domain in ["example.test", "second.test"] {
+        let r = get_tls(
+            &srv,
+            &format!("mta-sts.{domain}"),
+            "/.well-known/mta-sts.txt",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        // §3.2: the fields senders read; defaults mode testing, max_age one week.
+        assert_eq!(
+            r.text(),
+            "version: STSv1\r\nmode: testing\r\nmx: mail.example.test\r\nmax_age: 604800\r\n"
+        );
+    }
+    for host in ["mta-sts.other.test", "mail.example.test", "example.test"] {
+        let r = get_tls(&srv, host, "/.well-known/mta-sts.txt");
+        assert_eq!(r.status, 404, "{host}");
+    }
+    // The `_mta-sts` id `tanba dns` prints is a hash of exactly the served policy.
+    let served = get_tls(&srv, "mta-sts.example.test", "/.well-known/mta-sts.txt").body;
+    let out = srv.tanba(&["dns", "example.test"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zone = String::from_utf8(out.stdout).unwrap();
+    let id: String = openssl::sha::sha256(&served)[..10]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        zone.contains(&format!(
+            "_mta-sts.example.test. 3600 IN TXT \"v=STSv1; id={id}\""
+        )),
+        "{zone}"
+    );
+}
+
+/// A config for `tanba dns` (never served, so fixed ports are fine) with a DKIM key for
+/// `example.test` made by `tanba dkim generate`; returns the dir, the config and the key.
+fn dns_config(extra: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tanba.toml");
+    let base = format!(
+        "[server]\nhostname = \"mail.example.test\"\ndomains = [\"example.test\", \"second.test\"]\n\
+         data_dir = \"{d}/data\"\n\n[smtp]\nmx = [\"192.0.2.10:25\"]\nsubmission = [\"127.0.0.1:587\"]\n\
+         submissions = []\n\n[imap]\nlisten = [\"127.0.0.1:143\"]\nlisten_tls = [\"127.0.0.1:993\"]\n\n\
+         [http]\nlisten_tls = [\"127.0.0.1:443\"]\n\n{extra}\n",
+        d = dir.path().display()
+    );
+    std::fs::write(&cfg, &base).unwrap();
+    let key = dir.path().join("s1.key");
+    let out = crate::support::tanba_with_config(
+        &cfg,
+        &[
+            "dkim",
+            "generate",
+            "example.test",
+            "--selector",
+            "s1",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}[dkim.\"example.test\"]\nselector = \"s1\"\nkey = \"{}\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    (dir, cfg, key)
+}
+
+/// The records of a zone text as dnslib reads them: `[name, type, rdata]`, TXT strings joined.
+fn parse_zone(zone: &str) -> Vec<(String, String, String)> {
+    let out = crate::support::python(
+        r#"
+import sys, json, dnslib
+from dnslib import RR, QTYPE
+out = []
+for rr in RR.fromZone(sys.stdin.read() if sys.argv[1] == '-' else sys.argv[1]):
+    if rr.rtype == QTYPE.TXT:
+        data = b''.join(rr.rdata.data).decode()
+    else:
+        data = str(rr.rdata)
+    out.append([str(rr.rname), QTYPE[rr.rtype], data])
+print(json.dumps(out))
+"#,
+        &[zone],
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn tanba_dns_prints_every_record_the_config_needs() {
+    let (_dir, cfg, key) = dns_config("[mta_sts]\nmode = \"enforce\"\n");
+    let out = crate::support::tanba_with_config(&cfg, &["dns"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zone = String::from_utf8(out.stdout).unwrap();
+    let recs = parse_zone(&zone);
+    let has = |name: &str, typ: &str, data: &str| {
+        recs.iter()
+            .any(|(n, t, d)| n == name && t == typ && d == data)
+    };
+    // The DKIM public key, derived here from the key file independently of tanba.
+    let pem = std::fs::read(&key).unwrap();
+    let spki = openssl::pkey::PKey::private_key_from_pem(&pem)
+        .unwrap()
+        .public_key_to_der()
+        .unwrap();
+    use base64::Engine;
+    let p = base64::engine::general_purpose::STANDARD.encode(spki);
+    assert!(
+        has(
+            "s1._domainkey.example.test.",
+            "TXT",
+            &format!("v=DKIM1; k=rsa; p={p}")
+        ),
+        "{zone}"
+    );
+    // No key for second.test: no DKIM record for it.
+    assert!(!recs
+        .iter()
+        .any(|(n, _, _)| n.ends_with("_domainkey.second.test.")));
+    assert!(has("mail.example.test.", "A", "192.0.2.10"), "{zone}");
+    for d in ["example.test", "second.test"] {
+        let expect = [
+            (format!("{d}."), "MX", "10 mail.example.test.".to_string()),
+            (format!("{d}."), "TXT", "v=spf1 mx -all".into()),
+            (
+                format!("_dmarc.{d}."),
+                "TXT",
+                format!("v=DMARC1; p=quarantine; rua=mailto:postmaster@{d}"),
+            ),
+            (
+                format!("_smtp._tls.{d}."),
+                "TXT",
+                format!("v=TLSRPTv1; rua=mailto:postmaster@{d}"),
+            ),
+            (
+                format!("mta-sts.{d}."),
+                "CNAME",
+                "mail.example.test.".into(),
+            ),
+            (
+                format!("autoconfig.{d}."),
+                "CNAME",
+                "mail.example.test.".into(),
+            ),
+            (
+                format!("autodiscover.{d}."),
+                "CNAME",
+                "mail.example.test.".into(),
+            ),
+            // RFC 6186 / 8314 SRV from the configured ports; submissions is off: target ".".
+            (
+                format!("_imaps._tcp.{d}."),
+                "SRV",
+                "0 1 993 mail.example.test.".into(),
+            ),
+            (
+                format!("_imap._tcp.{d}."),
+                "SRV",
+                "0 1 143 mail.example.test.".into(),
+            ),
+            (format!("_submissions._tcp.{d}."), "SRV", "0 0 0 .".into()),
+            (
+                format!("_submission._tcp.{d}."),
+                "SRV",
+                "0 1 587 mail.example.test.".into(),
+            ),
+            (
+                format!("_autodiscover._tcp.{d}."),
+                "SRV",
+                "0 1 443 mail.example.test.".into(),
+            ),
+            (format!("{d}."), "CAA", "0 issue \"letsencrypt.org\"".into()),
+        ];
+        for (n, t, v) in &expect {
+            assert!(has(n, t, v), "{n} {t} {v} missing in:\n{zone}");
+        }
+        let sts = recs
+            .iter()
+            .find(|(n, t, _)| *n == format!("_mta-sts.{d}.") && t == "TXT")
+            .unwrap_or_else(|| panic!("_mta-sts.{d} in {zone}"));
+        assert!(sts.2.starts_with("v=STSv1; id="), "{}", sts.2);
+    }
+    // The policy id follows the policy: another mode, another id.
+    let (_dir2, cfg2, _) = dns_config("[mta_sts]\nmode = \"testing\"\n");
+    let out2 = crate::support::tanba_with_config(&cfg2, &["dns", "second.test"], None);
+    let zone2 = String::from_utf8(out2.stdout).unwrap();
+    let id = |z: &str| {
+        parse_zone(z)
+            .into_iter()
+            .find(|(n, _, _)| n == "_mta-sts.second.test.")
+            .unwrap()
+            .2
+    };
+    assert_ne!(id(&zone), id(&zone2));
+    // One domain only; a domain that is not ours is an error naming server.domains.
+    assert!(!zone2.contains("example.test. 3600 IN MX"), "{zone2}");
+    let out = crate::support::tanba_with_config(&cfg, &["dns", "other.test"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.domains"));
+}
+
+#[test]
+fn tanba_dns_check_against_a_resolver() {
+    let (_dir, cfg, _) = dns_config("");
+    let out = crate::support::tanba_with_config(&cfg, &["dns", "example.test"], None);
+    let zone = String::from_utf8(out.stdout).unwrap();
+    let line = |prefix: &str| {
+        zone.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {zone}"))
+            .to_string()
+    };
+    // Published: the MX, SPF, the DKIM key (as printed), the host's address; a DMARC record
+    // with another policy; an unrelated TXT at the apex. Nothing else.
+    let served = [
+        line("example.test. 3600 IN MX"),
+        line("example.test. 3600 IN TXT \"v=spf1"),
+        line("s1._domainkey.example.test."),
+        line("mail.example.test. 3600 IN A"),
+        "_dmarc.example.test. 3600 IN TXT \"v=DMARC1; p=none\"".into(),
+        "example.test. 3600 IN TXT \"site-verification=xyz\"".into(),
+        line("autoconfig.example.test."),
+    ]
+    .join("\n");
+    let dns = crate::support::dns::Dns::start(&served, &[]);
+    let resolver = format!("127.0.0.1:{}", dns.port);
+    let out = crate::support::tanba_with_config(
+        &cfg,
+        &["dns", "example.test", "--check", "--resolver", &resolver],
+        None,
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let verdict = |what: &str| {
+        text.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("{what} in {text}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(verdict("IN MX 10 mail.example.test."), "ok");
+    assert_eq!(verdict("\"v=spf1 mx -all\""), "ok");
+    assert_eq!(verdict("s1._domainkey.example.test."), "ok");
+    assert_eq!(verdict("mail.example.test. 3600 IN A"), "ok");
+    assert_eq!(verdict("autoconfig.example.test."), "ok");
+    assert_eq!(verdict("_dmarc.example.test."), "different");
+    assert!(text.contains("found: v=DMARC1; p=none"), "{text}");
+    for missing in [
+        "_mta-sts.example.test.",
+        "mta-sts.example.test.",
+        "_smtp._tls.example.test.",
+        "autodiscover.example.test.",
+        "_imaps._tcp.example.test.",
+        "_submissions._tcp.example.test.",
+        "IN CAA",
+    ] {
+        assert_eq!(verdict(missing), "missing", "{missing}: {text}");
+    }
+    drop(dns);
+
+    // Everything published: exit 0.
+    let dns = crate::support::dns::Dns::start(&zone, &[]);
+    let resolver = format!("127.0.0.1:{}", dns.port);
+    let out = crate::support::tanba_with_config(
+        &cfg,
+        &["dns", "example.test", "--check", "--resolver", &resolver],
+        None,
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| !l.starts_with(';'))
+            .all(|l| l.starts_with("ok ")),
+        "{text}"
+    );
+    assert!(text.contains("; 16 ok, 0 missing, 0 different"), "{text}");
+}
