@@ -744,3 +744,36 @@ fn tanba_dns_check_against_a_resolver() {
     );
     assert!(text.contains("; 16 ok, 0 missing, 0 different"), "{text}");
 }
+
+#[test]
+fn per_address_limit_and_drain_on_shutdown() {
+    // HTTP connections count with IMAP/submission connections not logged in (SPEC §8).
+    let mut srv = TestServer::start_with(&[("limits", "unauthenticated_per_ip = 2")]);
+    let http = srv.http.unwrap();
+    let mut held: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(http).unwrap();
+        // One request answered on each, so that both are accepted and counted.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(s);
+    }
+    let r = get(http, "x", "/healthz");
+    assert_eq!(r.status, 503, "{}", r.text());
+    // An IMAP connection from the same address is refused too: one count per address.
+    let mut imap = std::net::TcpStream::connect(srv.imap).unwrap();
+    imap.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut line = String::new();
+    let _ = (&mut imap).take(200).read_to_string(&mut line);
+    assert!(line.starts_with("* BYE"), "{line}");
+    drop(held.pop());
+    // SIGTERM with a kept-alive idle HTTP connection open: the server drains and exits 0.
+    assert_eq!(srv.stop(), Some(0));
+    let mut buf = [0u8; 16];
+    let n = held[0].read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the connection is closed");
+}
