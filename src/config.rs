@@ -25,6 +25,7 @@ pub struct FileConfig {
     pub smtp: SmtpSection,
     pub imap: ImapSection,
     pub http: HttpSection,
+    pub mta_sts: MtaStsSection,
     pub signatures: SignaturesSection,
     pub delivery: DeliverySection,
     pub limits: LimitsSection,
@@ -141,6 +142,26 @@ impl Default for HttpSection {
             listen_tls: vec!["127.0.0.1:2443".into()],
             metrics: vec!["127.0.0.1:2090".into()],
             max_connections: 512,
+        }
+    }
+}
+
+/// The MTA-STS policy (RFC 8461) served at `https://mta-sts.<domain>/.well-known/mta-sts.txt`
+/// and announced by `tanba dns` (docs/web.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaStsSection {
+    /// `none`, `testing` (senders report but deliver anyway) or `enforce`.
+    pub mode: String,
+    /// How long senders cache the policy (RFC 8461 §3.2: at most 31557600 s).
+    pub max_age: String,
+}
+
+impl Default for MtaStsSection {
+    fn default() -> Self {
+        MtaStsSection {
+            mode: "testing".into(),
+            max_age: "7days".into(),
         }
     }
 }
@@ -317,6 +338,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// `[http]`: the web endpoint (SPEC §11).
     pub http: HttpConfig,
+    /// `[mta_sts]`: the policy the web endpoint serves.
+    pub mta_sts: MtaStsConfig,
     pub signatures: SignaturesConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
@@ -354,6 +377,30 @@ pub struct HttpConfig {
     pub listen_tls: Vec<SocketAddr>,
     pub metrics: Vec<SocketAddr>,
     pub max_connections: usize,
+}
+
+/// `mta_sts.mode` (RFC 8461 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtaStsMode {
+    None,
+    Testing,
+    Enforce,
+}
+
+impl MtaStsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtaStsMode::None => "none",
+            MtaStsMode::Testing => "testing",
+            MtaStsMode::Enforce => "enforce",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MtaStsConfig {
+    pub mode: MtaStsMode,
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -583,6 +630,28 @@ impl Config {
         };
         positive("http.max_connections", http.max_connections as u64)?;
 
+        let mta_sts = MtaStsConfig {
+            mode: match f.mta_sts.mode.as_str() {
+                "none" => MtaStsMode::None,
+                "testing" => MtaStsMode::Testing,
+                "enforce" => MtaStsMode::Enforce,
+                other => {
+                    return Err(err(
+                        "mta_sts.mode",
+                        format!("{other:?} is not one of none, testing, enforce"),
+                    ))
+                }
+            },
+            max_age: dur("mta_sts.max_age", &f.mta_sts.max_age)?,
+        };
+        // RFC 8461 §3.2: "a maximum value of 31557600" seconds.
+        if mta_sts.max_age.as_secs() > 31_557_600 || mta_sts.max_age.as_secs() == 0 {
+            return Err(err(
+                "mta_sts.max_age",
+                "must be between 1s and one year (31557600 s, RFC 8461 §3.2)".into(),
+            ));
+        }
+
         let s = &f.signatures;
         let revocation = match s.revocation.as_str() {
             "off" => Revocation {
@@ -785,6 +854,7 @@ impl Config {
             smtp,
             imap,
             http,
+            mta_sts,
             signatures,
             delivery,
             limits,

@@ -392,7 +392,7 @@ pub async fn serve(config: Config) -> Result<()> {
         imap: Arc::new(Semaphore::new(cfg.imap.max_connections)),
         refusals: Arc::new(Semaphore::new(REFUSAL_HANDSHAKES)),
     });
-    crate::http::spawn(http_bound, live.clone(), &coordinator);
+    crate::http::spawn(http_bound, live.clone(), &coordinator, &report);
     for (kind, listener) in bound {
         tokio::spawn(accept_loop(
             listener,
