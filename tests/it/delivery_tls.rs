@@ -162,11 +162,18 @@ fn policy_server(pki: &Pki, mode: &str) -> (Proc, u16) {
 }
 
 fn sts_dns() -> Dns {
+    sts_dns_with("")
+}
+
+/// [`sts_dns`] plus the zone lines `more`.
+fn sts_dns_with(more: &str) -> Dns {
     Dns::start(
-        "b.test. 60 IN MX 10 mx.b.test.\n\
-         mx.b.test. 60 IN A 127.0.0.1\n\
-         _mta-sts.b.test. 60 IN TXT \"v=STSv1; id=20261127T1;\"\n\
-         mta-sts.b.test. 60 IN A 127.0.0.1\n",
+        &format!(
+            "b.test. 60 IN MX 10 mx.b.test.\n\
+             mx.b.test. 60 IN A 127.0.0.1\n\
+             _mta-sts.b.test. 60 IN TXT \"v=STSv1; id=20261127T1;\"\n\
+             mta-sts.b.test. 60 IN A 127.0.0.1\n{more}"
+        ),
         &[],
     )
 }
@@ -359,5 +366,48 @@ fn policy_is_cached_across_a_restart_while_the_policy_server_is_down() {
         1,
         "{}",
         a.log()
+    );
+}
+
+/// `enforce`: an MX host the policy does not name is skipped (even at a better preference), and
+/// the one it names must offer STARTTLS: a receiver without it gets nothing, the message waits
+/// with the reason, and both failures are counted by RFC 8460 result type.
+#[test]
+fn enforce_skips_hosts_outside_the_policy_and_requires_starttls() {
+    let pki = Pki::new();
+    let dns = sts_dns_with(
+        "b.test. 60 IN MX 5 other.b.test.\n\
+         other.b.test. 60 IN A 127.0.0.1\n",
+    );
+    let (_https, https_port) = policy_server(&pki, "enforce");
+    let port = free_port();
+    let plain = receiver(port, serde_json::json!({}));
+    let a = sender(&dns, port, https_port, &pki.ca());
+    submit(&a, &["bob@b.test"], &message("No STARTTLS", "sts-5"));
+    let text = wait_for("an MTA-STS deferral in queue list", &a, || {
+        let t = queue_text(&a);
+        t.contains("MTA-STS").then_some(t)
+    });
+    assert!(
+        text.contains(
+            "MTA-STS policy of b.test (enforce): mx.b.test[127.0.0.1]: STARTTLS is not offered"
+        ),
+        "{text}"
+    );
+    assert!(
+        a.log().contains(
+            "MTA-STS policy of b.test (enforce): other.b.test is not among the policy's MX hosts (mx.b.test)"
+        ),
+        "{}",
+        a.log()
+    );
+    let rpt = wait_for("the TLS-RPT counts", &a, || {
+        let t = read(&a.data_dir().join("tls-rpt.json"));
+        (t.contains("starttls-not-supported") && t.contains("validation-failure")).then_some(t)
+    });
+    assert!(rpt.contains("\"success\": 0"), "{rpt}");
+    assert!(
+        received(&plain).is_empty(),
+        "nothing may go out in clear text"
     );
 }
