@@ -3,9 +3,9 @@
 //! (§4.3). Kept in memory and in `<data_dir>/tls-rpt.json` (0600), eight days; what an aggregate
 //! report would carry. Reports are not sent (docs/delivery.md).
 //!
-//! The file is rewritten when a day or domain appears and otherwise at most every
-//! [`WRITE_EVERY`], so the counts of the last seconds before a crash can be missing: they are
-//! statistics, not mail.
+//! The file is rewritten when a day or domain appears, and otherwise [`WRITE_EVERY`] after a
+//! change at the latest (at most that often), so the counts of the last seconds before a crash
+//! or stop can be missing: they are statistics, not mail.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +40,8 @@ type Days = BTreeMap<String, BTreeMap<String, Counts>>;
 struct State {
     days: Days,
     last_write: Option<Instant>,
+    /// A delayed write is scheduled (it writes whatever has been counted by then).
+    pending: bool,
 }
 
 pub struct Recorder {
@@ -64,6 +66,7 @@ impl Recorder {
             state: Arc::new(Mutex::new(State {
                 days,
                 last_write: None,
+                pending: false,
             })),
             write: Arc::new(Mutex::new(())),
         }
@@ -98,25 +101,21 @@ impl Recorder {
             let due = st.last_write.is_none_or(|t| t.elapsed() >= WRITE_EVERY);
             if new_key || due {
                 st.last_write = Some(Instant::now());
-                true
+                Some(Duration::ZERO)
+            } else if !st.pending {
+                st.pending = true;
+                Some(WRITE_EVERY)
             } else {
-                false
+                None
             }
         };
-        if write_now {
+        if let Some(delay) = write_now {
             let (state, lock, path) = (self.state.clone(), self.write.clone(), self.path.clone());
-            tokio::task::spawn_blocking(move || {
-                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let data = {
-                    let st = state.lock().unwrap_or_else(|p| p.into_inner());
-                    serde_json::to_vec_pretty(&st.days)
-                };
-                let r = data
-                    .map_err(std::io::Error::other)
-                    .and_then(|d| super::mta_sts::write_private(&path, &d));
-                if let Err(e) = r {
-                    tracing::warn!("TLS-RPT counts: writing {}: {e}", path.display());
+            tokio::spawn(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
+                let _ = tokio::task::spawn_blocking(move || write(&state, &lock, &path)).await;
             });
         }
     }
@@ -128,6 +127,24 @@ impl Recorder {
             .unwrap_or_else(|p| p.into_inner())
             .days
             .clone()
+    }
+}
+
+/// Writes the current counts (snapshot taken under the write lock, so the last write holds the
+/// newest state).
+fn write(state: &Mutex<State>, lock: &Mutex<()>, path: &std::path::Path) {
+    let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let data = {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        st.pending = false;
+        st.last_write = Some(Instant::now());
+        serde_json::to_vec_pretty(&st.days)
+    };
+    let r = data
+        .map_err(std::io::Error::other)
+        .and_then(|d| super::mta_sts::write_private(path, &d));
+    if let Err(e) = r {
+        tracing::warn!("TLS-RPT counts: writing {}: {e}", path.display());
     }
 }
 
