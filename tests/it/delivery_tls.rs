@@ -148,7 +148,12 @@ srv.serve_forever()
 
 /// The policy server for `b.test` with `mode`; returns it and its port.
 fn policy_server(pki: &Pki, mode: &str) -> (Proc, u16) {
-    let (cert, key) = pki.leaf("mta-sts.b.test");
+    policy_server_as(pki, mode, "mta-sts.b.test")
+}
+
+/// [`policy_server`] with a certificate for `cert_name`.
+fn policy_server_as(pki: &Pki, mode: &str, cert_name: &str) -> (Proc, u16) {
+    let (cert, key) = pki.leaf(cert_name);
     let policy = format!("version: STSv1\r\nmode: {mode}\r\nmx: mx.b.test\r\nmax_age: 86400\r\n");
     let (child, port) = spawn_python_server(
         PY_HTTPS,
@@ -410,4 +415,36 @@ fn enforce_skips_hosts_outside_the_policy_and_requires_starttls() {
         received(&plain).is_empty(),
         "nothing may go out in clear text"
     );
+}
+
+/// The policy server's certificate must name `mta-sts.<domain>` (RFC 8461 §3.3): one for another
+/// name makes the fetch fail, so no policy applies (and none is cached) and the message goes out
+/// as without MTA-STS, here to an MX whose certificate would not have passed.
+#[test]
+fn a_policy_server_with_a_certificate_for_another_name_is_not_believed() {
+    let pki = Pki::new();
+    let dns = sts_dns();
+    let (_https, https_port) = policy_server_as(&pki, "enforce", "wrong.b.test");
+    let port = free_port();
+    let r = tls_receiver(&pki, port, "wrong.b.test");
+    let a = sender(&dns, port, https_port, &pki.ca());
+    submit(
+        &a,
+        &["bob@b.test"],
+        &message("No believable policy", "sts-6"),
+    );
+    wait_for("the message at the receiver", &a, || {
+        received(&r).into_iter().next()
+    });
+    wait_queue_empty(&a);
+    let log = a.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("MTA-STS policy fetch failed"))
+        .unwrap_or_else(|| panic!("no fetch failure in the log:\n{log}"));
+    assert!(
+        line.contains("https://mta-sts.b.test:") && line.contains("certificate"),
+        "{line}"
+    );
+    assert!(!read(&a.data_dir().join("mta-sts.json")).contains("b.test"));
 }
