@@ -214,6 +214,13 @@ pub struct DeliverySection {
     pub require_tls: bool,
     /// Not in SPEC §3's list: concurrent outbound deliveries.
     pub concurrency: usize,
+    /// PEM file of CA certificates trusted besides the system's, for MX hosts under an MTA-STS
+    /// policy, MTA-STS policy servers and the relay (private or test CAs). Empty: none.
+    pub tls_ca_file: String,
+    /// MTA-STS (RFC 8461) on MX delivery.
+    pub mta_sts: bool,
+    /// Test-only: the port of `https://mta-sts.<domain>/` (443 in production).
+    pub mta_sts_port: u16,
 }
 
 impl Default for DeliverySection {
@@ -230,6 +237,9 @@ impl Default for DeliverySection {
             relay_password: String::new(),
             require_tls: false,
             concurrency: 8,
+            tls_ca_file: String::new(),
+            mta_sts: true,
+            mta_sts_port: 443,
         }
     }
 }
@@ -429,6 +439,10 @@ pub struct DeliveryConfig {
     pub relay_password: Option<String>,
     pub require_tls: bool,
     pub concurrency: usize,
+    /// `delivery.tls_ca_file`, absolute (None: system roots only).
+    pub tls_ca_file: Option<PathBuf>,
+    pub mta_sts: bool,
+    pub mta_sts_port: u16,
 }
 
 /// SPEC §8, validated (see [`LimitsSection`] for the keys).
@@ -757,6 +771,20 @@ impl Config {
             ));
         }
         positive("delivery.concurrency", d.concurrency as u64)?;
+        let tls_ca_file = match d.tls_ca_file.trim() {
+            "" => None,
+            p => {
+                let p = abs(p);
+                readable_file(&p).map_err(|e| err("delivery.tls_ca_file", e))?;
+                Some(p)
+            }
+        };
+        if d.mta_sts_port == 0 {
+            return Err(err(
+                "delivery.mta_sts_port",
+                "must be a port from 1 to 65535".into(),
+            ));
+        }
         let delivery = DeliveryConfig {
             relay,
             retry,
@@ -767,6 +795,9 @@ impl Config {
             relay_password: (!d.relay_password.is_empty()).then(|| d.relay_password.clone()),
             require_tls: d.require_tls,
             concurrency: d.concurrency,
+            tls_ca_file,
+            mta_sts: d.mta_sts,
+            mta_sts_port: d.mta_sts_port,
         };
 
         let l = &f.limits;

@@ -114,6 +114,9 @@ pub const RESTART_KEYS: &[&str] = &[
     "delivery.resolver",
     "delivery.remote_port",
     "delivery.concurrency",
+    "delivery.tls_ca_file",
+    "delivery.mta_sts",
+    "delivery.mta_sts_port",
     "limits.auth_failures",
     "limits.ban_time",
 ];
@@ -151,6 +154,9 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("delivery.resolver", delivery.resolver);
     keep!("delivery.remote_port", delivery.remote_port);
     keep!("delivery.concurrency", delivery.concurrency);
+    keep!("delivery.tls_ca_file", delivery.tls_ca_file);
+    keep!("delivery.mta_sts", delivery.mta_sts);
+    keep!("delivery.mta_sts_port", delivery.mta_sts_port);
     keep!("limits.auth_failures", limits.auth_failures);
     keep!("limits.ban_time", limits.ban_time);
     debug_assert!(changed.iter().all(|k| RESTART_KEYS.contains(k)));

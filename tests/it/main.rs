@@ -28,6 +28,8 @@ mod auth_limits;
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.
 mod delivery;
+// Verified TLS on the way out: MTA-STS enforce/testing, the policy cache, TLS-RPT counts.
+mod delivery_tls;
 // The signature filter: a test PKI made with openssl (`filter_pki`), every MIME shape, each
 // failure reason, stamping, and SMTP delivery stamped in the store.
 mod filter;
