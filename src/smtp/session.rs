@@ -588,6 +588,8 @@ impl Session {
             reply::SIZE_EXCEEDED
         } else if !m.smtputf8 && !m.address.is_ascii() {
             reply::NON_ASCII_ADDRESS
+        } else if let Some(r) = self.mx_rate_refusal() {
+            r
         } else if let Some(acc) = self
             .auth
             .as_ref()
@@ -611,6 +613,35 @@ impl Session {
         };
         self.send(io, r);
         Flow::Continue
+    }
+
+    /// `limits.mx_messages_per_ip`: an MX client's MAIL beyond its rate gets `451 4.7.0` (RFC 5321
+    /// §4.2.5: a transient failure; the sender retries later). Submission is never limited here.
+    fn mx_rate_refusal(&self) -> Option<Reply> {
+        if self.port != Port::Mx {
+            return None;
+        }
+        match self.app.conns.mx_message(self.peer.ip()) {
+            Ok(()) => None,
+            Err(crate::limits::RateRefused::OverLimit { first }) => {
+                if first {
+                    tracing::info!(
+                        client_ip = %self.ticket.client(),
+                        limit = self.app.config.limits.mx_messages_per_ip,
+                        window = ?self.app.config.limits.mx_messages_window,
+                        "MX message rate exceeded (limits.mx_messages_per_ip): MAIL deferred with 451"
+                    );
+                }
+                Some(reply::MX_RATE)
+            }
+            Err(crate::limits::RateRefused::Full) => {
+                tracing::warn!(
+                    client_ip = %self.ticket.client(),
+                    "MX message rate table full: MAIL from a new address deferred with 451"
+                );
+                Some(reply::MX_RATE_FULL)
+            }
+        }
     }
 
     /// RCPT TO (RFC 5321 §4.1.1.3): MX takes local accounts only; submission also remote ones.
@@ -703,6 +734,18 @@ impl Session {
                 if full {
                     tracing::info!(peer = %self.peer, "recipient {addr:?}: mailbox full");
                     return reply::mailbox_full(&addr);
+                }
+                // `auth.greylisting` (RFC 6647): only for a recipient of ours, so that unknown
+                // ones still get their 550 and leave no record. Submission never gets here
+                // authenticated: the MX port has no AUTH.
+                if self.port == Port::Mx && self.app.config.greylist.enabled {
+                    use crate::senderauth::greylist::{check, Decision};
+                    let g = &self.app.config.greylist;
+                    if let Decision::Defer(secs) =
+                        check(g, &self.app.store, self.peer.ip(), &tx.from, &addr)
+                    {
+                        return reply::greylisted(secs);
+                    }
                 }
                 tx.rcpts.push(addr);
                 reply::RCPT_OK
