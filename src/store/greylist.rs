@@ -164,10 +164,8 @@ impl Store {
             }
         }
         let live = old.filter(|e| e.expires > now);
-        if let Some(e) = &live {
-            // A pass moves the entry's index key to its new expiry (and kind).
-            batch.remove(index_key(e.kind(), e.expires, &h));
-        }
+        // A pass moves the entry's index key to its new expiry (and kind).
+        let live_index = live.as_ref().map(|e| index_key(e.kind(), e.expires, &h));
         let (entry, verdict) = match live {
             Some(e) if e.last_pass != 0 => (
                 Entry {
@@ -227,6 +225,9 @@ impl Store {
                 )
             }
         };
+        if let Some(k) = live_index {
+            batch.remove(k);
+        }
         batch.insert(key, enc(&entry));
         batch.insert(index_key(entry.kind(), entry.expires, &h), &[][..]);
         batch.insert(COUNT, &count.to_be_bytes()[..]);
@@ -320,6 +321,38 @@ mod tests {
             c(later + P.lifetime).unwrap(),
             Verdict::Defer { new: true, .. }
         ));
+    }
+
+    /// Entries, index keys and the count agree, whatever the sequence of checks.
+    fn consistent(s: &Store) {
+        let t = s.greylist_tree().unwrap();
+        let entries = t.scan_prefix([ENTRY]).count() as u64;
+        let index = t.scan_prefix([INDEX]).count() as u64;
+        assert_eq!((entries, index), (s.greylist_len().unwrap(), entries));
+    }
+
+    #[test]
+    fn records_stay_consistent_through_defers_passes_sweeps_and_evictions() {
+        let (_d, s) = store();
+        // Retries within the delay, passes, expiries swept by other checks, and the cap.
+        let p = Policy {
+            delay: 300,
+            expire: 1000,
+            lifetime: 400,
+            max_entries: 10,
+        };
+        let mut verdicts = std::collections::HashSet::new();
+        for step in 0..600u64 {
+            let rcpt = format!("r{}@y.test", step % 7);
+            let net = format!("192.0.{}.0/24", (step / 50) % 3);
+            let v = s
+                .greylist_check(&net, "a@x.test", &rcpt, step * 10, &p)
+                .unwrap();
+            verdicts.insert(format!("{v:?}").split(' ').next().unwrap().to_string());
+            consistent(&s);
+            assert!(s.greylist_len().unwrap() <= p.max_entries);
+        }
+        assert_eq!(verdicts.len(), 2, "{verdicts:?}");
     }
 
     #[test]
