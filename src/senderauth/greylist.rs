@@ -26,7 +26,8 @@ use crate::store::{GreylistPolicy, GreylistVerdict, Store};
 /// What the session answers to the RCPT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    Accept,
+    /// `delayed`: seconds since the first attempt when this is the triplet's first pass.
+    Accept { delayed: Option<u64> },
     /// `451 4.7.1`: try again in this many seconds.
     Defer(u64),
 }
@@ -64,7 +65,7 @@ pub fn check(
             rcpt = %rcpt_log,
             "greylist: skipped, client in auth.greylist_allow"
         );
-        return Decision::Accept;
+        return Decision::Accept { delayed: None };
     }
     let net = network(ip).to_string();
     let now = SystemTime::now()
@@ -101,7 +102,9 @@ pub fn check(
                 delayed = waited,
                 "greylist: passed after {waited} s; triplet accepted from now on"
             );
-            Decision::Accept
+            Decision::Accept {
+                delayed: Some(waited),
+            }
         }
         Ok(GreylistVerdict::Pass { waited: None }) => {
             tracing::info!(
@@ -111,11 +114,11 @@ pub fn check(
                 rcpt = %rcpt_log,
                 "greylist: passed (known triplet)"
             );
-            Decision::Accept
+            Decision::Accept { delayed: None }
         }
         Err(e) => {
             tracing::error!(client_ip = %client, "greylist: store error, recipient accepted: {e}");
-            Decision::Accept
+            Decision::Accept { delayed: None }
         }
     }
 }

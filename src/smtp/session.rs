@@ -49,6 +49,8 @@ pub(super) struct Transaction {
     pub smtputf8: bool,
     /// The message so far once BDAT has started (RFC 3030); DATA is then no longer allowed.
     pub bdat: Option<super::data::Chunked>,
+    /// The longest greylisting delay of a recipient that passed for the first time.
+    pub greylisted: Option<u64>,
 }
 
 /// What the loop does after a command.
@@ -608,6 +610,7 @@ impl Session {
                 rcpts: Vec::new(),
                 smtputf8: m.smtputf8,
                 bdat: None,
+                greylisted: None,
             });
             reply::SENDER_OK
         };
@@ -741,10 +744,11 @@ impl Session {
                 if self.port == Port::Mx && self.app.config.greylist.enabled {
                     use crate::senderauth::greylist::{check, Decision};
                     let g = &self.app.config.greylist;
-                    if let Decision::Defer(secs) =
-                        check(g, &self.app.store, self.peer.ip(), &tx.from, &addr)
-                    {
-                        return reply::greylisted(secs);
+                    match check(g, &self.app.store, self.peer.ip(), &tx.from, &addr) {
+                        Decision::Defer(secs) => return reply::greylisted(secs),
+                        Decision::Accept { delayed } => {
+                            tx.greylisted = tx.greylisted.max(delayed);
+                        }
                     }
                 }
                 tx.rcpts.push(addr);

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::smtp::{server_with_users, stored, Client};
+use crate::support::mail::header_fields;
 use crate::support::tls::Stream;
 use crate::support::*;
 
@@ -116,6 +117,21 @@ fn a_new_triplet_is_deferred_then_accepted_after_the_delay_and_remembered_across
         ["after the delay", "after the restart"]
     );
     assert!(srv.log().contains("greylist: passed (known triplet)"));
+    // The message that waited says how long, under our Received header; the next one does not.
+    let msgs = stored(&srv, "alice@example.test");
+    let waited = |m: &[u8]| {
+        let fields = header_fields(m);
+        let at = fields.iter().position(|(n, _)| n == "X-Greylist")?;
+        assert_eq!(fields[at - 1].0, "Received", "{fields:?}");
+        let v = fields[at].1.clone();
+        let secs = v
+            .strip_prefix("delayed ")
+            .and_then(|r| r.strip_suffix(" seconds by mail.example.test (Tanba)"))
+            .unwrap_or_else(|| panic!("{v}"));
+        Some(secs.parse::<u64>().unwrap())
+    };
+    assert!(waited(&msgs[0]).is_some_and(|s| s >= DELAY), "{msgs:?}");
+    assert_eq!(waited(&msgs[1]), None);
 }
 
 #[test]
