@@ -259,6 +259,10 @@ pub struct LimitsSection {
     pub min_password_length: usize,
     /// The storage quota `tanba user add` gives a new account (`none`, bytes, or 500M, 2G, ...).
     pub default_quota: String,
+    /// MX messages (MAIL commands) per client address (IPv6: /64) per `mx_messages_window`,
+    /// beyond which MAIL gets `451 4.7.0`; 0: no limit (docs/security.md).
+    pub mx_messages_per_ip: u32,
+    pub mx_messages_window: String,
 }
 
 impl Default for LimitsSection {
@@ -274,6 +278,8 @@ impl Default for LimitsSection {
             max_unauthenticated_command: 8192,
             min_password_length: 10,
             default_quota: "none".into(),
+            mx_messages_per_ip: 60,
+            mx_messages_window: "1m".into(),
         }
     }
 }
@@ -292,8 +298,19 @@ pub struct AuthSection {
     pub arc: bool,
     /// DNS blocklist zones (RFC 5782): a listed MX client is refused at RCPT, naming the zone.
     pub dnsbl: Vec<String>,
-    /// SPEC §10 names the key; greylisting is not implemented yet, so only `false` loads.
+    /// Greylisting on the MX (RFC 6647): unknown (client network, sender, recipient) triplets
+    /// get `451 4.7.1` at RCPT until they retry (docs/senderauth.md, "Greylisting").
     pub greylisting: bool,
+    /// How long a new triplet is deferred.
+    pub greylist_delay: String,
+    /// How long after its first attempt a deferred triplet's retry is still remembered.
+    pub greylist_expire: String,
+    /// How long a triplet that passed stays accepted without delay (renewed by each pass).
+    pub greylist_lifetime: String,
+    /// Client addresses or networks (`192.0.2.0/24`, `2001:db8::/32`) never greylisted.
+    pub greylist_allow: Vec<String>,
+    /// Triplets remembered at most; beyond, the one closest to its expiry is forgotten.
+    pub greylist_max_entries: u64,
 }
 
 impl Default for AuthSection {
@@ -305,6 +322,11 @@ impl Default for AuthSection {
             arc: true,
             dnsbl: Vec::new(),
             greylisting: false,
+            greylist_delay: "5m".into(),
+            greylist_expire: "24h".into(),
+            greylist_lifetime: "36d".into(),
+            greylist_allow: Vec::new(),
+            greylist_max_entries: 100_000,
         }
     }
 }
@@ -355,6 +377,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[auth]`: which sender checks run on the MX.
     pub auth: AuthSection,
+    /// `auth.greylisting` and its `auth.greylist_*` keys, validated.
+    pub greylist: GreylistConfig,
     /// DKIM keys by local domain (lower-case).
     pub dkim: BTreeMap<String, DkimConfig>,
 }
@@ -459,6 +483,20 @@ pub struct LimitsConfig {
     pub min_password_length: usize,
     /// KiB; `None`: new accounts get no limit.
     pub default_quota_kib: Option<u64>,
+    /// 0: no limit.
+    pub mx_messages_per_ip: u32,
+    pub mx_messages_window: Duration,
+}
+
+/// Greylisting (`[auth] greylisting`, `greylist_*`; docs/senderauth.md).
+#[derive(Debug, Clone)]
+pub struct GreylistConfig {
+    pub enabled: bool,
+    pub delay: Duration,
+    pub expire: Duration,
+    pub lifetime: Duration,
+    pub allow: Vec<ipnet::IpNet>,
+    pub max_entries: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -813,7 +851,15 @@ impl Config {
             min_password_length: l.min_password_length,
             default_quota_kib: crate::store::quota::parse_limit(&l.default_quota)
                 .map_err(|e| err("limits.default_quota", e))?,
+            mx_messages_per_ip: l.mx_messages_per_ip,
+            mx_messages_window: dur("limits.mx_messages_window", &l.mx_messages_window)?,
         };
+        if limits.mx_messages_window.is_zero() {
+            return Err(err(
+                "limits.mx_messages_window",
+                "must be longer than 0s".into(),
+            ));
+        }
         positive(
             "limits.unauthenticated_per_ip",
             limits.unauthenticated_per_ip as u64,
@@ -838,12 +884,47 @@ impl Config {
         }
 
         let mut auth = f.auth.clone();
-        if auth.greylisting {
+        let greylist = GreylistConfig {
+            enabled: auth.greylisting,
+            delay: dur("auth.greylist_delay", &auth.greylist_delay)?,
+            expire: dur("auth.greylist_expire", &auth.greylist_expire)?,
+            lifetime: dur("auth.greylist_lifetime", &auth.greylist_lifetime)?,
+            allow: auth
+                .greylist_allow
+                .iter()
+                .map(|a| {
+                    let a = a.trim();
+                    a.parse::<ipnet::IpNet>()
+                        .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map(|n| n.trunc())
+                        .map_err(|_| {
+                            err(
+                                "auth.greylist_allow",
+                                format!(
+                                    "{a:?} is not an address or a network like \"192.0.2.0/24\""
+                                ),
+                            )
+                        })
+                })
+                .collect::<Result<_>>()?,
+            max_entries: auth.greylist_max_entries,
+        };
+        if greylist.delay.is_zero() {
+            return Err(err("auth.greylist_delay", "must be longer than 0s".into()));
+        }
+        if greylist.expire <= greylist.delay {
             return Err(err(
-                "auth.greylisting",
-                "greylisting is not implemented yet (docs/senderauth.md); set it to false".into(),
+                "auth.greylist_expire",
+                "must be longer than auth.greylist_delay (a retry has to fit between them)".into(),
             ));
         }
+        if greylist.lifetime.is_zero() {
+            return Err(err(
+                "auth.greylist_lifetime",
+                "must be longer than 0s".into(),
+            ));
+        }
+        positive("auth.greylist_max_entries", greylist.max_entries)?;
         for z in auth.dnsbl.iter_mut() {
             *z = z.trim().trim_matches('.').to_ascii_lowercase();
             let ok = !z.is_empty()
@@ -890,6 +971,7 @@ impl Config {
             delivery,
             limits,
             auth,
+            greylist,
             dkim,
         })
     }
@@ -1066,10 +1148,48 @@ mod tests {
             msg.contains("line 2") && msg.contains("spf = \"yes\""),
             "{msg}"
         );
-        // The SPEC's key loads as long as it says false; true is refused, naming the key.
-        Config::from_toml("[auth]\ngreylisting = false\n", None).unwrap();
-        let e = Config::from_toml("[auth]\ngreylisting = true\n", None).unwrap_err();
-        assert!(format!("{e:#}").contains("auth.greylisting"), "{e:#}");
+        assert!(!c.greylist.enabled);
+    }
+
+    #[test]
+    fn greylist_and_mx_rate_keys() {
+        let c = Config::from_toml("", None).unwrap();
+        assert!(!c.greylist.enabled);
+        assert_eq!(c.greylist.delay, Duration::from_secs(300));
+        assert_eq!(c.greylist.expire, Duration::from_secs(86_400));
+        assert_eq!(c.greylist.lifetime, Duration::from_secs(36 * 86_400));
+        assert_eq!(c.limits.mx_messages_per_ip, 60);
+        assert_eq!(c.limits.mx_messages_window, Duration::from_secs(60));
+        let c = Config::from_toml(
+            "[auth]\ngreylisting = true\ngreylist_allow = [\"192.0.2.7/24\", \"2001:db8::1\"]\n",
+            None,
+        )
+        .unwrap();
+        assert!(c.greylist.enabled);
+        let allow: Vec<String> = c.greylist.allow.iter().map(|n| n.to_string()).collect();
+        assert_eq!(allow, ["192.0.2.0/24", "2001:db8::1/128"]);
+        for (toml, key) in [
+            (
+                "[auth]\ngreylist_allow = [\"mx.example\"]\n",
+                "auth.greylist_allow (line 2)",
+            ),
+            (
+                "[auth]\ngreylist_delay = \"1h\"\ngreylist_expire = \"1h\"\n",
+                "auth.greylist_expire",
+            ),
+            ("[auth]\ngreylist_delay = \"soon\"\n", "auth.greylist_delay"),
+            (
+                "[auth]\ngreylist_max_entries = 0\n",
+                "auth.greylist_max_entries",
+            ),
+            (
+                "[limits]\nmx_messages_window = \"0s\"\n",
+                "limits.mx_messages_window",
+            ),
+        ] {
+            let e = format!("{:#}", Config::from_toml(toml, None).unwrap_err());
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Envelope {
     pub tls: bool,
     /// `ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA` (RFC 3848), for the Received header.
     pub protocol: &'static str,
+    /// Seconds greylisting delayed this message (its first pass), for `X-Greylist:`.
+    pub greylisted: Option<u64>,
 }
 
 pub use crate::store::alias::{Dest, Resolution};
@@ -378,5 +380,12 @@ fn received_header(
         }
     }
     h.push_str(&format!(";\r\n\t{date}\r\n"));
+    if let Some(secs) = env.greylisted {
+        // docs/senderauth.md, "Greylisting": the delay, under our Received header.
+        h.push_str(&format!(
+            "X-Greylist: delayed {secs} seconds by {} (Tanba)\r\n",
+            app.config.hostname
+        ));
+    }
     h
 }

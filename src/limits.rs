@@ -15,6 +15,14 @@
 //!
 //! Memory is bounded by the live connections: a map entry exists only while its count is above
 //! zero, and the number of connections is bounded by the per-protocol pools.
+//!
+//! It also keeps the MX message rate per client address (`limits.mx_messages_per_ip` per
+//! `limits.mx_messages_window`, [`ConnTracker::mx_message`]): a token bucket per address, shared
+//! by all of that address's sessions, holding `mx_messages_per_ip` tokens and refilled at that
+//! many per window. A bucket that has refilled completely is the same as none, so such entries
+//! are swept (at most once per window, O(entries)); at most [`MAX_RATE_ENTRIES`] addresses are
+//! tracked, and a new address beyond that is refused like one over its limit until a sweep makes
+//! room (docs/security.md, "MX message rate").
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +30,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -106,6 +115,52 @@ struct Sessions {
     end: watch::Sender<bool>,
 }
 
+/// Addresses whose MX message rate is tracked at once, at most.
+pub const MAX_RATE_ENTRIES: usize = 100_000;
+
+/// Why [`ConnTracker::mx_message`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateRefused {
+    /// The address used up its `limits.mx_messages_per_ip`; `first`: the first refusal since
+    /// its last accepted message (log that one, not every retry).
+    OverLimit { first: bool },
+    /// [`MAX_RATE_ENTRIES`] other addresses are being tracked.
+    Full,
+}
+
+/// The MX message rate (`limits.mx_messages_per_ip`): token buckets per client address.
+struct Rate {
+    /// Tokens per bucket (and per window); 0: no limit.
+    limit: u32,
+    window: Duration,
+    buckets: HashMap<Client, Bucket>,
+    last_sweep: Instant,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    /// Refused since the last accepted message.
+    refused: bool,
+}
+
+impl Rate {
+    /// Tokens of `b` at `now`.
+    fn refill(&self, b: &Bucket, now: Instant) -> f64 {
+        let per_sec = f64::from(self.limit) / self.window.as_secs_f64();
+        let t = b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_sec;
+        t.min(f64::from(self.limit))
+    }
+
+    /// Drops the buckets that are full again (as good as absent).
+    fn sweep(&mut self, now: Instant) {
+        self.last_sweep = now;
+        let (limit, window) = (f64::from(self.limit), self.window);
+        self.buckets
+            .retain(|_, b| now.saturating_duration_since(b.at) < window && b.tokens < limit);
+    }
+}
+
 /// Counts connections per client address and logged-in sessions per account.
 pub struct ConnTracker {
     /// The three limits; atomics so that a reload (SIGHUP) can change them in place
@@ -114,6 +169,7 @@ pub struct ConnTracker {
     unauthenticated_per_ip: AtomicUsize,
     sessions_per_user_ip: AtomicUsize,
     state: Mutex<State>,
+    rate: Mutex<Rate>,
 }
 
 fn increment<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
@@ -136,6 +192,12 @@ impl ConnTracker {
             unauthenticated_per_ip: AtomicUsize::new(limits.unauthenticated_per_ip),
             sessions_per_user_ip: AtomicUsize::new(limits.sessions_per_user_ip),
             state: Mutex::new(State::default()),
+            rate: Mutex::new(Rate {
+                limit: limits.mx_messages_per_ip,
+                window: limits.mx_messages_window,
+                buckets: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
         })
     }
 
@@ -146,6 +208,65 @@ impl ConnTracker {
             .store(limits.unauthenticated_per_ip, Relaxed);
         self.sessions_per_user_ip
             .store(limits.sessions_per_user_ip, Relaxed);
+        let mut r = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        if (r.limit, r.window) != (limits.mx_messages_per_ip, limits.mx_messages_window) {
+            // Buckets of the old rate mean nothing under the new one: every address starts full.
+            r.limit = limits.mx_messages_per_ip;
+            r.window = limits.mx_messages_window;
+            r.buckets.clear();
+        }
+    }
+
+    /// Takes one MX message (a MAIL command) from `ip`'s budget, or says why not.
+    pub fn mx_message(&self, ip: IpAddr) -> Result<(), RateRefused> {
+        self.mx_message_at(ip, Instant::now())
+    }
+
+    fn mx_message_at(&self, ip: IpAddr, now: Instant) -> Result<(), RateRefused> {
+        let mut r = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        if r.limit == 0 {
+            return Ok(());
+        }
+        let client = Client::of(ip);
+        if now.saturating_duration_since(r.last_sweep) >= r.window {
+            r.sweep(now);
+        }
+        if !r.buckets.contains_key(&client) && r.buckets.len() >= MAX_RATE_ENTRIES {
+            // Full: sweep now, but at most once a second (each sweep visits every entry).
+            if now.saturating_duration_since(r.last_sweep) >= Duration::from_secs(1) {
+                r.sweep(now);
+            }
+            if r.buckets.len() >= MAX_RATE_ENTRIES {
+                return Err(RateRefused::Full);
+            }
+        }
+        let (tokens, refused) = match r.buckets.get(&client) {
+            Some(b) => (r.refill(b, now), b.refused),
+            None => (f64::from(r.limit), false),
+        };
+        let ok = tokens >= 1.0;
+        r.buckets.insert(
+            client,
+            Bucket {
+                tokens: if ok { tokens - 1.0 } else { tokens },
+                at: now,
+                refused: !ok,
+            },
+        );
+        if ok {
+            Ok(())
+        } else {
+            Err(RateRefused::OverLimit { first: !refused })
+        }
+    }
+
+    /// Addresses whose message rate is tracked now.
+    pub fn rate_entries(&self) -> usize {
+        self.rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .buckets
+            .len()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -366,7 +487,6 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn tracker(unauth: usize, mx: usize, per_user: usize) -> Arc<ConnTracker> {
         let mut l = crate::config::Config::from_toml("", None).unwrap().limits;
@@ -434,6 +554,57 @@ mod tests {
         e.login(7, true).unwrap();
         drop((a, b, m, d, e, _c));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn mx_message_rate_per_address_refills_over_the_window() {
+        let mut l = crate::config::Config::from_toml("", None).unwrap().limits;
+        l.mx_messages_per_ip = 3;
+        l.mx_messages_window = Duration::from_secs(60);
+        let t = ConnTracker::new(&l);
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        for _ in 0..3 {
+            assert_eq!(t.mx_message_at(a, t0), Ok(()));
+        }
+        assert_eq!(
+            t.mx_message_at(a, t0),
+            Err(RateRefused::OverLimit { first: true })
+        );
+        assert_eq!(
+            t.mx_message_at(a, t0),
+            Err(RateRefused::OverLimit { first: false })
+        );
+        // Another address has its own budget; one /64 is one address.
+        assert_eq!(t.mx_message_at(ip("192.0.2.2"), t0), Ok(()));
+        let v6 = |s| t.mx_message_at(ip(s), t0);
+        for _ in 0..3 {
+            assert_eq!(v6("2001:db8::1"), Ok(()));
+        }
+        assert_eq!(
+            v6("2001:db8::2"),
+            Err(RateRefused::OverLimit { first: true })
+        );
+        // A third of the window gives one message back; a whole window all of them.
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(t.mx_message_at(a, later), Ok(()));
+        assert_eq!(
+            t.mx_message_at(a, later),
+            Err(RateRefused::OverLimit { first: true })
+        );
+        let much_later = later + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(t.mx_message_at(a, much_later), Ok(()));
+        }
+        // Refilled buckets are swept: only the address just used is left.
+        assert_eq!(t.rate_entries(), 1);
+        // 0: no limit, nothing tracked.
+        l.mx_messages_per_ip = 0;
+        t.set_limits(&l);
+        for _ in 0..100 {
+            assert_eq!(t.mx_message_at(a, much_later), Ok(()));
+        }
+        assert_eq!(t.rate_entries(), 0);
     }
 
     #[tokio::test]

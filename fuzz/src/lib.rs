@@ -50,6 +50,11 @@ trust_dir = "{t}"
 keywords = true
 subject_tag = true
 
+# No MX message rate: every fuzzed session comes from one address, and after 60 MAILs a minute
+# the rest of the MX state machine would only ever see 451.
+[limits]
+mx_messages_per_ip = 0
+
 # Sender checks off: on by default (SPEC §10), they would send DNS queries for every fuzzed MX
 # message to the system resolver, off loopback (the sender_records target fuzzes their parsers).
 [auth]

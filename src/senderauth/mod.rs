@@ -17,6 +17,7 @@
 //!   `fail` with no DMARC record delivers to Junk. DMARC `temperror` never refuses.
 
 mod cache;
+pub mod greylist;
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};

@@ -164,6 +164,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         auth_user: s.auth.as_ref().map(|a| a.email.clone()),
         tls: s.tls,
         protocol: s.protocol(),
+        greylisted: tx.greylisted,
     };
     // Memory for the whole message only within the global processing budget.
     let budget = inbound::reserve(&s.app, body.total()).await;

@@ -126,6 +126,26 @@ pub fn dnsbl_listed(ip: std::net::IpAddr, zone: &str) -> Reply {
         format!("Client address [{ip}] is listed by {zone}"),
     )
 }
+/// RCPT of a new (client network, sender, recipient) triplet (RFC 6647; `auth.greylisting`).
+pub fn greylisted(retry_in: u64) -> Reply {
+    owned(
+        451,
+        "4.7.1",
+        format!("Greylisted: first attempt from your network for this sender and recipient, try again in {retry_in} seconds"),
+    )
+}
+/// MAIL beyond `limits.mx_messages_per_ip`.
+pub const MX_RATE: Reply = r(
+    451,
+    "4.7.0",
+    "Too many messages from your address, try again later",
+);
+/// MAIL from a new address while the rate table is full (`limits::MAX_RATE_ENTRIES`).
+pub const MX_RATE_FULL: Reply = r(
+    451,
+    "4.7.0",
+    "Too many senders at the moment, try again later",
+);
 pub const LOCAL_ERROR: Reply = r(451, "4.3.0", "Local error in processing, try again later");
 
 // ---- sequence (RFC 5321 §4.1.4) ----

@@ -49,6 +49,8 @@ pub(super) struct Transaction {
     pub smtputf8: bool,
     /// The message so far once BDAT has started (RFC 3030); DATA is then no longer allowed.
     pub bdat: Option<super::data::Chunked>,
+    /// The longest greylisting delay of a recipient that passed for the first time.
+    pub greylisted: Option<u64>,
 }
 
 /// What the loop does after a command.
@@ -588,6 +590,8 @@ impl Session {
             reply::SIZE_EXCEEDED
         } else if !m.smtputf8 && !m.address.is_ascii() {
             reply::NON_ASCII_ADDRESS
+        } else if let Some(r) = self.mx_rate_refusal() {
+            r
         } else if let Some(acc) = self
             .auth
             .as_ref()
@@ -606,11 +610,41 @@ impl Session {
                 rcpts: Vec::new(),
                 smtputf8: m.smtputf8,
                 bdat: None,
+                greylisted: None,
             });
             reply::SENDER_OK
         };
         self.send(io, r);
         Flow::Continue
+    }
+
+    /// `limits.mx_messages_per_ip`: an MX client's MAIL beyond its rate gets `451 4.7.0` (RFC 5321
+    /// §4.2.5: a transient failure; the sender retries later). Submission is never limited here.
+    fn mx_rate_refusal(&self) -> Option<Reply> {
+        if self.port != Port::Mx {
+            return None;
+        }
+        match self.app.conns.mx_message(self.peer.ip()) {
+            Ok(()) => None,
+            Err(crate::limits::RateRefused::OverLimit { first }) => {
+                if first {
+                    tracing::info!(
+                        client_ip = %self.ticket.client(),
+                        limit = self.app.config.limits.mx_messages_per_ip,
+                        window = ?self.app.config.limits.mx_messages_window,
+                        "MX message rate exceeded (limits.mx_messages_per_ip): MAIL deferred with 451"
+                    );
+                }
+                Some(reply::MX_RATE)
+            }
+            Err(crate::limits::RateRefused::Full) => {
+                tracing::warn!(
+                    client_ip = %self.ticket.client(),
+                    "MX message rate table full: MAIL from a new address deferred with 451"
+                );
+                Some(reply::MX_RATE_FULL)
+            }
+        }
     }
 
     /// RCPT TO (RFC 5321 §4.1.1.3): MX takes local accounts only; submission also remote ones.
@@ -703,6 +737,19 @@ impl Session {
                 if full {
                     tracing::info!(peer = %self.peer, "recipient {addr:?}: mailbox full");
                     return reply::mailbox_full(&addr);
+                }
+                // `auth.greylisting` (RFC 6647): only for a recipient of ours, so that unknown
+                // ones still get their 550 and leave no record. Submission never gets here
+                // authenticated: the MX port has no AUTH.
+                if self.port == Port::Mx && self.app.config.greylist.enabled {
+                    use crate::senderauth::greylist::{check, Decision};
+                    let g = &self.app.config.greylist;
+                    match check(g, &self.app.store, self.peer.ip(), &tx.from, &addr) {
+                        Decision::Defer(secs) => return reply::greylisted(secs),
+                        Decision::Accept { delayed } => {
+                            tx.greylisted = tx.greylisted.max(delayed);
+                        }
+                    }
                 }
                 tx.rcpts.push(addr);
                 reply::RCPT_OK

@@ -21,6 +21,7 @@
 //! | `changes`       | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (modseq index, `modseq.rs`, ≥ 3) |
 //! | `vanished`      | mailbox_id u64 ‖ modseq u64 ‖ uid u32 | empty (expunge log, `modseq.rs`, ≥ 3)  |
 //! | `quota`         | account_id u64                        | [`quota::Quota`] (record): limit, usage |
+//! | `greylist`      | triplet records, expiry index, count  | see `greylist.rs` (RFC 6647)           |
 //! | `meta`          | `format_version`, `id_base`, `quota_counted` | u32 / u64 (`format.rs`) / marker |
 //!
 //! # Invariants
@@ -55,6 +56,7 @@ pub mod backup;
 pub mod check;
 mod files;
 pub mod format;
+pub mod greylist;
 mod imap_ext;
 mod mailbox;
 mod message;
@@ -65,6 +67,7 @@ pub mod quota;
 mod sync;
 
 pub use account::Account;
+pub use greylist::{Policy as GreylistPolicy, Verdict as GreylistVerdict};
 pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES, MAX_SUBSCRIPTIONS};
 pub use message::{Appended, FlagOp, MessageMeta};
 pub use modseq::{Changes, VANISHED_KEEP};

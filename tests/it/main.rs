@@ -97,3 +97,5 @@ mod import;
 mod signed_cache;
 // Sender authentication on the MX: SPF, DKIM, DMARC, ARC, Sender-Match (issue 13).
 mod senderauth;
+// Greylisting (RFC 6647) and the per-address MX message rate (issue 13, point 3).
+mod greylist;
