@@ -13,11 +13,11 @@ cd "$(dirname "$0")/.."
 # server's clock inside the expired NCA test certificates' validity), strace (fsync counts),
 # fail2ban (fail2ban-regex against the shipped filter), dovecot-core (a real Dovecot: doveadm
 # writes the maildir `tanba import maildir` reads; not dovecot-imapd, whose packaged service
-# would listen on 143/993 of the machine).
+# would listen on 143/993 of the machine), pebble (the ACME test CA: tests/it/acme.rs).
 PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
   python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd python3-authres
-  isync swaks faketime strace fail2ban dovecot-core
+  isync swaks faketime strace fail2ban dovecot-core pebble
 )
 PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres"
 

@@ -19,6 +19,7 @@
 //! request). On shutdown every connection finishes its current request and closes
 //! ([`DRAIN_TIMEOUT`] at most).
 
+pub mod acme;
 pub mod health;
 
 use std::convert::Infallible;
@@ -125,6 +126,7 @@ impl Listener {
 pub fn router(web: Web) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(acme::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(web)
 }
