@@ -174,11 +174,16 @@ pub fn reload(live: &Live) -> Result<Vec<&'static str>> {
     let revocation = crate::revocation::Checker::from_config(&config, &[])
         .context("signatures")?
         .map(Arc::new);
-    let identity = crate::tls::identity(&config).context("tls")?;
     let dkim = dkim::Signers::load_strict(&config)?;
+    {
+        // Read and installed while the ACME task cannot write a new pair (two files), so that
+        // neither half a pair nor an older certificate wins.
+        let _files = old.acme.files();
+        let identity = crate::tls::identity(&config).context("tls")?;
+        // The same resolver and acceptor: every listener presents the reloaded certificate.
+        old.certs.set(identity);
+    }
     old.conns.set_limits(&config.limits);
-    // The same resolver and acceptor: every listener presents the reloaded certificate.
-    old.certs.set(identity);
     live.set(Arc::new(App {
         store: old.store.clone(),
         filter: Arc::new(filter),

@@ -49,6 +49,9 @@ pub struct State {
     /// token → key authorization, while an order is pending (at most one entry per name).
     challenges: Mutex<HashMap<String, String>>,
     wake: tokio::sync::Notify,
+    /// Held while the files of `<data_dir>/acme/` are written or read as a pair (a reload must
+    /// not read a new key with the old certificate).
+    files: Mutex<()>,
 }
 
 impl State {
@@ -67,6 +70,11 @@ impl State {
     /// Makes the renewal task check now (after a reload: `[acme]` may have changed).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Held by a reload while it reads the certificate, by the task while it writes it.
+    pub fn files(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -226,8 +234,10 @@ pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
                 Err(e) => {
                     let wait = retry.min(interval);
                     retry = (retry * 2).min(interval);
+                    // The chain may quote what a CA or a validated host sent: printable ASCII only.
                     tracing::warn!(
-                        "acme: {e:#}; the current certificate keeps serving; next attempt in {}",
+                        "acme: {}; the current certificate keeps serving; next attempt in {}",
+                        printable(&format!("{e:#}")),
                         humantime::format_duration(wait)
                     );
                     wait
@@ -250,7 +260,12 @@ async fn check(app: &App) -> Result<()> {
     let paths = Paths::of(&cfg.data_dir);
     let stored = {
         let p = Paths::of(&cfg.data_dir);
-        tokio::task::spawn_blocking(move || read_stored(&p)).await?
+        let state = app.acme.clone();
+        tokio::task::spawn_blocking(move || {
+            let _files = state.files();
+            read_stored(&p)
+        })
+        .await?
     };
     let why = match stored {
         Ok(Some(s)) => match s.leaf.due(&cfg.acme.domains, cfg.acme.renew_before) {
@@ -288,14 +303,18 @@ async fn check(app: &App) -> Result<()> {
     {
         let (dir, kp, cp) = (paths.dir.clone(), paths.key.clone(), paths.cert.clone());
         let (chain, key) = (chain.clone(), key.clone());
+        let state = app.acme.clone();
+        let certs = app.certs.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
+            let _files = state.files();
             crate::perms::create_dir_all(&dir)?;
             write_atomic(&kp, key.as_bytes())?;
-            write_atomic(&cp, chain.as_bytes())
+            write_atomic(&cp, chain.as_bytes())?;
+            certs.set(ck);
+            Ok(())
         })
         .await??;
     }
-    app.certs.set(ck);
     tracing::info!(
         "acme: new certificate for {} installed on every TLS listener (valid for {})",
         cfg.acme.domains.join(", "),
@@ -411,7 +430,22 @@ async fn issue(cfg: &Config, paths: &Paths, state: &State) -> Result<(String, St
         .timeout(Duration::from_secs(120));
     let status = order.poll_ready(&polling).await.context("validation")?;
     if status != OrderStatus::Ready {
-        bail!("the order is {status:?} after validation");
+        // Why: the errors of the failed challenges (RFC 8555 §7.1.5, `error` of a challenge).
+        let mut why = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(mut authz)) = authorizations.next().await {
+            if let Ok(state) = authz.refresh().await {
+                for c in &state.challenges {
+                    if let Some(e) = &c.error {
+                        why.push(format!("{}: {e}", state.identifier()));
+                    }
+                }
+            }
+        }
+        bail!(
+            "the order is {status:?} after validation ({})",
+            why.join("; ")
+        );
     }
     drop(tokens);
     let key = order.finalize().await.context("finalizing the order")?;
@@ -420,6 +454,20 @@ async fn issue(cfg: &Config, paths: &Paths, state: &State) -> Result<(String, St
         .await
         .context("downloading the certificate")?;
     Ok((chain, key))
+}
+
+/// `s` with anything but printable ASCII replaced by `?`, at most 512 characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(512)
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// Writes `path` whole or not at all: a temporary file (0600) is written, fsynced and renamed
