@@ -13,13 +13,18 @@ cd "$(dirname "$0")/.."
 # server's clock inside the expired NCA test certificates' validity), strace (fsync counts),
 # fail2ban (fail2ban-regex against the shipped filter), dovecot-core (a real Dovecot: doveadm
 # writes the maildir `tanba import maildir` reads; not dovecot-imapd, whose packaged service
-# would listen on 143/993 of the machine), pebble (the ACME test CA: tests/it/acme.rs).
+# would listen on 143/993 of the machine), python3-prometheus-client (its parser reads /metrics),
+# pebble (the ACME test CA: tests/it/acme.rs).
+# The client add-ons' check (docs/clients.md): a real Thunderbird under Xvfb (thunderbird, xvfb,
+# xauth, x11-apps for xwd, libnss3-tools for certutil, zip); node and npm for their unit tests and
+# web-ext lint.
 PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
   python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd python3-authres
-  isync swaks faketime strace fail2ban dovecot-core pebble
+  isync swaks faketime strace fail2ban dovecot-core python3-prometheus-client pebble
+  thunderbird xvfb xauth x11-apps libnss3-tools zip
 )
-PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres"
+PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres, prometheus_client"
 
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   missing=()
@@ -28,6 +33,10 @@ if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
       missing+=("$p")
     fi
   done
+  # Node.js: any packaging will do (Debian's nodejs + npm, or NodeSource's nodejs with npm inside).
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    missing+=(nodejs npm)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
       as_root=()
@@ -70,3 +79,12 @@ cargo --version
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked "$@"
+
+# The client add-ons (docs/clients.md), on a whole run only (no extra arguments): node's test
+# runner on the shared stamp reader and both add-ons (web-ext lint among them), then the EDS bar in
+# a real Thunderbird under Xvfb against the tanba binary `cargo test` just built.
+if [ $# -eq 0 ]; then
+  (cd clients && npm ci --no-audit --no-fund --loglevel=error)
+  node --test clients/test/
+  SCREENSHOT=target/thunderbird-eds-bar.png bash tests/thunderbird/run.sh
+fi

@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub imap: ImapSection,
     pub http: HttpSection,
     pub acme: AcmeSection,
+    pub mta_sts: MtaStsSection,
     pub signatures: SignaturesSection,
     pub delivery: DeliverySection,
     pub limits: LimitsSection,
@@ -178,6 +179,26 @@ impl Default for AcmeSection {
     }
 }
 
+/// The MTA-STS policy (RFC 8461) served at `https://mta-sts.<domain>/.well-known/mta-sts.txt`
+/// and announced by `tanba dns` (docs/web.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaStsSection {
+    /// `none`, `testing` (senders report but deliver anyway) or `enforce`.
+    pub mode: String,
+    /// How long senders cache the policy (RFC 8461 §3.2: at most 31557600 s).
+    pub max_age: String,
+}
+
+impl Default for MtaStsSection {
+    fn default() -> Self {
+        MtaStsSection {
+            mode: "testing".into(),
+            max_age: "7days".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignaturesSection {
@@ -226,6 +247,13 @@ pub struct DeliverySection {
     pub require_tls: bool,
     /// Not in SPEC §3's list: concurrent outbound deliveries.
     pub concurrency: usize,
+    /// PEM file of CA certificates trusted besides the system's, for MX hosts under an MTA-STS
+    /// policy, MTA-STS policy servers and the relay (private or test CAs). Empty: none.
+    pub tls_ca_file: String,
+    /// MTA-STS (RFC 8461) on MX delivery.
+    pub mta_sts: bool,
+    /// Test-only: the port of `https://mta-sts.<domain>/` (443 in production).
+    pub mta_sts_port: u16,
 }
 
 impl Default for DeliverySection {
@@ -242,6 +270,9 @@ impl Default for DeliverySection {
             relay_password: String::new(),
             require_tls: false,
             concurrency: 8,
+            tls_ca_file: String::new(),
+            mta_sts: true,
+            mta_sts_port: 443,
         }
     }
 }
@@ -352,6 +383,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[acme]`: certificates by ACME (SPEC §11).
     pub acme: AcmeConfig,
+    /// `[mta_sts]`: the policy the web endpoint serves.
+    pub mta_sts: MtaStsConfig,
     pub signatures: SignaturesConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
@@ -406,6 +439,29 @@ pub struct AcmeConfig {
 
 /// Most names on one ACME certificate (Let's Encrypt's limit).
 pub const ACME_MAX_DOMAINS: usize = 100;
+/// `mta_sts.mode` (RFC 8461 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtaStsMode {
+    None,
+    Testing,
+    Enforce,
+}
+
+impl MtaStsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtaStsMode::None => "none",
+            MtaStsMode::Testing => "testing",
+            MtaStsMode::Enforce => "enforce",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MtaStsConfig {
+    pub mode: MtaStsMode,
+    pub max_age: Duration,
+}
 
 #[derive(Debug, Clone)]
 pub struct SignaturesConfig {
@@ -433,6 +489,10 @@ pub struct DeliveryConfig {
     pub relay_password: Option<String>,
     pub require_tls: bool,
     pub concurrency: usize,
+    /// `delivery.tls_ca_file`, absolute (None: system roots only).
+    pub tls_ca_file: Option<PathBuf>,
+    pub mta_sts: bool,
+    pub mta_sts_port: u16,
 }
 
 /// SPEC §8, validated (see [`LimitsSection`] for the keys).
@@ -720,6 +780,27 @@ impl Config {
                 check_interval,
             }
         };
+        let mta_sts = MtaStsConfig {
+            mode: match f.mta_sts.mode.as_str() {
+                "none" => MtaStsMode::None,
+                "testing" => MtaStsMode::Testing,
+                "enforce" => MtaStsMode::Enforce,
+                other => {
+                    return Err(err(
+                        "mta_sts.mode",
+                        format!("{other:?} is not one of none, testing, enforce"),
+                    ))
+                }
+            },
+            max_age: dur("mta_sts.max_age", &f.mta_sts.max_age)?,
+        };
+        // RFC 8461 §3.2: "a maximum value of 31557600" seconds.
+        if mta_sts.max_age.as_secs() > 31_557_600 || mta_sts.max_age.as_secs() == 0 {
+            return Err(err(
+                "mta_sts.max_age",
+                "must be between 1s and one year (31557600 s, RFC 8461 §3.2)".into(),
+            ));
+        }
 
         let s = &f.signatures;
         let revocation = match s.revocation.as_str() {
@@ -826,6 +907,20 @@ impl Config {
             ));
         }
         positive("delivery.concurrency", d.concurrency as u64)?;
+        let tls_ca_file = match d.tls_ca_file.trim() {
+            "" => None,
+            p => {
+                let p = abs(p);
+                readable_file(&p).map_err(|e| err("delivery.tls_ca_file", e))?;
+                Some(p)
+            }
+        };
+        if d.mta_sts_port == 0 {
+            return Err(err(
+                "delivery.mta_sts_port",
+                "must be a port from 1 to 65535".into(),
+            ));
+        }
         let delivery = DeliveryConfig {
             relay,
             retry,
@@ -836,6 +931,9 @@ impl Config {
             relay_password: (!d.relay_password.is_empty()).then(|| d.relay_password.clone()),
             require_tls: d.require_tls,
             concurrency: d.concurrency,
+            tls_ca_file,
+            mta_sts: d.mta_sts,
+            mta_sts_port: d.mta_sts_port,
         };
 
         let l = &f.limits;
@@ -924,6 +1022,7 @@ impl Config {
             imap,
             http,
             acme,
+            mta_sts,
             signatures,
             delivery,
             limits,

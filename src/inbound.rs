@@ -186,6 +186,10 @@ pub async fn accept(
 ) -> Result<String> {
     let now = SystemTime::now();
     let (sender, data) = sender_checks(app, env, data).await?;
+    if env.auth_user.is_none() {
+        let clauses = sender.context.methods.iter().map(String::as_str);
+        crate::metrics::REGISTRY.sender_auth_clauses(clauses);
+    }
     let junk = match &sender.action {
         crate::senderauth::Action::Reject(why) => return Err(Refused(why.clone()).into()),
         crate::senderauth::Action::Junk(_) => true,
@@ -250,6 +254,7 @@ pub async fn accept(
         let input = std::mem::take(&mut with_received);
         let context = sender.context.clone();
         let (p, input) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let run = || match &revocation {
                 Some(r) => r.process(&filter, &input, now),
                 None => filter.process(&input, now),
@@ -260,11 +265,18 @@ pub async fn accept(
             } else {
                 crate::filter::stamp::with_sender(context, run)
             };
+            crate::metrics::REGISTRY
+                .filter_duration
+                .observe(started.elapsed());
             (p, input)
         })
         .await
         .context("signature filter crashed")?;
         with_received = input;
+        crate::metrics::REGISTRY.verdicts.inc(&p.verdict);
+        p.reasons
+            .iter()
+            .for_each(|r| crate::metrics::REGISTRY.reasons.inc(r));
         tracing::info!(id = %id, verdict = %p.verdict, "signature filter");
         (p.message, p.keywords)
     };
@@ -298,6 +310,16 @@ pub async fn accept(
     if queue.is_some() {
         app.queue_wakeup.notify_one();
     }
+    // Submission sessions always authenticate before MAIL; MX sessions never do.
+    let listener = if env.auth_user.is_some() {
+        "submission"
+    } else {
+        "mx"
+    };
+    crate::metrics::REGISTRY.received.inc(listener);
+    crate::metrics::REGISTRY
+        .delivered
+        .add("local", local.len() as u64);
     tracing::info!(
         id = %id,
         // The client's string: escaped and bounded here too, not only by the log writer.

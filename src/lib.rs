@@ -21,6 +21,7 @@ pub mod import;
 pub mod inbound;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod mime_guard;
 pub mod perms;
 pub mod preflight;

@@ -120,6 +120,9 @@ pub const RESTART_KEYS: &[&str] = &[
     "delivery.resolver",
     "delivery.remote_port",
     "delivery.concurrency",
+    "delivery.tls_ca_file",
+    "delivery.mta_sts",
+    "delivery.mta_sts_port",
     "limits.auth_failures",
     "limits.ban_time",
 ];
@@ -157,6 +160,9 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("delivery.resolver", delivery.resolver);
     keep!("delivery.remote_port", delivery.remote_port);
     keep!("delivery.concurrency", delivery.concurrency);
+    keep!("delivery.tls_ca_file", delivery.tls_ca_file);
+    keep!("delivery.mta_sts", delivery.mta_sts);
+    keep!("delivery.mta_sts_port", delivery.mta_sts_port);
     keep!("limits.auth_failures", limits.auth_failures);
     keep!("limits.ban_time", limits.ban_time);
     debug_assert!(changed.iter().all(|k| RESTART_KEYS.contains(k)));
@@ -275,6 +281,15 @@ impl Kind {
         )
     }
 
+    /// What its connections count as in the metrics.
+    fn metric(self) -> crate::metrics::Protocol {
+        match self {
+            Kind::Smtp(smtp::Port::Mx) => crate::metrics::Protocol::Smtp,
+            Kind::Smtp(_) => crate::metrics::Protocol::Submission,
+            Kind::Imap { .. } => crate::metrics::Protocol::Imap,
+        }
+    }
+
     /// MX sessions never log in; everything else starts unauthenticated.
     fn class(self) -> Class {
         match self {
@@ -346,6 +361,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
 
 /// Runs the server until SIGTERM/SIGINT, then drains and returns.
 pub async fn serve(config: Config) -> Result<()> {
+    crate::metrics::REGISTRY.started();
     let app = build_app(config)?;
     let live = Live::new(app.clone());
     // Before anything is up: SIGHUP's default action would end the process.
@@ -403,7 +419,7 @@ pub async fn serve(config: Config) -> Result<()> {
         imap: Arc::new(Semaphore::new(cfg.imap.max_connections)),
         refusals: Arc::new(Semaphore::new(REFUSAL_HANDSHAKES)),
     });
-    crate::http::spawn(http_bound, live.clone(), &coordinator);
+    crate::http::spawn(http_bound, live.clone(), &coordinator, &report);
     for (kind, listener) in bound {
         tokio::spawn(accept_loop(
             listener,
@@ -523,8 +539,10 @@ async fn accept_loop(
         };
         let app = app.clone();
         let sd = shutdown.clone();
+        let counted = crate::metrics::REGISTRY.connection(kind.metric());
         tokio::spawn(async move {
             let _permit = permit;
+            let _counted = counted;
             match kind {
                 Kind::Smtp(port) => smtp::handle(stream, peer, app, port, sd, ticket).await,
                 Kind::Imap { implicit_tls } => {
@@ -552,6 +570,14 @@ pub enum Refusal {
 /// TLS, or nothing (see the module docs). RFC 5321 §3.1 allows `421` as the greeting; RFC 3501
 /// §7.1.5 `* BYE` as the greeting of a server that will not serve the client.
 fn refuse(stream: TcpStream, kind: Kind, app: &Arc<App>, pools: &Pools, why: Refusal) {
+    let reason = match why {
+        Refusal::Pool => "pool",
+        Refusal::PerAddress => "per_address",
+        Refusal::Banned => "banned",
+    };
+    crate::metrics::REGISTRY
+        .refused
+        .inc(kind.metric().as_str(), reason);
     let msg: &'static [u8] = match (kind, why) {
         (Kind::Smtp(_), Refusal::Pool) => b"421 4.7.0 Too many connections, try again later\r\n",
         (Kind::Smtp(_), Refusal::PerAddress) => {

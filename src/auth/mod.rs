@@ -142,6 +142,11 @@ impl Authenticator {
         self.throttle.is_banned(ip, Instant::now())
     }
 
+    /// Addresses banned now (the metrics).
+    pub fn bans_now(&self) -> u64 {
+        self.throttle.banned_now(Instant::now())
+    }
+
     /// Checks `user`'s `password` for a client at `ip`; see the module docs for the steps.
     pub async fn login(
         &self,
@@ -150,6 +155,12 @@ impl Authenticator {
         user: &str,
         password: &str,
     ) -> Result<Outcome> {
+        let outcome = self.check(ip, proto, user, password).await;
+        count(proto, outcome.as_ref().ok());
+        outcome
+    }
+
+    async fn check(&self, ip: IpAddr, proto: Proto, user: &str, password: &str) -> Result<Outcome> {
         let start = Instant::now();
         if self.throttle.is_banned(ip, start) {
             return Ok(self.banned(ip, proto, user));
@@ -238,11 +249,14 @@ impl Authenticator {
     /// Credentials too malformed to check (not UTF-8): a failure like a wrong password.
     pub async fn reject(&self, ip: IpAddr, proto: Proto, user: &str) -> Outcome {
         let start = Instant::now();
-        if self.throttle.is_banned(ip, start) {
-            return self.banned(ip, proto, user);
-        }
-        self.fail(ip, proto, user, start).await;
-        Outcome::Failed
+        let outcome = if self.throttle.is_banned(ip, start) {
+            self.banned(ip, proto, user)
+        } else {
+            self.fail(ip, proto, user, start).await;
+            Outcome::Failed
+        };
+        count(proto, Some(&outcome));
+        outcome
     }
 
     async fn fail(&self, ip: IpAddr, proto: Proto, user: &str, start: Instant) {
@@ -255,6 +269,7 @@ impl Authenticator {
             truncate(user, MAX_LOGGED_USER)
         );
         if let Some(n) = f.banned {
+            crate::metrics::REGISTRY.bans.inc();
             tracing::warn!(
                 "auth ban client_ip={ip} failures={n} ban_time={}s",
                 self.throttle.ban_time().as_secs()
@@ -271,6 +286,17 @@ impl Authenticator {
         );
         Outcome::Banned
     }
+}
+
+/// Counts a login in `tanba_logins_total` (`None`: the check itself failed).
+fn count(proto: Proto, outcome: Option<&Outcome>) {
+    let result = match outcome {
+        Some(Outcome::Ok(_)) => "success",
+        Some(Outcome::Failed) => "failure",
+        Some(Outcome::Banned) => "banned",
+        None => "error",
+    };
+    crate::metrics::REGISTRY.logins.inc(proto.as_str(), result);
 }
 
 /// The account key: what the store looks up (trimmed, lower-case).

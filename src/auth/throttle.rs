@@ -198,6 +198,15 @@ impl Throttle {
             .is_some_and(|e| e.banned_until.is_some())
     }
 
+    /// Addresses banned now (the metrics): one pass over the table, at most its cap of entries.
+    pub fn banned_now(&self, now: Instant) -> u64 {
+        let t = lock(&self.addresses);
+        t.map
+            .values()
+            .filter(|e| e.banned_until.is_some_and(|b| b > now))
+            .count() as u64
+    }
+
     /// The delay every attempt for `account` waits (its recent failures from any address).
     pub fn account_delay(&self, account: &str, now: Instant) -> Duration {
         let window = self.window();

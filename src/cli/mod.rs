@@ -13,6 +13,7 @@ use crate::config::{Config, Source, DEFAULT_TOML};
 pub mod alias;
 pub mod certs;
 pub mod check;
+pub mod dns;
 pub mod import;
 pub mod store;
 pub mod verify;
@@ -69,6 +70,18 @@ pub enum Command {
     /// Trusted certificates for signature verification.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// Print every DNS record this configuration needs (zone-file syntax); --check asks a
+    /// resolver which are published (exit 1 when any is missing).
+    Dns {
+        /// Only this local domain (default: every domain of server.domains).
+        domain: Option<String>,
+        /// Look each record up and mark it ok, missing or different.
+        #[arg(long)]
+        check: bool,
+        /// The DNS server to ask (ADDR:PORT; default: delivery.resolver, else the system's).
+        #[arg(long, value_name = "ADDR:PORT", requires = "check")]
+        resolver: Option<String>,
+    },
     /// Check the store, or rebuild it from a backup and the body files on disk.
     #[command(subcommand)]
     Store(store::StoreCmd),
@@ -337,6 +350,11 @@ pub fn run(cli: Cli, source: &Source) -> Result<i32> {
             Ok(0)
         }
         Command::Certs(cmd) => certs::run(&cmd, config_path),
+        Command::Dns {
+            domain,
+            check,
+            resolver,
+        } => dns::run(&load()?, domain.as_deref(), check, resolver.as_deref()),
         Command::Store(store::StoreCmd::Check) => store::check(&load()?),
         Command::Store(store::StoreCmd::Rebuild { from_backup }) => {
             store::rebuild(&load()?, from_backup.as_deref())

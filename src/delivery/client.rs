@@ -7,9 +7,11 @@
 //! [`MAX_LINES`]); a malformed reply is a connection error, never a panic.
 //!
 //! TLS policy: towards MX hosts TLS is opportunistic (RFC 7435) and the certificate is not checked
-//! (as Postfix's `may`/`encrypt` levels): it protects against passive listeners. Towards the
-//! relay, when credentials are sent, the certificate must chain to a system root (the
-//! `SSL_CERT_FILE`/`SSL_CERT_DIR` variables are honoured) and name the relay host.
+//! (as Postfix's `may`/`encrypt` levels): it protects against passive listeners, unless the
+//! recipient domain has an MTA-STS policy ([`Check`]): then the certificate must verify for the
+//! MX name right after the handshake. Towards the relay, when credentials are sent, the
+//! certificate must chain to a trusted root ([`Trust`]: the system's, `SSL_CERT_FILE`/
+//! `SSL_CERT_DIR` honoured, plus `delivery.tls_ca_file`) and name the relay host.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,8 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
 use super::mx::Target;
+pub use super::verify::Failure;
+use super::verify::Trust;
 
 /// Longest reply line accepted (RFC 5321 §4.5.3.1.5 says 512; be lenient).
 pub const MAX_LINE: usize = 4096;
@@ -155,6 +159,9 @@ pub enum Error {
     Refused { stage: &'static str, reply: Reply },
     /// Our own policy stops here (TLS required but not offered; no credentials without TLS).
     Policy(String),
+    /// A recipient domain's policy (MTA-STS `enforce`) is not met: no STARTTLS, or a
+    /// certificate that does not verify for the host. Try another host.
+    Unverified(Failure),
 }
 
 impl std::fmt::Display for Error {
@@ -164,6 +171,7 @@ impl std::fmt::Display for Error {
             Error::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             Error::Refused { stage, reply } => write!(f, "{} (in reply to {stage})", reply.text()),
             Error::Policy(e) => write!(f, "{e}"),
+            Error::Unverified(e) => write!(f, "{}", e.text),
         }
     }
 }
@@ -262,6 +270,21 @@ pub struct Params<'a> {
     pub require_tls: bool,
     /// AUTH credentials (relay only); sent only over TLS.
     pub auth: Option<(&'a str, &'a str)>,
+    /// A recipient domain's policy to check the server against (MTA-STS).
+    pub check: Option<Check<'a>>,
+}
+
+/// What a policy (MTA-STS, RFC 8461 §4.2) asks of a session: STARTTLS, and a certificate that
+/// verifies for the host name. The certificate is checked right after the handshake, before
+/// anything else is sent (the handshake proved that the server holds its key).
+#[derive(Clone, Copy)]
+pub struct Check<'a> {
+    pub trust: &'a Trust,
+    /// `enforce`: a failure ends the session ([`Error::Unverified`]). Otherwise (`testing`) the
+    /// result is only noted in [`Session::verified`].
+    pub enforce: bool,
+    /// Names the policy in messages, e.g. `MTA-STS policy of example.com (enforce)`.
+    pub why: &'a str,
 }
 
 pub struct Session {
@@ -273,6 +296,9 @@ pub struct Session {
     pub remote: String,
     /// False once the connection is unusable.
     pub alive: bool,
+    /// With [`Params::check`]: whether the session met the policy (in `testing` mode a
+    /// failure is noted here and the session goes on).
+    pub verified: Option<Result<(), Failure>>,
 }
 
 /// The DATA text of a message (RFC 5321 §4.5.2), produced a chunk at a time. Every bare CR
@@ -401,21 +427,48 @@ impl Session {
             tls: tls_already,
             remote,
             alive: true,
+            verified: None,
         };
         expect(s.read_reply(GREETING_TIMEOUT).await?, 220, "greeting")?;
         s.hello(p.helo).await?;
         if !s.tls {
+            // RFC 8461 §4.2 / §5: a policy asks for STARTTLS; `enforce` fails without it.
+            let no_starttls = |s: &mut Session, what: String| -> Result<(), Error> {
+                let Some(c) = &p.check else { return Ok(()) };
+                let f = Failure {
+                    result_type: "starttls-not-supported",
+                    text: format!("{}: {}: {what}", c.why, s.remote),
+                };
+                if c.enforce {
+                    s.alive = false;
+                    return Err(Error::Unverified(f));
+                }
+                s.verified = Some(Err(f));
+                Ok(())
+            };
             match p.tls {
                 Some(tls) if s.caps.starttls => {
                     let r = s.command("STARTTLS", COMMAND_TIMEOUT).await?;
                     if r.code == 220 {
-                        s.starttls(tls, sni).await?;
+                        s.starttls(tls, sni, p.check.as_ref()).await?;
                         s.hello(p.helo).await?;
-                    } else if p.require_tls || p.auth.is_some() {
-                        return Err(Error::Refused {
-                            stage: "STARTTLS",
-                            reply: r,
-                        });
+                    } else {
+                        no_starttls(&mut s, format!("STARTTLS refused: {}", r.text()))?;
+                        if p.require_tls || p.auth.is_some() {
+                            return Err(Error::Refused {
+                                stage: "STARTTLS",
+                                reply: r,
+                            });
+                        }
+                    }
+                }
+                _ if p.check.is_some() => {
+                    no_starttls(&mut s, "STARTTLS is not offered".into())?;
+                    if p.require_tls {
+                        return Err(Error::Policy(format!(
+                            "{} does not offer STARTTLS and delivery.require_tls is set",
+                            s.remote
+                        )));
                     }
                 }
                 _ if p.require_tls => {
@@ -460,6 +513,7 @@ impl Session {
         &mut self,
         tls: &TlsConnector,
         sni: ServerName<'static>,
+        check: Option<&Check<'_>>,
     ) -> Result<(), Error> {
         // RFC 3207 §4.2: nothing read before the handshake may be used after it.
         if !self.rbuf.is_empty() {
@@ -473,11 +527,26 @@ impl Session {
             .io
             .take()
             .ok_or_else(|| Error::Io("connection closed".into()))?;
-        let r = match timeout(COMMAND_TIMEOUT, tls.connect(sni, io)).await {
+        let r = match timeout(COMMAND_TIMEOUT, tls.connect(sni.clone(), io)).await {
             Ok(r) => r.map_err(|e| Error::Tls(format!("{}: {e}", self.remote))),
             Err(_) => Err(Error::Tls(format!("{}: timed out", self.remote))),
         };
         let s = self.unusable_on_err(r)?;
+        if let Some(c) = check {
+            let chain = s.get_ref().1.peer_certificates().unwrap_or_default();
+            let result = c.trust.check(chain, &sni).map_err(|f| Failure {
+                result_type: f.result_type,
+                text: format!("{}: {}: {}", c.why, self.remote, f.text),
+            });
+            match result {
+                Err(f) if c.enforce => {
+                    // Nothing more is said on this connection.
+                    self.alive = false;
+                    return Err(Error::Unverified(f));
+                }
+                r => self.verified = Some(r),
+            }
+        }
         self.io = Some(Box::new(s));
         self.tls = true;
         Ok(())
@@ -880,24 +949,6 @@ pub fn opportunistic_connector() -> anyhow::Result<TlsConnector> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// Verified TLS: the system's roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured).
-pub fn verified_connector() -> anyhow::Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::debug!("loading system CA certificates: {e}");
-    }
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        anyhow::bail!("no trusted CA certificates found (system store or SSL_CERT_FILE)");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);
 
@@ -1097,6 +1148,7 @@ mod tests {
             tls: None,
             require_tls: false,
             auth: None,
+            check: None,
         }
     }
 

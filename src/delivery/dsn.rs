@@ -78,8 +78,14 @@ pub fn build(
             let name = host.split('[').next().unwrap_or(host);
             status.push_str(&format!("Remote-MTA: dns; {}\r\n", field(name)));
         }
-        if let Some(e) = r.last_error.as_deref().filter(|e| is_smtp_reply(e)) {
-            status.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", field(e)));
+        match r.last_error.as_deref() {
+            Some(e) if is_smtp_reply(e) => {
+                status.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", field(e)));
+            }
+            // Our own reason (MTA-STS, DNS, connection): RFC 3464 §2.3.6 allows a
+            // diagnostic type of our own, as Postfix's `X-Postfix;`.
+            Some(e) => status.push_str(&format!("Diagnostic-Code: X-Tanba; {}\r\n", field(e))),
+            None => {}
         }
         status.push_str(&format!("Last-Attempt-Date: {}\r\n", date(now)));
     }
@@ -250,9 +256,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Final-Recipient: rfc822; bob@b.test\r\nAction: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.b.test\r\nDiagnostic-Code: smtp; 550 5.1.1 <bob@b.test>: no such user\r\n"), "{text}");
-        assert!(text.contains(
-            "Final-Recipient: rfc822; carol@c.test\r\nAction: failed\r\nStatus: 5.1.10\r\n"
-        ));
+        assert!(
+            text.contains(
+                "Final-Recipient: rfc822; carol@c.test\r\nAction: failed\r\nStatus: 5.1.10\r\n\
+             Diagnostic-Code: X-Tanba; c.test does not accept mail (null MX, RFC 7505)\r\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("Reporting-MTA: dns; mail.a.test"));
         assert!(text.contains("Subject: contract"));
         assert!(!text.contains("secret body"));

@@ -24,8 +24,11 @@
 pub mod client;
 pub mod dkim;
 pub mod dsn;
+pub mod mta_sts;
 pub mod mx;
 pub mod schedule;
+pub mod tls_rpt;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -57,7 +60,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Runs the delivery workers until shutdown.
 /// `live` is the server's current configuration: a reload (SIGHUP) reaches the next round, job
 /// and bounce (`delivery.retry`, `give_up_after`, `require_tls`, DKIM keys, hostname); the relay,
-/// its credentials, the resolver, `remote_port` and `concurrency` are fixed at start.
+/// its credentials, the resolver, `remote_port`, `concurrency`, `tls_ca_file`, `mta_sts` and
+/// `mta_sts_port` are fixed at start.
 pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
     let worker = Arc::new(Worker::new(live));
     let store = worker.store.clone();
@@ -120,6 +124,12 @@ struct Worker {
     opportunistic: Option<TlsConnector>,
     /// Certificate-checking TLS for a relay that gets credentials; the error when unavailable.
     verified: Option<Result<TlsConnector, String>>,
+    /// The roots certificates are checked against (system + `delivery.tls_ca_file`).
+    trust: verify::Trust,
+    /// MTA-STS policies (None: `delivery.mta_sts = false`, or a relay is used).
+    sts: Option<mta_sts::Sts>,
+    /// TLS-RPT counts per policy domain.
+    tls_rpt: tls_rpt::Recorder,
     /// One permit per open outbound connection (`delivery.concurrency`).
     slots: Arc<Semaphore>,
     /// Records in a round, by id. A record in here is never dispatched again until its round is
@@ -134,12 +144,19 @@ impl Worker {
         let opportunistic = client::opportunistic_connector()
             .map_err(|e| tracing::error!("TLS client setup failed, sending without TLS: {e:#}"))
             .ok();
+        let trust = verify::Trust::load(d.tls_ca_file.as_deref());
         let verified = (d.relay.is_some() && d.relay_user.is_some()).then(|| {
-            client::verified_connector().map_err(|e| {
-                let msg = format!("cannot check the relay's certificate: {e:#}");
+            trust.connector().map_err(|e| {
+                let msg = format!("cannot check the relay's certificate: {e}");
                 tracing::error!("{msg}");
                 msg
             })
+        });
+        let sts = (d.mta_sts && d.relay.is_none()).then(|| {
+            let resolver = mx::build_resolver(d.resolver, Duration::from_secs(5), 2)
+                .map_err(|e| tracing::error!("MTA-STS: DNS resolver: {e}"))
+                .ok();
+            mta_sts::Sts::new(&app.config, resolver, &trust)
         });
         tracing::info!(
             relay = d.relay.as_deref().unwrap_or("(MX)"),
@@ -153,6 +170,9 @@ impl Worker {
             wakeup: app.queue_wakeup.clone(),
             opportunistic,
             verified,
+            trust,
+            sts,
+            tls_rpt: tls_rpt::Recorder::new(&app.config.data_dir),
             slots: Arc::new(Semaphore::new(d.concurrency.max(1))),
             rounds: Mutex::new(HashMap::new()),
             live,
@@ -262,7 +282,17 @@ impl Worker {
             t = self.targets(&dest) => Some(t),
             _ = shutdown.stopping() => None,
         };
-        let targets = match routed {
+        let routed = match routed {
+            Some(Ok(t)) => {
+                let policy = tokio::select! {
+                    p = self.policy(&dest) => Some(p),
+                    _ = shutdown.stopping() => None,
+                };
+                policy.map(|p| Ok((t, p)))
+            }
+            other => other.map(|r| r.map(|t| (t, None))),
+        };
+        let (targets, policy) = match routed {
             None => {
                 for it in items {
                     self.end_job(it.id, false).await;
@@ -345,7 +375,7 @@ impl Worker {
                     old.quit().await;
                 }
                 let connected = tokio::select! {
-                    s = self.connect_any(&targets) => Some(s),
+                    s = self.connect_any(&dest, &targets, policy.as_deref()) => Some(s),
                     _ = shutdown.stopping() => None,
                 };
                 match connected {
@@ -413,8 +443,28 @@ impl Worker {
         }
     }
 
+    /// The MTA-STS policy for destination `dest` (a recipient domain), if one applies.
+    async fn policy(&self, dest: &str) -> Option<Arc<mta_sts::Policy>> {
+        let sts = self.sts.as_ref()?;
+        if dest.is_empty() || dest.starts_with('[') {
+            return None;
+        }
+        // The policy host is `mta-sts.` + the domain in its ASCII form (IDNA).
+        let ascii = mx::ascii_domain(dest)?;
+        sts.policy(&ascii).await
+    }
+
     /// Tries each target in order until one gives a session. The error names the last failure.
-    async fn connect_any(&self, targets: &[Target]) -> Result<client::Session, String> {
+    /// Under an MTA-STS policy (RFC 8461 §4, §5) only MX hosts the policy names are used in
+    /// `enforce` mode, each must offer STARTTLS and present a certificate valid for its name,
+    /// and there is no fallback to clear text; in `testing` mode failures are logged and
+    /// delivery goes on as without a policy. Each session's result is counted for TLS-RPT.
+    async fn connect_any(
+        &self,
+        dest: &str,
+        targets: &[Target],
+        policy: Option<&mta_sts::Policy>,
+    ) -> Result<client::Session, String> {
         let app = self.app();
         let d = &app.config.delivery;
         let relay = d.relay.as_deref();
@@ -429,25 +479,83 @@ impl Worker {
             _ => self.opportunistic.as_ref(),
         };
         let implicit_tls = relay.is_some_and(|r| r.ends_with(":465"));
+        let enforce = policy.is_some_and(|p| p.mode == mta_sts::Mode::Enforce);
+        let why = policy
+            .map(|p| format!("MTA-STS policy of {dest} ({})", p.mode.as_str()))
+            .unwrap_or_default();
+        let rpt = |result: Result<(), &str>| {
+            if let Some(p) = policy {
+                self.tls_rpt.record(dest, &p.id, result);
+            }
+        };
         let mut last = String::from("no host to try");
         for t in targets {
+            if let Some(p) = policy.filter(|p| !p.matches(&t.host)) {
+                // §4.1: an MX host the policy does not name.
+                let text = format!(
+                    "{why}: {} is not among the policy's MX hosts ({})",
+                    t.host,
+                    p.mx.join(", ")
+                );
+                rpt(Err("validation-failure"));
+                if enforce {
+                    tracing::info!(dest, "{text}");
+                    last = text;
+                    continue;
+                }
+                tracing::info!(dest, "{text}; delivering anyway (testing mode)");
+            }
             let params = client::Params {
                 helo: &app.config.hostname,
                 tls,
                 require_tls: d.require_tls,
                 auth,
+                check: policy.map(|p| client::Check {
+                    trust: &self.trust,
+                    enforce: p.mode == mta_sts::Mode::Enforce,
+                    why: &why,
+                }),
             };
             match client::connect(t, &params, implicit_tls).await {
                 Ok(s) => {
                     tracing::debug!(host = %t.display(), tls = s.tls, "connected");
+                    match &s.verified {
+                        Some(Ok(())) => rpt(Ok(())),
+                        Some(Err(f)) => {
+                            rpt(Err(f.result_type));
+                            tracing::info!(
+                                dest,
+                                result = f.result_type,
+                                "{}; delivering anyway (testing mode)",
+                                f.text
+                            );
+                        }
+                        None => {}
+                    }
                     return Ok(s);
                 }
+                Err(client::Error::Unverified(f)) => {
+                    rpt(Err(f.result_type));
+                    tracing::info!(dest, result = f.result_type, "{}", f.text);
+                    last = f.text;
+                }
+                Err(client::Error::Tls(e)) if enforce => {
+                    // No clear-text fallback under an enforced policy.
+                    rpt(Err("validation-failure"));
+                    last = format!("{why}: {e}");
+                    tracing::info!(dest, "{last}");
+                }
                 Err(client::Error::Tls(e)) if !d.require_tls && auth.is_none() && !implicit_tls => {
+                    if policy.is_some() {
+                        rpt(Err("validation-failure"));
+                        tracing::info!(dest, "{why}: {e}; delivering anyway (testing mode)");
+                    }
                     // Opportunistic TLS that fails is retried in clear text (as Postfix does),
                     // rather than never delivering to a host with a broken TLS setup.
                     tracing::info!(host = %t.display(), "STARTTLS failed ({e}); retrying without TLS");
                     let plain = client::Params {
                         tls: None,
+                        check: None,
                         ..params
                     };
                     match client::connect(t, &plain, false).await {
@@ -561,6 +669,14 @@ impl Worker {
             tracing::error!(queue_id = id, "recording delivery results failed: {e}");
             return;
         }
+        for r in &results {
+            match r.outcome.kind {
+                OutcomeKind::Delivered => crate::metrics::REGISTRY.delivered.inc("remote"),
+                OutcomeKind::Temporary => crate::metrics::REGISTRY.deferred.inc(),
+                // Counted as bounced when the round settles (with the expired ones).
+                OutcomeKind::Permanent => {}
+            }
+        }
         if let Err(e) = self.store().durable().await {
             tracing::error!(queue_id = id, "flushing delivery results failed: {e}");
         }
@@ -644,6 +760,9 @@ impl Worker {
                 .await??
             };
             if committed {
+                let bounced = rec.recipients.iter().zip(&new.recipients);
+                let bounced = bounced.filter(|(o, n)| n.bounced && !o.bounced).count();
+                crate::metrics::REGISTRY.bounced.add(bounced as u64);
                 store.durable().await?;
                 if remove {
                     tracing::info!(queue_id = id, "done; removed from the queue");

@@ -227,6 +227,12 @@ fn address_literal(domain: &str) -> Option<IpAddr> {
     }
 }
 
+/// The domain in ASCII (IDNA), lower-case, without a trailing dot; None when it is no valid name.
+pub fn ascii_domain(domain: &str) -> Option<String> {
+    let n = fqdn(domain).ok()?;
+    Some(n.to_ascii().trim_end_matches('.').to_ascii_lowercase())
+}
+
 /// The domain as an absolute name (so no search list applies), IDNA-encoded.
 fn fqdn(domain: &str) -> Result<Name, String> {
     let mut n = Name::from_utf8(domain.trim_end_matches('.')).map_err(|e| e.to_string())?;

@@ -66,6 +66,8 @@ pub struct Processed {
     pub keywords: Vec<String>,
     /// Message verdict (`none`, `pass`, `fail`, `permerror`, `temperror`).
     pub verdict: String,
+    /// The SPEC §5 reason of each signer that did not pass (for the metrics).
+    pub reasons: Vec<&'static str>,
 }
 
 impl Filter {
@@ -168,9 +170,13 @@ impl Filter {
                 );
             }
             let message = self.stamp(raw, &report);
-            (report.verdict, message)
+            let reasons = report.signatures.iter().flat_map(|s| &s.signers);
+            let reasons = reasons
+                .filter_map(|s| s.reason.map(Reason::as_str))
+                .collect();
+            (report.verdict, message, reasons)
         }));
-        let (verdict, message) = match run {
+        let (verdict, message, reasons) = match run {
             Ok(r) => r,
             Err(_) => {
                 tracing::error!("signature filter failed on a message; stamped permerror");
@@ -182,10 +188,13 @@ impl Filter {
                     m.extend_from_slice(raw);
                     m
                 });
-                (Verdict::PermError, message)
+                (Verdict::PermError, message, Vec::new())
             }
         };
-        self.processed(verdict, message)
+        Processed {
+            reasons,
+            ..self.processed(verdict, message)
+        }
     }
 
     fn processed(&self, verdict: Verdict, message: Vec<u8>) -> Processed {
@@ -198,6 +207,7 @@ impl Filter {
             message,
             keywords,
             verdict: verdict.as_str().to_string(),
+            reasons: Vec::new(),
         }
     }
 

@@ -92,11 +92,11 @@ pub fn stamp(raw: &[u8], report: &Report, opts: &StampOptions<'_>) -> Vec<u8> {
     for (name, value) in &headers {
         out.extend_from_slice(render(name, value, eol).as_bytes());
     }
-    let tag = if opts.subject_tag {
-        subject_tag(report.verdict)
-    } else {
-        None
-    };
+    // With tags on, an unsigned message gets none, but a tag the sender typed is still removed:
+    // `[EDS valid] Invoice` must not reach the reader looking checked.
+    let tag = opts
+        .subject_tag
+        .then(|| subject_tag(report.verdict).unwrap_or(""));
     strip_into(raw, opts.hostname, tag, &mut out);
     out
 }
@@ -578,7 +578,8 @@ pub fn encoded_words(text: &str, first_room: usize) -> Vec<String> {
         .collect()
 }
 
-/// Copies `raw` into `out` without forged headers, optionally tagging the Subject.
+/// Copies `raw` into `out` without forged headers. With `tag`, the Subject loses every verdict
+/// tag it starts with and gets `tag` instead (none when `tag` is empty).
 fn strip_into(raw: &[u8], hostname: &str, tag: Option<&str>, out: &mut Vec<u8>) {
     // A bare CR in the header section is a line end for some readers and not for others, so it
     // could hide a header from us that a mail client then shows (`Subject: x\rX-EDS-Status:
@@ -613,14 +614,14 @@ fn strip_into(raw: &[u8], hostname: &str, tag: Option<&str>, out: &mut Vec<u8>) 
                 out.extend_from_slice(tag.as_bytes());
                 let mut rest = &field[i + 1..];
                 rest = trim_ascii_start_inline(rest);
-                // A tag from an earlier hop (or a forger) is replaced, not stacked.
-                for t in ALL_TAGS {
-                    if let Some(r) = rest.strip_prefix(t.as_bytes()) {
-                        rest = trim_ascii_start_inline(r);
-                        break;
-                    }
+                // Tags from an earlier hop (or a forger, in any case, stacked) are replaced.
+                while let Some(t) = ALL_TAGS.iter().find(|t| {
+                    rest.get(..t.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(t.as_bytes()))
+                }) {
+                    rest = trim_ascii_start_inline(&rest[t.len()..]);
                 }
-                if !rest.starts_with(b"\r\n") && !rest.starts_with(b"\n") {
+                if !tag.is_empty() && !rest.starts_with(b"\r\n") && !rest.starts_with(b"\n") {
                     out.push(b' ');
                 }
                 out.extend_from_slice(rest);
@@ -911,6 +912,25 @@ Authentication-Results: mx.example.kz..; smime=pass\r\n\r\nbody";
         let mut out = Vec::new();
         strip_into(raw, "h", Some("[EDS INVALID]"), &mut out);
         assert_eq!(out, b"Subject: [EDS INVALID] Contract\r\n\r\nbody");
+    }
+
+    #[test]
+    fn subject_tag_typed_by_the_sender_is_removed() {
+        // Unsigned mail (verdict none) with tags on: no tag of ours, none of the sender's either.
+        let raw = b"Subject: [EDS valid] Invoice, please pay today\r\n\r\nbody";
+        let mut out = Vec::new();
+        strip_into(raw, "h", Some(""), &mut out);
+        assert_eq!(out, b"Subject: Invoice, please pay today\r\n\r\nbody");
+        // Stacked, in another case: all go.
+        let raw = b"Subject: [eds VALID] [EDS valid]  Pay\r\n\r\nbody";
+        let mut out = Vec::new();
+        strip_into(raw, "h", Some("[EDS error]"), &mut out);
+        assert_eq!(out, b"Subject: [EDS error] Pay\r\n\r\nbody");
+        // Tags off: the Subject is the sender's, untouched.
+        let raw = b"Subject: [EDS valid] Pay\r\n\r\nbody";
+        let mut out = Vec::new();
+        strip_into(raw, "h", None, &mut out);
+        assert_eq!(out, raw);
     }
 
     #[test]

@@ -20,8 +20,14 @@
 //! ([`DRAIN_TIMEOUT`] at most).
 
 pub mod acme;
+pub mod apple;
+pub mod autoconfig;
+pub mod autodiscover;
 pub mod health;
+pub mod metrics;
+pub mod mta_sts;
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,11 +70,42 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Web {
     live: Arc<Live>,
+    /// What `serve` bound, by key (`imap.listen_tls`, ...): the ports documents advertise.
+    bound: Arc<BTreeMap<String, Vec<SocketAddr>>>,
 }
 
 impl Web {
     pub fn new(live: Arc<Live>) -> Web {
-        Web { live }
+        Web {
+            live,
+            bound: Arc::default(),
+        }
+    }
+
+    /// With the addresses `serve` bound (the `listeners.json` map: key → list of addresses).
+    pub fn with_bound(mut self, report: &serde_json::Map<String, serde_json::Value>) -> Web {
+        let map = report
+            .iter()
+            .map(|(k, v)| {
+                let addrs = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str()?.parse().ok())
+                            .collect::<Vec<SocketAddr>>()
+                    })
+                    .unwrap_or_default();
+                (k.clone(), addrs)
+            })
+            .collect();
+        self.bound = Arc::new(map);
+        self
+    }
+
+    /// The port of the first address bound for a listener key (`imap.listen_tls`, `smtp.submission`,
+    /// `http.listen_tls`, ...); None when that listener is off.
+    pub fn port(&self, key: &str) -> Option<u16> {
+        self.bound.get(key)?.first().map(|a| a.port())
     }
 
     /// The current snapshot (config, store, TLS acceptor, ...); read it once per request.
@@ -127,6 +164,10 @@ pub fn router(web: Web) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(acme::routes())
+        .merge(autoconfig::routes())
+        .merge(autodiscover::routes())
+        .merge(apple::routes())
+        .merge(mta_sts::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(web)
 }
@@ -135,6 +176,7 @@ pub fn router(web: Web) -> Router {
 pub fn metrics_router(web: Web) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(metrics::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(web)
 }
@@ -165,9 +207,15 @@ pub async fn bind(
     Ok(Bound(bound))
 }
 
-/// Starts the accept loops of [`bind`]'s listeners.
-pub fn spawn(bound: Bound, live: Arc<Live>, coordinator: &Coordinator) {
-    let web = Web::new(live);
+/// Starts the accept loops of [`bind`]'s listeners; `report` is what every listener of `serve`
+/// bound (the `listeners.json` map).
+pub fn spawn(
+    bound: Bound,
+    live: Arc<Live>,
+    coordinator: &Coordinator,
+    report: &serde_json::Map<String, serde_json::Value>,
+) {
+    let web = Web::new(live).with_bound(report);
     let pool = Arc::new(Semaphore::new(web.app().config.http.max_connections));
     let main = router(web.clone());
     let metrics = metrics_router(web.clone());

@@ -22,6 +22,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use super::{Result, StoreError};
@@ -40,6 +41,9 @@ pub(crate) struct Files {
     doomed: Mutex<Vec<u64>>,
     /// While above 0 (a backup or check reads files of its snapshot), removals wait.
     pub(super) hold: std::sync::atomic::AtomicUsize,
+    /// Bytes of the files here: summed by [`Files::sweep`] at open, then kept up to date by
+    /// every write and removal below (the store's size in the metrics, without a scan).
+    bytes: AtomicU64,
 }
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> StoreError {
@@ -74,11 +78,27 @@ impl Files {
             dir,
             doomed: Mutex::new(Vec::new()),
             hold: std::sync::atomic::AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
         })
     }
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Bytes of the message files (see the field).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+
+    /// Removes a file, taking its size off [`Files::bytes`].
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        std::fs::remove_file(path)?;
+        let _ = self
+            .bytes
+            .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(len)));
+        Ok(())
     }
 
     pub(super) fn path(&self, id: u64) -> PathBuf {
@@ -133,7 +153,7 @@ impl Files {
     pub(crate) fn remove_unreferenced(&self, bodies: &[(u64, &[u8])]) {
         for (id, bytes) in bodies {
             if is_file(bytes.len()) {
-                let _ = std::fs::remove_file(self.path(*id));
+                let _ = self.remove(&self.path(*id));
             }
         }
     }
@@ -151,6 +171,7 @@ impl Files {
         f.write_all(bytes)
             .and_then(|_| f.sync_data())
             .map_err(|e| io_err("writing", &path, e))?;
+        self.bytes.fetch_add(bytes.len() as u64, Relaxed);
         sync_dir(parent)
     }
 
@@ -185,7 +206,7 @@ impl Files {
 
     pub(crate) fn unlink(&self, ids: &[u64]) {
         for &id in ids {
-            if let Err(e) = std::fs::remove_file(self.path(id)) {
+            if let Err(e) = self.remove(&self.path(id)) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!("removing message file {}: {e}", self.path(id).display());
                 }
@@ -209,6 +230,9 @@ impl Files {
                 if !referenced(id)? {
                     std::fs::remove_file(f.path()).map_err(|e| io_err("removing", &f.path(), e))?;
                     removed += 1;
+                } else {
+                    let len = f.metadata().map_or(0, |m| m.len());
+                    self.bytes.fetch_add(len, Relaxed);
                 }
             }
         }
@@ -284,6 +308,46 @@ mod tests {
         s.queue_remove(rec.id).unwrap();
         s.flush_sync().unwrap();
         assert!(files_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn file_bytes_and_queue_summary_follow_writes_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.files.bytes(), 0);
+        assert_eq!(s.queue_summary().unwrap(), (0, None));
+        let acct = s.create_account("a@x.test", "h").unwrap();
+        let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
+        let a = s.append(inbox.id, &big(1000), &[], 0).unwrap();
+        let first = s
+            .new_queue_record("a@x.test", &["b@y.test".to_string()])
+            .unwrap();
+        s.deliver(&[], b"unused", 0, Some((&first, &big(300))))
+            .unwrap();
+        let mut second = s
+            .new_queue_record("a@x.test", &["c@y.test".to_string()])
+            .unwrap();
+        second.created += 100;
+        s.deliver(&[], b"unused", 0, Some((&second, &big(50))))
+            .unwrap();
+        let sizes = (big(1000).len() + big(300).len() + big(50).len()) as u64;
+        assert_eq!(s.files.bytes(), sizes);
+        assert_eq!(
+            s.queue_summary().unwrap(),
+            (2, Some(first.created)),
+            "the oldest is the first queued"
+        );
+        assert!(s.size_bytes().unwrap() > sizes);
+        // Removed files leave the total once their removal is durable (then they are unlinked).
+        s.expunge(inbox.id, &[a.uid]).unwrap();
+        s.queue_remove(first.id).unwrap();
+        s.flush_sync().unwrap();
+        assert_eq!(s.files.bytes(), big(50).len() as u64);
+        assert_eq!(s.queue_summary().unwrap(), (1, Some(second.created)));
+        drop(s);
+        // At open, the total is what the files on disk hold.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.files.bytes(), big(50).len() as u64);
     }
 
     #[test]

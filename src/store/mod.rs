@@ -324,6 +324,12 @@ impl Store {
         }
     }
 
+    /// Bytes the store takes on disk: sled's files (its log and large values, measured now)
+    /// and the message files (a running total, `files.rs`). For the metrics.
+    pub fn size_bytes(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()? + self.files.bytes())
+    }
+
     /// Refuses with [`StoreError::Full`] unless `need` more bytes leave [`RESERVE`] free.
     pub(crate) fn check_space(&self, need: u64) -> Result<()> {
         sync::check_space(self.files.dir(), need)
@@ -463,8 +469,11 @@ impl GroupCommit {
 /// One group commit: sled's flush (pwrite + sync_file_range), then `fdatasync` of what it
 /// wrote (sync.rs). A failure of either is an I/O error under sled: the process must restart.
 fn flush_and_sync(db: &sled::Db, sync: &sync::Durability) -> Result<()> {
+    let start = std::time::Instant::now();
     db.flush()?;
-    sync.sync().inspect_err(|e| sync::fail(&e.to_string()))
+    sync.sync().inspect_err(|e| sync::fail(&e.to_string()))?;
+    crate::metrics::REGISTRY.store_sync.observe(start.elapsed());
+    Ok(())
 }
 
 // ---- small encoding helpers shared by the submodules ----

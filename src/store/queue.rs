@@ -131,6 +131,22 @@ impl Store {
         })
     }
 
+    /// How many messages are queued, and when the oldest was queued (Unix seconds), for the
+    /// metrics. O(queue): counts the keys of `queue_due` (one per record, empty values); the
+    /// oldest is the lowest id, since ids only grow (one ordered lookup).
+    pub fn queue_summary(&self) -> Result<(u64, Option<i64>)> {
+        let mut n = 0;
+        for k in self.t.queue_due.iter().keys() {
+            k?;
+            n += 1;
+        }
+        let oldest = match self.t.queue.first()? {
+            Some((_, v)) => Some(dec::<QueueRecord>(&v)?.created),
+            None => None,
+        };
+        Ok((n, oldest))
+    }
+
     /// Every queued message, oldest first.
     pub fn queue_list(&self) -> Result<Vec<QueueRecord>> {
         self.t.queue.iter().values().map(|v| dec(&v?)).collect()

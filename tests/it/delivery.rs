@@ -19,7 +19,7 @@ use crate::support::*;
 // Helpers: Python side processes, polling.
 
 /// A Python helper process; killed on drop (and exits by itself when its stdin closes).
-struct Py {
+pub(crate) struct Py {
     child: Child,
     dir: Option<tempfile::TempDir>,
 }
@@ -90,7 +90,7 @@ sys.stdin.read()
 c.stop()
 "#;
 
-fn receiver(port: u16, opts: serde_json::Value) -> Py {
+pub(crate) fn receiver(port: u16, opts: serde_json::Value) -> Py {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap().to_string();
     Py::start(
@@ -101,7 +101,7 @@ fn receiver(port: u16, opts: serde_json::Value) -> Py {
 }
 
 /// Messages an aiosmtpd receiver saved: (metadata, bytes).
-fn received(r: &Py) -> Vec<(serde_json::Value, Vec<u8>)> {
+pub(crate) fn received(r: &Py) -> Vec<(serde_json::Value, Vec<u8>)> {
     let dir = r.dir.as_ref().unwrap().path();
     let mut out = Vec::new();
     for n in 0.. {
@@ -116,7 +116,7 @@ fn received(r: &Py) -> Vec<(serde_json::Value, Vec<u8>)> {
 }
 
 /// A port nothing listens on right now (for a receiver that starts later).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -124,7 +124,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn queue_json(srv: &TestServer) -> Vec<serde_json::Value> {
+pub(crate) fn queue_json(srv: &TestServer) -> Vec<serde_json::Value> {
     let out = srv.tanba(&["queue", "list", "--json"], None);
     assert!(
         out.status.success(),
@@ -138,20 +138,20 @@ fn queue_json(srv: &TestServer) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-fn queue_text(srv: &TestServer) -> String {
+pub(crate) fn queue_text(srv: &TestServer) -> String {
     let out = srv.tanba(&["queue", "list"], None);
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn wait_queue_empty(srv: &TestServer) {
+pub(crate) fn wait_queue_empty(srv: &TestServer) {
     wait_for("an empty queue", srv, || {
         queue_json(srv).is_empty().then_some(())
     });
 }
 
 /// Submits through A's submission port (STARTTLS + AUTH PLAIN) as alice@example.test.
-fn submit(srv: &TestServer, to: &[&str], msg: &str) {
+pub(crate) fn submit(srv: &TestServer, to: &[&str], msg: &str) {
     let user = "alice@example.test";
     let mut c = Client::connect(srv.submission);
     c.ok("EHLO client.example", "250");
@@ -162,7 +162,7 @@ fn submit(srv: &TestServer, to: &[&str], msg: &str) {
     c.cmd("QUIT");
 }
 
-fn message(subject: &str, id: &str) -> String {
+pub(crate) fn message(subject: &str, id: &str) -> String {
     format!(
         "From: Alice <alice@example.test>\r\nTo: someone\r\nSubject: {subject}\r\n\
          Message-ID: <{id}@example.test>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\
@@ -189,7 +189,7 @@ fn instance_b(extra_smtp: &str) -> TestServer {
 
 /// Instance A with alice@ and carol@example.test, resolving through `dns` and delivering to
 /// `port` on loopback, plus the `more` [delivery] lines and the `top` text.
-fn instance_a(dns: &Dns, port: u16, more: &[&str], top: &str) -> TestServer {
+pub(crate) fn instance_a(dns: &Dns, port: u16, more: &[&str], top: &str) -> TestServer {
     let mut delivery = vec![
         format!("resolver = \"127.0.0.1:{}\"", dns.port),
         format!("remote_port = {port}"),
@@ -205,14 +205,14 @@ fn instance_a(dns: &Dns, port: u16, more: &[&str], top: &str) -> TestServer {
     a
 }
 
-fn mx_zone() -> String {
+pub(crate) fn mx_zone() -> String {
     "b.test. 60 IN MX 10 mx.b.test.\n\
      mx.b.test. 60 IN A 127.0.0.1\n\
      nullmx.test. 60 IN MX 0 .\n"
         .to_string()
 }
 
-fn exported(srv: &TestServer, email: &str) -> Vec<Vec<u8>> {
+pub(crate) fn exported(srv: &TestServer, email: &str) -> Vec<Vec<u8>> {
     mbox_messages(&srv.export(email))
 }
 

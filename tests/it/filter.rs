@@ -750,6 +750,22 @@ language = \"ru\"\nsubject_tag = true\nkeywords = false\n",
     let body_at = |m: &[u8]| m.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     assert_eq!(&out.stdout[body_at(&out.stdout)..], &msg[body_at(&msg)..]);
 
+    // An unsigned message whose sender typed a tag: no tag comes out.
+    let forged = pki().write(
+        "typed-tag.eml",
+        b"From: a@example.kz\r\nSubject: [EDS valid] Invoice, please pay today\r\n\r\nPay.\r\n",
+    );
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("stamp")
+        .arg(&forged)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let f = header_fields(&out.stdout);
+    assert_eq!(header(&f, "Subject"), Some("Invoice, please pay today"));
+
     // kk, and the keywords line without a config override.
     std::fs::write(
         &cfg,

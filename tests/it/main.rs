@@ -10,6 +10,8 @@ mod http;
 // Certificates by ACME (issue 14 point 3): issuance and renewal by a real pebble over HTTP-01,
 // swapped into every TLS listener without a restart.
 mod acme;
+// `/metrics` (issue 14 point 5): counters moved by SMTP, the filter, IMAP logins and delivery.
+mod metrics;
 // SMTP: submission and MX, commands and replies, STARTTLS, AUTH, DATA/BDAT (also home of the
 // raw SMTP test client, `smtp::Client`).
 mod smtp;
@@ -29,6 +31,8 @@ mod auth_limits;
 mod durability;
 // Outbound delivery: MX via a loopback DNS server, DKIM, retries, bounces, restarts, smarthost.
 mod delivery;
+// Verified TLS on the way out: MTA-STS enforce/testing, the policy cache, TLS-RPT counts.
+mod delivery_tls;
 // The signature filter: a test PKI made with openssl (`filter_pki`), every MIME shape, each
 // failure reason, stamping, and SMTP delivery stamped in the store.
 mod filter;
