@@ -25,6 +25,7 @@ pub struct FileConfig {
     pub smtp: SmtpSection,
     pub imap: ImapSection,
     pub http: HttpSection,
+    pub acme: AcmeSection,
     pub mta_sts: MtaStsSection,
     pub signatures: SignaturesSection,
     pub delivery: DeliverySection,
@@ -142,6 +143,38 @@ impl Default for HttpSection {
             listen_tls: vec!["127.0.0.1:2443".into()],
             metrics: vec!["127.0.0.1:2090".into()],
             max_connections: 512,
+        }
+    }
+}
+
+/// SPEC §11: certificates by ACME (docs/web.md, "Certificates by ACME").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeSection {
+    /// ACME directory URL (https); empty: ACME off, certificates from `[tls]`.
+    pub directory: String,
+    /// Account contacts, e.g. `mailto:admin@example.kz`.
+    pub contact: Vec<String>,
+    /// Names on the certificate; empty: server.hostname plus autoconfig.<d> and mta-sts.<d>.
+    pub domains: Vec<String>,
+    /// Not in SPEC §11: PEM CA certificate that signs the directory's HTTPS certificate (a
+    /// private or test ACME CA such as pebble); empty: the system's roots.
+    pub ca_file: String,
+    /// Not in SPEC §11: renew when less than this remains; empty: a third of the lifetime.
+    pub renew_before: String,
+    /// Not in SPEC §11: how often the certificate is checked.
+    pub check_interval: String,
+}
+
+impl Default for AcmeSection {
+    fn default() -> Self {
+        AcmeSection {
+            directory: String::new(),
+            contact: Vec::new(),
+            domains: Vec::new(),
+            ca_file: String::new(),
+            renew_before: String::new(),
+            check_interval: "12h".into(),
         }
     }
 }
@@ -370,6 +403,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// `[http]`: the web endpoint (SPEC §11).
     pub http: HttpConfig,
+    /// `[acme]`: certificates by ACME (SPEC §11).
+    pub acme: AcmeConfig,
     /// `[mta_sts]`: the policy the web endpoint serves.
     pub mta_sts: MtaStsConfig,
     pub signatures: SignaturesConfig,
@@ -413,6 +448,21 @@ pub struct HttpConfig {
     pub max_connections: usize,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// None: ACME off.
+    pub directory: Option<String>,
+    pub contact: Vec<String>,
+    /// The names to get a certificate for (lower-case, `acme.domains` or the derived list).
+    pub domains: Vec<String>,
+    pub ca_file: Option<PathBuf>,
+    /// None: a third of the certificate's lifetime.
+    pub renew_before: Option<Duration>,
+    pub check_interval: Duration,
+}
+
+/// Most names on one ACME certificate (Let's Encrypt's limit).
+pub const ACME_MAX_DOMAINS: usize = 100;
 /// `mta_sts.mode` (RFC 8461 §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MtaStsMode {
@@ -682,6 +732,92 @@ impl Config {
         };
         positive("http.max_connections", http.max_connections as u64)?;
 
+        let acme = {
+            let a = &f.acme;
+            let directory = match a.directory.trim() {
+                "" => None,
+                // RFC 8555 §6.1: ACME runs over HTTPS only.
+                d if d.starts_with("https://") && !d.contains(char::is_whitespace) => {
+                    Some(d.to_string())
+                }
+                d => {
+                    return Err(err(
+                        "acme.directory",
+                        format!("{d:?} is not an https:// URL"),
+                    ))
+                }
+            };
+            for c in &a.contact {
+                if !c.starts_with("mailto:") || c.len() <= "mailto:".len() || c.contains(',') {
+                    return Err(err(
+                        "acme.contact",
+                        format!("{c:?} is not a contact like \"mailto:admin@example.kz\""),
+                    ));
+                }
+            }
+            let mut names = Vec::new();
+            if a.domains.is_empty() {
+                names.push(f.server.hostname.trim().to_ascii_lowercase());
+                for d in &domains {
+                    names.push(format!("autoconfig.{d}"));
+                    names.push(format!("mta-sts.{d}"));
+                }
+            } else {
+                names.extend(a.domains.iter().map(|d| d.trim().to_ascii_lowercase()));
+            }
+            let mut domains_out: Vec<String> = Vec::new();
+            // The derived names are checked only when ACME is on (the defaults' "localhost"
+            // would not do, but need not while ACME is off).
+            let check = directory.is_some() || !a.domains.is_empty();
+            for n in names {
+                if check && !acme_name_ok(&n) {
+                    return Err(err(
+                        "acme.domains",
+                        format!(
+                            "{n:?} is not a DNS name a certificate can be issued for{}",
+                            if a.domains.is_empty() {
+                                " (derived from server.hostname and server.domains)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+                if !domains_out.contains(&n) {
+                    domains_out.push(n);
+                }
+            }
+            if domains_out.len() > ACME_MAX_DOMAINS {
+                return Err(err(
+                    "acme.domains",
+                    format!("at most {ACME_MAX_DOMAINS} names on one certificate"),
+                ));
+            }
+            let ca_file = match a.ca_file.trim() {
+                "" => None,
+                p => {
+                    let p = abs(p);
+                    if let Err(e) = readable_file(&p) {
+                        return Err(err("acme.ca_file", e));
+                    }
+                    Some(p)
+                }
+            };
+            let renew_before = match a.renew_before.trim() {
+                "" => None,
+                v => Some(dur("acme.renew_before", v)?),
+            };
+            let check_interval = dur("acme.check_interval", &a.check_interval)?;
+            positive("acme.check_interval", check_interval.as_secs())?;
+            AcmeConfig {
+                directory,
+                contact: a.contact.clone(),
+                domains: domains_out,
+                ca_file,
+                renew_before,
+                check_interval,
+            }
+        };
         let mta_sts = MtaStsConfig {
             mode: match f.mta_sts.mode.as_str() {
                 "none" => MtaStsMode::None,
@@ -966,6 +1102,7 @@ impl Config {
             smtp,
             imap,
             http,
+            acme,
             mta_sts,
             signatures,
             delivery,
@@ -1107,6 +1244,21 @@ pub(crate) fn line_of(raw: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// A DNS name for an ACME certificate: letters, digits, `-` and dots, labels of 1-63 bytes, at
+/// most 253 bytes, not an IP address, no wildcard (HTTP-01 cannot prove one, RFC 8555 §7.1.3).
+fn acme_name_ok(n: &str) -> bool {
+    n.len() <= 253
+        && n.parse::<std::net::IpAddr>().is_err()
+        && n.split('.').count() >= 2
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// The built-in defaults as commented TOML (`tanba config default`).
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -1189,6 +1341,57 @@ mod tests {
         ] {
             let e = format!("{:#}", Config::from_toml(toml, None).unwrap_err());
             assert!(e.contains(key), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn acme_keys() {
+        let c = Config::from_toml(
+            "[server]\nhostname = \"Mail.Example.kz\"\ndomains = [\"example.kz\", \"b.kz\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.acme.directory, None);
+        assert_eq!(
+            c.acme.domains,
+            [
+                "mail.example.kz",
+                "autoconfig.example.kz",
+                "mta-sts.example.kz",
+                "autoconfig.b.kz",
+                "mta-sts.b.kz"
+            ]
+        );
+        assert_eq!(c.acme.check_interval, Duration::from_secs(12 * 3600));
+        let c = Config::from_toml(
+            "[acme]\ndirectory = \"https://acme.example/dir\"\ndomains = [\"a.example\", \"A.example\"]\n\
+             renew_before = \"30d\"\ncontact = [\"mailto:a@example.kz\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.acme.directory.as_deref(),
+            Some("https://acme.example/dir")
+        );
+        assert_eq!(c.acme.domains, ["a.example"]);
+        assert_eq!(c.acme.renew_before, Some(Duration::from_secs(30 * 86400)));
+        for (toml, key) in [
+            (
+                "[acme]\ndirectory = \"http://acme.example/dir\"\n",
+                "acme.directory",
+            ),
+            ("[acme]\ndomains = [\"*.example.kz\"]\n", "acme.domains"),
+            ("[acme]\ndomains = [\"127.0.0.1\"]\n", "acme.domains"),
+            ("[acme]\ncontact = [\"admin@example.kz\"]\n", "acme.contact"),
+            ("[acme]\ncheck_interval = \"0s\"\n", "acme.check_interval"),
+            ("[acme]\nrenew_before = \"soon\"\n", "acme.renew_before"),
+            (
+                "[acme]\nca_file = \"/nonexistent/ca.pem\"\n",
+                "acme.ca_file",
+            ),
+        ] {
+            let msg = format!("{:#}", Config::from_toml(toml, None).unwrap_err());
+            assert!(msg.contains(key), "{toml}: {msg}");
         }
     }
 

@@ -8,6 +8,7 @@
 //!
 //! Reading order: config → store → server → smtp → inbound → filter → imap → delivery → cli.
 
+pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod cli;

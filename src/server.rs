@@ -54,7 +54,13 @@ pub struct App {
     /// Fetches and caches CRLs and OCSP answers for the filter (`signatures.revocation`); None
     /// when revocation checking is off.
     pub revocation: Option<Arc<crate::revocation::Checker>>,
+    /// One acceptor for every listener, presenting whatever [`App::certs`] holds.
     pub tls: TlsAcceptor,
+    /// The certificate every TLS listener presents; shared by every snapshot, replaced by a
+    /// reload or a renewed ACME certificate (new handshakes see it, no restart).
+    pub certs: Arc<crate::tls::Certs>,
+    /// The ACME renewal task's HTTP-01 tokens and wake-up (src/acme).
+    pub acme: Arc<crate::acme::State>,
     /// Wakes the delivery workers when something new is queued (or `queue retry` asks).
     pub queue_wakeup: Arc<tokio::sync::Notify>,
     /// Connections per client address and logged-in sessions per account (SPEC §8); ends an
@@ -174,14 +180,23 @@ pub fn reload(live: &Live) -> Result<Vec<&'static str>> {
     let revocation = crate::revocation::Checker::from_config(&config, &[])
         .context("signatures")?
         .map(Arc::new);
-    let tls = crate::tls::acceptor(&config).context("tls")?;
     let dkim = dkim::Signers::load_strict(&config)?;
+    {
+        // Read and installed while the ACME task cannot write a new pair (two files), so that
+        // neither half a pair nor an older certificate wins.
+        let _files = old.acme.files();
+        let identity = crate::tls::identity(&config).context("tls")?;
+        // The same resolver and acceptor: every listener presents the reloaded certificate.
+        old.certs.set(identity);
+    }
     old.conns.set_limits(&config.limits);
     live.set(Arc::new(App {
         store: old.store.clone(),
         filter: Arc::new(filter),
         revocation,
-        tls,
+        tls: old.tls.clone(),
+        certs: old.certs.clone(),
+        acme: old.acme.clone(),
         queue_wakeup: old.queue_wakeup.clone(),
         conns: old.conns.clone(),
         // Bans and failure counts survive a reload (limits.auth_failures and ban_time with them).
@@ -189,6 +204,8 @@ pub fn reload(live: &Live) -> Result<Vec<&'static str>> {
         dkim: Arc::new(dkim),
         config: Arc::new(config),
     }));
+    // `[acme]` may have changed: the renewal task checks now.
+    old.acme.wake();
     Ok(restart)
 }
 
@@ -324,13 +341,16 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
     let revocation = crate::revocation::Checker::from_config(&config, &[])
         .context("signatures")?
         .map(Arc::new);
-    let tls = crate::tls::acceptor(&config).context("tls")?;
+    let certs = crate::tls::Certs::new(crate::tls::identity(&config).context("tls")?);
+    let tls = crate::tls::server_acceptor(certs.clone()).context("tls")?;
     let auth = crate::auth::Authenticator::new(store.clone(), &config.limits)?;
     Ok(Arc::new(App {
         store,
         filter: Arc::new(filter),
         revocation,
         tls,
+        certs,
+        acme: crate::acme::State::new(),
         queue_wakeup: Arc::new(tokio::sync::Notify::new()),
         conns: ConnTracker::new(&config.limits),
         dkim: Arc::new(dkim::Signers::load(&config)),
@@ -391,6 +411,7 @@ pub async fn serve(config: Config) -> Result<()> {
         coordinator.handle(),
     ));
     tokio::spawn(delivery::run(live.clone(), coordinator.handle()));
+    tokio::spawn(crate::acme::run(live.clone(), coordinator.handle()));
 
     let pools = Arc::new(Pools {
         mx: Arc::new(Semaphore::new(cfg.smtp.max_connections)),

@@ -1,32 +1,103 @@
-//! TLS for the listeners (rustls). The certificate comes from `[tls]`, or, when that is empty, a
-//! self-signed pair for `server.hostname` generated once into `<data_dir>/tls/` and reused.
+//! TLS for the listeners (rustls). Every listener (SMTP 25/587 STARTTLS and 465, IMAP 143
+//! STARTTLS and 993, HTTPS) shares one acceptor whose certificate comes from [`Certs`], a
+//! resolver holding the current certificate behind a lock: a renewed ACME certificate or a
+//! SIGHUP reload replaces it for the next handshake on every listener, without a restart.
+//!
+//! Which certificate ([`identity`]): with `acme.directory` set, the ACME certificate in
+//! `<data_dir>/acme/` once there is one (until then, the `[tls]` pair or the self-signed one);
+//! otherwise the `[tls]` pair; when that is empty, a self-signed pair for `server.hostname`
+//! generated once into `<data_dir>/tls/` and reused.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{anyhow, Context, Result};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 
-/// Builds the acceptor every listener shares.
+/// The certificate every TLS listener presents, swappable while serving.
+#[derive(Debug)]
+pub struct Certs {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certs {
+    pub fn new(key: CertifiedKey) -> Arc<Certs> {
+        Arc::new(Certs {
+            current: RwLock::new(Arc::new(key)),
+        })
+    }
+
+    /// The certificate (chain and key) handshakes use now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// From the next handshake on, every listener presents `key`.
+    pub fn set(&self, key: CertifiedKey) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+    }
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Builds the acceptor every listener shares, presenting whatever `certs` holds.
+pub fn server_acceptor(certs: Arc<Certs>) -> Result<TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// An acceptor with the certificate [`identity`] picks (for `tanba check`).
 pub fn acceptor(config: &Config) -> Result<TlsAcceptor> {
+    server_acceptor(Certs::new(identity(config)?))
+}
+
+/// The certificate to serve under `config` (see the module docs for the order).
+pub fn identity(config: &Config) -> Result<CertifiedKey> {
+    if config.acme.directory.is_some() {
+        match crate::acme::stored_identity(&config.data_dir) {
+            Ok(Some(key)) => return Ok(key),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "acme: the stored certificate is unusable ({e:#}); serving the [tls] or \
+                 self-signed one until a new one is issued"
+            ),
+        }
+    }
     let (cert, key) = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => ensure_self_signed(&config.data_dir, &config.hostname)?,
     };
     let certs = load_certs(&cert).context("tls.cert")?;
     let key = load_key(&key).context("tls.key")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| anyhow!("TLS setup: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| anyhow!("tls.cert/tls.key do not form a usable pair: {e}"))?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    certified_key(certs, key).context("tls.cert/tls.key do not form a usable pair")
+}
+
+/// A chain and its private key as rustls serves them; refuses a key that does not belong to
+/// the first certificate.
+pub fn certified_key(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey> {
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(certs, key, &provider).map_err(|e| anyhow!("{e}"))
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {

@@ -19,6 +19,7 @@
 //! request). On shutdown every connection finishes its current request and closes
 //! ([`DRAIN_TIMEOUT`] at most).
 
+pub mod acme;
 pub mod apple;
 pub mod autoconfig;
 pub mod autodiscover;
@@ -162,6 +163,7 @@ impl Listener {
 pub fn router(web: Web) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(acme::routes())
         .merge(autoconfig::routes())
         .merge(autodiscover::routes())
         .merge(apple::routes())

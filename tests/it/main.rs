@@ -7,6 +7,9 @@ mod support;
 mod cli;
 // The web endpoint (issue 14): listeners, autoconfig/autodiscover/Apple profile, MTA-STS, `tanba dns`.
 mod http;
+// Certificates by ACME (issue 14 point 3): issuance and renewal by a real pebble over HTTP-01,
+// swapped into every TLS listener without a restart.
+mod acme;
 // `/metrics` (issue 14 point 5): counters moved by SMTP, the filter, IMAP logins and delivery.
 mod metrics;
 // SMTP: submission and MX, commands and replies, STARTTLS, AUTH, DATA/BDAT (also home of the
