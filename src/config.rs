@@ -296,6 +296,9 @@ pub struct LimitsSection {
     /// beyond which MAIL gets `451 4.7.0`; 0: no limit (docs/security.md).
     pub mx_messages_per_ip: u32,
     pub mx_messages_window: String,
+    /// Client addresses or networks the MX message rate never counts (local injection:
+    /// content filters, monitoring, load tools on the host itself).
+    pub mx_rate_exempt: Vec<String>,
 }
 
 impl Default for LimitsSection {
@@ -313,6 +316,7 @@ impl Default for LimitsSection {
             default_quota: "none".into(),
             mx_messages_per_ip: 60,
             mx_messages_window: "1m".into(),
+            mx_rate_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
         }
     }
 }
@@ -536,6 +540,7 @@ pub struct LimitsConfig {
     /// 0: no limit.
     pub mx_messages_per_ip: u32,
     pub mx_messages_window: Duration,
+    pub mx_rate_exempt: Vec<ipnet::IpNet>,
 }
 
 /// Greylisting (`[auth] greylisting`, `greylist_*`; docs/senderauth.md).
@@ -677,6 +682,25 @@ impl Config {
                             ),
                         )
                     })
+                })
+                .collect()
+        };
+        // Addresses or networks (`192.0.2.7`, `192.0.2.0/24`, `2001:db8::/32`).
+        let networks = |key: &str, list: &[String]| -> Result<Vec<ipnet::IpNet>> {
+            list.iter()
+                .map(|a| {
+                    let a = a.trim();
+                    a.parse::<ipnet::IpNet>()
+                        .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map(|n| n.trunc())
+                        .map_err(|_| {
+                            err(
+                                key,
+                                format!(
+                                    "{a:?} is not an address or a network like \"192.0.2.0/24\""
+                                ),
+                            )
+                        })
                 })
                 .collect()
         };
@@ -989,6 +1013,7 @@ impl Config {
                 .map_err(|e| err("limits.default_quota", e))?,
             mx_messages_per_ip: l.mx_messages_per_ip,
             mx_messages_window: dur("limits.mx_messages_window", &l.mx_messages_window)?,
+            mx_rate_exempt: networks("limits.mx_rate_exempt", &l.mx_rate_exempt)?,
         };
         if limits.mx_messages_window.is_zero() {
             return Err(err(
@@ -1025,24 +1050,7 @@ impl Config {
             delay: dur("auth.greylist_delay", &auth.greylist_delay)?,
             expire: dur("auth.greylist_expire", &auth.greylist_expire)?,
             lifetime: dur("auth.greylist_lifetime", &auth.greylist_lifetime)?,
-            allow: auth
-                .greylist_allow
-                .iter()
-                .map(|a| {
-                    let a = a.trim();
-                    a.parse::<ipnet::IpNet>()
-                        .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map(|n| n.trunc())
-                        .map_err(|_| {
-                            err(
-                                "auth.greylist_allow",
-                                format!(
-                                    "{a:?} is not an address or a network like \"192.0.2.0/24\""
-                                ),
-                            )
-                        })
-                })
-                .collect::<Result<_>>()?,
+            allow: networks("auth.greylist_allow", &auth.greylist_allow)?,
             max_entries: auth.greylist_max_entries,
         };
         if greylist.delay.is_zero() {
@@ -1312,6 +1320,8 @@ mod tests {
         assert_eq!(c.greylist.lifetime, Duration::from_secs(36 * 86_400));
         assert_eq!(c.limits.mx_messages_per_ip, 60);
         assert_eq!(c.limits.mx_messages_window, Duration::from_secs(60));
+        let local: std::net::IpAddr = "127.0.0.5".parse().unwrap();
+        assert!(c.limits.mx_rate_exempt.iter().any(|n| n.contains(&local)));
         let c = Config::from_toml(
             "[auth]\ngreylisting = true\ngreylist_allow = [\"192.0.2.7/24\", \"2001:db8::1\"]\n",
             None,

@@ -621,10 +621,12 @@ impl Session {
     /// `limits.mx_messages_per_ip`: an MX client's MAIL beyond its rate gets `451 4.7.0` (RFC 5321
     /// §4.2.5: a transient failure; the sender retries later). Submission is never limited here.
     fn mx_rate_refusal(&self) -> Option<Reply> {
-        if self.port != Port::Mx {
+        let ip = self.peer.ip();
+        let limits = &self.app.config.limits;
+        if self.port != Port::Mx || limits.mx_rate_exempt.iter().any(|n| n.contains(&ip)) {
             return None;
         }
-        match self.app.conns.mx_message(self.peer.ip()) {
+        match self.app.conns.mx_message(ip) {
             Ok(()) => None,
             Err(crate::limits::RateRefused::OverLimit { first }) => {
                 if first {
