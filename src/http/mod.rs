@@ -19,6 +19,8 @@
 //! request). On shutdown every connection finishes its current request and closes
 //! ([`DRAIN_TIMEOUT`] at most).
 
+pub mod account;
+pub mod clients;
 pub mod health;
 
 use std::convert::Infallible;
@@ -125,6 +127,8 @@ impl Listener {
 pub fn router(web: Web) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(account::routes())
+        .merge(clients::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(web)
 }

@@ -7,6 +7,9 @@ mod support;
 mod cli;
 // The web endpoint (issue 14): listeners, autoconfig/autodiscover/Apple profile, MTA-STS, `tanba dns`.
 mod http;
+// The self-service page at /account, add-on downloads, `tanba clients policy thunderbird`
+// (issue 14 point 6, issue 15 points 3–4).
+mod userpage;
 // SMTP: submission and MX, commands and replies, STARTTLS, AUTH, DATA/BDAT (also home of the
 // raw SMTP test client, `smtp::Client`).
 mod smtp;
