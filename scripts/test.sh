@@ -13,11 +13,12 @@ cd "$(dirname "$0")/.."
 # server's clock inside the expired NCA test certificates' validity), strace (fsync counts),
 # fail2ban (fail2ban-regex against the shipped filter), dovecot-core (a real Dovecot: doveadm
 # writes the maildir `tanba import maildir` reads; not dovecot-imapd, whose packaged service
-# would listen on 143/993 of the machine).
+# would listen on 143/993 of the machine), chromium (the self-service page in a real browser,
+# tests/browser/: about 80 MB to download, 30 s to install).
 PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
   python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd python3-authres
-  isync swaks faketime strace fail2ban dovecot-core
+  isync swaks faketime strace fail2ban dovecot-core chromium
 )
 PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres"
 
@@ -70,3 +71,15 @@ cargo --version
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked "$@"
+
+# The self-service page in a real browser (tests/browser/userpage.mjs: playwright-core driving
+# Debian's chromium), after the whole suite only, and only where node, npm and chromium exist.
+if [ $# -eq 0 ]; then
+  chromium_bin="${CHROMIUM:-/usr/bin/chromium}"
+  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && [ -x "$chromium_bin" ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error \
+      && SCREENSHOT="" CHROMIUM="$chromium_bin" node userpage.mjs ../../target/debug/tanba)
+  else
+    echo "note: tests/browser skipped (needs node, npm and $chromium_bin)"
+  fi
+fi

@@ -25,7 +25,7 @@
 //!   `tanba user passwd` and `user del` end the account's page sessions ([`end_account_sessions`]).
 //! - **Headers** on every answer: CSP `default-src 'self'; frame-ancestors 'none'; form-action
 //!   'self'; base-uri 'none'`, `X-Frame-Options: DENY`, `Cache-Control: no-store`,
-//!   `Referrer-Policy: no-referrer`, `X-Content-Type-Options: nosniff`. Every string that came
+//!   `Referrer-Policy: same-origin`, `X-Content-Type-Options: nosniff`. Every string that came
 //!   from a client or the store is HTML-escaped ([`esc`]). Bodies are at most [`MAX_FORM`] bytes.
 
 use std::collections::HashMap;
@@ -609,9 +609,11 @@ fn secured(mut r: Response) -> Response {
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Not `no-referrer`: under it a browser serialises the origin of its own form posts as
+    // `Origin: null` (Fetch, "serializing a request origin"), which [`same_origin`] refuses.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -796,6 +798,7 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;
 .error{background:#fdecea;color:#8a1c13;padding:.5rem .8rem;border-radius:4px}
 .ok{background:#e7f5ea;color:#1b5e20;padding:.5rem .8rem;border-radius:4px}
 .note{color:#5b6270;font-size:.9rem}
+[hidden]{display:none!important}
 ";
 
 #[cfg(test)]

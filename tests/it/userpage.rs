@@ -179,6 +179,8 @@ fn assert_page_headers(r: &Resp) {
     );
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    // Not no-referrer: under it browsers send `Origin: null` with the page's own form posts.
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"));
 }
 
 #[test]
