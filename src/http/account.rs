@@ -352,11 +352,15 @@ async fn login(
     if let Some(r) = to_https(&web, &peer, &uri) {
         return r;
     }
+    // Cross-site first: a foreign form gets 403 whatever its encoding.
+    if !same_origin(&headers) {
+        return forbidden();
+    }
     let Ok(Form(f)) = form else {
         return bad_form();
     };
     let expected = cookie(&headers, LOGIN_COOKIE).filter(|t| token_shape(t));
-    if !same_origin(&headers) || !expected.is_some_and(|t| same_secret(t, &f.csrf)) {
+    if !expected.is_some_and(|t| same_secret(t, &f.csrf)) {
         return forbidden();
     }
     let app = web.app();
@@ -408,13 +412,16 @@ async fn change_password(
     if let Some(r) = to_https(&web, &peer, &uri) {
         return r;
     }
-    let Ok(Form(f)) = form else {
-        return bad_form();
-    };
+    if !same_origin(&headers) {
+        return forbidden();
+    }
     let Some((id, account, email, csrf)) = current(&headers) else {
         return forbidden();
     };
-    if !same_origin(&headers) || !same_secret(&csrf, &f.csrf) {
+    let Ok(Form(f)) = form else {
+        return bad_form();
+    };
+    if !same_secret(&csrf, &f.csrf) {
         return forbidden();
     }
     let app = web.app();
@@ -523,13 +530,16 @@ async fn logout(
     if let Some(r) = to_https(&web, &peer, &uri) {
         return r;
     }
-    let Ok(Form(f)) = form else {
-        return bad_form();
-    };
+    if !same_origin(&headers) {
+        return forbidden();
+    }
     let Some((id, _, _, csrf)) = current(&headers) else {
         return forbidden();
     };
-    if !same_origin(&headers) || !same_secret(&csrf, &f.csrf) {
+    let Ok(Form(f)) = form else {
+        return bad_form();
+    };
+    if !same_secret(&csrf, &f.csrf) {
         return forbidden();
     }
     lock().remove(&id);

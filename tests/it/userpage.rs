@@ -404,6 +404,14 @@ fn userpage_refuses_cross_site_posts_and_posts_without_the_token() {
         &["Sec-Fetch-Site: same-site"],
     );
     assert_eq!(r.status, 403);
+    // A cross-site form in another encoding: 403 too, before the body is read.
+    let r = b.request(
+        "POST",
+        "/account/password",
+        &change(&csrf),
+        &["Origin: https://evil.example", "Content-Type: text/plain"],
+    );
+    assert_eq!(r.status, 403);
     // Another user's browser (no session) with a token it saw: refused too.
     let other = Browser::new(&srv, "mallory", "127.0.0.1");
     let r = other.request("POST", "/account/password", &change(&csrf), &[]);
