@@ -356,8 +356,9 @@ async fn login(
     if !same_origin(&headers) {
         return forbidden();
     }
-    let Ok(Form(f)) = form else {
-        return bad_form();
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return bad_form(e.status()),
     };
     let expected = cookie(&headers, LOGIN_COOKIE).filter(|t| token_shape(t));
     if !expected.is_some_and(|t| same_secret(t, &f.csrf)) {
@@ -418,8 +419,9 @@ async fn change_password(
     let Some((id, account, email, csrf)) = current(&headers) else {
         return forbidden();
     };
-    let Ok(Form(f)) = form else {
-        return bad_form();
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return bad_form(e.status()),
     };
     if !same_secret(&csrf, &f.csrf) {
         return forbidden();
@@ -536,8 +538,9 @@ async fn logout(
     let Some((id, _, _, csrf)) = current(&headers) else {
         return forbidden();
     };
-    let Ok(Form(f)) = form else {
-        return bad_form();
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return bad_form(e.status()),
     };
     if !same_secret(&csrf, &f.csrf) {
         return forbidden();
@@ -573,9 +576,11 @@ fn banned() -> Response {
     r
 }
 
-fn bad_form() -> Response {
+/// The form could not be read: the extractor's status (400, 413 beyond [`MAX_FORM`], 415 not a
+/// form), with our page and headers.
+fn bad_form(status: StatusCode) -> Response {
     page_response(
-        StatusCode::BAD_REQUEST,
+        status,
         "Bad request",
         "<p class=\"error\">The form could not be read.</p>",
     )
