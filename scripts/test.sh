@@ -17,12 +17,13 @@ cd "$(dirname "$0")/.."
 # pebble (the ACME test CA: tests/it/acme.rs).
 # The client add-ons' check (docs/clients.md): a real Thunderbird under Xvfb (thunderbird, xvfb,
 # xauth, x11-apps for xwd, libnss3-tools for certutil, zip); node and npm for their unit tests and
-# web-ext lint.
+# web-ext lint. chromium: the self-service page in a real browser (tests/browser/: about 80 MB
+# to download, 30 s to install).
 PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
   python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd python3-authres
   isync swaks faketime strace fail2ban dovecot-core python3-prometheus-client pebble
-  thunderbird xvfb xauth x11-apps libnss3-tools zip
+  thunderbird xvfb xauth x11-apps libnss3-tools zip chromium
 )
 PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres, prometheus_client"
 
@@ -80,11 +81,14 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked "$@"
 
-# The client add-ons (docs/clients.md), on a whole run only (no extra arguments): node's test
-# runner on the shared stamp reader and both add-ons (web-ext lint among them), then the EDS bar in
-# a real Thunderbird under Xvfb against the tanba binary `cargo test` just built.
+# The client add-ons (docs/clients.md) and the self-service page, on a whole run only (no extra
+# arguments): node's test runner on the shared stamp reader and both add-ons (web-ext lint among
+# them), the EDS bar in a real Thunderbird under Xvfb, and the page in Debian's chromium driven by
+# playwright-core (tests/browser/userpage.mjs), against the tanba binary `cargo test` just built.
 if [ $# -eq 0 ]; then
   (cd clients && npm ci --no-audit --no-fund --loglevel=error)
   node --test clients/test/
   SCREENSHOT=target/thunderbird-eds-bar.png bash tests/thunderbird/run.sh
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error \
+    && SCREENSHOT="" CHROMIUM="${CHROMIUM:-/usr/bin/chromium}" node userpage.mjs ../../target/debug/tanba)
 fi

@@ -492,6 +492,11 @@ async fn handle(stream: UnixStream, app: Arc<App>) -> Result<()> {
             tracing::info!("admin: ended {n} live sessions of account {id}");
             resp.text.push_str(&format!("\nended {n} live sessions"));
         }
+        // And its sessions on the self-service page (`src/http/account.rs`).
+        let pages = crate::http::account::end_account_sessions(id, None);
+        if pages > 0 {
+            tracing::info!("admin: ended {pages} account page sessions of account {id}");
+        }
     }
     if matches!(resp.data.get("wake"), Some(serde_json::Value::Bool(true))) {
         app.queue_wakeup.notify_one();

@@ -134,6 +134,9 @@ pub struct HttpSection {
     pub metrics: Vec<String>,
     /// Not in SPEC §11's list: simultaneous HTTP connections over all three (closed beyond it).
     pub max_connections: usize,
+    /// Not in SPEC §11's list: where the client add-ons served under `/clients/` are
+    /// (docs/web.md, "Self-service page"); relative to the config file's directory.
+    pub clients_dir: String,
 }
 
 impl Default for HttpSection {
@@ -143,6 +146,7 @@ impl Default for HttpSection {
             listen_tls: vec!["127.0.0.1:2443".into()],
             metrics: vec!["127.0.0.1:2090".into()],
             max_connections: 512,
+            clients_dir: "clients".into(),
         }
     }
 }
@@ -450,6 +454,8 @@ pub struct HttpConfig {
     pub listen_tls: Vec<SocketAddr>,
     pub metrics: Vec<SocketAddr>,
     pub max_connections: usize,
+    /// `http.clients_dir`: the add-ons served under `/clients/` (absolute).
+    pub clients_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -753,6 +759,7 @@ impl Config {
             listen_tls: addrs("http.listen_tls", &f.http.listen_tls)?,
             metrics: addrs("http.metrics", &f.http.metrics)?,
             max_connections: f.http.max_connections,
+            clients_dir: abs(&f.http.clients_dir),
         };
         positive("http.max_connections", http.max_connections as u64)?;
 

@@ -244,7 +244,7 @@ pub struct Registry {
     /// Connections refused at accept, by protocol and why.
     pub refused: Family2<3, 3>,
     /// Password logins by protocol and result.
-    pub logins: Family2<2, 4>,
+    pub logins: Family2<3, 4>,
     /// Addresses banned for failed logins.
     pub bans: Counter,
     /// One group commit: sled's flush and the fdatasync of its log.
@@ -301,7 +301,7 @@ impl Registry {
             ),
             logins: Family2::new(
                 ("protocol", "result"),
-                ["smtp", "imap"],
+                ["smtp", "imap", "http"],
                 ["success", "failure", "banned", "error"],
             ),
             bans: Counter::new(),

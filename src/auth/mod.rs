@@ -50,6 +50,8 @@ const MAX_LOGGED_USER: usize = MAX_USER;
 pub enum Proto {
     Smtp,
     Imap,
+    /// The self-service page (`src/http/account.rs`).
+    Http,
 }
 
 impl Proto {
@@ -57,6 +59,7 @@ impl Proto {
         match self {
             Proto::Smtp => "smtp",
             Proto::Imap => "imap",
+            Proto::Http => "http",
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, Source, DEFAULT_TOML};
 pub mod alias;
 pub mod certs;
 pub mod check;
+pub mod clients;
 pub mod dns;
 pub mod import;
 pub mod store;
@@ -85,6 +86,9 @@ pub enum Command {
     /// Check the store, or rebuild it from a backup and the body files on disk.
     #[command(subcommand)]
     Store(store::StoreCmd),
+    /// Deploy the client add-ons: print enterprise policies for this server.
+    #[command(subcommand)]
+    Clients(clients::ClientsCmd),
     /// Write a backup of the whole store into DIR (new or empty); works while the server runs.
     Backup {
         /// Directory for the backup (written by the server itself when it runs).
@@ -355,6 +359,7 @@ pub fn run(cli: Cli, source: &Source) -> Result<i32> {
             check,
             resolver,
         } => dns::run(&load()?, domain.as_deref(), check, resolver.as_deref()),
+        Command::Clients(cmd) => clients::run(&cmd, &load()?),
         Command::Store(store::StoreCmd::Check) => store::check(&load()?),
         Command::Store(store::StoreCmd::Rebuild { from_backup }) => {
             store::rebuild(&load()?, from_backup.as_deref())

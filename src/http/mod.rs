@@ -19,10 +19,12 @@
 //! request). On shutdown every connection finishes its current request and closes
 //! ([`DRAIN_TIMEOUT`] at most).
 
+pub mod account;
 pub mod acme;
 pub mod apple;
 pub mod autoconfig;
 pub mod autodiscover;
+pub mod clients;
 pub mod health;
 pub mod metrics;
 pub mod mta_sts;
@@ -168,6 +170,8 @@ pub fn router(web: Web) -> Router {
         .merge(autodiscover::routes())
         .merge(apple::routes())
         .merge(mta_sts::routes())
+        .merge(account::routes())
+        .merge(clients::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(web)
 }

@@ -12,6 +12,9 @@ mod http;
 mod acme;
 // `/metrics` (issue 14 point 5): counters moved by SMTP, the filter, IMAP logins and delivery.
 mod metrics;
+// The self-service page at /account, add-on downloads, `tanba clients policy thunderbird`
+// (issue 14 point 6, issue 15 points 3–4).
+mod userpage;
 // SMTP: submission and MX, commands and replies, STARTTLS, AUTH, DATA/BDAT (also home of the
 // raw SMTP test client, `smtp::Client`).
 mod smtp;
