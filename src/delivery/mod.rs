@@ -22,6 +22,7 @@
 //! record update or removal plus its bounce — is one store transaction ([`Store::queue_commit`]).
 
 pub mod client;
+pub mod dane;
 pub mod dkim;
 pub mod dsn;
 pub mod mta_sts;
