@@ -285,6 +285,9 @@ pub struct Check<'a> {
     pub enforce: bool,
     /// Names the policy in messages, e.g. `MTA-STS policy of example.com (enforce)`.
     pub why: &'a str,
+    /// DANE (RFC 7672): the certificate is checked against these TLSA records instead of
+    /// [`Check::trust`].
+    pub dane: Option<&'a [super::dane::Tlsa]>,
 }
 
 pub struct Session {
@@ -534,7 +537,11 @@ impl Session {
         let s = self.unusable_on_err(r)?;
         if let Some(c) = check {
             let chain = s.get_ref().1.peer_certificates().unwrap_or_default();
-            let result = c.trust.check(chain, &sni).map_err(|f| Failure {
+            let result = match c.dane {
+                Some(tlsa) => super::dane::verify(chain, tlsa, &sni),
+                None => c.trust.check(chain, &sni),
+            };
+            let result = result.map_err(|f| Failure {
                 result_type: f.result_type,
                 text: format!("{}: {}: {}", c.why, self.remote, f.text),
             });

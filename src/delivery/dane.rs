@@ -514,7 +514,10 @@ mod tests {
         assert!(Tlsa::usable(1, 1, 1, &h).is_none(), "PKIX-EE");
         assert!(Tlsa::usable(3, 2, 1, &h).is_none(), "selector");
         assert!(Tlsa::usable(3, 1, 3, &h).is_none(), "matching");
-        assert!(Tlsa::usable(3, 1, 2, &h).is_none(), "SHA-512 needs 64 bytes");
+        assert!(
+            Tlsa::usable(3, 1, 2, &h).is_none(),
+            "SHA-512 needs 64 bytes"
+        );
         assert!(Tlsa::usable(3, 1, 1, &h).is_some());
         assert!(Tlsa::usable(2, 0, 0, b"x").is_some());
     }
@@ -529,6 +532,9 @@ mod tests {
         assert_eq!(owner.to_ascii(), "test.");
         assert_eq!(key.algorithm(), Algorithm::ECDSAP256SHA256);
         assert!(parse_dnskey("test. IN DS 1 13 2 abcd").is_err());
-        assert!(parse_dnskey("test. IN DNSKEY 0 3 13 AAAA").is_err(), "not a zone key");
+        assert!(
+            parse_dnskey("test. IN DNSKEY 0 3 13 AAAA").is_err(),
+            "not a zone key"
+        );
     }
 }
