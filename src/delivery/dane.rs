@@ -498,7 +498,7 @@ mod tests {
         // Another key does not match.
         let other = self_signed("mx.b.test");
         let rec = Tlsa::usable(3, 1, 1, &sha256(&spki(&other).unwrap())).unwrap();
-        let f = verify(&chain, &[rec.clone()], &host).unwrap_err();
+        let f = verify(&chain, std::slice::from_ref(&rec), &host).unwrap_err();
         assert_eq!(f.result_type, "tlsa-invalid");
         assert!(f.text.contains("matches no TLSA record"), "{}", f.text);
         // A DANE-TA record naming the leaf is no match for the leaf (TA must be above it).
