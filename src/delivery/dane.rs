@@ -444,7 +444,7 @@ fn parse_dnskey(line: &str) -> Result<(Name, PublicKeyBuf), String> {
 mod tests {
     use super::*;
 
-    /// A self-signed certificate for `name` and a CA-issued one, made with openssl (in-process).
+    /// A self-signed certificate for `name` (P-256), made with openssl in-process.
     fn self_signed(name: &str) -> Vec<u8> {
         use openssl::asn1::Asn1Time;
         use openssl::ec::{EcGroup, EcKey};
@@ -470,6 +470,87 @@ mod tests {
             .unwrap();
         b.sign(&key, MessageDigest::sha256()).unwrap();
         b.build().to_der().unwrap()
+    }
+
+    /// A CA (P-256) and a leaf for `name` it issued: (leaf DER, CA DER).
+    fn ca_and_leaf(name: &str) -> (Vec<u8>, Vec<u8>) {
+        use openssl::asn1::Asn1Time;
+        use openssl::bn::BigNum;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+        use openssl::x509::{X509NameBuilder, X509};
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let ca_key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let leaf_key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let dn = |cn: &str| {
+            let mut n = X509NameBuilder::new().unwrap();
+            n.append_entry_by_text("CN", cn).unwrap();
+            n.build()
+        };
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
+            .unwrap();
+        b.set_subject_name(&dn("Test CA")).unwrap();
+        b.set_issuer_name(&dn("Test CA")).unwrap();
+        b.set_pubkey(&ca_key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(KeyUsage::new().critical().key_cert_sign().build().unwrap())
+            .unwrap();
+        b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+        let ca = b.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&BigNum::from_u32(2).unwrap().to_asn1_integer().unwrap())
+            .unwrap();
+        b.set_subject_name(&dn(name)).unwrap();
+        b.set_issuer_name(ca.subject_name()).unwrap();
+        b.set_pubkey(&leaf_key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .dns(name)
+            .build(&b.x509v3_context(Some(&ca), None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+        (b.build().to_der().unwrap(), ca.to_der().unwrap())
+    }
+
+    /// DANE-TA(2): the CA in the presented chain is the trust anchor; the leaf must chain to it
+    /// and name the MX host (RFC 7672 §3.2.2, §3.2.3); a CA that is not presented is no anchor.
+    #[test]
+    fn dane_ta_anchors_the_chain_and_checks_the_name() {
+        let (leaf, ca) = ca_and_leaf("mx.b.test");
+        let chain = [
+            CertificateDer::from(leaf.clone()),
+            CertificateDer::from(ca.clone()),
+        ];
+        let ta = Tlsa::usable(2, 1, 1, &sha256(&spki(&ca).unwrap())).unwrap();
+        let full = Tlsa::usable(2, 0, 1, &sha256(&ca)).unwrap();
+        let mx = ServerName::try_from("mx.b.test").unwrap();
+        assert_eq!(verify(&chain, std::slice::from_ref(&ta), &mx), Ok(()));
+        assert_eq!(verify(&chain, std::slice::from_ref(&full), &mx), Ok(()));
+        let other = ServerName::try_from("mx.other.test").unwrap();
+        let f = verify(&chain, std::slice::from_ref(&ta), &other).unwrap_err();
+        assert_eq!(f.result_type, "tlsa-invalid");
+        assert!(f.text.contains("DANE-TA"), "{}", f.text);
+        // The CA is not in the chain: nothing to anchor on.
+        let f = verify(&chain[..1], &[ta], &mx).unwrap_err();
+        assert!(f.text.contains("matches no TLSA record"), "{}", f.text);
+        // A DANE-EE record for the CA's key does not match the leaf.
+        let ee = Tlsa::usable(3, 1, 1, &sha256(&spki(&ca).unwrap())).unwrap();
+        assert!(verify(&chain, &[ee], &mx).is_err());
     }
 
     fn sha256(d: &[u8]) -> Vec<u8> {
