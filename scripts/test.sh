@@ -13,14 +13,16 @@ cd "$(dirname "$0")/.."
 # server's clock inside the expired NCA test certificates' validity), strace (fsync counts),
 # fail2ban (fail2ban-regex against the shipped filter), dovecot-core (a real Dovecot: doveadm
 # writes the maildir `tanba import maildir` reads; not dovecot-imapd, whose packaged service
-# would listen on 143/993 of the machine), python3-prometheus-client (its parser reads /metrics).
+# would listen on 143/993 of the machine), python3-prometheus-client (its parser reads /metrics),
+# ldnsutils + nsd (DANE: a zone signed with ldns-signzone, served by NSD on a loopback port; the
+# Debian nsd package also enables an nsd service, which serves no zone until configured).
 # The client add-ons' check (docs/clients.md): a real Thunderbird under Xvfb (thunderbird, xvfb,
 # xauth, x11-apps for xwd, libnss3-tools for certutil, zip); node and npm for their unit tests and
 # web-ext lint.
 PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
   python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd python3-authres
-  isync swaks faketime strace fail2ban dovecot-core python3-prometheus-client
+  isync swaks faketime strace fail2ban dovecot-core python3-prometheus-client ldnsutils nsd
   thunderbird xvfb xauth x11-apps libnss3-tools zip
 )
 PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres, prometheus_client"

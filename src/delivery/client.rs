@@ -9,7 +9,9 @@
 //! TLS policy: towards MX hosts TLS is opportunistic (RFC 7435) and the certificate is not checked
 //! (as Postfix's `may`/`encrypt` levels): it protects against passive listeners, unless the
 //! recipient domain has an MTA-STS policy ([`Check`]): then the certificate must verify for the
-//! MX name right after the handshake. Towards the relay, when credentials are sent, the
+//! MX name right after the handshake; or when the MX host has usable TLSA records (DANE,
+//! [`super::dane`]): then STARTTLS is required and the certificate must match one of them,
+//! checked at the same point. Towards the relay, when credentials are sent, the
 //! certificate must chain to a trusted root ([`Trust`]: the system's, `SSL_CERT_FILE`/
 //! `SSL_CERT_DIR` honoured, plus `delivery.tls_ca_file`) and name the relay host.
 

@@ -61,8 +61,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Runs the delivery workers until shutdown.
 /// `live` is the server's current configuration: a reload (SIGHUP) reaches the next round, job
 /// and bounce (`delivery.retry`, `give_up_after`, `require_tls`, DKIM keys, hostname); the relay,
-/// its credentials, the resolver, `remote_port`, `concurrency`, `tls_ca_file`, `mta_sts` and
-/// `mta_sts_port` are fixed at start.
+/// its credentials, the resolver, `remote_port`, `concurrency`, `tls_ca_file`, `mta_sts`,
+/// `mta_sts_port`, `dane` and `dnssec_trust_anchor` are fixed at start.
 pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
     let worker = Arc::new(Worker::new(live));
     let store = worker.store.clone();
