@@ -275,6 +275,8 @@ impl Dane {
             return Ok(plan);
         };
         name.set_fqdn(true);
+        // The exchanges of the validated MX RRset (lower case, no trailing dot).
+        let mut secure_hosts: Vec<String> = Vec::new();
         let mx_secure = match r.lookup(name.clone(), RecordType::MX).await {
             Ok(l) => {
                 let mx: Vec<_> = l
@@ -282,6 +284,11 @@ impl Dane {
                     .iter()
                     .filter(|a| a.record_type() == RecordType::MX)
                     .collect();
+                for a in &mx {
+                    if let RData::MX(m) = &a.data {
+                        secure_hosts.push(host_key(&m.exchange));
+                    }
+                }
                 !mx.is_empty() && mx.iter().all(|a| a.proof == Proof::Secure)
             }
             Err(e) if is_bogus(&e) => {
@@ -291,7 +298,10 @@ impl Dane {
                 })
             }
             // The implicit MX (RFC 5321 §5.1): secure when the denial of MX records is.
-            Err(NetError::Dns(DnsError::Nsec { proof, .. })) => proof == Proof::Secure,
+            Err(NetError::Dns(DnsError::Nsec { proof, .. })) => {
+                secure_hosts.push(host_key(&name));
+                proof == Proof::Secure
+            }
             Err(e) => {
                 tracing::debug!(domain, "DANE: MX lookup: {e}");
                 false
@@ -305,7 +315,19 @@ impl Dane {
             if plan.contains_key(&t.host) {
                 continue;
             }
-            let h = self.host(r, &t.host).await;
+            // The hosts come from the ordinary (unvalidated) lookup: one that the validated
+            // MX RRset does not name is not used (a forged answer must not bypass DANE).
+            let h = if secure_hosts.contains(&t.host.to_ascii_lowercase()) {
+                self.host(r, &t.host).await
+            } else {
+                Host::Unusable(Failure {
+                    result_type: "dnssec-invalid",
+                    text: format!(
+                        "DANE: {} is not among the DNSSEC-validated MX hosts of {domain}",
+                        t.host
+                    ),
+                })
+            };
             plan.insert(t.host.clone(), h);
         }
         Ok(plan)
@@ -360,6 +382,11 @@ impl Dane {
             }),
         }
     }
+}
+
+/// A host name as `Target::host` has it: ASCII, lower case, no trailing dot.
+fn host_key(n: &Name) -> String {
+    n.to_ascii().trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn bogus_tlsa(host: &str) -> Failure {
