@@ -88,9 +88,9 @@ fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
 
 impl Zone {
     /// Signs `test.` with the TLSA data `tlsa` (hex, `3 1 1`) for `mx.b.test` and starts NSD.
-    /// `tamper`: after signing, the TLSA data is replaced (its signature no longer matches: a
-    /// bogus answer).
-    fn start(tlsa: &str, tamper: bool) -> Zone {
+    /// `tamper` (from, to): after signing, the one occurrence of `from` in the signed zone
+    /// becomes `to` (the record's signature no longer matches: a bogus answer).
+    fn start(tlsa: &str, tamper: Option<(&str, &str)>) -> Zone {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let key = run(d, "ldns-keygen", &["-a", "ECDSAP256SHA256", "-k", "test."]);
@@ -125,11 +125,11 @@ impl Zone {
         )
         .unwrap();
         run(d, "ldns-signzone", &["test.zone", &key]);
-        if tamper {
+        if let Some((from, to)) = tamper {
             let signed = std::fs::read_to_string(d.join("test.zone.signed")).unwrap();
-            let n = signed.matches(tlsa).count();
-            assert_eq!(n, 1, "{signed}");
-            let signed = signed.replace(tlsa, &"ab".repeat(32));
+            let n = signed.matches(from).count();
+            assert_eq!(n, 1, "{from:?} in {signed}");
+            let signed = signed.replace(from, to);
             std::fs::write(d.join("test.zone.signed"), signed).unwrap();
         }
         std::fs::copy(d.join(format!("{key}.key")), d.join("anchor.key")).unwrap();
@@ -208,7 +208,7 @@ fn rpt(a: &TestServer) -> String {
 fn dane_ee_record_matching_a_self_signed_certificate_delivers() {
     let port = free_port();
     let (r, hash, _certs) = self_signed_receiver(port);
-    let zone = Zone::start(&hash, false);
+    let zone = Zone::start(&hash, None);
     let a = sender(&zone, port);
     submit(&a, &["bob@b.test"], &message("Under DANE", "dane-1"));
     let got = wait_for("the message at the receiver", &a, || {
@@ -235,7 +235,7 @@ fn dane_ee_record_matching_a_self_signed_certificate_delivers() {
 fn tlsa_record_not_matching_defers_then_bounces_naming_dane() {
     let port = free_port();
     let (r, _hash, _certs) = self_signed_receiver(port);
-    let zone = Zone::start(&"5a".repeat(32), false);
+    let zone = Zone::start(&"5a".repeat(32), None);
     let mut a = sender(&zone, port);
     submit(&a, &["bob@b.test"], &message("Wrong key", "dane-2"));
     let text = wait_for("a DANE deferral in queue list", &a, || {
@@ -279,7 +279,7 @@ fn tlsa_record_not_matching_defers_then_bounces_naming_dane() {
 fn bogus_tlsa_answer_defers() {
     let port = free_port();
     let (r, hash, _certs) = self_signed_receiver(port);
-    let zone = Zone::start(&hash, true);
+    let zone = Zone::start(&hash, Some((&hash, &"ab".repeat(32))));
     let a = sender(&zone, port);
     submit(&a, &["bob@b.test"], &message("Bogus", "dane-3"));
     let text = wait_for("a DANE deferral in queue list", &a, || {
@@ -300,13 +300,33 @@ fn bogus_tlsa_answer_defers() {
     assert!(received(&r).is_empty(), "nothing may reach the receiver");
 }
 
+/// An MX answer whose signature does not verify is bogus: nothing is delivered to the domain,
+/// the message waits with a reason naming DANE (RFC 7672 §2.2.1).
+#[test]
+fn bogus_mx_answer_defers_the_domain() {
+    let port = free_port();
+    let (r, hash, _certs) = self_signed_receiver(port);
+    let zone = Zone::start(&hash, Some(("MX\t10 mx.b.test.", "MX\t20 mx.b.test.")));
+    let a = sender(&zone, port);
+    submit(&a, &["bob@b.test"], &message("Bogus MX", "dane-5"));
+    let text = wait_for("a DANE deferral in queue list", &a, || {
+        let t = queue_text(&a);
+        t.contains("DANE").then_some(t)
+    });
+    assert!(
+        text.contains("DANE: the MX records of b.test fail DNSSEC validation"),
+        "{text}"
+    );
+    assert!(received(&r).is_empty(), "nothing may reach the receiver");
+}
+
 /// A provably unsigned zone (delegated without DS): its TLSA record, which matches nothing, is
 /// ignored and the message goes out as before (opportunistic STARTTLS), although DANE is active.
 #[test]
 fn unsigned_zone_delivers_as_before() {
     let port = free_port();
     let (r, hash, _certs) = self_signed_receiver(port);
-    let zone = Zone::start(&hash, false);
+    let zone = Zone::start(&hash, None);
     let a = sender(&zone, port);
     submit(&a, &["carl@c.test"], &message("Unsigned", "dane-4"));
     let got = wait_for("the message at the receiver", &a, || {
