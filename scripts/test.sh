@@ -8,13 +8,14 @@ cd "$(dirname "$0")/.."
 
 # Build: openssl-sys needs pkg-config + libssl-dev. Tests: the openssl CLI (test PKI), python3
 # with dnslib (a loopback DNS server), dkim + dnspython (DKIM verification; authres for its ARC
-# signing) and aiosmtpd (SMTP
-# receivers), isync (mbsync: a real IMAP syncing client), swaks, faketime (libfaketime: the
+# signing) and aiosmtpd (SMTP receivers), isync (mbsync: a real IMAP syncing client), swaks, faketime (libfaketime: the
 # server's clock inside the expired NCA test certificates' validity), strace (fsync counts),
 # fail2ban (fail2ban-regex against the shipped filter), dovecot-core (a real Dovecot: doveadm
 # writes the maildir `tanba import maildir` reads; not dovecot-imapd, whose packaged service
 # would listen on 143/993 of the machine), python3-prometheus-client (its parser reads /metrics),
 # pebble (the ACME test CA: tests/it/acme.rs).
+# ldnsutils + nsd (DANE: a zone signed with ldns-signzone, served by NSD on a loopback port; the
+# install below does not start Debian's nsd service).
 # The client add-ons' check (docs/clients.md): a real Thunderbird under Xvfb (thunderbird, xvfb,
 # xauth, x11-apps for xwd, libnss3-tools for certutil, zip); node and npm for their unit tests and
 # web-ext lint. chromium: the self-service page in a real browser (tests/browser/: about 80 MB
@@ -23,6 +24,7 @@ PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
   python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd python3-authres
   isync swaks faketime strace fail2ban dovecot-core python3-prometheus-client pebble
+  ldnsutils nsd
   thunderbird xvfb xauth x11-apps libnss3-tools zip chromium
 )
 PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres, prometheus_client"
@@ -49,9 +51,20 @@ if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
       exit 1
     fi
     echo "Installing missing Debian packages: ${missing[*]}"
+    # Packages with a service (nsd, dovecot-core) must not start one on the machine: the tests
+    # run their own on loopback ports. policy-rc.d (Debian's invoke-rc.d policy) says so for the
+    # length of the install, unless the machine already has one.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+      "${as_root[@]}" chmod 755 "$policy"
+      own_policy=1
+    fi
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
       apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ -n "$own_policy" ]; then "${as_root[@]}" rm -f "$policy"; fi
   fi
 else
   echo "note: not a Debian-like system: install by hand the equivalents of ${PACKAGES[*]}" >&2

@@ -258,6 +258,11 @@ pub struct DeliverySection {
     pub mta_sts: bool,
     /// Test-only: the port of `https://mta-sts.<domain>/` (443 in production).
     pub mta_sts_port: u16,
+    /// DANE (RFC 7672) on MX delivery, effective only when DNSSEC validation works.
+    pub dane: bool,
+    /// A file of DNSKEY records trusted as DNSSEC trust anchors besides the IANA root's
+    /// (private or test zones). Empty: the root's only.
+    pub dnssec_trust_anchor: String,
 }
 
 impl Default for DeliverySection {
@@ -277,6 +282,8 @@ impl Default for DeliverySection {
             tls_ca_file: String::new(),
             mta_sts: true,
             mta_sts_port: 443,
+            dane: true,
+            dnssec_trust_anchor: String::new(),
         }
     }
 }
@@ -527,6 +534,9 @@ pub struct DeliveryConfig {
     pub tls_ca_file: Option<PathBuf>,
     pub mta_sts: bool,
     pub mta_sts_port: u16,
+    pub dane: bool,
+    /// `delivery.dnssec_trust_anchor`, absolute (None: the IANA root's keys only).
+    pub dnssec_trust_anchor: Option<PathBuf>,
 }
 
 /// SPEC §8, validated (see [`LimitsSection`] for the keys).
@@ -990,6 +1000,14 @@ impl Config {
                 "must be a port from 1 to 65535".into(),
             ));
         }
+        let dnssec_trust_anchor = match d.dnssec_trust_anchor.trim() {
+            "" => None,
+            p => {
+                let p = abs(p);
+                readable_file(&p).map_err(|e| err("delivery.dnssec_trust_anchor", e))?;
+                Some(p)
+            }
+        };
         let delivery = DeliveryConfig {
             relay,
             retry,
@@ -1003,6 +1021,8 @@ impl Config {
             tls_ca_file,
             mta_sts: d.mta_sts,
             mta_sts_port: d.mta_sts_port,
+            dane: d.dane,
+            dnssec_trust_anchor,
         };
 
         let l = &f.limits;

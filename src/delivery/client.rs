@@ -9,7 +9,9 @@
 //! TLS policy: towards MX hosts TLS is opportunistic (RFC 7435) and the certificate is not checked
 //! (as Postfix's `may`/`encrypt` levels): it protects against passive listeners, unless the
 //! recipient domain has an MTA-STS policy ([`Check`]): then the certificate must verify for the
-//! MX name right after the handshake. Towards the relay, when credentials are sent, the
+//! MX name right after the handshake; or when the MX host has usable TLSA records (DANE,
+//! [`super::dane`]): then STARTTLS is required and the certificate must match one of them,
+//! checked at the same point. Towards the relay, when credentials are sent, the
 //! certificate must chain to a trusted root ([`Trust`]: the system's, `SSL_CERT_FILE`/
 //! `SSL_CERT_DIR` honoured, plus `delivery.tls_ca_file`) and name the relay host.
 
@@ -285,6 +287,9 @@ pub struct Check<'a> {
     pub enforce: bool,
     /// Names the policy in messages, e.g. `MTA-STS policy of example.com (enforce)`.
     pub why: &'a str,
+    /// DANE (RFC 7672): the certificate is checked against these TLSA records instead of
+    /// [`Check::trust`].
+    pub dane: Option<&'a [super::dane::Tlsa]>,
 }
 
 pub struct Session {
@@ -534,7 +539,11 @@ impl Session {
         let s = self.unusable_on_err(r)?;
         if let Some(c) = check {
             let chain = s.get_ref().1.peer_certificates().unwrap_or_default();
-            let result = c.trust.check(chain, &sni).map_err(|f| Failure {
+            let result = match c.dane {
+                Some(tlsa) => super::dane::verify(chain, tlsa, &sni),
+                None => c.trust.check(chain, &sni),
+            };
+            let result = result.map_err(|f| Failure {
                 result_type: f.result_type,
                 text: format!("{}: {}: {}", c.why, self.remote, f.text),
             });

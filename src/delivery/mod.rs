@@ -22,6 +22,7 @@
 //! record update or removal plus its bounce — is one store transaction ([`Store::queue_commit`]).
 
 pub mod client;
+pub mod dane;
 pub mod dkim;
 pub mod dsn;
 pub mod mta_sts;
@@ -45,7 +46,7 @@ use crate::filter::find::canonical_crlf as normalize_crlf;
 use crate::server::{App, Live};
 use crate::shutdown::Shutdown;
 use crate::store::{Bounce, QueueRecord, RcptState, Store};
-use client::{Outcome, OutcomeKind};
+use client::{Failure, Outcome, OutcomeKind};
 use mx::{RouteError, Target};
 
 /// Records in rounds at once, at most (beyond it the scheduler waits for rounds to end).
@@ -60,8 +61,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Runs the delivery workers until shutdown.
 /// `live` is the server's current configuration: a reload (SIGHUP) reaches the next round, job
 /// and bounce (`delivery.retry`, `give_up_after`, `require_tls`, DKIM keys, hostname); the relay,
-/// its credentials, the resolver, `remote_port`, `concurrency`, `tls_ca_file`, `mta_sts` and
-/// `mta_sts_port` are fixed at start.
+/// its credentials, the resolver, `remote_port`, `concurrency`, `tls_ca_file`, `mta_sts`,
+/// `mta_sts_port`, `dane` and `dnssec_trust_anchor` are fixed at start.
 pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
     let worker = Arc::new(Worker::new(live));
     let store = worker.store.clone();
@@ -128,6 +129,8 @@ struct Worker {
     trust: verify::Trust,
     /// MTA-STS policies (None: `delivery.mta_sts = false`, or a relay is used).
     sts: Option<mta_sts::Sts>,
+    /// DANE (None: `delivery.dane = false`, or a relay is used).
+    dane: Option<dane::Dane>,
     /// TLS-RPT counts per policy domain.
     tls_rpt: tls_rpt::Recorder,
     /// One permit per open outbound connection (`delivery.concurrency`).
@@ -172,6 +175,7 @@ impl Worker {
             verified,
             trust,
             sts,
+            dane: (d.dane && d.relay.is_none()).then(|| dane::Dane::new(d)),
             tls_rpt: tls_rpt::Recorder::new(&app.config.data_dir),
             slots: Arc::new(Semaphore::new(d.concurrency.max(1))),
             rounds: Mutex::new(HashMap::new()),
@@ -284,15 +288,24 @@ impl Worker {
         };
         let routed = match routed {
             Some(Ok(t)) => {
-                let policy = tokio::select! {
-                    p = self.policy(&dest) => Some(p),
+                let extra = tokio::select! {
+                    p = async { (self.policy(&dest).await, self.dane_plan(&dest, &t).await) } => Some(p),
                     _ = shutdown.stopping() => None,
                 };
-                policy.map(|p| Ok((t, p)))
+                match extra {
+                    None => None,
+                    Some((_, Err(f))) => {
+                        self.tls_rpt
+                            .record_typed(&dest, "tlsa", "", Err(f.result_type));
+                        tracing::info!(dest = %dest, result = f.result_type, "{}", f.text);
+                        Some(Err(RouteError::Temporary(f.text)))
+                    }
+                    Some((p, Ok(plan))) => Some(Ok((t, p, plan))),
+                }
             }
-            other => other.map(|r| r.map(|t| (t, None))),
+            other => other.map(|r| r.map(|t| (t, None, dane::Plan::new()))),
         };
-        let (targets, policy) = match routed {
+        let (targets, policy, plan) = match routed {
             None => {
                 for it in items {
                     self.end_job(it.id, false).await;
@@ -375,7 +388,7 @@ impl Worker {
                     old.quit().await;
                 }
                 let connected = tokio::select! {
-                    s = self.connect_any(&dest, &targets, policy.as_deref()) => Some(s),
+                    s = self.connect_any(&dest, &targets, policy.as_deref(), &plan) => Some(s),
                     _ = shutdown.stopping() => None,
                 };
                 match connected {
@@ -454,16 +467,34 @@ impl Worker {
         sts.policy(&ascii).await
     }
 
+    /// The DANE plan for destination `dest` (a recipient domain): empty without DANE.
+    async fn dane_plan(&self, dest: &str, targets: &[Target]) -> Result<dane::Plan, Failure> {
+        let Some(d) = &self.dane else {
+            return Ok(dane::Plan::new());
+        };
+        if dest.is_empty() || dest.starts_with('[') {
+            return Ok(dane::Plan::new());
+        }
+        let Some(ascii) = mx::ascii_domain(dest) else {
+            return Ok(dane::Plan::new());
+        };
+        d.plan(&ascii, targets).await
+    }
+
     /// Tries each target in order until one gives a session. The error names the last failure.
     /// Under an MTA-STS policy (RFC 8461 §4, §5) only MX hosts the policy names are used in
     /// `enforce` mode, each must offer STARTTLS and present a certificate valid for its name,
     /// and there is no fallback to clear text; in `testing` mode failures are logged and
     /// delivery goes on as without a policy. Each session's result is counted for TLS-RPT.
+    /// DANE (RFC 7672, `plan`) takes precedence over MTA-STS for a host with usable TLSA
+    /// records (RFC 8461 §2): STARTTLS required, the certificate must match a TLSA record, no
+    /// clear-text fallback; a host whose TLSA lookup was bogus or failed is skipped.
     async fn connect_any(
         &self,
         dest: &str,
         targets: &[Target],
         policy: Option<&mta_sts::Policy>,
+        plan: &dane::Plan,
     ) -> Result<client::Session, String> {
         let app = self.app();
         let d = &app.config.delivery;
@@ -489,7 +520,59 @@ impl Worker {
             }
         };
         let mut last = String::from("no host to try");
+        let dane_why = format!("DANE for {dest}");
         for t in targets {
+            let dane_rpt = |result: Result<(), &str>| {
+                self.tls_rpt.record_typed(dest, "tlsa", &t.host, result);
+            };
+            match plan.get(&t.host) {
+                Some(dane::Host::Unusable(f)) => {
+                    dane_rpt(Err(f.result_type));
+                    last = format!("{}: {}", t.display(), f.text);
+                    tracing::info!(dest, result = f.result_type, "{last}");
+                    continue;
+                }
+                Some(dane::Host::Tlsa(tlsa)) => {
+                    let params = client::Params {
+                        helo: &app.config.hostname,
+                        tls: self.opportunistic.as_ref(),
+                        require_tls: true,
+                        auth: None,
+                        check: Some(client::Check {
+                            trust: &self.trust,
+                            enforce: true,
+                            why: &dane_why,
+                            dane: Some(tlsa),
+                        }),
+                    };
+                    match client::connect(t, &params, false).await {
+                        Ok(s) => {
+                            tracing::debug!(host = %t.display(), "connected, DANE verified");
+                            dane_rpt(Ok(()));
+                            return Ok(s);
+                        }
+                        Err(client::Error::Unverified(f)) => {
+                            dane_rpt(Err(f.result_type));
+                            tracing::info!(dest, result = f.result_type, "{}", f.text);
+                            last = f.text;
+                        }
+                        Err(client::Error::Tls(e)) => {
+                            dane_rpt(Err("validation-failure"));
+                            last = format!("{dane_why}: {e}");
+                            tracing::info!(dest, "{last}");
+                        }
+                        Err(e) => {
+                            tracing::info!(host = %t.display(), "connection failed: {e}");
+                            last = match e {
+                                client::Error::Refused { .. } => format!("{}: {e}", t.display()),
+                                _ => e.to_string(),
+                            };
+                        }
+                    }
+                    continue;
+                }
+                Some(dane::Host::None) | None => {}
+            }
             if let Some(p) = policy.filter(|p| !p.matches(&t.host)) {
                 // §4.1: an MX host the policy does not name.
                 let text = format!(
@@ -514,6 +597,7 @@ impl Worker {
                     trust: &self.trust,
                     enforce: p.mode == mta_sts::Mode::Enforce,
                     why: &why,
+                    dane: None,
                 }),
             };
             match client::connect(t, &params, implicit_tls).await {

@@ -15,7 +15,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name, RData};
-use hickory_resolver::TokioResolver;
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 use rand::seq::SliceRandom;
 
 use crate::config::DeliveryConfig;
@@ -196,6 +196,15 @@ pub(crate) fn build_resolver(
     timeout: Duration,
     attempts: usize,
 ) -> Result<TokioResolver, NetError> {
+    resolver_builder(server, timeout, attempts)?.build()
+}
+
+/// The builder behind [`build_resolver`] (`dane.rs` adds DNSSEC validation to it).
+pub(crate) fn resolver_builder(
+    server: Option<SocketAddr>,
+    timeout: Duration,
+    attempts: usize,
+) -> Result<ResolverBuilder<TokioRuntimeProvider>, NetError> {
     let mut builder = match server {
         Some(addr) => {
             let mut udp = ConnectionConfig::udp();
@@ -215,7 +224,7 @@ pub(crate) fn build_resolver(
     opts.attempts = attempts;
     // A domain that had no MX a minute ago may have one now.
     opts.negative_max_ttl = Some(Duration::from_secs(60));
-    builder.build()
+    Ok(builder)
 }
 
 /// `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3).

@@ -25,7 +25,7 @@ const MAX_DOMAINS: usize = 10_000;
 /// One policy domain on one day (RFC 8460 §4.4 `summary` and `failure-details`, reduced).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
-    /// `sts` (the only policy type Tanba applies).
+    /// `sts` (MTA-STS) or `tlsa` (DANE).
     pub policy_type: String,
     pub policy_id: String,
     pub success: u64,
@@ -72,8 +72,21 @@ impl Recorder {
         }
     }
 
-    /// Counts one session towards `domain` under policy `id`: `Ok` or the failure's result type.
+    /// Counts one session towards `domain` under MTA-STS policy `id`: `Ok` or the failure's
+    /// result type.
     pub fn record(&self, domain: &str, id: &str, result: Result<(), &str>) {
+        self.record_typed(domain, "sts", id, result)
+    }
+
+    /// [`Recorder::record`] for a policy type: `sts` (MTA-STS) or `tlsa` (DANE, `id` the MX
+    /// host). A domain's counts carry the type and id of the last session counted.
+    pub fn record_typed(
+        &self,
+        domain: &str,
+        policy_type: &str,
+        id: &str,
+        result: Result<(), &str>,
+    ) {
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         let write_now = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,7 +97,7 @@ impl Recorder {
                 return;
             }
             let c = domains.entry(domain.to_string()).or_default();
-            c.policy_type = "sts".into();
+            c.policy_type = policy_type.into();
             c.policy_id = id.to_string();
             match result {
                 Ok(()) => c.success += 1,

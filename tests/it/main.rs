@@ -36,6 +36,8 @@ mod durability;
 mod delivery;
 // Verified TLS on the way out: MTA-STS enforce/testing, the policy cache, TLS-RPT counts.
 mod delivery_tls;
+// DANE on the way out: a zone signed with ldns-signzone, served by NSD on loopback.
+mod delivery_dane;
 // The signature filter: a test PKI made with openssl (`filter_pki`), every MIME shape, each
 // failure reason, stamping, and SMTP delivery stamped in the store.
 mod filter;
