@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 # pebble (the ACME test CA: tests/it/acme.rs).
 # ldnsutils + nsd (DANE: a zone signed with ldns-signzone, served by NSD on a loopback port; the
 # install below does not start Debian's nsd service).
+# postgresql: the store on PostgreSQL (tests/it/pg.rs start their own cluster with initdb/pg_ctl in
+# a temp dir on a loopback port; policy-rc.d keeps Debian's packaged cluster, 5432, from starting).
 # The client add-ons' check (docs/clients.md): a real Thunderbird under Xvfb (thunderbird, xvfb,
 # xauth, x11-apps for xwd, libnss3-tools for certutil, zip); node and npm for their unit tests and
 # web-ext lint. chromium: the self-service page in a real browser (tests/browser/: about 80 MB
@@ -24,7 +26,7 @@ PACKAGES=(
   pkg-config libssl-dev openssl ca-certificates
   python3 python3-dnslib python3-dkim python3-dnspython python3-aiosmtpd python3-authres
   isync swaks faketime strace fail2ban dovecot-core python3-prometheus-client pebble
-  ldnsutils nsd
+  ldnsutils nsd postgresql
   thunderbird xvfb xauth x11-apps libnss3-tools zip chromium
 )
 PY_MODULES="dnslib, dkim, dns.message, aiosmtpd, authres, prometheus_client"

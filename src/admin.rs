@@ -527,6 +527,10 @@ pub fn run(config: &Config, req: &Request, out: &mut dyn Write) -> Result<Respon
 /// Opens the store for an admin command with the server stopped; never creates one (SPEC §9).
 pub fn open_store(config: &Config) -> Result<Store> {
     let dir = config.data_dir.join("store");
+    if config.store != store::Backend::Embedded {
+        // Refuses with what is missing (docs/cluster.md); creates or migrates the schema.
+        return Ok(Store::open_backend(&config.store, &dir)?);
+    }
     let store = match Store::open_existing(&dir) {
         Err(store::StoreError::NotFound(_)) => bail!(
             "no store in {} (server.data_dir of {}): admin commands never create one. Is this \

@@ -32,6 +32,24 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     pub auth: AuthSection,
     pub dkim: BTreeMap<String, DkimSection>,
+    pub store: StoreSection,
+}
+
+/// `[store]` (SPEC §13): which store backend holds the mail (docs/cluster.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub backend: String,
+    pub url: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            backend: "sled".into(),
+            url: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -431,6 +449,8 @@ pub struct Config {
     pub greylist: GreylistConfig,
     /// DKIM keys by local domain (lower-case).
     pub dkim: BTreeMap<String, DkimConfig>,
+    /// `[store]`: the backend (SPEC §13).
+    pub store: crate::store::Backend,
 }
 
 #[derive(Debug, Clone)]
@@ -1025,6 +1045,39 @@ impl Config {
             dnssec_trust_anchor,
         };
 
+        let store = match f.store.backend.trim() {
+            "sled" => {
+                if !f.store.url.trim().is_empty() {
+                    return Err(err(
+                        "store.url",
+                        "is only used with store.backend = \"postgres\"".into(),
+                    ));
+                }
+                crate::store::Backend::Embedded
+            }
+            "postgres" => {
+                let url = f.store.url.trim();
+                if url.is_empty() {
+                    return Err(err(
+                        "store.url",
+                        "required with store.backend = \"postgres\" (postgres://user@host:port/db)"
+                            .into(),
+                    ));
+                }
+                // The URL may hold a password: errors never repeat it.
+                crate::store::check_postgres_url(url).map_err(|e| err("store.url", e))?;
+                crate::store::Backend::Postgres {
+                    url: url.to_string(),
+                }
+            }
+            other => {
+                return Err(err(
+                    "store.backend",
+                    format!("{other:?} is not a store backend: \"sled\" or \"postgres\""),
+                ))
+            }
+        };
+
         let l = &f.limits;
         let limits = LimitsConfig {
             unauthenticated_per_ip: l.unauthenticated_per_ip,
@@ -1145,6 +1198,7 @@ impl Config {
             auth,
             greylist,
             dkim,
+            store,
         })
     }
 

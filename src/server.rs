@@ -323,7 +323,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
     crate::perms::create_dir_all(&config.data_dir)
         .with_context(|| format!("server.data_dir: creating {}", config.data_dir.display()))?;
     crate::perms::check_at_start(&config);
-    let store = Store::open(&config.data_dir.join("store"))?;
+    let store = Store::open_backend(&config.store, &config.data_dir.join("store"))?;
     let filter = Filter::new(&config).context("signatures")?;
     let trust_dir = &config.signatures.trust_dir;
     tracing::info!(

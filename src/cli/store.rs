@@ -24,6 +24,15 @@ pub enum StoreCmd {
         #[arg(long, value_name = "DIR")]
         from_backup: Option<PathBuf>,
     },
+    /// Copy the store into a PostgreSQL database (docs/cluster.md): its schema is created or
+    /// migrated first, the counts are verified after. Work in progress: so far accounts,
+    /// mailboxes and subscriptions, of a store without messages, queue or aliases. The server
+    /// must be stopped.
+    Migrate {
+        /// postgres://user@host:port/db (an empty database, or one with Tanba's schema only).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 fn store_dir(config: &Config) -> PathBuf {
@@ -40,6 +49,10 @@ fn config_name(config: &Config) -> String {
 /// Opens an existing store; never creates one (SPEC §9).
 fn open_existing(config: &Config, for_check: bool) -> Result<Store> {
     let dir = store_dir(config);
+    if config.store != crate::store::Backend::Embedded {
+        // Refuses with what is missing (docs/cluster.md).
+        return Ok(Store::open_backend(&config.store, &dir)?);
+    }
     if !backup::store_exists(&dir) {
         bail!(
             "no store in {} (server.data_dir of {}): this command never creates one",
@@ -63,6 +76,23 @@ fn require_stopped(config: &Config, what: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `tanba store migrate --to URL`: the configured (embedded) store into PostgreSQL.
+pub fn migrate(config: &Config, url: &str) -> Result<i32> {
+    if config.store != crate::store::Backend::Embedded {
+        bail!("store migrate copies the embedded store: this config already uses store.backend = \"postgres\"");
+    }
+    crate::store::check_postgres_url(url).map_err(|e| anyhow::anyhow!("--to {e}"))?;
+    require_stopped(config, "migrate")?;
+    let store = open_existing(config, false)?;
+    let sum = store.migrate_to_postgres(url)?;
+    println!(
+        "copied {} accounts, {} mailboxes, {} subscriptions into PostgreSQL (schema version {}); \
+         counts verified",
+        sum.accounts, sum.mailboxes, sum.subscriptions, sum.schema_version
+    );
+    Ok(0)
 }
 
 pub fn check(config: &Config) -> Result<i32> {

@@ -62,6 +62,7 @@ mod mailbox;
 mod message;
 mod modseq;
 pub mod multiappend;
+mod pg;
 mod queue;
 pub mod quota;
 mod sync;
@@ -142,6 +143,49 @@ impl From<StoreError> for ConflictableTransactionError<StoreError> {
     fn from(e: StoreError) -> Self {
         ConflictableTransactionError::Abort(e)
     }
+}
+
+/// Which backend holds the store (`[store]`, SPEC §13; docs/cluster.md).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded database in `data_dir/store` (the default).
+    Embedded,
+    /// A PostgreSQL database (work in progress: docs/cluster.md, "Status and next steps").
+    Postgres { url: String },
+}
+
+impl std::fmt::Debug for Backend {
+    // The URL may hold a password: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Embedded => f.write_str("Embedded"),
+            Backend::Postgres { .. } => f.write_str("Postgres { url: <hidden> }"),
+        }
+    }
+}
+
+/// Checks the shape of `store.url` (a PostgreSQL URL) without connecting; the message never
+/// repeats the URL.
+pub fn check_postgres_url(url: &str) -> std::result::Result<(), String> {
+    pg::check_url(url)
+}
+
+/// What `tanba store migrate --to URL` copied (counts read back from the database).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrateSummary {
+    pub accounts: u64,
+    pub mailboxes: u64,
+    pub subscriptions: u64,
+    pub schema_version: i32,
+}
+
+/// The PostgreSQL backend is not complete: refused with this message (docs/cluster.md).
+fn postgres_not_ready(version: i32) -> StoreError {
+    StoreError::Invalid(format!(
+        "store.backend = \"postgres\" is not usable yet: only accounts and mailboxes are on \
+         PostgreSQL so far (docs/cluster.md, \"Status and next steps\"); the database schema \
+         is ready (version {version})"
+    ))
 }
 
 /// A change that IMAP sessions (IDLE, NOOP) may want to hear about. Receivers compare the mailbox
@@ -273,6 +317,86 @@ impl Store {
         };
         store.count_quotas_once()?;
         Ok(store)
+    }
+
+    /// Opens the store of the configured backend: the embedded one in `dir` (created when
+    /// missing), or the PostgreSQL database, whose schema is created or migrated here. The
+    /// PostgreSQL backend is not complete yet: after its schema is in place this refuses with
+    /// a message that says so, so that nothing runs half on it.
+    pub fn open_backend(backend: &Backend, dir: &Path) -> Result<Store> {
+        match backend {
+            Backend::Embedded => Self::open(dir),
+            Backend::Postgres { url } => {
+                let pg = pg::Pg::connect(url)?;
+                Err(postgres_not_ready(pg.schema_version()?))
+            }
+        }
+    }
+
+    /// Copies this (embedded) store into the PostgreSQL database at `url` (`tanba store migrate
+    /// --to URL`): creates or migrates its schema, then copies each account with its password
+    /// hash, aliases, mailboxes (ids, UIDVALIDITY, UIDNEXT, counters) and subscriptions, and
+    /// verifies the counts read back. So far only stores without messages, queued mail or
+    /// alias records can be copied: anything else is refused before writing.
+    pub fn migrate_to_postgres(&self, url: &str) -> Result<MigrateSummary> {
+        let accounts = self.accounts()?;
+        let mut plan = Vec::new();
+        let mut want = MigrateSummary::default();
+        for a in accounts {
+            let boxes = self.mailboxes(a.id)?;
+            if let Some(m) = boxes.iter().find(|m| m.messages > 0) {
+                return Err(StoreError::Invalid(format!(
+                    "{} holds messages (in {}): copying messages to PostgreSQL is not done yet \
+                     (docs/cluster.md)",
+                    a.email,
+                    crate::logging::escape(&m.name, 200)
+                )));
+            }
+            let subs = self.subscriptions(a.id)?;
+            want.accounts += 1;
+            want.mailboxes += boxes.len() as u64;
+            want.subscriptions += subs.len() as u64;
+            plan.push((a, boxes, subs));
+        }
+        if self.queue_summary()?.0 > 0 {
+            return Err(StoreError::Invalid(
+                "the outbound queue is not empty: copying it to PostgreSQL is not done yet \
+                 (docs/cluster.md)"
+                    .into(),
+            ));
+        }
+        if !self.aliases()?.is_empty() {
+            return Err(StoreError::Invalid(
+                "the store has aliases (`tanba alias list`): copying them to PostgreSQL is not \
+                 done yet (docs/cluster.md)"
+                    .into(),
+            ));
+        }
+        let pg = pg::Pg::connect(url)?;
+        if !pg.accounts()?.is_empty() {
+            return Err(StoreError::Invalid(
+                "the database already holds accounts: migrate into an empty database".into(),
+            ));
+        }
+        for (a, boxes, subs) in &plan {
+            pg.import_account(a, boxes, subs)?;
+        }
+        let mut got = MigrateSummary {
+            schema_version: pg.schema_version()?,
+            ..Default::default()
+        };
+        for a in pg.accounts()? {
+            got.accounts += 1;
+            got.mailboxes += pg.mailboxes(a.id)?.len() as u64;
+            got.subscriptions += pg.subscriptions(a.id)?.len() as u64;
+        }
+        want.schema_version = got.schema_version;
+        if got != want {
+            return Err(StoreError::Db(format!(
+                "the copy does not match: the store has {want:?}, the database {got:?}"
+            )));
+        }
+        Ok(got)
     }
 
     /// Opens the store in `dir` only if one is there: admin commands (SPEC §9) never create a

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod pg;
 pub mod mail;
 pub mod pki;
 pub mod tls;

@@ -1,0 +1,170 @@
+//! Accounts on PostgreSQL: the same behaviour as `store/account.rs` on sled.
+
+use super::super::account::{normalize_email, Account};
+use super::super::mailbox::{MailboxMeta, DEFAULT_MAILBOXES};
+use super::super::{now_unix, Result, StoreError};
+use super::{is_unique_violation, Pg};
+
+fn account_of(r: &tokio_postgres::Row) -> Account {
+    Account {
+        id: r.get::<_, i64>("id") as u64,
+        email: r.get("email"),
+        password_hash: r.get("password_hash"),
+        created: r.get("created"),
+        aliases: r.get("aliases"),
+    }
+}
+
+impl Pg {
+    /// Creates an account with its default mailboxes, subscribed, in one transaction.
+    pub(crate) fn create_account(&self, email: &str, password_hash: &str) -> Result<Account> {
+        let email = normalize_email(email)?;
+        let hash = password_hash.to_string();
+        self.run(|pg| async move {
+            let mut c = pg.conn().await?;
+            let tx = c.transaction().await?;
+            let id = Pg::next_id(&tx).await?;
+            let account = Account {
+                id,
+                email: email.clone(),
+                password_hash: hash,
+                created: now_unix(),
+                aliases: Vec::new(),
+            };
+            let mut boxes = Vec::new();
+            for (name, special) in DEFAULT_MAILBOXES {
+                boxes.push(MailboxMeta::new(Pg::next_id(&tx).await?, id, name, *special));
+            }
+            insert_account(&tx, &account).await.map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Exists(format!("account {email}"))
+                } else {
+                    e.into()
+                }
+            })?;
+            for m in &boxes {
+                super::mailbox::insert_mailbox(&tx, m).await?;
+                tx.execute(
+                    "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
+                    &[&(id as i64), &m.name],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(account)
+        })
+    }
+
+    pub(crate) fn account(&self, email: &str) -> Result<Option<Account>> {
+        let email = email.trim().to_ascii_lowercase();
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let row = c
+                .query_opt("SELECT * FROM accounts WHERE email = $1", &[&email])
+                .await?;
+            Ok(row.as_ref().map(account_of))
+        })
+    }
+
+    /// All accounts, by email (sled's key order).
+    pub(crate) fn accounts(&self) -> Result<Vec<Account>> {
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let rows = c
+                .query("SELECT * FROM accounts ORDER BY email COLLATE \"C\"", &[])
+                .await?;
+            Ok(rows.iter().map(account_of).collect())
+        })
+    }
+
+    pub(crate) fn set_password(&self, email: &str, password_hash: &str) -> Result<()> {
+        let email = email.trim().to_ascii_lowercase();
+        let hash = password_hash.to_string();
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let n = c
+                .execute(
+                    "UPDATE accounts SET password_hash = $2 WHERE email = $1",
+                    &[&email, &hash],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("account {email}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes an account and everything it owns (ON DELETE CASCADE), in one transaction.
+    pub(crate) fn delete_account(&self, email: &str) -> Result<Account> {
+        let email = email.trim().to_ascii_lowercase();
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let row = c
+                .query_opt("DELETE FROM accounts WHERE email = $1 RETURNING *", &[&email])
+                .await?;
+            row.as_ref()
+                .map(account_of)
+                .ok_or_else(|| StoreError::NotFound(format!("account {email}")))
+        })
+    }
+
+    /// Copies an account with its mailboxes and subscriptions, ids kept (`tanba store migrate`),
+    /// in one transaction; the `ids` sequence is moved past every id copied.
+    pub(crate) fn import_account(
+        &self,
+        account: &Account,
+        boxes: &[MailboxMeta],
+        subscriptions: &[String],
+    ) -> Result<()> {
+        let (account, boxes, subs) = (account.clone(), boxes.to_vec(), subscriptions.to_vec());
+        self.run(|pg| async move {
+            let mut c = pg.conn().await?;
+            let tx = c.transaction().await?;
+            insert_account(&tx, &account).await.map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Exists(format!("account {} in the database", account.email))
+                } else {
+                    e.into()
+                }
+            })?;
+            let mut top = account.id;
+            for m in &boxes {
+                super::mailbox::insert_mailbox(&tx, m).await?;
+                top = top.max(m.id);
+            }
+            for s in &subs {
+                tx.execute(
+                    "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
+                    &[&(account.id as i64), s],
+                )
+                .await?;
+            }
+            tx.execute(
+                "SELECT setval('ids', greatest($1, (SELECT last_value FROM ids)))",
+                &[&(top as i64)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+async fn insert_account(
+    tx: &impl deadpool_postgres::GenericClient,
+    a: &Account,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO accounts (id, email, password_hash, created, aliases) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &(a.id as i64),
+            &a.email,
+            &a.password_hash,
+            &a.created,
+            &a.aliases,
+        ],
+    )
+    .await
+}

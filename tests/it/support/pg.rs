@@ -1,0 +1,172 @@
+//! A throw-away PostgreSQL for the store-backend tests (docs/cluster.md, "Tests"): Debian's
+//! `postgresql` binaries (`initdb`, `pg_ctl`), a cluster in a temp dir listening on a free
+//! loopback port and on a unix socket inside the temp dir, `fsync=on`. initdb refuses to run as
+//! root, so as root the cluster belongs to `nobody` (`runuser`). Stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Postgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+    as_nobody: bool,
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin`.
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("Debian's postgresql package (scripts/test.sh installs it)")
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().expect("no /usr/lib/postgresql/*/bin/initdb").1
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let as_nobody = is_root();
+        if as_nobody {
+            let st = Command::new("chown")
+                .args(["nobody:nogroup"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "chown of the PostgreSQL temp dir");
+        }
+        let pg = Postgres {
+            port: 0,
+            bin: bin_dir(),
+            as_nobody,
+            dir,
+        };
+        let data = pg.data();
+        let out = pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "tanba",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+        );
+        assert!(out.status.success(), "initdb: {}", show(&out));
+        // A free port: bind, read, release. A race with another process is possible but
+        // rare; pg_ctl then fails and the assertion below says so.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Postgres { port, ..pg };
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c synchronous_commit=on",
+            pg.dir.path().display()
+        );
+        let log = pg.dir.path().join("postgres.log");
+        let out = pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            show(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_nobody {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "nobody", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.args(args).current_dir(self.dir.path());
+        cmd.output().unwrap()
+    }
+
+    /// A URL for database `db` (created by [`Postgres::create_db`]).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://tanba@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn create_db(&self, db: &str) {
+        let out = self.psql("postgres", &format!("CREATE DATABASE {db}"));
+        assert!(out.status.success(), "createdb: {}", show(&out));
+    }
+
+    /// Runs `sql` with psql (unaligned, tuples only) and returns the output.
+    pub fn psql(&self, db: &str, sql: &str) -> Output {
+        let psql = self.bin.join("psql");
+        let psql = if psql.is_file() {
+            psql
+        } else {
+            Path::new("psql").to_path_buf()
+        };
+        Command::new(psql)
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", "tanba", "-d", db, "-c", sql])
+            .output()
+            .unwrap()
+    }
+
+    /// The trimmed output of a query that must succeed.
+    pub fn query(&self, db: &str, sql: &str) -> String {
+        let out = self.psql(db, sql);
+        assert!(out.status.success(), "psql {sql}: {}", show(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
