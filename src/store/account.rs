@@ -6,7 +6,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
-use super::{dec, enc, mailbox, now_unix, u64_key, Result, Store, StoreError};
+use super::{dec, enc, mailbox, now_unix, u64_key, Result, Sled, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Account {
@@ -154,7 +154,7 @@ pub fn normalize_email(email: &str) -> Result<String> {
     Ok(e)
 }
 
-impl Store {
+impl Sled {
     /// Creates an account with its default mailboxes (INBOX, Drafts, Sent, Trash, Junk, Archive),
     /// subscribed, all in one transaction.
     pub fn create_account(&self, email: &str, password_hash: &str) -> Result<Account> {
@@ -299,7 +299,7 @@ mod tests {
     #[test]
     fn nothing_is_written_for_a_deleted_account() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         let bob = s.create_account("bob@example.test", "h").unwrap();
         let alice = s.create_account("alice@example.test", "h").unwrap();
         let inbox = s.mailbox(bob.id, "INBOX").unwrap().unwrap();

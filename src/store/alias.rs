@@ -6,7 +6,7 @@
 //! - `@old.kz` → exactly one `@new.kz`: a domain alias (`x@old.kz` is resolved as `x@new.kz`);
 //! - `@example.kz` → addresses: the domain's catch-all (any address nothing else matches).
 //!
-//! [`Store::resolve`] applies, for an address of a local domain, the first rule that matches:
+//! [`Sled::resolve`] applies, for an address of a local domain, the first rule that matches:
 //! an exact alias; an account (primary address or [`Account::aliases`]); `local+tag@domain` as
 //! `local@domain` (sub-addressing, RFC 5233 style; the copy goes to the INBOX); a domain alias;
 //! `postmaster@` and `abuse@` (RFC 5321 §4.5.1, RFC 2142) to the operator's address
@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{dec, enc, Account, Result, Store, StoreError};
+use super::{dec, enc, Account, Result, Sled, StoreError};
 
 /// Alias steps on one path, at most (a longer chain is treated as a loop).
 pub const MAX_DEPTH: usize = 8;
@@ -119,7 +119,7 @@ enum Step {
     NoPostmaster,
 }
 
-impl Store {
+impl Sled {
     pub fn alias(&self, address: &str) -> Result<Option<Alias>> {
         let a = address.trim().to_ascii_lowercase();
         match self.t.aliases.get(a.as_bytes())? {
@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn resolution_rules_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         let d = vec!["a.test".to_string(), "old.test".to_string()];
         let r = rules(&d);
         s.create_account("boss@a.test", "h").unwrap();

@@ -2,8 +2,8 @@
 //! "Backup and restore" and "When the store does not open").
 //!
 //! # A consistent point in time
-//! sled has no snapshot across trees, so [`Store::backup`] pauses writers: every write
-//! transaction holds [`Store::write_gate`] shared, the backup takes it exclusively while it reads
+//! sled has no snapshot across trees, so [`Sled::backup`] pauses writers: every write
+//! transaction holds [`Sled::write_gate`] shared, the backup takes it exclusively while it reads
 //! the metadata (no body bytes except the rare inline ones), then lets writers go on. Body files
 //! are immutable once written; the ones the snapshot names are linked (or copied) afterwards,
 //! while a hold keeps the group-commit flusher from unlinking any of them (`Files::hold`).
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::files::is_file;
 use super::{
     dec, enc, format, key2, mailbox, now_unix, read_u64, u64_key, Account, MailboxMeta,
-    MessageMeta, QueueRecord, Result, Store, StoreError,
+    MessageMeta, QueueRecord, Result, Sled, StoreError,
 };
 
 pub const MANIFEST: &str = "tanba-backup.json";
@@ -118,7 +118,7 @@ pub struct BackupSummary {
 }
 
 /// Keeps the group-commit flusher from unlinking body files while it lives.
-pub(crate) struct UnlinkHold<'a>(&'a Store);
+pub(crate) struct UnlinkHold<'a>(&'a Sled);
 
 impl Drop for UnlinkHold<'_> {
     fn drop(&mut self) {
@@ -184,7 +184,7 @@ fn unb64(s: &str) -> Result<Vec<u8>> {
         .map_err(|e| StoreError::Invalid(format!("bad base64 in backup: {e}")))
 }
 
-impl Store {
+impl Sled {
     /// Taken (shared) by every write transaction; see the module docs.
     pub(crate) fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
         self.gate.read().unwrap_or_else(|e| e.into_inner())
@@ -458,7 +458,7 @@ pub fn restore(store_dir: &Path, backup: &Path, opts: RestoreOptions) -> Result<
             store_dir.display()
         )));
     }
-    let store = Store::open(store_dir)?;
+    let store = Sled::open(store_dir)?;
     let mut sum = RestoreSummary::default();
     let t = &store.t;
     let mut max_id = manifest.next_id;
@@ -726,7 +726,7 @@ fn build(
         }
         None => HashSet::new(),
     };
-    let store = Store::open(store_dir)?;
+    let store = Sled::open(store_dir)?;
     let Some(old) = sum.kept.clone() else {
         return Ok(());
     };
@@ -851,7 +851,7 @@ with ESMTP id 1\r\n\tfor <Alice@X.test>;\r\n\tThu, 1 Jan 2026 00:00:00 +0000\r\n
     #[test]
     fn backup_and_restore_round_trip_keeps_ids_uids_flags_and_the_queue() {
         let src = tempfile::tempdir().unwrap();
-        let s = Store::open(&src.path().join("store")).unwrap();
+        let s = Sled::open(&src.path().join("store")).unwrap();
         let a = s.create_account("a@x.test", "$argon2id$hash").unwrap();
         let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
         s.append(inbox.id, b"Subject: 1\r\n\r\none\r\n", &[], 7)
@@ -880,7 +880,7 @@ with ESMTP id 1\r\n\tfor <Alice@X.test>;\r\n\tThu, 1 Jan 2026 00:00:00 +0000\r\n
         let dst = tempfile::tempdir().unwrap();
         let r = restore(&dst.path().join("store"), &bdir, RestoreOptions::default()).unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
-        let d = Store::open(&dst.path().join("store")).unwrap();
+        let d = Sled::open(&dst.path().join("store")).unwrap();
         assert_eq!(d.account("a@x.test").unwrap().unwrap(), a);
         let before = s.mailbox(a.id, "INBOX").unwrap().unwrap();
         assert_eq!(d.mailbox(a.id, "INBOX").unwrap().unwrap(), before);

@@ -25,7 +25,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    dec, format, mailbox, read_u64, Account, MailboxMeta, MessageMeta, QueueRecord, Result, Store,
+    dec, format, mailbox, read_u64, Account, MailboxMeta, MessageMeta, QueueRecord, Result, Sled,
 };
 
 /// At most this many problems are listed (the rest are counted).
@@ -59,7 +59,7 @@ fn u32_of(b: &[u8]) -> Option<u32> {
     <[u8; 4]>::try_from(b).ok().map(u32::from_be_bytes)
 }
 
-impl Store {
+impl Sled {
     /// Checks the store; returns the problems found (empty: consistent).
     pub fn check(&self, orphan_files: bool) -> Result<Vec<String>> {
         let mut p = Problems::default();
@@ -419,16 +419,16 @@ impl Store {
         Ok(list)
     }
 
-    /// Opens a store for `tanba store check`: like [`Store::open`], but body files without a
+    /// Opens a store for `tanba store check`: like [`Sled::open`], but body files without a
     /// record are left in place so that the check can report them.
-    pub fn open_for_check(dir: &std::path::Path) -> Result<Store> {
+    pub fn open_for_check(dir: &std::path::Path) -> Result<Sled> {
         Self::open_with(dir, false)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{enc, key2, temp_store as store, u64_key};
+    use super::super::{enc, key2, temp_sled as store, u64_key};
     use super::*;
 
     fn has(problems: &[String], what: &str) -> bool {

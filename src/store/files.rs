@@ -242,7 +242,7 @@ impl Files {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Store;
+    use super::super::Sled;
     use super::INLINE_MAX;
 
     fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn large_bodies_live_in_files_shared_by_copies_and_removed_after_a_flush() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         let acct = s.create_account("a@x.test", "h").unwrap();
         let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
         let trash = s.mailbox(acct.id, "Trash").unwrap().unwrap();
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn queued_large_bodies_are_files_released_with_their_record() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         let rec = s
             .new_queue_record("a@x.test", &["b@y.test".to_string()])
             .unwrap();
@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn file_bytes_and_queue_summary_follow_writes_and_removals() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         assert_eq!(s.files.bytes(), 0);
         assert_eq!(s.queue_summary().unwrap(), (0, None));
         let acct = s.create_account("a@x.test", "h").unwrap();
@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(s.queue_summary().unwrap(), (1, Some(second.created)));
         drop(s);
         // At open, the total is what the files on disk hold.
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         assert_eq!(s.files.bytes(), big(50).len() as u64);
     }
 
@@ -354,7 +354,7 @@ mod tests {
     fn orphan_files_are_swept_at_open_and_referenced_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             let acct = s.create_account("a@x.test", "h").unwrap();
             let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
             s.append(inbox.id, &big(INLINE_MAX * 3), &[], 0).unwrap();
@@ -363,7 +363,7 @@ mod tests {
             s.flush_sync().unwrap();
             assert_eq!(files_in(dir.path()).len(), 2);
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         assert_eq!(files_in(dir.path()).len(), 1);
         let acct = s.account("a@x.test").unwrap().unwrap();
         let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn a_truncated_file_is_an_error_not_a_short_message() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         let acct = s.create_account("a@x.test", "h").unwrap();
         let inbox = s.mailbox(acct.id, "INBOX").unwrap().unwrap();
         let a = s.append(inbox.id, &big(INLINE_MAX * 2), &[], 0).unwrap();

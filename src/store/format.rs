@@ -32,7 +32,7 @@
 //!   (clients that resynchronize from before the migration get what RFC 7162 §3.2.5.2 allows:
 //!   every UID they may know that no longer exists).
 //!
-//! `id_base` (u64, big-endian): added to sled's `generate_id` by [`super::Store::next_id`]. A
+//! `id_base` (u64, big-endian): added to sled's `generate_id` by [`super::Sled::next_id`]. A
 //! restore sets it above every id in the backup, because a fresh sled database counts from 0.
 
 use std::path::Path;
@@ -226,13 +226,13 @@ pub(crate) fn set_id_base(db: &sled::Db, base: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::Sled;
 
     #[test]
     fn a_new_store_gets_the_current_version_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
             // What a store written by a future tanba looks like.
             s.db.open_tree(META_TREE)
@@ -241,7 +241,7 @@ mod tests {
                 .unwrap();
             s.db.flush().unwrap();
         }
-        let err = Store::open(dir.path()).err().unwrap().to_string();
+        let err = Sled::open(dir.path()).err().unwrap().to_string();
         assert!(
             err.contains(&format!("store format {}", CURRENT + 1)) && err.contains("upgrade tanba"),
             "{err}"
@@ -252,7 +252,7 @@ mod tests {
     fn a_store_whose_records_are_gone_but_bodies_remain_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             let a = s.create_account("a@x.test", "h").unwrap();
             let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
             s.append(inbox.id, b"Subject: 1\r\n\r\n1\r\n", &[], 0)
@@ -263,7 +263,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("db")).unwrap();
         std::fs::remove_file(dir.path().join("conf")).unwrap();
         std::fs::remove_dir_all(dir.path().join("blobs")).ok();
-        let err = Store::open(dir.path()).err().unwrap().to_string();
+        let err = Sled::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("has message files but no records"), "{err}");
         // The body is still there for `tanba store rebuild`.
         let n: usize = std::fs::read_dir(dir.path().join("messages"))
@@ -275,7 +275,7 @@ mod tests {
     }
 
     /// Every record of a tree, as raw values.
-    fn raw_values(s: &Store, tree: &str) -> Vec<Vec<u8>> {
+    fn raw_values(s: &Sled, tree: &str) -> Vec<Vec<u8>> {
         s.db.open_tree(tree)
             .unwrap()
             .iter()
@@ -286,9 +286,9 @@ mod tests {
 
     /// Rewrites every record of the five record trees as format 1 wrote it (JSON) and sets the
     /// version to 1 (or removes it): a store as the previous tanba left it.
-    fn back_to_format_1(s: &Store, keep_key: bool) {
+    fn back_to_format_1(s: &Sled, keep_key: bool) {
         use crate::store::{alias::Alias, Account, MailboxMeta, MessageMeta, QueueRecord};
-        fn json<T: serde::Serialize + serde::de::DeserializeOwned>(s: &Store, tree: &str) {
+        fn json<T: serde::Serialize + serde::de::DeserializeOwned>(s: &Sled, tree: &str) {
             let t = s.db.open_tree(tree).unwrap();
             for kv in t.iter() {
                 let (k, v) = kv.unwrap();
@@ -310,7 +310,7 @@ mod tests {
         for keep_key in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let (accounts, messages, queue, aliases) = {
-                let s = Store::open(dir.path()).unwrap();
+                let s = Sled::open(dir.path()).unwrap();
                 let a = s.create_account("a@x.test", "$argon2id$h").unwrap();
                 let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
                 for i in 0..5 {
@@ -349,7 +349,7 @@ mod tests {
             };
             assert_eq!(messages.len(), 5);
             assert_eq!(queue.len(), 1);
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
             for tree in ["accounts", "mailboxes", "messages", "queue", "aliases"] {
                 let vals = raw_values(&s, tree);
@@ -404,7 +404,7 @@ mod tests {
     fn a_store_without_the_key_is_version_1() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             s.db.open_tree(META_TREE)
                 .unwrap()
                 .remove(VERSION_KEY)
@@ -413,12 +413,12 @@ mod tests {
             assert_eq!(version(&s.db).unwrap(), None);
         }
         // Read as format 1 and migrated.
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
     }
 
     /// Writes a mailbox record as format 1 did: with its `subscribed` flag.
-    fn write_v1_mailbox(s: &Store, m: &MailboxMeta, subscribed: bool) {
+    fn write_v1_mailbox(s: &Sled, m: &MailboxMeta, subscribed: bool) {
         let mut v = serde_json::to_value(m).unwrap();
         v["subscribed"] = serde_json::Value::Bool(subscribed);
         s.t.mailboxes
@@ -428,7 +428,7 @@ mod tests {
 
     /// Marks a store as format 1: the version key says 1, or (`keep_key` false) is missing, as
     /// in stores from before it existed.
-    fn mark_format_1(s: &Store, keep_key: bool) {
+    fn mark_format_1(s: &Sled, keep_key: bool) {
         let meta = s.db.open_tree(META_TREE).unwrap();
         if keep_key {
             meta.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
@@ -439,7 +439,7 @@ mod tests {
     }
 
     /// What format 1 looked like: subscriptions as a flag of existing mailboxes, no tree.
-    fn make_v1(s: &Store, subscribed: &[(u64, &str)], keep_key: bool) {
+    fn make_v1(s: &Sled, subscribed: &[(u64, &str)], keep_key: bool) {
         for kv in s.t.mailboxes.iter() {
             let (_, v) = kv.unwrap();
             let m: MailboxMeta = dec(&v).unwrap();
@@ -455,7 +455,7 @@ mod tests {
         for keep_key in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let (a, b) = {
-                let s = Store::open(dir.path()).unwrap();
+                let s = Sled::open(dir.path()).unwrap();
                 let a = s.create_account("a@x.test", "h").unwrap();
                 let b = s.create_account("b@x.test", "h").unwrap();
                 s.create_mailbox(a.id, "Work/2026", None).unwrap();
@@ -467,7 +467,7 @@ mod tests {
                 assert!(s.subscriptions(a.id).unwrap().is_empty());
                 (a.id, b.id)
             };
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
             assert_eq!(s.subscriptions(a).unwrap(), vec!["INBOX", "Work/2026"]);
             assert_eq!(s.subscriptions(b).unwrap(), vec!["Sent"]);
@@ -475,7 +475,7 @@ mod tests {
             s.remove_subscription(a, "INBOX").unwrap();
             s.flush_sync().unwrap();
             drop(s);
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             assert_eq!(s.subscriptions(a).unwrap(), vec!["Work/2026"]);
         }
     }
@@ -484,7 +484,7 @@ mod tests {
     fn format_2_gets_its_modseq_index_built() {
         let dir = tempfile::tempdir().unwrap();
         let (mb, m0) = {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             let a = s.create_account("a@x.test", "h").unwrap();
             let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
             let m0 = s.mailbox_by_id(inbox.id).unwrap().unwrap().highest_modseq;
@@ -502,7 +502,7 @@ mod tests {
             s.flush_sync().unwrap();
             (inbox.id, m0)
         };
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         assert_eq!(version(&s.db).unwrap(), Some(CURRENT));
         let c = s.changes_since(mb, m0).unwrap();
         assert_eq!(

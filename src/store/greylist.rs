@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{dec, enc, read_u64, Result, Store};
+use super::{dec, enc, read_u64, Result, Sled};
 
 const TREE: &str = "greylist";
 const ENTRY: u8 = b'e';
@@ -113,7 +113,7 @@ fn index_key(kind: u8, expires: u64, h: &[u8]) -> Vec<u8> {
     k
 }
 
-impl Store {
+impl Sled {
     fn greylist_tree(&self) -> Result<sled::Tree> {
         Ok(self.db.open_tree(TREE)?)
     }
@@ -235,6 +235,7 @@ impl Store {
         Ok(verdict)
     }
 
+    #[cfg(test)]
     /// Triplets remembered now (for tests and `store check`-like reports).
     pub fn greylist_len(&self) -> Result<u64> {
         match self.greylist_tree()?.get(COUNT)? {
@@ -276,9 +277,9 @@ mod tests {
         max_entries: 3,
     };
 
-    fn store() -> (tempfile::TempDir, Store) {
+    fn store() -> (tempfile::TempDir, Sled) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Sled::open(dir.path()).unwrap();
         (dir, s)
     }
 
@@ -324,7 +325,7 @@ mod tests {
     }
 
     /// Entries, index keys and the count agree, whatever the sequence of checks.
-    fn consistent(s: &Store) {
+    fn consistent(s: &Sled) {
         let t = s.greylist_tree().unwrap();
         let entries = t.scan_prefix([ENTRY]).count() as u64;
         let index = t.scan_prefix([INDEX]).count() as u64;

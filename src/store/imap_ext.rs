@@ -1,12 +1,12 @@
-//! Store operations only the IMAP server needs.
+//! Sled operations only the IMAP server needs.
 
-use super::{dec, enc, u64_key, MailboxMeta, Result, Store, StoreError};
+use super::{dec, enc, u64_key, MailboxMeta, Result, Sled, StoreError};
 
-impl Store {
+impl Sled {
     /// Claims \Recent up to `upto` for one session (RFC 3501 §2.3.2: a message is recent in only
     /// one session): raises the mailbox's recent mark to `upto` and returns the previous mark.
     /// Messages with `old < uid <= upto` are recent for the caller and for nobody else. Unlike
-    /// [`Store::claim_recent`], messages that arrive after the caller read the mailbox stay
+    /// [`Sled::claim_recent`], messages that arrive after the caller read the mailbox stay
     /// unclaimed for whoever sees them first.
     pub fn claim_recent_upto(&self, mailbox_id: u64, upto: u32) -> Result<u32> {
         let w = self.write_gate();

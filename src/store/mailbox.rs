@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
-use super::{dec, enc, read_u64, u64_key, Result, Store, StoreError};
+use super::{dec, enc, read_u64, u64_key, Result, Sled, StoreError};
 
 /// RFC 6154 special-use attribute of a mailbox.
 pub type SpecialUse = Option<String>;
@@ -55,7 +55,7 @@ pub struct MailboxMeta {
     /// The UID the next message will get. Only grows.
     pub uidnext: u32,
     pub special_use: Option<String>,
-    /// Store format 1 kept the subscription here. Read by the migration to format 2 and by a
+    /// Sled format 1 kept the subscription here. Read by the migration to format 2 and by a
     /// restore of a format-1 backup (both move it into the `subscriptions` tree); always written
     /// as `false` since (it keeps its place: records are positional, `format.rs`).
     #[serde(default, rename = "subscribed")]
@@ -147,7 +147,7 @@ fn account_alive(
     Ok(())
 }
 
-impl Store {
+impl Sled {
     /// All mailboxes of an account, sorted by name.
     pub fn mailboxes(&self, account_id: u64) -> Result<Vec<MailboxMeta>> {
         let mut out = Vec::new();
@@ -421,6 +421,7 @@ impl Store {
         Ok(self.messages(mailbox_id)?.iter().map(|m| m.size).sum())
     }
 
+    #[allow(dead_code)] // no caller today; kept for the PostgreSQL parity list (docs/cluster.md)
     /// Claims \Recent for a session that selects the mailbox: returns the previous mark; messages
     /// with a UID above it are recent for the caller and for nobody else.
     pub fn claim_recent(&self, mailbox_id: u64) -> Result<u32> {
@@ -433,6 +434,7 @@ impl Store {
         Ok(old.get())
     }
 
+    #[allow(dead_code)] // only claim_recent (above) uses it
     fn update_mailbox(
         &self,
         id: u64,

@@ -2,7 +2,7 @@
 //! per-mailbox metadata keyed by UID in `messages`.
 //!
 //! Every mutation is one sled transaction over all the trees it touches; callers make it durable
-//! with [`Store::durable`] before they acknowledge it.
+//! with [`Sled::durable`] before they acknowledge it.
 
 use std::collections::BTreeSet;
 use std::ops::Deref;
@@ -15,7 +15,7 @@ use sled::Transactional;
 use super::files::is_file;
 use super::modseq::{index_set, log_expunged};
 use super::queue::QueueRecord;
-use super::{dec, enc, key2, mailbox::MailboxMeta, read_u64, u64_key, Result, Store, StoreError};
+use super::{dec, enc, key2, mailbox::MailboxMeta, read_u64, u64_key, Result, Sled, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MessageMeta {
@@ -231,7 +231,7 @@ pub(super) fn insert_message(
     })
 }
 
-impl Store {
+impl Sled {
     /// All messages of a mailbox in UID order.
     pub fn messages(&self, mailbox_id: u64) -> Result<Vec<MessageMeta>> {
         self.t
@@ -309,7 +309,7 @@ impl Store {
         Ok(out[0])
     }
 
-    /// [`Store::append`] without the quota check (`store rebuild` recovering messages).
+    /// [`Sled::append`] without the quota check (`store rebuild` recovering messages).
     pub(crate) fn append_over_quota(
         &self,
         mailbox_id: u64,
@@ -334,7 +334,7 @@ impl Store {
         self.deliver_checked(targets, raw, internal_date, queued, true)
     }
 
-    /// [`Store::deliver`]; `enforce`: refuse what would go above a recipient's quota.
+    /// [`Sled::deliver`]; `enforce`: refuse what would go above a recipient's quota.
     fn deliver_checked(
         &self,
         targets: &[(u64, Vec<String>)],

@@ -54,6 +54,7 @@ pub mod account;
 pub mod alias;
 pub mod backup;
 pub mod check;
+mod dispatch;
 mod files;
 pub mod format;
 pub mod greylist;
@@ -196,9 +197,22 @@ pub struct Change {
     pub mailbox_id: u64,
 }
 
-/// Handle to the store. Clone freely: all clones share one database and one flusher.
+/// The store handle the rest of the program uses. Clone freely: all clones share one database.
+/// Each public method dispatches to the backend (`dispatch.rs`; docs/cluster.md, "Design").
 #[derive(Clone)]
 pub struct Store {
+    b: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Sled(Sled),
+    Postgres(pg::Pg),
+}
+
+/// The embedded backend. Clone freely: all clones share one database and one flusher.
+#[derive(Clone)]
+pub(crate) struct Sled {
     db: sled::Db,
     t: Arc<Trees>,
     files: Arc<files::Files>,
@@ -231,16 +245,16 @@ pub(crate) struct Trees {
     pub quota: sled::Tree,
 }
 
-impl Store {
+impl Sled {
     /// Opens (or creates) the store in `dir`. Fails with a clear message when another process
     /// (a running `tanba serve`) holds it, or when its format is newer than this binary knows.
-    pub fn open(dir: &Path) -> Result<Store> {
+    pub fn open(dir: &Path) -> Result<Sled> {
         Self::open_with(dir, true)
     }
 
     /// `sweep`: remove body files no record names (see `files.rs`); `tanba store check` opens
     /// without, so that it reports them instead.
-    pub(crate) fn open_with(dir: &Path, sweep: bool) -> Result<Store> {
+    pub(crate) fn open_with(dir: &Path, sweep: bool) -> Result<Sled> {
         // Mode 0700 for what is created here; sled's own files get 0600 from the umask that
         // commands writing into data_dir set (crate::perms).
         crate::perms::create_dir_all(dir)
@@ -304,7 +318,7 @@ impl Store {
         }
         let sync = Arc::new(sync::Durability::open(dir)?);
         let (changes, _) = broadcast::channel(4096);
-        let store = Store {
+        let store = Sled {
             db: db.clone(),
             t: Arc::new(t),
             files: files.clone(),
@@ -319,90 +333,10 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the store of the configured backend: the embedded one in `dir` (created when
-    /// missing), or the PostgreSQL database, whose schema is created or migrated here. The
-    /// PostgreSQL backend is not complete yet: after its schema is in place this refuses with
-    /// a message that says so, so that nothing runs half on it.
-    pub fn open_backend(backend: &Backend, dir: &Path) -> Result<Store> {
-        match backend {
-            Backend::Embedded => Self::open(dir),
-            Backend::Postgres { url } => {
-                let pg = pg::Pg::connect(url)?;
-                Err(postgres_not_ready(pg.schema_version()?))
-            }
-        }
-    }
-
-    /// Copies this (embedded) store into the PostgreSQL database at `url` (`tanba store migrate
-    /// --to URL`): creates or migrates its schema, then copies each account with its password
-    /// hash, aliases, mailboxes (ids, UIDVALIDITY, UIDNEXT, counters) and subscriptions, and
-    /// verifies the counts read back. So far only stores without messages, queued mail or
-    /// alias records can be copied: anything else is refused before writing.
-    pub fn migrate_to_postgres(&self, url: &str) -> Result<MigrateSummary> {
-        let accounts = self.accounts()?;
-        let mut plan = Vec::new();
-        let mut want = MigrateSummary::default();
-        for a in accounts {
-            let boxes = self.mailboxes(a.id)?;
-            if let Some(m) = boxes.iter().find(|m| m.messages > 0) {
-                return Err(StoreError::Invalid(format!(
-                    "{} holds messages (in {}): copying messages to PostgreSQL is not done yet \
-                     (docs/cluster.md)",
-                    a.email,
-                    crate::logging::escape(&m.name, 200)
-                )));
-            }
-            let subs = self.subscriptions(a.id)?;
-            want.accounts += 1;
-            want.mailboxes += boxes.len() as u64;
-            want.subscriptions += subs.len() as u64;
-            plan.push((a, boxes, subs));
-        }
-        if self.queue_summary()?.0 > 0 {
-            return Err(StoreError::Invalid(
-                "the outbound queue is not empty: copying it to PostgreSQL is not done yet \
-                 (docs/cluster.md)"
-                    .into(),
-            ));
-        }
-        if !self.aliases()?.is_empty() {
-            return Err(StoreError::Invalid(
-                "the store has aliases (`tanba alias list`): copying them to PostgreSQL is not \
-                 done yet (docs/cluster.md)"
-                    .into(),
-            ));
-        }
-        let pg = pg::Pg::connect(url)?;
-        if !pg.accounts()?.is_empty() {
-            return Err(StoreError::Invalid(
-                "the database already holds accounts: migrate into an empty database".into(),
-            ));
-        }
-        for (a, boxes, subs) in &plan {
-            pg.import_account(a, boxes, subs)?;
-        }
-        let mut got = MigrateSummary {
-            schema_version: pg.schema_version()?,
-            ..Default::default()
-        };
-        for a in pg.accounts()? {
-            got.accounts += 1;
-            got.mailboxes += pg.mailboxes(a.id)?.len() as u64;
-            got.subscriptions += pg.subscriptions(a.id)?.len() as u64;
-        }
-        want.schema_version = got.schema_version;
-        if got != want {
-            return Err(StoreError::Db(format!(
-                "the copy does not match: the store has {want:?}, the database {got:?}"
-            )));
-        }
-        Ok(got)
-    }
-
     /// Opens the store in `dir` only if one is there: admin commands (SPEC §9) never create a
     /// store, so a wrong `--config` cannot leave an empty one behind. `NotFound` when `dir` holds
     /// no store.
-    pub fn open_existing(dir: &Path) -> Result<Store> {
+    pub fn open_existing(dir: &Path) -> Result<Sled> {
         // sled 0.34 writes `conf` and `db` when it creates a database.
         if !dir.join("db").is_file() {
             return Err(StoreError::NotFound(format!(
@@ -633,6 +567,14 @@ pub(crate) fn dec_json<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
 pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+/// The embedded backend in a fresh temporary directory, for the store's own unit tests.
+#[cfg(test)]
+pub(crate) fn temp_sled() -> (tempfile::TempDir, Sled) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sled::open(dir.path()).unwrap();
     (dir, s)
 }
 

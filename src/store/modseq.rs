@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use sled::transaction::TransactionalTree;
 
 use super::message::{MessageMeta, TxResult};
-use super::{dec, read_u64, u64_key, Result, Store, StoreError};
+use super::{dec, read_u64, u64_key, Result, Sled, StoreError};
 
 /// UIDs of expunged messages kept per mailbox after a trim.
 pub const VANISHED_KEEP: u32 = 10_000;
@@ -117,7 +117,7 @@ pub struct Changes {
     pub complete: bool,
 }
 
-impl Store {
+impl Sled {
     /// Messages changed and UIDs expunged after `since`. Reads one message record per changed
     /// message and nothing else of the mailbox.
     pub fn changes_since(&self, mailbox_id: u64, since: u64) -> Result<Changes> {
@@ -166,6 +166,7 @@ impl Store {
 
     /// Message records decoded so far by this store handle's process (tests count the cost of
     /// a session's sync with it).
+    #[cfg(test)]
     pub fn record_reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }
@@ -249,11 +250,11 @@ pub(crate) fn rebuild_index(db: &sled::Db) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{temp_store, FlagOp};
+    use crate::store::{temp_sled, FlagOp};
 
     #[test]
     fn changes_and_expunges_are_indexed_by_modseq() {
-        let (_d, s) = temp_store();
+        let (_d, s) = temp_sled();
         let a = s.create_account("a@x.test", "h").unwrap();
         let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
         for i in 0..5 {
@@ -283,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_expunge_log_is_bounded() {
-        let (_d, s) = temp_store();
+        let (_d, s) = temp_sled();
         let a = s.create_account("a@x.test", "h").unwrap();
         let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
         let mb = inbox.id;

@@ -4,7 +4,7 @@
 use sled::Transactional;
 
 use super::message::{add_ref, insert_message, normalize_flags, put_body};
-use super::{Appended, Result, Store};
+use super::{Appended, Result, Sled};
 
 /// One message of a MULTIAPPEND: its bytes, flags and INTERNALDATE (Unix seconds).
 pub struct NewMessage {
@@ -13,7 +13,7 @@ pub struct NewMessage {
     pub internal_date: i64,
 }
 
-impl Store {
+impl Sled {
     /// Stores every message of `msgs` in `mailbox_id`, in order, or none of them. Each counts
     /// against the account's quota (`quota.rs`).
     pub fn append_many(&self, mailbox_id: u64, msgs: &[NewMessage]) -> Result<Vec<Appended>> {
@@ -72,11 +72,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::NewMessage;
-    use crate::store::temp_store;
+    use crate::store::temp_sled;
 
     #[test]
     fn all_or_nothing() {
-        let (_d, s) = temp_store();
+        let (_d, s) = temp_sled();
         let a = s.create_account("m@x.test", "h").unwrap();
         let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
         let msg = |n: usize| NewMessage {

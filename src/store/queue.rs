@@ -1,6 +1,6 @@
 //! The outbound queue: one record per accepted message that has remote recipients, with the
 //! state of each recipient. The message bytes live in `blobs` (one reference held by the record),
-//! written in the same transaction as any local copies (see [`Store::deliver`]).
+//! written in the same transaction as any local copies (see [`Sled::deliver`]).
 //!
 //! `queue_due` indexes the records by `(next_attempt, id)` so that the delivery worker finds what
 //! is due without reading the whole queue. Every function here that writes a record writes its
@@ -8,14 +8,14 @@
 //!
 //! Concurrency: the delivery worker and the admin commands (`queue retry`/`drop`) may touch the same
 //! record at once. Changes are therefore read-modify-write inside one sled transaction
-//! ([`Store::queue_modify`]), or conditional on the record being unchanged since it was read
-//! ([`Store::queue_commit`]), never a blind overwrite of a stale copy.
+//! ([`Sled::queue_modify`]), or conditional on the record being unchanged since it was read
+//! ([`Sled::queue_commit`]), never a blind overwrite of a stale copy.
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use super::message::{add_ref, drop_body, insert_message, normalize_flags, put_body};
-use super::{dec, enc, now_unix, read_u64, u64_key, Result, Store, StoreError};
+use super::{dec, enc, now_unix, read_u64, u64_key, Result, Sled, StoreError};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +52,7 @@ pub struct QueueRecord {
     /// Envelope sender; empty for the null sender (bounces), which never gets a bounce.
     pub sender: String,
     pub recipients: Vec<RcptStatus>,
-    /// Set by [`Store::deliver`].
+    /// Set by [`Sled::deliver`].
     pub blob_id: u64,
     pub size: u64,
     /// Unix seconds.
@@ -81,7 +81,7 @@ pub enum Bounce {
         keywords: Vec<String>,
         internal_date: i64,
     },
-    /// Queued for a remote sender; `record` comes from [`Store::new_queue_record`] with the null
+    /// Queued for a remote sender; `record` comes from [`Sled::new_queue_record`] with the null
     /// sender.
     Queue { record: QueueRecord, raw: Vec<u8> },
 }
@@ -103,8 +103,8 @@ fn split_due_key(k: &[u8]) -> Result<(i64, u64)> {
     Ok((t.min(i64::MAX as u64) as i64, id))
 }
 
-impl Store {
-    /// A new queue record for `recipients`, due now. Store it with [`Store::deliver`].
+impl Sled {
+    /// A new queue record for `recipients`, due now. Sled it with [`Sled::deliver`].
     pub fn new_queue_record(&self, sender: &str, recipients: &[String]) -> Result<QueueRecord> {
         let now = now_unix();
         Ok(QueueRecord {
@@ -189,6 +189,7 @@ impl Store {
         Ok(fixed)
     }
 
+    #[allow(dead_code)] // no caller today; kept for the PostgreSQL parity list (docs/cluster.md)
     /// Replaces a record (after an attempt). Fails if it was removed meanwhile.
     pub fn queue_update(&self, rec: &QueueRecord) -> Result<()> {
         self.queue_modify(rec.id, |r| *r = rec.clone())?
@@ -355,6 +356,7 @@ impl Store {
         }
     }
 
+    #[allow(dead_code)] // no caller today; kept for the PostgreSQL parity list (docs/cluster.md)
     /// Removes a record and releases its message bytes.
     pub fn queue_remove(&self, id: u64) -> Result<QueueRecord> {
         let Some(rec) = self.queue_get(id)? else {
@@ -371,10 +373,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::temp_store as store;
+    use super::super::temp_sled as store;
     use super::*;
 
-    fn queue(s: &Store, rcpts: &[&str]) -> QueueRecord {
+    fn queue(s: &Sled, rcpts: &[&str]) -> QueueRecord {
         let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();
         let rec = s.new_queue_record("a@x.test", &rcpts).unwrap();
         s.deliver(&[], b"Subject: t\r\n\r\nhi\r\n", 0, Some((&rec, b"raw")))

@@ -7,7 +7,7 @@
 //! Usage is kept in the same transaction as every change of the account's messages (deliver,
 //! APPEND, COPY/MOVE, EXPUNGE, DELETE of a mailbox or the account, bounces) through [`charge`],
 //! so it is exact at every commit. A store written before this tree existed (no
-//! `quota_counted` key in `meta`) is counted once at open ([`Store::recount_quotas`]); a
+//! `quota_counted` key in `meta`) is counted once at open ([`Sled::recount_quotas`]); a
 //! restore counts again. `tanba store check` compares it with a count.
 //!
 //! Enforcement: [`charge`] with `enforce` refuses an increase that would take the usage above
@@ -21,7 +21,7 @@ use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 use super::message::TxResult;
-use super::{dec, enc, read_u64, u64_key, Result, Store, StoreError};
+use super::{dec, enc, read_u64, u64_key, Result, Sled, StoreError};
 
 /// Key in the `meta` tree: present once usage has been counted for this store.
 const COUNTED_KEY: &[u8] = b"quota_counted";
@@ -120,7 +120,7 @@ pub(super) fn charge(
     Ok(())
 }
 
-impl Store {
+impl Sled {
     /// An account's limit and usage (zero usage, no limit when it has no record yet).
     pub fn quota(&self, account_id: u64) -> Result<Quota> {
         Ok(match self.t.quota.get(u64_key(account_id))? {
@@ -231,11 +231,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::temp_store;
+    use crate::store::temp_sled;
 
     #[test]
     fn usage_follows_append_copy_move_expunge_and_delete() {
-        let (_d, s) = temp_store();
+        let (_d, s) = temp_sled();
         let a = s.create_account("q@x.test", "h").unwrap();
         let inbox = s.mailbox(a.id, "INBOX").unwrap().unwrap();
         let other = s.create_mailbox(a.id, "Other", None).unwrap();

@@ -28,7 +28,7 @@
 //! the error forever: every later write fails although the disk may be fine again. Its memory
 //! then also holds transactions that returned Ok but never reached the log; reopening sled in
 //! the same process would silently drop them while some caller may still be about to wait for
-//! them in [`Store::durable`](super::Store::durable) and acknowledge them. So the store reports
+//! them in [`Sled::durable`](super::Sled::durable) and acknowledge them. So the store reports
 //! the failure ([`failed`]); `serve` then logs it and exits non-zero, and systemd's
 //! `Restart=on-failure` starts a fresh process, which recovers from what is on disk. Nothing
 //! acknowledged is lost: an acknowledgement needs a successful sled flush *and* fdatasync.
@@ -203,7 +203,7 @@ pub async fn failed() -> &'static str {
     }
 }
 
-/// Removes `snap.*.generating` files (incomplete sled snapshots, see `Store::open`) from the
+/// Removes `snap.*.generating` files (incomplete sled snapshots, see `Sled::open`) from the
 /// store directory. Returns how many.
 pub(crate) fn remove_partial_snapshots(dir: &Path) -> Result<usize> {
     let mut removed = 0;

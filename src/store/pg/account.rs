@@ -2,8 +2,17 @@
 
 use super::super::account::{normalize_email, Account};
 use super::super::mailbox::{MailboxMeta, DEFAULT_MAILBOXES};
+use super::super::quota::Quota;
 use super::super::{now_unix, Result, StoreError};
 use super::{is_unique_violation, Pg};
+
+fn quota_of(r: &tokio_postgres::Row) -> Quota {
+    Quota {
+        limit_kib: r.get::<_, Option<i64>>(0).map(|l| l as u64),
+        bytes: r.get::<_, i64>(1) as u64,
+        messages: r.get::<_, i64>(2) as u64,
+    }
+}
 
 fn account_of(r: &tokio_postgres::Row) -> Account {
     Account {
@@ -33,7 +42,12 @@ impl Pg {
             };
             let mut boxes = Vec::new();
             for (name, special) in DEFAULT_MAILBOXES {
-                boxes.push(MailboxMeta::new(Pg::next_id(&tx).await?, id, name, *special));
+                boxes.push(MailboxMeta::new(
+                    Pg::next_id(&tx).await?,
+                    id,
+                    name,
+                    *special,
+                ));
             }
             insert_account(&tx, &account).await.map_err(|e| {
                 if is_unique_violation(&e) {
@@ -63,6 +77,57 @@ impl Pg {
                 .query_opt("SELECT * FROM accounts WHERE email = $1", &[&email])
                 .await?;
             Ok(row.as_ref().map(account_of))
+        })
+    }
+
+    /// The account that receives mail for `addr` (its primary address or an alias).
+    pub(crate) fn account_for_address(&self, addr: &str) -> Result<Option<Account>> {
+        let addr = addr.trim().to_ascii_lowercase();
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let row = c
+                .query_opt(
+                    "SELECT * FROM accounts WHERE email = $1 OR $1 = ANY(aliases) \
+                     ORDER BY email = $1 DESC, email COLLATE \"C\" LIMIT 1",
+                    &[&addr],
+                )
+                .await?;
+            Ok(row.as_ref().map(account_of))
+        })
+    }
+
+    /// An account's storage limit and usage (`quota.rs`); no row: no limit, nothing used.
+    pub(crate) fn quota(&self, account_id: u64) -> Result<Quota> {
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let row = c
+                .query_opt(
+                    "SELECT limit_kib, used_bytes, used_messages FROM quota WHERE account_id = $1",
+                    &[&(account_id as i64)],
+                )
+                .await?;
+            Ok(row.map(|r| quota_of(&r)).unwrap_or_default())
+        })
+    }
+
+    /// `tanba user quota`: sets (or with `None` removes) an account's STORAGE limit in KiB.
+    pub(crate) fn set_quota_limit(&self, email: &str, limit_kib: Option<u64>) -> Result<Quota> {
+        let email = email.trim().to_ascii_lowercase();
+        let limit = limit_kib.map(|l| l.min(i64::MAX as u64) as i64);
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            // One statement: the row is written only while the account exists.
+            let row = c
+                .query_opt(
+                    "INSERT INTO quota (account_id, limit_kib) \
+                     SELECT id, $2 FROM accounts WHERE email = $1 \
+                     ON CONFLICT (account_id) DO UPDATE SET limit_kib = excluded.limit_kib \
+                     RETURNING limit_kib, used_bytes, used_messages",
+                    &[&email, &limit],
+                )
+                .await?;
+            row.map(|r| quota_of(&r))
+                .ok_or_else(|| StoreError::NotFound(format!("account {email}")))
         })
     }
 
@@ -101,7 +166,10 @@ impl Pg {
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c
-                .query_opt("DELETE FROM accounts WHERE email = $1 RETURNING *", &[&email])
+                .query_opt(
+                    "DELETE FROM accounts WHERE email = $1 RETURNING *",
+                    &[&email],
+                )
                 .await?;
             row.as_ref()
                 .map(account_of)

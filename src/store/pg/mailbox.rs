@@ -1,7 +1,7 @@
 //! Mailboxes on PostgreSQL: the same behaviour as `store/mailbox.rs` on sled.
 
 use super::super::mailbox::{normalize_name, MailboxMeta};
-use super::super::Result;
+use super::super::{MessageMeta, Result, StoreError};
 use super::Pg;
 
 fn meta_of(r: &tokio_postgres::Row) -> MailboxMeta {
@@ -71,6 +71,26 @@ impl Pg {
                 )
                 .await?;
             Ok(row.as_ref().map(meta_of))
+        })
+    }
+
+    /// A mailbox's messages. Messages are not on PostgreSQL yet: an empty mailbox answers, any
+    /// other refuses (docs/cluster.md).
+    pub(crate) fn messages(&self, mailbox_id: u64) -> Result<Vec<MessageMeta>> {
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let row = c
+                .query_one(
+                    "SELECT count(*) FROM messages WHERE mailbox_id = $1",
+                    &[&(mailbox_id as i64)],
+                )
+                .await?;
+            if row.get::<_, i64>(0) > 0 {
+                return Err(StoreError::Invalid(
+                    "messages are not yet on PostgreSQL (docs/cluster.md)".into(),
+                ));
+            }
+            Ok(Vec::new())
         })
     }
 

@@ -24,7 +24,26 @@ const POOL_SIZE: usize = 16;
 #[derive(Clone)]
 pub(crate) struct Pg {
     pool: Pool,
-    rt: std::sync::Arc<tokio::runtime::Runtime>,
+    rt: std::sync::Arc<Rt>,
+}
+
+/// The backend's runtime, shut down without blocking when the last handle goes: a `Store` may
+/// be dropped on an async worker (`tanba serve` refusing to start), where dropping a runtime
+/// the ordinary way panics.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Rt {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the runtime lives as long as Rt")
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -103,7 +122,7 @@ impl Pg {
         };
         let pg = Pg {
             pool,
-            rt: std::sync::Arc::new(rt),
+            rt: std::sync::Arc::new(Rt(Some(rt))),
         };
         pg.run(|pg| async move {
             let mut c = pg.conn().await?;
@@ -118,7 +137,9 @@ impl Pg {
         let c = self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => StoreError::Unavailable(format!(
                 "cannot connect to the database (store.url): {}",
-                e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+                e.as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string())
             )),
             e => StoreError::Unavailable(format!("database pool: {e}")),
         })?;
@@ -135,7 +156,7 @@ impl Pg {
     {
         let fut = f(self.clone());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt.spawn(async move {
+        self.rt.get().spawn(async move {
             let _ = tx.send(fut.await);
         });
         let wait = || {

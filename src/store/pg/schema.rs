@@ -98,30 +98,33 @@ pub(crate) const VERSION: i32 = MIGRATIONS.len() as i32;
 /// The recorded version (0: no schema yet).
 pub(crate) async fn current(c: &Client) -> Result<i32> {
     let row = c
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM schema_version",
-            &[],
-        )
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
         .await?;
     Ok(row.get(0))
 }
 
 /// Creates the schema or brings it to [`VERSION`]; refuses a newer one.
 pub(crate) async fn migrate(c: &mut deadpool_postgres::ClientWrapper) -> Result<()> {
-    // The version table itself: idempotent, so that two nodes may race here.
-    c.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied bigint NOT NULL)",
-    )
-    .await
-    .or_else(|e| {
-        // Two first starts at once: the loser of CREATE TABLE IF NOT EXISTS gets a unique
-        // violation on the catalog; the table exists either way.
-        if super::is_unique_violation(&e) {
-            Ok(())
-        } else {
-            Err(e)
+    // The version table itself. Two first starts at once may both try to create it: the
+    // loser gets duplicate_table (42P07) or a unique violation on the catalog; it exists then.
+    let exists: bool = c
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        if let Err(e) = c
+            .batch_execute(
+                "CREATE TABLE schema_version (version integer PRIMARY KEY, applied bigint NOT NULL)",
+            )
+            .await
+        {
+            let raced = super::is_unique_violation(&e)
+                || e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE);
+            if !raced {
+                return Err(e.into());
+            }
         }
-    })?;
+    }
     loop {
         let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])

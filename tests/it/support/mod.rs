@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 pub mod dns;
-pub mod pg;
 pub mod mail;
+pub mod pg;
 pub mod pki;
 pub mod tls;
 

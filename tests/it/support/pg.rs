@@ -25,7 +25,10 @@ fn bin_dir() -> PathBuf {
         })
         .collect();
     versions.sort();
-    versions.pop().expect("no /usr/lib/postgresql/*/bin/initdb").1
+    versions
+        .pop()
+        .expect("no /usr/lib/postgresql/*/bin/initdb")
+        .1
 }
 
 fn is_root() -> bool {
@@ -45,7 +48,7 @@ impl Postgres {
                 .unwrap();
             assert!(st.success(), "chown of the PostgreSQL temp dir");
         }
-        let pg = Postgres {
+        let mut pg = Postgres {
             port: 0,
             bin: bin_dir(),
             as_nobody,
@@ -73,7 +76,7 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        let pg = Postgres { port, ..pg };
+        pg.port = port;
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c synchronous_commit=on",
             pg.dir.path().display()
@@ -140,7 +143,16 @@ impl Postgres {
         };
         Command::new(psql)
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", "tanba", "-d", db, "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "tanba",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap()
     }
