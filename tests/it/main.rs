@@ -107,3 +107,6 @@ mod signed_cache;
 mod senderauth;
 // Greylisting (RFC 6647) and the per-address MX message rate (issue 13, point 3).
 mod greylist;
+// The store on PostgreSQL (issue 17, work in progress: docs/cluster.md): `[store]` keys, schema
+// version, `tanba user` and `tanba store migrate` against a throw-away PostgreSQL.
+mod pg;

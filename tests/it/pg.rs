@@ -1,0 +1,295 @@
+//! The store on PostgreSQL (issue 17, docs/cluster.md), against a real throw-away PostgreSQL
+//! (`support::pg`): the `[store]` keys, the schema and its version, accounts through `tanba user`,
+//! `tanba store migrate --to URL`, and `tanba serve` refusing the backend while it is incomplete.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::pg::Postgres;
+use crate::support::*;
+
+/// A config of the embedded default plus `store` lines (empty: none), in `dir`.
+fn write_config(dir: &Path, store: &str) -> PathBuf {
+    let p = dir.join("tanba.toml");
+    let mut toml = base_toml(dir);
+    if !store.is_empty() {
+        toml.push_str(&format!("\n[store]\n{store}\n"));
+    }
+    std::fs::write(&p, toml).unwrap();
+    p
+}
+
+fn pg_config(dir: &Path, pg: &Postgres, db: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!("backend = \"postgres\"\nurl = \"{}\"", pg.url(db)),
+    )
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn user_add(config: &Path, email: &str, password: &str) -> std::process::Output {
+    tanba_with_config(
+        config,
+        &["user", "add", email, "--password-stdin"],
+        Some(&format!("{password}\n")),
+    )
+}
+
+fn config_error(store: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_config(dir.path(), store);
+    let out = tanba_with_config(&p, &["config", "check"], None);
+    assert_eq!(out.status.code(), Some(2), "config check should exit 2");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Each wrong `[store]` value is refused with the key (and its line); a URL is never repeated,
+/// since it may hold a password.
+#[test]
+fn pg_store_keys_are_checked() {
+    let e = config_error("backend = \"mysql\"");
+    assert!(e.contains("store.backend (line"), "{e}");
+    assert!(e.contains("\"sled\" or \"postgres\""), "{e}");
+    let e = config_error("backend = \"postgres\"");
+    assert!(e.contains("store.url: required"), "{e}");
+    let e = config_error("backend = \"postgres\"\nurl = \"mysql://u:hunter2secret@db/x\"");
+    assert!(e.contains("store.url (line"), "{e}");
+    assert!(!e.contains("hunter2secret"), "{e}");
+    let e = config_error("url = \"postgres://tanba@127.0.0.1/x\"");
+    assert!(e.contains("store.url (line"), "{e}");
+    assert!(e.contains("only used with store.backend"), "{e}");
+    // Both accepted spellings of a good config.
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_config(
+        dir.path(),
+        "backend = \"postgres\"\nurl = \"postgresql://tanba@127.0.0.1:5/x\"",
+    );
+    ok(&tanba_with_config(&p, &["config", "check"], None));
+    let p = write_config(dir.path(), "backend = \"sled\"");
+    ok(&tanba_with_config(&p, &["config", "check"], None));
+}
+
+/// `tanba user` on backend = "postgres": the schema is created with its version recorded, the
+/// account and its default mailboxes and subscriptions are rows, and passwd/quota/del change
+/// exactly those rows.
+#[test]
+fn pg_user_commands_write_the_database() {
+    let pg = Postgres::start();
+    pg.create_db("users");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pg_config(dir.path(), &pg, "users");
+
+    let out = ok(&user_add(&cfg, "Alice@Example.test", "secret-alice"));
+    assert!(out.contains("created alice@example.test"), "{out}");
+    assert_eq!(pg.query("users", "SELECT version FROM schema_version"), "1");
+    assert_eq!(
+        pg.query(
+            "users",
+            "SELECT email || ' ' || left(password_hash, 10) FROM accounts"
+        ),
+        "alice@example.test $argon2id$"
+    );
+    assert_eq!(
+        pg.query(
+            "users",
+            "SELECT string_agg(name || ':' || coalesce(special_use, '-') || ':' || uidnext, ' ' \
+             ORDER BY name) FROM mailboxes"
+        ),
+        "Archive:\\Archive:1 Drafts:\\Drafts:1 INBOX:-:1 Junk:\\Junk:1 Sent:\\Sent:1 Trash:\\Trash:1"
+    );
+    assert_eq!(pg.query("users", "SELECT count(*) FROM subscriptions"), "6");
+    // UIDVALIDITY as on sled: derived from the mailbox id, never reused.
+    assert_eq!(
+        pg.query(
+            "users",
+            "SELECT count(*) FROM mailboxes WHERE uidvalidity <> id"
+        ),
+        "0"
+    );
+
+    let list = ok(&tanba_with_config(&cfg, &["user", "list"], None));
+    assert_eq!(list.trim(), "alice@example.test\t0 messages\t0 bytes");
+
+    let dup = user_add(&cfg, "alice@example.test", "secret-alice");
+    assert_eq!(dup.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    let before = pg.query("users", "SELECT password_hash FROM accounts");
+    ok(&tanba_with_config(
+        &cfg,
+        &["user", "passwd", "alice@example.test", "--password-stdin"],
+        Some("another-secret\n"),
+    ));
+    let after = pg.query("users", "SELECT password_hash FROM accounts");
+    assert!(after.starts_with("$argon2id$") && after != before);
+
+    let q = ok(&tanba_with_config(
+        &cfg,
+        &["user", "quota", "alice@example.test", "2M"],
+        None,
+    ));
+    assert!(q.contains("quota 2048 KiB"), "{q}");
+    assert_eq!(pg.query("users", "SELECT limit_kib FROM quota"), "2048");
+
+    // What is not on PostgreSQL yet says so instead of doing nothing.
+    let out = tanba_with_config(&cfg, &["alias", "list"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not yet on PostgreSQL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    ok(&tanba_with_config(
+        &cfg,
+        &["user", "del", "alice@example.test"],
+        None,
+    ));
+    assert_eq!(
+        pg.query(
+            "users",
+            "SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM mailboxes) \
+             + (SELECT count(*) FROM subscriptions) + (SELECT count(*) FROM quota)"
+        ),
+        "0"
+    );
+}
+
+/// Until the whole store API is on PostgreSQL, `tanba serve` refuses the backend (exit 2, a
+/// message pointing at docs/cluster.md), after having created the schema.
+#[test]
+fn pg_serve_refuses_the_incomplete_backend() {
+    let pg = Postgres::start();
+    pg.create_db("srv");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pg_config(dir.path(), &pg, "srv");
+    let out = tanba_with_config(&cfg, &["serve"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not usable yet"), "{err}");
+    assert!(err.contains("docs/cluster.md"), "{err}");
+    assert_eq!(
+        pg.query("srv", "SELECT max(version) FROM schema_version"),
+        "1"
+    );
+}
+
+/// `tanba store migrate --to URL` copies accounts (password hashes, ids), mailboxes
+/// (UIDVALIDITY, UIDNEXT) and subscriptions and quota limits, verified; the copy then serves
+/// `tanba user` on PostgreSQL, and new ids come after the copied ones. A second migrate into
+/// the same database and a store with messages are refused before anything is written.
+#[test]
+fn pg_store_migrate_copies_accounts_and_mailboxes() {
+    let pg = Postgres::start();
+    pg.create_db("mig");
+    pg.create_db("mig2");
+    // An embedded store made by a server (admin commands never create one), then stopped.
+    let mut srv = TestServer::start();
+    srv.add_user("alice@example.test", "secret-alice");
+    srv.add_user("bob@example.test", "secret-bob12");
+    ok(&srv.tanba(&["user", "quota", "bob@example.test", "1M"], None));
+    srv.stop();
+    let sled_cfg = srv.config_path.clone();
+    let dir = &srv.dir;
+
+    let out = ok(&tanba_with_config(
+        &sled_cfg,
+        &["store", "migrate", "--to", &pg.url("mig")],
+        None,
+    ));
+    assert!(
+        out.contains("copied 2 accounts, 12 mailboxes, 12 subscriptions"),
+        "{out}"
+    );
+    assert_eq!(pg.query("mig", "SELECT version FROM schema_version"), "1");
+    assert_eq!(
+        pg.query(
+            "mig",
+            "SELECT string_agg(email, ' ' ORDER BY email) FROM accounts"
+        ),
+        "alice@example.test bob@example.test"
+    );
+    assert_eq!(
+        pg.query(
+            "mig",
+            "SELECT count(*) FROM mailboxes WHERE uidvalidity <> id OR uidnext <> 1"
+        ),
+        "0"
+    );
+    assert_eq!(
+        pg.query(
+            "mig",
+            "SELECT a.email || ' ' || q.limit_kib FROM quota q JOIN accounts a ON a.id = q.account_id"
+        ),
+        "bob@example.test 1024"
+    );
+
+    // The copy serves the same accounts on PostgreSQL; a new account's ids come after the
+    // copied ones (the id sequence was moved past them).
+    let pg_dir = tempfile::tempdir().unwrap();
+    let pg_cfg = pg_config(pg_dir.path(), &pg, "mig");
+    let list = ok(&tanba_with_config(&pg_cfg, &["user", "list"], None));
+    assert_eq!(
+        list.trim(),
+        "alice@example.test\t0 messages\t0 bytes\nbob@example.test\t0 messages\t0 bytes"
+    );
+    ok(&user_add(&pg_cfg, "carol@example.test", "secret-carol"));
+    assert_eq!(
+        pg.query(
+            "mig",
+            "SELECT (SELECT min(m.id) FROM mailboxes m JOIN accounts a ON a.id = m.account_id \
+             WHERE a.email = 'carol@example.test') > (SELECT max(id) FROM mailboxes m \
+             WHERE m.account_id IN (SELECT id FROM accounts WHERE email <> 'carol@example.test'))"
+        ),
+        "t"
+    );
+
+    // Into a database that already holds accounts: refused.
+    let again = tanba_with_config(
+        &sled_cfg,
+        &["store", "migrate", "--to", &pg.url("mig")],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds accounts"));
+
+    // A store with a message: refused, nothing written.
+    let mbox = dir.path().join("one.mbox");
+    std::fs::write(
+        &mbox,
+        "From a@example.test Thu Jan  1 00:00:00 2026\nSubject: hi\n\nbody\n",
+    )
+    .unwrap();
+    ok(&tanba_with_config(
+        &sled_cfg,
+        &[
+            "import",
+            "mbox",
+            mbox.to_str().unwrap(),
+            "--user",
+            "alice@example.test",
+        ],
+        None,
+    ));
+    let out = tanba_with_config(
+        &sled_cfg,
+        &["store", "migrate", "--to", &pg.url("mig2")],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds messages"), "{err}");
+    assert_eq!(
+        pg.query("mig2", "SELECT to_regclass('accounts') IS NULL"),
+        "t"
+    );
+}
