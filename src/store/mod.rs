@@ -1,6 +1,9 @@
-//! The mailbox store: accounts, mailboxes, messages and the outbound queue, in one sled database.
+//! The mailbox store: accounts, mailboxes, messages and the outbound queue, in one sled database
+//! (the embedded backend, [`Sled`]) or, work in progress, in PostgreSQL (`pg/`, docs/cluster.md).
 //!
-//! This is the only module that names `sled`. Everything else sees [`Store`] and plain records.
+//! This is the only module that names `sled` or SQL. Everything else sees [`Store`] (whose
+//! methods, in `dispatch.rs`, call the configured backend) and plain records. What follows is
+//! the embedded backend; the PostgreSQL schema is in `pg/schema.rs`.
 //!
 //! # Key layout (all integers big-endian so that sled's byte order is numeric order)
 //!
