@@ -205,7 +205,7 @@ impl Store {
     pub fn add_subscription(&self, account_id: u64, name: &str) -> Result<()> {
         match &self.b {
             Inner::Sled(s) => s.add_subscription(account_id, name),
-            Inner::Postgres(_) => Err(not_yet("add_subscription")),
+            Inner::Postgres(p) => p.add_subscription(account_id, name),
         }
     }
 
@@ -332,7 +332,7 @@ impl Store {
     ) -> Result<MailboxMeta> {
         match &self.b {
             Inner::Sled(s) => s.create_mailbox(account_id, name, special_use),
-            Inner::Postgres(_) => Err(not_yet("create_mailbox")),
+            Inner::Postgres(p) => p.create_mailbox(account_id, name, special_use),
         }
     }
 
@@ -363,7 +363,7 @@ impl Store {
     pub fn delete_mailbox(&self, account_id: u64, name: &str) -> Result<()> {
         match &self.b {
             Inner::Sled(s) => s.delete_mailbox(account_id, name),
-            Inner::Postgres(_) => Err(not_yet("delete_mailbox")),
+            Inner::Postgres(p) => p.delete_mailbox(account_id, name),
         }
     }
 
@@ -429,7 +429,7 @@ impl Store {
     pub fn mailbox_by_id(&self, id: u64) -> Result<Option<MailboxMeta>> {
         match &self.b {
             Inner::Sled(s) => s.mailbox_by_id(id),
-            Inner::Postgres(_) => Err(not_yet("mailbox_by_id")),
+            Inner::Postgres(p) => p.mailbox_by_id(id),
         }
     }
 
@@ -437,7 +437,7 @@ impl Store {
     pub fn mailbox_infos(&self, account_id: u64) -> Result<Vec<MailboxInfo>> {
         match &self.b {
             Inner::Sled(s) => s.mailbox_infos(account_id),
-            Inner::Postgres(_) => Err(not_yet("mailbox_infos")),
+            Inner::Postgres(p) => p.mailbox_infos(account_id),
         }
     }
 
@@ -609,7 +609,7 @@ impl Store {
     pub fn remove_subscription(&self, account_id: u64, name: &str) -> Result<()> {
         match &self.b {
             Inner::Sled(s) => s.remove_subscription(account_id, name),
-            Inner::Postgres(_) => Err(not_yet("remove_subscription")),
+            Inner::Postgres(p) => p.remove_subscription(account_id, name),
         }
     }
 
@@ -618,7 +618,7 @@ impl Store {
     pub fn rename_mailbox(&self, account_id: u64, from: &str, to: &str) -> Result<()> {
         match &self.b {
             Inner::Sled(s) => s.rename_mailbox(account_id, from, to),
-            Inner::Postgres(_) => Err(not_yet("rename_mailbox")),
+            Inner::Postgres(p) => p.rename_mailbox(account_id, from, to),
         }
     }
 

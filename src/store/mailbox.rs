@@ -112,7 +112,7 @@ pub fn normalize_name(name: &str) -> String {
     name.to_string()
 }
 
-fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 512
         || name.starts_with(DELIMITER)
@@ -147,6 +147,25 @@ fn account_alive(
     Ok(())
 }
 
+/// Mailboxes (sorted by name) with their \HasChildren state, for LIST (both backends).
+pub(crate) fn infos_of(all: Vec<MailboxMeta>) -> Vec<MailboxInfo> {
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|m| m.name.as_str()).collect();
+    all.iter()
+        .map(|m| {
+            let prefix = format!("{}{}", m.name, DELIMITER);
+            // The first name at or after "name/" is a child if any is.
+            let has_children = names
+                .range(prefix.as_str()..)
+                .next()
+                .is_some_and(|n| n.starts_with(&prefix));
+            MailboxInfo {
+                meta: m.clone(),
+                has_children,
+            }
+        })
+        .collect()
+}
+
 impl Sled {
     /// All mailboxes of an account, sorted by name.
     pub fn mailboxes(&self, account_id: u64) -> Result<Vec<MailboxMeta>> {
@@ -162,24 +181,7 @@ impl Sled {
 
     /// Mailboxes with their \HasChildren state (for LIST), sorted by name.
     pub fn mailbox_infos(&self, account_id: u64) -> Result<Vec<MailboxInfo>> {
-        let all = self.mailboxes(account_id)?;
-        let names: std::collections::BTreeSet<&str> = all.iter().map(|m| m.name.as_str()).collect();
-        let infos = all
-            .iter()
-            .map(|m| {
-                let prefix = format!("{}{}", m.name, DELIMITER);
-                // The first name at or after "name/" is a child if any is.
-                let has_children = names
-                    .range(prefix.as_str()..)
-                    .next()
-                    .is_some_and(|n| n.starts_with(&prefix));
-                MailboxInfo {
-                    meta: m.clone(),
-                    has_children,
-                }
-            })
-            .collect();
-        Ok(infos)
+        Ok(infos_of(self.mailboxes(account_id)?))
     }
 
     pub fn mailbox(&self, account_id: u64, name: &str) -> Result<Option<MailboxMeta>> {

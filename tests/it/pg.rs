@@ -293,3 +293,54 @@ fn pg_store_migrate_copies_accounts_and_mailboxes() {
         "t"
     );
 }
+
+/// Mailbox creation on PostgreSQL, through the one command that reaches it before `serve` can
+/// start: `tanba import mbox --mailbox A/B` creates the mailbox with its missing parent and
+/// subscribes it, then stops at the first message (messages are not on PostgreSQL yet) with
+/// an error that says so.
+#[test]
+fn pg_import_creates_the_mailbox_and_its_parent() {
+    let pg = Postgres::start();
+    pg.create_db("imp");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pg_config(dir.path(), &pg, "imp");
+    ok(&user_add(&cfg, "alice@example.test", "secret-alice"));
+    let mbox = dir.path().join("one.mbox");
+    std::fs::write(
+        &mbox,
+        "From a@example.test Thu Jan  1 00:00:00 2026\nSubject: hi\n\nbody\n",
+    )
+    .unwrap();
+    let out = tanba_with_config(
+        &cfg,
+        &[
+            "import",
+            "mbox",
+            mbox.to_str().unwrap(),
+            "--user",
+            "alice@example.test",
+            "--mailbox",
+            "Projects/2026",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not yet on PostgreSQL"), "{err}");
+    assert_eq!(
+        pg.query(
+            "imp",
+            "SELECT string_agg(name || ':' || (uidvalidity = id) || ':' || uidnext, ' ' \
+             ORDER BY name) FROM mailboxes WHERE name LIKE 'Projects%'"
+        ),
+        "Projects:true:1 Projects/2026:true:1"
+    );
+    assert_eq!(
+        pg.query(
+            "imp",
+            "SELECT string_agg(name, ' ' ORDER BY name) FROM subscriptions \
+             WHERE name LIKE 'Projects%'"
+        ),
+        "Projects/2026"
+    );
+}

@@ -1,6 +1,8 @@
 //! Mailboxes on PostgreSQL: the same behaviour as `store/mailbox.rs` on sled.
 
-use super::super::mailbox::{normalize_name, MailboxMeta};
+use super::super::mailbox::{
+    infos_of, normalize_name, validate_name, MailboxInfo, MailboxMeta, DELIMITER, MAX_SUBSCRIPTIONS,
+};
 use super::super::{MessageMeta, Result, StoreError};
 use super::Pg;
 
@@ -23,7 +25,7 @@ fn meta_of(r: &tokio_postgres::Row) -> MailboxMeta {
 pub(super) async fn insert_mailbox(
     tx: &impl deadpool_postgres::GenericClient,
     m: &MailboxMeta,
-) -> Result<()> {
+) -> std::result::Result<(), tokio_postgres::Error> {
     tx.execute(
         "INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext, special_use, \
          messages, unseen, highest_modseq, recent_mark) \
@@ -46,6 +48,266 @@ pub(super) async fn insert_mailbox(
 }
 
 impl Pg {
+    pub(crate) fn mailbox_by_id(&self, id: u64) -> Result<Option<MailboxMeta>> {
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let row = c
+                .query_opt("SELECT * FROM mailboxes WHERE id = $1", &[&(id as i64)])
+                .await?;
+            Ok(row.as_ref().map(meta_of))
+        })
+    }
+
+    /// Mailboxes with their \HasChildren state (for LIST), sorted by name.
+    pub(crate) fn mailbox_infos(&self, account_id: u64) -> Result<Vec<MailboxInfo>> {
+        Ok(infos_of(self.mailboxes(account_id)?))
+    }
+
+    /// Creates a mailbox and any missing parents (RFC 3501 §6.3.3), in one transaction that
+    /// holds the account row (`FOR SHARE`): a deleted account gets nothing (sled's
+    /// `account_alive`).
+    pub(crate) fn create_mailbox(
+        &self,
+        account_id: u64,
+        name: &str,
+        special_use: Option<&str>,
+    ) -> Result<MailboxMeta> {
+        let name = normalize_name(name);
+        validate_name(&name)?;
+        let special = special_use.map(String::from);
+        self.run(|pg| async move {
+            let mut c = pg.conn().await?;
+            let tx = c.transaction().await?;
+            account_alive(&tx, account_id).await?;
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2",
+                    &[&(account_id as i64), &name],
+                )
+                .await?;
+            if exists.is_some() {
+                return Err(StoreError::Exists(format!("mailbox {name}")));
+            }
+            let parts: Vec<&str> = name.split(DELIMITER).collect();
+            for i in 1..parts.len() {
+                let parent = parts[..i].join("/");
+                create_if_missing(&tx, account_id, &parent).await?;
+            }
+            let meta = MailboxMeta::new(
+                Pg::next_id(&tx).await?,
+                account_id,
+                &name,
+                special.as_deref(),
+            );
+            insert_mailbox(&tx, &meta).await.map_err(|e| {
+                if super::is_unique_violation(&e) {
+                    StoreError::Exists(format!("mailbox {name}"))
+                } else {
+                    e.into()
+                }
+            })?;
+            tx.commit().await?;
+            Ok(meta)
+        })
+    }
+
+    /// Deletes a mailbox (its messages go with it: ON DELETE CASCADE). INBOX cannot be deleted;
+    /// a mailbox with children is refused; subscriptions stay (RFC 3501 §6.3.6; `mailbox.rs`).
+    pub(crate) fn delete_mailbox(&self, account_id: u64, name: &str) -> Result<()> {
+        let name = normalize_name(name);
+        if name == "INBOX" {
+            return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+        }
+        self.run(|pg| async move {
+            let mut c = pg.conn().await?;
+            let tx = c.transaction().await?;
+            let row = tx
+                .query_opt(
+                    "SELECT id, messages FROM mailboxes WHERE account_id = $1 AND name = $2 \
+                     FOR UPDATE",
+                    &[&(account_id as i64), &name],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound(format!("mailbox {name}")));
+            };
+            if row.get::<_, i64>(1) > 0 {
+                // Blob reference counts come with messages (docs/cluster.md, next steps).
+                return Err(StoreError::Invalid(
+                    "deleting a mailbox with messages is not yet on PostgreSQL".into(),
+                ));
+            }
+            let prefix = format!("{name}/");
+            let children = tx
+                .query_opt(
+                    "SELECT 1 FROM mailboxes WHERE account_id = $1 \
+                     AND left(name, char_length($2)) = $2 LIMIT 1",
+                    &[&(account_id as i64), &prefix],
+                )
+                .await?;
+            if children.is_some() {
+                return Err(StoreError::Invalid(format!(
+                    "mailbox {name} has children; delete them first"
+                )));
+            }
+            tx.execute(
+                "DELETE FROM mailboxes WHERE id = $1",
+                &[&row.get::<_, i64>(0)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Renames a mailbox and its children, with their subscriptions, in one transaction.
+    /// Renaming INBOX moves its messages to a new mailbox (RFC 3501 §6.3.5): only an empty
+    /// INBOX so far (messages are not on PostgreSQL yet).
+    pub(crate) fn rename_mailbox(&self, account_id: u64, from: &str, to: &str) -> Result<()> {
+        let from = normalize_name(from);
+        let to = normalize_name(to);
+        validate_name(&to)?;
+        if to.starts_with(&format!("{from}/")) {
+            return Err(StoreError::Invalid(
+                "cannot move a mailbox into itself".into(),
+            ));
+        }
+        self.run(|pg| async move {
+            let mut c = pg.conn().await?;
+            let tx = c.transaction().await?;
+            account_alive(&tx, account_id).await?;
+            let acc = account_id as i64;
+            let src = tx
+                .query_opt(
+                    "SELECT messages FROM mailboxes WHERE account_id = $1 AND name = $2 \
+                     FOR UPDATE",
+                    &[&acc, &from],
+                )
+                .await?;
+            let Some(src) = src else {
+                return Err(StoreError::NotFound(format!("mailbox {from}")));
+            };
+            let taken = tx
+                .query_opt(
+                    "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2",
+                    &[&acc, &to],
+                )
+                .await?;
+            if taken.is_some() {
+                return Err(StoreError::Exists(format!("mailbox {to}")));
+            }
+            let parts: Vec<&str> = to.split(DELIMITER).collect();
+            for i in 1..parts.len() {
+                create_if_missing(&tx, account_id, &parts[..i].join("/")).await?;
+            }
+            if from == "INBOX" {
+                if src.get::<_, i64>(0) > 0 {
+                    return Err(StoreError::Invalid(
+                        "renaming INBOX with messages is not yet on PostgreSQL".into(),
+                    ));
+                }
+                create_if_missing(&tx, account_id, &to).await?;
+                tx.commit().await?;
+                return Ok(());
+            }
+            let prefix = format!("{from}/");
+            // Subscriptions of the name and of every name under it move along (`mailbox.rs`);
+            // a subscription already held under a new name stays one.
+            let subs: Vec<String> = tx
+                .query(
+                    "DELETE FROM subscriptions WHERE account_id = $1 \
+                     AND (name = $2 OR left(name, char_length($3)) = $3) RETURNING name",
+                    &[&acc, &from, &prefix],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for n in &subs {
+                let new_name = format!("{to}{}", &n[from.len()..]);
+                tx.execute(
+                    "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&acc, &new_name],
+                )
+                .await?;
+            }
+            // New names all start with `to`, which neither exists nor lies under `from`: no
+            // two renamed rows collide; a collision with another mailbox is Exists.
+            tx.execute(
+                "UPDATE mailboxes SET name = $4 || substr(name, char_length($2) + 1) \
+                 WHERE account_id = $1 AND (name = $2 OR left(name, char_length($3)) = $3)",
+                &[&acc, &from, &prefix, &to],
+            )
+            .await
+            .map_err(|e| {
+                if super::is_unique_violation(&e) {
+                    StoreError::Exists(format!("mailbox {to}"))
+                } else {
+                    e.into()
+                }
+            })?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Adds `name` to the account's subscriptions (SUBSCRIBE); the name need not exist; at
+    /// most [`MAX_SUBSCRIPTIONS`].
+    pub(crate) fn add_subscription(&self, account_id: u64, name: &str) -> Result<()> {
+        let name = normalize_name(name);
+        validate_name(&name)?;
+        self.run(|pg| async move {
+            let mut c = pg.conn().await?;
+            let tx = c.transaction().await?;
+            account_alive(&tx, account_id).await?;
+            let acc = account_id as i64;
+            let have = tx
+                .query_opt(
+                    "SELECT 1 FROM subscriptions WHERE account_id = $1 AND name = $2",
+                    &[&acc, &name],
+                )
+                .await?;
+            if have.is_some() {
+                return Ok(());
+            }
+            let n: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM subscriptions WHERE account_id = $1",
+                    &[&acc],
+                )
+                .await?
+                .get(0);
+            if n as usize >= MAX_SUBSCRIPTIONS {
+                return Err(StoreError::Invalid(format!(
+                    "Too many subscriptions (at most {MAX_SUBSCRIPTIONS})"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[&acc, &name],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Removes `name` from the account's subscriptions (UNSUBSCRIBE); not subscribed is fine.
+    pub(crate) fn remove_subscription(&self, account_id: u64, name: &str) -> Result<()> {
+        let name = normalize_name(name);
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            c.execute(
+                "DELETE FROM subscriptions WHERE account_id = $1 AND name = $2",
+                &[&(account_id as i64), &name],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
     /// All mailboxes of an account, sorted by name (bytewise, as sled's keys).
     pub(crate) fn mailboxes(&self, account_id: u64) -> Result<Vec<MailboxMeta>> {
         self.run(|pg| async move {
@@ -107,4 +369,43 @@ impl Pg {
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
+}
+
+/// Inside a transaction that creates or renames mailboxes or subscribes: fails unless the
+/// account exists, and holds its row (`FOR SHARE`) so that a concurrent `delete_account` waits
+/// for the commit (and then removes what was made, ON DELETE CASCADE).
+async fn account_alive(tx: &impl deadpool_postgres::GenericClient, account_id: u64) -> Result<()> {
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM accounts WHERE id = $1 FOR SHARE",
+            &[&(account_id as i64)],
+        )
+        .await?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound("account".into())),
+    }
+}
+
+/// Creates mailbox `name` (no special use) unless it exists.
+async fn create_if_missing(
+    tx: &impl deadpool_postgres::GenericClient,
+    account_id: u64,
+    name: &str,
+) -> Result<()> {
+    let id = Pg::next_id(tx).await?;
+    let m = MailboxMeta::new(id, account_id, name, None);
+    tx.execute(
+        "INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, name) DO NOTHING",
+        &[
+            &(m.id as i64),
+            &(m.account_id as i64),
+            &m.name,
+            &i64::from(m.uidvalidity),
+            &i64::from(m.uidnext),
+        ],
+    )
+    .await?;
+    Ok(())
 }
