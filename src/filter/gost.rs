@@ -52,7 +52,7 @@
 use std::sync::OnceLock;
 
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
-use crypto_bigint::{Limb, NonZero, Odd, Uint};
+use crypto_bigint::{Limb, Odd, Uint};
 use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
 use der::{Decode, Sequence, Tag, Tagged};
 use gost94::Digest;
@@ -443,7 +443,6 @@ enum FieldKind<const N: usize> {
 struct Field<const N: usize> {
     m: [u64; N],
     modulus: Odd<Uint<N>>,
-    nonzero: NonZero<Uint<N>>,
     kind: FieldKind<N>,
     /// 1 in the field's representation.
     one: [u64; N],
@@ -482,7 +481,6 @@ impl<const N: usize> Field<N> {
         Field {
             m: *m,
             modulus: odd,
-            nonzero: NonZero::new(Uint::from_words(*m)).expect("modulus is odd"),
             kind,
             one,
         }
@@ -501,9 +499,7 @@ impl<const N: usize> Field<N> {
     #[inline]
     fn add(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
         match &self.kind {
-            FieldKind::Special(c) => Uint::from_words(*a)
-                .add_mod_special(&Uint::from_words(*b), *c)
-                .to_words(),
+            FieldKind::Special(c) => special::add(a, b, c.0),
             FieldKind::Monty(p) => Self::words(&Self::monty(a, p).add(&Self::monty(b, p))),
         }
     }
@@ -511,10 +507,7 @@ impl<const N: usize> Field<N> {
     #[inline]
     fn sub(&self, a: &[u64; N], b: &[u64; N]) -> [u64; N] {
         match &self.kind {
-            // The generic subtraction measures faster than `sub_mod_special` here.
-            FieldKind::Special(_) => Uint::from_words(*a)
-                .sub_mod(&Uint::from_words(*b), &self.nonzero)
-                .to_words(),
+            FieldKind::Special(c) => special::sub(a, b, c.0),
             FieldKind::Monty(p) => Self::words(&Self::monty(a, p).sub(&Self::monty(b, p))),
         }
     }
@@ -522,7 +515,7 @@ impl<const N: usize> Field<N> {
     #[inline]
     fn neg(&self, a: &[u64; N]) -> [u64; N] {
         match &self.kind {
-            FieldKind::Special(c) => Uint::from_words(*a).neg_mod_special(*c).to_words(),
+            FieldKind::Special(c) => special::sub(&[0; N], a, c.0),
             FieldKind::Monty(p) => Self::words(&Self::monty(a, p).neg()),
         }
     }
@@ -537,7 +530,7 @@ impl<const N: usize> Field<N> {
         match &self.kind {
             FieldKind::Special(c) => {
                 let (lo, hi) = Uint::from_words(*a).widening_mul(&Uint::from_words(*b));
-                Self::reduce_special(&lo, &hi, *c).to_words()
+                special::reduce(&lo.to_words(), &hi.to_words(), c.0)
             }
             FieldKind::Monty(p) => Self::words(&Self::monty(a, p).mul(&Self::monty(b, p))),
         }
@@ -548,36 +541,9 @@ impl<const N: usize> Field<N> {
         match &self.kind {
             FieldKind::Special(c) => {
                 let (lo, hi) = Uint::from_words(*a).widening_square();
-                Self::reduce_special(&lo, &hi, *c).to_words()
+                special::reduce(&lo.to_words(), &hi.to_words(), c.0)
             }
             FieldKind::Monty(p) => Self::words(&Self::monty(a, p).square()),
-        }
-    }
-
-    /// `lo + hi·2^(64N) mod (2^(64N) − c)`, fully reduced, for `c < 2^32`: the folding of
-    /// crypto-bigint's `mul_mod_special` (HAC 14.47), which has no squaring counterpart
-    /// (squaring needs about half the word products of a multiplication) and measured ~8 %
-    /// slower than this variable-time form on a product. Variable time.
-    #[inline]
-    fn reduce_special(lo: &Uint<N>, hi: &Uint<N>, c: Limb) -> Uint<N> {
-        // hi·2^(64N) ≡ hi·c = t_lo + t_hi·2^(64N), t_hi < c.
-        let (t_lo, t_hi) = hi.widening_mul(&Uint::<1>::from_word(c.0));
-        let (s, carry) = lo.carrying_add(&t_lo, Limb::ZERO);
-        // (t_hi + carry)·2^(64N) ≡ (t_hi + carry)·c < 2^64 (c < 2^32).
-        let extra = (t_hi.to_words()[0] + carry.0) * c.0;
-        let (s, carry) = s.carrying_add(&Uint::from_word(extra), Limb::ZERO);
-        // On overflow s < extra is small, and 2^(64N) ≡ c: no second overflow.
-        let s = if carry != Limb::ZERO {
-            s.wrapping_add(&Uint::from_word(c.0))
-        } else {
-            s
-        };
-        // s ≥ m ⇔ s + c overflows; then s − m = s + c − 2^(64N).
-        let (t, carry) = s.carrying_add(&Uint::from_word(c.0), Limb::ZERO);
-        if carry != Limb::ZERO {
-            t
-        } else {
-            s
         }
     }
 
@@ -609,6 +575,116 @@ impl<const N: usize> Field<N> {
                 .map(|x: FixedMontyForm<N>| Self::words(&x))
                 .unwrap_or([0; N]),
         }
+    }
+}
+
+/// Limb plumbing for the special primes `m = 2^(64N) − c`, `0 < c < 2^32`, on fully reduced
+/// residues (`< m`): addition, subtraction and the folding of a double-width product
+/// (HAC 14.47). crypto-bigint's `add_mod_special` / `sub_mod` are constant time and were 29 % of
+/// a 512-bit verification; these are carry chains over `u128`, with branches only where a
+/// value's range makes them almost never taken (variable time: public data only, see the module
+/// docs). Checked against Montgomery form and OpenSSL's BN in the tests.
+mod special {
+    /// `a + b` with the carry out (0 or 1).
+    #[inline(always)]
+    fn add_limbs<const N: usize>(a: &[u64; N], b: &[u64; N]) -> ([u64; N], u64) {
+        let mut out = [0u64; N];
+        let mut carry = 0u64;
+        for i in 0..N {
+            let t = u128::from(a[i]) + u128::from(b[i]) + u128::from(carry);
+            out[i] = t as u64;
+            carry = (t >> 64) as u64;
+        }
+        (out, carry)
+    }
+
+    /// `a + small` with the carry out.
+    #[inline(always)]
+    fn add_small<const N: usize>(a: &[u64; N], small: u64) -> ([u64; N], u64) {
+        let mut out = *a;
+        let mut carry = small;
+        for limb in out.iter_mut() {
+            let t = u128::from(*limb) + u128::from(carry);
+            *limb = t as u64;
+            carry = (t >> 64) as u64;
+        }
+        (out, carry)
+    }
+
+    /// `a − b` with the borrow out (0 or 1).
+    #[inline(always)]
+    fn sub_limbs<const N: usize>(a: &[u64; N], b: &[u64; N]) -> ([u64; N], u64) {
+        let mut out = [0u64; N];
+        let mut borrow = 0u64;
+        for i in 0..N {
+            let t = u128::from(a[i])
+                .wrapping_sub(u128::from(b[i]))
+                .wrapping_sub(u128::from(borrow));
+            out[i] = t as u64;
+            borrow = ((t >> 64) as u64) & 1;
+        }
+        (out, borrow)
+    }
+
+    /// `a − small`, for `a ≥ small`.
+    #[inline(always)]
+    fn sub_small<const N: usize>(a: &[u64; N], small: u64) -> [u64; N] {
+        let mut out = *a;
+        let mut borrow = small;
+        for limb in out.iter_mut() {
+            let t = u128::from(*limb).wrapping_sub(u128::from(borrow));
+            *limb = t as u64;
+            borrow = ((t >> 64) as u64) & 1;
+        }
+        out
+    }
+
+    /// `a + b mod m` for `a, b < m`.
+    #[inline]
+    pub(super) fn add<const N: usize>(a: &[u64; N], b: &[u64; N], c: u64) -> [u64; N] {
+        // s = a + b − carry·2^(64N). The sum is ≥ m iff it carried or s + c carries; then the
+        // result is s + c (mod 2^(64N)): a + b − m = s + c − (1 − carry)·2^(64N).
+        let (s, carry) = add_limbs(a, b);
+        let (t, carry2) = add_small(&s, c);
+        let mask = 0u64.wrapping_sub(carry | carry2);
+        let mut out = [0u64; N];
+        for i in 0..N {
+            out[i] = (t[i] & mask) | (s[i] & !mask);
+        }
+        out
+    }
+
+    /// `a − b mod m` for `a, b < m`.
+    #[inline]
+    pub(super) fn sub<const N: usize>(a: &[u64; N], b: &[u64; N], c: u64) -> [u64; N] {
+        // On borrow d = a − b + 2^(64N) and the result is a − b + m = d − c; d > c then.
+        let (d, borrow) = sub_limbs(a, b);
+        sub_small(&d, c & 0u64.wrapping_sub(borrow))
+    }
+
+    /// `lo + hi·2^(64N) mod m`, fully reduced, for any `lo, hi < 2^(64N)`.
+    #[inline]
+    pub(super) fn reduce<const N: usize>(lo: &[u64; N], hi: &[u64; N], c: u64) -> [u64; N] {
+        // hi·2^(64N) ≡ hi·c: s = lo + hi·c = r + top·2^(64N) with top ≤ c.
+        let mut r = [0u64; N];
+        let mut top = 0u64;
+        for i in 0..N {
+            let t = u128::from(lo[i]) + u128::from(hi[i]) * u128::from(c) + u128::from(top);
+            r[i] = t as u64;
+            top = (t >> 64) as u64;
+        }
+        // top·2^(64N) ≡ top·c < 2^64 (c < 2^32).
+        let (mut r, carry) = add_small(&r, top * c);
+        if carry != 0 {
+            // r < top·c is small now: + c cannot carry again.
+            r = add_small(&r, c).0;
+        }
+        // r ≥ m ⇔ every limb above the lowest is all ones and the lowest is ≥ m's (almost
+        // never: then r − m = r + c mod 2^(64N)).
+        if r[1..].iter().all(|&l| l == u64::MAX) && r[0] >= 0u64.wrapping_sub(c) {
+            r = add_small(&r, c).0;
+        }
+        r
     }
 }
 
@@ -2260,6 +2336,72 @@ mod tests {
                 .expect("BN_mod_mul");
             assert_eq!(bn_from_limbs(&f.mul(a, b)), prod, "mul vs OpenSSL");
         }
+    }
+
+    /// The special-prime folding on double-width inputs that products of reduced values rarely or
+    /// never give (every carry branch: `top·c` carrying out, a result in `[m, 2^(64N))`), and
+    /// addition and subtraction at the wrap-arounds, against OpenSSL's BN.
+    fn special_edges_match<const N: usize>(c: &Curve<N>) {
+        let FieldKind::Special(small) = c.fp.kind else {
+            panic!("GOST primes are special");
+        };
+        let m = c.fp.m;
+        let p_bn = bn_from_limbs(&m);
+        let mut ctx = openssl::bn::BigNumContext::new().expect("BN_CTX");
+        let max = [u64::MAX; N];
+        let mut one = [0u64; N];
+        one[0] = 1;
+        let m_minus_1 = sub_borrow(&m, &one).0;
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut pairs = vec![
+            (max, max),
+            (m, [0; N]),
+            (max, [0; N]),
+            (m_minus_1, [0; N]),
+            ([0; N], max),
+            (max, one),
+            (m, one),
+        ];
+        for _ in 0..50 {
+            let mut lo = [0u64; N];
+            lo.iter_mut().for_each(|l| *l = next());
+            let mut hi = max;
+            hi[0] = next();
+            pairs.push((lo, hi));
+        }
+        for (lo, hi) in pairs {
+            let mut wide = bn_from_limbs(&hi);
+            wide.lshift(&bn_from_limbs(&hi), (64 * N) as i32)
+                .expect("shift");
+            let mut sum = openssl::bn::BigNum::new().expect("BN");
+            sum.checked_add(&wide, &bn_from_limbs(&lo)).expect("add");
+            let mut expect = openssl::bn::BigNum::new().expect("BN");
+            expect.nnmod(&sum, &p_bn, &mut ctx).expect("mod");
+            let got = special::reduce(&lo, &hi, small.0);
+            assert!(lt(&got, &m), "fully reduced");
+            assert_eq!(bn_from_limbs(&got), expect, "reduce");
+        }
+        let reduced = [[0; N], one, m_minus_1, sub_borrow(&m_minus_1, &one).0];
+        for a in &reduced {
+            for b in &reduced {
+                let (a_bn, b_bn) = (bn_from_limbs(a), bn_from_limbs(b));
+                let mut expect = openssl::bn::BigNum::new().expect("BN");
+                expect.mod_add(&a_bn, &b_bn, &p_bn, &mut ctx).expect("add");
+                assert_eq!(bn_from_limbs(&c.fp.add(a, b)), expect, "add");
+                expect.mod_sub(&a_bn, &b_bn, &p_bn, &mut ctx).expect("sub");
+                assert_eq!(bn_from_limbs(&c.fp.sub(a, b)), expect, "sub");
+                expect.mod_mul(&a_bn, &b_bn, &p_bn, &mut ctx).expect("mul");
+                assert_eq!(bn_from_limbs(&c.fp.mul(a, b)), expect, "mul");
+                assert_eq!(c.fp.sqr(a), c.fp.mul(a, a), "sqr");
+            }
+            assert_eq!(c.fp.add(a, &c.fp.neg(a)), [0; N], "neg");
+        }
+    }
+
+    #[test]
+    fn special_field_edges() {
+        special_edges_match(cryptopro_a());
+        special_edges_match(tc26_512_a());
     }
 
     #[test]
