@@ -37,7 +37,7 @@ trust_dir = "{d}/trust"
 {limits}
 
 # Sender checks off: on the MX they would query the system's resolver, off loopback, and the
-# benches measure Tanba, not DNS waits. `extra={"auth": ...}` may turn them back on.
+# benches measure Tanba, not DNS waits. `extra={{"auth": ...}}` may turn them back on.
 [auth]
 spf = false
 dkim = false
