@@ -271,12 +271,9 @@ mod tests {
         assert_eq!(cert_signed_with(child, &issuer.spki), Ok(()));
     }
 
-    #[test]
-    fn a_tampered_certificate_is_not_served_from_the_cache() {
-        let (child, issuer) = &pairs()[0];
-        assert_eq!(cert_signed_with(child, &issuer.spki), Ok(()));
-        // Same serial and issuer name, one byte of the subject changed: another digest, checked
-        // afresh, and the signature no longer verifies.
+    /// `child`'s DER with the last byte of its subject flipped: same serial and issuer name,
+    /// other bytes.
+    fn tamper_subject(child: &Cert) -> Vec<u8> {
         let mut raw = child.raw.clone();
         let at = raw
             .windows(child.subject.len())
@@ -285,6 +282,16 @@ mod tests {
             + child.subject.len()
             - 1;
         raw[at] ^= 0x01;
+        raw
+    }
+
+    #[test]
+    fn a_tampered_certificate_is_not_served_from_the_cache() {
+        let (child, issuer) = &pairs()[0];
+        assert_eq!(cert_signed_with(child, &issuer.spki), Ok(()));
+        // Same serial and issuer name, one byte of the subject changed: another digest, checked
+        // afresh, and the signature no longer verifies.
+        let raw = tamper_subject(child);
         let tampered = Cert::from_der(&raw).unwrap();
         assert_eq!(tampered.serial, child.serial);
         assert_eq!(tampered.issuer, child.issuer);
@@ -356,14 +363,7 @@ mod tests {
         assert_eq!(a.tbs, child.tbs);
         // One byte of the subject changed (same serial, same issuer): parsed afresh from its
         // own bytes, not served the cached parse.
-        let mut raw = child.raw.clone();
-        let at = raw
-            .windows(child.subject.len())
-            .position(|w| w == child.subject.as_slice())
-            .unwrap()
-            + child.subject.len()
-            - 1;
-        raw[at] ^= 0x01;
+        let raw = tamper_subject(child);
         let tampered = parsed_cert(&raw).unwrap();
         assert!(!Arc::ptr_eq(&a, &tampered));
         assert_eq!(tampered.raw, raw);
