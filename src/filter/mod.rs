@@ -142,7 +142,9 @@ impl Filter {
     ) -> Processed {
         // `process_report` runs the MIME guard before it calls the closure, so the walk after it
         // need not scan the same bytes again (one scan per delivery, issue 18).
-        self.process_report(raw, || self.verify_scanned(raw, now, rev))
+        self.process_report(raw, || {
+            self.verify_found_all(&find::find_scanned(raw), now, rev)
+        })
     }
 
     /// Stamps `raw` with the report `verify` makes (the revocation checker verifies in two
@@ -240,17 +242,14 @@ impl Filter {
         now: SystemTime,
         rev: &dyn RevocationSource,
     ) -> Report {
-        self.verify_found_all(find::find(raw), now, rev)
+        self.verify_found_all(&find::find(raw), now, rev)
     }
 
-    /// [`Filter::verify_message_with`] for bytes [`crate::mime_guard::scan`] has accepted.
-    fn verify_scanned(&self, raw: &[u8], now: SystemTime, rev: &dyn RevocationSource) -> Report {
-        self.verify_found_all(find::find_scanned(raw), now, rev)
-    }
-
-    fn verify_found_all(
+    /// Verifies the signatures [`find`] found in a message. The revocation checker calls it
+    /// twice around its fetches with one walk's result (`revocation::Checker::process`).
+    pub(crate) fn verify_found_all(
         &self,
-        found: Vec<Found>,
+        found: &[Found],
         now: SystemTime,
         rev: &dyn RevocationSource,
     ) -> Report {
