@@ -39,7 +39,7 @@ mx_messages_per_ip = 0
 {limits}
 
 # Sender checks off: on the MX they would query the system's resolver, off loopback, and the
-# benches measure Tanba, not DNS waits. `extra={"auth": ...}` may turn them back on.
+# benches measure Tanba, not DNS waits. `extra={{"auth": ...}}` may turn them back on.
 [auth]
 spf = false
 dkim = false

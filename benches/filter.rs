@@ -146,7 +146,8 @@ fn main() {
     }
     let s = tanba::filter::cache::stats();
     println!(
-        "\ncache: {} certificate signatures from the cache, {} verified; {} keys from the cache, {} parsed",
-        s.verified_hits, s.verified_misses, s.key_hits, s.key_misses
+        "\ncache: {} certificate signatures from the cache, {} verified; {} keys from the cache, {} parsed; \
+         {} certificates from the cache, {} parsed",
+        s.verified_hits, s.verified_misses, s.key_hits, s.key_misses, s.cert_hits, s.cert_misses
     );
 }

@@ -2,6 +2,10 @@
 //! for both variants, using the NCA RK test chains (intermediate CA certificate signed by its root):
 //! a key seen for the first time and a repeat signer (per-key table cached), best of 5 rounds, in
 //! thread CPU time (and wall time, which on a shared box also counts other processes' turns).
+//!
+//! Issue 18's targets (2015-512 ≤ 0.3 ms, 2004 ≤ 0.1 ms per verification) are checked on the
+//! harder case, a key seen for the first time: a message from a new sender has no per-key table.
+//! The last line of each variant says whether the target is met.
 
 use std::time::Instant;
 
@@ -103,7 +107,7 @@ fn measure(iterations: u32, mut f: impl FnMut()) -> (f64, f64) {
     (best_cpu, best_wall)
 }
 
-fn bench(label: &str, subject: &str, issuer: &str, iterations: u32) {
+fn bench(label: &str, subject: &str, issuer: &str, target_ms: f64, iterations: u32) {
     let (_, tbs, sig) = parts(&pem_or_der(&format!("{DATA}{subject}")));
     let (spki, _, _) = parts(&pem_or_der(&format!("{DATA}{issuer}")));
     let key = PublicKey::from_spki_der(&spki).expect("issuer key");
@@ -142,6 +146,14 @@ fn bench(label: &str, subject: &str, issuer: &str, iterations: u32) {
         len = tbs.len()
     );
     println!("  key parse {parse:.3} ms | first call (builds G table) {first:.1} ms | second good signature (builds key table) {build:.1} ms");
+    println!(
+        "  target (issue 18, new key) <= {target_ms} ms: {uncached:.3} ms CPU, {}",
+        if uncached <= target_ms {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
 }
 
 fn main() {
@@ -154,12 +166,14 @@ fn main() {
         "2004 (CryptoPro-A)",
         "nca_gost_test.pem",
         "root_gost_test.pem",
+        0.1,
         iterations,
     );
     bench(
         "2015-512 (tc26 A)",
         "nca_gost2022_test.cer",
         "root_test_gost_2022.cer",
+        0.3,
         iterations,
     );
 }

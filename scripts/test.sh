@@ -84,7 +84,7 @@ if ! python3 -c "import $PY_MODULES" >/dev/null 2>&1 \
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "error: cargo not found: install Rust 1.85 or newer (https://rustup.rs), then run again" >&2
+  echo "error: cargo not found: install Rust 1.89 or newer (https://rustup.rs), then run again" >&2
   exit 1
 fi
 

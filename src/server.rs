@@ -481,6 +481,31 @@ async fn wait_for_signal(live: &Arc<Live>, hangup: &mut tokio::signal::unix::Sig
     }
 }
 
+/// The next connection of `listener` (TCP_NODELAY set), or None once shutdown starts. A failed
+/// accept (EMFILE and friends) is logged under `key` and backed off instead of spinning.
+pub(crate) async fn accept_next(
+    listener: &TcpListener,
+    key: &str,
+    shutdown: &mut Shutdown,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.stopping() => return None,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!("{key}: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Closes a banned client's connection: a `421` / `* BYE` line on plaintext ports, nothing on
 /// implicit-TLS ones.
 async fn accept_loop(
@@ -490,21 +515,7 @@ async fn accept_loop(
     pools: Arc<Pools>,
     mut shutdown: Shutdown,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.stopping() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!("{}: accept failed: {e}", kind.key());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept_next(&listener, kind.key(), &mut shutdown).await {
         // The connection keeps this snapshot to its end (a reload affects new connections).
         let app = live.app();
         if app.auth.is_banned(peer.ip()) {

@@ -289,6 +289,66 @@ pub fn ber_to_der(input: &[u8]) -> Result<Vec<u8>, Asn1Error> {
     Ok(out)
 }
 
+/// [`ber_to_der`] without the copy when there is nothing to convert: the input's first element
+/// borrowed when it is already DER as far as [`ber_to_der`] goes (definite, minimal lengths;
+/// no constructed strings), else the converted copy. The result is always byte-identical to
+/// [`ber_to_der`]'s, errors included (anything the check does not accept goes through the
+/// conversion). NCA RK and most signers send DER, so the usual case costs one walk over the
+/// headers and no allocation (issue 18).
+pub fn normalise(input: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Asn1Error> {
+    let mut elements = 0;
+    match der_end(input, 0, 0, &mut elements) {
+        Some(end) => Ok(std::borrow::Cow::Borrowed(&input[..end])),
+        None => ber_to_der(input).map(std::borrow::Cow::Owned),
+    }
+}
+
+/// The end of the element at `pos` when [`Normaliser::element`] would copy it unchanged and
+/// succeed: the same bounds (depth, element count) and the same checks, and only the forms it
+/// leaves as they are. `None` for anything else (BER to convert, or an error to report).
+fn der_end(input: &[u8], pos: usize, depth: usize, elements: &mut usize) -> Option<usize> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    *elements += 1;
+    if *elements > MAX_ELEMENTS {
+        return None;
+    }
+    let data = input.get(pos..)?;
+    let (tag, hlen, len) = header(data).ok()?;
+    let len = len?;
+    if tag == 0 && len == 0 {
+        return None;
+    }
+    // The length as the conversion would write it (minimal) must be the one given.
+    // Short form below 0x80, else the long form without leading zero octets (what `push_len`
+    // writes; `header` read at most four length octets).
+    let tag_len = hlen_tag_len(data, hlen);
+    let minimal = if len < 0x80 {
+        hlen - tag_len == 1
+    } else {
+        data.get(tag_len + 1).is_some_and(|&b| b != 0)
+    };
+    if !minimal {
+        return None;
+    }
+    let content_start = pos + hlen;
+    let end = content_start
+        .checked_add(len)
+        .filter(|&e| e <= input.len())?;
+    if tag & 0x20 == 0 {
+        return Some(end);
+    }
+    if is_string_type(tag) {
+        return None;
+    }
+    let mut cur = content_start;
+    while cur < end {
+        cur = der_end(input, cur, depth + 1, elements)?;
+    }
+    (cur == end).then_some(end)
+}
+
 struct Normaliser<'a> {
     input: &'a [u8],
     elements: usize,
@@ -665,6 +725,74 @@ mod tests {
         assert!(ber_to_der(&[0x30, 0x80, 0x02, 0x01, 0x00]).is_err());
         assert!(ber_to_der(&[]).is_err());
         assert!(ber_to_der(&[0x1F]).is_err());
+    }
+
+    /// `normalise` borrows exactly when `ber_to_der` would copy unchanged, and otherwise gives
+    /// its result or its error: on real CMS (DER and BER), the cases above, and every single-byte
+    /// change of a DER CMS.
+    #[test]
+    fn normalise_agrees_with_ber_to_der() {
+        use std::borrow::Cow;
+        let nca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nca/cms/");
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for entry in std::fs::read_dir(nca).unwrap() {
+            let raw = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(bin) = crate::filter::cms::decode_input(&raw) {
+                inputs.push(bin);
+            }
+        }
+        let der_cms = inputs
+            .iter()
+            .find(|b| ber_to_der(b).is_ok_and(|d| d == **b))
+            .expect("a DER sample")
+            .clone();
+        let mut der_samples = 0;
+        for input in &inputs {
+            let n = normalise(input).unwrap();
+            assert_eq!(*n, ber_to_der(input).unwrap()[..]);
+            if matches!(n, Cow::Borrowed(_)) {
+                der_samples += 1;
+            }
+        }
+        assert!(der_samples > 0, "some samples are DER");
+        let small: [&[u8]; 9] = [
+            &[0x30, 0x06, 0x02, 0x01, 0x05, 0x04, 0x01, 0xAA],
+            &[
+                0x30, 0x80, 0x24, 0x80, 0x04, 0x02, b'a', b'b', 0x04, 0x01, b'c', 0, 0, 0, 0,
+            ],
+            &[0x04, 0x81, 0x01, 0x41],
+            &[0x30, 0x84, 0x80, 0x00, 0x00, 0x00, 0x02, 0x01, 0x00],
+            &[0x30, 0x80, 0x02, 0x01],
+            &[0x30, 0x03, 0x02, 0x01, 0x00, 0xFF, 0xFF],
+            &[0x24, 0x03, 0x04, 0x01, 0x41],
+            &[0x30, 0x02, 0x00, 0x00],
+            &[0x1F],
+        ];
+        for input in small.iter().copied().chain([der_cms.as_slice()]) {
+            match (normalise(input), ber_to_der(input)) {
+                (Ok(a), Ok(b)) => assert_eq!(*a, b[..]),
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("{a:?} vs {b:?} for {input:02x?}"),
+            }
+        }
+        let mut changed = der_cms.clone();
+        for i in 0..der_cms.len().min(600) {
+            for v in [
+                0x00,
+                0x80,
+                0xFF,
+                der_cms[i] ^ 0x20,
+                der_cms[i].wrapping_add(1),
+            ] {
+                changed[i] = v;
+                match (normalise(&changed), ber_to_der(&changed)) {
+                    (Ok(a), Ok(b)) => assert_eq!(*a, b[..], "byte {i} = {v:02x}"),
+                    (Err(a), Err(b)) => assert_eq!(a, b, "byte {i} = {v:02x}"),
+                    (a, b) => panic!("byte {i} = {v:02x}: {a:?} vs {b:?}"),
+                }
+            }
+            changed[i] = der_cms[i];
+        }
     }
 
     #[test]

@@ -29,20 +29,29 @@
 //! parsed once ("cached with the certificate": the SPKI is the part of the certificate a key
 //! comes from, and an issuer key serves every certificate it signed).
 //!
-//! Both caches are bounded in entries and bytes (`quick_cache`, a CLOCK-Pro style eviction: a
+//! **Parsed certificates.** The certificates a CMS carries (the signer's, often its
+//! intermediates) repeat from message to message like the signatures on them. [`parsed_cert`]
+//! keeps each parsed [`Cert`] keyed by **its whole DER** (the cache compares the bytes on a hit,
+//! so an entry answers only for exactly the bytes it was parsed from; a certificate with one
+//! byte changed is parsed afresh). Parsing is a pure function of those bytes, and nothing
+//! about the certificate's use (trust, validity at the message's time, revocation, key usage)
+//! is decided there, so a kept parse cannot change a verdict. Only certificates that parse are
+//! kept.
+//!
+//! All three caches are bounded in entries and bytes (`quick_cache`, a CLOCK-Pro style eviction: a
 //! flood of one-off certificates cannot push out the intermediates every message uses) and
 //! shared by all sessions, the CLI and every reload. Counters of hits and misses are kept for
 //! the log ([`stats`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use openssl::pkey::{PKey, Public};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
 use super::algo::AlgError;
-use super::cert::Cert;
+use super::cert::{Cert, CertError};
 
 /// Most verified certificate signatures remembered. An entry is a 32-byte digest in a hash-table
 /// slot (about 100 bytes with the eviction metadata), so this also bounds the bytes: ≈ 1.6 MB.
@@ -54,6 +63,13 @@ pub const MAX_KEYS: usize = 4_096;
 pub const MAX_KEY_BYTES: u64 = 16 << 20;
 /// Keys larger than this (an RSA-16384 SPKI is about 2 KB) are parsed each time, not kept.
 const MAX_CACHED_SPKI: usize = 4096;
+/// Most parsed certificates kept.
+pub const MAX_CERTS: usize = 4_096;
+/// Memory all kept certificates may take, counted as 4 × the DER + 1 KiB each (the parse
+/// holds the DER, the TBS, the names twice, the key and the extensions).
+pub const MAX_CERT_BYTES: u64 = 32 << 20;
+/// Certificates larger than this are parsed each time, not kept.
+const MAX_CACHED_CERT: usize = 16 << 10;
 
 type Digest = [u8; 32];
 
@@ -68,9 +84,23 @@ impl Weighter<Digest, (PKey<Public>, u32)> for KeyWeight {
     }
 }
 
+/// Weight of a certificate entry: its estimated bytes, but never less than the share that keeps
+/// the entry count within [`MAX_CERTS`].
+#[derive(Clone)]
+struct CertWeight;
+
+impl Weighter<Vec<u8>, Arc<Cert>> for CertWeight {
+    fn weight(&self, der: &Vec<u8>, _: &Arc<Cert>) -> u64 {
+        (der.len() as u64 * 4 + 1024).max(MAX_CERT_BYTES / MAX_CERTS as u64)
+    }
+}
+
 struct Caches {
     verified: Cache<Digest, ()>,
     keys: Cache<Digest, (PKey<Public>, u32), KeyWeight>,
+    certs: Cache<Vec<u8>, Arc<Cert>, CertWeight>,
+    cert_hits: AtomicU64,
+    cert_misses: AtomicU64,
     verified_hits: AtomicU64,
     verified_misses: AtomicU64,
     key_hits: AtomicU64,
@@ -80,6 +110,9 @@ struct Caches {
 static CACHES: LazyLock<Caches> = LazyLock::new(|| Caches {
     verified: Cache::new(MAX_VERIFIED),
     keys: Cache::with_weighter(MAX_KEYS, MAX_KEY_BYTES, KeyWeight),
+    certs: Cache::with_weighter(MAX_CERTS, MAX_CERT_BYTES, CertWeight),
+    cert_hits: AtomicU64::new(0),
+    cert_misses: AtomicU64::new(0),
     verified_hits: AtomicU64::new(0),
     verified_misses: AtomicU64::new(0),
     key_hits: AtomicU64::new(0),
@@ -135,6 +168,25 @@ pub fn public_key(spki_der: &[u8]) -> Result<PKey<Public>, AlgError> {
     Ok(k)
 }
 
+/// The parsed form of the DER certificate `der` ([`Cert::from_der`]), shared: parsed once, then
+/// answered from the cache for exactly these bytes. A certificate that does not parse is an
+/// error every time (never cached).
+pub fn parsed_cert(der: &[u8]) -> Result<Arc<Cert>, CertError> {
+    if der.len() > MAX_CACHED_CERT {
+        return Cert::from_der(der).map(Arc::new);
+    }
+    let c = &*CACHES;
+    // The key is the DER itself: a hit is an equal byte string, not only an equal hash.
+    if let Some(cert) = c.certs.get(der) {
+        c.cert_hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(cert);
+    }
+    c.cert_misses.fetch_add(1, Ordering::Relaxed);
+    let cert = Arc::new(Cert::from_der(der)?);
+    c.certs.insert(der.to_vec(), cert.clone());
+    Ok(cert)
+}
+
 /// Counters since the process started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
@@ -144,9 +196,13 @@ pub struct Stats {
     /// Public keys taken from the cache / parsed.
     pub key_hits: u64,
     pub key_misses: u64,
+    /// Certificates taken from the cache / parsed.
+    pub cert_hits: u64,
+    pub cert_misses: u64,
     /// Entries held now.
     pub verified_entries: usize,
     pub key_entries: usize,
+    pub cert_entries: usize,
 }
 
 /// The cache counters (for the log).
@@ -157,8 +213,11 @@ pub fn stats() -> Stats {
         verified_misses: c.verified_misses.load(Ordering::Relaxed),
         key_hits: c.key_hits.load(Ordering::Relaxed),
         key_misses: c.key_misses.load(Ordering::Relaxed),
+        cert_hits: c.cert_hits.load(Ordering::Relaxed),
+        cert_misses: c.cert_misses.load(Ordering::Relaxed),
         verified_entries: c.verified.len(),
         key_entries: c.keys.len(),
+        cert_entries: c.certs.len(),
     }
 }
 
@@ -212,12 +271,9 @@ mod tests {
         assert_eq!(cert_signed_with(child, &issuer.spki), Ok(()));
     }
 
-    #[test]
-    fn a_tampered_certificate_is_not_served_from_the_cache() {
-        let (child, issuer) = &pairs()[0];
-        assert_eq!(cert_signed_with(child, &issuer.spki), Ok(()));
-        // Same serial and issuer name, one byte of the subject changed: another digest, checked
-        // afresh, and the signature no longer verifies.
+    /// `child`'s DER with the last byte of its subject flipped: same serial and issuer name,
+    /// other bytes.
+    fn tamper_subject(child: &Cert) -> Vec<u8> {
         let mut raw = child.raw.clone();
         let at = raw
             .windows(child.subject.len())
@@ -226,6 +282,16 @@ mod tests {
             + child.subject.len()
             - 1;
         raw[at] ^= 0x01;
+        raw
+    }
+
+    #[test]
+    fn a_tampered_certificate_is_not_served_from_the_cache() {
+        let (child, issuer) = &pairs()[0];
+        assert_eq!(cert_signed_with(child, &issuer.spki), Ok(()));
+        // Same serial and issuer name, one byte of the subject changed: another digest, checked
+        // afresh, and the signature no longer verifies.
+        let raw = tamper_subject(child);
         let tampered = Cert::from_der(&raw).unwrap();
         assert_eq!(tampered.serial, child.serial);
         assert_eq!(tampered.issuer, child.issuer);
@@ -268,9 +334,47 @@ mod tests {
         }
         assert!(keys.len() <= 16, "{}", keys.len());
         assert!(keys.weight() <= 16 * (MAX_KEY_BYTES / MAX_KEYS as u64));
+        let (child, _) = &pairs()[0];
+        let shared = Arc::new(child.clone());
+        let certs: Cache<Vec<u8>, Arc<Cert>, CertWeight> =
+            Cache::with_weighter(16, 16 * (MAX_CERT_BYTES / MAX_CERTS as u64), CertWeight);
+        for i in 0u32..1_000 {
+            let mut der = child.raw.clone();
+            der.extend_from_slice(&i.to_be_bytes());
+            certs.insert(der, shared.clone());
+        }
+        assert!(certs.len() <= 16, "{}", certs.len());
+        assert!(certs.weight() <= 16 * (MAX_CERT_BYTES / MAX_CERTS as u64));
         // The process-wide caches have the documented bounds.
         assert!(CACHES.verified.capacity() <= MAX_VERIFIED as u64);
         assert_eq!(CACHES.keys.capacity(), MAX_KEY_BYTES);
+        assert_eq!(CACHES.certs.capacity(), MAX_CERT_BYTES);
+    }
+
+    #[test]
+    fn parsed_certificates_are_shared_and_exact() {
+        let (child, _) = &pairs()[0];
+        let a = parsed_cert(&child.raw).unwrap();
+        let hits = stats().cert_hits;
+        let b = parsed_cert(&child.raw).unwrap();
+        assert!(stats().cert_hits > hits);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.raw, child.raw);
+        assert_eq!(a.tbs, child.tbs);
+        // One byte of the subject changed (same serial, same issuer): parsed afresh from its
+        // own bytes, not served the cached parse.
+        let raw = tamper_subject(child);
+        let tampered = parsed_cert(&raw).unwrap();
+        assert!(!Arc::ptr_eq(&a, &tampered));
+        assert_eq!(tampered.raw, raw);
+        assert_eq!(tampered.serial, child.serial);
+        assert_ne!(tampered.subject, child.subject);
+        // Garbage: an error each time, nothing kept.
+        let junk = b"\x30\x03\x02\x01\x01".to_vec();
+        for _ in 0..2 {
+            assert!(parsed_cert(&junk).is_err());
+        }
+        assert!(CACHES.certs.get(junk.as_slice()).is_none());
     }
 
     #[test]

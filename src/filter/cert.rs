@@ -406,7 +406,7 @@ pub fn decode_string(tag: u8, bytes: &[u8]) -> Option<String> {
             Err(_) => Some(bytes.iter().map(|&b| b as char).collect()),
         },
         asn1::TAG_BMP_STRING => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = bytes
@@ -416,7 +416,7 @@ pub fn decode_string(tag: u8, bytes: &[u8]) -> Option<String> {
             String::from_utf16(&units).ok()
         }
         asn1::TAG_UNIVERSAL_STRING => {
-            if bytes.len() % 4 != 0 {
+            if !bytes.len().is_multiple_of(4) {
                 return None;
             }
             bytes

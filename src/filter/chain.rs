@@ -157,7 +157,7 @@ impl ChainError {
 /// in the CMS). Returns the path, leaf first, anchor last.
 pub fn build<'a>(
     leaf: &'a Cert,
-    extra: &'a [Cert],
+    extra: impl IntoIterator<Item = &'a Cert>,
     trust: &'a TrustStore,
     at: i64,
 ) -> Result<Vec<&'a Cert>, ChainError> {

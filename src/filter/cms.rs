@@ -11,6 +11,8 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use std::sync::Arc;
+
 use der::asn1::{ObjectIdentifier, OctetString};
 use der::Decode;
 
@@ -71,8 +73,8 @@ pub struct SignedData {
     pub econtent_type: String,
     /// The encapsulated content, None when detached.
     pub content: Option<Vec<u8>>,
-    /// Certificates carried in the CMS that could be parsed.
-    pub certs: Vec<Cert>,
+    /// Certificates carried in the CMS that could be parsed (shared parses: [`super::cache`]).
+    pub certs: Vec<Arc<Cert>>,
     /// One entry per SignerInfo: parsed, or why not.
     pub signers: Vec<Result<SignerInfo, String>>,
     /// DER of each RevocationInfoChoice in the `crls` field (CRLs, or OCSP responses per
@@ -80,16 +82,23 @@ pub struct SignedData {
     pub revocation_info: Vec<Vec<u8>>,
 }
 
+/// The base64 engine of [`base64_lenient`]: padding optional, trailing bits allowed.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
 /// A lenient base64 decoder for mail: whitespace ignored, padding optional.
 pub fn base64_lenient(text: &str) -> Option<Vec<u8>> {
     let cleaned: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let engine = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    );
-    engine.decode(cleaned).ok()
+    base64_clean(&cleaned)
+}
+
+/// [`base64_lenient`] for text already without whitespace.
+pub fn base64_clean(text: &[u8]) -> Option<Vec<u8>> {
+    LENIENT.decode(text).ok()
 }
 
 /// One `-----BEGIN label-----` block of PEM text (RFC 7468).
@@ -220,9 +229,14 @@ pub fn sniff(data: &[u8]) -> bool {
 
 /// Turns DER/BER, PEM or base64 text into binary BER (not yet normalised).
 pub fn decode_input(data: &[u8]) -> Result<Vec<u8>, String> {
+    decode_input_cow(data).map(std::borrow::Cow::into_owned)
+}
+
+/// [`decode_input`], borrowing binary input instead of copying it.
+fn decode_input_cow(data: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
     let d = trim_start(data);
     if d.first() == Some(&asn1::TAG_SEQUENCE) {
-        return Ok(d.to_vec());
+        return Ok(std::borrow::Cow::Borrowed(d));
     }
     if d.starts_with(b"-----BEGIN ") {
         let text = String::from_utf8_lossy(d);
@@ -237,7 +251,9 @@ pub fn decode_input(data: &[u8]) -> Result<Vec<u8>, String> {
                     .filter(|l| !l.contains(':'))
                     .collect::<Vec<_>>()
                     .join("");
-                return base64_lenient(&b64).ok_or_else(|| "bad base64 in PEM".to_string());
+                return base64_lenient(&b64)
+                    .map(std::borrow::Cow::Owned)
+                    .ok_or_else(|| "bad base64 in PEM".to_string());
             }
         }
         return Err("no PKCS7 or CMS block in the PEM text".into());
@@ -245,7 +261,7 @@ pub fn decode_input(data: &[u8]) -> Result<Vec<u8>, String> {
     if is_base64_text(d) {
         if let Some(bin) = base64_lenient(&String::from_utf8_lossy(d)) {
             if bin.first() == Some(&asn1::TAG_SEQUENCE) {
-                return Ok(bin);
+                return Ok(std::borrow::Cow::Owned(bin));
             }
         }
     }
@@ -259,8 +275,8 @@ fn malformed<T>(msg: impl std::fmt::Display) -> Result<T, String> {
 /// Parses a CMS SignedData from any accepted encoding. An error means the whole structure is
 /// unusable (`permerror` / `malformed`); a bad SignerInfo is reported in `signers` instead.
 pub fn parse(data: &[u8]) -> Result<SignedData, String> {
-    let bin = decode_input(data)?;
-    let der = asn1::ber_to_der(&bin).map_err(|e| format!("bad BER: {e}"))?;
+    let bin = decode_input_cow(data)?;
+    let der = asn1::normalise(&bin).map_err(|e| format!("bad BER: {e}"))?;
     let ci = asn1::parse_one(&der).map_err(|e| format!("ContentInfo: {e}"))?;
     if ci.tag != asn1::TAG_SEQUENCE {
         return malformed("ContentInfo is not a SEQUENCE");
@@ -304,9 +320,9 @@ fn parse_signed_data(sd: &Tlv<'_>) -> Result<SignedData, String> {
             0xA0 => {
                 for c in asn1::read_all(t.value).map_err(e)? {
                     if c.tag == asn1::TAG_SEQUENCE && certs.len() < MAX_CERTS {
-                        match Cert::from_der(c.raw) {
+                        match super::cache::parsed_cert(c.raw) {
                             Ok(cert) => {
-                                if !certs.iter().any(|x: &Cert| x.raw == cert.raw) {
+                                if !certs.iter().any(|x: &Arc<Cert>| x.raw == cert.raw) {
                                     certs.push(cert)
                                 }
                             }

@@ -56,11 +56,22 @@ pub struct Found {
 
 /// Lists every signature entity of `raw`, in document order.
 pub fn find(raw: &[u8]) -> Vec<Found> {
+    find_guarded(raw, true)
+}
+
+/// [`find`] for bytes the caller has just had accepted by [`crate::mime_guard::scan`]: the
+/// walk skips its own scan (the filter's [`super::Filter::process`] scans every message once,
+/// before this).
+pub(crate) fn find_scanned(raw: &[u8]) -> Vec<Found> {
+    find_guarded(raw, false)
+}
+
+fn find_guarded(raw: &[u8], scan: bool) -> Vec<Found> {
     // mail-parser is a third-party parser run on hostile input; should it ever panic (its
     // nested-message offset arithmetic is unchecked), the message is reported as one
     // unparseable signature (permerror) instead of taking the caller down. `tanba verify`
     // relies on this; the server's filter has its own guard around the whole run too.
-    match std::panic::catch_unwind(|| find_parsed(raw)) {
+    match std::panic::catch_unwind(|| find_parsed(raw, scan)) {
         Ok(found) => found,
         Err(_) => vec![Found {
             part: "TEXT".into(),
@@ -73,12 +84,18 @@ pub fn find(raw: &[u8]) -> Vec<Found> {
     }
 }
 
-fn find_parsed(raw: &[u8]) -> Vec<Found> {
+fn find_parsed(raw: &[u8], scan: bool) -> Vec<Found> {
     // mail-parser builds one nested value per message/rfc822 level, and converting and dropping
     // that tree recurses: an over-deep message would overflow the stack (issue 11, finding 1).
-    // The bounded pre-scan decides first; such a message carries one unreadable "signature",
-    // so its verdict is permerror and the reason says why.
-    if let Err(e) = crate::mime_guard::scan(raw) {
+    // The bounded pre-scan decides first (here, or in the caller of `find_scanned`); such a
+    // message carries one unreadable "signature", so its verdict is permerror and the reason
+    // says why.
+    let guard = if scan {
+        crate::mime_guard::scan(raw).map(|_| ())
+    } else {
+        Ok(())
+    };
+    if let Err(e) = guard {
         return vec![Found {
             part: "TEXT".into(),
             kind: Kind::Attachment,
@@ -431,17 +448,15 @@ pub fn decoded_body(raw: &[u8], part: &MessagePart<'_>) -> Vec<u8> {
     };
     match part.encoding {
         Encoding::Base64 => {
-            let text: String = body
+            // The base64 alphabet only; data after the first padding is garbage some mailers
+            // leave: stop there.
+            let text: Vec<u8> = body
                 .iter()
-                .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-                .map(|&b| b as char)
+                .copied()
+                .take_while(|&b| b != b'=')
+                .filter(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
                 .collect();
-            // Data after the first padding is garbage some mailers leave; stop there.
-            let text = match text.find('=') {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            };
-            cms::base64_lenient(&text).unwrap_or_default()
+            cms::base64_clean(&text).unwrap_or_default()
         }
         Encoding::QuotedPrintable => quoted_printable(body),
         Encoding::None => body.to_vec(),
@@ -456,14 +471,14 @@ fn decoded_prefix(raw: &[u8], part: &MessagePart<'_>) -> Vec<u8> {
     };
     match part.encoding {
         Encoding::Base64 => {
-            let mut text: String = body
+            let mut text: Vec<u8> = body
                 .iter()
-                .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
+                .copied()
+                .filter(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
                 .take(1024)
-                .map(|&b| b as char)
                 .collect();
             text.truncate(text.len() / 4 * 4);
-            cms::base64_lenient(&text).unwrap_or_default()
+            cms::base64_clean(&text).unwrap_or_default()
         }
         Encoding::QuotedPrintable => quoted_printable(&body[..body.len().min(1024)]),
         Encoding::None => body[..body.len().min(1024)].to_vec(),

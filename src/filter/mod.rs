@@ -140,7 +140,11 @@ impl Filter {
         now: SystemTime,
         rev: &dyn RevocationSource,
     ) -> Processed {
-        self.process_report(raw, || self.verify_message_with(raw, now, rev))
+        // `process_report` runs the MIME guard before it calls the closure, so the walk after it
+        // need not scan the same bytes again (one scan per delivery, issue 18).
+        self.process_report(raw, || {
+            self.verify_found_all(&find::find_scanned(raw), now, rev)
+        })
     }
 
     /// Stamps `raw` with the report `verify` makes (the revocation checker verifies in two
@@ -166,6 +170,8 @@ impl Filter {
                     cert_signatures_verified = c.verified_misses,
                     keys_cached = c.key_hits,
                     keys_parsed = c.key_misses,
+                    certs_cached = c.cert_hits,
+                    certs_parsed = c.cert_misses,
                     "signature cache (since start)"
                 );
             }
@@ -236,8 +242,18 @@ impl Filter {
         now: SystemTime,
         rev: &dyn RevocationSource,
     ) -> Report {
+        self.verify_found_all(&find::find(raw), now, rev)
+    }
+
+    /// Verifies the signatures [`find`] found in a message. The revocation checker calls it
+    /// twice around its fetches with one walk's result (`revocation::Checker::process`).
+    pub(crate) fn verify_found_all(
+        &self,
+        found: &[Found],
+        now: SystemTime,
+        rev: &dyn RevocationSource,
+    ) -> Report {
         let at = unix(now);
-        let found = find::find(raw);
         Report::new(
             found
                 .iter()
@@ -388,6 +404,7 @@ impl Filter {
         let candidates: Vec<&Cert> = sd
             .certs
             .iter()
+            .map(|c| &**c)
             .chain(self.trust.certs())
             .filter(|c| sid_matches(&si.sid, c))
             .collect();
@@ -465,7 +482,7 @@ impl Filter {
             }
         }
 
-        let path = match chain::build(cert, &sd.certs, &self.trust, at) {
+        let path = match chain::build(cert, sd.certs.iter().map(|c| &**c), &self.trust, at) {
             Ok(p) => p,
             Err(e) => {
                 let reason = match e {

@@ -196,6 +196,7 @@ impl Token {
         for c in sd
             .certs
             .iter()
+            .map(|c| &**c)
             .chain(trust.certs())
             .filter(|c| sid_matches(&si.sid, c))
         {
@@ -232,7 +233,7 @@ impl Token {
             }
         }
         let at = self.info.gen_time;
-        let path = chain::build(tsa, &sd.certs, trust, at).map_err(|e| {
+        let path = chain::build(tsa, sd.certs.iter().map(|c| &**c), trust, at).map_err(|e| {
             TspError(match e {
                 ChainError::Untrusted(s) => format!("timestamp from an untrusted TSA: {s}"),
                 other => format!("TSA at genTime: {}", other.detail()),

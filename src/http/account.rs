@@ -160,7 +160,10 @@ fn open_session(account: u64, email: &str) -> Option<String> {
 }
 
 /// The live session the request's cookie names: (id, account, email, csrf). Touches it.
-fn current(headers: &HeaderMap) -> Option<(String, u64, String, String)> {
+/// A signed-in session as the handlers see it: (id, account id, email, CSRF token).
+type SessionInfo = (String, u64, String, String);
+
+fn current(headers: &HeaderMap) -> Option<SessionInfo> {
     let id = cookie(headers, SESSION_COOKIE)?;
     if !token_shape(id) {
         return None;
@@ -281,6 +284,54 @@ struct PasswordForm {
 struct TokenForm {
     #[serde(default)]
     csrf: String,
+}
+
+/// A signed-in form: it carries the session's CSRF token.
+trait CsrfForm {
+    fn csrf(&self) -> &str;
+}
+
+impl CsrfForm for PasswordForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl CsrfForm for TokenForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// What every signed-in POST checks before anything else: HTTPS (else the redirect), a
+/// same-origin request, a live session, a well-formed form carrying that session's CSRF token.
+/// Ok: the session (id, account, email, csrf) and the form; Err: the response to give instead.
+// The Err is the response itself, made at most once per request: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+fn signed_in_post<F: CsrfForm>(
+    web: &Web,
+    peer: &Peer,
+    uri: &Uri,
+    headers: &HeaderMap,
+    form: Result<Form<F>, FormRejection>,
+) -> Result<(SessionInfo, F), Response> {
+    if let Some(r) = to_https(web, peer, uri) {
+        return Err(r);
+    }
+    if !same_origin(headers) {
+        return Err(forbidden());
+    }
+    let Some(session) = current(headers) else {
+        return Err(forbidden());
+    };
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return Err(bad_form(e.status())),
+    };
+    if !same_secret(&session.3, f.csrf()) {
+        return Err(forbidden());
+    }
+    Ok((session, f))
 }
 
 /// On `http.listen`: a redirect to the same path on the HTTPS listener (None on the TLS
@@ -410,22 +461,10 @@ async fn change_password(
     headers: HeaderMap,
     form: Result<Form<PasswordForm>, FormRejection>,
 ) -> Response {
-    if let Some(r) = to_https(&web, &peer, &uri) {
-        return r;
-    }
-    if !same_origin(&headers) {
-        return forbidden();
-    }
-    let Some((id, account, email, csrf)) = current(&headers) else {
-        return forbidden();
+    let ((id, account, email, csrf), f) = match signed_in_post(&web, &peer, &uri, &headers, form) {
+        Ok(ok) => ok,
+        Err(r) => return r,
     };
-    let f = match form {
-        Ok(Form(f)) => f,
-        Err(e) => return bad_form(e.status()),
-    };
-    if !same_secret(&csrf, &f.csrf) {
-        return forbidden();
-    }
     let app = web.app();
     let again = |msg: &str| {
         account_page(
@@ -538,22 +577,10 @@ async fn logout(
     headers: HeaderMap,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    if let Some(r) = to_https(&web, &peer, &uri) {
-        return r;
-    }
-    if !same_origin(&headers) {
-        return forbidden();
-    }
-    let Some((id, _, _, csrf)) = current(&headers) else {
-        return forbidden();
+    let ((id, ..), _) = match signed_in_post(&web, &peer, &uri, &headers, form) {
+        Ok(ok) => ok,
+        Err(r) => return r,
     };
-    let f = match form {
-        Ok(Form(f)) => f,
-        Err(e) => return bad_form(e.status()),
-    };
-    if !same_secret(&csrf, &f.csrf) {
-        return forbidden();
-    }
     lock().remove(&id);
     let mut r = StatusCode::SEE_OTHER.into_response();
     let h = r.headers_mut();
@@ -606,21 +633,7 @@ fn internal(e: &anyhow::Error) -> Response {
 
 // ---- pages ----
 
-/// HTML-escapes text and attribute values (`&<>"'`).
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use super::esc;
 
 /// The security headers of every answer (module docs, "Headers").
 fn secured(mut r: Response) -> Response {

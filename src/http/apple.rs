@@ -18,7 +18,8 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-use super::autoconfig::{esc, local_address, not_found, Endpoint, Security, Settings};
+use super::autoconfig::{local_address, not_found, Endpoint, Security, Settings};
+use super::esc;
 use super::Web;
 
 pub fn routes() -> Router<Web> {

@@ -24,7 +24,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::autoconfig::{esc, local_address, not_found, Security, Settings};
+use super::autoconfig::{local_address, not_found, Security, Settings};
+use super::esc;
 use super::Web;
 
 pub fn routes() -> Router<Web> {

@@ -22,7 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 
-use super::account::{esc, https_base, to_https};
+use super::account::{https_base, to_https};
+use super::esc;
 use super::{Peer, Web};
 use crate::server::App;
 

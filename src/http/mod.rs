@@ -162,6 +162,24 @@ impl Listener {
 }
 
 /// The routes of `http.listen` and `http.listen_tls`.
+/// Text for HTML or XML character data and attribute values: `&`, `<`, `>`, `"` and `'` as
+/// entities (XML 1.0 §2.4; `&#39;` rather than `&apos;`, which HTML 4 lacks). Control
+/// characters never reach here (the callers refuse them or never take client text).
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn router(web: Web) -> Router {
     Router::new()
         .merge(health::routes())
@@ -257,20 +275,9 @@ async fn accept_loop(
     pool: Arc<Semaphore>,
     mut shutdown: Shutdown,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.stopping() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("{}: accept failed: {e}", which.key());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) =
+        crate::server::accept_next(&listener, which.key(), &mut shutdown).await
+    {
         let app = web.app();
         if app.auth.is_banned(peer.ip()) {
             tracing::debug!(

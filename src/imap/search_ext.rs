@@ -457,7 +457,7 @@ mod tests {
                     .wrapping_add(1442695040888963407);
                 cmd.push(alphabet[(y >> 33) as usize % alphabet.len()]);
             }
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 cmd.splice(2..2, b"UID SEARCH ".iter().copied());
             }
             let _ = rewrite(&cmd, &|_| "1:2".to_string());

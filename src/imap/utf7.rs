@@ -87,7 +87,7 @@ pub fn decode(wire: &[u8]) -> Option<String> {
             }
         }
         // Leftover bits must be zero padding (fewer than 6).
-        if nbits >= 6 || bits != 0 || bytes.len() % 2 != 0 {
+        if nbits >= 6 || bits != 0 || !bytes.len().is_multiple_of(2) {
             return None;
         }
         for pair in bytes.chunks(2) {

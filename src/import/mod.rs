@@ -435,7 +435,7 @@ where
             imp = back;
             res?;
             n += 1;
-            if n % DURABLE_EVERY == 0 {
+            if n.is_multiple_of(DURABLE_EVERY) {
                 app.store.durable().await?;
             }
         }

@@ -34,6 +34,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::filter::cert::Cert;
 use crate::filter::crl::{Crl, MAX_CRL_SIZE};
+use crate::filter::find;
 use crate::filter::ocsp::{self, BasicResponse, MAX_RESPONSE_SIZE};
 use crate::filter::revocation::{decide, locations};
 use crate::filter::{unix, Filter, Processed, Report, RevocationSource, RevocationStatus};
@@ -196,12 +197,18 @@ impl Checker {
 
     /// Verifies and stamps a message with revocation data (the server's inbound path).
     pub fn process(&self, filter: &Filter, raw: &[u8], now: SystemTime) -> Processed {
-        filter.process_report(raw, || self.verify_message(filter, raw, now))
+        // `process_report` has run the MIME guard: the message is walked once, without a second
+        // scan, and both passes verify what that walk found.
+        filter.process_report(raw, || {
+            let found = find::find_scanned(raw);
+            self.two_pass(|rev| filter.verify_found_all(&found, now, rev))
+        })
     }
 
     /// Verifies a message, fetching what revocation data it needs (see the module comment).
     pub fn verify_message(&self, filter: &Filter, raw: &[u8], now: SystemTime) -> Report {
-        self.two_pass(|rev| filter.verify_message_with(raw, now, rev))
+        let found = find::find(raw);
+        self.two_pass(|rev| filter.verify_found_all(&found, now, rev))
     }
 
     /// Verifies a bare CMS file, fetching what revocation data it needs.

@@ -271,6 +271,21 @@ impl Sled {
                 .flush_every_ms(None)
                 .open()
         };
+        // sled's lock is released when the last of its threads lets go of the file, which can
+        // be a moment after a `Store` in this process was dropped (a reopen in tests): a lock
+        // that stays taken for a second is another process's.
+        let locked = |r: &sled::Result<sled::Db>| matches!(r, Err(e) if lock_taken(e));
+        let open = || {
+            let mut r = open();
+            for _ in 0..20 {
+                if !locked(&r) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                r = open();
+            }
+            r
+        };
         let db = match open() {
             // sled reads the newest `snap.*` file, even a `snap.<lsn>.generating` that a full
             // disk or a crash left incomplete, and then refuses to open at all. Such a file
@@ -283,14 +298,10 @@ impl Sled {
             r => r,
         }
         .map_err(|e| match e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) =>
-            {
-                StoreError::Db(format!(
-                    "the store in {} is in use by another process (is `tanba serve` running?)",
-                    dir.display()
-                ))
-            }
+            e if lock_taken(&e) => StoreError::Db(format!(
+                "the store in {} is in use by another process (is `tanba serve` running?)",
+                dir.display()
+            )),
             e => StoreError::Db(format!("opening {}: {e}", dir.display())),
         })?;
         let tree = |name: &str| db.open_tree(name);
@@ -603,4 +614,38 @@ pub(crate) fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// sled's "the lock on `db` is taken" (another process, or a moment after a `Store` of this
+/// process was dropped): an `Other` I/O error wrapping the `flock` error (sled 0.34
+/// `Config::try_lock`), so it is told by its text, with the plain `EWOULDBLOCK` kinds too.
+fn lock_taken(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.raw_os_error() == Some(libc::EWOULDBLOCK)
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    /// A store held open elsewhere is refused with words an operator understands, after the
+    /// short wait for a lock that is about to be let go; once the holder is gone it opens.
+    #[test]
+    fn a_store_in_use_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().expect("second open refused");
+        assert!(
+            err.to_string().contains("is in use by another process"),
+            "{err}"
+        );
+        drop(held);
+        Store::open(dir.path()).expect("opens once the first is dropped");
+    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use openssl::x509::X509;
 
 use crate::support::dns::Dns;
-use crate::support::pki::openssl;
+use crate::support::pki::{openssl, self_signed_p256};
 use crate::support::tls::Stream;
 use crate::support::{base_toml, wait_for, TestServer};
 
@@ -36,27 +36,13 @@ fn free_port() -> u16 {
 /// A CA (`ca.pem`) and a certificate for 127.0.0.1 that it signed (`leaf.pem`, `leaf.key`),
 /// for pebble's own HTTPS listeners (the Debian package ships none).
 fn pebble_pki(dir: &Path) {
-    openssl(
+    self_signed_p256(
         dir,
+        "ca",
+        "/CN=pebble listener test CA",
+        2,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pebble listener test CA",
-            "-addext",
             "basicConstraints=critical,CA:TRUE",
-            "-addext",
             "keyUsage=critical,keyCertSign",
         ],
     );

@@ -144,6 +144,21 @@ pub(crate) fn queue_text(srv: &TestServer) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Lets the delivery time of the queued message run out (`give_up_after = "1s"`, restart) and
+/// returns the DSN the sender, alice, then finds in her mailbox.
+pub(crate) fn give_up_and_get_dsn(a: &mut TestServer) -> String {
+    let cfg = std::fs::read_to_string(&a.config_path)
+        .unwrap()
+        .replace("[delivery]\n", "[delivery]\ngive_up_after = \"1s\"\n");
+    std::fs::write(&a.config_path, cfg).unwrap();
+    a.restart();
+    let dsn = wait_for("the DSN", a, || {
+        exported(a, "alice@example.test").into_iter().next()
+    });
+    wait_queue_empty(a);
+    String::from_utf8_lossy(&dsn).into_owned()
+}
+
 pub(crate) fn wait_queue_empty(srv: &TestServer) {
     wait_for("an empty queue", srv, || {
         queue_json(srv).is_empty().then_some(())

@@ -11,9 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::delivery::{
-    exported, free_port, message, queue_text, received, receiver, submit, wait_queue_empty, Py,
+    free_port, give_up_and_get_dsn, message, queue_text, received, receiver, submit,
+    wait_queue_empty, Py,
 };
-use crate::support::pki::openssl;
+use crate::support::pki::self_signed_p256;
 use crate::support::*;
 
 /// The signed zone, NSD serving it and the receiver's certificate.
@@ -50,27 +51,12 @@ fn run(dir: &Path, cmd: &str, args: &[&str]) -> String {
 /// A self-signed certificate for `name` (P-256) in `dir`: (cert, key, SHA-256 of its SPKI in
 /// hex, the TLSA 3 1 1 data).
 fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
-    openssl(
+    self_signed_p256(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
+        name,
+        &format!("/CN={name}"),
+        2,
+        &[&format!("subjectAltName=DNS:{name}")],
     );
     let pem = std::fs::read(dir.join(format!("{name}.pem"))).unwrap();
     let cert = openssl::x509::X509::from_pem(&pem).unwrap();
@@ -255,16 +241,7 @@ fn tlsa_record_not_matching_defers_then_bounces_naming_dane() {
     assert!(t.contains("\"success\": 0"), "{t}");
     assert!(received(&r).is_empty(), "nothing may reach the receiver");
 
-    let cfg = std::fs::read_to_string(&a.config_path)
-        .unwrap()
-        .replace("[delivery]\n", "[delivery]\ngive_up_after = \"1s\"\n");
-    std::fs::write(&a.config_path, cfg).unwrap();
-    a.restart();
-    let dsn = wait_for("the DSN", &a, || {
-        exported(&a, "alice@example.test").into_iter().next()
-    });
-    wait_queue_empty(&a);
-    let d = String::from_utf8_lossy(&dsn);
+    let d = give_up_and_get_dsn(&mut a);
     assert!(d.contains("Final-Recipient: rfc822; bob@b.test"), "{d}");
     assert!(
         d.contains("Diagnostic-Code: X-Tanba; DANE for b.test: mx.b.test[127.0.0.1]: certificate matches no TLSA record"),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use crate::delivery::{
-    exported, free_port, instance_a, message, queue_text, received, receiver, submit,
+    free_port, give_up_and_get_dsn, instance_a, message, queue_text, received, receiver, submit,
     wait_queue_empty,
 };
 use crate::support::dns::Dns;
@@ -245,14 +245,7 @@ fn enforce_with_a_certificate_for_another_name_defers_then_bounces_naming_mta_st
     assert!(a.log().contains("MTA-STS policy fetched"), "{}", a.log());
 
     // The delivery time runs out: a DSN to alice with the MTA-STS reason.
-    let cfg = read(&a.config_path).replace("[delivery]\n", "[delivery]\ngive_up_after = \"1s\"\n");
-    std::fs::write(&a.config_path, cfg).unwrap();
-    a.restart();
-    let dsn = wait_for("the DSN", &a, || {
-        exported(&a, "alice@example.test").into_iter().next()
-    });
-    wait_queue_empty(&a);
-    let d = String::from_utf8_lossy(&dsn);
+    let d = give_up_and_get_dsn(&mut a);
     assert!(d.contains("Final-Recipient: rfc822; bob@b.test"), "{d}");
     assert!(d.contains("Status: 4.4.7"), "{d}");
     assert!(

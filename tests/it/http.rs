@@ -688,15 +688,19 @@ fn tanba_dns_check_against_a_resolver() {
         line("autoconfig.example.test."),
     ]
     .join("\n");
-    let dns = crate::support::dns::Dns::start(&served, &[]);
-    let resolver = format!("127.0.0.1:{}", dns.port);
-    let out = crate::support::tanba_with_config(
-        &cfg,
-        &["dns", "example.test", "--check", "--resolver", &resolver],
-        None,
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    // `tanba dns --check` against a loopback DNS server serving `zone`: (exit code, stdout).
+    let check = |zone: &str| {
+        let dns = crate::support::dns::Dns::start(zone, &[]);
+        let resolver = format!("127.0.0.1:{}", dns.port);
+        let out = crate::support::tanba_with_config(
+            &cfg,
+            &["dns", "example.test", "--check", "--resolver", &resolver],
+            None,
+        );
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let (code, text) = check(&served);
+    assert_eq!(code, Some(1), "{text}");
     let verdict = |what: &str| {
         text.lines()
             .find(|l| l.contains(what))
@@ -724,18 +728,10 @@ fn tanba_dns_check_against_a_resolver() {
     ] {
         assert_eq!(verdict(missing), "missing", "{missing}: {text}");
     }
-    drop(dns);
 
     // Everything published: exit 0.
-    let dns = crate::support::dns::Dns::start(&zone, &[]);
-    let resolver = format!("127.0.0.1:{}", dns.port);
-    let out = crate::support::tanba_with_config(
-        &cfg,
-        &["dns", "example.test", "--check", "--resolver", &resolver],
-        None,
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = check(&zone);
+    assert_eq!(code, Some(0), "{text}");
     assert!(
         text.lines()
             .filter(|l| !l.starts_with(';'))

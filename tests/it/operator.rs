@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::support::pki::openssl;
+use super::support::pki::self_signed_p256;
 use super::support::*;
 
 fn text(out: &Output) -> String {
@@ -255,26 +255,7 @@ fn check(cfg: &Path, args: &[&str]) -> (Option<i32>, String) {
 
 /// A certificate and key pair `dir/NAME.pem` / `dir/NAME.key` (P-256, self-signed).
 fn pair(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-subj",
-            "/CN=mail.example.test",
-            "-days",
-            "30",
-        ],
-    );
+    self_signed_p256(dir, name, "/CN=mail.example.test", 30, &[]);
 }
 
 fn tls_config(dir: &Path, cert: &Path, key: &Path) -> PathBuf {

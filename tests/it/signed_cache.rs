@@ -40,11 +40,16 @@ fn stamp_of(m: &[u8]) -> (String, String) {
 /// The server's count of certificate signatures answered from the cache (its debug log line
 /// "signature cache (since start)", written after each signed message), 0 before any.
 fn cache_hits(srv: &TestServer) -> u64 {
+    cache_counter(srv, "cert_signatures_cached")
+}
+
+/// The last value of `counter` in the server's "signature cache (since start)" log lines.
+fn cache_counter(srv: &TestServer, counter: &str) -> u64 {
     srv.log()
         .lines()
         .filter(|l| l.contains("signature cache"))
         .filter_map(|l| {
-            let v = l.split("cert_signatures_cached=").nth(1)?;
+            let v = l.split(&format!(" {counter}=")).nth(1)?;
             v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
         })
         .next_back()
@@ -257,6 +262,46 @@ fn tampered_certificate_with_the_same_serial_and_issuer_is_not_served_from_the_c
     assert_eq!(header(&f, "X-EDS-Signer-1-IIN"), None);
     // The third message's chain was answered from the cache.
     assert!(cache_hits(&srv) >= 1, "{}", srv.log());
+}
+
+/// The parsed-certificate cache (a CMS's certificates are parsed once, then shared) answers only
+/// for the exact bytes it parsed: the genuine certificate and a tampered one with its serial
+/// number and issuer, each sent twice and interleaved, keep their own verdicts, and the second
+/// of each came from the cache.
+#[test]
+fn parsed_certificates_are_shared_only_for_the_same_bytes() {
+    let srv = server_trusting_pki("");
+    let pki = pki();
+    let good = pki.sign(&["individual"], SIGNED_PART, &[]);
+    let (real, fake) = tampered_individual();
+    let tampered = replace_cert(&good, &real, &fake);
+    let pass = ("pass; signers=1; valid=1".to_string(), "pass".to_string());
+    let untrusted = (
+        "fail; signers=1; valid=0".to_string(),
+        "fail; reason=untrusted".to_string(),
+    );
+    let mut expect = Vec::new();
+    let mut hits = Vec::new();
+    for _ in 0..2 {
+        for (m, stamp) in [(&good, &pass), (&tampered, &untrusted)] {
+            mx_to_alice(&srv, &message_with_signature("contract", m));
+            expect.push(stamp.clone());
+        }
+        hits.push(cache_counter(&srv, "certs_cached"));
+    }
+    let stored = stored(&srv, "alice@example.test");
+    let stamps: Vec<(String, String)> = stored.iter().map(|m| stamp_of(m)).collect();
+    assert_eq!(stamps, expect);
+    // Round 2 repeated round 1's bytes: at least the genuine and the tampered certificate (each
+    // carried by its CMS) came from the cache.
+    assert!(
+        hits[1] >= hits[0] + 2,
+        "the certificates were not shared ({hits:?}):\n{}",
+        srv.log()
+    );
+    for m in [&stored[1], &stored[3]] {
+        assert_eq!(header(&header_fields(m), "X-EDS-Signer-1-IIN"), None);
+    }
 }
 
 #[test]

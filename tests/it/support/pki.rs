@@ -60,6 +60,37 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A self-signed P-256 certificate `dir/STEM.pem` and its key `dir/STEM.key`: subject `subj`,
+/// valid `days`, plus one `-addext` per entry of `exts`.
+pub fn self_signed_p256(dir: &Path, stem: &str, subj: &str, days: u32, exts: &[&str]) {
+    let (key, pem, days) = (
+        format!("{stem}.key"),
+        format!("{stem}.pem"),
+        days.to_string(),
+    );
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &pem,
+        "-days",
+        &days,
+        "-subj",
+        subj,
+    ];
+    for e in exts {
+        args.extend(["-addext", e]);
+    }
+    openssl(dir, &args);
+}
+
 /// A time as `openssl ca -startdate/-enddate` takes it.
 pub fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y%m%d%H%M%SZ").to_string()
