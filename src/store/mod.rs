@@ -183,15 +183,6 @@ pub struct MigrateSummary {
     pub schema_version: i32,
 }
 
-/// The PostgreSQL backend is not complete: refused with this message (docs/cluster.md).
-fn postgres_not_ready(version: i32) -> StoreError {
-    StoreError::Invalid(format!(
-        "store.backend = \"postgres\" is not usable yet: only accounts and mailboxes are on \
-         PostgreSQL so far (docs/cluster.md, \"Status and next steps\"); the database schema \
-         is ready (version {version})"
-    ))
-}
-
 /// A change that IMAP sessions (IDLE, NOOP) may want to hear about. Receivers compare the mailbox
 /// id with the one they have selected and re-read the store; a lagged receiver simply re-reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The store on PostgreSQL (issue 17, docs/cluster.md), against a real throw-away PostgreSQL
 //! (`support::pg`): the `[store]` keys, the schema and its version, accounts through `tanba user`,
-//! `tanba store migrate --to URL`, and `tanba serve` refusing the backend while it is incomplete.
+//! `tanba store migrate --to URL`, and `tanba serve` on PostgreSQL.
 
 use std::path::{Path, PathBuf};
 
@@ -164,22 +164,46 @@ fn pg_user_commands_write_the_database() {
     );
 }
 
-/// Until the whole store API is on PostgreSQL, `tanba serve` refuses the backend (exit 2, a
-/// message pointing at docs/cluster.md), after having created the schema.
+fn lines(untagged: Vec<Vec<u8>>) -> String {
+    let l: Vec<String> = untagged.iter().map(|r| crate::imap::text(r)).collect();
+    l.join("\n")
+}
+
+/// `tanba serve` runs on PostgreSQL: it creates the schema, and an account made with `tanba
+/// user add` logs in over IMAP and manages mailboxes (CREATE, RENAME, DELETE, LIST, LSUB) whose
+/// rows are in the database.
 #[test]
-fn pg_serve_refuses_the_incomplete_backend() {
+fn pg_serve_runs_imap_mailboxes() {
     let pg = Postgres::start();
     pg.create_db("srv");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = pg_config(dir.path(), &pg, "srv");
-    let out = tanba_with_config(&cfg, &["serve"], None);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("not usable yet"), "{err}");
-    assert!(err.contains("docs/cluster.md"), "{err}");
+    std::fs::create_dir_all(dir.path().join("trust")).unwrap();
+    let mut toml = base_toml(dir.path());
+    toml.push_str(&format!(
+        "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+        pg.url("srv")
+    ));
+    let srv = TestServer::start_toml(dir, &toml);
     assert_eq!(
         pg.query("srv", "SELECT max(version) FROM schema_version"),
         "1"
+    );
+    srv.add_user("pat@example.test", "pat-password-1");
+    let mut c = crate::imap::Imap::login(&srv, "pat@example.test", "pat-password-1");
+    c.ok("CREATE Projects/2026");
+    c.ok("RENAME Projects Work");
+    let list = lines(c.ok("LIST \"\" \"*\""));
+    assert!(list.contains("\"/\" Work/2026"), "{list}");
+    assert!(!list.contains("Projects"), "{list}");
+    c.ok("DELETE Work/2026");
+    let list = lines(c.ok("LIST \"\" \"Work*\""));
+    assert!(!list.contains("\"/\" Work/2026"), "{list}");
+    assert_eq!(
+        pg.query(
+            "srv",
+            "SELECT string_agg(name, ',' ORDER BY name) FROM mailboxes WHERE name LIKE 'Work%'"
+        ),
+        "Work"
     );
 }
 
