@@ -65,6 +65,13 @@ enum BlobBytes {
     File(Arc<Vec<u8>>),
 }
 
+impl Blob {
+    /// A body read whole into memory (the PostgreSQL backend's chunks, joined).
+    pub(crate) fn from_vec(v: Vec<u8>) -> Blob {
+        Blob(BlobBytes::File(Arc::new(v)))
+    }
+}
+
 impl Deref for Blob {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

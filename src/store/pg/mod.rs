@@ -8,7 +8,10 @@
 //! runtime and waits for it (inside `block_in_place` on a multi-thread tokio worker).
 
 mod account;
+pub(crate) mod blob;
 mod mailbox;
+pub(crate) mod notify;
+pub(crate) mod queue;
 pub(crate) mod schema;
 
 use std::future::Future;

@@ -1,0 +1,77 @@
+#![allow(dead_code)] // used by messages and the queue, which come next (docs/cluster.md)
+//! Message bodies on PostgreSQL (docs/cluster.md, "Bodies"): one `blobs` row per body (size,
+//! reference count) and its bytes in `blob_chunks` of [`CHUNK`] bytes, so no value nears
+//! PostgreSQL's 1 GiB bytea limit. Every function runs inside the caller's transaction; the
+//! body store stays this one seam, so an S3-compatible store can replace the chunks later.
+
+use deadpool_postgres::GenericClient;
+
+use super::super::message::Blob;
+use super::super::Result;
+
+/// Bytes per `blob_chunks` row.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// Stores `raw` as blob `id` with `refs` references.
+pub(crate) async fn put(tx: &impl GenericClient, id: u64, raw: &[u8], refs: i32) -> Result<()> {
+    tx.execute(
+        "INSERT INTO blobs (id, size, refcount) VALUES ($1, $2, $3)",
+        &[&(id as i64), &(raw.len() as i64), &refs],
+    )
+    .await?;
+    let ins = tx
+        .prepare_cached("INSERT INTO blob_chunks (blob_id, n, data) VALUES ($1, $2, $3)")
+        .await?;
+    for (n, chunk) in raw.chunks(CHUNK).enumerate() {
+        tx.execute(&ins, &[&(id as i64), &(n as i32), &chunk])
+            .await?;
+    }
+    Ok(())
+}
+
+/// Adds `n` references to blob `id` (COPY).
+pub(crate) async fn add_refs(tx: &impl GenericClient, id: u64, n: i32) -> Result<()> {
+    tx.execute(
+        "UPDATE blobs SET refcount = refcount + $2 WHERE id = $1",
+        &[&(id as i64), &n],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Drops one reference to blob `id`; the body (chunks, cached derived data) goes with the last.
+pub(crate) async fn release(tx: &impl GenericClient, id: u64) -> Result<()> {
+    let left = tx
+        .query_opt(
+            "UPDATE blobs SET refcount = refcount - 1 WHERE id = $1 RETURNING refcount",
+            &[&(id as i64)],
+        )
+        .await?;
+    if left.is_some_and(|r| r.get::<_, i32>(0) <= 0) {
+        tx.execute("DELETE FROM blobs WHERE id = $1", &[&(id as i64)])
+            .await?;
+    }
+    Ok(())
+}
+
+/// The exact bytes of blob `id`, `None` when there is no such blob.
+pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>> {
+    let Some(head) = c
+        .query_opt("SELECT size FROM blobs WHERE id = $1", &[&(id as i64)])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let size = head.get::<_, i64>(0) as usize;
+    let rows = c
+        .query(
+            "SELECT data FROM blob_chunks WHERE blob_id = $1 ORDER BY n",
+            &[&(id as i64)],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(size);
+    for r in &rows {
+        out.extend_from_slice(r.get::<_, &[u8]>(0));
+    }
+    Ok(Some(Blob::from_vec(out)))
+}
