@@ -46,6 +46,9 @@ dkim = false
 dmarc = false
 arc = false
 {auth}
+
+[store]
+{store}
 """
 
 
@@ -63,7 +66,7 @@ def status(pid: int) -> dict:
 class Server:
     """A `tanba serve` with a fresh data dir in a temp dir, stopped (SIGTERM) on exit.
 
-    `extra` adds lines to the [smtp], [imap], [limits] or [auth] sections; `users` are created with
+    `extra` adds lines to the [smtp], [imap], [limits], [auth] or [store] sections; `users` are created with
     `tanba user add` once the server listens; `keep` leaves the temp dir (log, data) behind.
     """
 
@@ -78,7 +81,7 @@ class Server:
         self.config = os.path.join(self.dir, "tanba.toml")
         with open(self.config, "w") as f:
             f.write(CONFIG.format(d=self.dir, **{k: self.extra.get(k, "")
-                                                 for k in ("smtp", "imap", "limits", "auth")}))
+                                                 for k in ("smtp", "imap", "limits", "auth", "store")}))
         self.log = os.path.join(self.dir, "server.log")
         env = dict(os.environ, **(self.env or {}))
         with open(self.log, "wb") as log:
