@@ -329,6 +329,44 @@ pub(super) async fn purge_mailboxes(tx: &impl GenericClient, ids: &[i64]) -> Res
     Ok(())
 }
 
+/// Stores one message in `mailbox_id` inside the caller's transaction, its body already put
+/// as blob `blob_id` (its reference counted by the caller): locks the mailbox row, allocates
+/// the UID and MODSEQ, charges the account (with `enforce`, refused over quota), writes the row
+/// and the counters and announces the change. For other modules' transactions (a local bounce
+/// stored with the queue change that causes it: `pg/queue.rs`). Returns the account's id and
+/// the new message's UID material.
+#[allow(dead_code)] // the queue's local bounce calls it (branch pgqueue)
+pub(crate) async fn insert_message(
+    tx: &impl GenericClient,
+    mailbox_id: u64,
+    blob_id: u64,
+    size: u64,
+    internal_date: i64,
+    flags: &[String],
+    enforce: bool,
+) -> Result<(u64, Appended)> {
+    let mut mb = lock_mailbox(tx, mailbox_id).await?;
+    let m = alloc(
+        &mut mb,
+        blob_id,
+        size,
+        internal_date,
+        &normalize_flags(flags),
+    )?;
+    charge(tx, mb.account_id, size as i64, 1, enforce).await?;
+    insert_rows(tx, mailbox_id, std::slice::from_ref(&m)).await?;
+    save_mailbox(tx, &mb).await?;
+    notify::changed(tx, mb.account_id, mailbox_id).await?;
+    Ok((
+        mb.account_id,
+        Appended {
+            mailbox_id,
+            uidvalidity: mb.uidvalidity,
+            uid: m.uid,
+        },
+    ))
+}
+
 impl Pg {
     /// All messages of a mailbox in UID order.
     pub(crate) fn messages(&self, mailbox_id: u64) -> Result<Vec<MessageMeta>> {

@@ -12,7 +12,7 @@ mod alias;
 pub(crate) mod blob;
 mod greylist;
 mod mailbox;
-mod message;
+pub(crate) mod message;
 pub(crate) mod notify;
 pub(crate) mod queue;
 pub(crate) mod schema;
