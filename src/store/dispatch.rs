@@ -211,14 +211,14 @@ impl Store {
     pub fn alias(&self, address: &str) -> Result<Option<Alias>> {
         match &self.b {
             Inner::Sled(s) => s.alias(address),
-            Inner::Postgres(_) => Err(not_yet("alias")),
+            Inner::Postgres(p) => p.alias(address),
         }
     }
 
     pub fn aliases(&self) -> Result<Vec<Alias>> {
         match &self.b {
             Inner::Sled(s) => s.aliases(),
-            Inner::Postgres(_) => Err(not_yet("aliases")),
+            Inner::Postgres(p) => p.aliases(),
         }
     }
 
@@ -227,7 +227,7 @@ impl Store {
     pub fn append_many(&self, mailbox_id: u64, msgs: &[NewMessage]) -> Result<Vec<Appended>> {
         match &self.b {
             Inner::Sled(s) => s.append_many(mailbox_id, msgs),
-            Inner::Postgres(_) => Err(not_yet("append_many")),
+            Inner::Postgres(p) => p.append_many(mailbox_id, msgs),
         }
     }
 
@@ -241,7 +241,7 @@ impl Store {
     ) -> Result<Appended> {
         match &self.b {
             Inner::Sled(s) => s.append(mailbox_id, raw, flags, internal_date),
-            Inner::Postgres(_) => Err(not_yet("append")),
+            Inner::Postgres(p) => p.append(mailbox_id, raw, flags, internal_date),
         }
     }
 
@@ -258,7 +258,7 @@ impl Store {
     pub fn blob_cache(&self, blob_id: u64) -> Result<Option<Vec<u8>>> {
         match &self.b {
             Inner::Sled(s) => s.blob_cache(blob_id),
-            Inner::Postgres(_) => Err(not_yet("blob_cache")),
+            Inner::Postgres(p) => p.blob_cache(blob_id),
         }
     }
 
@@ -266,7 +266,7 @@ impl Store {
     pub fn blob(&self, blob_id: u64) -> Result<Option<Blob>> {
         match &self.b {
             Inner::Sled(s) => s.blob(blob_id),
-            Inner::Postgres(_) => Err(not_yet("blob")),
+            Inner::Postgres(p) => p.blob(blob_id),
         }
     }
 
@@ -275,7 +275,7 @@ impl Store {
     pub fn changes_since(&self, mailbox_id: u64, since: u64) -> Result<Changes> {
         match &self.b {
             Inner::Sled(s) => s.changes_since(mailbox_id, since),
-            Inner::Postgres(_) => Err(not_yet("changes_since")),
+            Inner::Postgres(p) => p.changes_since(mailbox_id, since),
         }
     }
 
@@ -295,7 +295,7 @@ impl Store {
     pub fn claim_recent_upto(&self, mailbox_id: u64, upto: u32) -> Result<u32> {
         match &self.b {
             Inner::Sled(s) => s.claim_recent_upto(mailbox_id, upto),
-            Inner::Postgres(_) => Err(not_yet("claim_recent_upto")),
+            Inner::Postgres(p) => p.claim_recent_upto(mailbox_id, upto),
         }
     }
 
@@ -309,7 +309,7 @@ impl Store {
     ) -> Result<(u32, Vec<(u32, u32)>)> {
         match &self.b {
             Inner::Sled(s) => s.copy_messages(src, uids, dst),
-            Inner::Postgres(_) => Err(not_yet("copy_messages")),
+            Inner::Postgres(p) => p.copy_or_move(src, uids, dst, false),
         }
     }
 
@@ -353,7 +353,7 @@ impl Store {
     pub fn delete_alias(&self, address: &str) -> Result<Alias> {
         match &self.b {
             Inner::Sled(s) => s.delete_alias(address),
-            Inner::Postgres(_) => Err(not_yet("delete_alias")),
+            Inner::Postgres(p) => p.delete_alias(address),
         }
     }
 
@@ -378,7 +378,7 @@ impl Store {
     ) -> Result<Vec<Appended>> {
         match &self.b {
             Inner::Sled(s) => s.deliver(targets, raw, internal_date, queued),
-            Inner::Postgres(_) => Err(not_yet("deliver")),
+            Inner::Postgres(p) => p.deliver(targets, raw, internal_date, queued),
         }
     }
 
@@ -397,7 +397,7 @@ impl Store {
     pub fn expunge(&self, mailbox_id: u64, uids: &[u32]) -> Result<Vec<u32>> {
         match &self.b {
             Inner::Sled(s) => s.expunge(mailbox_id, uids),
-            Inner::Postgres(_) => Err(not_yet("expunge")),
+            Inner::Postgres(p) => p.expunge(mailbox_id, uids),
         }
     }
 
@@ -421,7 +421,7 @@ impl Store {
     ) -> Result<Verdict> {
         match &self.b {
             Inner::Sled(s) => s.greylist_check(network, from, rcpt, now, p),
-            Inner::Postgres(_) => Err(not_yet("greylist_check")),
+            Inner::Postgres(pg) => pg.greylist_check(network, from, rcpt, now, p),
         }
     }
 
@@ -445,7 +445,7 @@ impl Store {
     pub fn mailbox_size(&self, mailbox_id: u64) -> Result<u64> {
         match &self.b {
             Inner::Sled(s) => s.mailbox_size(mailbox_id),
-            Inner::Postgres(_) => Err(not_yet("mailbox_size")),
+            Inner::Postgres(p) => p.mailbox_size(mailbox_id),
         }
     }
 
@@ -467,7 +467,7 @@ impl Store {
     pub fn message(&self, mailbox_id: u64, uid: u32) -> Result<Option<MessageMeta>> {
         match &self.b {
             Inner::Sled(s) => s.message(mailbox_id, uid),
-            Inner::Postgres(_) => Err(not_yet("message")),
+            Inner::Postgres(p) => p.message(mailbox_id, uid),
         }
     }
 
@@ -475,7 +475,7 @@ impl Store {
     pub fn messages_in(&self, mailbox_id: u64, from: u32, to: u32) -> Result<Vec<MessageMeta>> {
         match &self.b {
             Inner::Sled(s) => s.messages_in(mailbox_id, from, to),
-            Inner::Postgres(_) => Err(not_yet("messages_in")),
+            Inner::Postgres(p) => p.messages_in(mailbox_id, from, to),
         }
     }
 
@@ -496,7 +496,7 @@ impl Store {
     ) -> Result<(u32, Vec<(u32, u32)>)> {
         match &self.b {
             Inner::Sled(s) => s.move_messages(src, uids, dst),
-            Inner::Postgres(_) => Err(not_yet("move_messages")),
+            Inner::Postgres(p) => p.copy_or_move(src, uids, dst, true),
         }
     }
 
@@ -504,7 +504,7 @@ impl Store {
     pub fn new_queue_record(&self, sender: &str, recipients: &[String]) -> Result<QueueRecord> {
         match &self.b {
             Inner::Sled(s) => s.new_queue_record(sender, recipients),
-            Inner::Postgres(_) => Err(not_yet("new_queue_record")),
+            Inner::Postgres(p) => p.new_queue_record(sender, recipients),
         }
     }
 
@@ -512,14 +512,14 @@ impl Store {
     pub fn put_alias(&self, alias: &Alias) -> Result<()> {
         match &self.b {
             Inner::Sled(s) => s.put_alias(alias),
-            Inner::Postgres(_) => Err(not_yet("put_alias")),
+            Inner::Postgres(p) => p.put_alias(alias),
         }
     }
 
     pub fn put_blob_cache(&self, blob_id: u64, data: &[u8]) -> Result<()> {
         match &self.b {
             Inner::Sled(s) => s.put_blob_cache(blob_id, data),
-            Inner::Postgres(_) => Err(not_yet("put_blob_cache")),
+            Inner::Postgres(p) => p.put_blob_cache(blob_id, data),
         }
     }
 
@@ -535,7 +535,7 @@ impl Store {
     ) -> Result<bool> {
         match &self.b {
             Inner::Sled(s) => s.queue_commit(expected, new, bounce),
-            Inner::Postgres(_) => Err(not_yet("queue_commit")),
+            Inner::Postgres(p) => p.queue_commit(expected, new, bounce),
         }
     }
 
@@ -544,14 +544,14 @@ impl Store {
     pub fn queue_due(&self) -> Box<dyn Iterator<Item = Result<(i64, u64)>> + '_> {
         match &self.b {
             Inner::Sled(s) => Box::new(s.queue_due()),
-            Inner::Postgres(_) => Box::new(std::iter::once(Err(not_yet("queue_due")))),
+            Inner::Postgres(p) => p.queue_due(),
         }
     }
 
     pub fn queue_get(&self, id: u64) -> Result<Option<QueueRecord>> {
         match &self.b {
             Inner::Sled(s) => s.queue_get(id),
-            Inner::Postgres(_) => Err(not_yet("queue_get")),
+            Inner::Postgres(p) => p.queue_get(id),
         }
     }
 
@@ -559,7 +559,7 @@ impl Store {
     pub fn queue_list(&self) -> Result<Vec<QueueRecord>> {
         match &self.b {
             Inner::Sled(s) => s.queue_list(),
-            Inner::Postgres(_) => Err(not_yet("queue_list")),
+            Inner::Postgres(p) => p.queue_list(),
         }
     }
 
@@ -573,7 +573,7 @@ impl Store {
     ) -> Result<Option<QueueRecord>> {
         match &self.b {
             Inner::Sled(s) => s.queue_modify(id, f),
-            Inner::Postgres(_) => Err(not_yet("queue_modify")),
+            Inner::Postgres(p) => p.queue_modify(id, f),
         }
     }
 
@@ -593,7 +593,7 @@ impl Store {
     pub fn queue_summary(&self) -> Result<(u64, Option<i64>)> {
         match &self.b {
             Inner::Sled(s) => s.queue_summary(),
-            Inner::Postgres(_) => Err(not_yet("queue_summary")),
+            Inner::Postgres(p) => p.queue_summary(),
         }
     }
 
@@ -632,7 +632,7 @@ impl Store {
     ) -> Result<Resolution> {
         match &self.b {
             Inner::Sled(s) => s.resolve(addr, rules, overlay),
-            Inner::Postgres(_) => Err(not_yet("resolve")),
+            Inner::Postgres(p) => p.resolve(addr, rules, overlay),
         }
     }
 
@@ -684,7 +684,7 @@ impl Store {
     ) -> Result<(Vec<MessageMeta>, Vec<u32>)> {
         match &self.b {
             Inner::Sled(s) => s.store_flags_if(mailbox_id, uids, op, flags, unchanged_since),
-            Inner::Postgres(_) => Err(not_yet("store_flags_if")),
+            Inner::Postgres(p) => p.store_flags_if(mailbox_id, uids, op, flags, unchanged_since),
         }
     }
 
@@ -699,7 +699,7 @@ impl Store {
     ) -> Result<Vec<MessageMeta>> {
         match &self.b {
             Inner::Sled(s) => s.store_flags(mailbox_id, uids, op, flags),
-            Inner::Postgres(_) => Err(not_yet("store_flags")),
+            Inner::Postgres(p) => Ok(p.store_flags_if(mailbox_id, uids, op, flags, None)?.0),
         }
     }
 
@@ -716,7 +716,7 @@ impl Store {
     pub fn vanished_since(&self, mailbox_id: u64, since: u64) -> Result<(Vec<u32>, bool)> {
         match &self.b {
             Inner::Sled(s) => s.vanished_since(mailbox_id, since),
-            Inner::Postgres(_) => Err(not_yet("vanished_since")),
+            Inner::Postgres(p) => p.vanished_since(mailbox_id, since),
         }
     }
 }

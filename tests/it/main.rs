@@ -110,3 +110,8 @@ mod greylist;
 // The store on PostgreSQL (issue 17, work in progress: docs/cluster.md): `[store]` keys, schema
 // version, `tanba user` and `tanba store migrate` against a throw-away PostgreSQL.
 mod pg;
+// Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
+// kill -9 (issue 17).
+mod pg_imap;
+// The outbound queue with leases, aliases and greylisting on PostgreSQL; two nodes on one database.
+mod pg_queue;

@@ -33,6 +33,8 @@ CREATE TABLE mailboxes (
     unseen bigint NOT NULL DEFAULT 0,
     highest_modseq bigint NOT NULL DEFAULT 1,
     recent_mark bigint NOT NULL DEFAULT 0,
+    vanished_floor bigint NOT NULL DEFAULT 0,
+    vanished_count bigint NOT NULL DEFAULT 0,
     UNIQUE (account_id, name)
 );
 CREATE TABLE subscriptions (
@@ -81,7 +83,8 @@ CREATE TABLE queue (
     lease_owner text,
     lease_until bigint
 );
-CREATE INDEX queue_due ON queue (next_attempt);
+CREATE INDEX queue_due ON queue (next_attempt, id);
+CREATE INDEX queue_lease ON queue (lease_owner);
 CREATE TABLE greylist (
     triplet bytea PRIMARY KEY,
     first_seen bigint NOT NULL,
@@ -89,6 +92,7 @@ CREATE TABLE greylist (
     expires bigint NOT NULL
 );
 CREATE INDEX greylist_expires ON greylist (expires);
+CREATE INDEX greylist_evict ON greylist (passed, expires);
 "#,
 ];
 
