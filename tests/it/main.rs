@@ -110,3 +110,6 @@ mod greylist;
 // The store on PostgreSQL (issue 17, work in progress: docs/cluster.md): `[store]` keys, schema
 // version, `tanba user` and `tanba store migrate` against a throw-away PostgreSQL.
 mod pg;
+// PostgreSQL node plumbing: the LISTEN connection feeding IDLE (reconnect, resync), TLS to the
+// database (sslmode, store.ca_file), store.pool.
+mod pg_cluster_basics;
