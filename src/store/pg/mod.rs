@@ -10,6 +10,7 @@
 mod account;
 pub(crate) mod blob;
 mod mailbox;
+mod message;
 pub(crate) mod notify;
 pub(crate) mod queue;
 pub(crate) mod schema;
