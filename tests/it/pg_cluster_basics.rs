@@ -126,6 +126,57 @@ fn pg_node_listens_and_relistens_after_losing_the_connection() {
     c.ok("NOOP");
 }
 
+/// The next response that is not `* n RECENT`.
+fn next_but_recent(c: &mut Imap) -> String {
+    loop {
+        let r = text(&c.response());
+        if !(r.starts_with("* ") && r.ends_with(" RECENT")) {
+            return r;
+        }
+    }
+}
+
+/// Two `tanba serve` on one database: a session in IDLE on node B hears, through LISTEN/NOTIFY,
+/// an SMTP delivery and an IMAP APPEND made on node A (`* n EXISTS`), and FETCHes the bytes
+/// node A stored.
+#[test]
+fn pg_two_nodes_idle_on_b_sees_delivery_on_a() {
+    let pg = Postgres::start();
+    pg.create_db("two");
+    let a = start(&pg.url("two"), "");
+    let b = start(&pg.url("two"), "");
+    a.add_user("nia@example.test", "nia-password-1");
+    let mut c = Imap::login(&b, "nia@example.test", "nia-password-1");
+    // Generous: the assertion is on what arrives, not when.
+    c.set_timeout(std::time::Duration::from_secs(60));
+    c.ok("SELECT INBOX");
+    c.send(b"i1 IDLE\r\n");
+    assert!(c.response().starts_with(b"+ "), "IDLE continuation");
+
+    let mut s = crate::smtp::Client::connect(a.mx);
+    s.ok("EHLO sender.example", "250");
+    let body = b"From: sender@remote.example\r\nTo: nia@example.test\r\nSubject: across nodes\r\n\r\nhello from node A\r\n";
+    let r = s.send_mail("sender@remote.example", &["nia@example.test"], body);
+    assert_eq!(r.code, 250, "{}", r.line());
+    s.ok("QUIT", "221");
+    assert_eq!(next_but_recent(&mut c), "* 1 EXISTS");
+
+    let mut other = Imap::login(&a, "nia@example.test", "nia-password-1");
+    let t = other.append(
+        "INBOX",
+        "(\\Seen)",
+        b"Subject: appended on A\r\n\r\nsecond\r\n",
+    );
+    assert!(t.contains("OK"), "{t}");
+    assert_eq!(next_but_recent(&mut c), "* 2 EXISTS");
+    c.send(b"DONE\r\n");
+    let (_, done) = c.until_tagged("i1");
+    assert!(done.starts_with("i1 OK"), "{done}");
+    let fetched = c.ok("FETCH 1 BODY.PEEK[TEXT]");
+    let all: Vec<String> = fetched.iter().map(|r| text(r)).collect();
+    assert!(all.join("\n").contains("hello from node A"), "{all:?}");
+}
+
 /// A test CA, a server certificate from it for 127.0.0.1, and another CA, in `dir`.
 fn pki(dir: &Path) {
     self_signed_p256(dir, "ca", "/CN=Tanba test database CA", 30, &[]);
