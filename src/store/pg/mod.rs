@@ -32,6 +32,9 @@ pub const DEFAULT_POOL: usize = 16;
 /// The largest `store.pool`.
 pub const MAX_POOL: usize = 1024;
 
+/// tokio-postgres's keepalive idle time when the URL sets none.
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// Capacity of the change channel, as on sled: a receiver further behind is told it lagged
 /// and re-reads.
 const CHANGES: usize = 4096;
@@ -163,6 +166,18 @@ impl Pg {
         let mut listen_cfg = cfg.clone();
         if !named {
             listen_cfg.application_name("tanba-listen");
+        }
+        // The LISTEN connection is idle for long stretches: notice a silently dead peer (a
+        // partition, a failover) within about a minute rather than the kernel's two hours,
+        // unless the URL chose keepalives itself.
+        if listen_cfg.get_keepalives() && listen_cfg.get_keepalives_idle() == DEFAULT_KEEPALIVE {
+            listen_cfg.keepalives_idle(Duration::from_secs(30));
+            if listen_cfg.get_keepalives_interval().is_none() {
+                listen_cfg.keepalives_interval(Duration::from_secs(10));
+            }
+            if listen_cfg.get_keepalives_retries().is_none() {
+                listen_cfg.keepalives_retries(3);
+            }
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
