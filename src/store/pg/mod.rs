@@ -128,10 +128,12 @@ fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::Ssl
 /// A connection failure as the operator should read it: which keys to look at, the server's
 /// own message when it gave one.
 pub(crate) fn connect_error(e: tokio_postgres::Error) -> StoreError {
-    let why = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| e.to_string());
+    let why = match (e.as_db_error(), std::error::Error::source(&e)) {
+        (Some(d), _) => d.message().to_string(),
+        // "error performing TLS handshake" alone does not say what was wrong.
+        (None, Some(src)) if !e.to_string().contains(&src.to_string()) => format!("{e}: {src}"),
+        (None, _) => e.to_string(),
+    };
     StoreError::Unavailable(format!("cannot connect to the database (store.url): {why}"))
 }
 
