@@ -110,6 +110,9 @@ mod greylist;
 // The store on PostgreSQL (issue 17, work in progress: docs/cluster.md): `[store]` keys, schema
 // version, `tanba user` and `tanba store migrate` against a throw-away PostgreSQL.
 mod pg;
+// PostgreSQL node plumbing: the LISTEN connection feeding IDLE (reconnect, resync), TLS to the
+// database (sslmode, store.ca_file), store.pool.
+mod pg_cluster_basics;
 // Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
 // kill -9 (issue 17).
 mod pg_imap;

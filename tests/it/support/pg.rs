@@ -36,8 +36,21 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// How to start a [`Postgres`] beyond the defaults.
+#[derive(Default)]
+pub struct Options {
+    /// TLS: the server's certificate chain and key (PEM), copied into the cluster's dir.
+    pub ssl: Option<(PathBuf, PathBuf)>,
+    /// More settings, each `name=value` (passed as `-c name=value`).
+    pub settings: Vec<String>,
+}
+
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(o: Options) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let as_nobody = is_root();
         if as_nobody {
@@ -77,10 +90,37 @@ impl Postgres {
             .unwrap()
             .port();
         pg.port = port;
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c synchronous_commit=on",
             pg.dir.path().display()
         );
+        if let Some((cert, key)) = &o.ssl {
+            // The server refuses a key others can read; as root it runs as nobody.
+            let (c, k) = (
+                pg.dir.path().join("server.crt"),
+                pg.dir.path().join("server.key"),
+            );
+            std::fs::copy(cert, &c).unwrap();
+            std::fs::copy(key, &k).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if as_nobody {
+                let st = Command::new("chown")
+                    .args(["nobody:nogroup"])
+                    .args([&c, &k])
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "chown of the PostgreSQL TLS files");
+            }
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            ));
+        }
+        for s in &o.settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
         let log = pg.dir.path().join("postgres.log");
         let out = pg.run(
             "pg_ctl",
@@ -104,6 +144,11 @@ impl Postgres {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         pg
+    }
+
+    /// The server's log (`log_statement=all` etc. go there).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
 
     fn data(&self) -> PathBuf {
