@@ -9,6 +9,7 @@
 
 mod account;
 pub(crate) mod blob;
+pub(crate) mod import;
 mod mailbox;
 pub(crate) mod notify;
 pub(crate) mod queue;
