@@ -112,3 +112,6 @@ mod greylist;
 mod pg;
 // `tanba store migrate --from sled` of a populated store, then served from PostgreSQL.
 mod pg_migrate;
+// Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
+// kill -9 (issue 17).
+mod pg_imap;
