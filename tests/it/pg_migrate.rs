@@ -6,6 +6,7 @@
 use crate::imap::{text, Imap};
 use crate::smtp::Client;
 use crate::support::pg::Postgres;
+use crate::support::tls::Stream;
 use crate::support::*;
 
 fn ok(out: &std::process::Output) -> String {
@@ -79,8 +80,8 @@ fn snapshots(srv: &TestServer) -> Vec<Vec<[String; 4]>> {
 }
 
 /// A sled store with three users, a folder, flags and keywords, a body shared by a COPY and one
-/// shared by an alias delivery, an EXPUNGE of the highest UID (so UIDNEXT > max UID), an alias
-/// and a message queued for an unreachable relay is migrated: the summary counts it all and says
+/// shared by an alias delivery, an EXPUNGE of the highest UID (so UIDNEXT > max UID), an alias,
+/// a pending greylist entry and a message queued for an unreachable relay is migrated: the summary counts it all and says
 /// verified (exit 0), the database keeps shared bodies shared and the id sequence past every
 /// copied id. Served from PostgreSQL, IMAP shows the same UIDVALIDITY/UIDNEXT and byte-identical
 /// `UID FETCH 1:* (FLAGS BODY[])`, a new APPEND takes the old UIDNEXT, `tanba queue list` shows
@@ -97,7 +98,13 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
         closed.local_addr().unwrap().port()
     );
     drop(closed);
-    let mut srv = TestServer::start_with(&[("delivery", &relay), ("delivery", "retry = [\"1h\"]")]);
+    // Greylisting on for every client but 127.0.0.1 (which delivers the mail below).
+    let grey = "greylisting = true\ngreylist_allow = [\"127.0.0.1\"]\ngreylist_expire = \"1h\"";
+    let mut srv = TestServer::start_with(&[
+        ("delivery", &relay),
+        ("delivery", "retry = [\"1h\"]"),
+        ("top", grey),
+    ]);
     for (u, p, _) in USERS {
         srv.add_user(u, p);
     }
@@ -116,6 +123,14 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
     deliver(&srv, "alice@example.test", &message("second", "two"));
     deliver(&srv, "bob@example.test", &message("bobs", "bob only"));
     deliver(&srv, "carol@example.test", &message("carols", "carol only"));
+
+    // Another machine's first attempt: deferred, a pending greylist entry.
+    let mut m = Client::from_stream(Stream::connect_from(srv.mx, "127.0.0.9".parse().unwrap()));
+    m.reply();
+    m.ok("EHLO other.example", "250");
+    m.ok("MAIL FROM:<someone@other.example>", "250");
+    let r = m.cmd("RCPT TO:<carol@example.test>").line();
+    assert!(r.starts_with("451"), "{r}");
 
     let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     c.ok("CREATE Projects");
@@ -181,7 +196,7 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
     assert!(
         out.contains(
             "copied 3 accounts, 19 mailboxes, 18 subscriptions, 7 messages (6 bodies), 1 \
-             expunged UIDs, 1 queued, 1 aliases, 0 greylist entries into PostgreSQL"
+             expunged UIDs, 1 queued, 1 aliases, 1 greylist entries into PostgreSQL"
         ),
         "{out}"
     );
@@ -209,6 +224,13 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
              JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.name = 'Projects'"
         ),
         "\\Flagged,$Label1 \\Seen,$Important"
+    );
+    assert_eq!(
+        pg.query(
+            "mig",
+            "SELECT count(*) FROM greylist WHERE NOT passed AND expires > first_seen"
+        ),
+        "1"
     );
     let again = tanba_with_config(
         &sled_cfg,
