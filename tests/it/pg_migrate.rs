@@ -80,10 +80,11 @@ fn snapshots(srv: &TestServer) -> Vec<Vec<[String; 4]>> {
 }
 
 /// A sled store with three users, a folder, flags and keywords, a body shared by a COPY and one
-/// shared by an alias delivery, an EXPUNGE of the highest UID (so UIDNEXT > max UID), an alias,
-/// a pending greylist entry and a message queued for an unreachable relay is migrated: the summary counts it all and says
-/// verified (exit 0), the database keeps shared bodies shared and the id sequence past every
-/// copied id. Served from PostgreSQL, IMAP shows the same UIDVALIDITY/UIDNEXT and byte-identical
+/// shared by an alias delivery, a large body (a file on sled), an EXPUNGE of the highest UID (so
+/// UIDNEXT > max UID), an alias, a pending greylist entry and a message queued for an unreachable
+/// relay is migrated: the summary counts it all and says verified (exit 0); the database keeps
+/// shared bodies shared, the large one in two chunks, and the id sequence past every copied id.
+/// Served from PostgreSQL, IMAP shows the same UIDVALIDITY/UIDNEXT and byte-identical
 /// `UID FETCH 1:* (FLAGS BODY[])`, a new APPEND takes the old UIDNEXT, `tanba queue list` shows
 /// the queued message. A second migrate into the same database and `--from` anything but
 /// `sled` are refused (exit 2).
@@ -122,7 +123,11 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
     deliver(&srv, "team@example.test", &message("team", "for both"));
     deliver(&srv, "alice@example.test", &message("second", "two"));
     deliver(&srv, "bob@example.test", &message("bobs", "bob only"));
-    deliver(&srv, "carol@example.test", &message("carols", "carol only"));
+    // Large: a body file on sled (> 64 KiB), two chunks on PostgreSQL (> 256 KiB).
+    let big: String = (0..5000)
+        .map(|i| format!("line {i:05} of a long message, padded to sixty-four octets.....\r\n"))
+        .collect();
+    deliver(&srv, "carol@example.test", &message("carols", &big));
 
     // Another machine's first attempt: deferred, a pending greylist entry.
     let mut m = Client::from_stream(Stream::connect_from(srv.mx, "127.0.0.9".parse().unwrap()));
@@ -209,6 +214,7 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
         pg.query("mig", "SELECT count(*) FROM blobs WHERE refcount = 2"),
         "2"
     );
+    assert_eq!(pg.query("mig", "SELECT max(n) FROM blob_chunks"), "1");
     assert_eq!(
         pg.query(
             "mig",
