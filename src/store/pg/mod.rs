@@ -11,6 +11,7 @@ mod account;
 mod alias;
 pub(crate) mod blob;
 mod greylist;
+pub(crate) mod import;
 mod mailbox;
 pub(crate) mod message;
 pub(crate) mod notify;
