@@ -247,7 +247,8 @@ fn pg_copy_and_move_share_the_body_and_expunge_releases_it() {
 }
 
 /// After EXPUNGE the UIDs are never given again: the next APPEND gets UIDNEXT, also after a
-/// restart; a mailbox deleted with messages takes its body rows along.
+/// restart; a mailbox deleted with messages takes its body rows along; RENAME INBOX moves the
+/// messages.
 #[test]
 fn pg_expunged_uids_are_never_reused() {
     let pg = Postgres::start();
@@ -298,6 +299,20 @@ fn pg_expunged_uids_are_never_reused() {
     );
     let sum = pg.query("uid", "SELECT sum(size) FROM messages");
     assert_eq!(pg.query("uid", "SELECT used_bytes::text FROM quota"), sum);
+    // RENAME INBOX moves its messages into the new mailbox (new UIDs there); INBOX stays,
+    // empty, and keeps its UIDNEXT.
+    c.ok("RENAME INBOX Before");
+    let st = joined(&c.ok("STATUS INBOX (MESSAGES UIDNEXT)"));
+    assert!(
+        st.contains("MESSAGES 0") && st.contains("UIDNEXT 6"),
+        "{st}"
+    );
+    let st = joined(&c.ok("STATUS Before (MESSAGES UIDNEXT)"));
+    assert!(
+        st.contains("MESSAGES 2") && st.contains("UIDNEXT 3"),
+        "{st}"
+    );
+    assert_eq!(pg.query("uid", "SELECT max(refcount) FROM blobs"), "1");
 }
 
 /// CONDSTORE and QRESYNC on PostgreSQL: STORE UNCHANGEDSINCE refuses a message changed since,
