@@ -457,7 +457,8 @@ fn pg_quota_is_enforced_like_on_sled() {
     );
 }
 
-/// kill -9 right after `APPEND ... OK`: after a restart the message is there, byte for byte.
+/// kill -9 right after `APPEND ... OK`: after a restart the message is there, byte for byte;
+/// deleting the account then removes its bodies.
 #[test]
 fn pg_append_survives_kill_9() {
     let pg = Postgres::start();
@@ -474,6 +475,22 @@ fn pg_append_survives_kill_9() {
     let u = c.ok("UID FETCH 1 (FLAGS BODY.PEEK[])");
     assert_eq!(body_of(&u), body);
     assert!(joined(&u).contains("\\Seen"), "{}", joined(&u));
+    // `tanba user del` releases the account's bodies (a copy, an expunge log) with it.
+    c.ok("UID COPY 1 Archive");
+    assert!(c.append("INBOX", "()", &msg(43)).contains("OK"));
+    c.ok("UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+    c.ok("EXPUNGE");
+    drop(c);
+    let out = srv.tanba(&["user", "del", "alice@example.test"], None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        pg.query(
+            "kill",
+            "SELECT (SELECT count(*) FROM blobs) || ':' || (SELECT count(*) FROM blob_chunks) \
+             || ':' || (SELECT count(*) FROM messages) || ':' || (SELECT count(*) FROM vanished)"
+        ),
+        "0:0:0:0"
+    );
 }
 
 /// kill -9 right after SMTP's `250`: after a restart the message is in the INBOX.
