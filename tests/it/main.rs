@@ -110,3 +110,5 @@ mod greylist;
 // The store on PostgreSQL (issue 17, work in progress: docs/cluster.md): `[store]` keys, schema
 // version, `tanba user` and `tanba store migrate` against a throw-away PostgreSQL.
 mod pg;
+// Operations on PostgreSQL: failover to a streaming replica, `store check`, size, backup.
+mod pg_failover;
