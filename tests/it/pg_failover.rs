@@ -74,6 +74,25 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
         N.to_string()
     );
 
+    // Fencing the primary before a switchover (`default_transaction_read_only`, as failover
+    // tools do): the pooled connections' writes fail with SQLSTATE 25006, which is a temporary
+    // refusal, not an internal error. The sessions see the reload at their next command, so a
+    // CREATE or two may still pass.
+    primary.query(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    primary.query("postgres", "SELECT pg_reload_conf()");
+    let mut fenced_ok = 0;
+    loop {
+        let (_, t) = c.cmd(&format!("CREATE Fenced{fenced_ok}"));
+        if t.split(' ').nth(1) == Some("OK") && fenced_ok < 50 {
+            fenced_ok += 1;
+            continue;
+        }
+        assert!(t.contains("NO [UNAVAILABLE]"), "{t}");
+        break;
+    }
     primary.crash();
     // Between the crash and the promotion: the replica is read-only and the primary gone, so
     // a write is refused, temporarily.
@@ -97,7 +116,15 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
         "{list:?}"
     );
     assert!(!list.iter().any(|l| l.contains("DuringSwitch")), "{list:?}");
-    c.ok("SELECT Acked07");
+    assert_eq!(
+        replica.query(
+            "fo",
+            "SELECT count(*) FROM mailboxes WHERE name LIKE 'Fenced%'"
+        ),
+        fenced_ok.to_string()
+    );
+    let st = crate::imap::text(&c.ok("STATUS Acked07 (MESSAGES UIDNEXT)")[0]);
+    assert!(st.contains("(MESSAGES 0 UIDNEXT 1)"), "{st}");
     // A new login, and an account made through the running server, on the new primary.
     srv.add_user("sam@example.test", "sam-password-1");
     let mut d = Imap::login(&srv, "sam@example.test", "sam-password-1");
