@@ -11,6 +11,7 @@ mod account;
 pub(crate) mod blob;
 mod check;
 mod mailbox;
+mod message;
 pub(crate) mod notify;
 pub(crate) mod queue;
 pub(crate) mod schema;
