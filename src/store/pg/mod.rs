@@ -8,8 +8,10 @@
 //! runtime and waits for it (inside `block_in_place` on a multi-thread tokio worker).
 
 mod account;
+mod alias;
 pub(crate) mod blob;
 mod check;
+mod greylist;
 mod mailbox;
 mod message;
 pub(crate) mod notify;
