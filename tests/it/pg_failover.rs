@@ -232,6 +232,72 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
     );
 }
 
+/// A switchover where the old primary stays up, fenced read-only
+/// (`default_transaction_read_only`, not restarted): the pool drops its connections to it (they
+/// are checked before reuse) and follows `store.url` to the promoted standby, so writes succeed
+/// again without restarting tanba; what was acknowledged before is there.
+#[test]
+fn pg_switchover_away_from_a_fenced_primary_that_stays_up() {
+    let primary = Postgres::start();
+    primary.create_db("sw");
+    let replica = primary.replica();
+    primary.require_sync_standby();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pg_toml(dir.path(), &primary.failover_url(&replica, "sw"));
+    let srv = TestServer::start_toml(dir, &toml);
+    srv.add_user("pat@example.test", "pat-password-1");
+    let mut c = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    for i in 0..3 {
+        let r = mx_try(&srv, &mail(&format!("B{i}")));
+        assert_eq!(r.code, 250, "{}", r.line());
+    }
+    c.ok("CREATE Before");
+
+    primary.query(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    primary.query("postgres", "SELECT pg_reload_conf()");
+    replica.promote();
+    ok_after_failover(&mut c, "CREATE AfterSwitchover");
+    let mut accepted = false;
+    for _ in 0..600 {
+        let r = mx_try(&srv, &mail("after"));
+        if r.code == 250 {
+            accepted = true;
+            break;
+        }
+        assert!((400..500).contains(&r.code), "{}", r.line());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(accepted, "SMTP still refused 60 s after the switchover");
+    let sel = joined(&c.ok("SELECT INBOX"));
+    assert!(sel.contains("* 4 EXISTS"), "{sel}");
+    let fetched = joined(&c.ok("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"));
+    for n in ["B0", "B1", "B2", "after"] {
+        assert!(
+            fetched.contains(&format!("Subject: failover {n}")),
+            "{fetched}"
+        );
+    }
+    assert_eq!(
+        replica.query(
+            "sw",
+            "SELECT (SELECT count(*) FROM messages) || ' ' || (SELECT string_agg(name, ',' \
+             ORDER BY name) FROM mailboxes WHERE name IN ('Before', 'AfterSwitchover'))"
+        ),
+        "4 AfterSwitchover,Before"
+    );
+    // Nothing was written to the fenced old primary after the fence.
+    assert_eq!(
+        primary.query(
+            "sw",
+            "SELECT count(*) FROM mailboxes WHERE name = 'AfterSwitchover'"
+        ),
+        "0"
+    );
+}
+
 /// A body of `size` bytes as blob `id`, in chunks of 256 KiB (pg/blob.rs), with `refs`
 /// references.
 fn blob_sql(id: u64, size: usize, refs: i32) -> String {

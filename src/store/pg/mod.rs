@@ -24,6 +24,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use super::{Result, StoreError};
 
+/// Run on a pooled connection before reuse (a closed one is dropped before that): fails when the
+/// server no longer takes writes (fenced with `default_transaction_read_only`, or a standby), so
+/// the pool drops the connection and the next one goes through `store.url`'s host list to the
+/// primary (docs/cluster.md, "Failover"). One round trip per call, like the SET in `conn`.
+const WRITABLE: &str =
+    "DO $$BEGIN IF pg_is_in_recovery() OR current_setting('transaction_read_only')::bool \
+     THEN RAISE EXCEPTION 'read-only: not the primary'; END IF; END$$";
+
 /// Connections per node (docs/cluster.md, "Status and next steps": pool sizing to document).
 const POOL_SIZE: usize = 16;
 
@@ -132,7 +140,7 @@ impl Pg {
             cfg,
             tokio_postgres::NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                recycling_method: RecyclingMethod::Custom(WRITABLE.into()),
             },
         );
         let pool = {
