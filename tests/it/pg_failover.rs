@@ -118,9 +118,9 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
     assert!(sel.contains(&format!("* {N} EXISTS")), "{sel}");
 
     // Fencing the primary before a switchover (`default_transaction_read_only`, as failover
-    // tools do): the pooled connections' writes fail with SQLSTATE 25006, which is a temporary
-    // refusal, not an internal error. The sessions see the reload at their next command, so a
-    // CREATE or two may still pass.
+    // tools do): no host takes writes now (the pool drops its connections to the fenced one,
+    // the replica is read-only), a temporary refusal, not an internal error. A CREATE or two
+    // may still pass before the server has applied the reload.
     primary.query(
         "postgres",
         "ALTER SYSTEM SET default_transaction_read_only = on",
@@ -295,6 +295,64 @@ fn pg_switchover_away_from_a_fenced_primary_that_stays_up() {
             "SELECT count(*) FROM mailboxes WHERE name = 'AfterSwitchover'"
         ),
         "0"
+    );
+}
+
+/// A query the database ends while it runs (`pg_terminate_backend`, as a shutdown or a failover
+/// manager does: SQLSTATE 57P01) is a temporary refusal, `NO [UNAVAILABLE]`, not an internal
+/// error; the next command runs on a new connection. The APPEND is held on the mailbox row's
+/// lock (taken by a psql session) until it is terminated.
+#[test]
+fn pg_a_terminated_query_is_a_temporary_error() {
+    use std::io::Write;
+    let pg = Postgres::start();
+    pg.create_db("term");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pg_toml(dir.path(), &pg.url("term"));
+    let srv = TestServer::start_toml(dir, &toml);
+    srv.add_user("pat@example.test", "pat-password-1");
+    let mut c = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    let mut holder = pg.session("term");
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin
+        .write_all(b"BEGIN;\nSELECT id FROM mailboxes WHERE name = 'INBOX' FOR UPDATE;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let wait_for = |sql: &str| -> String {
+        for _ in 0..600 {
+            let got = pg.query("term", sql);
+            if !got.is_empty() {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("nothing for {sql} after 60 s");
+    };
+    wait_for(
+        "SELECT pid FROM pg_stat_activity WHERE datname = 'term' \
+         AND state = 'idle in transaction'",
+    );
+    let append = std::thread::spawn(move || {
+        let t = c.append("INBOX", "()", b"Subject: held\r\n\r\nheld\r\n");
+        (c, t)
+    });
+    let pid = wait_for(
+        "SELECT pid FROM pg_stat_activity WHERE datname = 'term' AND wait_event_type = 'Lock'",
+    );
+    assert_eq!(
+        pg.query("term", &format!("SELECT pg_terminate_backend({pid})")),
+        "t"
+    );
+    let (mut c, t) = append.join().unwrap();
+    assert!(t.contains("NO [UNAVAILABLE]"), "{t}");
+    drop(stdin);
+    holder.wait().unwrap();
+    let t = c.append("INBOX", "()", b"Subject: next\r\n\r\nnext\r\n");
+    assert!(t.contains(" OK "), "{t}");
+    assert_eq!(
+        pg.query("term", "SELECT count(*) FROM messages"),
+        "1",
+        "the terminated APPEND stored nothing"
     );
 }
 
