@@ -115,6 +115,8 @@ mod pg;
 mod pg_cluster_basics;
 // `tanba store migrate --from sled` of a populated store, then served from PostgreSQL.
 mod pg_migrate;
+// Operations on PostgreSQL: failover to a streaming replica, `store check`, size, backup.
+mod pg_failover;
 // Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
 // kill -9 (issue 17).
 mod pg_imap;

@@ -10,6 +10,7 @@
 mod account;
 mod alias;
 pub(crate) mod blob;
+mod check;
 mod greylist;
 pub(crate) mod import;
 mod mailbox;
@@ -32,6 +33,13 @@ use super::{Change, Result, StoreError};
 pub const DEFAULT_POOL: usize = 16;
 /// The largest `store.pool`.
 pub const MAX_POOL: usize = 1024;
+/// Run on a pooled connection before reuse (a closed one is dropped before that): fails when the
+/// server no longer takes writes (fenced with `default_transaction_read_only`, or a standby), so
+/// the pool drops the connection and the next one goes through `store.url`'s host list to the
+/// primary (docs/cluster.md, "Failover"). One round trip per call, like the SET in `conn`.
+const WRITABLE: &str =
+    "DO $$BEGIN IF pg_is_in_recovery() OR current_setting('transaction_read_only')::bool \
+     THEN RAISE EXCEPTION 'read-only: not the primary'; END IF; END$$";
 
 /// tokio-postgres's keepalive idle time when the URL sets none.
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(2 * 60 * 60);
@@ -74,6 +82,10 @@ impl Drop for Rt {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
+            // A failover or restart of the database (docs/cluster.md, "Failover"): temporary.
+            if is_transient(db.code().code()) {
+                return StoreError::Unavailable(format!("database: {}", db.message()));
+            }
             // 23505 unique_violation is mapped by the callers that expect it; this is the rest.
             return StoreError::Db(format!("database: {}", db.message()));
         }
@@ -91,6 +103,18 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             e => StoreError::Unavailable(format!("database pool: {e}")),
         }
     }
+}
+
+/// SQLSTATEs of a database going away, restarting, still a standby or shedding load
+/// (docs/cluster.md, "Failover"): class 08 (connection), 57P01-57P03 (shutdown, crash, not
+/// accepting connections yet), 25006 (read-only: a standby), 40001/40P01 (serialization,
+/// deadlock), 53300 (too many connections). The client may retry: a 4xx, a NO [UNAVAILABLE].
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01" | "53300"
+        )
 }
 
 /// Whether `e` is PostgreSQL's unique_violation (SQLSTATE 23505).
@@ -189,7 +213,7 @@ impl Pg {
             .build()
             .map_err(|e| StoreError::Db(format!("starting the database runtime: {e}")))?;
         let mgr_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: RecyclingMethod::Custom(WRITABLE.into()),
         };
         let (changes, _) = broadcast::channel(CHANGES);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
