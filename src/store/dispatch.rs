@@ -1,6 +1,6 @@
 //! [`Store`]'s public API: each method calls the backend's method of the same name
-//! (docs/cluster.md, "Design"). On PostgreSQL, what is not there yet returns an error that names
-//! the method ([`not_yet`]); `tanba serve` refuses such a store ([`Store::serve_ready`]).
+//! (docs/cluster.md, "Design"). Every method exists on both backends; the few that are sled's by
+//! nature (`backup`) answer on PostgreSQL with an error that says what to use instead.
 
 use std::path::Path;
 
@@ -13,15 +13,6 @@ use super::message::Blob;
 use super::multiappend::NewMessage;
 use super::quota::Quota;
 use super::*;
-
-/// The error of a method the PostgreSQL backend does not have yet.
-#[allow(dead_code)] // every arm of this branch is done; kept until the branches are merged
-fn not_yet(what: &str) -> StoreError {
-    StoreError::Invalid(format!(
-        "{what} is not yet on PostgreSQL (store.backend = \"postgres\" is work in progress: \
-         docs/cluster.md)"
-    ))
-}
 
 /// `tanba backup` on PostgreSQL: the database's own tools do it (docs/cluster.md, "Backup and
 /// restore on PostgreSQL").

@@ -1,5 +1,5 @@
 //! The mailbox store: accounts, mailboxes, messages and the outbound queue, in one sled database
-//! (the embedded backend, [`Sled`]) or, work in progress, in PostgreSQL (`pg/`, docs/cluster.md).
+//! (the embedded backend, [`Sled`]) or in PostgreSQL (`pg/`, docs/cluster.md).
 //!
 //! This is the only module that names `sled` or SQL. Everything else sees [`Store`] (whose
 //! methods, in `dispatch.rs`, call the configured backend) and plain records. What follows is
@@ -156,7 +156,7 @@ impl From<StoreError> for ConflictableTransactionError<StoreError> {
 pub enum Backend {
     /// The embedded database in `data_dir/store` (the default).
     Embedded,
-    /// A PostgreSQL database (work in progress: docs/cluster.md, "Status and next steps"):
+    /// A PostgreSQL database (docs/cluster.md):
     /// `store.url`, `store.pool` connections, `store.ca_file` for TLS (None: system roots).
     Postgres {
         url: String,

@@ -107,7 +107,7 @@ mod signed_cache;
 mod senderauth;
 // Greylisting (RFC 6647) and the per-address MX message rate (issue 13, point 3).
 mod greylist;
-// The store on PostgreSQL (issue 17, work in progress: docs/cluster.md): `[store]` keys, schema
+// The store on PostgreSQL (issue 17, docs/cluster.md): `[store]` keys, schema
 // version, `tanba user` and `tanba store migrate` against a throw-away PostgreSQL.
 mod pg;
 // PostgreSQL node plumbing: the LISTEN connection feeding IDLE (reconnect, resync), TLS to the
