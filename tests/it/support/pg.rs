@@ -2,9 +2,15 @@
 //! `postgresql` binaries (`initdb`, `pg_ctl`), a cluster in a temp dir listening on a free
 //! loopback port and on a unix socket inside the temp dir, `fsync=on`. initdb refuses to run as
 //! root, so as root the cluster belongs to `nobody` (`runuser`). Stopped when dropped.
+//!
+//! [`shared`] is the one cluster of the whole test process (`TANBA_TEST_BACKEND=postgres` and the
+//! two-node tests): started on first use, stopped by a watchdog when the process ends in any way
+//! (even SIGKILL), since a `static` is never dropped. [`fresh_db`] gives each server a database.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 pub struct Postgres {
     pub dir: tempfile::TempDir,
@@ -38,6 +44,11 @@ fn is_root() -> bool {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_opts("")
+    }
+
+    /// Like [`Postgres::start`], with extra `postgres` options (`-c name=value ...`).
+    pub fn start_opts(extra: &str) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let as_nobody = is_root();
         if as_nobody {
@@ -78,7 +89,7 @@ impl Postgres {
             .port();
         pg.port = port;
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c synchronous_commit=on",
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c synchronous_commit=on {extra}",
             pg.dir.path().display()
         );
         let log = pg.dir.path().join("postgres.log");
@@ -163,6 +174,71 @@ impl Postgres {
         assert!(out.status.success(), "psql {sql}: {}", show(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+/// The cluster shared by the whole test process, started on first use. Its temp dir and its
+/// processes outlive every test; a watchdog (`sh`, in a process group of its own so that a ^C to
+/// the test run reaches it only through the pipe) waits for EOF on a pipe whose only writer is this
+/// process, then stops the cluster (`pg_ctl stop -m immediate`) and removes the dir: so a test
+/// process that exits, panics or is killed (-9) leaves no postgres running.
+pub fn shared() -> &'static Postgres {
+    static SHARED: OnceLock<Postgres> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // Several servers per test and two test threads, each server a pool of 16 + LISTEN.
+        let pg = Postgres::start_opts(
+            "-c max_connections=400 -c shared_buffers=32MB -c max_wal_size=256MB",
+        );
+        let data = pg.data();
+        let pg_ctl = pg.bin.join("pg_ctl");
+        let stop = format!(
+            "{} '{}' -D '{}' -m immediate stop >/dev/null 2>&1",
+            if pg.as_nobody {
+                "runuser -u nobody --"
+            } else {
+                ""
+            },
+            pg_ctl.display(),
+            data.display()
+        );
+        let script = format!(
+            "cat >/dev/null; {stop}; rm -rf '{}'",
+            pg.dir.path().display()
+        );
+        use std::os::unix::process::CommandExt;
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("the shared PostgreSQL's watchdog (sh)");
+        // Never written to, never closed by us: the OS closes it when this process ends. (Rust
+        // opens pipes close-on-exec, so no child of the tests holds it.)
+        std::mem::forget(watchdog.stdin.take());
+        std::mem::forget(watchdog);
+        pg
+    })
+}
+
+/// A new, empty database `t_<n>` on the [`shared`] cluster; returns its name and URL.
+pub fn fresh_db() -> (String, String) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let pg = shared();
+    let name = format!("t_{}", N.fetch_add(1, Ordering::Relaxed));
+    pg.create_db(&name);
+    let url = pg.url(&name);
+    (name, url)
+}
+
+/// Drops a database of [`fresh_db`] (its server stopped or killed first), so that a whole run
+/// does not keep hundreds of databases on disk.
+pub fn drop_db(name: &str) {
+    let _ = shared().psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
 }
 
 impl Drop for Postgres {
