@@ -110,3 +110,6 @@ mod greylist;
 // The store on PostgreSQL (issue 17, work in progress: docs/cluster.md): `[store]` keys, schema
 // version, `tanba user` and `tanba store migrate` against a throw-away PostgreSQL.
 mod pg;
+// Two nodes on one PostgreSQL database (issue 17): IDLE and FETCH across nodes, concurrent
+// APPENDs through both, kill -9 of one node under SMTP load.
+mod cluster;
