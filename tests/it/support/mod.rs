@@ -40,6 +40,10 @@ pub fn sled_only() -> bool {
     backend_is_postgres()
 }
 
+/// A `("top", ..)` line for [`TestServer::start_with`] that keeps a server on sled whatever
+/// `TANBA_TEST_BACKEND` says (the embedded source of `tanba store migrate`).
+pub const SLED_STORE: (&str, &str) = ("top", "[store]\nbackend = \"sled\"");
+
 /// Whether `toml` has a `[store]` table of its own.
 fn has_store_section(toml: &str) -> bool {
     toml.lines().any(|l| l.trim() == "[store]")
@@ -372,6 +376,16 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        // `TANBA_TEST_SERVER_LOG=1`: a failing test shows its servers' warnings and errors.
+        if std::thread::panicking() && std::env::var_os("TANBA_TEST_SERVER_LOG").is_some() {
+            for l in self
+                .log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            {
+                eprintln!("server log: {l}");
+            }
+        }
         if let Some((db, _)) = &self.pg_db {
             pg::drop_db(db);
         }
