@@ -158,137 +158,177 @@ impl Sled {
         rules: Rules<'_>,
         overlay: Option<&Alias>,
     ) -> Result<Resolution> {
-        let mut w = Walk {
-            rules,
-            overlay,
-            steps: 0,
-            path: Vec::new(),
-            out: Vec::new(),
-        };
-        let addr = addr.trim().to_ascii_lowercase();
-        Ok(match self.walk(&mut w, &addr)? {
-            Step::Found if !w.out.is_empty() => Resolution::Found(w.out),
-            Step::Found | Step::Unknown => Resolution::Unknown,
-            Step::Loop(p) => Resolution::Loop(p),
-            Step::NoPostmaster => Resolution::NoPostmaster,
-        })
+        resolve_with(self, addr, rules, overlay)
     }
+}
 
-    fn lookup_alias(&self, w: &Walk<'_>, key: &str) -> Result<Option<Alias>> {
-        if let Some(o) = w.overlay.filter(|o| o.address == key) {
-            return Ok(Some(o.clone()));
+/// What resolution reads from a backend (the same walk on sled and PostgreSQL).
+pub(crate) trait Lookup {
+    fn alias(&self, address: &str) -> Result<Option<Alias>>;
+    fn account_for_address(&self, addr: &str) -> Result<Option<Account>>;
+    fn accounts(&self) -> Result<Vec<Account>>;
+}
+
+impl Lookup for Sled {
+    fn alias(&self, address: &str) -> Result<Option<Alias>> {
+        Sled::alias(self, address)
+    }
+    fn account_for_address(&self, addr: &str) -> Result<Option<Account>> {
+        Sled::account_for_address(self, addr)
+    }
+    fn accounts(&self) -> Result<Vec<Account>> {
+        Sled::accounts(self)
+    }
+}
+
+/// [`Sled::resolve`] over any backend.
+pub(crate) fn resolve_with<L: Lookup + ?Sized>(
+    l: &L,
+    addr: &str,
+    rules: Rules<'_>,
+    overlay: Option<&Alias>,
+) -> Result<Resolution> {
+    let mut w = Walk {
+        rules,
+        overlay,
+        steps: 0,
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    let addr = addr.trim().to_ascii_lowercase();
+    Ok(match walk(l, &mut w, &addr)? {
+        Step::Found if !w.out.is_empty() => Resolution::Found(w.out),
+        Step::Found | Step::Unknown => Resolution::Unknown,
+        Step::Loop(p) => Resolution::Loop(p),
+        Step::NoPostmaster => Resolution::NoPostmaster,
+    })
+}
+
+fn lookup_alias<L: Lookup + ?Sized>(l: &L, w: &Walk<'_>, key: &str) -> Result<Option<Alias>> {
+    if let Some(o) = w.overlay.filter(|o| o.address == key) {
+        return Ok(Some(o.clone()));
+    }
+    l.alias(key)
+}
+
+fn push(w: &mut Walk<'_>, d: Dest) {
+    let dup = w.out.iter().any(|x| match (x, &d) {
+        (Dest::Account(a), Dest::Account(b)) => a.id == b.id,
+        (Dest::Remote(a), Dest::Remote(b)) => a == b,
+        _ => false,
+    });
+    if !dup {
+        w.out.push(d);
+    }
+}
+
+/// Expands each target; found if at least one target is (dangling ones are skipped with a
+/// warning: one deleted account must not bounce a list's mail).
+fn walk_targets<L: Lookup + ?Sized>(
+    l: &L,
+    w: &mut Walk<'_>,
+    from: &str,
+    targets: &[String],
+) -> Result<Step> {
+    let mut found = false;
+    for t in targets {
+        match walk(l, w, t)? {
+            Step::Found => found = true,
+            Step::Unknown | Step::NoPostmaster => {
+                tracing::warn!("alias {from}: target {t} does not exist; skipped")
+            }
+            l @ Step::Loop(_) => return Ok(l),
         }
-        self.alias(key)
     }
+    Ok(if found { Step::Found } else { Step::Unknown })
+}
 
-    fn push(w: &mut Walk<'_>, d: Dest) {
-        let dup = w.out.iter().any(|x| match (x, &d) {
-            (Dest::Account(a), Dest::Account(b)) => a.id == b.id,
-            (Dest::Remote(a), Dest::Remote(b)) => a == b,
-            _ => false,
+fn walk<L: Lookup + ?Sized>(l: &L, w: &mut Walk<'_>, addr: &str) -> Result<Step> {
+    w.steps += 1;
+    if w.path.iter().any(|p| p == addr) || w.path.len() > MAX_DEPTH || w.steps > MAX_STEPS {
+        let mut p = w.path.join(" → ");
+        p.push_str(" → ");
+        p.push_str(addr);
+        return Ok(Step::Loop(p));
+    }
+    let (local, domain) = split(addr);
+    if !w.rules.domains.iter().any(|d| d == domain) {
+        push(w, Dest::Remote(addr.to_string()));
+        return Ok(Step::Found);
+    }
+    w.path.push(addr.to_string());
+    let r = walk_local(l, w, addr, local, domain);
+    w.path.pop();
+    r
+}
+
+fn walk_local<L: Lookup + ?Sized>(
+    l: &L,
+    w: &mut Walk<'_>,
+    addr: &str,
+    local: &str,
+    domain: &str,
+) -> Result<Step> {
+    // 1. An exact alias (it wins over an account of the same name, and over the
+    //    postmaster default: the operator's explicit choice).
+    if let Some(a) = lookup_alias(l, w, addr)? {
+        return walk_targets(l, w, addr, &a.targets);
+    }
+    // 2. An account.
+    if let Some(acc) = l.account_for_address(addr)? {
+        push(w, Dest::Account(acc));
+        return Ok(Step::Found);
+    }
+    // 3. Sub-addressing: `alice+tag@` is `alice@` (an account named with a `+` matched above).
+    if let Some((base, _tag)) = local.split_once('+') {
+        if !base.is_empty() {
+            match walk(l, w, &format!("{base}@{domain}"))? {
+                Step::Unknown => {}
+                other => return Ok(other),
+            }
+        }
+    }
+    // 4. A domain alias; 6. the catch-all (after the postmaster rule).
+    let domain_entry = lookup_alias(l, w, &format!("@{domain}"))?;
+    if let Some(d) = domain_entry.as_ref().filter(|d| d.is_domain_alias()) {
+        let targets: Vec<String> = d.targets.iter().map(|t| format!("{local}{t}")).collect();
+        return walk_targets(l, w, addr, &targets);
+    }
+    if w.rules.own_only {
+        return Ok(Step::Unknown);
+    }
+    // 5. postmaster@ and abuse@ of every local domain are always accepted.
+    if local == "postmaster" || local == "abuse" {
+        return walk_postmaster(l, w, domain);
+    }
+    if let Some(c) = domain_entry {
+        return walk_targets(l, w, addr, &c.targets);
+    }
+    Ok(Step::Unknown)
+}
+
+/// `postmaster@`/`abuse@` without an alias of their own: `server.postmaster`, else the
+/// first account created in that domain, else the first account created at all.
+fn walk_postmaster<L: Lookup + ?Sized>(l: &L, w: &mut Walk<'_>, domain: &str) -> Result<Step> {
+    if let Some(p) = w.rules.postmaster {
+        let p = p.to_ascii_lowercase();
+        return Ok(match walk(l, w, &p)? {
+            Step::Unknown => Step::NoPostmaster,
+            s => s,
         });
-        if !dup {
-            w.out.push(d);
-        }
     }
-
-    /// Expands each target; found if at least one target is (dangling ones are skipped with a
-    /// warning: one deleted account must not bounce a list's mail).
-    fn walk_targets(&self, w: &mut Walk<'_>, from: &str, targets: &[String]) -> Result<Step> {
-        let mut found = false;
-        for t in targets {
-            match self.walk(w, t)? {
-                Step::Found => found = true,
-                Step::Unknown | Step::NoPostmaster => {
-                    tracing::warn!("alias {from}: target {t} does not exist; skipped")
-                }
-                l @ Step::Loop(_) => return Ok(l),
-            }
+    let accounts = l.accounts()?;
+    let first = accounts
+        .iter()
+        .filter(|a| split(&a.email).1 == domain)
+        .min_by_key(|a| a.id)
+        .or_else(|| accounts.iter().min_by_key(|a| a.id));
+    match first {
+        Some(a) => {
+            push(w, Dest::Account(a.clone()));
+            Ok(Step::Found)
         }
-        Ok(if found { Step::Found } else { Step::Unknown })
-    }
-
-    fn walk(&self, w: &mut Walk<'_>, addr: &str) -> Result<Step> {
-        w.steps += 1;
-        if w.path.iter().any(|p| p == addr) || w.path.len() > MAX_DEPTH || w.steps > MAX_STEPS {
-            let mut p = w.path.join(" → ");
-            p.push_str(" → ");
-            p.push_str(addr);
-            return Ok(Step::Loop(p));
-        }
-        let (local, domain) = split(addr);
-        if !w.rules.domains.iter().any(|d| d == domain) {
-            Self::push(w, Dest::Remote(addr.to_string()));
-            return Ok(Step::Found);
-        }
-        w.path.push(addr.to_string());
-        let r = self.walk_local(w, addr, local, domain);
-        w.path.pop();
-        r
-    }
-
-    fn walk_local(&self, w: &mut Walk<'_>, addr: &str, local: &str, domain: &str) -> Result<Step> {
-        // 1. An exact alias (it wins over an account of the same name, and over the
-        //    postmaster default: the operator's explicit choice).
-        if let Some(a) = self.lookup_alias(w, addr)? {
-            return self.walk_targets(w, addr, &a.targets);
-        }
-        // 2. An account.
-        if let Some(acc) = self.account_for_address(addr)? {
-            Self::push(w, Dest::Account(acc));
-            return Ok(Step::Found);
-        }
-        // 3. Sub-addressing: `alice+tag@` is `alice@` (an account named with a `+` matched above).
-        if let Some((base, _tag)) = local.split_once('+') {
-            if !base.is_empty() {
-                match self.walk(w, &format!("{base}@{domain}"))? {
-                    Step::Unknown => {}
-                    other => return Ok(other),
-                }
-            }
-        }
-        // 4. A domain alias; 6. the catch-all (after the postmaster rule).
-        let domain_entry = self.lookup_alias(w, &format!("@{domain}"))?;
-        if let Some(d) = domain_entry.as_ref().filter(|d| d.is_domain_alias()) {
-            let targets: Vec<String> = d.targets.iter().map(|t| format!("{local}{t}")).collect();
-            return self.walk_targets(w, addr, &targets);
-        }
-        if w.rules.own_only {
-            return Ok(Step::Unknown);
-        }
-        // 5. postmaster@ and abuse@ of every local domain are always accepted.
-        if local == "postmaster" || local == "abuse" {
-            return self.walk_postmaster(w, domain);
-        }
-        if let Some(c) = domain_entry {
-            return self.walk_targets(w, addr, &c.targets);
-        }
-        Ok(Step::Unknown)
-    }
-
-    /// `postmaster@`/`abuse@` without an alias of their own: `server.postmaster`, else the
-    /// first account created in that domain, else the first account created at all.
-    fn walk_postmaster(&self, w: &mut Walk<'_>, domain: &str) -> Result<Step> {
-        if let Some(p) = w.rules.postmaster {
-            let p = p.to_ascii_lowercase();
-            return Ok(match self.walk(w, &p)? {
-                Step::Unknown => Step::NoPostmaster,
-                s => s,
-            });
-        }
-        let accounts = self.accounts()?;
-        let first = accounts
-            .iter()
-            .filter(|a| split(&a.email).1 == domain)
-            .min_by_key(|a| a.id)
-            .or_else(|| accounts.iter().min_by_key(|a| a.id));
-        match first {
-            Some(a) => {
-                Self::push(w, Dest::Account(a.clone()));
-                Ok(Step::Found)
-            }
-            None => Ok(Step::NoPostmaster),
-        }
+        None => Ok(Step::NoPostmaster),
     }
 }
 

@@ -211,14 +211,14 @@ impl Store {
     pub fn alias(&self, address: &str) -> Result<Option<Alias>> {
         match &self.b {
             Inner::Sled(s) => s.alias(address),
-            Inner::Postgres(_) => Err(not_yet("alias")),
+            Inner::Postgres(p) => p.alias(address),
         }
     }
 
     pub fn aliases(&self) -> Result<Vec<Alias>> {
         match &self.b {
             Inner::Sled(s) => s.aliases(),
-            Inner::Postgres(_) => Err(not_yet("aliases")),
+            Inner::Postgres(p) => p.aliases(),
         }
     }
 
@@ -353,7 +353,7 @@ impl Store {
     pub fn delete_alias(&self, address: &str) -> Result<Alias> {
         match &self.b {
             Inner::Sled(s) => s.delete_alias(address),
-            Inner::Postgres(_) => Err(not_yet("delete_alias")),
+            Inner::Postgres(p) => p.delete_alias(address),
         }
     }
 
@@ -421,7 +421,7 @@ impl Store {
     ) -> Result<Verdict> {
         match &self.b {
             Inner::Sled(s) => s.greylist_check(network, from, rcpt, now, p),
-            Inner::Postgres(_) => Err(not_yet("greylist_check")),
+            Inner::Postgres(pg) => pg.greylist_check(network, from, rcpt, now, p),
         }
     }
 
@@ -504,7 +504,7 @@ impl Store {
     pub fn new_queue_record(&self, sender: &str, recipients: &[String]) -> Result<QueueRecord> {
         match &self.b {
             Inner::Sled(s) => s.new_queue_record(sender, recipients),
-            Inner::Postgres(_) => Err(not_yet("new_queue_record")),
+            Inner::Postgres(p) => p.new_queue_record(sender, recipients),
         }
     }
 
@@ -512,7 +512,7 @@ impl Store {
     pub fn put_alias(&self, alias: &Alias) -> Result<()> {
         match &self.b {
             Inner::Sled(s) => s.put_alias(alias),
-            Inner::Postgres(_) => Err(not_yet("put_alias")),
+            Inner::Postgres(p) => p.put_alias(alias),
         }
     }
 
@@ -535,7 +535,7 @@ impl Store {
     ) -> Result<bool> {
         match &self.b {
             Inner::Sled(s) => s.queue_commit(expected, new, bounce),
-            Inner::Postgres(_) => Err(not_yet("queue_commit")),
+            Inner::Postgres(p) => p.queue_commit(expected, new, bounce),
         }
     }
 
@@ -544,14 +544,14 @@ impl Store {
     pub fn queue_due(&self) -> Box<dyn Iterator<Item = Result<(i64, u64)>> + '_> {
         match &self.b {
             Inner::Sled(s) => Box::new(s.queue_due()),
-            Inner::Postgres(_) => Box::new(std::iter::once(Err(not_yet("queue_due")))),
+            Inner::Postgres(p) => p.queue_due(),
         }
     }
 
     pub fn queue_get(&self, id: u64) -> Result<Option<QueueRecord>> {
         match &self.b {
             Inner::Sled(s) => s.queue_get(id),
-            Inner::Postgres(_) => Err(not_yet("queue_get")),
+            Inner::Postgres(p) => p.queue_get(id),
         }
     }
 
@@ -559,7 +559,7 @@ impl Store {
     pub fn queue_list(&self) -> Result<Vec<QueueRecord>> {
         match &self.b {
             Inner::Sled(s) => s.queue_list(),
-            Inner::Postgres(_) => Err(not_yet("queue_list")),
+            Inner::Postgres(p) => p.queue_list(),
         }
     }
 
@@ -573,7 +573,7 @@ impl Store {
     ) -> Result<Option<QueueRecord>> {
         match &self.b {
             Inner::Sled(s) => s.queue_modify(id, f),
-            Inner::Postgres(_) => Err(not_yet("queue_modify")),
+            Inner::Postgres(p) => p.queue_modify(id, f),
         }
     }
 
@@ -593,7 +593,7 @@ impl Store {
     pub fn queue_summary(&self) -> Result<(u64, Option<i64>)> {
         match &self.b {
             Inner::Sled(s) => s.queue_summary(),
-            Inner::Postgres(_) => Err(not_yet("queue_summary")),
+            Inner::Postgres(p) => p.queue_summary(),
         }
     }
 
@@ -632,7 +632,7 @@ impl Store {
     ) -> Result<Resolution> {
         match &self.b {
             Inner::Sled(s) => s.resolve(addr, rules, overlay),
-            Inner::Postgres(_) => Err(not_yet("resolve")),
+            Inner::Postgres(p) => p.resolve(addr, rules, overlay),
         }
     }
 

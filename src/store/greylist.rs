@@ -39,7 +39,7 @@ const COUNT: &[u8] = b"n";
 const PENDING: u8 = 0;
 const PASSED: u8 = 1;
 /// Expired entries removed per check, at most (the sweep is spread over the checks).
-const SWEEP_PER_CHECK: usize = 32;
+pub(crate) const SWEEP_PER_CHECK: usize = 32;
 
 /// Serializes greylist checks: read, decide, write is not one sled transaction.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -87,7 +87,7 @@ impl Entry {
     }
 }
 
-fn hash(network: &str, from: &str, rcpt: &str) -> [u8; 16] {
+pub(crate) fn hash(network: &str, from: &str, rcpt: &str) -> [u8; 16] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for part in [network, from, rcpt] {
         ctx.update(part.to_lowercase().as_bytes());

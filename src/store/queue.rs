@@ -64,6 +64,33 @@ pub struct QueueRecord {
 }
 
 impl QueueRecord {
+    /// A new record `id` for `recipients`, all pending, due now (either backend).
+    pub(crate) fn due_now(id: u64, sender: &str, recipients: &[String]) -> QueueRecord {
+        let now = now_unix();
+        QueueRecord {
+            id,
+            sender: sender.to_string(),
+            recipients: recipients
+                .iter()
+                .map(|a| RcptStatus {
+                    addr: a.clone(),
+                    state: RcptState::Pending,
+                    attempts: 0,
+                    last_error: None,
+                    status: None,
+                    remote_mta: None,
+                    bounced: false,
+                })
+                .collect(),
+            blob_id: 0,
+            size: 0,
+            created: now,
+            next_attempt: now,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
     pub fn pending(&self) -> impl Iterator<Item = &RcptStatus> {
         self.recipients
             .iter()
@@ -106,29 +133,7 @@ fn split_due_key(k: &[u8]) -> Result<(i64, u64)> {
 impl Sled {
     /// A new queue record for `recipients`, due now. Sled it with [`Sled::deliver`].
     pub fn new_queue_record(&self, sender: &str, recipients: &[String]) -> Result<QueueRecord> {
-        let now = now_unix();
-        Ok(QueueRecord {
-            id: self.next_id()?,
-            sender: sender.to_string(),
-            recipients: recipients
-                .iter()
-                .map(|a| RcptStatus {
-                    addr: a.clone(),
-                    state: RcptState::Pending,
-                    attempts: 0,
-                    last_error: None,
-                    status: None,
-                    remote_mta: None,
-                    bounced: false,
-                })
-                .collect(),
-            blob_id: 0,
-            size: 0,
-            created: now,
-            next_attempt: now,
-            attempts: 0,
-            last_error: None,
-        })
+        Ok(QueueRecord::due_now(self.next_id()?, sender, recipients))
     }
 
     /// How many messages are queued, and when the oldest was queued (Unix seconds), for the

@@ -8,7 +8,9 @@
 //! runtime and waits for it (inside `block_in_place` on a multi-thread tokio worker).
 
 mod account;
+mod alias;
 pub(crate) mod blob;
+mod greylist;
 mod mailbox;
 pub(crate) mod notify;
 pub(crate) mod queue;

@@ -81,7 +81,8 @@ CREATE TABLE queue (
     lease_owner text,
     lease_until bigint
 );
-CREATE INDEX queue_due ON queue (next_attempt);
+CREATE INDEX queue_due ON queue (next_attempt, id);
+CREATE INDEX queue_lease ON queue (lease_owner);
 CREATE TABLE greylist (
     triplet bytea PRIMARY KEY,
     first_seen bigint NOT NULL,
@@ -89,6 +90,7 @@ CREATE TABLE greylist (
     expires bigint NOT NULL
 );
 CREATE INDEX greylist_expires ON greylist (expires);
+CREATE INDEX greylist_evict ON greylist (passed, expires);
 "#,
 ];
 
