@@ -41,6 +41,10 @@ pub struct FileConfig {
 pub struct StoreSection {
     pub backend: String,
     pub url: String,
+    /// Connections per node to the database (backend = "postgres").
+    pub pool: usize,
+    /// PEM CA certificates for the database's certificate (sslmode verify-ca / verify-full).
+    pub ca_file: String,
 }
 
 impl Default for StoreSection {
@@ -48,6 +52,8 @@ impl Default for StoreSection {
         StoreSection {
             backend: "sled".into(),
             url: String::new(),
+            pool: crate::store::DEFAULT_POOL,
+            ca_file: String::new(),
         }
     }
 }
@@ -1047,6 +1053,12 @@ impl Config {
 
         let store = match f.store.backend.trim() {
             "sled" => {
+                if !f.store.ca_file.trim().is_empty() {
+                    return Err(err(
+                        "store.ca_file",
+                        "is only used with store.backend = \"postgres\"".into(),
+                    ));
+                }
                 if !f.store.url.trim().is_empty() {
                     return Err(err(
                         "store.url",
@@ -1066,8 +1078,32 @@ impl Config {
                 }
                 // The URL may hold a password: errors never repeat it.
                 crate::store::check_postgres_url(url).map_err(|e| err("store.url", e))?;
+                if !(1..=crate::store::MAX_POOL).contains(&f.store.pool) {
+                    return Err(err(
+                        "store.pool",
+                        format!("must be from 1 to {} connections", crate::store::MAX_POOL),
+                    ));
+                }
+                let ca_file = match f.store.ca_file.trim() {
+                    "" => None,
+                    p => {
+                        if !crate::store::postgres_url_verifies(url) {
+                            return Err(err(
+                                "store.ca_file",
+                                "is only used with sslmode=verify-ca or sslmode=verify-full \
+                                 in store.url"
+                                    .into(),
+                            ));
+                        }
+                        let p = abs(p);
+                        readable_file(&p).map_err(|e| err("store.ca_file", e))?;
+                        Some(p)
+                    }
+                };
                 crate::store::Backend::Postgres {
                     url: url.to_string(),
+                    pool: f.store.pool,
+                    ca_file,
                 }
             }
             other => {

@@ -83,9 +83,7 @@ impl Store {
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         match &self.b {
             Inner::Sled(s) => s.subscribe(),
-            // LISTEN/NOTIFY comes with messages on PostgreSQL (docs/cluster.md); until then a
-            // channel nobody sends on.
-            Inner::Postgres(_) => broadcast::channel(1).1,
+            Inner::Postgres(p) => p.subscribe(),
         }
     }
 
@@ -96,8 +94,8 @@ impl Store {
     pub fn open_backend(backend: &Backend, dir: &Path) -> Result<Store> {
         match backend {
             Backend::Embedded => Self::open(dir),
-            Backend::Postgres { url } => Ok(Store {
-                b: Inner::Postgres(pg::Pg::connect(url)?),
+            Backend::Postgres { url, pool, ca_file } => Ok(Store {
+                b: Inner::Postgres(pg::Pg::connect_with(url, *pool, ca_file.as_deref())?),
             }),
         }
     }

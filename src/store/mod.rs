@@ -154,8 +154,13 @@ impl From<StoreError> for ConflictableTransactionError<StoreError> {
 pub enum Backend {
     /// The embedded database in `data_dir/store` (the default).
     Embedded,
-    /// A PostgreSQL database (work in progress: docs/cluster.md, "Status and next steps").
-    Postgres { url: String },
+    /// A PostgreSQL database (work in progress: docs/cluster.md, "Status and next steps"):
+    /// `store.url`, `store.pool` connections, `store.ca_file` for TLS (None: system roots).
+    Postgres {
+        url: String,
+        pool: usize,
+        ca_file: Option<std::path::PathBuf>,
+    },
 }
 
 impl std::fmt::Debug for Backend {
@@ -174,6 +179,14 @@ pub fn check_postgres_url(url: &str) -> std::result::Result<(), String> {
     pg::check_url(url)
 }
 
+/// Whether `store.url` has the server's certificate checked (sslmode verify-ca/verify-full),
+/// the modes `store.ca_file` is for.
+pub fn postgres_url_verifies(url: &str) -> bool {
+    pg::url_verifies(url)
+}
+
+pub use pg::{DEFAULT_POOL, MAX_POOL};
+
 /// What `tanba store migrate --to URL` copied (counts read back from the database).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrateSummary {
@@ -189,6 +202,22 @@ pub struct MigrateSummary {
 pub struct Change {
     pub account_id: u64,
     pub mailbox_id: u64,
+}
+
+impl Change {
+    /// "Changes may have been missed" (the PostgreSQL backend after its LISTEN connection came
+    /// back, docs/cluster.md): every receiver re-reads its mailbox, as a lagged one does.
+    /// Mailbox ids start at 1, so no real change looks like this.
+    pub fn resync() -> Change {
+        Change {
+            account_id: 0,
+            mailbox_id: 0,
+        }
+    }
+
+    pub fn is_resync(&self) -> bool {
+        self.mailbox_id == 0
+    }
 }
 
 /// The store handle the rest of the program uses. Clone freely: all clones share one database.

@@ -47,7 +47,7 @@ pub async fn idle(s: &mut Session) -> CmdResult {
                     Some(_) => Ok(Reply::bad("Expected DONE to end IDLE")),
                 };
             }
-            Event::Change(Ok(c)) if Some(c.mailbox_id) == mailbox => {
+            Event::Change(Ok(c)) if Some(c.mailbox_id) == mailbox || c.is_resync() => {
                 s.sync(true).await;
                 s.conn.flush().await?;
             }

@@ -15,21 +15,36 @@ mod mailbox;
 pub(crate) mod notify;
 pub(crate) mod queue;
 pub(crate) mod schema;
+mod tls;
 
 use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::broadcast;
 
-use super::{Result, StoreError};
+use super::{Change, Result, StoreError};
 
-/// Connections per node (docs/cluster.md, "Status and next steps": pool sizing to document).
-const POOL_SIZE: usize = 16;
+/// `store.pool` when not set: connections per node (docs/cluster.md, "Pool size").
+pub const DEFAULT_POOL: usize = 16;
+/// The largest `store.pool`.
+pub const MAX_POOL: usize = 1024;
 
-/// A handle to the database: a pool and the runtime its connections live on. Clone freely.
+/// Capacity of the change channel, as on sled: a receiver further behind is told it lagged
+/// and re-reads.
+const CHANGES: usize = 4096;
+
+/// A handle to the database: a pool, the runtime its connections live on, and the changes
+/// the node's LISTEN connection hears (`notify.rs`). Clone freely.
 #[derive(Clone)]
 pub(crate) struct Pg {
     pool: Pool,
     rt: std::sync::Arc<Rt>,
+    changes: broadcast::Sender<Change>,
+    /// Whether the server's certificate is checked (sslmode verify-ca / verify-full): then a
+    /// failed connection names store.ca_file too.
+    verified: bool,
 }
 
 /// The backend's runtime, shut down without blocking when the last handle goes: a `Store` may
@@ -81,46 +96,99 @@ pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 /// Checks the shape of a `store.url` without connecting. The message never repeats the URL
 /// (it may hold a password).
 pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    parse_url(url).map(|_| ())
+}
+
+/// Whether `store.url` asks for the server's certificate to be checked (`sslmode=verify-ca` or
+/// `verify-full`), the only modes `store.ca_file` is used with. Assumes [`check_url`] passed.
+pub fn url_verifies(url: &str) -> bool {
+    tls::split_sslmode(url).is_ok_and(|(_, m)| m.verifies())
+}
+
+/// The connection config of `url` (its `sslmode` applied) and the TLS mode.
+fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::SslMode), String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("must be a URL like postgres://user@host:port/db".into());
     }
-    let cfg: tokio_postgres::Config = url
+    let (rest, mode) = tls::split_sslmode(url)?;
+    let mut cfg: tokio_postgres::Config = rest
         .parse()
         .map_err(|_| "is not a valid PostgreSQL connection URL".to_string())?;
     if cfg.get_hosts().is_empty() {
         return Err("names no host".into());
     }
-    if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err("sslmode=require is not supported yet (docs/cluster.md)".into());
-    }
-    Ok(())
+    cfg.ssl_mode(mode.negotiate());
+    Ok((cfg, mode))
+}
+
+/// A connection failure as the operator should read it: which keys to look at, the server's
+/// own message when it gave one.
+pub(crate) fn connect_error(e: tokio_postgres::Error) -> StoreError {
+    let why = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string());
+    StoreError::Unavailable(format!("cannot connect to the database (store.url): {why}"))
 }
 
 impl Pg {
-    /// Connects (one connection, to fail early with a clear message) and creates or migrates
-    /// the schema (`schema.rs`).
+    /// [`Pg::connect_with`] the default pool size and the system's roots.
     pub(crate) fn connect(url: &str) -> Result<Pg> {
-        check_url(url).map_err(|e| StoreError::Invalid(format!("store.url {e}")))?;
-        let cfg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|_| StoreError::Invalid("store.url is not a valid URL".into()))?;
+        Self::connect_with(url, DEFAULT_POOL, None)
+    }
+
+    /// Connects (one connection, to fail early with a clear message), creates or migrates the
+    /// schema (`schema.rs`) and starts the node's LISTEN connection (`notify.rs`). `pool`:
+    /// connections at most (`store.pool`); `ca_file`: the roots for sslmode verify-ca and
+    /// verify-full (`store.ca_file`; None: the system's).
+    pub(crate) fn connect_with(url: &str, pool: usize, ca_file: Option<&Path>) -> Result<Pg> {
+        let (mut cfg, mode) =
+            parse_url(url).map_err(|e| StoreError::Invalid(format!("store.url {e}")))?;
+        // synchronous_commit = on for the whole session, in the startup packet: no round trip
+        // per use (docs/cluster.md, "Durability"). Appended to the URL's own options.
+        let options = match cfg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} -c synchronous_commit=on"),
+            _ => "-c synchronous_commit=on".to_string(),
+        };
+        cfg.options(&options);
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(Duration::from_secs(10));
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tanba-pg")
             .enable_all()
             .build()
             .map_err(|e| StoreError::Db(format!("starting the database runtime: {e}")))?;
-        let mgr = Manager::from_config(
-            cfg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let mgr_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let (changes, _) = broadcast::channel(CHANGES);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let mgr = if mode == tls::SslMode::Disable {
+            rt.spawn(notify::listen(
+                cfg.clone(),
+                tokio_postgres::NoTls,
+                changes.clone(),
+                ready_tx,
+            ));
+            Manager::from_config(cfg, tokio_postgres::NoTls, mgr_config)
+        } else {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+                tls::client_config(mode, ca_file).map_err(StoreError::Invalid)?,
+            );
+            rt.spawn(notify::listen(
+                cfg.clone(),
+                tls.clone(),
+                changes.clone(),
+                ready_tx,
+            ));
+            Manager::from_config(cfg, tls, mgr_config)
+        };
         let pool = {
             let _g = rt.enter();
             Pool::builder(mgr)
-                .max_size(POOL_SIZE)
+                .max_size(pool.clamp(1, MAX_POOL))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .build()
                 .map_err(|e| StoreError::Db(format!("database pool: {e}")))?
@@ -128,28 +196,48 @@ impl Pg {
         let pg = Pg {
             pool,
             rt: std::sync::Arc::new(Rt(Some(rt))),
+            changes,
+            verified: mode.verifies(),
         };
         pg.run(|pg| async move {
             let mut c = pg.conn().await?;
             schema::migrate(&mut c).await
         })?;
+        // Listening before the store is handed out: a server that is up hears every change.
+        pg.run(|pg| async move {
+            ready
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Db("the LISTEN task stopped".into())))
+                .map_err(|e| pg.name_ca_file(e))
+        })?;
         Ok(pg)
     }
 
-    /// A pooled connection with `synchronous_commit = on` (docs/cluster.md, "Durability"):
-    /// COMMIT returns once the WAL is flushed, whatever the server-wide setting.
-    pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object> {
-        let c = self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => StoreError::Unavailable(format!(
-                "cannot connect to the database (store.url): {}",
-                e.as_db_error()
-                    .map(|d| d.message().to_string())
-                    .unwrap_or_else(|| e.to_string())
+    /// With a checked certificate, a connection failure names store.ca_file too.
+    fn name_ca_file(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Unavailable(m) if self.verified => StoreError::Unavailable(format!(
+                "{m} (TLS: the database's certificate must chain to store.ca_file, or to the \
+                 system's roots when it is not set, and with sslmode=verify-full name the host \
+                 of store.url)"
             )),
+            e => e,
+        }
+    }
+
+    /// A pooled connection. Each runs with `synchronous_commit = on` (docs/cluster.md,
+    /// "Durability"), set once in its startup packet: COMMIT returns once the WAL is flushed,
+    /// whatever the server-wide setting.
+    pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => self.name_ca_file(connect_error(e)),
             e => StoreError::Unavailable(format!("database pool: {e}")),
-        })?;
-        c.batch_execute("SET synchronous_commit TO on").await?;
-        Ok(c)
+        })
+    }
+
+    /// Changes announced by any node (`notify.rs`), this one included.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// Runs `f` on this backend's runtime and waits for its result.
