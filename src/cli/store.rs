@@ -189,7 +189,21 @@ fn stamp() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
 }
 
+/// Refuses `tanba restore`/`tanba store rebuild` on PostgreSQL: they write an embedded store.
+fn refuse_on_postgres(config: &Config, what: &str) -> Result<()> {
+    if config.store != crate::store::Backend::Embedded {
+        bail!(
+            "{what} writes an embedded store; on store.backend = \"postgres\" restore the \
+             database with PostgreSQL's tools (pg_restore of a pg_dump, or a base backup and \
+             its WAL for point-in-time recovery: docs/cluster.md, \"Backup and restore on \
+             PostgreSQL\")"
+        );
+    }
+    Ok(())
+}
+
 pub fn restore(config: &Config, from: &Path, force: bool, new_uidvalidity: bool) -> Result<i32> {
+    refuse_on_postgres(config, "tanba restore")?;
     require_stopped(config, "restore")?;
     backup::read_manifest(from)?;
     let dir = store_dir(config);
@@ -250,6 +264,7 @@ pub fn restore(config: &Config, from: &Path, force: bool, new_uidvalidity: bool)
 }
 
 pub fn rebuild(config: &Config, from_backup: Option<&Path>) -> Result<i32> {
+    refuse_on_postgres(config, "tanba store rebuild")?;
     require_stopped(config, "rebuild")?;
     let unowned = config.data_dir.join(format!("recovered-{}", stamp()));
     let sum = backup::rebuild(&store_dir(config), from_backup, &unowned)?;

@@ -22,6 +22,12 @@ fn not_yet(what: &str) -> StoreError {
     ))
 }
 
+/// `tanba backup` on PostgreSQL: the database's own tools do it (docs/cluster.md, "Backup and
+/// restore on PostgreSQL").
+const PG_BACKUP: &str = "on store.backend = \"postgres\" back up the database with \
+     PostgreSQL's tools: pg_dump (a logical copy), or pg_basebackup with WAL archiving for \
+     point-in-time recovery (docs/cluster.md, \"Backup and restore on PostgreSQL\")";
+
 impl Store {
     /// Opens (or creates) the embedded store in `dir`. Fails with a clear message when another
     /// process (a running `tanba serve`) holds it, or when its format is newer than this binary
@@ -247,7 +253,7 @@ impl Store {
     pub fn backup(&self, dir: &Path) -> Result<BackupSummary> {
         match &self.b {
             Inner::Sled(s) => s.backup(dir),
-            Inner::Postgres(_) => Err(not_yet("backup")),
+            Inner::Postgres(_) => Err(StoreError::Invalid(PG_BACKUP.into())),
         }
     }
 
@@ -281,7 +287,7 @@ impl Store {
     pub fn check(&self, orphan_files: bool) -> Result<Vec<String>> {
         match &self.b {
             Inner::Sled(s) => s.check(orphan_files),
-            Inner::Postgres(_) => Err(not_yet("check")),
+            Inner::Postgres(p) => p.check(),
         }
     }
 
@@ -665,7 +671,7 @@ impl Store {
     pub fn size_bytes(&self) -> Result<u64> {
         match &self.b {
             Inner::Sled(s) => s.size_bytes(),
-            Inner::Postgres(_) => Err(not_yet("size_bytes")),
+            Inner::Postgres(p) => p.size_bytes(),
         }
     }
 

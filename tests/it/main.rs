@@ -113,3 +113,5 @@ mod pg;
 // Two nodes on one PostgreSQL database (issue 17): IDLE and FETCH across nodes, concurrent
 // APPENDs through both, kill -9 of one node under SMTP load.
 mod cluster;
+// Operations on PostgreSQL: failover to a streaming replica, `store check`, size, backup.
+mod pg_failover;

@@ -10,6 +10,7 @@
 mod account;
 mod alias;
 pub(crate) mod blob;
+mod check;
 mod greylist;
 mod mailbox;
 pub(crate) mod notify;
@@ -69,6 +70,10 @@ impl Drop for Rt {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
+            // A failover or restart of the database (docs/cluster.md, "Failover"): temporary.
+            if is_transient(db.code().code()) {
+                return StoreError::Unavailable(format!("database: {}", db.message()));
+            }
             // 23505 unique_violation is mapped by the callers that expect it; this is the rest.
             return StoreError::Db(format!("database: {}", db.message()));
         }
@@ -86,6 +91,18 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             e => StoreError::Unavailable(format!("database pool: {e}")),
         }
     }
+}
+
+/// SQLSTATEs of a database going away, restarting, still a standby or shedding load
+/// (docs/cluster.md, "Failover"): class 08 (connection), 57P01-57P03 (shutdown, crash, not
+/// accepting connections yet), 25006 (read-only: a standby), 40001/40P01 (serialization,
+/// deadlock), 53300 (too many connections). The client may retry: a 4xx, a NO [UNAVAILABLE].
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01" | "53300"
+        )
 }
 
 /// Whether `e` is PostgreSQL's unique_violation (SQLSTATE 23505).

@@ -49,22 +49,7 @@ impl Postgres {
 
     /// Like [`Postgres::start`], with extra `postgres` options (`-c name=value ...`).
     pub fn start_opts(extra: &str) -> Postgres {
-        let dir = tempfile::tempdir().unwrap();
-        let as_nobody = is_root();
-        if as_nobody {
-            let st = Command::new("chown")
-                .args(["nobody:nogroup"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(st.success(), "chown of the PostgreSQL temp dir");
-        }
-        let mut pg = Postgres {
-            port: 0,
-            bin: bin_dir(),
-            as_nobody,
-            dir,
-        };
+        let pg = Postgres::empty();
         let data = pg.data();
         let out = pg.run(
             "initdb",
@@ -80,6 +65,38 @@ impl Postgres {
             ],
         );
         assert!(out.status.success(), "initdb: {}", show(&out));
+        pg.listen_opts(extra)
+    }
+
+    /// A temp dir for a cluster (owned by `nobody` as root); no cluster yet.
+    fn empty() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let as_nobody = is_root();
+        if as_nobody {
+            let st = Command::new("chown")
+                .args(["nobody:nogroup"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "chown of the PostgreSQL temp dir");
+        }
+        Postgres {
+            port: 0,
+            bin: bin_dir(),
+            as_nobody,
+            dir,
+        }
+    }
+
+    /// Starts the cluster in `data()` on a free loopback port.
+    fn listen(self) -> Postgres {
+        self.listen_opts("")
+    }
+
+    /// [`Postgres::listen`] with extra `postgres` options.
+    fn listen_opts(mut self, extra: &str) -> Postgres {
+        let pg = &mut self;
+        let data = pg.data();
         // A free port: bind, read, release. A race with another process is possible but
         // rare; pg_ctl then fails and the assertion below says so.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -114,7 +131,96 @@ impl Postgres {
             show(&out),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        pg
+        self
+    }
+
+    /// A streaming replica of this cluster (docs/cluster.md, "Two nodes"): `pg_basebackup -R`
+    /// through a replication slot, started on its own port as a hot standby. Call
+    /// [`Postgres::require_sync_standby`] to make this cluster's COMMITs wait for it.
+    pub fn replica(&self) -> Postgres {
+        let r = Postgres::empty();
+        let data = r.data();
+        let port = self.port.to_string();
+        let out = r.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "tanba",
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-C",
+                "-S",
+                "tanba_replica",
+            ],
+        );
+        assert!(out.status.success(), "pg_basebackup: {}", show(&out));
+        r.listen()
+    }
+
+    /// Makes every COMMIT on this cluster wait until a standby has flushed it
+    /// (`synchronous_standby_names = '*'`, set after the base backup so that the replica does
+    /// not inherit it), and waits until a standby streams in sync.
+    pub fn require_sync_standby(&self) {
+        self.query(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        );
+        self.query("postgres", "SELECT pg_reload_conf()");
+        for _ in 0..600 {
+            let state = self.query(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+            );
+            if state == "1" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("no synchronous standby after 60 s");
+    }
+
+    /// Stops this cluster the way a crash does (`pg_ctl stop -m immediate`: no checkpoint,
+    /// connections cut).
+    pub fn crash(&self) {
+        let data = self.data();
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        assert!(out.status.success(), "pg_ctl stop: {}", show(&out));
+    }
+
+    /// Promotes this standby to primary (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&self) {
+        let data = self.data();
+        let out = self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-w", "-t", "60", "promote"],
+        );
+        assert!(out.status.success(), "pg_ctl promote: {}", show(&out));
+    }
+
+    /// A URL naming this cluster and then `other`, for database `db`, that connects to the one
+    /// accepting writes (`target_session_attrs=read-write`, tried in order).
+    pub fn failover_url(&self, other: &Postgres, db: &str) -> String {
+        format!(
+            "postgres://tanba@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+            self.port, other.port
+        )
     }
 
     fn data(&self) -> PathBuf {

@@ -1,0 +1,260 @@
+//! Operations on PostgreSQL (docs/cluster.md): failover from a primary to its streaming replica
+//! under a running `tanba serve`, `tanba store check` on the database, its size in the metrics,
+//! and `tanba backup`/`restore` pointing to PostgreSQL's own tools.
+
+use std::path::Path;
+
+use crate::imap::Imap;
+use crate::support::pg::Postgres;
+use crate::support::*;
+
+fn pg_toml(dir: &Path, url: &str) -> String {
+    std::fs::create_dir_all(dir.join("trust")).unwrap();
+    let mut toml = base_toml(dir);
+    toml.push_str(&format!(
+        "\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+    ));
+    toml
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Sends `command` until it answers OK, the session surviving a failover of the database: every
+/// refusal meanwhile must be the temporary `NO [UNAVAILABLE]`, never a BAD, another NO or a
+/// closed connection. Returns how many refusals there were.
+fn ok_after_failover(c: &mut Imap, command: &str) -> usize {
+    for refused in 0..600 {
+        let (_, t) = c.cmd(command);
+        if t.split(' ').nth(1) == Some("OK") {
+            return refused;
+        }
+        assert!(
+            t.contains("NO [UNAVAILABLE]"),
+            "{command:?} during the failover: {t}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{command:?} still refused 60 s after the failover");
+}
+
+/// A primary and a streaming replica (`pg_basebackup -R`, replication slot) with
+/// `synchronous_standby_names` on the primary, and one `tanba serve` whose `store.url` names both
+/// (`target_session_attrs=read-write`). Every change acknowledged before the primary crashes
+/// (`pg_ctl stop -m immediate`) is on the replica once promoted; the same IMAP session and new
+/// ones carry on against the new primary without restarting tanba, the refusals during the
+/// switch being temporary (`NO [UNAVAILABLE]`).
+#[test]
+fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
+    let primary = Postgres::start();
+    primary.create_db("fo");
+    let replica = primary.replica();
+    primary.require_sync_standby();
+
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pg_toml(dir.path(), &primary.failover_url(&replica, "fo"));
+    let srv = TestServer::start_toml(dir, &toml);
+    srv.add_user("pat@example.test", "pat-password-1");
+    let mut c = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    const N: usize = 20;
+    for i in 0..N {
+        c.ok(&format!("CREATE Acked{i:02}"));
+    }
+    // Synchronous replication: each tagged OK above came after the replica flushed the COMMIT.
+    assert_eq!(
+        replica.query(
+            "fo",
+            "SELECT count(*) FROM mailboxes WHERE name LIKE 'Acked%'"
+        ),
+        N.to_string()
+    );
+
+    primary.crash();
+    // Between the crash and the promotion: the replica is read-only and the primary gone, so
+    // a write is refused, temporarily.
+    let (_, t) = c.cmd("CREATE DuringSwitch");
+    assert!(t.contains("NO [UNAVAILABLE]"), "{t}");
+    replica.promote();
+
+    // The session that saw the failover writes and reads on the new primary.
+    ok_after_failover(&mut c, "CREATE AfterFailover");
+    let list: Vec<String> = c
+        .ok("LIST \"\" \"*\"")
+        .iter()
+        .map(|r| crate::imap::text(r))
+        .collect();
+    for i in 0..N {
+        let name = format!("\"/\" Acked{i:02}");
+        assert!(list.iter().any(|l| l.ends_with(&name)), "{name}: {list:?}");
+    }
+    assert!(
+        list.iter().any(|l| l.ends_with("\"/\" AfterFailover")),
+        "{list:?}"
+    );
+    assert!(!list.iter().any(|l| l.contains("DuringSwitch")), "{list:?}");
+    c.ok("SELECT Acked07");
+    // A new login, and an account made through the running server, on the new primary.
+    srv.add_user("sam@example.test", "sam-password-1");
+    let mut d = Imap::login(&srv, "sam@example.test", "sam-password-1");
+    d.ok("CREATE Fresh");
+    assert_eq!(
+        replica.query(
+            "fo",
+            "SELECT string_agg(a.email || ':' || m.name, ' ' ORDER BY a.email) FROM mailboxes m \
+             JOIN accounts a ON a.id = m.account_id WHERE m.name IN ('AfterFailover', 'Fresh')"
+        ),
+        "pat@example.test:AfterFailover sam@example.test:Fresh"
+    );
+    assert_eq!(
+        replica.query("fo", "SELECT pg_is_in_recovery()"),
+        "f",
+        "the replica is the primary now"
+    );
+}
+
+/// A body of `size` bytes as blob `id`, in chunks of 256 KiB (pg/blob.rs), with `refs`
+/// references.
+fn blob_sql(id: u64, size: usize, refs: i32) -> String {
+    let mut sql = format!("INSERT INTO blobs (id, size, refcount) VALUES ({id}, {size}, {refs});");
+    let chunk = 256 * 1024;
+    for (n, start) in (0..size).step_by(chunk).enumerate() {
+        let len = chunk.min(size - start);
+        sql.push_str(&format!(
+            "INSERT INTO blob_chunks (blob_id, n, data) VALUES ({id}, {n}, \
+             convert_to(repeat('x', {len}), 'UTF8'));"
+        ));
+    }
+    sql
+}
+
+/// `tanba store check` on PostgreSQL: a database whose rows keep the invariants (two messages
+/// in INBOX, one `\Seen`, one body shared with a queue entry, counters and quota usage to
+/// match) is consistent, with or without a running server; then each broken invariant is
+/// reported (counters, UIDNEXT, HIGHESTMODSEQ, a size, a reference count, a chunk gap, quota
+/// usage) with exit 1. `tanba backup` and `tanba restore` refuse, pointing to pg_dump.
+#[test]
+fn pg_store_check_reports_each_broken_invariant() {
+    let pg = Postgres::start();
+    pg.create_db("chk");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pg_toml(dir.path(), &pg.url("chk"));
+    let mut srv = TestServer::start_toml(dir, &toml);
+    srv.add_user("alice@example.test", "secret-alice");
+    // Through the running server (the admin socket).
+    let out = srv.tanba(&["store", "check"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out).trim(), "store is consistent");
+
+    // Rows as the store writes them: a 300 KiB body (two chunks) in INBOX as UID 1 and in
+    // the queue, a small \Seen one as UID 2; counters, modseqs and quota to match.
+    let big = 300 * 1024;
+    let mut sql = blob_sql(9001, big, 2);
+    sql.push_str(&blob_sql(9002, 10, 1));
+    sql.push_str(&format!(
+        "INSERT INTO messages (mailbox_id, uid, blob_id, size, internal_date, flags, modseq) \
+         SELECT id, 1, 9001, {big}, 0, '{{}}', 2 FROM mailboxes WHERE name = 'INBOX';\
+         INSERT INTO messages (mailbox_id, uid, blob_id, size, internal_date, flags, modseq) \
+         SELECT id, 2, 9002, 10, 0, '{{\\\\seen}}', 3 FROM mailboxes WHERE name = 'INBOX';\
+         UPDATE mailboxes SET uidnext = 3, messages = 2, unseen = 1, highest_modseq = 3 \
+         WHERE name = 'INBOX';\
+         INSERT INTO quota (account_id, used_bytes, used_messages) \
+         SELECT id, {}, 2 FROM accounts;\
+         INSERT INTO queue (id, next_attempt, record, blob_id) VALUES (9003, 0, '\\x00', 9001);",
+        big + 10
+    ));
+    pg.query("chk", &sql);
+    let out = srv.tanba(&["store", "check"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // The database's size in the metrics.
+    let r = crate::http::get(srv.metrics.expect("http.metrics"), "localhost", "/metrics");
+    let bytes: u64 = r
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("tanba_store_bytes "))
+        .unwrap_or_else(|| panic!("no tanba_store_bytes in {}", r.text()))
+        .parse()
+        .unwrap();
+    let size: u64 = pg
+        .query("chk", "SELECT pg_database_size('chk')")
+        .parse()
+        .unwrap();
+    // The same order of magnitude (the database may grow a little between the two reads).
+    assert!(
+        bytes > 1_000_000 && bytes / 2 < size && size / 2 < bytes,
+        "{bytes} vs {size}"
+    );
+    // A backup through the running server: refused, pointing to PostgreSQL's tools.
+    let b = srv.dir.path().join("b");
+    let out = srv.tanba(&["backup", b.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("pg_dump"), "{}", stderr(&out));
+
+    // Without a server from here on.
+    srv.stop();
+    let cfg = srv.config_path.clone();
+    let check = || tanba_with_config(&cfg, &["store", "check"], None);
+    let out = check();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    pg.query(
+        "chk",
+        "UPDATE mailboxes SET messages = 5, unseen = 2, uidnext = 2, highest_modseq = 1 \
+         WHERE name = 'INBOX';\
+         UPDATE messages SET size = 11 WHERE uid = 2;\
+         UPDATE blobs SET refcount = 1 WHERE id = 9001;\
+         DELETE FROM blob_chunks WHERE blob_id = 9001 AND n = 0;\
+         UPDATE quota SET used_messages = 7;",
+    );
+    let out = check();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    for want in [
+        "store has 8 problems:",
+        ": messages is 5, it holds 2",
+        ": unseen is 2, it holds 1 without \\Seen",
+        ": uidnext 2 is not above UID 2",
+        ": highest_modseq 1 is below a message's 3",
+        "message 2 of mailbox ",
+        ": size 11 but its body has 10 bytes",
+        "body 0000000000002329: reference count 1, referenced 2 times",
+        "body 0000000000002329: 45056 bytes in 1 chunks numbered 1..1, the blob records 307200 bytes",
+        "quota of alice@example.test: usage recorded 307210 bytes in 7 messages, counted 307211 bytes in 2",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+
+    // Backups are PostgreSQL's own tools' job.
+    let out = tanba_with_config(&cfg, &["backup", b.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("pg_dump"), "{}", stderr(&out));
+    assert!(!b.exists() || std::fs::read_dir(&b).unwrap().next().is_none());
+    let out = tanba_with_config(&cfg, &["restore", srv.dir.path().to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("pg_restore"), "{}", stderr(&out));
+    let out = tanba_with_config(&cfg, &["store", "rebuild"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("pg_restore"), "{}", stderr(&out));
+}
