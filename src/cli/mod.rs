@@ -361,7 +361,9 @@ pub fn run(cli: Cli, source: &Source) -> Result<i32> {
         } => dns::run(&load()?, domain.as_deref(), check, resolver.as_deref()),
         Command::Clients(cmd) => clients::run(&cmd, &load()?),
         Command::Store(store::StoreCmd::Check) => store::check(&load()?),
-        Command::Store(store::StoreCmd::Migrate { to }) => store::migrate(&load()?, &to),
+        Command::Store(store::StoreCmd::Migrate { from, to }) => {
+            store::migrate(&load()?, &from, &to)
+        }
         Command::Store(store::StoreCmd::Rebuild { from_backup }) => {
             store::rebuild(&load()?, from_backup.as_deref())
         }

@@ -24,11 +24,15 @@ pub enum StoreCmd {
         #[arg(long, value_name = "DIR")]
         from_backup: Option<PathBuf>,
     },
-    /// Copy the store into a PostgreSQL database (docs/cluster.md): its schema is created or
-    /// migrated first, the counts are verified after. Work in progress: so far accounts,
-    /// mailboxes and subscriptions, of a store without messages, queue or aliases. The server
-    /// must be stopped.
+    /// Copy the whole embedded store (accounts, mailboxes, messages with their UIDs, flags and
+    /// bodies, the queue, aliases, greylist) into an empty PostgreSQL database
+    /// (docs/cluster.md, "Migrating from sled"), then compare both: exit 0 when verified, 1
+    /// with the differences. The server must be stopped.
     Migrate {
+        /// The source: `sled`, the embedded store of the configured data_dir (the default;
+        /// choose another data_dir with --config).
+        #[arg(long, value_name = "sled", default_value = "sled")]
+        from: String,
         /// postgres://user@host:port/db (an empty database, or one with Tanba's schema only).
         #[arg(long, value_name = "URL")]
         to: String,
@@ -78,8 +82,15 @@ fn require_stopped(config: &Config, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// `tanba store migrate --to URL`: the configured (embedded) store into PostgreSQL.
-pub fn migrate(config: &Config, url: &str) -> Result<i32> {
+/// `tanba store migrate [--from sled] --to URL`: the configured (embedded) store into
+/// PostgreSQL. Exit 0 when the copy is verified, 1 when it differs (listed on stderr).
+pub fn migrate(config: &Config, from: &str, url: &str) -> Result<i32> {
+    if from != "sled" {
+        bail!(
+            "--from: only `sled` can be migrated (the embedded store of the configured data_dir; \
+             choose another data_dir with --config)"
+        );
+    }
     if config.store != crate::store::Backend::Embedded {
         bail!("store migrate copies the embedded store: this config already uses store.backend = \"postgres\"");
     }
@@ -88,11 +99,32 @@ pub fn migrate(config: &Config, url: &str) -> Result<i32> {
     let store = open_existing(config, false)?;
     let sum = store.migrate_to_postgres(url)?;
     println!(
-        "copied {} accounts, {} mailboxes, {} subscriptions into PostgreSQL (schema version {}); \
-         counts verified",
-        sum.accounts, sum.mailboxes, sum.subscriptions, sum.schema_version
+        "copied {} accounts, {} mailboxes, {} subscriptions, {} messages ({} bodies), {} \
+         expunged UIDs, {} queued, {} aliases, {} greylist entries into PostgreSQL (schema \
+         version {})",
+        sum.accounts,
+        sum.mailboxes,
+        sum.subscriptions,
+        sum.messages,
+        sum.bodies,
+        sum.vanished,
+        sum.queued,
+        sum.aliases,
+        sum.greylist,
+        sum.schema_version
     );
-    Ok(0)
+    if sum.mismatches.is_empty() {
+        println!("verified: counts, mailboxes and a SHA-256 of every mailbox's messages match");
+        return Ok(0);
+    }
+    eprintln!(
+        "the copy does not match the store ({} differences); do not switch to it:",
+        sum.mismatches.len()
+    );
+    for m in &sum.mismatches {
+        eprintln!("  {}", crate::logging::escape(m, 4096));
+    }
+    Ok(1)
 }
 
 pub fn check(config: &Config) -> Result<i32> {

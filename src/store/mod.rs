@@ -64,6 +64,7 @@ pub mod greylist;
 mod imap_ext;
 mod mailbox;
 mod message;
+mod migrate;
 mod modseq;
 pub mod multiappend;
 mod pg;
@@ -75,6 +76,7 @@ pub use account::Account;
 pub use greylist::{Policy as GreylistPolicy, Verdict as GreylistVerdict};
 pub use mailbox::{MailboxInfo, MailboxMeta, SpecialUse, DEFAULT_MAILBOXES, MAX_SUBSCRIPTIONS};
 pub use message::{Appended, FlagOp, MessageMeta};
+pub use migrate::MigrateSummary;
 pub use modseq::{Changes, VANISHED_KEEP};
 pub use queue::{Bounce, QueueRecord, RcptState, RcptStatus};
 pub use sync::{failed, failure, RESERVE};
@@ -186,15 +188,6 @@ pub fn postgres_url_verifies(url: &str) -> bool {
 }
 
 pub use pg::{DEFAULT_POOL, MAX_POOL};
-
-/// What `tanba store migrate --to URL` copied (counts read back from the database).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MigrateSummary {
-    pub accounts: u64,
-    pub mailboxes: u64,
-    pub subscriptions: u64,
-    pub schema_version: i32,
-}
 
 /// A change that IMAP sessions (IDLE, NOOP) may want to hear about. Receivers compare the mailbox
 /// id with the one they have selected and re-read the store; a lagged receiver simply re-reads.

@@ -12,6 +12,7 @@ mod alias;
 pub(crate) mod blob;
 mod check;
 mod greylist;
+pub(crate) mod import;
 mod mailbox;
 pub(crate) mod notify;
 pub(crate) mod queue;
