@@ -209,11 +209,8 @@ impl TestServer {
     /// Opens the store this server uses (stop the server first on the embedded backend: sled
     /// allows one process).
     pub fn open_store(&self) -> tanba::store::Store {
-        let backend = match &self.pg_db {
-            Some((_, url)) => tanba::store::Backend::Postgres { url: url.clone() },
-            None => tanba::store::Backend::Embedded,
-        };
-        tanba::store::Store::open_backend(&backend, &self.data_dir().join("store")).unwrap()
+        let config = tanba::config::Config::load(Some(&self.config_path)).unwrap();
+        tanba::store::Store::open_backend(&config.store, &config.data_dir.join("store")).unwrap()
     }
 
     pub fn data_dir(&self) -> PathBuf {
