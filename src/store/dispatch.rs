@@ -155,7 +155,7 @@ impl Store {
     pub fn append_many(&self, mailbox_id: u64, msgs: &[NewMessage]) -> Result<Vec<Appended>> {
         match &self.b {
             Inner::Sled(s) => s.append_many(mailbox_id, msgs),
-            Inner::Postgres(_) => Err(not_yet("append_many")),
+            Inner::Postgres(p) => p.append_many(mailbox_id, msgs),
         }
     }
 
@@ -169,7 +169,7 @@ impl Store {
     ) -> Result<Appended> {
         match &self.b {
             Inner::Sled(s) => s.append(mailbox_id, raw, flags, internal_date),
-            Inner::Postgres(_) => Err(not_yet("append")),
+            Inner::Postgres(p) => p.append(mailbox_id, raw, flags, internal_date),
         }
     }
 
@@ -186,7 +186,7 @@ impl Store {
     pub fn blob_cache(&self, blob_id: u64) -> Result<Option<Vec<u8>>> {
         match &self.b {
             Inner::Sled(s) => s.blob_cache(blob_id),
-            Inner::Postgres(_) => Err(not_yet("blob_cache")),
+            Inner::Postgres(p) => p.blob_cache(blob_id),
         }
     }
 
@@ -194,7 +194,7 @@ impl Store {
     pub fn blob(&self, blob_id: u64) -> Result<Option<Blob>> {
         match &self.b {
             Inner::Sled(s) => s.blob(blob_id),
-            Inner::Postgres(_) => Err(not_yet("blob")),
+            Inner::Postgres(p) => p.blob(blob_id),
         }
     }
 
@@ -203,7 +203,7 @@ impl Store {
     pub fn changes_since(&self, mailbox_id: u64, since: u64) -> Result<Changes> {
         match &self.b {
             Inner::Sled(s) => s.changes_since(mailbox_id, since),
-            Inner::Postgres(_) => Err(not_yet("changes_since")),
+            Inner::Postgres(p) => p.changes_since(mailbox_id, since),
         }
     }
 
@@ -223,7 +223,7 @@ impl Store {
     pub fn claim_recent_upto(&self, mailbox_id: u64, upto: u32) -> Result<u32> {
         match &self.b {
             Inner::Sled(s) => s.claim_recent_upto(mailbox_id, upto),
-            Inner::Postgres(_) => Err(not_yet("claim_recent_upto")),
+            Inner::Postgres(p) => p.claim_recent_upto(mailbox_id, upto),
         }
     }
 
@@ -237,7 +237,7 @@ impl Store {
     ) -> Result<(u32, Vec<(u32, u32)>)> {
         match &self.b {
             Inner::Sled(s) => s.copy_messages(src, uids, dst),
-            Inner::Postgres(_) => Err(not_yet("copy_messages")),
+            Inner::Postgres(p) => p.copy_or_move(src, uids, dst, false),
         }
     }
 
@@ -306,7 +306,7 @@ impl Store {
     ) -> Result<Vec<Appended>> {
         match &self.b {
             Inner::Sled(s) => s.deliver(targets, raw, internal_date, queued),
-            Inner::Postgres(_) => Err(not_yet("deliver")),
+            Inner::Postgres(p) => p.deliver(targets, raw, internal_date, queued),
         }
     }
 
@@ -325,7 +325,7 @@ impl Store {
     pub fn expunge(&self, mailbox_id: u64, uids: &[u32]) -> Result<Vec<u32>> {
         match &self.b {
             Inner::Sled(s) => s.expunge(mailbox_id, uids),
-            Inner::Postgres(_) => Err(not_yet("expunge")),
+            Inner::Postgres(p) => p.expunge(mailbox_id, uids),
         }
     }
 
@@ -373,7 +373,7 @@ impl Store {
     pub fn mailbox_size(&self, mailbox_id: u64) -> Result<u64> {
         match &self.b {
             Inner::Sled(s) => s.mailbox_size(mailbox_id),
-            Inner::Postgres(_) => Err(not_yet("mailbox_size")),
+            Inner::Postgres(p) => p.mailbox_size(mailbox_id),
         }
     }
 
@@ -395,7 +395,7 @@ impl Store {
     pub fn message(&self, mailbox_id: u64, uid: u32) -> Result<Option<MessageMeta>> {
         match &self.b {
             Inner::Sled(s) => s.message(mailbox_id, uid),
-            Inner::Postgres(_) => Err(not_yet("message")),
+            Inner::Postgres(p) => p.message(mailbox_id, uid),
         }
     }
 
@@ -403,7 +403,7 @@ impl Store {
     pub fn messages_in(&self, mailbox_id: u64, from: u32, to: u32) -> Result<Vec<MessageMeta>> {
         match &self.b {
             Inner::Sled(s) => s.messages_in(mailbox_id, from, to),
-            Inner::Postgres(_) => Err(not_yet("messages_in")),
+            Inner::Postgres(p) => p.messages_in(mailbox_id, from, to),
         }
     }
 
@@ -424,7 +424,7 @@ impl Store {
     ) -> Result<(u32, Vec<(u32, u32)>)> {
         match &self.b {
             Inner::Sled(s) => s.move_messages(src, uids, dst),
-            Inner::Postgres(_) => Err(not_yet("move_messages")),
+            Inner::Postgres(p) => p.copy_or_move(src, uids, dst, true),
         }
     }
 
@@ -447,7 +447,7 @@ impl Store {
     pub fn put_blob_cache(&self, blob_id: u64, data: &[u8]) -> Result<()> {
         match &self.b {
             Inner::Sled(s) => s.put_blob_cache(blob_id, data),
-            Inner::Postgres(_) => Err(not_yet("put_blob_cache")),
+            Inner::Postgres(p) => p.put_blob_cache(blob_id, data),
         }
     }
 
@@ -612,7 +612,7 @@ impl Store {
     ) -> Result<(Vec<MessageMeta>, Vec<u32>)> {
         match &self.b {
             Inner::Sled(s) => s.store_flags_if(mailbox_id, uids, op, flags, unchanged_since),
-            Inner::Postgres(_) => Err(not_yet("store_flags_if")),
+            Inner::Postgres(p) => p.store_flags_if(mailbox_id, uids, op, flags, unchanged_since),
         }
     }
 
@@ -627,7 +627,7 @@ impl Store {
     ) -> Result<Vec<MessageMeta>> {
         match &self.b {
             Inner::Sled(s) => s.store_flags(mailbox_id, uids, op, flags),
-            Inner::Postgres(_) => Err(not_yet("store_flags")),
+            Inner::Postgres(p) => Ok(p.store_flags_if(mailbox_id, uids, op, flags, None)?.0),
         }
     }
 
@@ -644,7 +644,7 @@ impl Store {
     pub fn vanished_since(&self, mailbox_id: u64, since: u64) -> Result<(Vec<u32>, bool)> {
         match &self.b {
             Inner::Sled(s) => s.vanished_since(mailbox_id, since),
-            Inner::Postgres(_) => Err(not_yet("vanished_since")),
+            Inner::Postgres(p) => p.vanished_since(mailbox_id, since),
         }
     }
 }

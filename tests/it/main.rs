@@ -115,3 +115,6 @@ mod pg;
 mod cluster;
 // Operations on PostgreSQL: failover to a streaming replica, `store check`, size, backup.
 mod pg_failover;
+// Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
+// kill -9 (issue 17).
+mod pg_imap;

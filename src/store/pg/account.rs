@@ -160,20 +160,43 @@ impl Pg {
         })
     }
 
-    /// Removes an account and everything it owns (ON DELETE CASCADE), in one transaction.
+    /// Removes an account and everything it owns, in one transaction: its row held `FOR
+    /// UPDATE` (no mailbox can be created for it any more), its mailbox rows locked by
+    /// ascending id, their messages' bodies released (`message.rs`), then the rest by ON
+    /// DELETE CASCADE.
     pub(crate) fn delete_account(&self, email: &str) -> Result<Account> {
         let email = email.trim().to_ascii_lowercase();
         self.run(|pg| async move {
-            let c = pg.conn().await?;
-            let row = c
+            let mut c = pg.conn().await?;
+            let tx = c.transaction().await?;
+            let Some(row) = tx
                 .query_opt(
-                    "DELETE FROM accounts WHERE email = $1 RETURNING *",
+                    "SELECT id FROM accounts WHERE email = $1 FOR UPDATE",
                     &[&email],
                 )
+                .await?
+            else {
+                return Err(StoreError::NotFound(format!("account {email}")));
+            };
+            let id: i64 = row.get(0);
+            let boxes: Vec<i64> = tx
+                .query(
+                    "SELECT id FROM mailboxes WHERE account_id = $1 ORDER BY id FOR UPDATE",
+                    &[&id],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            super::message::purge_mailboxes(&tx, &boxes).await?;
+            for b in &boxes {
+                super::notify::changed(&tx, id as u64, *b as u64).await?;
+            }
+            let row = tx
+                .query_one("DELETE FROM accounts WHERE id = $1 RETURNING *", &[&id])
                 .await?;
-            row.as_ref()
-                .map(account_of)
-                .ok_or_else(|| StoreError::NotFound(format!("account {email}")))
+            tx.commit().await?;
+            Ok(account_of(&row))
         })
     }
 

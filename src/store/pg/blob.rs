@@ -75,3 +75,52 @@ pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>
     }
     Ok(Some(Blob::from_vec(out)))
 }
+
+/// Adds references to several blobs (`(id, n)`, ascending id: the lock order), one statement.
+pub(crate) async fn add_refs_many(tx: &impl GenericClient, refs: &[(u64, i32)]) -> Result<()> {
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = refs.iter().map(|r| r.0 as i64).collect();
+    let ns: Vec<i32> = refs.iter().map(|r| r.1).collect();
+    let st = tx
+        .prepare_cached(
+            "WITH l AS (SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+             UPDATE blobs b SET refcount = b.refcount + x.n \
+             FROM unnest($1::bigint[], $2::int[]) AS x(id, n) \
+             WHERE b.id = x.id AND b.id IN (SELECT id FROM l)",
+        )
+        .await?;
+    tx.execute(&st, &[&ids, &ns]).await?;
+    Ok(())
+}
+
+/// Drops references to several blobs (`(id, n)`); the bodies whose last reference went are
+/// deleted (chunks and cached data with them), in the caller's transaction. Two statements.
+pub(crate) async fn release_many(tx: &impl GenericClient, refs: &[(u64, i32)]) -> Result<()> {
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = refs.iter().map(|r| r.0 as i64).collect();
+    let ns: Vec<i32> = refs.iter().map(|r| r.1).collect();
+    let st = tx
+        .prepare_cached(
+            "WITH l AS (SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+             UPDATE blobs b SET refcount = b.refcount - x.n \
+             FROM unnest($1::bigint[], $2::int[]) AS x(id, n) \
+             WHERE b.id = x.id AND b.id IN (SELECT id FROM l) RETURNING b.id, b.refcount",
+        )
+        .await?;
+    let dead: Vec<i64> = tx
+        .query(&st, &[&ids, &ns])
+        .await?
+        .iter()
+        .filter(|r| r.get::<_, i32>(1) <= 0)
+        .map(|r| r.get(0))
+        .collect();
+    if !dead.is_empty() {
+        tx.execute("DELETE FROM blobs WHERE id = ANY($1)", &[&dead])
+            .await?;
+    }
+    Ok(())
+}

@@ -3,10 +3,10 @@
 use super::super::mailbox::{
     infos_of, normalize_name, validate_name, MailboxInfo, MailboxMeta, DELIMITER, MAX_SUBSCRIPTIONS,
 };
-use super::super::{MessageMeta, Result, StoreError};
+use super::super::{Result, StoreError};
 use super::Pg;
 
-fn meta_of(r: &tokio_postgres::Row) -> MailboxMeta {
+pub(super) fn meta_of(r: &tokio_postgres::Row) -> MailboxMeta {
     let mut m = MailboxMeta::new(
         r.get::<_, i64>("id") as u64,
         r.get::<_, i64>("account_id") as u64,
@@ -28,8 +28,9 @@ pub(super) async fn insert_mailbox(
 ) -> std::result::Result<(), tokio_postgres::Error> {
     tx.execute(
         "INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext, special_use, \
-         messages, unseen, highest_modseq, recent_mark) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         messages, unseen, highest_modseq, recent_mark, vanished_floor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 CASE WHEN $9::bigint > 1 THEN $9::bigint ELSE 0 END)",
         &[
             &(m.id as i64),
             &(m.account_id as i64),
@@ -111,7 +112,8 @@ impl Pg {
         })
     }
 
-    /// Deletes a mailbox (its messages go with it: ON DELETE CASCADE). INBOX cannot be deleted;
+    /// Deletes a mailbox and its messages (bodies released, usage lowered), in one
+    /// transaction holding its row. INBOX cannot be deleted;
     /// a mailbox with children is refused; subscriptions stay (RFC 3501 §6.3.6; `mailbox.rs`).
     pub(crate) fn delete_mailbox(&self, account_id: u64, name: &str) -> Result<()> {
         let name = normalize_name(name);
@@ -123,7 +125,7 @@ impl Pg {
             let tx = c.transaction().await?;
             let row = tx
                 .query_opt(
-                    "SELECT id, messages FROM mailboxes WHERE account_id = $1 AND name = $2 \
+                    "SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2 \
                      FOR UPDATE",
                     &[&(account_id as i64), &name],
                 )
@@ -131,12 +133,6 @@ impl Pg {
             let Some(row) = row else {
                 return Err(StoreError::NotFound(format!("mailbox {name}")));
             };
-            if row.get::<_, i64>(1) > 0 {
-                // Blob reference counts come with messages (docs/cluster.md, next steps).
-                return Err(StoreError::Invalid(
-                    "deleting a mailbox with messages is not yet on PostgreSQL".into(),
-                ));
-            }
             let prefix = format!("{name}/");
             let children = tx
                 .query_opt(
@@ -150,11 +146,12 @@ impl Pg {
                     "mailbox {name} has children; delete them first"
                 )));
             }
-            tx.execute(
-                "DELETE FROM mailboxes WHERE id = $1",
-                &[&row.get::<_, i64>(0)],
-            )
-            .await?;
+            let id = row.get::<_, i64>(0);
+            // Bodies released, usage lowered, QRESYNC log dropped (`message.rs`).
+            super::message::purge_mailboxes(&tx, &[id]).await?;
+            super::notify::changed(&tx, account_id, id as u64).await?;
+            tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&id])
+                .await?;
             tx.commit().await?;
             Ok(())
         })
@@ -333,26 +330,6 @@ impl Pg {
                 )
                 .await?;
             Ok(row.as_ref().map(meta_of))
-        })
-    }
-
-    /// A mailbox's messages. Messages are not on PostgreSQL yet: an empty mailbox answers, any
-    /// other refuses (docs/cluster.md).
-    pub(crate) fn messages(&self, mailbox_id: u64) -> Result<Vec<MessageMeta>> {
-        self.run(|pg| async move {
-            let c = pg.conn().await?;
-            let row = c
-                .query_one(
-                    "SELECT count(*) FROM messages WHERE mailbox_id = $1",
-                    &[&(mailbox_id as i64)],
-                )
-                .await?;
-            if row.get::<_, i64>(0) > 0 {
-                return Err(StoreError::Invalid(
-                    "messages are not yet on PostgreSQL (docs/cluster.md)".into(),
-                ));
-            }
-            Ok(Vec::new())
         })
     }
 

@@ -14,6 +14,7 @@ mod check;
 mod greylist;
 pub(crate) mod import;
 mod mailbox;
+pub(crate) mod message;
 pub(crate) mod notify;
 pub(crate) mod queue;
 pub(crate) mod schema;

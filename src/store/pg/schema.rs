@@ -33,6 +33,8 @@ CREATE TABLE mailboxes (
     unseen bigint NOT NULL DEFAULT 0,
     highest_modseq bigint NOT NULL DEFAULT 1,
     recent_mark bigint NOT NULL DEFAULT 0,
+    vanished_floor bigint NOT NULL DEFAULT 0,
+    vanished_count bigint NOT NULL DEFAULT 0,
     UNIQUE (account_id, name)
 );
 CREATE TABLE subscriptions (
