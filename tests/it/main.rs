@@ -118,3 +118,5 @@ mod pg_failover;
 // Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
 // kill -9 (issue 17).
 mod pg_imap;
+// The outbound queue with leases, aliases and greylisting on PostgreSQL; two nodes on one database.
+mod pg_queue;

@@ -133,18 +133,24 @@ async fn store_bounce(tx: &impl GenericClient, bounce: &Bounce) -> Result<Option
     }
 }
 
-/// Appends a bounce to `mailbox_id` (quota not enforced); returns the mailbox's account.
+/// Appends a bounce to `mailbox_id` as `deliver` does (mailbox row locked, UID and MODSEQ
+/// allocated, counters and quota usage updated), except that the sender's quota is not enforced:
+/// a refused bounce would stop the queue. Returns the mailbox's account.
 async fn insert_bounce(
-    _tx: &impl GenericClient,
-    _mailbox_id: u64,
-    _blob_id: u64,
-    _size: u64,
-    _internal_date: i64,
-    _flags: &[String],
+    tx: &impl GenericClient,
+    mailbox_id: u64,
+    blob_id: u64,
+    size: u64,
+    internal_date: i64,
+    flags: &[String],
 ) -> Result<u64> {
-    Err(StoreError::Invalid(
-        "a local bounce is not yet on PostgreSQL (messages come next)".into(),
-    ))
+    use super::message::{alloc, charge, insert_rows, lock_mailbox, save_mailbox};
+    let mut mb = lock_mailbox(tx, mailbox_id).await?;
+    let m = alloc(&mut mb, blob_id, size, internal_date, flags)?;
+    charge(tx, mb.account_id, size as i64, 1, false).await?;
+    insert_rows(tx, mailbox_id, &[m]).await?;
+    save_mailbox(tx, &mb).await?;
+    Ok(mb.account_id)
 }
 
 impl Pg {
