@@ -115,6 +115,9 @@ mod pg;
 mod cluster;
 // Operations on PostgreSQL: failover to a streaming replica, `store check`, size, backup.
 mod pg_failover;
+// PostgreSQL node plumbing: the LISTEN connection feeding IDLE (reconnect, resync), TLS to the
+// database (sslmode, store.ca_file), store.pool.
+mod pg_cluster_basics;
 // Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
 // kill -9 (issue 17).
 mod pg_imap;

@@ -173,6 +173,15 @@ impl Pg {
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(10));
         }
+        // Tanba's connections in pg_stat_activity, unless the URL names them.
+        let named = cfg.get_application_name().is_some();
+        if !named {
+            cfg.application_name("tanba");
+        }
+        let mut listen_cfg = cfg.clone();
+        if !named {
+            listen_cfg.application_name("tanba-listen");
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tanba-pg")
@@ -186,7 +195,7 @@ impl Pg {
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let mgr = if mode == tls::SslMode::Disable {
             rt.spawn(notify::listen(
-                cfg.clone(),
+                listen_cfg,
                 tokio_postgres::NoTls,
                 changes.clone(),
                 ready_tx,
@@ -197,7 +206,7 @@ impl Pg {
                 tls::client_config(mode, ca_file).map_err(StoreError::Invalid)?,
             );
             rt.spawn(notify::listen(
-                cfg.clone(),
+                listen_cfg,
                 tls.clone(),
                 changes.clone(),
                 ready_tx,

@@ -42,13 +42,21 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// How to start a [`Postgres`] beyond the defaults.
+#[derive(Default)]
+pub struct Options {
+    /// TLS: the server's certificate chain and key (PEM), copied into the cluster's dir.
+    pub ssl: Option<(PathBuf, PathBuf)>,
+    /// More settings, each `name=value` (passed as `-c name=value`).
+    pub settings: Vec<String>,
+}
+
 impl Postgres {
     pub fn start() -> Postgres {
-        Self::start_opts("")
+        Self::start_with(Options::default())
     }
 
-    /// Like [`Postgres::start`], with extra `postgres` options (`-c name=value ...`).
-    pub fn start_opts(extra: &str) -> Postgres {
+    pub fn start_with(o: Options) -> Postgres {
         let pg = Postgres::empty();
         let data = pg.data();
         let out = pg.run(
@@ -65,7 +73,7 @@ impl Postgres {
             ],
         );
         assert!(out.status.success(), "initdb: {}", show(&out));
-        pg.listen_opts(extra)
+        pg.listen_with(o)
     }
 
     /// A temp dir for a cluster (owned by `nobody` as root); no cluster yet.
@@ -90,11 +98,12 @@ impl Postgres {
 
     /// Starts the cluster in `data()` on a free loopback port.
     fn listen(self) -> Postgres {
-        self.listen_opts("")
+        self.listen_with(Options::default())
     }
 
-    /// [`Postgres::listen`] with extra `postgres` options.
-    fn listen_opts(mut self, extra: &str) -> Postgres {
+    /// [`Postgres::listen`] with TLS and more settings.
+    fn listen_with(mut self, o: Options) -> Postgres {
+        let as_nobody = self.as_nobody;
         let pg = &mut self;
         let data = pg.data();
         // A free port: bind, read, release. A race with another process is possible but
@@ -105,10 +114,37 @@ impl Postgres {
             .unwrap()
             .port();
         pg.port = port;
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c synchronous_commit=on {extra}",
+        let mut opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c synchronous_commit=on",
             pg.dir.path().display()
         );
+        if let Some((cert, key)) = &o.ssl {
+            // The server refuses a key others can read; as root it runs as nobody.
+            let (c, k) = (
+                pg.dir.path().join("server.crt"),
+                pg.dir.path().join("server.key"),
+            );
+            std::fs::copy(cert, &c).unwrap();
+            std::fs::copy(key, &k).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if as_nobody {
+                let st = Command::new("chown")
+                    .args(["nobody:nogroup"])
+                    .args([&c, &k])
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "chown of the PostgreSQL TLS files");
+            }
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            ));
+        }
+        for s in &o.settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
         let log = pg.dir.path().join("postgres.log");
         let out = pg.run(
             "pg_ctl",
@@ -223,6 +259,11 @@ impl Postgres {
         )
     }
 
+    /// The server's log (`log_statement=all` etc. go there).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -291,9 +332,16 @@ pub fn shared() -> &'static Postgres {
     static SHARED: OnceLock<Postgres> = OnceLock::new();
     SHARED.get_or_init(|| {
         // Several servers per test and two test threads, each server a pool of 16 + LISTEN.
-        let pg = Postgres::start_opts(
-            "-c max_connections=400 -c shared_buffers=32MB -c max_wal_size=256MB",
-        );
+        let pg = Postgres::start_with(Options {
+            settings: [
+                "max_connections=400",
+                "shared_buffers=32MB",
+                "max_wal_size=256MB",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Options::default()
+        });
         let data = pg.data();
         let pg_ctl = pg.bin.join("pg_ctl");
         let stop = format!(
