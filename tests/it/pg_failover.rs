@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use crate::imap::Imap;
+use crate::imap::{Imap, Resp};
+use crate::smtp::{Client as Smtp, Reply};
 use crate::support::pg::Postgres;
 use crate::support::*;
 
@@ -15,6 +16,13 @@ fn pg_toml(dir: &Path, url: &str) -> String {
         "\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
     ));
     toml
+}
+
+fn joined(u: &[Resp]) -> String {
+    u.iter()
+        .map(|r| crate::imap::text(r))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -43,12 +51,41 @@ fn ok_after_failover(c: &mut Imap, command: &str) -> usize {
     panic!("{command:?} still refused 60 s after the failover");
 }
 
+/// One MX transaction to pat@example.test; the first reply that is not a step forward (or the
+/// final one).
+fn mx_try(srv: &TestServer, body: &[u8]) -> Reply {
+    let mut c = Smtp::connect(srv.mx);
+    for (line, want) in [
+        ("EHLO sender.example", 250),
+        ("MAIL FROM:<sender@remote.example>", 250),
+        ("RCPT TO:<pat@example.test>", 250),
+        ("DATA", 354),
+    ] {
+        let r = c.cmd(line);
+        if r.code != want {
+            return r;
+        }
+    }
+    c.send(body);
+    c.send(b".\r\n");
+    c.reply()
+}
+
+fn mail(n: &str) -> Vec<u8> {
+    format!(
+        "From: sender@remote.example\r\nTo: pat@example.test\r\nSubject: failover {n}\r\n\r\n\
+         body of message {n}\r\n"
+    )
+    .into_bytes()
+}
+
 /// A primary and a streaming replica (`pg_basebackup -R`, replication slot) with
 /// `synchronous_standby_names` on the primary, and one `tanba serve` whose `store.url` names both
-/// (`target_session_attrs=read-write`). Every change acknowledged before the primary crashes
-/// (`pg_ctl stop -m immediate`) is on the replica once promoted; the same IMAP session and new
-/// ones carry on against the new primary without restarting tanba, the refusals during the
-/// switch being temporary (`NO [UNAVAILABLE]`).
+/// (`target_session_attrs=read-write`). Every message and mailbox acknowledged (`250`, tagged
+/// OK) before the primary crashes (`pg_ctl stop -m immediate`) is on the replica once promoted;
+/// the same IMAP session and new ones FETCH them, and SMTP takes new mail, on the new primary
+/// without restarting tanba. The refusals meanwhile (fencing the old primary, the switch) are
+/// temporary: `NO [UNAVAILABLE]`, SMTP 4xx.
 #[test]
 fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
     let primary = Postgres::start();
@@ -61,24 +98,52 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
     let srv = TestServer::start_toml(dir, &toml);
     srv.add_user("pat@example.test", "pat-password-1");
     let mut c = Imap::login(&srv, "pat@example.test", "pat-password-1");
-    const N: usize = 20;
+    const N: usize = 10;
     for i in 0..N {
+        let r = mx_try(&srv, &mail(&format!("A{i:02}")));
+        assert_eq!(r.code, 250, "{}", r.line());
         c.ok(&format!("CREATE Acked{i:02}"));
     }
-    // Synchronous replication: each tagged OK above came after the replica flushed the COMMIT.
+    // Synchronous replication: each 250 and tagged OK came after the replica flushed the
+    // COMMIT.
     assert_eq!(
         replica.query(
             "fo",
-            "SELECT count(*) FROM mailboxes WHERE name LIKE 'Acked%'"
+            "SELECT (SELECT count(*) FROM messages) || ' ' || \
+             (SELECT count(*) FROM mailboxes WHERE name LIKE 'Acked%')"
         ),
-        N.to_string()
+        format!("{N} {N}")
     );
+    let sel = joined(&c.ok("SELECT INBOX"));
+    assert!(sel.contains(&format!("* {N} EXISTS")), "{sel}");
+
+    // Fencing the primary before a switchover (`default_transaction_read_only`, as failover
+    // tools do): the pooled connections' writes fail with SQLSTATE 25006, which is a temporary
+    // refusal, not an internal error. The sessions see the reload at their next command, so a
+    // CREATE or two may still pass.
+    primary.query(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    primary.query("postgres", "SELECT pg_reload_conf()");
+    let mut fenced_ok = 0;
+    loop {
+        let (_, t) = c.cmd(&format!("CREATE Fenced{fenced_ok}"));
+        if t.split(' ').nth(1) == Some("OK") && fenced_ok < 50 {
+            fenced_ok += 1;
+            continue;
+        }
+        assert!(t.contains("NO [UNAVAILABLE]"), "{t}");
+        break;
+    }
 
     primary.crash();
     // Between the crash and the promotion: the replica is read-only and the primary gone, so
     // a write is refused, temporarily.
     let (_, t) = c.cmd("CREATE DuringSwitch");
     assert!(t.contains("NO [UNAVAILABLE]"), "{t}");
+    let r = mx_try(&srv, &mail("refused"));
+    assert!((400..500).contains(&r.code), "{}", r.line());
     replica.promote();
 
     // The session that saw the failover writes and reads on the new primary.
@@ -97,11 +162,61 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
         "{list:?}"
     );
     assert!(!list.iter().any(|l| l.contains("DuringSwitch")), "{list:?}");
-    c.ok("SELECT Acked07");
+    assert_eq!(
+        replica.query(
+            "fo",
+            "SELECT count(*) FROM mailboxes WHERE name LIKE 'Fenced%'"
+        ),
+        fenced_ok.to_string()
+    );
+    let fetched = joined(&c.ok("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"));
+    for i in 0..N {
+        assert!(
+            fetched.contains(&format!("Subject: failover A{i:02}")),
+            "{fetched}"
+        );
+    }
+    assert!(!fetched.contains("refused"), "{fetched}");
+
+    // SMTP takes new mail on the new primary (4xx until it does, never 5xx).
+    let mut accepted = false;
+    for _ in 0..600 {
+        let r = mx_try(&srv, &mail("after"));
+        if r.code == 250 {
+            accepted = true;
+            break;
+        }
+        assert!((400..500).contains(&r.code), "{}", r.line());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(accepted, "SMTP still refused 60 s after the failover");
     // A new login, and an account made through the running server, on the new primary.
     srv.add_user("sam@example.test", "sam-password-1");
-    let mut d = Imap::login(&srv, "sam@example.test", "sam-password-1");
-    d.ok("CREATE Fresh");
+    let mut d = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    let sel = joined(&d.ok("SELECT INBOX"));
+    assert!(sel.contains(&format!("* {} EXISTS", N + 1)), "{sel}");
+    let f = joined(&d.ok(&format!("FETCH {} BODY.PEEK[TEXT]", N + 1)));
+    assert!(f.contains("body of message after"), "{f}");
+    // Flags, a copy (a shared body), an expunge: `tanba store check` finds the new primary's
+    // rows consistent.
+    d.ok("STORE 1 +FLAGS (\\Seen)");
+    d.ok("COPY 1:2 Acked00");
+    d.ok("STORE 2 +FLAGS (\\Deleted)");
+    d.ok("EXPUNGE");
+    let out = srv.tanba(&["store", "check"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        replica.query("fo", "SELECT count(*) FROM blobs WHERE refcount = 2"),
+        "1"
+    );
+    let mut e = Imap::login(&srv, "sam@example.test", "sam-password-1");
+    e.ok("CREATE Fresh");
     assert_eq!(
         replica.query(
             "fo",

@@ -189,6 +189,8 @@ impl Postgres {
                 "-D",
                 data.to_str().unwrap(),
                 "-R",
+                "-c",
+                "fast",
                 "-X",
                 "stream",
                 "-C",
