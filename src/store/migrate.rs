@@ -125,6 +125,8 @@ pub(crate) struct MailboxTally {
     pub messages: u64,
     pub unseen: u64,
     pub recent_mark: u64,
+    /// Expunges at or below this MODSEQ are not in the QRESYNC log (`modseq.rs`).
+    pub vanished_floor: u64,
     /// Message rows found.
     pub stored: u64,
     /// [`feed_message`] over its messages in UID order.
@@ -191,6 +193,7 @@ pub(crate) fn compare(want: &Tally, got: &Tally) -> Vec<String> {
             ("message count", w.messages, g.messages),
             ("unseen count", w.unseen, g.unseen),
             ("recent mark", w.recent_mark, g.recent_mark),
+            ("expunge log floor", w.vanished_floor, g.vanished_floor),
             ("messages", w.stored, g.stored),
         ];
         for (what, a, b) in fields {
@@ -246,6 +249,15 @@ fn grey_row(k: &[u8], v: &[u8]) -> Result<GreyRow> {
     })
 }
 
+/// A mailbox's expunge log floor: `floor u64 ‖ count u32` under `mailbox ‖ 0 ‖ 0`
+/// (`modseq.rs`), 0 without that record.
+fn vanished_floor(s: &Sled, mailbox_id: u64) -> Result<u64> {
+    Ok(match s.t.vanished.get(modseq::key3(mailbox_id, 0, 0))? {
+        Some(v) if v.len() == 12 => read_u64(&v[..8])?,
+        _ => 0,
+    })
+}
+
 fn refcount(v: &[u8]) -> Result<u32> {
     <[u8; 4]>::try_from(v)
         .map(u32::from_be_bytes)
@@ -280,6 +292,7 @@ fn sled_tally(s: &Sled) -> Result<Tally> {
                 messages: u64::from(m.messages),
                 unseen: u64::from(m.unseen),
                 recent_mark: u64::from(m.recent_mark),
+                vanished_floor: vanished_floor(s, m.id)?,
                 ..Default::default()
             };
             let mut md = Digest::new();
@@ -404,6 +417,7 @@ fn copy(s: &Sled, pg: &Pg) -> Result<u64> {
             }
         }
     }
+    let mut floors = Vec::new();
     for k in s.t.vanished.iter().keys() {
         let k = k?;
         if k.len() != 20 {
@@ -411,12 +425,19 @@ fn copy(s: &Sled, pg: &Pg) -> Result<u64> {
         }
         let (mailbox, modseq) = (read_u64(&k[..8])?, read_u64(&k[8..16])?);
         if modseq == 0 {
-            continue; // the log's (floor, count) record, not an expunge
+            // The log's (floor, count) record, not an expunge.
+            let floor = vanished_floor(s, mailbox)?;
+            if floor > 0 {
+                floors.push((mailbox, floor));
+            }
+            continue;
         }
         let uid = u32::from_be_bytes([k[16], k[17], k[18], k[19]]);
         w.batch.vanished.push((mailbox, modseq, uid));
         w.maybe_flush()?;
     }
+    w.flush()?;
+    pg.import_vanished_meta(floors)?;
     for kv in s.t.queue.iter() {
         let rec: QueueRecord = dec(&kv?.1)?;
         top = top.max(rec.id);

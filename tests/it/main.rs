@@ -118,6 +118,8 @@ mod pg_failover;
 // PostgreSQL node plumbing: the LISTEN connection feeding IDLE (reconnect, resync), TLS to the
 // database (sslmode, store.ca_file), store.pool.
 mod pg_cluster_basics;
+// `tanba store migrate --from sled` of a populated store, then served from PostgreSQL.
+mod pg_migrate;
 // Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
 // kill -9 (issue 17).
 mod pg_imap;

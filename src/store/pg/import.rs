@@ -172,6 +172,25 @@ impl Pg {
         })
     }
 
+    /// Sets each mailbox's QRESYNC log bookkeeping after the copy: `floors` holds the embedded
+    /// store's floor per mailbox (absent: 0, the log is complete), the count is what was copied.
+    pub(crate) fn import_vanished_meta(&self, floors: Vec<(u64, u64)>) -> Result<()> {
+        self.run(|pg| async move {
+            let c = pg.conn().await?;
+            let ids: Vec<i64> = floors.iter().map(|f| f.0 as i64).collect();
+            let floors: Vec<i64> = floors.iter().map(|f| f.1 as i64).collect();
+            c.execute(
+                "UPDATE mailboxes m SET \
+                 vanished_floor = coalesce((SELECT f.floor FROM unnest($1::bigint[], \
+                   $2::bigint[]) AS f(id, floor) WHERE f.id = m.id), 0), \
+                 vanished_count = (SELECT count(*) FROM vanished v WHERE v.mailbox_id = m.id)",
+                &[&ids, &floors],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
     /// Reads the whole database back into a [`Tally`] (counts, digests), one body at a time.
     pub(crate) fn import_tally(&self) -> Result<Tally> {
         self.run(|pg| async move {
@@ -246,7 +265,7 @@ async fn tally(c: &impl GenericClient) -> Result<Tally> {
     let boxes = c
         .query(
             "SELECT id, account_id, name, uidvalidity, uidnext, highest_modseq, messages, \
-             unseen, recent_mark FROM mailboxes ORDER BY id",
+             unseen, recent_mark, vanished_floor FROM mailboxes ORDER BY id",
             &[],
         )
         .await?;
@@ -261,6 +280,7 @@ async fn tally(c: &impl GenericClient) -> Result<Tally> {
             messages: r.get::<_, i64>(6) as u64,
             unseen: r.get::<_, i64>(7) as u64,
             recent_mark: r.get::<_, i64>(8) as u64,
+            vanished_floor: r.get::<_, i64>(9) as u64,
             ..Default::default()
         };
         let mut d = Digest::new();
