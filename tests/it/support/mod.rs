@@ -41,7 +41,8 @@ pub fn sled_only() -> bool {
 }
 
 /// A `("top", ..)` line for [`TestServer::start_with`] that keeps a server on sled whatever
-/// `TANBA_TEST_BACKEND` says (the embedded source of `tanba store migrate`).
+/// `TANBA_TEST_BACKEND` says (the embedded source of `tanba store migrate`). Last in the list:
+/// "top" lines after it would land in `[store]`.
 pub const SLED_STORE: (&str, &str) = ("top", "[store]\nbackend = \"sled\"");
 
 /// Whether `toml` has a `[store]` table of its own.
