@@ -369,6 +369,11 @@ fn kill_9_of_a_node_under_smtp_load_loses_no_acknowledged_message_and_the_other_
     }
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty());
+    eprintln!(
+        "{} of {} messages acknowledged by A before its kill",
+        acked.len(),
+        WORKERS * PER_WORKER
+    );
     // B after the kill: a new login, and every acknowledged message there exactly once.
     let mut s = Imap::login(&c.b, ALICE, PASS);
     s.ok("SELECT INBOX");
