@@ -247,7 +247,8 @@ fn pg_copy_and_move_share_the_body_and_expunge_releases_it() {
 }
 
 /// After EXPUNGE the UIDs are never given again: the next APPEND gets UIDNEXT, also after a
-/// restart; a mailbox deleted with messages takes its body rows along.
+/// restart; a mailbox deleted with messages takes its body rows along; RENAME INBOX moves the
+/// messages.
 #[test]
 fn pg_expunged_uids_are_never_reused() {
     let pg = Postgres::start();
@@ -298,6 +299,20 @@ fn pg_expunged_uids_are_never_reused() {
     );
     let sum = pg.query("uid", "SELECT sum(size) FROM messages");
     assert_eq!(pg.query("uid", "SELECT used_bytes::text FROM quota"), sum);
+    // RENAME INBOX moves its messages into the new mailbox (new UIDs there); INBOX stays,
+    // empty, and keeps its UIDNEXT.
+    c.ok("RENAME INBOX Before");
+    let st = joined(&c.ok("STATUS INBOX (MESSAGES UIDNEXT)"));
+    assert!(
+        st.contains("MESSAGES 0") && st.contains("UIDNEXT 6"),
+        "{st}"
+    );
+    let st = joined(&c.ok("STATUS Before (MESSAGES UIDNEXT)"));
+    assert!(
+        st.contains("MESSAGES 2") && st.contains("UIDNEXT 3"),
+        "{st}"
+    );
+    assert_eq!(pg.query("uid", "SELECT max(refcount) FROM blobs"), "1");
 }
 
 /// CONDSTORE and QRESYNC on PostgreSQL: STORE UNCHANGEDSINCE refuses a message changed since,
@@ -442,7 +457,8 @@ fn pg_quota_is_enforced_like_on_sled() {
     );
 }
 
-/// kill -9 right after `APPEND ... OK`: after a restart the message is there, byte for byte.
+/// kill -9 right after `APPEND ... OK`: after a restart the message is there, byte for byte;
+/// deleting the account then removes its bodies.
 #[test]
 fn pg_append_survives_kill_9() {
     let pg = Postgres::start();
@@ -459,6 +475,22 @@ fn pg_append_survives_kill_9() {
     let u = c.ok("UID FETCH 1 (FLAGS BODY.PEEK[])");
     assert_eq!(body_of(&u), body);
     assert!(joined(&u).contains("\\Seen"), "{}", joined(&u));
+    // `tanba user del` releases the account's bodies (a copy, an expunge log) with it.
+    c.ok("UID COPY 1 Archive");
+    assert!(c.append("INBOX", "()", &msg(43)).contains("OK"));
+    c.ok("UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+    c.ok("EXPUNGE");
+    drop(c);
+    let out = srv.tanba(&["user", "del", "alice@example.test"], None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        pg.query(
+            "kill",
+            "SELECT (SELECT count(*) FROM blobs) || ':' || (SELECT count(*) FROM blob_chunks) \
+             || ':' || (SELECT count(*) FROM messages) || ':' || (SELECT count(*) FROM vanished)"
+        ),
+        "0:0:0:0"
+    );
 }
 
 /// kill -9 right after SMTP's `250`: after a restart the message is in the INBOX.

@@ -160,30 +160,37 @@ impl Pg {
         })
     }
 
-    /// Removes an account and everything it owns, in one transaction: its row held `FOR
-    /// UPDATE` (no mailbox can be created for it any more), its mailbox rows locked by
-    /// ascending id, their messages' bodies released (`message.rs`), then the rest by ON
-    /// DELETE CASCADE.
+    /// Removes an account and everything it owns, in one transaction: its mailbox rows locked
+    /// by ascending id and its row `FOR UPDATE` (no mailbox can be created for it any more),
+    /// their messages' bodies released and QRESYNC logs dropped (`message.rs`), then the rest
+    /// by ON DELETE CASCADE.
     pub(crate) fn delete_account(&self, email: &str) -> Result<Account> {
         let email = email.trim().to_ascii_lowercase();
         self.run(|pg| async move {
             let mut c = pg.conn().await?;
             let tx = c.transaction().await?;
             let Some(row) = tx
-                .query_opt(
-                    "SELECT id FROM accounts WHERE email = $1 FOR UPDATE",
-                    &[&email],
-                )
+                .query_opt("SELECT id FROM accounts WHERE email = $1", &[&email])
                 .await?
             else {
                 return Err(StoreError::NotFound(format!("account {email}")));
             };
             let id: i64 = row.get(0);
+            // Mailbox rows first (the lock order of every message write), then the account row
+            // (no mailbox can be created for it from then on), then the mailboxes again: one
+            // created meanwhile is locked too.
+            let lock_boxes =
+                "SELECT id FROM mailboxes WHERE account_id = $1 ORDER BY id FOR UPDATE";
+            tx.query(lock_boxes, &[&id]).await?;
+            if tx
+                .query_opt("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id])
+                .await?
+                .is_none()
+            {
+                return Err(StoreError::NotFound(format!("account {email}")));
+            }
             let boxes: Vec<i64> = tx
-                .query(
-                    "SELECT id FROM mailboxes WHERE account_id = $1 ORDER BY id FOR UPDATE",
-                    &[&id],
-                )
+                .query(lock_boxes, &[&id])
                 .await?
                 .iter()
                 .map(|r| r.get(0))

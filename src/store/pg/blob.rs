@@ -12,20 +12,19 @@ use super::super::Result;
 /// Bytes per `blob_chunks` row.
 pub(crate) const CHUNK: usize = 256 * 1024;
 
-/// Stores `raw` as blob `id` with `refs` references.
+/// Stores `raw` as blob `id` with `refs` references: the `blobs` row and every chunk in one
+/// statement (one round trip whatever the size).
 pub(crate) async fn put(tx: &impl GenericClient, id: u64, raw: &[u8], refs: i32) -> Result<()> {
-    tx.execute(
-        "INSERT INTO blobs (id, size, refcount) VALUES ($1, $2, $3)",
-        &[&(id as i64), &(raw.len() as i64), &refs],
-    )
-    .await?;
-    let ins = tx
-        .prepare_cached("INSERT INTO blob_chunks (blob_id, n, data) VALUES ($1, $2, $3)")
+    let chunks: Vec<&[u8]> = raw.chunks(CHUNK).collect();
+    let st = tx
+        .prepare_cached(
+            "WITH b AS (INSERT INTO blobs (id, size, refcount) VALUES ($1, $2, $3)) \
+             INSERT INTO blob_chunks (blob_id, n, data) \
+             SELECT $1, (x.n - 1)::integer, x.d FROM unnest($4::bytea[]) WITH ORDINALITY AS x(d, n)",
+        )
         .await?;
-    for (n, chunk) in raw.chunks(CHUNK).enumerate() {
-        tx.execute(&ins, &[&(id as i64), &(n as i32), &chunk])
-            .await?;
-    }
+    tx.execute(&st, &[&(id as i64), &(raw.len() as i64), &refs, &chunks])
+        .await?;
     Ok(())
 }
 

@@ -158,8 +158,8 @@ impl Pg {
     }
 
     /// Renames a mailbox and its children, with their subscriptions, in one transaction.
-    /// Renaming INBOX moves its messages to a new mailbox (RFC 3501 §6.3.5): only an empty
-    /// INBOX so far (messages are not on PostgreSQL yet).
+    /// Renaming INBOX moves its messages to a new mailbox (RFC 3501 §6.3.5), as on sled: the
+    /// mailbox in one transaction, then the messages in one MOVE.
     pub(crate) fn rename_mailbox(&self, account_id: u64, from: &str, to: &str) -> Result<()> {
         let from = normalize_name(from);
         let to = normalize_name(to);
@@ -169,14 +169,15 @@ impl Pg {
                 "cannot move a mailbox into itself".into(),
             ));
         }
-        self.run(|pg| async move {
+        // Renaming INBOX: the new mailbox is made below; its messages then move (`moved`).
+        let moved = self.run(|pg| async move {
             let mut c = pg.conn().await?;
             let tx = c.transaction().await?;
             account_alive(&tx, account_id).await?;
             let acc = account_id as i64;
             let src = tx
                 .query_opt(
-                    "SELECT messages FROM mailboxes WHERE account_id = $1 AND name = $2 \
+                    "SELECT messages, id FROM mailboxes WHERE account_id = $1 AND name = $2 \
                      FOR UPDATE",
                     &[&acc, &from],
                 )
@@ -198,14 +199,17 @@ impl Pg {
                 create_if_missing(&tx, account_id, &parts[..i].join("/")).await?;
             }
             if from == "INBOX" {
-                if src.get::<_, i64>(0) > 0 {
-                    return Err(StoreError::Invalid(
-                        "renaming INBOX with messages is not yet on PostgreSQL".into(),
-                    ));
-                }
                 create_if_missing(&tx, account_id, &to).await?;
+                let dst: i64 = tx
+                    .query_one(
+                        "SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2",
+                        &[&acc, &to],
+                    )
+                    .await?
+                    .get(0);
                 tx.commit().await?;
-                return Ok(());
+                let src_id: i64 = src.get(1);
+                return Ok((src.get::<_, i64>(0) > 0).then_some((src_id as u64, dst as u64)));
             }
             let prefix = format!("{from}/");
             // Subscriptions of the name and of every name under it move along (`mailbox.rs`);
@@ -245,8 +249,14 @@ impl Pg {
                 }
             })?;
             tx.commit().await?;
-            Ok(())
-        })
+            Ok(None)
+        })?;
+        // As on sled: INBOX's messages move to the new mailbox (RFC 3501 §6.3.5), one MOVE.
+        if let Some((src, dst)) = moved {
+            let uids: Vec<u32> = self.messages(src)?.iter().map(|m| m.uid).collect();
+            self.copy_or_move(src, &uids, dst, true)?;
+        }
+        Ok(())
     }
 
     /// Adds `name` to the account's subscriptions (SUBSCRIBE); the name need not exist; at

@@ -171,6 +171,21 @@ pub(super) async fn insert_rows(
     Ok(())
 }
 
+/// Writes new rows of a locked mailbox, its counters and the change notification: three
+/// statements pipelined (sent together, answered in order).
+async fn write_mailbox(
+    tx: &impl GenericClient,
+    mb: &MailboxMeta,
+    rows: &[MessageMeta],
+) -> Result<()> {
+    tokio::try_join!(
+        insert_rows(tx, mb.id, rows),
+        save_mailbox(tx, mb),
+        notify::changed(tx, mb.account_id, mb.id)
+    )?;
+    Ok(())
+}
+
 /// Changes an account's usage by `bytes` and `messages` (negative: removal) on its locked quota
 /// row; with `enforce`, an increase above the limit fails with [`StoreError::OverQuota`] (the
 /// caller's transaction then rolls back), worded as on sled (`quota::charge`). A removal never
@@ -494,11 +509,11 @@ impl Pg {
             let mut c = pg.conn().await?;
             let tx = c.transaction().await?;
             let ids: Vec<u64> = targets.iter().map(|t| t.0).collect();
-            let mut mbs = lock_mailboxes(&tx, &ids).await?;
+            // Pipelined: both requests go out before either answer is awaited.
+            let (mut mbs, blob_id) = tokio::try_join!(lock_mailboxes(&tx, &ids), Pg::next_id(&tx))?;
             let mut out = Vec::with_capacity(targets.len());
             let mut out_blob = None;
             if !targets.is_empty() {
-                let blob_id = Pg::next_id(&tx).await?;
                 let size = raw.len() as u64;
                 let mut rows: BTreeMap<u64, Vec<MessageMeta>> = BTreeMap::new();
                 let mut usage: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
@@ -525,9 +540,7 @@ impl Pg {
             if let Some(rows) = out_blob {
                 for (mailbox_id, rows) in rows {
                     let mb = &mbs[&mailbox_id];
-                    insert_rows(&tx, mailbox_id, &rows).await?;
-                    save_mailbox(&tx, mb).await?;
-                    notify::changed(&tx, mb.account_id, mailbox_id).await?;
+                    write_mailbox(&tx, mb, &rows).await?;
                 }
             }
             if let Some((mut q, bytes)) = queued {
@@ -586,9 +599,7 @@ impl Pg {
             for (m, meta) in msgs.iter().zip(&rows) {
                 blob::put(&tx, meta.blob_id, &m.raw, 1).await?;
             }
-            insert_rows(&tx, mailbox_id, &rows).await?;
-            save_mailbox(&tx, &mb).await?;
-            notify::changed(&tx, mb.account_id, mailbox_id).await?;
+            write_mailbox(&tx, &mb, &rows).await?;
             tx.commit().await?;
             Ok(out)
         })
