@@ -206,16 +206,17 @@ impl Worker {
         let mut next_due = None;
         {
             let mut rounds = self.rounds();
-            for entry in self.store().queue_due() {
+            let mut due = self.store().queue_due();
+            // The limit is checked before the next record is taken: on PostgreSQL taking it
+            // claims it for this node (docs/cluster.md, "Outbound queue: leases").
+            while rounds.len() < MAX_RECORDS_IN_FLIGHT {
+                let Some(entry) = due.next() else { break };
                 let (t, id) = entry?;
                 if rounds.contains_key(&id) {
                     continue;
                 }
                 if t > now {
                     next_due = Some(t);
-                    break;
-                }
-                if rounds.len() >= MAX_RECORDS_IN_FLIGHT {
                     break;
                 }
                 let Some(rec) = self.store().queue_get(id)? else {

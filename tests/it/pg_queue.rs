@@ -267,7 +267,8 @@ fn pg_greylist_retry_passes_on_the_other_node() {
         // The base config's [auth] section gets the greylisting keys.
         toml = toml.replace(
             "[auth]\n",
-            "[auth]\ngreylisting = true\ngreylist_delay = \"1s\"\ngreylist_expire = \"1h\"\n",
+            "[auth]\ngreylisting = true\ngreylist_delay = \"1s\"\ngreylist_expire = \"1h\"\n\
+             greylist_max_entries = 3\n",
         );
         toml.push_str(&format!(
             "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\n",
@@ -290,6 +291,17 @@ fn pg_greylist_retry_passes_on_the_other_node() {
     let r = mx_rcpt(&a, "news@sender.example", "alice@example.test");
     assert!(r.starts_with("250"), "node A: {r}");
     assert_eq!(rows(&pg, "gl", "greylist"), "1");
+    // Bounded (greylist_max_entries = 3): new triplets on either node push out the pending
+    // ones that expire first, never the passed one.
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let r = mx_rcpt(node, &format!("s{i}@sender.example"), "alice@example.test");
+        assert!(r.starts_with("451 4.7.1 Greylisted"), "{r}");
+    }
+    assert_eq!(rows(&pg, "gl", "greylist"), "3");
+    assert_eq!(rows(&pg, "gl", "greylist WHERE passed"), "1");
+    let r = mx_rcpt(&b, "news@sender.example", "alice@example.test");
+    assert!(r.starts_with("250"), "still passed: {r}");
 }
 
 /// A message for a remote recipient, submitted on PostgreSQL while the relay is down, is

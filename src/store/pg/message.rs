@@ -74,7 +74,7 @@ async fn lock_mailboxes(tx: &impl GenericClient, ids: &[u64]) -> Result<HashMap<
 }
 
 /// Locks one mailbox row; `NotFound("mailbox")` as on sled when it is gone.
-pub(super) async fn lock_mailbox(tx: &impl GenericClient, id: u64) -> Result<MailboxMeta> {
+async fn lock_mailbox(tx: &impl GenericClient, id: u64) -> Result<MailboxMeta> {
     lock_mailboxes(tx, &[id])
         .await?
         .remove(&id)
@@ -83,7 +83,7 @@ pub(super) async fn lock_mailbox(tx: &impl GenericClient, id: u64) -> Result<Mai
 
 /// Allocates the next UID and MODSEQ of the locked mailbox `mb` for a new message and counts
 /// it (sled's `insert_message`, without the writes).
-pub(super) fn alloc(
+fn alloc(
     mb: &mut MailboxMeta,
     blob_id: u64,
     size: u64,
@@ -110,7 +110,7 @@ pub(super) fn alloc(
 }
 
 /// Writes back the counters of a locked mailbox row.
-pub(super) async fn save_mailbox(tx: &impl GenericClient, mb: &MailboxMeta) -> Result<()> {
+async fn save_mailbox(tx: &impl GenericClient, mb: &MailboxMeta) -> Result<()> {
     let st = tx
         .prepare_cached(
             "UPDATE mailboxes SET uidnext = $2, highest_modseq = $3, messages = $4, unseen = $5 \
@@ -132,11 +132,7 @@ pub(super) async fn save_mailbox(tx: &impl GenericClient, mb: &MailboxMeta) -> R
 }
 
 /// Inserts new message rows of one mailbox, in one statement.
-pub(super) async fn insert_rows(
-    tx: &impl GenericClient,
-    mailbox_id: u64,
-    rows: &[MessageMeta],
-) -> Result<()> {
+async fn insert_rows(tx: &impl GenericClient, mailbox_id: u64, rows: &[MessageMeta]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -190,7 +186,7 @@ async fn write_mailbox(
 /// row; with `enforce`, an increase above the limit fails with [`StoreError::OverQuota`] (the
 /// caller's transaction then rolls back), worded as on sled (`quota::charge`). A removal never
 /// creates a row.
-pub(super) async fn charge(
+async fn charge(
     tx: &impl GenericClient,
     account_id: u64,
     bytes: i64,

@@ -21,7 +21,6 @@ use std::sync::OnceLock;
 
 use deadpool_postgres::GenericClient;
 
-use super::super::message::normalize_flags;
 use super::super::queue::{Bounce, QueueRecord};
 use super::super::{dec, enc, now_unix, Result, StoreError};
 use super::Pg;
@@ -97,9 +96,8 @@ fn held_elsewhere(owner: &Option<String>, until: Option<i64>, now: i64) -> Optio
     }
 }
 
-/// Stores a bounce inside the queue change's transaction. Returns the mailbox it was
-/// appended to, if local.
-async fn store_bounce(tx: &impl GenericClient, bounce: &Bounce) -> Result<Option<(u64, u64)>> {
+/// Stores a bounce inside the queue change's transaction.
+async fn store_bounce(tx: &impl GenericClient, bounce: &Bounce) -> Result<()> {
     let blob_id = Pg::next_id(tx).await?;
     match bounce {
         Bounce::Queue { record, raw } => {
@@ -108,7 +106,7 @@ async fn store_bounce(tx: &impl GenericClient, bounce: &Bounce) -> Result<Option
             r.size = raw.len() as u64;
             super::blob::put(tx, blob_id, raw, 1).await?;
             insert(tx, &r).await?;
-            Ok(None)
+            Ok(())
         }
         Bounce::Local {
             mailbox_id,
@@ -116,41 +114,22 @@ async fn store_bounce(tx: &impl GenericClient, bounce: &Bounce) -> Result<Option
             keywords,
             internal_date,
         } => {
-            let flags = normalize_flags(keywords);
             super::blob::put(tx, blob_id, raw, 1).await?;
-            // A bounce is never refused for the sender's quota: it would stop the queue.
-            let account_id = insert_bounce(
+            // A bounce is never refused for the sender's quota (`enforce` false): it would stop
+            // the queue. The mailbox's change is announced inside (`pg_notify`).
+            super::message::insert_message(
                 tx,
                 *mailbox_id,
                 blob_id,
                 raw.len() as u64,
                 *internal_date,
-                &flags,
+                keywords,
+                false,
             )
             .await?;
-            Ok(Some((account_id, *mailbox_id)))
+            Ok(())
         }
     }
-}
-
-/// Appends a bounce to `mailbox_id` as `deliver` does (mailbox row locked, UID and MODSEQ
-/// allocated, counters and quota usage updated), except that the sender's quota is not enforced:
-/// a refused bounce would stop the queue. Returns the mailbox's account.
-async fn insert_bounce(
-    tx: &impl GenericClient,
-    mailbox_id: u64,
-    blob_id: u64,
-    size: u64,
-    internal_date: i64,
-    flags: &[String],
-) -> Result<u64> {
-    use super::message::{alloc, charge, insert_rows, lock_mailbox, save_mailbox};
-    let mut mb = lock_mailbox(tx, mailbox_id).await?;
-    let m = alloc(&mut mb, blob_id, size, internal_date, flags)?;
-    charge(tx, mb.account_id, size as i64, 1, false).await?;
-    insert_rows(tx, mailbox_id, &[m]).await?;
-    save_mailbox(tx, &mb).await?;
-    Ok(mb.account_id)
 }
 
 impl Pg {
@@ -393,12 +372,8 @@ impl Pg {
                     super::blob::release(&tx, blob_id).await?;
                 }
             }
-            let appended = match &bounce {
-                Some(b) => store_bounce(&tx, b).await?,
-                None => None,
-            };
-            if let Some((account_id, mailbox_id)) = appended {
-                super::notify::changed(&tx, account_id, mailbox_id).await?;
+            if let Some(b) = &bounce {
+                store_bounce(&tx, b).await?;
             }
             tx.commit().await?;
             Ok(true)
