@@ -34,6 +34,9 @@ pub const DEFAULT_POOL: usize = 16;
 /// The largest `store.pool`.
 pub const MAX_POOL: usize = 1024;
 
+/// tokio-postgres's keepalive idle time when the URL sets none.
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// Capacity of the change channel, as on sled: a receiver further behind is told it lagged
 /// and re-reads.
 const CHANGES: usize = 4096;
@@ -143,10 +146,12 @@ fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::Ssl
 /// A connection failure as the operator should read it: which keys to look at, the server's
 /// own message when it gave one.
 pub(crate) fn connect_error(e: tokio_postgres::Error) -> StoreError {
-    let why = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| e.to_string());
+    let why = match (e.as_db_error(), std::error::Error::source(&e)) {
+        (Some(d), _) => d.message().to_string(),
+        // "error performing TLS handshake" alone does not say what was wrong.
+        (None, Some(src)) if !e.to_string().contains(&src.to_string()) => format!("{e}: {src}"),
+        (None, _) => e.to_string(),
+    };
     StoreError::Unavailable(format!("cannot connect to the database (store.url): {why}"))
 }
 
@@ -181,6 +186,18 @@ impl Pg {
         let mut listen_cfg = cfg.clone();
         if !named {
             listen_cfg.application_name("tanba-listen");
+        }
+        // The LISTEN connection is idle for long stretches: notice a silently dead peer (a
+        // partition, a failover) within about a minute rather than the kernel's two hours,
+        // unless the URL chose keepalives itself.
+        if listen_cfg.get_keepalives() && listen_cfg.get_keepalives_idle() == DEFAULT_KEEPALIVE {
+            listen_cfg.keepalives_idle(Duration::from_secs(30));
+            if listen_cfg.get_keepalives_interval().is_none() {
+                listen_cfg.keepalives_interval(Duration::from_secs(10));
+            }
+            if listen_cfg.get_keepalives_retries().is_none() {
+                listen_cfg.keepalives_retries(3);
+            }
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
