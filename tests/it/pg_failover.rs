@@ -118,9 +118,9 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
     assert!(sel.contains(&format!("* {N} EXISTS")), "{sel}");
 
     // Fencing the primary before a switchover (`default_transaction_read_only`, as failover
-    // tools do): the pooled connections' writes fail with SQLSTATE 25006, which is a temporary
-    // refusal, not an internal error. The sessions see the reload at their next command, so a
-    // CREATE or two may still pass.
+    // tools do): no host takes writes now (the pool drops its connections to the fenced one,
+    // the replica is read-only), a temporary refusal, not an internal error. A CREATE or two
+    // may still pass before the server has applied the reload.
     primary.query(
         "postgres",
         "ALTER SYSTEM SET default_transaction_read_only = on",
@@ -229,6 +229,130 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
         replica.query("fo", "SELECT pg_is_in_recovery()"),
         "f",
         "the replica is the primary now"
+    );
+}
+
+/// A switchover where the old primary stays up, fenced read-only
+/// (`default_transaction_read_only`, not restarted): the pool drops its connections to it (they
+/// are checked before reuse) and follows `store.url` to the promoted standby, so writes succeed
+/// again without restarting tanba; what was acknowledged before is there.
+#[test]
+fn pg_switchover_away_from_a_fenced_primary_that_stays_up() {
+    let primary = Postgres::start();
+    primary.create_db("sw");
+    let replica = primary.replica();
+    primary.require_sync_standby();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pg_toml(dir.path(), &primary.failover_url(&replica, "sw"));
+    let srv = TestServer::start_toml(dir, &toml);
+    srv.add_user("pat@example.test", "pat-password-1");
+    let mut c = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    for i in 0..3 {
+        let r = mx_try(&srv, &mail(&format!("B{i}")));
+        assert_eq!(r.code, 250, "{}", r.line());
+    }
+    c.ok("CREATE Before");
+
+    primary.query(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    primary.query("postgres", "SELECT pg_reload_conf()");
+    replica.promote();
+    ok_after_failover(&mut c, "CREATE AfterSwitchover");
+    let mut accepted = false;
+    for _ in 0..600 {
+        let r = mx_try(&srv, &mail("after"));
+        if r.code == 250 {
+            accepted = true;
+            break;
+        }
+        assert!((400..500).contains(&r.code), "{}", r.line());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(accepted, "SMTP still refused 60 s after the switchover");
+    let sel = joined(&c.ok("SELECT INBOX"));
+    assert!(sel.contains("* 4 EXISTS"), "{sel}");
+    let fetched = joined(&c.ok("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"));
+    for n in ["B0", "B1", "B2", "after"] {
+        assert!(
+            fetched.contains(&format!("Subject: failover {n}")),
+            "{fetched}"
+        );
+    }
+    assert_eq!(
+        replica.query(
+            "sw",
+            "SELECT (SELECT count(*) FROM messages) || ' ' || (SELECT string_agg(name, ',' \
+             ORDER BY name) FROM mailboxes WHERE name IN ('Before', 'AfterSwitchover'))"
+        ),
+        "4 AfterSwitchover,Before"
+    );
+    // Nothing was written to the fenced old primary after the fence.
+    assert_eq!(
+        primary.query(
+            "sw",
+            "SELECT count(*) FROM mailboxes WHERE name = 'AfterSwitchover'"
+        ),
+        "0"
+    );
+}
+
+/// A query the database ends while it runs (`pg_terminate_backend`, as a shutdown or a failover
+/// manager does: SQLSTATE 57P01) is a temporary refusal, `NO [UNAVAILABLE]`, not an internal
+/// error; the next command runs on a new connection. The APPEND is held on the mailbox row's
+/// lock (taken by a psql session) until it is terminated.
+#[test]
+fn pg_a_terminated_query_is_a_temporary_error() {
+    use std::io::Write;
+    let pg = Postgres::start();
+    pg.create_db("term");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pg_toml(dir.path(), &pg.url("term"));
+    let srv = TestServer::start_toml(dir, &toml);
+    srv.add_user("pat@example.test", "pat-password-1");
+    let mut c = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    let mut holder = pg.session("term");
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin
+        .write_all(b"BEGIN;\nSELECT id FROM mailboxes WHERE name = 'INBOX' FOR UPDATE;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let wait_for = |sql: &str| -> String {
+        for _ in 0..600 {
+            let got = pg.query("term", sql);
+            if !got.is_empty() {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("nothing for {sql} after 60 s");
+    };
+    wait_for(
+        "SELECT pid FROM pg_stat_activity WHERE datname = 'term' \
+         AND state = 'idle in transaction'",
+    );
+    let append = std::thread::spawn(move || {
+        let t = c.append("INBOX", "()", b"Subject: held\r\n\r\nheld\r\n");
+        (c, t)
+    });
+    let pid = wait_for(
+        "SELECT pid FROM pg_stat_activity WHERE datname = 'term' AND wait_event_type = 'Lock'",
+    );
+    assert_eq!(
+        pg.query("term", &format!("SELECT pg_terminate_backend({pid})")),
+        "t"
+    );
+    let (mut c, t) = append.join().unwrap();
+    assert!(t.contains("NO [UNAVAILABLE]"), "{t}");
+    drop(stdin);
+    holder.wait().unwrap();
+    let t = c.append("INBOX", "()", b"Subject: next\r\n\r\nnext\r\n");
+    assert!(t.contains(" OK "), "{t}");
+    assert_eq!(
+        pg.query("term", "SELECT count(*) FROM messages"),
+        "1",
+        "the terminated APPEND stored nothing"
     );
 }
 

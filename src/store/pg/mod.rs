@@ -34,6 +34,14 @@ pub const DEFAULT_POOL: usize = 16;
 /// The largest `store.pool`.
 pub const MAX_POOL: usize = 1024;
 
+/// Run on a pooled connection before reuse (a closed one is dropped before that): fails when the
+/// server no longer takes writes (fenced with `default_transaction_read_only`, or a standby), so
+/// the pool drops the connection and the next one goes through `store.url`'s host list to the
+/// primary (docs/cluster.md, "Failover"). One round trip per call, like the SET in `conn`.
+const WRITABLE: &str =
+    "DO $$BEGIN IF pg_is_in_recovery() OR current_setting('transaction_read_only')::bool \
+     THEN RAISE EXCEPTION 'read-only: not the primary'; END IF; END$$";
+
 /// tokio-postgres's keepalive idle time when the URL sets none.
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(2 * 60 * 60);
 
@@ -206,7 +214,7 @@ impl Pg {
             .build()
             .map_err(|e| StoreError::Db(format!("starting the database runtime: {e}")))?;
         let mgr_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: RecyclingMethod::Custom(WRITABLE.into()),
         };
         let (changes, _) = broadcast::channel(CHANGES);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();

@@ -317,6 +317,19 @@ impl Postgres {
             .unwrap()
     }
 
+    /// A psql session on database `db` that runs what is written to its stdin (to hold a lock
+    /// or a transaction open while a test goes on); it ends when its stdin is closed.
+    pub fn session(&self, db: &str) -> std::process::Child {
+        let psql = self.bin.join("psql");
+        Command::new(psql)
+            .args(["-X", "-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "tanba", "-d", db])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// The trimmed output of a query that must succeed.
     pub fn query(&self, db: &str, sql: &str) -> String {
         let out = self.psql(db, sql);
