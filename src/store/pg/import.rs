@@ -77,28 +77,11 @@ impl Pg {
             for (id, refs, body) in &b.blobs {
                 blob::put(&tx, *id, body, *refs).await?;
             }
-            if !b.messages.is_empty() {
-                let ins = tx
-                    .prepare_cached(
-                        "INSERT INTO messages (mailbox_id, uid, blob_id, size, internal_date, \
-                         flags, modseq) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .await?;
-                for (mailbox_id, m) in &b.messages {
-                    tx.execute(
-                        &ins,
-                        &[
-                            &i64_of(*mailbox_id, "mailbox id")?,
-                            &i64::from(m.uid),
-                            &i64_of(m.blob_id, "blob id")?,
-                            &i64_of(m.size, "size")?,
-                            &m.internal_date,
-                            &m.flags,
-                            &i64_of(m.modseq, "modseq")?,
-                        ],
-                    )
-                    .await?;
-                }
+            // Rows come grouped by mailbox (key order): one multi-row insert per mailbox run,
+            // the same statement deliveries use (`message.rs`).
+            for run in b.messages.chunk_by(|x, y| x.0 == y.0) {
+                let rows: Vec<MessageMeta> = run.iter().map(|(_, m)| m.clone()).collect();
+                super::message::insert_rows(&tx, run[0].0, &rows).await?;
             }
             if !b.vanished.is_empty() {
                 let mut boxes = Vec::with_capacity(b.vanished.len());

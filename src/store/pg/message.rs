@@ -132,7 +132,11 @@ async fn save_mailbox(tx: &impl GenericClient, mb: &MailboxMeta) -> Result<()> {
 }
 
 /// Inserts new message rows of one mailbox, in one statement.
-async fn insert_rows(tx: &impl GenericClient, mailbox_id: u64, rows: &[MessageMeta]) -> Result<()> {
+pub(super) async fn insert_rows(
+    tx: &impl GenericClient,
+    mailbox_id: u64,
+    rows: &[MessageMeta],
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
