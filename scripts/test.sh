@@ -96,6 +96,15 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked "$@"
 
+# The same integration binary again with every test server's store on PostgreSQL (one cluster
+# for the process, a fresh database per server: tests/it/support); tests about sled's own files
+# print "skipped: sled only". On a whole run, or when the arguments select the `it` binary.
+if [ $# -eq 0 ] || [[ " $* " == *" --test it "* ]]; then
+  # The pg_* and cluster tests run on PostgreSQL in the first pass already (their own clusters).
+  if [ $# -eq 0 ]; then pg_args=(--test it -- --skip pg_ --skip cluster::); else pg_args=("$@"); fi
+  TANBA_TEST_BACKEND=postgres cargo test --locked "${pg_args[@]}"
+fi
+
 # The client add-ons (docs/clients.md) and the self-service page, on a whole run only (no extra
 # arguments): node's test runner on the shared stamp reader and both add-ons (web-ext lint among
 # them), the EDS bar in a real Thunderbird under Xvfb, and the page in Debian's chromium driven by

@@ -367,7 +367,7 @@ fn finding10_user_del_ends_the_accounts_sessions_and_leaves_nothing() {
     drop((alice, c));
     // Nothing of bob's is left in the store.
     assert_eq!(srv.stop(), Some(0));
-    let store = tanba::store::Store::open(&srv.data_dir().join("store")).unwrap();
+    let store = srv.open_store();
     for id in boxes {
         assert!(store.mailbox_by_id(id).unwrap().is_none(), "mailbox {id}");
         assert!(store.messages(id).unwrap().is_empty(), "messages of {id}");

@@ -386,7 +386,7 @@ fn refused_recipients_bounce_to_the_senders_inbox() {
     // No bounce for a bounce: a null-sender message to a refused address just goes away.
     assert_eq!(a.stop(), Some(0));
     {
-        let store = tanba::store::Store::open(&a.data_dir().join("store")).unwrap();
+        let store = a.open_store();
         let rec = store
             .new_queue_record("", &["nobody@b.test".to_string()])
             .unwrap();

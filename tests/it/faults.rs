@@ -245,6 +245,9 @@ fn store_flags_until_refused(imap: &mut Imap, limit: usize) -> usize {
 
 #[test]
 fn disk_full_answers_452_and_overquota_then_serves_again_and_loses_nothing() {
+    if crate::support::sled_only() {
+        return;
+    }
     let Some((fs, mut srv)) = server_on_tmpfs("32m") else {
         return;
     };
@@ -303,6 +306,9 @@ fn disk_full_answers_452_and_overquota_then_serves_again_and_loses_nothing() {
 
 #[test]
 fn sled_out_of_space_exits_for_a_restart_and_loses_nothing() {
+    if crate::support::sled_only() {
+        return;
+    }
     let Some((fs, mut srv)) = server_on_tmpfs("32m") else {
         return;
     };
@@ -356,6 +362,9 @@ fn sled_out_of_space_exits_for_a_restart_and_loses_nothing() {
 
 #[test]
 fn read_only_data_dir_refuses_with_4xx_and_recovers() {
+    if crate::support::sled_only() {
+        return;
+    }
     let Some((fs, mut srv)) = server_on_tmpfs("32m") else {
         return;
     };
@@ -404,6 +413,9 @@ fn read_only_data_dir_refuses_with_4xx_and_recovers() {
 
 #[test]
 fn vanished_store_is_noticed_refused_and_the_server_exits() {
+    if crate::support::sled_only() {
+        return;
+    }
     let Some((fs, mut srv)) = server_on_tmpfs("32m") else {
         return;
     };

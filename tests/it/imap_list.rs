@@ -378,6 +378,9 @@ fn list_status_and_status_size_give_exact_byte_counts() {
 /// tree, `format_version` 1) is migrated when the server opens it.
 #[test]
 fn a_format_1_store_keeps_its_subscriptions_after_the_upgrade() {
+    if crate::support::sled_only() {
+        return;
+    }
     let mut srv = server();
     let mut c = Imap::login(&srv, USER, PASS);
     c.ok("CREATE Work/2026");

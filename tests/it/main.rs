@@ -110,13 +110,16 @@ mod greylist;
 // The store on PostgreSQL (issue 17, docs/cluster.md): `[store]` keys, schema
 // version, `tanba user` and `tanba store migrate` against a throw-away PostgreSQL.
 mod pg;
+// Two nodes on one PostgreSQL database (issue 17): IDLE and FETCH across nodes, concurrent
+// APPENDs through both, kill -9 of one node under SMTP load.
+mod cluster;
+// Operations on PostgreSQL: failover to a streaming replica, `store check`, size, backup.
+mod pg_failover;
 // PostgreSQL node plumbing: the LISTEN connection feeding IDLE (reconnect, resync), TLS to the
 // database (sslmode, store.ca_file), store.pool.
 mod pg_cluster_basics;
 // `tanba store migrate --from sled` of a populated store, then served from PostgreSQL.
 mod pg_migrate;
-// Operations on PostgreSQL: failover to a streaming replica, `store check`, size, backup.
-mod pg_failover;
 // Messages on PostgreSQL: delivery, APPEND, flags, COPY/MOVE, EXPUNGE, CONDSTORE/QRESYNC, quota,
 // kill -9 (issue 17).
 mod pg_imap;

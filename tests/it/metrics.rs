@@ -290,8 +290,11 @@ fn metrics_move_with_smtp_filter_and_imap_traffic() {
         .collect();
     assert!(wrong.is_empty(), "{wrong:#?}\n{}", after.text);
 
-    // Each message waited for a group commit before its 250.
-    assert!(delta("tanba_store_sync_duration_seconds_count") >= 3.0);
+    // Each message waited for a group commit before its 250 (sled's flush + fdatasync: on
+    // PostgreSQL each write commits in its own transaction and this histogram stays still).
+    if !crate::support::backend_is_postgres() {
+        assert!(delta("tanba_store_sync_duration_seconds_count") >= 3.0);
+    }
     assert!(after.get("tanba_filter_duration_seconds_sum") > 0.0);
     // Gauges measured at the scrape: nothing queued, no bans, three message files more.
     assert_eq!(after.get("tanba_queue_messages"), 0.0);

@@ -212,7 +212,7 @@ fn pg_store_migrate_copies_accounts_and_mailboxes() {
     pg.create_db("mig");
     pg.create_db("mig2");
     // An embedded store made by a server (admin commands never create one), then stopped.
-    let mut srv = TestServer::start();
+    let mut srv = TestServer::start_with(&[SLED_STORE]);
     srv.add_user("alice@example.test", "secret-alice");
     srv.add_user("bob@example.test", "secret-bob12");
     ok(&srv.tanba(&["user", "quota", "bob@example.test", "1M"], None));

@@ -164,6 +164,9 @@ fn fresh_config() -> (tempfile::TempDir, PathBuf, String) {
 
 #[test]
 fn store_check_is_clean_on_a_clean_store_and_lists_damaged_files_and_records() {
+    if crate::support::sled_only() {
+        return;
+    }
     let mut srv = server();
     for i in 0..3 {
         mx(&srv, &["alice@example.test"], &format!("m{i}"));
@@ -239,6 +242,9 @@ fn store_check_is_clean_on_a_clean_store_and_lists_damaged_files_and_records() {
 /// `tanba backup` while a client delivers; restore into a new data_dir; compare over IMAP.
 #[test]
 fn backup_while_serving_then_restore_round_trips_accounts_flags_uids_and_queue() {
+    if crate::support::sled_only() {
+        return;
+    }
     let srv = server();
     for i in 0..3 {
         mx(&srv, &["alice@example.test"], &format!("a{i}"));
@@ -411,6 +417,9 @@ fn serve_expecting_exit(cfg: &Path) -> Output {
 
 #[test]
 fn a_store_with_a_newer_format_version_is_refused_with_a_clear_message() {
+    if crate::support::sled_only() {
+        return;
+    }
     let mut srv = server();
     assert_eq!(srv.stop(), Some(0));
     {
@@ -442,6 +451,9 @@ fn a_store_with_a_newer_format_version_is_refused_with_a_clear_message() {
 
 #[test]
 fn rebuild_from_a_backup_and_the_body_files_after_the_db_file_is_destroyed() {
+    if crate::support::sled_only() {
+        return;
+    }
     let mut srv = server();
     mx(&srv, &["alice@example.test"], "before-1");
     mx(&srv, &["alice@example.test"], "before-2");

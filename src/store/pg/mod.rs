@@ -33,6 +33,7 @@ use super::{Change, Result, StoreError};
 pub const DEFAULT_POOL: usize = 16;
 /// The largest `store.pool`.
 pub const MAX_POOL: usize = 1024;
+
 /// Run on a pooled connection before reuse (a closed one is dropped before that): fails when the
 /// server no longer takes writes (fenced with `default_transaction_read_only`, or a standby), so
 /// the pool drops the connection and the next one goes through `store.url`'s host list to the

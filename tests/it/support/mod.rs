@@ -16,6 +16,40 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tanba");
 
+/// Whether this run puts every test server's store on PostgreSQL (`TANBA_TEST_BACKEND=postgres`,
+/// scripts/test.sh's second pass): each [`TestServer`] whose config has no `[store]` section of
+/// its own then gets one naming a fresh database on the process's shared cluster ([`pg::shared`]).
+/// Any other value, or none, is the embedded default (sled).
+pub fn backend_is_postgres() -> bool {
+    static PG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PG.get_or_init(|| match std::env::var("TANBA_TEST_BACKEND") {
+        Ok(v) if v == "postgres" => true,
+        Ok(v) if v.is_empty() || v == "sled" => false,
+        Ok(v) => panic!("TANBA_TEST_BACKEND={v:?}: expected \"sled\" or \"postgres\""),
+        Err(_) => false,
+    })
+}
+
+/// For tests that are about the embedded store by nature (its files in the data dir, `store
+/// check`/`backup`/`restore`/`rebuild`, its fsyncs, its format version, a full data dir): true,
+/// after printing "skipped: sled only", when the run is on PostgreSQL; the test then returns.
+pub fn sled_only() -> bool {
+    if backend_is_postgres() {
+        eprintln!("skipped: sled only");
+    }
+    backend_is_postgres()
+}
+
+/// A `("top", ..)` line for [`TestServer::start_with`] that keeps a server on sled whatever
+/// `TANBA_TEST_BACKEND` says (the embedded source of `tanba store migrate`). Last in the list:
+/// "top" lines after it would land in `[store]`.
+pub const SLED_STORE: (&str, &str) = ("top", "[store]\nbackend = \"sled\"");
+
+/// Whether `toml` has a `[store]` table of its own.
+fn has_store_section(toml: &str) -> bool {
+    toml.lines().any(|l| l.trim() == "[store]")
+}
+
 /// A running server. Killed (SIGKILL) on drop; use [`TestServer::stop`] for a graceful stop.
 pub struct TestServer {
     pub dir: tempfile::TempDir,
@@ -34,6 +68,9 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     /// A command that runs `tanba serve` (e.g. `strace -f -o FILE`), empty for none.
     wrapper: Vec<String>,
+    /// The database on the shared PostgreSQL that the harness added to the config
+    /// ([`backend_is_postgres`]); dropped with the server.
+    pub pg_db: Option<(String, String)>,
 }
 
 /// The `[auth]` lines of [`base_toml`]: sender checks off, so that MX mail in tests never asks
@@ -146,9 +183,35 @@ impl TestServer {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+            pg_db: None,
         };
         s.spawn();
         s
+    }
+
+    /// On a PostgreSQL run, adds a `[store]` naming this server's database (created on first
+    /// use) to the config file when it has none: at the first start, and again after a test
+    /// rewrote the config without it (a restart must find the same store).
+    fn add_store_section(&mut self) {
+        if !backend_is_postgres() {
+            return;
+        }
+        let mut toml = std::fs::read_to_string(&self.config_path).unwrap();
+        if has_store_section(&toml) {
+            return;
+        }
+        let url = &self.pg_db.get_or_insert_with(pg::fresh_db).1;
+        toml.push_str(&format!(
+            "\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+        ));
+        std::fs::write(&self.config_path, toml).unwrap();
+    }
+
+    /// Opens the store this server uses (stop the server first on the embedded backend: sled
+    /// allows one process).
+    pub fn open_store(&self) -> tanba::store::Store {
+        let config = tanba::config::Config::load(Some(&self.config_path)).unwrap();
+        tanba::store::Store::open_backend(&config.store, &config.data_dir.join("store")).unwrap()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -161,6 +224,7 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
+        self.add_store_section();
         let listeners = self.data_dir().join("listeners.json");
         let _ = std::fs::remove_file(&listeners);
         let log = std::fs::OpenOptions::new()
@@ -310,6 +374,19 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        // `TANBA_TEST_SERVER_LOG=1`: a failing test shows its servers' warnings and errors.
+        if std::thread::panicking() && std::env::var_os("TANBA_TEST_SERVER_LOG").is_some() {
+            for l in self
+                .log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            {
+                eprintln!("server log: {l}");
+            }
+        }
+        if let Some((db, _)) = &self.pg_db {
+            pg::drop_db(db);
+        }
     }
 }
 

@@ -2,9 +2,15 @@
 //! `postgresql` binaries (`initdb`, `pg_ctl`), a cluster in a temp dir listening on a free
 //! loopback port and on a unix socket inside the temp dir, `fsync=on`. initdb refuses to run as
 //! root, so as root the cluster belongs to `nobody` (`runuser`). Stopped when dropped.
+//!
+//! [`shared`] is the one cluster of the whole test process (`TANBA_TEST_BACKEND=postgres` and the
+//! two-node tests): started on first use, stopped by a watchdog when the process ends in any way
+//! (even SIGKILL), since a `static` is never dropped. [`fresh_db`] gives each server a database.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 pub struct Postgres {
     pub dir: tempfile::TempDir,
@@ -67,7 +73,7 @@ impl Postgres {
             ],
         );
         assert!(out.status.success(), "initdb: {}", show(&out));
-        pg.listen_with(&o)
+        pg.listen_with(o)
     }
 
     /// A temp dir for a cluster (owned by `nobody` as root); no cluster yet.
@@ -92,11 +98,11 @@ impl Postgres {
 
     /// Starts the cluster in `data()` on a free loopback port.
     fn listen(self) -> Postgres {
-        self.listen_with(&Options::default())
+        self.listen_with(Options::default())
     }
 
     /// [`Postgres::listen`] with TLS and more settings.
-    fn listen_with(mut self, o: &Options) -> Postgres {
+    fn listen_with(mut self, o: Options) -> Postgres {
         let as_nobody = self.as_nobody;
         let pg = &mut self;
         let data = pg.data();
@@ -330,6 +336,78 @@ impl Postgres {
         assert!(out.status.success(), "psql {sql}: {}", show(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+/// The cluster shared by the whole test process, started on first use. Its temp dir and its
+/// processes outlive every test; a watchdog (`sh`, in a process group of its own so that a ^C to
+/// the test run reaches it only through the pipe) waits for EOF on a pipe whose only writer is this
+/// process, then stops the cluster (`pg_ctl stop -m immediate`) and removes the dir: so a test
+/// process that exits, panics or is killed (-9) leaves no postgres running.
+pub fn shared() -> &'static Postgres {
+    static SHARED: OnceLock<Postgres> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // Several servers per test and two test threads, each server a pool of 16 + LISTEN.
+        let pg = Postgres::start_with(Options {
+            settings: [
+                "max_connections=400",
+                "shared_buffers=32MB",
+                "max_wal_size=256MB",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Options::default()
+        });
+        let data = pg.data();
+        let pg_ctl = pg.bin.join("pg_ctl");
+        let stop = format!(
+            "{} '{}' -D '{}' -m immediate stop >/dev/null 2>&1",
+            if pg.as_nobody {
+                "runuser -u nobody --"
+            } else {
+                ""
+            },
+            pg_ctl.display(),
+            data.display()
+        );
+        let script = format!(
+            "cat >/dev/null; {stop}; rm -rf '{}'",
+            pg.dir.path().display()
+        );
+        use std::os::unix::process::CommandExt;
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("the shared PostgreSQL's watchdog (sh)");
+        // Never written to, never closed by us: the OS closes it when this process ends. (Rust
+        // opens pipes close-on-exec, so no child of the tests holds it.)
+        std::mem::forget(watchdog.stdin.take());
+        std::mem::forget(watchdog);
+        pg
+    })
+}
+
+/// A new, empty database `t_<n>` on the [`shared`] cluster; returns its name and URL.
+pub fn fresh_db() -> (String, String) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let pg = shared();
+    let name = format!("t_{}", N.fetch_add(1, Ordering::Relaxed));
+    pg.create_db(&name);
+    let url = pg.url(&name);
+    (name, url)
+}
+
+/// Drops a database of [`fresh_db`] (its server stopped or killed first), so that a whole run
+/// does not keep hundreds of databases on disk.
+pub fn drop_db(name: &str) {
+    let _ = shared().psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
 }
 
 impl Drop for Postgres {
