@@ -59,7 +59,10 @@ impl Pg {
             for m in &boxes {
                 super::mailbox::insert_mailbox(&tx, m).await?;
                 tx.execute(
-                    "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
+                    &tx.prepare_cached(
+                        "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
+                    )
+                    .await?,
                     &[&(id as i64), &m.name],
                 )
                 .await?;
@@ -74,7 +77,11 @@ impl Pg {
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c
-                .query_opt("SELECT * FROM accounts WHERE email = $1", &[&email])
+                .query_opt(
+                    &c.prepare_cached("SELECT * FROM accounts WHERE email = $1")
+                        .await?,
+                    &[&email],
+                )
                 .await?;
             Ok(row.as_ref().map(account_of))
         })
@@ -102,7 +109,7 @@ impl Pg {
             let c = pg.conn().await?;
             let row = c
                 .query_opt(
-                    "SELECT limit_kib, used_bytes, used_messages FROM quota WHERE account_id = $1",
+                    &c.prepare_cached("SELECT limit_kib, used_bytes, used_messages FROM quota WHERE account_id = $1").await?,
                     &[&(account_id as i64)],
                 )
                 .await?;
@@ -136,7 +143,11 @@ impl Pg {
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let rows = c
-                .query("SELECT * FROM accounts ORDER BY email COLLATE \"C\"", &[])
+                .query(
+                    &c.prepare_cached("SELECT * FROM accounts ORDER BY email COLLATE \"C\"")
+                        .await?,
+                    &[],
+                )
                 .await?;
             Ok(rows.iter().map(account_of).collect())
         })
@@ -149,7 +160,8 @@ impl Pg {
             let c = pg.conn().await?;
             let n = c
                 .execute(
-                    "UPDATE accounts SET password_hash = $2 WHERE email = $1",
+                    &c.prepare_cached("UPDATE accounts SET password_hash = $2 WHERE email = $1")
+                        .await?,
                     &[&email, &hash],
                 )
                 .await?;
@@ -170,7 +182,11 @@ impl Pg {
             let mut c = pg.conn().await?;
             let tx = c.transaction().await?;
             let Some(row) = tx
-                .query_opt("SELECT id FROM accounts WHERE email = $1", &[&email])
+                .query_opt(
+                    &tx.prepare_cached("SELECT id FROM accounts WHERE email = $1")
+                        .await?,
+                    &[&email],
+                )
                 .await?
             else {
                 return Err(StoreError::NotFound(format!("account {email}")));
@@ -183,7 +199,11 @@ impl Pg {
                 "SELECT id FROM mailboxes WHERE account_id = $1 ORDER BY id FOR UPDATE";
             tx.query(lock_boxes, &[&id]).await?;
             if tx
-                .query_opt("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id])
+                .query_opt(
+                    &tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+                        .await?,
+                    &[&id],
+                )
                 .await?
                 .is_none()
             {
@@ -200,7 +220,11 @@ impl Pg {
                 super::notify::changed(&tx, id as u64, *b as u64).await?;
             }
             let row = tx
-                .query_one("DELETE FROM accounts WHERE id = $1 RETURNING *", &[&id])
+                .query_one(
+                    &tx.prepare_cached("DELETE FROM accounts WHERE id = $1 RETURNING *")
+                        .await?,
+                    &[&id],
+                )
                 .await?;
             tx.commit().await?;
             Ok(account_of(&row))
@@ -233,13 +257,19 @@ impl Pg {
             }
             for s in &subs {
                 tx.execute(
-                    "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
+                    &tx.prepare_cached(
+                        "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
+                    )
+                    .await?,
                     &[&(account.id as i64), s],
                 )
                 .await?;
             }
             tx.execute(
-                "SELECT setval('ids', greatest($1, (SELECT last_value FROM ids)))",
+                &tx.prepare_cached(
+                    "SELECT setval('ids', greatest($1, (SELECT last_value FROM ids)))",
+                )
+                .await?,
                 &[&(top as i64)],
             )
             .await?;

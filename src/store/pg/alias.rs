@@ -12,7 +12,11 @@ impl Pg {
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c
-                .query_opt("SELECT record FROM aliases WHERE address = $1", &[&a])
+                .query_opt(
+                    &c.prepare_cached("SELECT record FROM aliases WHERE address = $1")
+                        .await?,
+                    &[&a],
+                )
                 .await?;
             row.map(|r| dec(r.get::<_, &[u8]>(0))).transpose()
         })
@@ -24,7 +28,8 @@ impl Pg {
             let c = pg.conn().await?;
             let rows = c
                 .query(
-                    "SELECT record FROM aliases ORDER BY address COLLATE \"C\"",
+                    &c.prepare_cached("SELECT record FROM aliases ORDER BY address COLLATE \"C\"")
+                        .await?,
                     &[],
                 )
                 .await?;
@@ -53,7 +58,8 @@ impl Pg {
             let c = pg.conn().await?;
             let row = c
                 .query_opt(
-                    "DELETE FROM aliases WHERE address = $1 RETURNING record",
+                    &c.prepare_cached("DELETE FROM aliases WHERE address = $1 RETURNING record")
+                        .await?,
                     &[&a],
                 )
                 .await?;

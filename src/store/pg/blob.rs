@@ -31,7 +31,8 @@ pub(crate) async fn put(tx: &impl GenericClient, id: u64, raw: &[u8], refs: i32)
 /// Adds `n` references to blob `id` (COPY).
 pub(crate) async fn add_refs(tx: &impl GenericClient, id: u64, n: i32) -> Result<()> {
     tx.execute(
-        "UPDATE blobs SET refcount = refcount + $2 WHERE id = $1",
+        &tx.prepare_cached("UPDATE blobs SET refcount = refcount + $2 WHERE id = $1")
+            .await?,
         &[&(id as i64), &n],
     )
     .await?;
@@ -42,13 +43,19 @@ pub(crate) async fn add_refs(tx: &impl GenericClient, id: u64, n: i32) -> Result
 pub(crate) async fn release(tx: &impl GenericClient, id: u64) -> Result<()> {
     let left = tx
         .query_opt(
-            "UPDATE blobs SET refcount = refcount - 1 WHERE id = $1 RETURNING refcount",
+            &tx.prepare_cached(
+                "UPDATE blobs SET refcount = refcount - 1 WHERE id = $1 RETURNING refcount",
+            )
+            .await?,
             &[&(id as i64)],
         )
         .await?;
     if left.is_some_and(|r| r.get::<_, i32>(0) <= 0) {
-        tx.execute("DELETE FROM blobs WHERE id = $1", &[&(id as i64)])
-            .await?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM blobs WHERE id = $1").await?,
+            &[&(id as i64)],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -56,7 +63,11 @@ pub(crate) async fn release(tx: &impl GenericClient, id: u64) -> Result<()> {
 /// The exact bytes of blob `id`, `None` when there is no such blob.
 pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>> {
     let Some(head) = c
-        .query_opt("SELECT size FROM blobs WHERE id = $1", &[&(id as i64)])
+        .query_opt(
+            &c.prepare_cached("SELECT size FROM blobs WHERE id = $1")
+                .await?,
+            &[&(id as i64)],
+        )
         .await?
     else {
         return Ok(None);
@@ -64,7 +75,8 @@ pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>
     let size = head.get::<_, i64>(0) as usize;
     let rows = c
         .query(
-            "SELECT data FROM blob_chunks WHERE blob_id = $1 ORDER BY n",
+            &c.prepare_cached("SELECT data FROM blob_chunks WHERE blob_id = $1 ORDER BY n")
+                .await?,
             &[&(id as i64)],
         )
         .await?;
@@ -118,8 +130,12 @@ pub(crate) async fn release_many(tx: &impl GenericClient, refs: &[(u64, i32)]) -
         .map(|r| r.get(0))
         .collect();
     if !dead.is_empty() {
-        tx.execute("DELETE FROM blobs WHERE id = ANY($1)", &[&dead])
-            .await?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM blobs WHERE id = ANY($1)")
+                .await?,
+            &[&dead],
+        )
+        .await?;
     }
     Ok(())
 }

@@ -50,7 +50,10 @@ impl Pg {
                 if inserted {
                     let n: i64 = tx
                         .query_one(
-                            "SELECT count(*) FROM (SELECT 1 FROM greylist LIMIT $1) s",
+                            &tx.prepare_cached(
+                                "SELECT count(*) FROM (SELECT 1 FROM greylist LIMIT $1) s",
+                            )
+                            .await?,
                             &[&(p
                                 .max_entries
                                 .saturating_add(SWEEP_PER_CHECK as u64)
@@ -102,7 +105,10 @@ impl Pg {
                     }
                 } else if passed || now >= first_seen.saturating_add(p.delay) {
                     tx.execute(
-                        "UPDATE greylist SET passed = true, expires = $2 WHERE triplet = $1",
+                        &tx.prepare_cached(
+                            "UPDATE greylist SET passed = true, expires = $2 WHERE triplet = $1",
+                        )
+                        .await?,
                         &[&h, &lifetime_at],
                     )
                     .await?;

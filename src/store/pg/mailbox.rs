@@ -53,7 +53,11 @@ impl Pg {
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c
-                .query_opt("SELECT * FROM mailboxes WHERE id = $1", &[&(id as i64)])
+                .query_opt(
+                    &c.prepare_cached("SELECT * FROM mailboxes WHERE id = $1")
+                        .await?,
+                    &[&(id as i64)],
+                )
                 .await?;
             Ok(row.as_ref().map(meta_of))
         })
@@ -82,7 +86,10 @@ impl Pg {
             account_alive(&tx, account_id).await?;
             let exists = tx
                 .query_opt(
-                    "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2",
+                    &tx.prepare_cached(
+                        "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2",
+                    )
+                    .await?,
                     &[&(account_id as i64), &name],
                 )
                 .await?;
@@ -150,8 +157,12 @@ impl Pg {
             // Bodies released, usage lowered, QRESYNC log dropped (`message.rs`).
             super::message::purge_mailboxes(&tx, &[id]).await?;
             super::notify::changed(&tx, account_id, id as u64).await?;
-            tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&id])
-                .await?;
+            tx.execute(
+                &tx.prepare_cached("DELETE FROM mailboxes WHERE id = $1")
+                    .await?,
+                &[&id],
+            )
+            .await?;
             tx.commit().await?;
             Ok(())
         })
@@ -187,7 +198,10 @@ impl Pg {
             };
             let taken = tx
                 .query_opt(
-                    "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2",
+                    &tx.prepare_cached(
+                        "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2",
+                    )
+                    .await?,
                     &[&acc, &to],
                 )
                 .await?;
@@ -202,7 +216,10 @@ impl Pg {
                 create_if_missing(&tx, account_id, &to).await?;
                 let dst: i64 = tx
                     .query_one(
-                        "SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2",
+                        &tx.prepare_cached(
+                            "SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2",
+                        )
+                        .await?,
                         &[&acc, &to],
                     )
                     .await?
@@ -271,7 +288,10 @@ impl Pg {
             let acc = account_id as i64;
             let have = tx
                 .query_opt(
-                    "SELECT 1 FROM subscriptions WHERE account_id = $1 AND name = $2",
+                    &tx.prepare_cached(
+                        "SELECT 1 FROM subscriptions WHERE account_id = $1 AND name = $2",
+                    )
+                    .await?,
                     &[&acc, &name],
                 )
                 .await?;
@@ -280,7 +300,8 @@ impl Pg {
             }
             let n: i64 = tx
                 .query_one(
-                    "SELECT count(*) FROM subscriptions WHERE account_id = $1",
+                    &tx.prepare_cached("SELECT count(*) FROM subscriptions WHERE account_id = $1")
+                        .await?,
                     &[&acc],
                 )
                 .await?
@@ -307,7 +328,8 @@ impl Pg {
         self.run(|pg| async move {
             let c = pg.conn().await?;
             c.execute(
-                "DELETE FROM subscriptions WHERE account_id = $1 AND name = $2",
+                &c.prepare_cached("DELETE FROM subscriptions WHERE account_id = $1 AND name = $2")
+                    .await?,
                 &[&(account_id as i64), &name],
             )
             .await?;
@@ -321,7 +343,10 @@ impl Pg {
             let c = pg.conn().await?;
             let rows = c
                 .query(
-                    "SELECT * FROM mailboxes WHERE account_id = $1 ORDER BY name COLLATE \"C\"",
+                    &c.prepare_cached(
+                        "SELECT * FROM mailboxes WHERE account_id = $1 ORDER BY name COLLATE \"C\"",
+                    )
+                    .await?,
                     &[&(account_id as i64)],
                 )
                 .await?;
@@ -335,7 +360,10 @@ impl Pg {
             let c = pg.conn().await?;
             let row = c
                 .query_opt(
-                    "SELECT * FROM mailboxes WHERE account_id = $1 AND name = $2",
+                    &c.prepare_cached(
+                        "SELECT * FROM mailboxes WHERE account_id = $1 AND name = $2",
+                    )
+                    .await?,
                     &[&(account_id as i64), &name],
                 )
                 .await?;
@@ -349,7 +377,7 @@ impl Pg {
             let c = pg.conn().await?;
             let rows = c
                 .query(
-                    "SELECT name FROM subscriptions WHERE account_id = $1 ORDER BY name COLLATE \"C\"",
+                    &c.prepare_cached("SELECT name FROM subscriptions WHERE account_id = $1 ORDER BY name COLLATE \"C\"").await?,
                     &[&(account_id as i64)],
                 )
                 .await?;
@@ -364,7 +392,8 @@ impl Pg {
 async fn account_alive(tx: &impl deadpool_postgres::GenericClient, account_id: u64) -> Result<()> {
     let row = tx
         .query_opt(
-            "SELECT 1 FROM accounts WHERE id = $1 FOR SHARE",
+            &tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1 FOR SHARE")
+                .await?,
             &[&(account_id as i64)],
         )
         .await?;

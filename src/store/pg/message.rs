@@ -339,8 +339,12 @@ pub(super) async fn purge_mailboxes(tx: &impl GenericClient, ids: &[i64]) -> Res
         &[&ids],
     )
     .await?;
-    tx.execute("DELETE FROM vanished WHERE mailbox_id = ANY($1)", &[&ids])
-        .await?;
+    tx.execute(
+        &tx.prepare_cached("DELETE FROM vanished WHERE mailbox_id = ANY($1)")
+            .await?,
+        &[&ids],
+    )
+    .await?;
     Ok(())
 }
 
@@ -776,7 +780,10 @@ impl Pg {
             charge_all(&tx, &usage, !remove).await?;
             if remove {
                 tx.execute(
-                    "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)",
+                    &tx.prepare_cached(
+                        "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)",
+                    )
+                    .await?,
                     &[
                         &(src as i64),
                         &found.iter().map(|m| i64::from(m.uid)).collect::<Vec<_>>(),
@@ -896,7 +903,10 @@ impl Pg {
             let tx = c.transaction().await?;
             let row = tx
                 .query_opt(
-                    "SELECT recent_mark FROM mailboxes WHERE id = $1 FOR UPDATE",
+                    &tx.prepare_cached(
+                        "SELECT recent_mark FROM mailboxes WHERE id = $1 FOR UPDATE",
+                    )
+                    .await?,
                     &[&(mailbox_id as i64)],
                 )
                 .await?
@@ -904,7 +914,8 @@ impl Pg {
             let old = row.get::<_, i64>(0) as u32;
             if upto > old {
                 tx.execute(
-                    "UPDATE mailboxes SET recent_mark = $2 WHERE id = $1",
+                    &tx.prepare_cached("UPDATE mailboxes SET recent_mark = $2 WHERE id = $1")
+                        .await?,
                     &[&(mailbox_id as i64), &i64::from(upto)],
                 )
                 .await?;
@@ -920,7 +931,10 @@ impl Pg {
             let c = pg.conn().await?;
             let row = c
                 .query_one(
-                    "SELECT coalesce(sum(size), 0)::bigint FROM messages WHERE mailbox_id = $1",
+                    &c.prepare_cached(
+                        "SELECT coalesce(sum(size), 0)::bigint FROM messages WHERE mailbox_id = $1",
+                    )
+                    .await?,
                     &[&(mailbox_id as i64)],
                 )
                 .await?;
@@ -936,7 +950,8 @@ async fn vanished_since(
 ) -> Result<(Vec<u32>, bool)> {
     let floor = c
         .query_opt(
-            "SELECT vanished_floor FROM mailboxes WHERE id = $1",
+            &c.prepare_cached("SELECT vanished_floor FROM mailboxes WHERE id = $1")
+                .await?,
             &[&(mailbox_id as i64)],
         )
         .await?

@@ -34,13 +34,17 @@ pub const DEFAULT_POOL: usize = 16;
 /// The largest `store.pool`.
 pub const MAX_POOL: usize = 1024;
 
-/// Run on a pooled connection before reuse (a closed one is dropped before that): fails when the
-/// server no longer takes writes (fenced with `default_transaction_read_only`, or a standby), so
-/// the pool drops the connection and the next one goes through `store.url`'s host list to the
-/// primary (docs/cluster.md, "Failover"). One round trip per call, like the SET in `conn`.
-const WRITABLE: &str =
-    "DO $$BEGIN IF pg_is_in_recovery() OR current_setting('transaction_read_only')::bool \
-     THEN RAISE EXCEPTION 'read-only: not the primary'; END IF; END$$";
+/// Database errors of the "temporary" kind ([`is_transient`], a closed connection) seen by
+/// this process. When it moved since a node last took a connection, that node drops its idle
+/// pooled connections first ([`Pg::conn`]): after a failover or a fenced primary (read-only,
+/// 25006) the next connections go through `store.url`'s host list to the primary
+/// (`target_session_attrs=read-write`; docs/cluster.md, "Failover"). Checking each connection
+/// before reuse instead costs a round trip per store call (measured: docs/benchmarks.md).
+static TRANSIENT_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_transient() {
+    TRANSIENT_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// tokio-postgres's keepalive idle time when the URL sets none.
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(2 * 60 * 60);
@@ -56,6 +60,8 @@ pub(crate) struct Pg {
     pool: Pool,
     rt: std::sync::Arc<Rt>,
     changes: broadcast::Sender<Change>,
+    /// [`TRANSIENT_ERRORS`] when this node last dropped its idle connections.
+    seen_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Whether the server's certificate is checked (sslmode verify-ca / verify-full): then a
     /// failed connection names store.ca_file too.
     verified: bool,
@@ -85,11 +91,13 @@ impl From<tokio_postgres::Error> for StoreError {
         if let Some(db) = e.as_db_error() {
             // A failover or restart of the database (docs/cluster.md, "Failover"): temporary.
             if is_transient(db.code().code()) {
+                count_transient();
                 return StoreError::Unavailable(format!("database: {}", db.message()));
             }
             // 23505 unique_violation is mapped by the callers that expect it; this is the rest.
             return StoreError::Db(format!("database: {}", db.message()));
         }
+        count_transient();
         if e.is_closed() {
             return StoreError::Unavailable("database connection closed".into());
         }
@@ -214,7 +222,7 @@ impl Pg {
             .build()
             .map_err(|e| StoreError::Db(format!("starting the database runtime: {e}")))?;
         let mgr_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Custom(WRITABLE.into()),
+            recycling_method: RecyclingMethod::Fast,
         };
         let (changes, _) = broadcast::channel(CHANGES);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
@@ -250,6 +258,7 @@ impl Pg {
             pool,
             rt: std::sync::Arc::new(Rt(Some(rt))),
             changes,
+            seen_errors: Default::default(),
             verified: mode.verifies(),
         };
         pg.run(|pg| async move {
@@ -282,6 +291,11 @@ impl Pg {
     /// "Durability"), set once in its startup packet: COMMIT returns once the WAL is flushed,
     /// whatever the server-wide setting.
     pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let errors = TRANSIENT_ERRORS.load(Relaxed);
+        if self.seen_errors.swap(errors, Relaxed) != errors {
+            self.pool.retain(|_, _| false);
+        }
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => self.name_ca_file(connect_error(e)),
             e => StoreError::Unavailable(format!("database pool: {e}")),

@@ -69,7 +69,10 @@ pub(crate) fn lease_secs() -> i64 {
 /// transaction), unclaimed.
 pub(crate) async fn insert(tx: &impl GenericClient, rec: &QueueRecord) -> Result<()> {
     tx.execute(
-        "INSERT INTO queue (id, next_attempt, record, blob_id) VALUES ($1, $2, $3, $4)",
+        &tx.prepare_cached(
+            "INSERT INTO queue (id, next_attempt, record, blob_id) VALUES ($1, $2, $3, $4)",
+        )
+        .await?,
         &[
             &(rec.id as i64),
             &rec.next_attempt,
@@ -150,7 +153,11 @@ impl Pg {
         self.run(move |pg| async move {
             let c = pg.conn().await?;
             let row = c
-                .query_opt("SELECT record FROM queue WHERE id = $1", &[&(id as i64)])
+                .query_opt(
+                    &c.prepare_cached("SELECT record FROM queue WHERE id = $1")
+                        .await?,
+                    &[&(id as i64)],
+                )
                 .await?;
             row.map(|r| dec(r.get::<_, &[u8]>(0))).transpose()
         })
@@ -160,7 +167,13 @@ impl Pg {
     pub(crate) fn queue_list(&self) -> Result<Vec<QueueRecord>> {
         self.run(|pg| async move {
             let c = pg.conn().await?;
-            let rows = c.query("SELECT record FROM queue ORDER BY id", &[]).await?;
+            let rows = c
+                .query(
+                    &c.prepare_cached("SELECT record FROM queue ORDER BY id")
+                        .await?,
+                    &[],
+                )
+                .await?;
             rows.iter().map(|r| dec(r.get::<_, &[u8]>(0))).collect()
         })
     }
@@ -169,9 +182,16 @@ impl Pg {
     pub(crate) fn queue_summary(&self) -> Result<(u64, Option<i64>)> {
         self.run(|pg| async move {
             let c = pg.conn().await?;
-            let n: i64 = c.query_one("SELECT count(*) FROM queue", &[]).await?.get(0);
+            let n: i64 = c
+                .query_one(&c.prepare_cached("SELECT count(*) FROM queue").await?, &[])
+                .await?
+                .get(0);
             let oldest = c
-                .query_opt("SELECT record FROM queue ORDER BY id LIMIT 1", &[])
+                .query_opt(
+                    &c.prepare_cached("SELECT record FROM queue ORDER BY id LIMIT 1")
+                        .await?,
+                    &[],
+                )
                 .await?;
             let oldest = match oldest {
                 Some(r) => Some(dec::<QueueRecord>(r.get::<_, &[u8]>(0))?.created),
@@ -367,8 +387,11 @@ impl Pg {
                     .await?;
                 }
                 None => {
-                    tx.execute("DELETE FROM queue WHERE id = $1", &[&(id as i64)])
-                        .await?;
+                    tx.execute(
+                        &tx.prepare_cached("DELETE FROM queue WHERE id = $1").await?,
+                        &[&(id as i64)],
+                    )
+                    .await?;
                     super::blob::release(&tx, blob_id).await?;
                 }
             }
