@@ -49,6 +49,11 @@ arc = false
 
 [store]
 {store}
+
+[http]
+listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
+metrics = ["127.0.0.1:0"]
 """
 
 
