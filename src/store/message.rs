@@ -37,6 +37,36 @@ impl MessageMeta {
     fn seen(&self) -> bool {
         self.has_flag("\\Seen")
     }
+
+    /// STORE on this message (RFC 3501 §6.4.6): applies `op` with `flags` (normalized) and keeps
+    /// `unseen`, its mailbox's count, right. False when the flags did not change: nothing to
+    /// write and no new MODSEQ (RFC 7162 §3.2).
+    pub(crate) fn apply_store(&mut self, op: FlagOp, flags: &[String], unseen: &mut u32) -> bool {
+        let before = self.flags.clone();
+        let was_seen = self.seen();
+        match op {
+            FlagOp::Replace => self.flags = flags.to_vec(),
+            FlagOp::Add => {
+                for f in flags {
+                    if !self.has_flag(f) {
+                        self.flags.push(f.clone());
+                    }
+                }
+            }
+            FlagOp::Remove => self
+                .flags
+                .retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
+        }
+        if self.flags == before {
+            return false;
+        }
+        match (was_seen, self.seen()) {
+            (false, true) => *unseen = unseen.saturating_sub(1),
+            (true, false) => *unseen += 1,
+            _ => {}
+        }
+        true
+    }
 }
 
 /// Result of storing one message in one mailbox (APPENDUID/COPYUID material).
@@ -465,28 +495,8 @@ impl Sled {
                         failed.push(uid);
                         continue;
                     }
-                    let before = m.flags.clone();
-                    let was_seen = m.seen();
-                    match op {
-                        FlagOp::Replace => m.flags = flags.clone(),
-                        FlagOp::Add => {
-                            for f in &flags {
-                                if !m.has_flag(f) {
-                                    m.flags.push(f.clone());
-                                }
-                            }
-                        }
-                        FlagOp::Remove => m
-                            .flags
-                            .retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
-                    }
-                    if m.flags == before {
+                    if !m.apply_store(op, &flags, &mut mb.unseen) {
                         continue;
-                    }
-                    match (was_seen, m.seen()) {
-                        (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
-                        (true, false) => mb.unseen += 1,
-                        _ => {}
                     }
                     mb.highest_modseq += 1;
                     index_set(changes, mailbox_id, uid, Some(m.modseq), mb.highest_modseq)?;

@@ -25,17 +25,6 @@ fn pg_config(dir: &Path, pg: &Postgres, db: &str) -> PathBuf {
     )
 }
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn user_add(config: &Path, email: &str, password: &str) -> std::process::Output {
     tanba_with_config(
         config,
@@ -73,9 +62,9 @@ fn pg_store_keys_are_checked() {
         dir.path(),
         "backend = \"postgres\"\nurl = \"postgresql://tanba@127.0.0.1:5/x\"",
     );
-    ok(&tanba_with_config(&p, &["config", "check"], None));
+    stdout_ok(&tanba_with_config(&p, &["config", "check"], None));
     let p = write_config(dir.path(), "backend = \"sled\"");
-    ok(&tanba_with_config(&p, &["config", "check"], None));
+    stdout_ok(&tanba_with_config(&p, &["config", "check"], None));
 }
 
 /// `tanba user` on backend = "postgres": the schema is created with its version recorded, the
@@ -88,7 +77,7 @@ fn pg_user_commands_write_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = pg_config(dir.path(), &pg, "users");
 
-    let out = ok(&user_add(&cfg, "Alice@Example.test", "secret-alice"));
+    let out = stdout_ok(&user_add(&cfg, "Alice@Example.test", "secret-alice"));
     assert!(out.contains("created alice@example.test"), "{out}");
     assert_eq!(pg.query("users", "SELECT version FROM schema_version"), "1");
     assert_eq!(
@@ -116,7 +105,7 @@ fn pg_user_commands_write_the_database() {
         "0"
     );
 
-    let list = ok(&tanba_with_config(&cfg, &["user", "list"], None));
+    let list = stdout_ok(&tanba_with_config(&cfg, &["user", "list"], None));
     assert_eq!(list.trim(), "alice@example.test\t0 messages\t0 bytes");
 
     let dup = user_add(&cfg, "alice@example.test", "secret-alice");
@@ -124,7 +113,7 @@ fn pg_user_commands_write_the_database() {
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
 
     let before = pg.query("users", "SELECT password_hash FROM accounts");
-    ok(&tanba_with_config(
+    stdout_ok(&tanba_with_config(
         &cfg,
         &["user", "passwd", "alice@example.test", "--password-stdin"],
         Some("another-secret\n"),
@@ -132,7 +121,7 @@ fn pg_user_commands_write_the_database() {
     let after = pg.query("users", "SELECT password_hash FROM accounts");
     assert!(after.starts_with("$argon2id$") && after != before);
 
-    let q = ok(&tanba_with_config(
+    let q = stdout_ok(&tanba_with_config(
         &cfg,
         &["user", "quota", "alice@example.test", "2M"],
         None,
@@ -141,10 +130,10 @@ fn pg_user_commands_write_the_database() {
     assert_eq!(pg.query("users", "SELECT limit_kib FROM quota"), "2048");
 
     // Aliases are on PostgreSQL (tests/it/pg_queue.rs has the rest).
-    let out = ok(&tanba_with_config(&cfg, &["alias", "list"], None));
+    let out = stdout_ok(&tanba_with_config(&cfg, &["alias", "list"], None));
     assert_eq!(out.trim(), "no aliases");
 
-    ok(&tanba_with_config(
+    stdout_ok(&tanba_with_config(
         &cfg,
         &["user", "del", "alice@example.test"],
         None,
@@ -215,12 +204,12 @@ fn pg_store_migrate_copies_accounts_and_mailboxes() {
     let mut srv = TestServer::start_with(&[SLED_STORE]);
     srv.add_user("alice@example.test", "secret-alice");
     srv.add_user("bob@example.test", "secret-bob12");
-    ok(&srv.tanba(&["user", "quota", "bob@example.test", "1M"], None));
+    stdout_ok(&srv.tanba(&["user", "quota", "bob@example.test", "1M"], None));
     srv.stop();
     let sled_cfg = srv.config_path.clone();
     let dir = &srv.dir;
 
-    let out = ok(&tanba_with_config(
+    let out = stdout_ok(&tanba_with_config(
         &sled_cfg,
         &["store", "migrate", "--to", &pg.url("mig")],
         None,
@@ -256,12 +245,12 @@ fn pg_store_migrate_copies_accounts_and_mailboxes() {
     // copied ones (the id sequence was moved past them).
     let pg_dir = tempfile::tempdir().unwrap();
     let pg_cfg = pg_config(pg_dir.path(), &pg, "mig");
-    let list = ok(&tanba_with_config(&pg_cfg, &["user", "list"], None));
+    let list = stdout_ok(&tanba_with_config(&pg_cfg, &["user", "list"], None));
     assert_eq!(
         list.trim(),
         "alice@example.test\t0 messages\t0 bytes\nbob@example.test\t0 messages\t0 bytes"
     );
-    ok(&user_add(&pg_cfg, "carol@example.test", "secret-carol"));
+    stdout_ok(&user_add(&pg_cfg, "carol@example.test", "secret-carol"));
     assert_eq!(
         pg.query(
             "mig",
@@ -288,7 +277,7 @@ fn pg_store_migrate_copies_accounts_and_mailboxes() {
         "From a@example.test Thu Jan  1 00:00:00 2026\nSubject: hi\n\nbody\n",
     )
     .unwrap();
-    ok(&tanba_with_config(
+    stdout_ok(&tanba_with_config(
         &sled_cfg,
         &[
             "import",
@@ -299,7 +288,7 @@ fn pg_store_migrate_copies_accounts_and_mailboxes() {
         ],
         None,
     ));
-    let out = ok(&tanba_with_config(
+    let out = stdout_ok(&tanba_with_config(
         &sled_cfg,
         &["store", "migrate", "--to", &pg.url("mig2")],
         None,
@@ -317,7 +306,7 @@ fn pg_import_creates_the_mailbox_and_its_parent() {
     pg.create_db("imp");
     let dir = tempfile::tempdir().unwrap();
     let cfg = pg_config(dir.path(), &pg, "imp");
-    ok(&user_add(&cfg, "alice@example.test", "secret-alice"));
+    stdout_ok(&user_add(&cfg, "alice@example.test", "secret-alice"));
     let mbox = dir.path().join("one.mbox");
     std::fs::write(
         &mbox,
@@ -337,7 +326,7 @@ fn pg_import_creates_the_mailbox_and_its_parent() {
         ],
         None,
     );
-    ok(&out);
+    stdout_ok(&out);
     assert_eq!(
         pg.query(
             "imp",

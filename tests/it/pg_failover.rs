@@ -18,6 +18,21 @@ fn pg_toml(dir: &Path, url: &str) -> String {
     toml
 }
 
+/// A primary with a synchronous streaming replica, database `db`, a server whose `store.url`
+/// lists both, and pat@ logged in over IMAP.
+fn primary_replica_server(db: &str) -> (Postgres, Postgres, TestServer, Imap) {
+    let primary = Postgres::start();
+    primary.create_db(db);
+    let replica = primary.replica();
+    primary.require_sync_standby();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pg_toml(dir.path(), &primary.failover_url(&replica, db));
+    let srv = TestServer::start_toml(dir, &toml);
+    srv.add_user("pat@example.test", "pat-password-1");
+    let c = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    (primary, replica, srv, c)
+}
+
 fn joined(u: &[Resp]) -> String {
     u.iter()
         .map(|r| crate::imap::text(r))
@@ -88,16 +103,7 @@ fn mail(n: &str) -> Vec<u8> {
 /// temporary: `NO [UNAVAILABLE]`, SMTP 4xx.
 #[test]
 fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
-    let primary = Postgres::start();
-    primary.create_db("fo");
-    let replica = primary.replica();
-    primary.require_sync_standby();
-
-    let dir = tempfile::tempdir().unwrap();
-    let toml = pg_toml(dir.path(), &primary.failover_url(&replica, "fo"));
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("pat@example.test", "pat-password-1");
-    let mut c = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    let (primary, replica, srv, mut c) = primary_replica_server("fo");
     const N: usize = 10;
     for i in 0..N {
         let r = mx_try(&srv, &mail(&format!("A{i:02}")));
@@ -233,20 +239,12 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
 }
 
 /// A switchover where the old primary stays up, fenced read-only
-/// (`default_transaction_read_only`, not restarted): the pool drops its connections to it (they
-/// are checked before reuse) and follows `store.url` to the promoted standby, so writes succeed
+/// (`default_transaction_read_only`, not restarted): the pool drops its connections to it (after
+/// the first refused write, idle ones are dropped) and follows `store.url` to the promoted standby, so writes succeed
 /// again without restarting tanba; what was acknowledged before is there.
 #[test]
 fn pg_switchover_away_from_a_fenced_primary_that_stays_up() {
-    let primary = Postgres::start();
-    primary.create_db("sw");
-    let replica = primary.replica();
-    primary.require_sync_standby();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = pg_toml(dir.path(), &primary.failover_url(&replica, "sw"));
-    let srv = TestServer::start_toml(dir, &toml);
-    srv.add_user("pat@example.test", "pat-password-1");
-    let mut c = Imap::login(&srv, "pat@example.test", "pat-password-1");
+    let (primary, replica, srv, mut c) = primary_replica_server("sw");
     for i in 0..3 {
         let r = mx_try(&srv, &mail(&format!("B{i}")));
         assert_eq!(r.code, 250, "{}", r.line());

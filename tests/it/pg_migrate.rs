@@ -9,17 +9,6 @@ use crate::support::pg::Postgres;
 use crate::support::tls::Stream;
 use crate::support::*;
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn message(subject: &str, body: &str) -> Vec<u8> {
     format!(
         "From: Bob Sender <bob@remote.example>\r\nTo: someone@example.test\r\n\
@@ -113,7 +102,7 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
     for (u, p, _) in USERS {
         srv.add_user(u, p);
     }
-    ok(&srv.tanba(
+    stdout_ok(&srv.tanba(
         &[
             "alias",
             "add",
@@ -197,7 +186,7 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only `sled` can be migrated"));
 
-    let out = ok(&tanba_with_config(
+    let out = stdout_ok(&tanba_with_config(
         &sled_cfg,
         &["store", "migrate", "--from", "sled", "--to", &pg.url("mig")],
         None,
@@ -260,7 +249,7 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
     srv.restart();
     let after = snapshots(&srv);
     assert_eq!(after, before);
-    let queued = ok(&srv.tanba(&["queue", "list"], None));
+    let queued = stdout_ok(&srv.tanba(&["queue", "list"], None));
     assert!(queued.contains("friend@elsewhere.test"), "{queued}");
     // UIDs are not reused: the next message takes the migrated UIDNEXT.
     let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");

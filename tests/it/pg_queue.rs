@@ -156,17 +156,6 @@ impl Drop for Recorder {
     }
 }
 
-fn ok_out(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// RCPT TO `to` over MX from a remote sender: the reply line.
 fn mx_rcpt(srv: &TestServer, from: &str, to: &str) -> String {
     let mut c = Client::connect(srv.mx);
@@ -195,11 +184,11 @@ fn pg_aliases_resolve_on_postgres() {
         mx_rcpt(&srv, "s@remote.example", "info@example.test")[..3],
         *"550"
     );
-    ok_out(&srv.tanba(
+    stdout_ok(&srv.tanba(
         &["alias", "add", "info@example.test", "alice@example.test"],
         None,
     ));
-    ok_out(&srv.tanba(
+    stdout_ok(&srv.tanba(
         &[
             "alias",
             "add",
@@ -209,7 +198,7 @@ fn pg_aliases_resolve_on_postgres() {
         ],
         None,
     ));
-    let list = ok_out(&srv.tanba(&["alias", "list"], None));
+    let list = stdout_ok(&srv.tanba(&["alias", "list"], None));
     assert!(
         list.contains("team@example.test\talice@example.test bob@example.test"),
         "{list}"
@@ -234,7 +223,7 @@ fn pg_aliases_resolve_on_postgres() {
         assert!(r.starts_with("250"), "{to}: {r}");
     }
     // An alias loop is refused (resolution walks the stored table).
-    ok_out(&srv.tanba(
+    stdout_ok(&srv.tanba(
         &["alias", "add", "a@example.test", "info@example.test"],
         None,
     ));
@@ -245,8 +234,8 @@ fn pg_aliases_resolve_on_postgres() {
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("would make a loop"), "{e}");
-    ok_out(&srv.tanba(&["alias", "del", "a@example.test"], None));
-    ok_out(&srv.tanba(&["alias", "del", "info@example.test"], None));
+    stdout_ok(&srv.tanba(&["alias", "del", "a@example.test"], None));
+    stdout_ok(&srv.tanba(&["alias", "del", "info@example.test"], None));
     assert_eq!(
         mx_rcpt(&srv, "s@remote.example", "info@example.test")[..3],
         *"550"
@@ -332,7 +321,7 @@ fn pg_queue_delivers_lists_and_bounces() {
 
     let r = receiver(port, serde_json::json!({}));
     let id = queue_json(&srv)[0]["id"].as_u64().unwrap();
-    ok_out(&srv.tanba(&["queue", "retry", &id.to_string()], None));
+    stdout_ok(&srv.tanba(&["queue", "retry", &id.to_string()], None));
     wait_for("the message at the receiver", &srv, || {
         (!received(&r).is_empty()).then_some(())
     });

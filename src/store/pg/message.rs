@@ -651,28 +651,8 @@ impl Pg {
                     failed.push(*uid);
                     continue;
                 }
-                let before = m.flags.clone();
-                let was_seen = seen(&m.flags);
-                match op {
-                    FlagOp::Replace => m.flags = flags.clone(),
-                    FlagOp::Add => {
-                        for f in &flags {
-                            if !m.has_flag(f) {
-                                m.flags.push(f.clone());
-                            }
-                        }
-                    }
-                    FlagOp::Remove => m
-                        .flags
-                        .retain(|x| !flags.iter().any(|f| f.eq_ignore_ascii_case(x))),
-                }
-                if m.flags == before {
+                if !m.apply_store(op, &flags, &mut mb.unseen) {
                     continue;
-                }
-                match (was_seen, seen(&m.flags)) {
-                    (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
-                    (true, false) => mb.unseen += 1,
-                    _ => {}
                 }
                 mb.highest_modseq += 1;
                 m.modseq = mb.highest_modseq;
