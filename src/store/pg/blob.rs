@@ -62,27 +62,26 @@ pub(crate) async fn release(tx: &impl GenericClient, id: u64) -> Result<()> {
 
 /// The exact bytes of blob `id`, `None` when there is no such blob.
 pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>> {
-    let Some(head) = c
-        .query_opt(
-            &c.prepare_cached("SELECT size FROM blobs WHERE id = $1")
-                .await?,
-            &[&(id as i64)],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let size = head.get::<_, i64>(0) as usize;
+    // One statement (one round trip, one snapshot): the blob's row joined with its chunks in
+    // order; no row at all when there is no such blob, one row with no data for an empty body.
     let rows = c
         .query(
-            &c.prepare_cached("SELECT data FROM blob_chunks WHERE blob_id = $1 ORDER BY n")
-                .await?,
+            &c.prepare_cached(
+                "SELECT b.size, c.data FROM blobs b LEFT JOIN blob_chunks c ON c.blob_id = b.id \
+                 WHERE b.id = $1 ORDER BY c.n",
+            )
+            .await?,
             &[&(id as i64)],
         )
         .await?;
-    let mut out = Vec::with_capacity(size);
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(first.get::<_, i64>(0) as usize);
     for r in &rows {
-        out.extend_from_slice(r.get::<_, &[u8]>(0));
+        if let Some(d) = r.get::<_, Option<&[u8]>>(1) {
+            out.extend_from_slice(d);
+        }
     }
     Ok(Some(Blob::from_vec(out)))
 }
