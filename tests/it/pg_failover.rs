@@ -68,6 +68,20 @@ fn ok_after_failover(c: &mut Imap, command: &str) -> usize {
 
 /// One MX transaction to pat@example.test; the first reply that is not a step forward (or the
 /// final one).
+/// Sends new mail until the MX takes it (250): every refusal meanwhile must be temporary (4xx,
+/// never 5xx); panics after 60 s. `after`: the event, for the message.
+fn smtp_accepted_again(srv: &TestServer, after: &str) {
+    for _ in 0..600 {
+        let r = mx_try(srv, &mail("after"));
+        if r.code == 250 {
+            return;
+        }
+        assert!((400..500).contains(&r.code), "{}", r.line());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("SMTP still refused 60 s after the {after}");
+}
+
 fn mx_try(srv: &TestServer, body: &[u8]) -> Reply {
     let mut c = Smtp::connect(srv.mx);
     for (line, want) in [
@@ -185,17 +199,7 @@ fn pg_failover_to_the_streaming_replica_loses_nothing_acknowledged() {
     assert!(!fetched.contains("refused"), "{fetched}");
 
     // SMTP takes new mail on the new primary (4xx until it does, never 5xx).
-    let mut accepted = false;
-    for _ in 0..600 {
-        let r = mx_try(&srv, &mail("after"));
-        if r.code == 250 {
-            accepted = true;
-            break;
-        }
-        assert!((400..500).contains(&r.code), "{}", r.line());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(accepted, "SMTP still refused 60 s after the failover");
+    smtp_accepted_again(&srv, "failover");
     // A new login, and an account made through the running server, on the new primary.
     srv.add_user("sam@example.test", "sam-password-1");
     let mut d = Imap::login(&srv, "pat@example.test", "pat-password-1");
@@ -258,17 +262,7 @@ fn pg_switchover_away_from_a_fenced_primary_that_stays_up() {
     primary.query("postgres", "SELECT pg_reload_conf()");
     replica.promote();
     ok_after_failover(&mut c, "CREATE AfterSwitchover");
-    let mut accepted = false;
-    for _ in 0..600 {
-        let r = mx_try(&srv, &mail("after"));
-        if r.code == 250 {
-            accepted = true;
-            break;
-        }
-        assert!((400..500).contains(&r.code), "{}", r.line());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(accepted, "SMTP still refused 60 s after the switchover");
+    smtp_accepted_again(&srv, "switchover");
     let sel = joined(&c.ok("SELECT INBOX"));
     assert!(sel.contains("* 4 EXISTS"), "{sel}");
     let fetched = joined(&c.ok("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"));

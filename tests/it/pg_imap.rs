@@ -12,16 +12,7 @@ use crate::support::*;
 fn pg_server(pg: &Postgres, db: &str, extra: &[(&str, &str)]) -> TestServer {
     pg.create_db(db);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("trust")).unwrap();
-    let mut toml = base_toml(dir.path());
-    for (section, line) in extra {
-        let marker = format!("#{}", section.to_uppercase());
-        toml = toml.replace(&marker, &format!("{line}\n{marker}"));
-    }
-    toml.push_str(&format!(
-        "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\n",
-        pg.url(db)
-    ));
+    let toml = crate::support::pg::server_toml(dir.path(), &pg.url(db), extra);
     let srv = TestServer::start_toml(dir, &toml);
     srv.add_user("alice@example.test", "secret-alice");
     srv.add_user("bob@example.test", "secret-bob-1");

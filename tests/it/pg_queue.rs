@@ -18,16 +18,7 @@ const LEASE: &str = "2";
 /// [`TestServer::start_with`]) and the short lease.
 fn node(pg: &Postgres, db: &str, extra: &[(&str, &str)]) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("trust")).unwrap();
-    let mut toml = base_toml(dir.path());
-    for (section, line) in extra {
-        let marker = format!("#{}", section.to_uppercase());
-        toml = toml.replace(&marker, &format!("{line}\n{marker}"));
-    }
-    toml.push_str(&format!(
-        "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\n",
-        pg.url(db)
-    ));
+    let toml = crate::support::pg::server_toml(dir.path(), &pg.url(db), extra);
     TestServer::start_toml_env(dir, &toml, &[("TANBA_QUEUE_LEASE_SECS", LEASE)])
 }
 

@@ -427,3 +427,18 @@ fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The base test config in `dir` (with its `trust` dir) with `extra` lines per section (as
+/// [`super::TestServer::start_with`] takes them) and `[store]` on PostgreSQL at `url`.
+pub fn server_toml(dir: &Path, url: &str, extra: &[(&str, &str)]) -> String {
+    std::fs::create_dir_all(dir.join("trust")).unwrap();
+    let mut toml = super::base_toml(dir);
+    for (section, line) in extra {
+        let marker = format!("#{}", section.to_uppercase());
+        toml = toml.replace(&marker, &format!("{line}\n{marker}"));
+    }
+    toml.push_str(&format!(
+        "\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+    ));
+    toml
+}
