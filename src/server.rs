@@ -324,8 +324,9 @@ pub fn build_app(config: Config) -> Result<Arc<App>> {
         .with_context(|| format!("server.data_dir: creating {}", config.data_dir.display()))?;
     crate::perms::check_at_start(&config);
     let store = Store::open_backend(&config.store, &config.data_dir.join("store"))?;
-    // The schema must be readable (PostgreSQL: created or migrated by the open above).
-    store.serve_ready()?;
+    // The schema must be readable (PostgreSQL: created or migrated by the open above), and a
+    // killed predecessor's outbound claims are released.
+    store.start_serving(&config.data_dir)?;
     let filter = Filter::new(&config).context("signatures")?;
     let trust_dir = &config.signatures.trust_dir;
     tracing::info!(

@@ -45,11 +45,23 @@ impl Store {
         })
     }
 
-    /// Whether `tanba serve` may run on this store (the schema is readable on PostgreSQL).
-    pub fn serve_ready(&self) -> Result<()> {
+    /// Readies the store for `tanba serve`, which holds `data_dir`'s instance lock: on
+    /// PostgreSQL the schema must be readable, and the outbound messages an earlier process of
+    /// this node was delivering when it died (kill -9, power loss) are released at once rather
+    /// than when their leases expire (docs/cluster.md, "Outbound queue: leases").
+    pub fn start_serving(&self, data_dir: &Path) -> Result<()> {
         match &self.b {
             Inner::Sled(_) => Ok(()),
-            Inner::Postgres(p) => p.schema_version().map(|_| ()),
+            Inner::Postgres(p) => {
+                p.schema_version()?;
+                let n = p.start_node(data_dir)?;
+                if n > 0 {
+                    tracing::info!(
+                        "took back {n} outbound messages this node was delivering when it stopped"
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
@@ -86,9 +98,7 @@ impl Store {
     }
 
     /// Opens the store of the configured backend: the embedded one in `dir` (created when
-    /// missing), or the PostgreSQL database, whose schema is created or migrated here. The
-    /// PostgreSQL backend is not complete yet: methods it lacks return [`StoreError::Invalid`]
-    /// naming themselves, and [`Store::serve_ready`] refuses to serve from it.
+    /// missing), or the PostgreSQL database, whose schema is created or migrated here.
     pub fn open_backend(backend: &Backend, dir: &Path) -> Result<Store> {
         match backend {
             Backend::Embedded => Self::open(dir),

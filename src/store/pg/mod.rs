@@ -1,8 +1,7 @@
 //! The PostgreSQL backend (`[store] backend = "postgres"`, SPEC §13; design: docs/cluster.md).
 //!
-//! Work in progress: accounts and mailboxes so far, enough for `tanba store migrate --to URL`
-//! to copy them; `Store::open_backend` refuses everything else with a clear error. All SQL of
-//! Tanba lives under this directory.
+//! Every method of the store API has its PostgreSQL form here; all SQL of Tanba lives under
+//! this directory.
 //!
 //! The store API is synchronous; [`Pg::run`] runs a query future on this backend's own tokio
 //! runtime and waits for it (inside `block_in_place` on a multi-thread tokio worker).

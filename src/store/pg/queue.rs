@@ -17,6 +17,7 @@
 //!   nodes' clocks, as on sled.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use deadpool_postgres::GenericClient;
@@ -35,8 +36,13 @@ pub(crate) const LEASE_ENV: &str = "TANBA_QUEUE_LEASE_SECS";
 /// The database's clock, Unix seconds.
 const DB_NOW: &str = "extract(epoch from clock_timestamp())::bigint";
 
-/// This process's node id: hostname, pid and start time (so a restarted node never mistakes
-/// its predecessor's leases for its own).
+/// The node this process serves as (set by [`Pg::start_node`]): the random name kept in the
+/// served `data_dir` (`node-id`), or "-" for processes that serve nothing (the CLI).
+static NODE: OnceLock<String> = OnceLock::new();
+
+/// This process's lease owner: `<node>@<hostname>/<pid>/<start time>`. The start time and pid
+/// keep a restarted node from mistaking its predecessor's leases for its own; the node part
+/// lets it release them at start ([`Pg::start_node`]) instead of waiting for them to expire.
 pub(crate) fn node_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
@@ -49,8 +55,79 @@ pub(crate) fn node_id() -> &'static str {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        format!("{host}/{}/{started}", std::process::id())
+        let node = NODE.get().map(String::as_str).unwrap_or("-");
+        format!("{node}@{host}/{}/{started}", std::process::id())
     })
+}
+
+/// The node name kept in `data_dir/node-id` (created, mode 0600, on first use): 32 random hex
+/// digits, so that two machines with the same hostname and paths are still two nodes.
+fn node_name(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("node-id");
+    let io = |e: std::io::Error| StoreError::from_io(path.display().to_string(), e);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let s = s.trim();
+            if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(s.to_string());
+            }
+            return Err(StoreError::Invalid(format!(
+                "{} is not a node name (32 hex digits); remove it to make a new one",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let mut raw = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
+    let name: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data_dir.join("node-id.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = crate::perms::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{name}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(io)?;
+    Ok(name)
+}
+
+impl Pg {
+    /// Called by `tanba serve` while it holds `data_dir`'s instance lock, before any delivery:
+    /// takes the node name kept in `data_dir` and releases the leases an earlier process of
+    /// this node left (killed mid-delivery). That process is gone (the lock says so), so its
+    /// messages go out again now rather than when the lease expires. Returns how many.
+    pub(crate) fn start_node(&self, data_dir: &Path) -> Result<u64> {
+        let name = node_name(data_dir)?;
+        if NODE.get_or_init(|| name.clone()) != &name {
+            return Err(StoreError::Invalid(
+                "the node name was already taken".into(),
+            ));
+        }
+        let me = node_id();
+        if !me.starts_with(&format!("{name}@")) {
+            return Err(StoreError::Invalid(
+                "a queue lease was taken before the node name was known".into(),
+            ));
+        }
+        let prefix = format!("{name}@");
+        self.run(move |pg| async move {
+            let c = pg.conn().await?;
+            let n = c
+                .execute(
+                    "UPDATE queue SET lease_owner = NULL, lease_until = NULL \
+                     WHERE starts_with(lease_owner, $1) AND lease_owner <> $2",
+                    &[&prefix, &me],
+                )
+                .await?;
+            Ok(n)
+        })
+    }
 }
 
 /// The lease length in seconds: [`LEASE_ENV`] when set to a positive integer, else 10 min.
