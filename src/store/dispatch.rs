@@ -46,14 +46,18 @@ impl Store {
     }
 
     /// Readies the store for `tanba serve`, which holds `data_dir`'s instance lock: on
-    /// PostgreSQL the schema must be readable, and the outbound messages an earlier process of
-    /// this node was delivering when it died (kill -9, power loss) are released at once rather
-    /// than when their leases expire (docs/cluster.md, "Outbound queue: leases").
+    /// PostgreSQL the schema must be readable, the node listens for other nodes' changes, and
+    /// the outbound messages an earlier process of this node was delivering when it died
+    /// (kill -9, power loss) are released at once rather than when their leases expire
+    /// (docs/cluster.md, "Outbound queue: leases").
     pub fn start_serving(&self, data_dir: &Path) -> Result<()> {
         match &self.b {
             Inner::Sled(_) => Ok(()),
             Inner::Postgres(p) => {
                 p.schema_version()?;
+                // Listening before the store is handed out: a server that is up hears every
+                // change (IDLE, NOTIFY on another node).
+                p.listen()?;
                 let n = p.start_node(data_dir)?;
                 if n > 0 {
                     tracing::info!(

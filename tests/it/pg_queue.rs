@@ -473,3 +473,43 @@ fn pg_restarted_node_takes_back_its_own_lease_at_once() {
     let again = std::fs::read_to_string(a.data_dir().join("node-id")).unwrap();
     assert_eq!(again.trim(), node);
 }
+
+/// A live node renews its lease while a delivery takes longer than the lease (2 s here): the
+/// lease's end moves on several times, the row stays the node's, and the other node running
+/// meanwhile never takes the message over.
+#[test]
+fn pg_live_nodes_lease_is_renewed_and_never_taken_over() {
+    let pg = Postgres::start();
+    pg.create_db("renew");
+    let rec = Recorder::start(0, true);
+    let a = relaying_node(&pg, "renew", rec.port);
+    a.add_user("alice@example.test", "secret-alice");
+    submit(&a, &["r@b.test"], &message("Renewed", "renewed"));
+    wait_for("node A stalled in DATA", &a, || rec.stalled().then_some(()));
+    let owner = pg.query("renew", "SELECT lease_owner FROM queue");
+    let until = |pg: &Postgres| {
+        let t = pg.query("renew", "SELECT lease_until FROM queue");
+        t.parse::<i64>().unwrap_or_else(|_| {
+            panic!(
+                "the row left node A (lease_until {t:?}); received: {:?}",
+                rec.message_ids()
+            )
+        })
+    };
+    let first = until(&pg);
+    let b = relaying_node(&pg, "renew", rec.port);
+    // Two more lease lengths past the first lease's end: had node A not renewed, node B would
+    // have claimed the row when the first lease ended.
+    let target = first + 2 * LEASE.parse::<i64>().unwrap();
+    wait_for("node A's lease renewed past two lease lengths", &a, || {
+        (until(&pg) >= target).then_some(())
+    });
+    assert_eq!(pg.query("renew", "SELECT lease_owner FROM queue"), owner);
+    assert!(rec.message_ids().is_empty(), "{:?}", rec.message_ids());
+    assert!(!b.log().contains("renewed@example.test"), "{}", b.log());
+    assert!(
+        !b.log().contains("done; removed from the queue"),
+        "{}",
+        b.log()
+    );
+}

@@ -64,7 +64,16 @@ pub(crate) struct Pg {
     /// Whether the server's certificate is checked (sslmode verify-ca / verify-full): then a
     /// failed connection names store.ca_file too.
     verified: bool,
+    /// The LISTEN task and its first outcome, built at connect and started by [`Pg::listen`]
+    /// (by `tanba serve` only: a CLI command's short run needs no notifications).
+    listener: std::sync::Arc<std::sync::Mutex<Option<Listener>>>,
 }
+
+/// [`notify::listen`]'s future, not yet running, and the receiver of its first outcome.
+type Listener = (
+    std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    tokio::sync::oneshot::Receiver<Result<()>>,
+);
 
 /// The backend's runtime, shut down without blocking when the last handle goes: a `Store` may
 /// be dropped on an async worker (`tanba serve` refusing to start), where dropping a runtime
@@ -225,8 +234,9 @@ impl Pg {
         };
         let (changes, _) = broadcast::channel(CHANGES);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let listen_task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
         let mgr = if mode == tls::SslMode::Disable {
-            rt.spawn(notify::listen(
+            listen_task = Box::pin(notify::listen(
                 listen_cfg,
                 tokio_postgres::NoTls,
                 changes.clone(),
@@ -237,7 +247,7 @@ impl Pg {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
                 tls::client_config(mode, ca_file).map_err(StoreError::Invalid)?,
             );
-            rt.spawn(notify::listen(
+            listen_task = Box::pin(notify::listen(
                 listen_cfg,
                 tls.clone(),
                 changes.clone(),
@@ -259,19 +269,33 @@ impl Pg {
             changes,
             seen_errors: Default::default(),
             verified: mode.verifies(),
+            listener: std::sync::Arc::new(std::sync::Mutex::new(Some((listen_task, ready)))),
         };
         pg.run(|pg| async move {
             let mut c = pg.conn().await?;
             schema::migrate(&mut c).await
         })?;
-        // Listening before the store is handed out: a server that is up hears every change.
-        pg.run(|pg| async move {
+        Ok(pg)
+    }
+
+    /// Starts this node's LISTEN connection (`notify.rs`) and waits until it listens, so that
+    /// a server that is up hears every change. Once per handle; later calls return at once.
+    pub(crate) fn listen(&self) -> Result<()> {
+        let taken = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some((task, ready)) = taken else {
+            return Ok(());
+        };
+        self.rt.get().spawn(task);
+        self.run(|pg| async move {
             ready
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Db("the LISTEN task stopped".into())))
                 .map_err(|e| pg.name_ca_file(e))
-        })?;
-        Ok(pg)
+        })
     }
 
     /// With a checked certificate, a connection failure names store.ca_file too.
