@@ -59,6 +59,35 @@ pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
     f.write_all(data)
 }
 
+/// Writes `path` whole or not at all, mode `0600`: a temporary file beside it is written,
+/// fsynced and renamed over `path`, then the directory is fsynced. A crash leaves the old file
+/// or the new one, never half of one; the temporary file is removed on failure.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let r = (|| {
+        let mut f = options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        // A temporary file left by a crash keeps its old mode otherwise.
+        f.set_permissions(Permissions::from_mode(FILE_MODE))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
 /// Checks, at `serve`'s start, the modes of `data_dir`, the store, the TLS key and the DKIM
 /// keys; tightens what lies inside `data_dir`, warns about the rest (see the module docs).
 /// One warning line per path; missing paths are left to the code that uses them.
@@ -149,6 +178,26 @@ mod tests {
         fs::set_permissions(sub.join("f"), Permissions::from_mode(0o644)).unwrap();
         write(&sub.join("f"), b"y").unwrap();
         assert_eq!(mode(&sub.join("f")), 0o600);
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_whole_file_with_mode_0600_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("node-id");
+        fs::write(&f, b"old").unwrap();
+        fs::set_permissions(&f, Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&f, b"new contents").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"new contents");
+        assert_eq!(mode(&f), 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("node-id")]);
+        // A directory that does not exist: an error, and the old file untouched.
+        let missing = dir.path().join("no/such/dir/f");
+        assert!(write_atomic(&missing, b"x").is_err());
+        assert_eq!(fs::read(&f).unwrap(), b"new contents");
     }
 
     #[test]

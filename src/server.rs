@@ -435,9 +435,8 @@ pub async fn serve(config: Config) -> Result<()> {
 
     // Tell scripts (and tests using port 0) where we listen, only once everything is up.
     let file = cfg.listeners_file();
-    let tmp = file.with_extension("json.tmp");
-    crate::perms::write(&tmp, &serde_json::to_vec_pretty(&report)?)?;
-    std::fs::rename(&tmp, &file)?;
+    crate::perms::write_atomic(&file, &serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", file.display()))?;
     tracing::info!(
         "tanba {} ready (data in {})",
         env!("CARGO_PKG_VERSION"),

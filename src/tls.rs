@@ -146,19 +146,7 @@ pub fn ensure_self_signed(
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let mut f = crate::perms::options()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    // A file left by a crash between the two writes keeps its old mode otherwise.
-    f.set_permissions(std::fs::Permissions::from_mode(crate::perms::FILE_MODE))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(())
+    crate::perms::write_atomic(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A self-signed ECDSA P-256 certificate for `hostname` (PEM cert, PEM PKCS#8 key), via openssl,

@@ -470,28 +470,7 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
-/// Writes `path` whole or not at all: a temporary file (0600) is written, fsynced and renamed
-/// over `path`, then the directory is fsynced.
+/// [`crate::perms::write_atomic`], its error naming the file.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = crate::perms::options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        // A temporary file left by a crash keeps its old mode otherwise.
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
-            crate::perms::FILE_MODE,
-        ))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().with_context(|| format!("writing {}", path.display()))
+    crate::perms::write_atomic(path, data).with_context(|| format!("writing {}", path.display()))
 }

@@ -441,7 +441,8 @@ impl Sts {
                     .collect(),
             };
             let data = serde_json::to_vec_pretty(&snapshot).map_err(|e| e.to_string())?;
-            write_private(&path, &data).map_err(|e| format!("writing {}: {e}", path.display()))
+            crate::perms::write_atomic(&path, &data)
+                .map_err(|e| format!("writing {}: {e}", path.display()))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
@@ -449,17 +450,6 @@ impl Sts {
             tracing::warn!("MTA-STS cache: {e}");
         }
     }
-}
-
-/// Writes through a temporary file (mode 0600) and a rename, so a crash leaves the old or the
-/// new cache, never half of one.
-pub(super) fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let r = crate::perms::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }
 
 /// A policy that asks for something (`none` is the domain withdrawing MTA-STS, §3.2).

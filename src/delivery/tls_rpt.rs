@@ -155,7 +155,7 @@ fn write(state: &Mutex<State>, lock: &Mutex<()>, path: &std::path::Path) {
     };
     let r = data
         .map_err(std::io::Error::other)
-        .and_then(|d| super::mta_sts::write_private(path, &d));
+        .and_then(|d| crate::perms::write_atomic(path, &d));
     if let Err(e) = r {
         tracing::warn!("TLS-RPT counts: writing {}: {e}", path.display());
     }

@@ -774,13 +774,10 @@ fn listing(dir: &Path) -> Listing {
     out
 }
 
-/// Writes a file through a temporary name and a rename, so readers never see half of it.
-/// Failures are logged: the cache is an optimisation.
+/// Writes a cache file whole or not at all ([`crate::perms::write_atomic`]). Failures are
+/// logged: the cache is an optimisation.
 pub fn write_atomic(path: &Path, data: &[u8]) {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let r = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = crate::perms::write_atomic(path, data) {
         tracing::warn!("revocation cache: writing {}: {e}", path.display());
     }
 }

@@ -82,18 +82,7 @@ fn node_name(data_dir: &Path) -> Result<String> {
     let mut raw = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
     let name: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data_dir.join("node-id.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = crate::perms::options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, format!("{name}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(io)?;
+    crate::perms::write_atomic(&path, format!("{name}\n").as_bytes()).map_err(io)?;
     Ok(name)
 }
 
