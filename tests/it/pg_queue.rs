@@ -161,6 +161,21 @@ fn rows(pg: &Postgres, db: &str, table: &str) -> String {
     pg.query(db, &format!("SELECT count(*) FROM {table}"))
 }
 
+/// Waits until the one queued message (Message-ID `<id@example.test>`) reached `rec`, sent by
+/// `srv`, and the queue table of `db` is empty; then checks it arrived exactly once.
+fn delivered_once(rec: &Recorder, pg: &Postgres, db: &str, srv: &TestServer, id: &str) {
+    wait_for("the message at the receiver", srv, || {
+        (!rec.message_ids().is_empty()).then_some(())
+    });
+    wait_for("an empty queue table", srv, || {
+        (rows(pg, db, "queue") == "0").then_some(())
+    });
+    assert_eq!(
+        rec.message_ids(),
+        vec![format!("Message-ID: <{id}@example.test>")]
+    );
+}
+
 /// `tanba alias add|list|del` write the `aliases` table and MX resolves through it on
 /// PostgreSQL: an alias to one and to two accounts, sub-addressing, a domain alias, a refused
 /// loop; after `alias del` the address is unknown again.
@@ -401,16 +416,7 @@ fn pg_killed_nodes_lease_is_taken_over() {
     assert!(owner.contains(&format!("/{pid}/")), "{owner}");
     a.kill9();
     let b = relaying_node(&pg, "kill", rec.port);
-    wait_for("the message delivered by node B", &b, || {
-        (!rec.message_ids().is_empty()).then_some(())
-    });
-    wait_for("an empty queue table", &b, || {
-        (rows(&pg, "kill", "queue") == "0").then_some(())
-    });
-    assert_eq!(
-        rec.message_ids(),
-        vec!["Message-ID: <takeover@example.test>"]
-    );
+    delivered_once(&rec, &pg, "kill", &b, "takeover");
     assert!(
         b.log().contains("done; removed from the queue"),
         "{}",
@@ -453,16 +459,7 @@ fn pg_restarted_node_takes_back_its_own_lease_at_once() {
     );
     a.kill9();
     a.restart();
-    wait_for("the message delivered after the restart", &a, || {
-        (!rec.message_ids().is_empty()).then_some(())
-    });
-    wait_for("an empty queue table", &a, || {
-        (rows(&pg, "back", "queue") == "0").then_some(())
-    });
-    assert_eq!(
-        rec.message_ids(),
-        vec!["Message-ID: <takeback@example.test>"]
-    );
+    delivered_once(&rec, &pg, "back", &a, "takeback");
     assert!(
         a.log()
             .contains("took back 1 outbound messages this node was delivering"),
