@@ -156,8 +156,14 @@ pub fn url_verifies(url: &str) -> bool {
 /// certificate (`sslcert`, `sslkey`), read and checked.
 fn parse_url(
     url: &str,
-) -> std::result::Result<(tokio_postgres::Config, tls::SslMode, Option<tls::ClientAuth>), String>
-{
+) -> std::result::Result<
+    (
+        tokio_postgres::Config,
+        tls::SslMode,
+        Option<tls::ClientAuth>,
+    ),
+    String,
+> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("must be a URL like postgres://user@host:port/db".into());
     }

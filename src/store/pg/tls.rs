@@ -110,7 +110,9 @@ pub(crate) fn split_tls(url: &str) -> Result<UrlTls, String> {
                 return Err("sslrootcert is not used: set store.ca_file".into());
             }
             Some(("sslpassword", _)) => {
-                return Err("sslpassword is not supported: sslkey must be an unencrypted key".into());
+                return Err(
+                    "sslpassword is not supported: sslkey must be an unencrypted key".into(),
+                );
             }
             Some(("sslcert", v)) => cert = Some(path_param("sslcert", v)?),
             Some(("sslkey", v)) => key = Some(path_param("sslkey", v)?),
@@ -188,13 +190,14 @@ impl ClientCert {
             e => format!("sslkey {key}: {}", pem_error(e)),
         })?;
         // The same check rustls makes when the config is built, here with the paths named.
-        rustls::sign::CertifiedKey::from_der(chain.clone(), der.clone_key(), &provider())
-            .map_err(|e| match e {
+        rustls::sign::CertifiedKey::from_der(chain.clone(), der.clone_key(), &provider()).map_err(
+            |e| match e {
                 TlsError::InconsistentKeys(_) => {
                     format!("sslkey {key} is not the private key of sslcert {cert}")
                 }
                 e => format!("sslcert {cert} / sslkey {key}: {e}"),
-            })?;
+            },
+        )?;
         Ok(ClientAuth { chain, key: der })
     }
 }
