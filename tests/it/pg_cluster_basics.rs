@@ -1,6 +1,7 @@
 //! The PostgreSQL backend's node plumbing (docs/cluster.md): the LISTEN connection that feeds
 //! IMAP IDLE (and comes back after it is cut), TLS to the database (`sslmode`, `store.ca_file`,
-//! checked in `pg_stat_ssl`), and the `store.pool` / `store.ca_file` keys.
+//! checked in `pg_stat_ssl`; client certificates, `sslcert`/`sslkey`), and the `store.pool` /
+//! `store.ca_file` keys.
 
 use std::path::Path;
 

@@ -153,6 +153,7 @@ fn path_param(name: &str, v: &str) -> Result<PathBuf, String> {
         if bytes[i] == b'%' {
             let hex = v
                 .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| format!("{name} is not valid percent-encoding"))?;
             out.push(hex);
@@ -405,6 +406,8 @@ mod tests {
         let e = split_tls("postgres://a@h/db?sslcert=c.pem&sslkey=/k").unwrap_err();
         assert!(e.contains("absolute"), "{e}");
         assert!(split_tls("postgres://a@h/db?sslcert=/c%zz&sslkey=/k").is_err());
+        assert!(split_tls("postgres://a@h/db?sslcert=/c%+1&sslkey=/k").is_err());
+        assert!(split_tls("postgres://a@h/db?sslcert=/c%é&sslkey=/k").is_err());
         assert!(split_tls("postgres://a@h/db?sslpassword=x").is_err());
     }
 }
