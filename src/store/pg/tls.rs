@@ -3,7 +3,7 @@
 //! system.
 //!
 //! tokio-postgres itself knows `disable`, `prefer` and `require` only, so the mode is taken out
-//! of the URL here ([`split_sslmode`]) and the certificate check is ours:
+//! of the URL here ([`split_tls`]) and the certificate check is ours:
 //! - `disable`: plain text;
 //! - `prefer` (the default): TLS when the server offers it, else plain; the certificate is not
 //!   checked (as libpq: this only guards against passive listening);
