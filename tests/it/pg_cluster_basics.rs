@@ -1,6 +1,7 @@
 //! The PostgreSQL backend's node plumbing (docs/cluster.md): the LISTEN connection that feeds
 //! IMAP IDLE (and comes back after it is cut), TLS to the database (`sslmode`, `store.ca_file`,
-//! checked in `pg_stat_ssl`), and the `store.pool` / `store.ca_file` keys.
+//! checked in `pg_stat_ssl`; client certificates, `sslcert`/`sslkey`), and the `store.pool` /
+//! `store.ca_file` keys.
 
 use std::path::Path;
 
@@ -342,6 +343,262 @@ fn pg_tls_verify_full_with_a_private_ca() {
     assert!(
         err.contains("cannot connect to the database (store.url)"),
         "{err}"
+    );
+}
+
+/// A client certificate `dir/STEM.pem` for user `cn`, signed by `dir/ca.pem`, and its key
+/// `dir/STEM.key` (`-newkey`: e.g. `ec` with P-256, PKCS#8), mode 0600.
+fn client_cert(dir: &Path, stem: &str, cn: &str, newkey: &[&str]) {
+    let (key, csr, pem, subj) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.pem"),
+        format!("/CN={cn}"),
+    );
+    let mut req = vec!["req", "-new", "-newkey"];
+    req.extend(newkey);
+    req.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj]);
+    openssl(dir, &req);
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "client.ext",
+            "-out",
+            &pem,
+        ],
+    );
+    chmod(&dir.join(&key), 0o600);
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A TLS PostgreSQL that wants a client certificate signed by `certs/ca.pem` on every TCP
+/// connection (`hostssl all all 127.0.0.1/32 cert`), but for database `postgres` (trust: the
+/// test's own psql). Its CA file and pg_hba.conf live in `conf`, readable by the server (as
+/// root it runs as nobody).
+fn cert_postgres(certs: &Path, conf: &Path) -> Postgres {
+    chmod(conf, 0o755);
+    let (ca, hba) = (conf.join("ca.pem"), conf.join("pg_hba.conf"));
+    std::fs::copy(certs.join("ca.pem"), &ca).unwrap();
+    std::fs::write(
+        &hba,
+        "local all all trust\n\
+         host postgres all 127.0.0.1/32 trust\n\
+         hostssl all all 127.0.0.1/32 cert\n",
+    )
+    .unwrap();
+    chmod(&ca, 0o644);
+    chmod(&hba, 0o644);
+    Postgres::start_with(Options {
+        ssl: Some((certs.join("server.pem"), certs.join("server.key"))),
+        settings: vec![
+            format!("ssl_ca_file={}", ca.display()),
+            format!("hba_file={}", hba.display()),
+        ],
+    })
+}
+
+/// Mutual TLS (docs/cluster.md, "TLS to the database"): with `sslcert`/`sslkey` in store.url a
+/// node serves IMAP (login, APPEND, FETCH) on a database that requires a client certificate,
+/// and its pool and LISTEN connections both show that certificate in `pg_stat_ssl`; SEC1 and
+/// PKCS#1 (RSA) keys work as well as PKCS#8; without the parameters `tanba serve` does not
+/// start and says the database wants a client certificate.
+#[test]
+fn pg_client_certificate_mutual_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    pki(certs.path());
+    client_cert(
+        certs.path(),
+        "client",
+        "tanba",
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let pg = cert_postgres(certs.path(), conf.path());
+    pg.create_db("mtls");
+    let (ca, cert, key) = (
+        certs.path().join("ca.pem"),
+        certs.path().join("client.pem"),
+        certs.path().join("client.key"),
+    );
+    let base = format!("{}?sslmode=verify-full", pg.url("mtls"));
+    let url = |cert: &Path, key: &Path| {
+        format!("{base}&sslcert={}&sslkey={}", cert.display(), key.display())
+    };
+    let ca_line = format!("ca_file = \"{}\"", ca.display());
+    let srv = start(&url(&cert, &key), &ca_line);
+    srv.add_user("mia@example.test", "mia-password-1");
+    let mut c = Imap::login(&srv, "mia@example.test", "mia-password-1");
+    let msg = b"Subject: over mutual TLS\r\n\r\nhello\r\n";
+    let t = c.append("INBOX", "(\\Seen)", msg);
+    assert!(t.contains("OK"), "{t}");
+    c.ok("SELECT INBOX");
+    let r = c.ok("FETCH 1 (BODY.PEEK[])");
+    let all: Vec<u8> = r.concat();
+    assert!(
+        all.windows(msg.len()).any(|w| w == msg),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+    let tanba = |sql: &str| {
+        pg.query(
+            "postgres",
+            &format!(
+                "SELECT {sql} FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+                 WHERE a.datname = 'mtls' AND a.application_name LIKE 'tanba%'"
+            ),
+        )
+    };
+    assert_eq!(
+        tanba("string_agg(DISTINCT a.application_name || ' ' || s.client_dn, ',')"),
+        "tanba /CN=tanba,tanba-listen /CN=tanba"
+    );
+    assert_eq!(
+        tanba("count(*) FILTER (WHERE s.client_dn IS DISTINCT FROM '/CN=tanba')"),
+        "0"
+    );
+    drop(c);
+    drop(srv);
+
+    // The same certificate with its key as SEC1 ("EC PRIVATE KEY"), then an RSA one (PKCS#1).
+    let dir = tempfile::tempdir().unwrap();
+    let sec1 = certs.path().join("client-sec1.key");
+    openssl(
+        certs.path(),
+        &["ec", "-in", "client.key", "-out", "client-sec1.key"],
+    );
+    chmod(&sec1, 0o600);
+    client_cert(certs.path(), "rsa", "tanba", &["rsa:2048"]);
+    // `req -newkey` wrote PKCS#8: the same key as PKCS#1 ("RSA PRIVATE KEY").
+    openssl(
+        certs.path(),
+        &[
+            "rsa",
+            "-in",
+            "rsa.key",
+            "-traditional",
+            "-out",
+            "rsa-pkcs1.key",
+        ],
+    );
+    let pkcs1 = certs.path().join("rsa-pkcs1.key");
+    chmod(&pkcs1, 0o600);
+    assert!(std::fs::read_to_string(&pkcs1)
+        .unwrap()
+        .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    for (cert, key) in [(&cert, &sec1), (&certs.path().join("rsa.pem"), &pkcs1)] {
+        let cfg = tls_config(dir.path(), &url(cert, key), ca.to_str().unwrap());
+        let out = tanba_with_config(&cfg, &["user", "list"], None);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            key.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("mia@example.test"));
+    }
+
+    // No client certificate: the node does not start, and says why.
+    let cfg = tls_config(dir.path(), &base, ca.to_str().unwrap());
+    let out = tanba_with_config(&cfg, &["serve"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot connect to the database (store.url)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("connection requires a valid client certificate"),
+        "{err}"
+    );
+    assert!(err.contains("sslcert and sslkey"), "{err}");
+}
+
+/// `sslcert`/`sslkey` are checked by `tanba config check` (exit 2, the parameter and the path
+/// named, never the URL): one without the other, with sslmode=disable, a relative path, a key
+/// open to group or others (0644; as libpq), a missing file, a key not the certificate's.
+#[test]
+fn pg_client_certificate_parameters_are_checked() {
+    let certs = tempfile::tempdir().unwrap();
+    pki(certs.path());
+    client_cert(
+        certs.path(),
+        "client",
+        "tanba",
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let (cert, key) = (
+        certs.path().join("client.pem"),
+        certs.path().join("client.key"),
+    );
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let check = |query: &str| {
+        let e = config_error(&format!(
+            "backend = \"postgres\"\nurl = \"postgres://tanba:secret-pw-1@127.0.0.1:5/x?{query}\""
+        ));
+        assert!(e.contains("store.url (line"), "{e}");
+        assert!(!e.contains("secret-pw-1"), "{e}");
+        e
+    };
+    let e = check(&format!("sslmode=require&sslcert={cert}"));
+    assert!(e.contains("sslcert needs sslkey"), "{e}");
+    let e = check(&format!("sslkey={key}"));
+    assert!(e.contains("sslkey needs sslcert"), "{e}");
+    let e = check(&format!("sslmode=disable&sslcert={cert}&sslkey={key}"));
+    assert!(e.contains("sslmode=disable"), "{e}");
+    let e = check(&format!("sslcert=client.pem&sslkey={key}"));
+    assert!(e.contains("sslcert must be an absolute path"), "{e}");
+    let e = check(&format!("sslcert={cert}&sslkey=/nonexistent/client.key"));
+    assert!(
+        e.contains("sslkey /nonexistent/client.key: no such file"),
+        "{e}"
+    );
+    let other = certs.path().join("server.key");
+    chmod(&other, 0o600);
+    let e = check(&format!("sslcert={cert}&sslkey={}", other.display()));
+    assert!(e.contains("is not the private key of sslcert"), "{e}");
+    chmod(Path::new(key), 0o644);
+    let e = check(&format!("sslcert={cert}&sslkey={key}"));
+    assert!(
+        e.contains(&format!("sslkey {key}: has permissions 0644")),
+        "{e}"
+    );
+    assert!(e.contains("0600"), "{e}");
+    // As libpq: 0640 only when owned by root.
+    chmod(Path::new(key), 0o640);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tls_config(
+        dir.path(),
+        &format!("postgres://tanba@127.0.0.1:5/x?sslmode=require&sslcert={cert}&sslkey={key}"),
+        "",
+    );
+    let out = tanba_with_config(&cfg, &["config", "check"], None);
+    let root = unsafe { libc::geteuid() } == 0;
+    assert_eq!(
+        out.status.success(),
+        root,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

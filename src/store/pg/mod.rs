@@ -139,8 +139,9 @@ pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
-/// Checks the shape of a `store.url` without connecting. The message never repeats the URL
-/// (it may hold a password).
+/// Checks the shape of a `store.url` without connecting, and reads its client certificate and
+/// key when it names them (`sslcert`, `sslkey`). The message never repeats the URL (it may hold
+/// a password).
 pub fn check_url(url: &str) -> std::result::Result<(), String> {
     parse_url(url).map(|_| ())
 }
@@ -148,29 +149,49 @@ pub fn check_url(url: &str) -> std::result::Result<(), String> {
 /// Whether `store.url` asks for the server's certificate to be checked (`sslmode=verify-ca` or
 /// `verify-full`), the only modes `store.ca_file` is used with. Assumes [`check_url`] passed.
 pub fn url_verifies(url: &str) -> bool {
-    tls::split_sslmode(url).is_ok_and(|(_, m)| m.verifies())
+    tls::split_tls(url).is_ok_and(|t| t.mode.verifies())
 }
 
-/// The connection config of `url` (its `sslmode` applied) and the TLS mode.
-fn parse_url(url: &str) -> std::result::Result<(tokio_postgres::Config, tls::SslMode), String> {
+/// The connection config of `url` (its `sslmode` applied), the TLS mode and the client
+/// certificate (`sslcert`, `sslkey`), read and checked.
+fn parse_url(
+    url: &str,
+) -> std::result::Result<
+    (
+        tokio_postgres::Config,
+        tls::SslMode,
+        Option<tls::ClientAuth>,
+    ),
+    String,
+> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("must be a URL like postgres://user@host:port/db".into());
     }
-    let (rest, mode) = tls::split_sslmode(url)?;
-    let mut cfg: tokio_postgres::Config = rest
+    let t = tls::split_tls(url)?;
+    let mut cfg: tokio_postgres::Config = t
+        .url
         .parse()
         .map_err(|_| "is not a valid PostgreSQL connection URL".to_string())?;
     if cfg.get_hosts().is_empty() {
         return Err("names no host".into());
     }
-    cfg.ssl_mode(mode.negotiate());
-    Ok((cfg, mode))
+    cfg.ssl_mode(t.mode.negotiate());
+    let client = t.client.map(|c| c.load()).transpose()?;
+    Ok((cfg, t.mode, client))
 }
 
 /// A connection failure as the operator should read it: which keys to look at, the server's
 /// own message when it gave one.
 pub(crate) fn connect_error(e: tokio_postgres::Error) -> StoreError {
     let why = match (e.as_db_error(), std::error::Error::source(&e)) {
+        // pg_hba.conf's `cert` or `clientcert=`: say where the certificate is set.
+        (Some(d), _) if d.code().code() == "28000" && d.message().contains("certificate") => {
+            format!(
+                "{} (the database wants a client certificate: sslcert and sslkey in store.url; \
+                 with the cert method its CN must be the user name)",
+                d.message()
+            )
+        }
         (Some(d), _) => d.message().to_string(),
         // "error performing TLS handshake" alone does not say what was wrong.
         (None, Some(src)) if !e.to_string().contains(&src.to_string()) => format!("{e}: {src}"),
@@ -190,7 +211,7 @@ impl Pg {
     /// connections at most (`store.pool`); `ca_file`: the roots for sslmode verify-ca and
     /// verify-full (`store.ca_file`; None: the system's).
     pub(crate) fn connect_with(url: &str, pool: usize, ca_file: Option<&Path>) -> Result<Pg> {
-        let (mut cfg, mode) =
+        let (mut cfg, mode, client) =
             parse_url(url).map_err(|e| StoreError::Invalid(format!("store.url {e}")))?;
         // synchronous_commit = on for the whole session, in the startup packet: no round trip
         // per use (docs/cluster.md, "Durability"). Appended to the URL's own options.
@@ -245,7 +266,7 @@ impl Pg {
             Manager::from_config(cfg, tokio_postgres::NoTls, mgr_config)
         } else {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-                tls::client_config(mode, ca_file).map_err(StoreError::Invalid)?,
+                tls::client_config(mode, ca_file, client).map_err(StoreError::Invalid)?,
             );
             listen_task = Box::pin(notify::listen(
                 listen_cfg,
