@@ -183,7 +183,7 @@ pub struct AcmeSection {
     pub directory: String,
     /// Account contacts, e.g. `mailto:admin@example.kz`.
     pub contact: Vec<String>,
-    /// Names on the certificate; empty: server.hostname plus autoconfig.<d> and mta-sts.<d>.
+    /// Names on the certificate; empty: server.hostname plus `autoconfig.<d>` and `mta-sts.<d>`.
     pub domains: Vec<String>,
     /// Not in SPEC §11: PEM CA certificate that signs the directory's HTTPS certificate (a
     /// private or test ACME CA such as pebble); empty: the system's roots.

@@ -7,6 +7,9 @@
 //! [`cli`] is the command line; [`admin`] lets the CLI reach a running server.
 //!
 //! Reading order: config → store → server → smtp → inbound → filter → imap → delivery → cli.
+// An application crate: its docs are read with `cargo doc --document-private-items`, where
+// links to private items resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod acme;
 pub mod admin;

@@ -6,7 +6,7 @@
 //!   umask to `077` before anything else ([`restrict_umask`]). This covers files that libraries
 //!   create (sled's `db`, `conf`, `blobs/`, `snap.*`) and anything added later.
 //! - Code that creates a directory or a file in `data_dir` asks for `0700` / `0600` itself
-//!   ([`create_dir_all`], [`write`], [`options`]), so it is right without the umask too.
+//!   ([`create_dir_all`], [`write()`], [`options`]), so it is right without the umask too.
 //! - `serve` checks what it finds at start ([`check_at_start`]): `data_dir`, the store, the TLS
 //!   key and the DKIM keys. Anything inside `data_dir` (not a symlink) that group or others may
 //!   use is tightened (`chmod go-rwx`) with one warning line naming the path and both modes. A

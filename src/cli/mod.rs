@@ -181,7 +181,7 @@ pub enum QueueCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DkimCmd {
-    /// Write a DKIM key and print the DNS TXT record and the [dkim] config lines.
+    /// Write a DKIM key and print the DNS TXT record and the `[dkim]` config lines.
     Generate {
         /// The signing domain (a local domain, e.g. example.kz).
         domain: String,

@@ -9,7 +9,7 @@
 //! `axum::extract::ConnectInfo<SocketAddr>`).
 //!
 //! Bounds, as on the mail listeners (SPEC §8): a connection first gets a
-//! [`limits::Ticket`](crate::limits::Ticket) (class `Unauthenticated`: HTTP connections count
+//! [`limits::Ticket`] (class `Unauthenticated`: HTTP connections count
 //! with IMAP and submission connections not yet logged in, per client address) and a permit of
 //! the HTTP pool (`http.max_connections`); banned addresses are refused. A request head is at most
 //! [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`] lines (431 beyond), a body at most [`MAX_BODY_BYTES`]

@@ -363,7 +363,7 @@ fn nstring8(d: Cow<'_, [u8]>) -> NString8<'static> {
     }
 }
 
-/// The content of BINARY[section] (RFC 3516 §4.2): the part's body with its
+/// The content of `BINARY[section]` (RFC 3516 §4.2): the part's body with its
 /// Content-Transfer-Encoding undone; `BINARY[]` is the whole message as stored. `Ok(None)`:
 /// no such part.
 fn binary_bytes<'a>(
@@ -420,7 +420,7 @@ fn internal_date(unix: i64) -> DateTime {
     })
 }
 
-/// The bytes of a BODY[section] (RFC 3501 §6.4.5); `None` when the section does not exist.
+/// The bytes of a `BODY[section]` (RFC 3501 §6.4.5); `None` when the section does not exist.
 pub fn section_bytes<'a>(
     section: Option<&Section<'_>>,
     cached: Option<&'a Cached>,

@@ -85,7 +85,7 @@ impl Part {
 /// What the cache holds for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cached {
-    /// The top-level header, blank line included (BODY[HEADER], HEADER.FIELDS).
+    /// The top-level header, blank line included (`BODY[HEADER]`, `HEADER.FIELDS`).
     pub header: Vec<u8>,
     pub envelope: Envelope,
     pub root: Part,

@@ -50,7 +50,7 @@
 //!   `id_base` a restore sets, `format.rs`): unique forever, never reused after a crash.
 //! - Every message record has one `changes` key at its modseq, written in the same transaction;
 //!   every expunge writes its UID to `vanished` in the same transaction (`modseq.rs`).
-//! - Every write transaction holds [`Store::write_gate`] (shared); `backup.rs` and `check.rs` take
+//! - Every write transaction holds [`Sled::write_gate`] (shared); `backup.rs` and `check.rs` take
 //!   it exclusively for a consistent point in time across trees. Never take it twice on one thread.
 
 pub mod account;
@@ -239,7 +239,7 @@ pub(crate) struct Sled {
     gate: Arc<std::sync::RwLock<()>>,
     /// Added to sled's ids: set by a restore so that no id of the backup is handed out again.
     id_base: u64,
-    /// Message records decoded (`modseq.rs`, [`Store::record_reads`]).
+    /// Message records decoded (`modseq.rs`, `Sled::record_reads` in tests).
     reads: Arc<std::sync::atomic::AtomicU64>,
 }
 

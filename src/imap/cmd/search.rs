@@ -1,6 +1,6 @@
 //! SEARCH and UID SEARCH (RFC 3501 §6.4.4) with ESEARCH result options (RFC 4731) and SAVE
 //! (RFC 5182); SORT (RFC 5256, RFC 5957) and THREAD (RFC 5256). CHARSET may be UTF-8 or
-//! US-ASCII; anything else is NO [BADCHARSET]. The search, the sort keys and the threads are
+//! US-ASCII; anything else is `NO [BADCHARSET]`. The search, the sort keys and the threads are
 //! computed on the blocking pool.
 
 use std::num::NonZeroU32;

@@ -125,7 +125,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 /// SQLSTATEs of a database going away, restarting, still a standby or shedding load
 /// (docs/cluster.md, "Failover"): class 08 (connection), 57P01-57P03 (shutdown, crash, not
 /// accepting connections yet), 25006 (read-only: a standby), 40001/40P01 (serialization,
-/// deadlock), 53300 (too many connections). The client may retry: a 4xx, a NO [UNAVAILABLE].
+/// deadlock), 53300 (too many connections). The client may retry: a 4xx, a `NO [UNAVAILABLE]`.
 fn is_transient(code: &str) -> bool {
     code.starts_with("08")
         || matches!(
