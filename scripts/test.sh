@@ -94,6 +94,7 @@ unset TANBA_CONFIG
 cargo --version
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --locked
 cargo test --locked "$@"
 
 # The same integration binary again with every test server's store on PostgreSQL (one cluster
