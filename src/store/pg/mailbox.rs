@@ -175,11 +175,6 @@ impl Pg {
         let from = normalize_name(from);
         let to = normalize_name(to);
         validate_name(&to)?;
-        if to.starts_with(&format!("{from}/")) {
-            return Err(StoreError::Invalid(
-                "cannot move a mailbox into itself".into(),
-            ));
-        }
         // Renaming INBOX: the new mailbox is made below; its messages then move (`moved`).
         let moved = self.run(|pg| async move {
             let mut c = pg.conn().await?;
@@ -207,6 +202,12 @@ impl Pg {
                 .await?;
             if taken.is_some() {
                 return Err(StoreError::Exists(format!("mailbox {to}")));
+            }
+            // After the two checks above, as on sled (the client sees which comes first).
+            if to.starts_with(&format!("{from}/")) {
+                return Err(StoreError::Invalid(
+                    "cannot move a mailbox into itself".into(),
+                ));
             }
             let parts: Vec<&str> = to.split(DELIMITER).collect();
             for i in 1..parts.len() {
