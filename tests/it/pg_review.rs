@@ -37,3 +37,66 @@ fn pg_rename_reports_a_missing_source_or_taken_target_first() {
     );
     assert_eq!(names, "a,a/b");
 }
+
+/// Backends of database `db` waiting for a lock.
+fn lock_waiters(pg: &Postgres, db: &str) -> usize {
+    pg.query(
+        db,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND wait_event_type = 'Lock'"
+        ),
+    )
+    .parse()
+    .unwrap()
+}
+
+/// RENAME and `user del` of the same account at once do not deadlock: RENAME locks its
+/// mailbox rows before the account row, the order `user del` (and every message write) uses.
+/// A psql session holding the account row makes the interleaving certain: `user del` holds the
+/// mailboxes and waits for the account; RENAME starts then. Formerly RENAME took the account
+/// row first (shared) and then waited for its mailbox: a lock cycle, which PostgreSQL broke by
+/// failing one of them (`NO [UNAVAILABLE]`). Now RENAME waits, and then finds the mailbox gone.
+#[test]
+fn pg_rename_and_user_del_at_once_do_not_deadlock() {
+    use std::io::Write;
+    let pg = Postgres::start();
+    let db = "rendel";
+    let srv = pg_server(&pg, db);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
+    c.ok("CREATE Work");
+    let mut hold = pg.session(db);
+    let mut stdin = hold.stdin.take().unwrap();
+    stdin
+        .write_all(
+            b"BEGIN;\nSELECT 1 FROM accounts WHERE email = 'alice@example.test' FOR SHARE;\n",
+        )
+        .unwrap();
+    stdin.flush().unwrap();
+    wait_for("the psql session to hold the account row", &srv, || {
+        let q = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND state = 'idle in transaction'"
+        );
+        (pg.query(db, &q) == "1").then_some(())
+    });
+    std::thread::scope(|s| {
+        let del = s.spawn(|| srv.tanba(&["user", "del", "alice@example.test"], None));
+        wait_for("user del to wait for the account row", &srv, || {
+            (lock_waiters(&pg, db) == 1).then_some(())
+        });
+        c.send(b"r1 RENAME Work Play\r\n");
+        wait_for("RENAME to wait too", &srv, || {
+            (lock_waiters(&pg, db) == 2).then_some(())
+        });
+        stdin.write_all(b"ROLLBACK;\n").unwrap();
+        drop(stdin);
+        hold.wait().unwrap();
+        let out = del.join().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let (_, t) = c.until_tagged("r1");
+        assert!(t.starts_with("r1 NO [NONEXISTENT]"), "{t}");
+    });
+    assert_eq!(pg.query(db, "SELECT count(*) FROM mailboxes"), "0");
+    assert_eq!(pg.query(db, "SELECT count(*) FROM accounts"), "0");
+}

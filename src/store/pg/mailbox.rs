@@ -179,18 +179,20 @@ impl Pg {
         let moved = self.run(|pg| async move {
             let mut c = pg.conn().await?;
             let tx = c.transaction().await?;
-            account_alive(&tx, account_id).await?;
             let acc = account_id as i64;
-            let src = tx
-                .query_opt(
-                    "SELECT messages, id FROM mailboxes WHERE account_id = $1 AND name = $2 \
-                     FOR UPDATE",
-                    &[&acc, &from],
+            // The rows renamed (the mailbox and those under it), by ascending id, before the
+            // account row: the lock order of `delete_account` and of every message write.
+            let locked = tx
+                .query(
+                    "SELECT messages, id, name FROM mailboxes WHERE account_id = $1 \
+                     AND (name = $2 OR left(name, char_length($3)) = $3) ORDER BY id FOR UPDATE",
+                    &[&acc, &from, &format!("{from}/")],
                 )
                 .await?;
-            let Some(src) = src else {
+            let Some(src) = locked.iter().find(|r| r.get::<_, &str>(2) == from) else {
                 return Err(StoreError::NotFound(format!("mailbox {from}")));
             };
+            account_alive(&tx, account_id).await?;
             let taken = tx
                 .query_opt(
                     &tx.prepare_cached(
