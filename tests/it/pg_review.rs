@@ -100,3 +100,32 @@ fn pg_rename_and_user_del_at_once_do_not_deadlock() {
     assert_eq!(pg.query(db, "SELECT count(*) FROM mailboxes"), "0");
     assert_eq!(pg.query(db, "SELECT count(*) FROM accounts"), "0");
 }
+
+/// A body whose recorded size is corrupt (here 2^62 bytes) is a read error, as a body file of
+/// the wrong length is on sled, not a server brought down by allocating the recorded size
+/// (formerly the process died). Other messages and later commands work.
+#[test]
+fn pg_a_corrupt_body_size_fails_the_fetch_not_the_server() {
+    let pg = Postgres::start();
+    let db = "bsize";
+    let srv = pg_server(&pg, db);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
+    c.append("INBOX", "()", b"Subject: one\r\n\r\nfirst\r\n");
+    c.append("INBOX", "()", b"Subject: two\r\n\r\nsecond\r\n");
+    pg.query(
+        db,
+        "UPDATE blobs SET size = 4611686018427387904 WHERE id = \
+         (SELECT blob_id FROM messages WHERE uid = 1)",
+    );
+    c.ok("SELECT INBOX");
+    // As for an unreadable body on sled: no data for that message (the FETCH itself ends
+    // normally, `imap/fetch.rs`), and the connection stays.
+    let (u, t) = c.cmd("UID FETCH 1 BODY.PEEK[]");
+    let got: Vec<String> = u.iter().map(|r| crate::imap::text(r)).collect();
+    assert!(t.contains(" OK ") || t.contains(" NO "), "{t}");
+    assert!(!got.join("\n").contains("first"), "{got:?}");
+    let u = c.ok("UID FETCH 2 BODY.PEEK[]");
+    let all: Vec<String> = u.iter().map(|r| crate::imap::text(r)).collect();
+    assert!(all.join("\n").contains("second"), "{all:?}");
+    c.ok("NOOP");
+}
