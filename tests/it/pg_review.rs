@@ -129,3 +129,23 @@ fn pg_a_corrupt_body_size_fails_the_fetch_not_the_server() {
     assert!(all.join("\n").contains("second"), "{all:?}");
     c.ok("NOOP");
 }
+
+/// A user name with a NUL byte (possible in SMTP AUTH LOGIN, whose user name is base64 of any
+/// bytes) is a wrong login, `535`, as on sled: PostgreSQL refuses NUL in text, and the lookup
+/// used to fail with a store error (`454`, and no failed login counted).
+#[test]
+fn pg_a_user_name_with_nul_is_a_wrong_login() {
+    use crate::smtp::{b64, Client};
+    let pg = Postgres::start();
+    let srv = pg_server(&pg, "nul");
+    let mut s = Client::connect_tls(srv.submissions, &srv.cert_pem());
+    s.ok("EHLO client.example", "250");
+    let user = b64(b"alice\0@example.test");
+    s.ok(&format!("AUTH LOGIN {user}"), "334");
+    s.ok(&b64(b"secret-alice"), "535");
+    // The real account still logs in on the same connection.
+    s.ok(
+        &format!("AUTH PLAIN {}", b64(b"\0alice@example.test\0secret-alice")),
+        "235",
+    );
+}

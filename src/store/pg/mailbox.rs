@@ -359,6 +359,9 @@ impl Pg {
 
     pub(crate) fn mailbox(&self, account_id: u64, name: &str) -> Result<Option<MailboxMeta>> {
         let name = normalize_name(name);
+        if !super::account::storable(&name) {
+            return Ok(None);
+        }
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c
