@@ -149,3 +149,72 @@ fn pg_a_user_name_with_nul_is_a_wrong_login() {
         "235",
     );
 }
+
+/// MOVE and EXPUNGE of copies of the same two bodies at once do not deadlock. A MOVE's new
+/// rows take a key-share lock on their blobs (the foreign key) in the source's UID order, here
+/// the reverse of the blob ids; EXPUNGE locks the same blobs by ascending id. MOVE now locks its
+/// blobs by ascending id first (the documented order). A psql session holding a key-share lock
+/// on the second blob makes the interleaving certain: EXPUNGE holds the first and waits for the
+/// second; MOVE starts then. Formerly MOVE held the second and waited for the first: a lock
+/// cycle, which PostgreSQL broke by failing one of them (`NO [UNAVAILABLE]`).
+#[test]
+fn pg_move_and_expunge_of_shared_bodies_at_once_do_not_deadlock() {
+    use std::io::Write;
+    let pg = Postgres::start();
+    let db = "mvexp";
+    let srv = pg_server(&pg, db);
+    let mut a = Imap::login(&srv, "alice@example.test", "secret-alice");
+    a.append("INBOX", "()", b"Subject: one\r\n\r\none\r\n");
+    a.append("INBOX", "()", b"Subject: two\r\n\r\ntwo\r\n");
+    a.ok("SELECT INBOX");
+    // Archive's UID 1 is INBOX's UID 2: UID order and blob order are reversed there.
+    a.ok("UID COPY 2 Archive");
+    a.ok("UID COPY 1 Archive");
+    a.ok("UID STORE 1:2 +FLAGS.SILENT (\\Deleted)");
+    let mut b = Imap::login(&srv, "alice@example.test", "secret-alice");
+    b.ok("SELECT Archive");
+    let second = pg.query(db, "SELECT max(id) FROM blobs");
+    let mut hold = pg.session(db);
+    let mut stdin = hold.stdin.take().unwrap();
+    stdin
+        .write_all(
+            format!("BEGIN;\nSELECT 1 FROM blobs WHERE id = {second} FOR KEY SHARE;\n").as_bytes(),
+        )
+        .unwrap();
+    stdin.flush().unwrap();
+    wait_for("the psql session to hold the blob row", &srv, || {
+        let q = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND state = 'idle in transaction'"
+        );
+        (pg.query(db, &q) == "1").then_some(())
+    });
+    a.send(b"e1 UID EXPUNGE 1:2\r\n");
+    wait_for("EXPUNGE to wait for the second blob", &srv, || {
+        (lock_waiters(&pg, db) == 1).then_some(())
+    });
+    b.send(b"m1 UID MOVE 1:2 Trash\r\n");
+    wait_for("MOVE to wait too", &srv, || {
+        (lock_waiters(&pg, db) == 2).then_some(())
+    });
+    stdin.write_all(b"ROLLBACK;\n").unwrap();
+    drop(stdin);
+    hold.wait().unwrap();
+    let (_, t) = a.until_tagged("e1");
+    assert!(t.starts_with("e1 OK"), "{t}");
+    let (_, t) = b.until_tagged("m1");
+    assert!(t.starts_with("m1 OK"), "{t}");
+    // Two bodies left, each once, both in Trash.
+    assert_eq!(
+        pg.query(
+            db,
+            "SELECT string_agg(b.name || ':' || m.uid, ' ' ORDER BY m.uid) \
+             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+        ),
+        "Trash:1 Trash:2"
+    );
+    assert_eq!(
+        pg.query(db, "SELECT string_agg(refcount::text, ',') FROM blobs"),
+        "1,1"
+    );
+}

@@ -98,6 +98,20 @@ pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>
     Ok(Some(Blob::from_vec(out)))
 }
 
+/// Locks the rows of blobs `ids` against removal (`FOR KEY SHARE`, what a new message row's
+/// foreign key takes), by ascending id: the lock order, so that writing rows that name them
+/// (in any order) takes no blob lock out of order.
+pub(crate) async fn lock_shared(tx: &impl GenericClient, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let st = tx
+        .prepare_cached("SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR KEY SHARE")
+        .await?;
+    tx.query(&st, &[&ids]).await?;
+    Ok(())
+}
+
 /// Adds references to several blobs (`(id, n)`, ascending id: the lock order), one statement.
 pub(crate) async fn add_refs_many(tx: &impl GenericClient, refs: &[(u64, i32)]) -> Result<()> {
     if refs.is_empty() {
