@@ -218,3 +218,27 @@ fn pg_move_and_expunge_of_shared_bodies_at_once_do_not_deadlock() {
         "1,1"
     );
 }
+
+/// Removing a body (EXPUNGE of its last copy, the end of a queue entry) makes PostgreSQL check
+/// the foreign keys naming it: `messages.blob_id` and `queue.blob_id`. Those lookups use an
+/// index (schema version 2), not a scan of every message of every account per removed body.
+#[test]
+fn pg_the_body_foreign_keys_are_indexed() {
+    let pg = Postgres::start();
+    let db = "fkidx";
+    let srv = pg_server(&pg, db);
+    let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
+    c.append("INBOX", "()", b"Subject: one\r\n\r\none\r\n");
+    assert_eq!(pg.query(db, "SELECT max(version) FROM schema_version"), "2");
+    for table in ["messages", "queue"] {
+        // The statement PostgreSQL runs for the check, planned as it would be on a big table.
+        let plan = pg.query(
+            db,
+            &format!(
+                "SET enable_seqscan = off; \
+                 EXPLAIN SELECT 1 FROM ONLY {table} x WHERE blob_id = 1 FOR KEY SHARE OF x"
+            ),
+        );
+        assert!(plan.contains("Index"), "{table}: {plan}");
+    }
+}
