@@ -125,3 +125,5 @@ mod pg_migrate;
 mod pg_imap;
 // The outbound queue with leases, aliases and greylisting on PostgreSQL; two nodes on one database.
 mod pg_queue;
+// Review of the PostgreSQL backend: its observable behaviour against sled's, lock order.
+mod pg_review;

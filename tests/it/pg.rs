@@ -79,7 +79,10 @@ fn pg_user_commands_write_the_database() {
 
     let out = stdout_ok(&user_add(&cfg, "Alice@Example.test", "secret-alice"));
     assert!(out.contains("created alice@example.test"), "{out}");
-    assert_eq!(pg.query("users", "SELECT version FROM schema_version"), "1");
+    assert_eq!(
+        pg.query("users", "SELECT max(version) FROM schema_version"),
+        "2"
+    );
     assert_eq!(
         pg.query(
             "users",
@@ -170,7 +173,7 @@ fn pg_serve_runs_imap_mailboxes() {
     let srv = TestServer::start_toml(dir, &toml);
     assert_eq!(
         pg.query("srv", "SELECT max(version) FROM schema_version"),
-        "1"
+        "2"
     );
     srv.add_user("pat@example.test", "pat-password-1");
     let mut c = crate::imap::Imap::login(&srv, "pat@example.test", "pat-password-1");
@@ -218,7 +221,10 @@ fn pg_store_migrate_copies_accounts_and_mailboxes() {
         out.contains("copied 2 accounts, 12 mailboxes, 12 subscriptions"),
         "{out}"
     );
-    assert_eq!(pg.query("mig", "SELECT version FROM schema_version"), "1");
+    assert_eq!(
+        pg.query("mig", "SELECT max(version) FROM schema_version"),
+        "2"
+    );
     assert_eq!(
         pg.query(
             "mig",

@@ -14,6 +14,13 @@ fn quota_of(r: &tokio_postgres::Row) -> Quota {
     }
 }
 
+/// Whether `s` can name a row: PostgreSQL's text never holds NUL (it refuses such a parameter
+/// with an error), so a name or address with one (e.g. SMTP AUTH LOGIN's base64 user name) is
+/// simply not found, as on sled, instead of a store error.
+pub(super) fn storable(s: &str) -> bool {
+    !s.contains('\0')
+}
+
 fn account_of(r: &tokio_postgres::Row) -> Account {
     Account {
         id: r.get::<_, i64>("id") as u64,
@@ -74,6 +81,9 @@ impl Pg {
 
     pub(crate) fn account(&self, email: &str) -> Result<Option<Account>> {
         let email = email.trim().to_ascii_lowercase();
+        if !storable(&email) {
+            return Ok(None);
+        }
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c
@@ -90,6 +100,9 @@ impl Pg {
     /// The account that receives mail for `addr` (its primary address or an alias).
     pub(crate) fn account_for_address(&self, addr: &str) -> Result<Option<Account>> {
         let addr = addr.trim().to_ascii_lowercase();
+        if !storable(&addr) {
+            return Ok(None);
+        }
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c
@@ -120,6 +133,9 @@ impl Pg {
     /// `tanba user quota`: sets (or with `None` removes) an account's STORAGE limit in KiB.
     pub(crate) fn set_quota_limit(&self, email: &str, limit_kib: Option<u64>) -> Result<Quota> {
         let email = email.trim().to_ascii_lowercase();
+        if !storable(&email) {
+            return Err(StoreError::NotFound(format!("account {email}")));
+        }
         let limit = limit_kib.map(|l| l.min(i64::MAX as u64) as i64);
         self.run(|pg| async move {
             let c = pg.conn().await?;
@@ -155,6 +171,9 @@ impl Pg {
 
     pub(crate) fn set_password(&self, email: &str, password_hash: &str) -> Result<()> {
         let email = email.trim().to_ascii_lowercase();
+        if !storable(&email) {
+            return Err(StoreError::NotFound(format!("account {email}")));
+        }
         let hash = password_hash.to_string();
         self.run(|pg| async move {
             let c = pg.conn().await?;
@@ -178,6 +197,9 @@ impl Pg {
     /// by ON DELETE CASCADE.
     pub(crate) fn delete_account(&self, email: &str) -> Result<Account> {
         let email = email.trim().to_ascii_lowercase();
+        if !storable(&email) {
+            return Err(StoreError::NotFound(format!("account {email}")));
+        }
         self.run(|pg| async move {
             let mut c = pg.conn().await?;
             let tx = c.transaction().await?;

@@ -9,6 +9,9 @@ use super::Pg;
 impl Pg {
     pub(crate) fn alias(&self, address: &str) -> Result<Option<Alias>> {
         let a = address.trim().to_ascii_lowercase();
+        if !super::account::storable(&a) {
+            return Ok(None);
+        }
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c
@@ -54,6 +57,9 @@ impl Pg {
 
     pub(crate) fn delete_alias(&self, address: &str) -> Result<Alias> {
         let a = address.trim().to_ascii_lowercase();
+        if !super::account::storable(&a) {
+            return Err(StoreError::NotFound(format!("alias {a}")));
+        }
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c

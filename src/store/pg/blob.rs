@@ -7,7 +7,7 @@
 use deadpool_postgres::GenericClient;
 
 use super::super::message::Blob;
-use super::super::Result;
+use super::super::{Result, StoreError};
 
 /// Bytes per `blob_chunks` row.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -77,13 +77,39 @@ pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let mut out = Vec::with_capacity(first.get::<_, i64>(0) as usize);
-    for r in &rows {
-        if let Some(d) = r.get::<_, Option<&[u8]>>(1) {
-            out.extend_from_slice(d);
-        }
+    // Sized from the chunks read, never from the recorded size (data from the database: a
+    // corrupt size must not make this process allocate it); a mismatch is an error, as a body
+    // file of the wrong length is on sled (`files.rs`).
+    let chunks: Vec<&[u8]> = rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<&[u8]>>(1))
+        .collect();
+    let mut out = Vec::with_capacity(chunks.iter().map(|d| d.len()).sum());
+    for d in chunks {
+        out.extend_from_slice(d);
+    }
+    let size = first.get::<_, i64>(0);
+    if u64::try_from(size).ok() != Some(out.len() as u64) {
+        return Err(StoreError::Db(format!(
+            "body {id:016x}: {} bytes in its chunks, the database records {size}",
+            out.len()
+        )));
     }
     Ok(Some(Blob::from_vec(out)))
+}
+
+/// Locks the rows of blobs `ids` against removal (`FOR KEY SHARE`, what a new message row's
+/// foreign key takes), by ascending id: the lock order, so that writing rows that name them
+/// (in any order) takes no blob lock out of order.
+pub(crate) async fn lock_shared(tx: &impl GenericClient, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let st = tx
+        .prepare_cached("SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR KEY SHARE")
+        .await?;
+    tx.query(&st, &[&ids]).await?;
+    Ok(())
 }
 
 /// Adds references to several blobs (`(id, n)`, ascending id: the lock order), one statement.

@@ -175,27 +175,24 @@ impl Pg {
         let from = normalize_name(from);
         let to = normalize_name(to);
         validate_name(&to)?;
-        if to.starts_with(&format!("{from}/")) {
-            return Err(StoreError::Invalid(
-                "cannot move a mailbox into itself".into(),
-            ));
-        }
         // Renaming INBOX: the new mailbox is made below; its messages then move (`moved`).
         let moved = self.run(|pg| async move {
             let mut c = pg.conn().await?;
             let tx = c.transaction().await?;
-            account_alive(&tx, account_id).await?;
             let acc = account_id as i64;
-            let src = tx
-                .query_opt(
-                    "SELECT messages, id FROM mailboxes WHERE account_id = $1 AND name = $2 \
-                     FOR UPDATE",
-                    &[&acc, &from],
+            // The rows renamed (the mailbox and those under it), by ascending id, before the
+            // account row: the lock order of `delete_account` and of every message write.
+            let locked = tx
+                .query(
+                    "SELECT messages, id, name FROM mailboxes WHERE account_id = $1 \
+                     AND (name = $2 OR left(name, char_length($3)) = $3) ORDER BY id FOR UPDATE",
+                    &[&acc, &from, &format!("{from}/")],
                 )
                 .await?;
-            let Some(src) = src else {
+            let Some(src) = locked.iter().find(|r| r.get::<_, &str>(2) == from) else {
                 return Err(StoreError::NotFound(format!("mailbox {from}")));
             };
+            account_alive(&tx, account_id).await?;
             let taken = tx
                 .query_opt(
                     &tx.prepare_cached(
@@ -207,6 +204,12 @@ impl Pg {
                 .await?;
             if taken.is_some() {
                 return Err(StoreError::Exists(format!("mailbox {to}")));
+            }
+            // After the two checks above, as on sled (the client sees which comes first).
+            if to.starts_with(&format!("{from}/")) {
+                return Err(StoreError::Invalid(
+                    "cannot move a mailbox into itself".into(),
+                ));
             }
             let parts: Vec<&str> = to.split(DELIMITER).collect();
             for i in 1..parts.len() {
@@ -356,6 +359,9 @@ impl Pg {
 
     pub(crate) fn mailbox(&self, account_id: u64, name: &str) -> Result<Option<MailboxMeta>> {
         let name = normalize_name(name);
+        if !super::account::storable(&name) {
+            return Ok(None);
+        }
         self.run(|pg| async move {
             let c = pg.conn().await?;
             let row = c

@@ -770,6 +770,13 @@ impl Pg {
                     ],
                 )
                 .await?;
+                // The new rows' foreign keys lock their blobs in UID order: take those locks
+                // by ascending id first (a COPY's `add_refs_many` does, FOR UPDATE).
+                let ids: Vec<i64> = ref_counts(found.iter().map(|m| m.blob_id))
+                    .iter()
+                    .map(|r| r.0 as i64)
+                    .collect();
+                blob::lock_shared(&tx, &ids).await?;
             } else {
                 blob::add_refs_many(&tx, &ref_counts(found.iter().map(|m| m.blob_id))).await?;
             }
