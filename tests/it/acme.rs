@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use openssl::x509::X509;
 
 use crate::support::dns::Dns;
-use crate::support::pki::{openssl, self_signed_p256};
+use crate::support::pki::{openssl, self_signed_p256, sign_with_ca};
 use crate::support::tls::Stream;
 use crate::support::{base_toml, wait_for, TestServer};
 
@@ -63,32 +63,12 @@ fn pebble_pki(dir: &Path) {
             "/CN=127.0.0.1",
         ],
     );
-    std::fs::write(
-        dir.join("leaf.ext"),
+    sign_with_ca(
+        dir,
+        "leaf",
+        2,
         "basicConstraints = critical,CA:FALSE\nextendedKeyUsage = serverAuth\n\
          subjectAltName = IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "2",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "leaf.pem",
-        ],
     );
 }
 

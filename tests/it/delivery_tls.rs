@@ -13,7 +13,7 @@ use crate::delivery::{
     wait_queue_empty,
 };
 use crate::support::dns::Dns;
-use crate::support::pki::openssl;
+use crate::support::pki::{openssl, sign_with_ca};
 use crate::support::*;
 
 /// A test CA and the leaf certificates it issues (P-256 keys: quick to make).
@@ -58,14 +58,6 @@ impl Pki {
     /// A server certificate for `name` (and its key), issued by the CA.
     fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
         let d = self.dir.path();
-        std::fs::write(
-            d.join(format!("{name}.ext")),
-            format!(
-                "subjectAltName=DNS:{name}\nbasicConstraints=critical,CA:FALSE\n\
-                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-            ),
-        )
-        .unwrap();
         openssl(
             d,
             &[
@@ -84,25 +76,14 @@ impl Pki {
                 &format!("{name}.csr"),
             ],
         );
-        openssl(
+        sign_with_ca(
             d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
+            name,
+            2,
+            &format!(
+                "subjectAltName=DNS:{name}\nbasicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
         );
         (d.join(format!("{name}.pem")), d.join(format!("{name}.key")))
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::imap::{text, Imap};
 use crate::support::pg::{Options, Postgres};
-use crate::support::pki::{openssl, self_signed_p256};
+use crate::support::pki::{openssl, self_signed_p256, sign_with_ca};
 use crate::support::*;
 
 fn store_toml(dir: &Path, store: &str) -> String {
@@ -205,30 +205,11 @@ fn pki(dir: &Path) {
             "/CN=127.0.0.1",
         ],
     );
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
+    sign_with_ca(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
+        "server",
+        30,
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
     );
 }
 
@@ -349,40 +330,20 @@ fn pg_tls_verify_full_with_a_private_ca() {
 /// A client certificate `dir/STEM.pem` for user `cn`, signed by `dir/ca.pem`, and its key
 /// `dir/STEM.key` (`-newkey`: e.g. `ec` with P-256, PKCS#8), mode 0600.
 fn client_cert(dir: &Path, stem: &str, cn: &str, newkey: &[&str]) {
-    let (key, csr, pem, subj) = (
+    let (key, csr, subj) = (
         format!("{stem}.key"),
         format!("{stem}.csr"),
-        format!("{stem}.pem"),
         format!("/CN={cn}"),
     );
     let mut req = vec!["req", "-new", "-newkey"];
     req.extend(newkey);
     req.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj]);
     openssl(dir, &req);
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(
+    sign_with_ca(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "client.ext",
-            "-out",
-            &pem,
-        ],
+        stem,
+        30,
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
     );
     chmod(&dir.join(&key), 0o600);
 }

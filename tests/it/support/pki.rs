@@ -216,3 +216,35 @@ pub fn scratch(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Issues `dir/STEM.pem` from the request `dir/STEM.csr` with the CA `dir/ca.pem` + `dir/ca.key`
+/// (`openssl x509 -req`), valid `days`, with the extension lines `ext` (kept in `dir/STEM.ext`).
+pub fn sign_with_ca(dir: &Path, stem: &str, days: u32, ext: &str) {
+    let (csr, ext_file, pem, days) = (
+        format!("{stem}.csr"),
+        format!("{stem}.ext"),
+        format!("{stem}.pem"),
+        days.to_string(),
+    );
+    std::fs::write(dir.join(&ext_file), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            &days,
+            "-extfile",
+            &ext_file,
+            "-out",
+            &pem,
+        ],
+    );
+}
