@@ -248,15 +248,7 @@ fn pg_tls_verify_full_with_a_private_ca() {
     srv.add_user("tess@example.test", "tess-password-1");
     let mut c = Imap::login(&srv, "tess@example.test", "tess-password-1");
     c.ok("CREATE Reports");
-    let tanba = |sql: &str| {
-        pg.query(
-            "tls",
-            &format!(
-                "SELECT {sql} FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-                 WHERE a.datname = 'tls' AND a.application_name LIKE 'tanba%'"
-            ),
-        )
-    };
+    let tanba = |sql: &str| tanba_connections(&pg, "tls", "tls", sql);
     assert_eq!(tanba("count(*) FILTER (WHERE NOT s.ssl)"), "0");
     assert_eq!(
         tanba("string_agg(DISTINCT a.application_name, ',')"),
@@ -348,6 +340,18 @@ fn client_cert(dir: &Path, stem: &str, cn: &str, newkey: &[&str]) {
     chmod(&dir.join(&key), 0o600);
 }
 
+/// `SELECT sql` (asked on database `via`) over Tanba's connections to database `db`, with
+/// their TLS state: `a` is `pg_stat_activity`, `s` is `pg_stat_ssl`.
+fn tanba_connections(pg: &Postgres, via: &str, db: &str, sql: &str) -> String {
+    pg.query(
+        via,
+        &format!(
+            "SELECT {sql} FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.datname = '{db}' AND a.application_name LIKE 'tanba%'"
+        ),
+    )
+}
+
 fn chmod(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -421,15 +425,7 @@ fn pg_client_certificate_mutual_tls() {
         "{}",
         String::from_utf8_lossy(&all)
     );
-    let tanba = |sql: &str| {
-        pg.query(
-            "postgres",
-            &format!(
-                "SELECT {sql} FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-                 WHERE a.datname = 'mtls' AND a.application_name LIKE 'tanba%'"
-            ),
-        )
-    };
+    let tanba = |sql: &str| tanba_connections(&pg, "postgres", "mtls", sql);
     assert_eq!(
         tanba("string_agg(DISTINCT a.application_name || ' ' || s.client_dn, ',')"),
         "tanba /CN=tanba,tanba-listen /CN=tanba"
