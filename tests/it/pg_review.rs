@@ -38,6 +38,39 @@ fn pg_rename_reports_a_missing_source_or_taken_target_first() {
     assert_eq!(names, "a,a/b");
 }
 
+/// A psql session on `db` that ran `BEGIN` and `sql` (taking a row lock) and holds it until
+/// [`release`]; returns once the session is idle in its transaction.
+fn hold_lock(
+    pg: &Postgres,
+    db: &str,
+    srv: &TestServer,
+    sql: &str,
+) -> (std::process::Child, std::process::ChildStdin) {
+    use std::io::Write;
+    let mut hold = pg.session(db);
+    let mut stdin = hold.stdin.take().unwrap();
+    stdin
+        .write_all(format!("BEGIN;\n{sql};\n").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    wait_for("the psql session to hold its lock", srv, || {
+        let q = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND state = 'idle in transaction'"
+        );
+        (pg.query(db, &q) == "1").then_some(())
+    });
+    (hold, stdin)
+}
+
+/// Ends a [`hold_lock`] session (ROLLBACK) and waits for it.
+fn release((mut hold, mut stdin): (std::process::Child, std::process::ChildStdin)) {
+    use std::io::Write;
+    stdin.write_all(b"ROLLBACK;\n").unwrap();
+    drop(stdin);
+    hold.wait().unwrap();
+}
+
 /// Backends of database `db` waiting for a lock.
 fn lock_waiters(pg: &Postgres, db: &str) -> usize {
     pg.query(
@@ -59,27 +92,17 @@ fn lock_waiters(pg: &Postgres, db: &str) -> usize {
 /// failing one of them (`NO [UNAVAILABLE]`). Now RENAME waits, and then finds the mailbox gone.
 #[test]
 fn pg_rename_and_user_del_at_once_do_not_deadlock() {
-    use std::io::Write;
     let pg = Postgres::start();
     let db = "rendel";
     let srv = pg_server(&pg, db);
     let mut c = Imap::login(&srv, "alice@example.test", "secret-alice");
     c.ok("CREATE Work");
-    let mut hold = pg.session(db);
-    let mut stdin = hold.stdin.take().unwrap();
-    stdin
-        .write_all(
-            b"BEGIN;\nSELECT 1 FROM accounts WHERE email = 'alice@example.test' FOR SHARE;\n",
-        )
-        .unwrap();
-    stdin.flush().unwrap();
-    wait_for("the psql session to hold the account row", &srv, || {
-        let q = format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
-             AND state = 'idle in transaction'"
-        );
-        (pg.query(db, &q) == "1").then_some(())
-    });
+    let held = hold_lock(
+        &pg,
+        db,
+        &srv,
+        "SELECT 1 FROM accounts WHERE email = 'alice@example.test' FOR SHARE",
+    );
     std::thread::scope(|s| {
         let del = s.spawn(|| srv.tanba(&["user", "del", "alice@example.test"], None));
         wait_for("user del to wait for the account row", &srv, || {
@@ -89,9 +112,7 @@ fn pg_rename_and_user_del_at_once_do_not_deadlock() {
         wait_for("RENAME to wait too", &srv, || {
             (lock_waiters(&pg, db) == 2).then_some(())
         });
-        stdin.write_all(b"ROLLBACK;\n").unwrap();
-        drop(stdin);
-        hold.wait().unwrap();
+        release(held);
         let out = del.join().unwrap();
         assert!(out.status.success(), "{out:?}");
         let (_, t) = c.until_tagged("r1");
@@ -159,7 +180,6 @@ fn pg_a_user_name_with_nul_is_a_wrong_login() {
 /// cycle, which PostgreSQL broke by failing one of them (`NO [UNAVAILABLE]`).
 #[test]
 fn pg_move_and_expunge_of_shared_bodies_at_once_do_not_deadlock() {
-    use std::io::Write;
     let pg = Postgres::start();
     let db = "mvexp";
     let srv = pg_server(&pg, db);
@@ -174,21 +194,12 @@ fn pg_move_and_expunge_of_shared_bodies_at_once_do_not_deadlock() {
     let mut b = Imap::login(&srv, "alice@example.test", "secret-alice");
     b.ok("SELECT Archive");
     let second = pg.query(db, "SELECT max(id) FROM blobs");
-    let mut hold = pg.session(db);
-    let mut stdin = hold.stdin.take().unwrap();
-    stdin
-        .write_all(
-            format!("BEGIN;\nSELECT 1 FROM blobs WHERE id = {second} FOR KEY SHARE;\n").as_bytes(),
-        )
-        .unwrap();
-    stdin.flush().unwrap();
-    wait_for("the psql session to hold the blob row", &srv, || {
-        let q = format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
-             AND state = 'idle in transaction'"
-        );
-        (pg.query(db, &q) == "1").then_some(())
-    });
+    let held = hold_lock(
+        &pg,
+        db,
+        &srv,
+        &format!("SELECT 1 FROM blobs WHERE id = {second} FOR KEY SHARE"),
+    );
     a.send(b"e1 UID EXPUNGE 1:2\r\n");
     wait_for("EXPUNGE to wait for the second blob", &srv, || {
         (lock_waiters(&pg, db) == 1).then_some(())
@@ -197,9 +208,7 @@ fn pg_move_and_expunge_of_shared_bodies_at_once_do_not_deadlock() {
     wait_for("MOVE to wait too", &srv, || {
         (lock_waiters(&pg, db) == 2).then_some(())
     });
-    stdin.write_all(b"ROLLBACK;\n").unwrap();
-    drop(stdin);
-    hold.wait().unwrap();
+    release(held);
     let (_, t) = a.until_tagged("e1");
     assert!(t.starts_with("e1 OK"), "{t}");
     let (_, t) = b.until_tagged("m1");
