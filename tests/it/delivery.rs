@@ -115,7 +115,33 @@ pub(crate) fn received(r: &Py) -> Vec<(serde_json::Value, Vec<u8>)> {
     out
 }
 
-/// A port nothing listens on right now (for a receiver that starts later).
+/// A loopback port that refuses connections for as long as this lives: a TCP socket bound to it
+/// that never listens, and without `SO_REUSEADDR`, so no other test's server (whose listeners
+/// set it) can bind the port meanwhile. [`free_port`] alone leaves the port to whoever binds
+/// next, and a parallel test's listener once took it (the message met "connection closed by the
+/// server" instead of a refused connection).
+pub(crate) struct ClosedPort {
+    socket: socket2::Socket,
+    pub(crate) port: u16,
+}
+
+pub(crate) fn closed_port() -> ClosedPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    ClosedPort { socket, port }
+}
+
+impl ClosedPort {
+    /// Frees the port for a receiver started right after.
+    pub(crate) fn release(self) -> u16 {
+        drop(self.socket);
+        self.port
+    }
+}
+
+/// A port nothing listens on right now (for a receiver that starts at once).
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -422,9 +448,9 @@ fn refused_recipients_bounce_to_the_senders_inbox() {
 /// next retry (1 s) delivers it, once. Also `queue retry` and `queue drop` (with its bounce).
 #[test]
 fn receiver_down_then_back_is_retried_and_queue_commands_work() {
-    let port = free_port();
+    let closed = closed_port();
     let dns = dns(&mx_zone());
-    let a = instance_a(&dns, port, &["retry = [\"1s\"]"], "");
+    let a = instance_a(&dns, closed.port, &["retry = [\"1s\"]"], "");
     submit(&a, &["rcpt@b.test"], &message("Retry me: Сәлем", "retry"));
     let text = wait_for("a refused connection in queue list", &a, || {
         let t = queue_text(&a);
@@ -466,7 +492,7 @@ fn receiver_down_then_back_is_retried_and_queue_commands_work() {
     assert_eq!(out.status.code(), Some(2));
 
     // Receiver back; `queue retry` asks for the attempt now.
-    let r = receiver(port, serde_json::json!({}));
+    let r = receiver(closed.release(), serde_json::json!({}));
     let out = a.tanba(&["queue", "retry", &id.to_string()], None);
     assert!(out.status.success());
     let got = wait_for("the message at the receiver", &a, || {
@@ -493,9 +519,9 @@ fn receiver_down_then_back_is_retried_and_queue_commands_work() {
 #[test]
 fn restart_and_kill9_lose_nothing_and_send_nothing_twice() {
     const N: usize = 6;
-    let port = free_port();
+    let closed = closed_port();
     let dns = dns(&mx_zone());
-    let mut a = instance_a(&dns, port, &["retry = [\"1s\"]"], "");
+    let mut a = instance_a(&dns, closed.port, &["retry = [\"1s\"]"], "");
     for i in 0..N {
         let to: &[&str] = if i % 2 == 0 {
             &["r1@b.test"]
@@ -519,7 +545,7 @@ fn restart_and_kill9_lose_nothing_and_send_nothing_twice() {
     a.restart();
     assert_eq!(queue_json(&a).len(), N);
 
-    let r = receiver(port, serde_json::json!({}));
+    let r = receiver(closed.release(), serde_json::json!({}));
     wait_for("all messages at the receiver", &a, || {
         (received(&r).len() >= N).then_some(())
     });
@@ -610,11 +636,11 @@ fn relay_cert(dir: &Path) -> (PathBuf, PathBuf) {
 /// status 4.4.7 and the last error.
 #[test]
 fn expired_message_bounces_with_the_last_error() {
-    let port = free_port();
+    let closed = closed_port();
     let dns = dns(&mx_zone());
     let a = instance_a(
         &dns,
-        port,
+        closed.port,
         &["retry = [\"1s\"]", "give_up_after = \"2s\""],
         "",
     );

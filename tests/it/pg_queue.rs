@@ -307,8 +307,8 @@ fn pg_greylist_retry_passes_on_the_other_node() {
 fn pg_queue_delivers_lists_and_bounces() {
     let pg = Postgres::start();
     pg.create_db("q");
-    let port = crate::delivery::free_port();
-    let srv = relaying_node(&pg, "q", port);
+    let closed = crate::delivery::closed_port();
+    let srv = relaying_node(&pg, "q", closed.port);
     srv.add_user("alice@example.test", "secret-alice");
     submit(&srv, &["rcpt@b.test"], &message("Queued on pg", "pgq-1"));
     let text = wait_for("an attempt in queue list", &srv, || {
@@ -325,7 +325,7 @@ fn pg_queue_delivers_lists_and_bounces() {
     let body = m.text();
     assert!(body.contains("\ntanba_queue_messages 1\n"), "{body}");
 
-    let r = receiver(port, serde_json::json!({}));
+    let r = receiver(closed.release(), serde_json::json!({}));
     let id = queue_json(&srv)[0]["id"].as_u64().unwrap();
     stdout_ok(&srv.tanba(&["queue", "retry", &id.to_string()], None));
     wait_for("the message at the receiver", &srv, || {
@@ -368,7 +368,8 @@ fn pg_two_nodes_deliver_each_message_once() {
     const N: usize = 6;
     let pg = Postgres::start();
     pg.create_db("two");
-    let port = crate::delivery::free_port();
+    let closed = crate::delivery::closed_port();
+    let port = closed.port;
     let a = relaying_node(&pg, "two", port);
     let b = relaying_node(&pg, "two", port);
     a.add_user("alice@example.test", "secret-alice");
@@ -384,7 +385,7 @@ fn pg_two_nodes_deliver_each_message_once() {
         let q = queue_json(&a);
         (q.len() == N && q.iter().all(|r| r["attempts"].as_u64() >= Some(1))).then_some(())
     });
-    let rec = Recorder::start(port, false);
+    let rec = Recorder::start(closed.release(), false);
     assert_eq!(rec.port, port);
     wait_for("every message at the receiver", &a, || {
         (rec.message_ids().len() >= N).then_some(())
