@@ -3,7 +3,7 @@
 //! `http.listen` and resolving every name through the loopback DNS server of support::dns.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +15,7 @@ use openssl::x509::X509;
 use crate::support::dns::Dns;
 use crate::support::pki::{openssl, self_signed_p256, sign_with_ca};
 use crate::support::tls::Stream;
-use crate::support::{base_toml, wait_for, TestServer};
+use crate::support::{base_toml, closed_port, free_port, wait_for, TestServer};
 
 /// The names Tanba derives for `server.hostname` and `server.domains` of the base config.
 const NAMES: [&str; 3] = [
@@ -23,15 +23,6 @@ const NAMES: [&str; 3] = [
     "autoconfig.example.test",
     "mta-sts.example.test",
 ];
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A CA (`ca.pem`) and a certificate for 127.0.0.1 that it signed (`leaf.pem`, `leaf.key`),
 /// for pebble's own HTTPS listeners (the Debian package ships none).
@@ -424,10 +415,13 @@ fn pebble_issues_and_renews_a_certificate_served_without_restart() {
 /// self-signed certificate, logs the failure and says when it tries again.
 #[test]
 fn unreachable_acme_directory_keeps_serving_the_current_certificate() {
-    let port = free_port();
+    let closed = closed_port();
     let srv = TestServer::start_with(&[(
         "top",
-        &format!("[acme]\ndirectory = \"https://127.0.0.1:{port}/dir\"\n"),
+        &format!(
+            "[acme]\ndirectory = \"https://127.0.0.1:{}/dir\"\n",
+            closed.port
+        ),
     )]);
     let log = wait_for("the ACME failure in the log", &srv, || {
         let log = srv.log();

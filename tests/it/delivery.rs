@@ -7,7 +7,6 @@
 //! Instance A is the base test config (`mail.example.test`, domain `example.test`); instance B
 //! serves `b.test` as `mx.b.test`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -113,41 +112,6 @@ pub(crate) fn received(r: &Py) -> Vec<(serde_json::Value, Vec<u8>)> {
         out.push((serde_json::from_slice(&meta).unwrap(), bytes));
     }
     out
-}
-
-/// A loopback port that refuses connections for as long as this lives: a TCP socket bound to it
-/// that never listens, and without `SO_REUSEADDR`, so no other test's server (whose listeners
-/// set it) can bind the port meanwhile. [`free_port`] alone leaves the port to whoever binds
-/// next, and a parallel test's listener once took it (the message met "connection closed by the
-/// server" instead of a refused connection).
-pub(crate) struct ClosedPort {
-    socket: socket2::Socket,
-    pub(crate) port: u16,
-}
-
-pub(crate) fn closed_port() -> ClosedPort {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    socket.bind(&any.into()).unwrap();
-    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
-    ClosedPort { socket, port }
-}
-
-impl ClosedPort {
-    /// Frees the port for a receiver started right after.
-    pub(crate) fn release(self) -> u16 {
-        drop(self.socket);
-        self.port
-    }
-}
-
-/// A port nothing listens on right now (for a receiver that starts at once).
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub(crate) fn queue_json(srv: &TestServer) -> Vec<serde_json::Value> {

@@ -11,8 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::delivery::{
-    free_port, give_up_and_get_dsn, message, queue_text, received, receiver, submit,
-    wait_queue_empty, Py,
+    give_up_and_get_dsn, message, queue_text, received, receiver, submit, wait_queue_empty, Py,
 };
 use crate::support::pki::self_signed_p256;
 use crate::support::*;

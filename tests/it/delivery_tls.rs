@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use crate::delivery::{
-    free_port, give_up_and_get_dsn, instance_a, message, queue_text, received, receiver, submit,
+    give_up_and_get_dsn, instance_a, message, queue_text, received, receiver, submit,
     wait_queue_empty,
 };
 use crate::support::dns::Dns;

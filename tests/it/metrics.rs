@@ -342,12 +342,8 @@ c.stop()
 #[test]
 fn queue_deferrals_deliveries_and_bounces_are_counted() {
     // The relay is down at first: the message waits in the queue, deferred.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let relay = format!("relay = \"localhost:{port}\"");
+    let closed = closed_port();
+    let relay = format!("relay = \"localhost:{}\"", closed.port);
     let srv = TestServer::start_with(&[("delivery", &relay), ("delivery", "retry = [\"1s\"]")]);
     srv.add_user("alice@example.test", "secret-alice");
     let before = scrape(&srv);
@@ -379,7 +375,7 @@ fn queue_deferrals_deliveries_and_bounces_are_counted() {
     assert_eq!(deferred.get("tanba_filter_duration_seconds_count"), 0.0);
 
     // The relay comes up: one recipient delivered, one refused for good (bounced to alice).
-    let (mut receiver, _) = spawn_python_server(PY_RECEIVER, [port.to_string()]);
+    let (mut receiver, _) = spawn_python_server(PY_RECEIVER, [closed.release().to_string()]);
     // The record leaves the queue in the transaction that marks the refusal bounced; the
     // counter follows right after it.
     let done = wait_for("an empty queue and a bounce", &srv, || {

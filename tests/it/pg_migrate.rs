@@ -86,12 +86,8 @@ fn pg_migrate_a_populated_sled_store_then_serve_it() {
     let pg = Postgres::start();
     pg.create_db("mig");
     // Nothing listens on the relay's port: the outbound message stays queued.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let relay = format!(
-        "relay = \"127.0.0.1:{}\"",
-        closed.local_addr().unwrap().port()
-    );
-    drop(closed);
+    let closed = closed_port();
+    let relay = format!("relay = \"127.0.0.1:{}\"", closed.port);
     // Greylisting on for every client but 127.0.0.1 (which delivers the mail below).
     let grey = "greylisting = true\ngreylist_allow = [\"127.0.0.1\"]\ngreylist_expire = \"1h\"";
     let mut srv = TestServer::start_with(&[

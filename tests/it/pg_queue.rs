@@ -307,7 +307,7 @@ fn pg_greylist_retry_passes_on_the_other_node() {
 fn pg_queue_delivers_lists_and_bounces() {
     let pg = Postgres::start();
     pg.create_db("q");
-    let closed = crate::delivery::closed_port();
+    let closed = closed_port();
     let srv = relaying_node(&pg, "q", closed.port);
     srv.add_user("alice@example.test", "secret-alice");
     submit(&srv, &["rcpt@b.test"], &message("Queued on pg", "pgq-1"));
@@ -368,7 +368,7 @@ fn pg_two_nodes_deliver_each_message_once() {
     const N: usize = 6;
     let pg = Postgres::start();
     pg.create_db("two");
-    let closed = crate::delivery::closed_port();
+    let closed = closed_port();
     let port = closed.port;
     let a = relaying_node(&pg, "two", port);
     let b = relaying_node(&pg, "two", port);

@@ -23,7 +23,7 @@ use crate::support::mail::{header, header_fields};
 use crate::support::pki::{
     self, ca_issue, cms_sign, config, csr, openssl, rsa_key, self_signed, stamp,
 };
-use crate::support::{base_toml, run, spawn_python_server, TestServer, BIN};
+use crate::support::{base_toml, closed_port, run, spawn_python_server, TestServer, BIN};
 
 pub fn nca(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -189,12 +189,6 @@ impl Drop for HttpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A port nobody listens on.
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -696,11 +690,12 @@ fn ocsp_response_embedded_in_the_cms_is_used() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_temp(dir.path(), "embedded.p7s", &with);
     let trust = nca_trust();
+    let closed = closed_port();
     let cli = Cli::new(
         trust.path(),
         &format!(
             "revocation = \"ocsp\"\nocsp_url = \"http://127.0.0.1:{}/\"",
-            closed_port()
+            closed.port
         ),
     );
     let (_, v) = cli.verify_json(&file, &["--at", AT_GOST_OCSP]);
@@ -773,7 +768,8 @@ fn crl_from_the_distribution_point_is_cached_on_disk() {
 #[test]
 fn ocsp_responder_down_is_temperror_and_mail_is_still_delivered() {
     let pki = shared_pki();
-    let down = format!("http://127.0.0.1:{}/ocsp", closed_port());
+    let closed = closed_port();
+    let down = format!("http://127.0.0.1:{}/ocsp", closed.port);
     for (soft, status, result) in [
         (
             false,

@@ -532,3 +532,38 @@ pub fn wait_for<T>(what: &str, srv: &TestServer, mut f: impl FnMut() -> Option<T
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A loopback port that refuses connections for as long as this lives: a TCP socket bound to it
+/// that never listens, and without `SO_REUSEADDR`, so no other test's server (whose listeners
+/// set it) can bind the port meanwhile. [`free_port`] alone leaves the port to whoever binds
+/// next, and a parallel test's listener once took it (the message met "connection closed by the
+/// server" instead of a refused connection).
+pub struct ClosedPort {
+    socket: socket2::Socket,
+    pub port: u16,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    ClosedPort { socket, port }
+}
+
+impl ClosedPort {
+    /// Frees the port for a receiver started right after.
+    pub fn release(self) -> u16 {
+        drop(self.socket);
+        self.port
+    }
+}
+
+/// A port nothing listens on right now (for a receiver that starts at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
