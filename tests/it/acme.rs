@@ -271,7 +271,9 @@ fn pebble_issues_and_renews_a_certificate_served_without_restart() {
     let work = tempfile::tempdir().unwrap();
     let records: Vec<(&str, &str, &str)> = NAMES.iter().map(|n| (*n, "A", "127.0.0.1")).collect();
     let dns = Dns::records(&records);
-    let http_port = free_port();
+    // Held until Tanba binds it, so that no parallel test's listener takes it meanwhile.
+    let http = closed_port();
+    let http_port = http.port;
     let pebble = Pebble::start(work.path(), http_port, &dns);
 
     let dir = tempfile::tempdir().unwrap();
@@ -292,6 +294,7 @@ fn pebble_issues_and_renews_a_certificate_served_without_restart() {
             &format!("[http]\nlisten = [\"127.0.0.1:{http_port}\"]")
         )
     );
+    http.release();
     let srv = TestServer::start_toml(dir, &toml);
     let pid = srv.pid();
 

@@ -106,16 +106,8 @@ impl Postgres {
         let as_nobody = self.as_nobody;
         let pg = &mut self;
         let data = pg.data();
-        // A free port: bind, read, release. A race with another process is possible but
-        // rare; pg_ctl then fails and the assertion below says so.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        pg.port = port;
         let mut opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=on -c synchronous_commit=on",
+            "-c listen_addresses=127.0.0.1 -k {} -c fsync=on -c synchronous_commit=on",
             pg.dir.path().display()
         );
         if let Some((cert, key)) = &o.ssl {
@@ -146,27 +138,37 @@ impl Postgres {
             opts.push_str(&format!(" -c {s}"));
         }
         let log = pg.dir.path().join("postgres.log");
-        let out = pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                &opts,
-                "start",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}\n{}",
-            show(&out),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        // A free port: bind, read, release, then PostgreSQL binds it. A parallel test's
+        // listener can take it in between; PostgreSQL then exits with "could not bind" and
+        // the next attempt takes another port.
+        for attempt in 1.. {
+            let port = super::free_port();
+            pg.port = port;
+            let out = pg.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    &format!("{opts} -p {port}"),
+                    "start",
+                ],
+            );
+            if out.status.success() {
+                break;
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                attempt < 5 && text.contains("could not bind"),
+                "pg_ctl start: {}\n{text}",
+                show(&out),
+            );
+        }
         self
     }
 
