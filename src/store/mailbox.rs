@@ -373,6 +373,7 @@ impl Sled {
         let name = normalize_name(name);
         validate_name(&name)?;
         let key = name_key(account_id, &name);
+        let _one_at_a_time = self.subscribing.lock().unwrap_or_else(|e| e.into_inner());
         if self.t.subscriptions.contains_key(&key)? {
             return Ok(());
         }

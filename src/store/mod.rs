@@ -241,6 +241,9 @@ pub(crate) struct Sled {
     id_base: u64,
     /// Message records decoded (`modseq.rs`, `Sled::record_reads` in tests).
     reads: Arc<std::sync::atomic::AtomicU64>,
+    /// Held from a SUBSCRIBE's count to its insert, so that two at once cannot both pass the
+    /// limit check (`mailbox.rs`, [`MAX_SUBSCRIPTIONS`]).
+    subscribing: Arc<std::sync::Mutex<()>>,
 }
 
 pub(crate) struct Trees {
@@ -355,6 +358,7 @@ impl Sled {
             gate: Arc::new(std::sync::RwLock::new(())),
             id_base,
             reads: Arc::default(),
+            subscribing: Arc::default(),
         };
         store.count_quotas_once()?;
         Ok(store)

@@ -251,3 +251,55 @@ fn pg_the_body_foreign_keys_are_indexed() {
         assert!(plan.contains("Index"), "{table}: {plan}");
     }
 }
+
+/// Two SUBSCRIBEs at once, from two sessions, to an account one short of
+/// [`tanba::store::MAX_SUBSCRIPTIONS`]: one is subscribed, the other gets `NO`, and the account
+/// keeps exactly the limit. A psql session holding the subscriptions table (SHARE mode: reads
+/// go on, inserts wait) makes the interleaving certain. Formerly both counted one short, both
+/// waited only at their inserts, and the account ended one over the limit.
+#[test]
+fn pg_two_subscribes_at_once_never_pass_the_limit() {
+    let max = tanba::store::MAX_SUBSCRIPTIONS;
+    let pg = Postgres::start();
+    let db = "subs";
+    let srv = pg_server(&pg, db);
+    // The default mailboxes are subscribed already.
+    let have: usize = pg
+        .query(db, "SELECT count(*) FROM subscriptions")
+        .parse()
+        .unwrap();
+    pg.query(
+        db,
+        &format!(
+            "INSERT INTO subscriptions (account_id, name) SELECT a.id, 'pre' || g \
+             FROM accounts a, generate_series(1, {}) g WHERE a.email = 'alice@example.test'",
+            max - 1 - have
+        ),
+    );
+    let mut one = Imap::login(&srv, "alice@example.test", "secret-alice");
+    let mut two = Imap::login(&srv, "alice@example.test", "secret-alice");
+    let held = hold_lock(&pg, db, &srv, "LOCK TABLE subscriptions IN SHARE MODE");
+    one.send(b"s1 SUBSCRIBE first\r\n");
+    two.send(b"s2 SUBSCRIBE second\r\n");
+    wait_for("both SUBSCRIBEs to wait for a lock", &srv, || {
+        (lock_waiters(&pg, db) == 2).then_some(())
+    });
+    release(held);
+    let (_, t1) = one.until_tagged("s1");
+    let (_, t2) = two.until_tagged("s2");
+    let oks = [&t1, &t2].iter().filter(|t| t.contains(" OK ")).count();
+    assert_eq!(oks, 1, "{t1} / {t2}");
+    assert!(
+        [&t1, &t2]
+            .iter()
+            .any(|t| t.contains(" NO ") && t.contains("Too many subscriptions")),
+        "{t1} / {t2}"
+    );
+    assert_eq!(
+        pg.query(db, "SELECT count(*) FROM subscriptions"),
+        max.to_string()
+    );
+    // Both sessions go on.
+    one.ok("NOOP");
+    two.ok("NOOP");
+}

@@ -287,7 +287,14 @@ impl Pg {
         self.run(|pg| async move {
             let mut c = pg.conn().await?;
             let tx = c.transaction().await?;
-            account_alive(&tx, account_id).await?;
+            // The account row, exclusively: two SUBSCRIBEs at once (on any nodes) take turns
+            // from the count to the insert, so neither can pass the limit on the other's count.
+            lock_account(
+                &tx,
+                account_id,
+                "SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE",
+            )
+            .await?;
             let acc = account_id as i64;
             let have = tx
                 .query_opt(
@@ -392,16 +399,27 @@ impl Pg {
     }
 }
 
-/// Inside a transaction that creates or renames mailboxes or subscribes: fails unless the
+/// Inside a transaction that creates or renames mailboxes: fails unless the
 /// account exists, and holds its row (`FOR SHARE`) so that a concurrent `delete_account` waits
 /// for the commit (and then removes what was made, ON DELETE CASCADE).
 async fn account_alive(tx: &impl deadpool_postgres::GenericClient, account_id: u64) -> Result<()> {
+    lock_account(
+        tx,
+        account_id,
+        "SELECT 1 FROM accounts WHERE id = $1 FOR SHARE",
+    )
+    .await
+}
+
+/// Locks account `account_id`'s row with `select` (a constant `SELECT … FOR <strength>` of it);
+/// a missing account is [`StoreError::NotFound`].
+async fn lock_account(
+    tx: &impl deadpool_postgres::GenericClient,
+    account_id: u64,
+    select: &'static str,
+) -> Result<()> {
     let row = tx
-        .query_opt(
-            &tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1 FOR SHARE")
-                .await?,
-            &[&(account_id as i64)],
-        )
+        .query_opt(&tx.prepare_cached(select).await?, &[&(account_id as i64)])
         .await?;
     match row {
         Some(_) => Ok(()),
