@@ -172,23 +172,26 @@ pub enum BinaryError {
     Undecodable,
 }
 
-/// The encoded `* seq FETCH (...)` response, or `None` when the message is gone.
-pub fn render(store: &Store, plan: &Plan, job: &Job) -> Option<Vec<u8>> {
-    render_checked(store, plan, job).ok().flatten()
-}
-
-/// [`render`], saying why a BINARY item could not be decoded.
+/// Appends the encoded `* seq FETCH (...)` response to `out` (nothing when the message is
+/// gone), or says why a BINARY item could not be decoded. The response
+/// is encoded while the body is read, and appended after the body is gone, piece by piece: a
+/// FETCH of a body holds it about twice at most (the body and its encoding, then the encoding
+/// and `out`), not three times (docs/benchmarks.md, "Memory of one large FETCH").
 pub fn render_checked(
     store: &Store,
     plan: &Plan,
     job: &Job,
-) -> Result<Option<Vec<u8>>, BinaryError> {
+    out: &mut Vec<u8>,
+) -> Result<(), BinaryError> {
     let failed = std::cell::Cell::new(None);
-    let out = render_inner(store, plan, job, &failed);
-    match failed.get() {
-        Some(e) => Err(e),
-        None => Ok(out),
+    let pieces = render_inner(store, plan, job, &failed);
+    if let Some(e) = failed.get() {
+        return Err(e);
     }
+    for piece in pieces.into_iter().flatten() {
+        out.extend_from_slice(&piece);
+    }
+    Ok(())
 }
 
 fn render_inner(
@@ -196,7 +199,7 @@ fn render_inner(
     plan: &Plan,
     job: &Job,
     failed: &std::cell::Cell<Option<BinaryError>>,
-) -> Option<Vec<u8>> {
+) -> Option<Vec<Vec<u8>>> {
     let blob = if plan.need_blob {
         Some(store.blob(job.meta.blob_id).ok()??)
     } else {
@@ -302,7 +305,7 @@ fn render_inner(
     }
     let seq = NonZeroU32::new(job.seq)?;
     if origins.iter().any(Option::is_some) {
-        return Some(with_origins(seq, items, &origins));
+        return Some(vec![with_origins(seq, items, &origins)]);
     }
     if job.add_flags && plan.condstore && !plan.has_modseq() {
         if let Some(ms) = std::num::NonZeroU64::new(m.modseq) {
@@ -310,7 +313,7 @@ fn render_inner(
         }
     }
     let items = Vec1::try_from(items).ok()?;
-    Some(response::data(Data::Fetch { seq, items }))
+    Some(response::data_pieces(Data::Fetch { seq, items }))
 }
 
 /// A FETCH response with partial BINARY items, which RFC 3516 §4.2 answers as

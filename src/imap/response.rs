@@ -147,6 +147,19 @@ pub fn data(d: Data<'_>) -> Vec<u8> {
     encode(&Response::Data(d))
 }
 
+/// [`data`] as imap-codec's pieces (lines and literals), each its own buffer: a caller that
+/// appends them one at a time, dropping each, never holds the response twice (a FETCH of a
+/// large body: `fetch.rs`).
+pub fn data_pieces(d: Data<'_>) -> Vec<Vec<u8>> {
+    use imap_codec::encode::Fragment;
+    ResponseCodec::default()
+        .encode(&Response::Data(d))
+        .map(|f| match f {
+            Fragment::Line { data } | Fragment::Literal { data, .. } => data,
+        })
+        .collect()
+}
+
 /// A LIST response with RFC 5258's CHILDINFO extended data item, `("CHILDINFO" ("SUBSCRIBED"))`
 /// (§3.5). imap-types has no extended items in `Data::List`, so the item is appended to the
 /// encoded response: it follows the mailbox name, which ends the line (a literal name included).

@@ -140,10 +140,8 @@ pub async fn fetch(
         let out = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for job in &chunk {
-                match render_checked(&st, &pl, job) {
-                    Ok(Some(r)) => out.extend_from_slice(&r),
-                    Ok(None) => {}
-                    Err(e) => return (out, Some(e)),
+                if let Err(e) = render_checked(&st, &pl, job, &mut out) {
+                    return (out, Some(e));
                 }
             }
             (out, None)

@@ -5,6 +5,7 @@
 //! body store stays this one seam, so an S3-compatible store can replace the chunks later.
 
 use deadpool_postgres::GenericClient;
+use futures_util::TryStreamExt;
 
 use super::super::message::Blob;
 use super::super::{Result, StoreError};
@@ -63,32 +64,36 @@ pub(crate) async fn release(tx: &impl GenericClient, id: u64) -> Result<()> {
 /// The exact bytes of blob `id`, `None` when there is no such blob.
 pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>> {
     // One statement (one round trip, one snapshot): the blob's row joined with its chunks in
-    // order; no row at all when there is no such blob, one row with no data for an empty body.
-    let rows = c
-        .query(
-            &c.prepare_cached(
-                "SELECT b.size, c.data FROM blobs b LEFT JOIN blob_chunks c ON c.blob_id = b.id \
-                 WHERE b.id = $1 ORDER BY c.n",
-            )
-            .await?,
-            &[&(id as i64)],
+    // order, and the chunks' total length (read from each value's header, not its bytes); no
+    // row at all when there is no such blob, one row with no data for an empty body. The rows
+    // are taken as they arrive (the driver reads the socket only as fast as they are taken), so
+    // reading a body holds about its size once, not its rows and their joined copy at once.
+    let st = c
+        .prepare_cached(
+            "WITH t AS (SELECT coalesce(sum(octet_length(data)), 0)::bigint AS total \
+             FROM blob_chunks WHERE blob_id = $1) \
+             SELECT b.size, t.total, c.data FROM blobs b CROSS JOIN t \
+             LEFT JOIN blob_chunks c ON c.blob_id = b.id WHERE b.id = $1 ORDER BY c.n",
         )
         .await?;
-    let Some(first) = rows.first() else {
+    let rows = c.query_raw(&st, [id as i64]).await?;
+    let mut rows = std::pin::pin!(rows);
+    let mut out: Option<(i64, Vec<u8>)> = None;
+    while let Some(row) = rows.try_next().await? {
+        let (_, buf) = out.get_or_insert_with(|| {
+            // Sized from the bytes the chunks hold, never from the recorded size (data from
+            // the database: a corrupt size must not make this process allocate it).
+            let total = usize::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+            (row.get::<_, i64>(0), Vec::with_capacity(total))
+        });
+        if let Some(d) = row.get::<_, Option<&[u8]>>(2) {
+            buf.extend_from_slice(d);
+        }
+    }
+    let Some((size, out)) = out else {
         return Ok(None);
     };
-    // Sized from the chunks read, never from the recorded size (data from the database: a
-    // corrupt size must not make this process allocate it); a mismatch is an error, as a body
-    // file of the wrong length is on sled (`files.rs`).
-    let chunks: Vec<&[u8]> = rows
-        .iter()
-        .filter_map(|r| r.get::<_, Option<&[u8]>>(1))
-        .collect();
-    let mut out = Vec::with_capacity(chunks.iter().map(|d| d.len()).sum());
-    for d in chunks {
-        out.extend_from_slice(d);
-    }
-    let size = first.get::<_, i64>(0);
+    // A mismatch is an error, as a body file of the wrong length is on sled (`files.rs`).
     if u64::try_from(size).ok() != Some(out.len() as u64) {
         return Err(StoreError::Db(format!(
             "body {id:016x}: {} bytes in its chunks, the database records {size}",
