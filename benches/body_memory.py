@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Memory of reading one large body, on sled and on PostgreSQL (issue 17).
+"""Memory of storing and reading one large body, on sled and on PostgreSQL (issue 17).
 
 For each backend: a fresh `tanba serve` (release build) and one account; a message of `--mb`
-MiB (a text part of random base64 lines) is APPENDed over IMAP, then the server's peak RSS is
-reset (`/proc/PID/clear_refs`, 5) and a new session FETCHes `BODY.PEEK[]` of it. The figure is
-the server's peak RSS during that FETCH minus its RSS before it: what reading and sending the
-body cost. PostgreSQL is a throw-away cluster (`cluster_compare.Postgres`).
+MiB (a text part of random base64 lines) is APPENDed over IMAP and the server's RSS read (what
+storing it left behind); then the peak RSS is reset (`/proc/PID/clear_refs`, 5) and a new
+session FETCHes `BODY.PEEK[]` of it: the peak during that FETCH minus the RSS before it is what
+reading and sending the body cost; and the RSS a second after that session ended (what
+stays). PostgreSQL is a throw-away cluster (`cluster_compare.Postgres`).
 
     apt-get install -y postgresql
     cargo build --release
@@ -18,6 +19,7 @@ import os
 import socket
 import ssl
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from benchlib import Server, status  # noqa: E402
@@ -83,8 +85,12 @@ def one(binary, mb, store):
         until(f, b"b")
         until(f, b"c")
         peak = status(srv.pid)["VmHWM"]
+        f.write(b"d LOGOUT\r\n")
+        f.flush()
         s.close()
-        return len(raw), before, peak
+        time.sleep(1)
+        after = status(srv.pid)["VmRSS"]
+        return len(raw), before, peak, after
 
 
 def main():
@@ -93,17 +99,15 @@ def main():
     p.add_argument("--mb", type=int, default=40)
     a = p.parse_args()
     rows = []
-    size, before, peak = one(a.binary, a.mb, None)
-    rows.append(("sled", size, before, peak))
+    rows.append(("sled", *one(a.binary, a.mb, None)))
     with Postgres() as pg:
         url = pg.createdb("body_memory")
-        size, before, peak = one(a.binary, a.mb, f'backend = "postgres"\nurl = "{url}"')
-        rows.append(("postgres", size, before, peak))
-    print("| backend | message | RSS before | peak during FETCH | peak − before |")
-    print("|---|---:|---:|---:|---:|")
-    for name, size, before, peak in rows:
+        rows.append(("postgres", *one(a.binary, a.mb, f'backend = "postgres"\nurl = "{url}"')))
+    print("| backend | message | RSS after APPEND | peak during FETCH | peak − before | RSS after |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, size, before, peak, after in rows:
         print(f"| {name} | {size / 2**20:.1f} MiB | {before / 1024:.0f} MiB | "
-              f"{peak / 1024:.0f} MiB | {(peak - before) / 1024:.0f} MiB |")
+              f"{peak / 1024:.0f} MiB | {(peak - before) / 1024:.0f} MiB | {after / 1024:.0f} MiB |")
 
 
 if __name__ == "__main__":

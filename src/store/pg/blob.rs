@@ -13,10 +13,18 @@ use super::super::{Result, StoreError};
 /// Bytes per `blob_chunks` row.
 pub(crate) const CHUNK: usize = 256 * 1024;
 
-/// Stores `raw` as blob `id` with `refs` references: the `blobs` row and every chunk in one
-/// statement (one round trip whatever the size).
+/// Chunks per statement when a body is written: the driver keeps its buffers as large as the
+/// largest statement a connection sent, for as long as the pooled connection lives, so no
+/// statement carries more than about 1 MiB of body (docs/benchmarks.md, "Memory of one large
+/// body").
+const CHUNKS_PER_STATEMENT: usize = 4;
+
+/// Stores `raw` as blob `id` with `refs` references: the `blobs` row and the first chunks in
+/// one statement (one round trip for a body up to 1 MiB), then the rest 1 MiB per statement.
 pub(crate) async fn put(tx: &impl GenericClient, id: u64, raw: &[u8], refs: i32) -> Result<()> {
     let chunks: Vec<&[u8]> = raw.chunks(CHUNK).collect();
+    let mut batches = chunks.chunks(CHUNKS_PER_STATEMENT);
+    let first = batches.next().unwrap_or_default();
     let st = tx
         .prepare_cached(
             "WITH b AS (INSERT INTO blobs (id, size, refcount) VALUES ($1, $2, $3)) \
@@ -24,8 +32,20 @@ pub(crate) async fn put(tx: &impl GenericClient, id: u64, raw: &[u8], refs: i32)
              SELECT $1, (x.n - 1)::integer, x.d FROM unnest($4::bytea[]) WITH ORDINALITY AS x(d, n)",
         )
         .await?;
-    tx.execute(&st, &[&(id as i64), &(raw.len() as i64), &refs, &chunks])
+    tx.execute(&st, &[&(id as i64), &(raw.len() as i64), &refs, &first])
         .await?;
+    let mut n = first.len() as i64;
+    for batch in batches {
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO blob_chunks (blob_id, n, data) \
+                 SELECT $1, ($2::bigint + x.n - 1)::integer, x.d \
+                 FROM unnest($3::bytea[]) WITH ORDINALITY AS x(d, n)",
+            )
+            .await?;
+        tx.execute(&st, &[&(id as i64), &n, &batch]).await?;
+        n += batch.len() as i64;
+    }
     Ok(())
 }
 
