@@ -13,6 +13,10 @@ use super::super::{Result, StoreError};
 /// Bytes per `blob_chunks` row.
 pub(crate) const CHUNK: usize = 256 * 1024;
 
+/// The most a body read reserves ahead from the recorded size (above the default
+/// `smtp.max_message_size`).
+const RESERVE_AT_MOST: usize = 64 << 20;
+
 /// Chunks per statement when a body is written: the driver keeps its buffers as large as the
 /// largest statement a connection sent, for as long as the pooled connection lives, so no
 /// statement carries more than about 1 MiB of body (docs/benchmarks.md, "Memory of one large
@@ -84,16 +88,13 @@ pub(crate) async fn release(tx: &impl GenericClient, id: u64) -> Result<()> {
 /// The exact bytes of blob `id`, `None` when there is no such blob.
 pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>> {
     // One statement (one round trip, one snapshot): the blob's row joined with its chunks in
-    // order, and the chunks' total length (read from each value's header, not its bytes); no
-    // row at all when there is no such blob, one row with no data for an empty body. The rows
-    // are taken as they arrive (the driver reads the socket only as fast as they are taken), so
-    // reading a body holds about its size once, not its rows and their joined copy at once.
+    // order; no row at all when there is no such blob, one row with no data for an empty body.
+    // The rows are taken as they arrive (the driver reads the socket only as fast as they are
+    // taken), so reading a body holds about its size once, not its rows and their joined copy.
     let st = c
         .prepare_cached(
-            "WITH t AS (SELECT coalesce(sum(octet_length(data)), 0)::bigint AS total \
-             FROM blob_chunks WHERE blob_id = $1) \
-             SELECT b.size, t.total, c.data FROM blobs b CROSS JOIN t \
-             LEFT JOIN blob_chunks c ON c.blob_id = b.id WHERE b.id = $1 ORDER BY c.n",
+            "SELECT b.size, c.data FROM blobs b LEFT JOIN blob_chunks c ON c.blob_id = b.id \
+             WHERE b.id = $1 ORDER BY c.n",
         )
         .await?;
     let rows = c.query_raw(&st, [id as i64]).await?;
@@ -101,12 +102,15 @@ pub(crate) async fn read(c: &impl GenericClient, id: u64) -> Result<Option<Blob>
     let mut out: Option<(i64, Vec<u8>)> = None;
     while let Some(row) = rows.try_next().await? {
         let (_, buf) = out.get_or_insert_with(|| {
-            // Sized from the bytes the chunks hold, never from the recorded size (data from
-            // the database: a corrupt size must not make this process allocate it).
-            let total = usize::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-            (row.get::<_, i64>(0), Vec::with_capacity(total))
+            let size = row.get::<_, i64>(0);
+            // The recorded size comes from the database: reserved only up to a bound, and
+            // without aborting when that fails, so a corrupt size cannot make this process
+            // allocate it. A larger body grows the buffer as its chunks arrive.
+            let mut buf = Vec::new();
+            let _ = buf.try_reserve_exact(usize::try_from(size).unwrap_or(0).min(RESERVE_AT_MOST));
+            (size, buf)
         });
-        if let Some(d) = row.get::<_, Option<&[u8]>>(2) {
+        if let Some(d) = row.get::<_, Option<&[u8]>>(1) {
             buf.extend_from_slice(d);
         }
     }
