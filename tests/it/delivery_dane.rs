@@ -5,7 +5,6 @@
 //! as its trust anchor (`delivery.dnssec_trust_anchor`); the receiver (aiosmtpd) offers STARTTLS
 //! with a self-signed certificate that no CA the sender trusts has issued.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -77,7 +76,7 @@ impl Zone {
     /// becomes `to` (the record's signature no longer matches: a bogus answer).
     fn start(tlsa: &str, tamper: Option<(&str, &str)>) -> Zone {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+        let d = &dir.path().to_path_buf();
         let key = run(d, "ldns-keygen", &["-a", "ECDSAP256SHA256", "-k", "test."]);
         let key = key.trim().to_string();
         std::fs::write(
@@ -119,40 +118,57 @@ impl Zone {
         }
         std::fs::copy(d.join(format!("{key}.key")), d.join("anchor.key")).unwrap();
 
-        let port = free_port();
-        let p = d.display();
-        std::fs::write(
-            d.join("nsd.conf"),
-            format!(
-                "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  chroot: \"\"\n\
-                 \x20 zonesdir: \"{p}\"\n  database: \"\"\n  pidfile: \"{p}/nsd.pid\"\n\
-                 \x20 xfrdfile: \"{p}/xfrd.state\"\n  zonelistfile: \"{p}/zone.list\"\n\
-                 \x20 logfile: \"{p}/nsd.log\"\n  server-count: 1\n\
-                 remote-control:\n  control-enable: no\n\
-                 zone:\n  name: \"test.\"\n  zonefile: \"test.zone.signed\"\n\
-                 zone:\n  name: \"c.test.\"\n  zonefile: \"c.test.zone\"\n"
-            ),
-        )
-        .unwrap();
-        let nsd = Command::new("nsd")
-            .current_dir(d)
-            .args(["-d", "-c", "nsd.conf"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nsd (install nsd: scripts/test.sh does it)");
-        let zone = Zone { dir, nsd, port };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nsd did not start: {}",
-                std::fs::read_to_string(zone.dir.path().join("nsd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        // A free port, then NSD binds it; a parallel test's listener can take it in between,
+        // and NSD then exits ("can't bind"): the next attempt takes another port. Started means
+        // NSD said so in its log, not that something answers on the port.
+        for attempt in 1.. {
+            let port = free_port();
+            let p = d.display();
+            std::fs::write(
+                d.join("nsd.conf"),
+                format!(
+                    "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  chroot: \"\"\n\
+                     \x20 zonesdir: \"{p}\"\n  database: \"\"\n  pidfile: \"{p}/nsd.pid\"\n\
+                     \x20 xfrdfile: \"{p}/xfrd.state\"\n  zonelistfile: \"{p}/zone.list\"\n\
+                     \x20 logfile: \"{p}/nsd.log\"\n  server-count: 1\n\
+                     remote-control:\n  control-enable: no\n\
+                     zone:\n  name: \"test.\"\n  zonefile: \"test.zone.signed\"\n\
+                     zone:\n  name: \"c.test.\"\n  zonefile: \"c.test.zone\"\n"
+                ),
+            )
+            .unwrap();
+            let log = d.join("nsd.log");
+            let _ = std::fs::remove_file(&log);
+            let mut nsd = Command::new("nsd")
+                .current_dir(d)
+                .args(["-d", "-c", "nsd.conf"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nsd (install nsd: scripts/test.sh does it)");
+            let start = Instant::now();
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let exited = nsd.try_wait().unwrap().is_some();
+                if text.contains("nsd started") && !exited {
+                    return Zone { dir, nsd, port };
+                }
+                if exited {
+                    assert!(
+                        attempt < 5 && text.contains("can't bind"),
+                        "nsd did not start: {text}"
+                    );
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "nsd did not start: {text}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        zone
+        unreachable!()
     }
 
     fn anchor(&self) -> PathBuf {
