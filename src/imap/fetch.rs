@@ -173,10 +173,10 @@ pub enum BinaryError {
 }
 
 /// Appends the encoded `* seq FETCH (...)` response to `out` (nothing when the message is
-/// gone), or says why a BINARY item could not be decoded. The response
-/// is encoded while the body is read, and appended after the body is gone, piece by piece: a
-/// FETCH of a body holds it about twice at most (the body and its encoding, then the encoding
-/// and `out`), not three times (docs/benchmarks.md, "Memory of one large body").
+/// gone), or says why a BINARY item could not be decoded. The response is encoded while the
+/// body is read, and appended after the body is gone, piece by piece: a FETCH of a body holds
+/// it about twice at most (the body and its encoding, then the encoding and `out`), not three
+/// times (docs/benchmarks.md, "Memory of one large body").
 pub fn render_checked(
     store: &Store,
     plan: &Plan,
