@@ -118,11 +118,9 @@ impl Zone {
         }
         std::fs::copy(d.join(format!("{key}.key")), d.join("anchor.key")).unwrap();
 
-        // A free port, then NSD binds it; a parallel test's listener can take it in between,
-        // and NSD then exits ("can't bind"): the next attempt takes another port. Started means
-        // NSD said so in its log, not that something answers on the port.
-        for attempt in 1.. {
-            let port = free_port();
+        // Started means NSD said so in its log, not that something answers on the port (a
+        // parallel test's listener that took it would answer too).
+        let (nsd, port) = on_a_free_port("nsd", |port| {
             let p = d.display();
             std::fs::write(
                 d.join("nsd.conf"),
@@ -152,14 +150,13 @@ impl Zone {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 let exited = nsd.try_wait().unwrap().is_some();
                 if text.contains("nsd started") && !exited {
-                    return Zone { dir, nsd, port };
+                    return Start::Started((nsd, port));
+                }
+                if exited && text.contains("can't bind") {
+                    return Start::PortTaken(text);
                 }
                 if exited {
-                    assert!(
-                        attempt < 5 && text.contains("can't bind"),
-                        "nsd did not start: {text}"
-                    );
-                    break;
+                    return Start::Failed(text);
                 }
                 assert!(
                     start.elapsed() < Duration::from_secs(20),
@@ -167,8 +164,8 @@ impl Zone {
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
-        }
-        unreachable!()
+        });
+        Zone { dir, nsd, port }
     }
 
     fn anchor(&self) -> PathBuf {

@@ -559,6 +559,29 @@ impl ClosedPort {
     }
 }
 
+/// What one attempt of [`on_a_free_port`] found.
+pub enum Start<T> {
+    Started(T),
+    /// The port was taken between [`free_port`] and the child's bind: try another.
+    PortTaken(String),
+    Failed(String),
+}
+
+/// Starts a child that binds a port it is given (PostgreSQL, NSD): `start` gets a
+/// [`free_port`]; a parallel test's listener can take that port before the child binds it,
+/// and then another port is tried (5 attempts).
+pub fn on_a_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Start<T>) -> T {
+    for attempt in 1..=5 {
+        match start(free_port()) {
+            Start::Started(t) => return t,
+            Start::PortTaken(why) if attempt == 5 => panic!("{what} did not start: {why}"),
+            Start::PortTaken(_) => {}
+            Start::Failed(why) => panic!("{what} did not start: {why}"),
+        }
+    }
+    unreachable!()
+}
+
 /// A port nothing listens on right now (for a receiver that starts at once).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

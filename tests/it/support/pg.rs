@@ -138,12 +138,7 @@ impl Postgres {
             opts.push_str(&format!(" -c {s}"));
         }
         let log = pg.dir.path().join("postgres.log");
-        // A free port: bind, read, release, then PostgreSQL binds it. A parallel test's
-        // listener can take it in between; PostgreSQL then exits with "could not bind" and
-        // the next attempt takes another port.
-        for attempt in 1.. {
-            let port = super::free_port();
-            pg.port = port;
+        pg.port = super::on_a_free_port("PostgreSQL", |port| {
             let out = pg.run(
                 "pg_ctl",
                 &[
@@ -160,15 +155,16 @@ impl Postgres {
                 ],
             );
             if out.status.success() {
-                break;
+                return super::Start::Started(port);
             }
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                attempt < 5 && text.contains("could not bind"),
-                "pg_ctl start: {}\n{text}",
-                show(&out),
-            );
-        }
+            let why = format!("pg_ctl start: {}\n{text}", show(&out));
+            if text.contains("could not bind") {
+                super::Start::PortTaken(why)
+            } else {
+                super::Start::Failed(why)
+            }
+        });
         self
     }
 
